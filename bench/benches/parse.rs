@@ -1,0 +1,2 @@
+//! Criterion benchmark: parse (written with the module it measures).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Criterion benchmark: route (written with the module it measures).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Shared fixtures for coregate's micro-benchmarks (the load harness lives in `bench/run.sh`).

@@ -1,0 +1,2 @@
+//! The `coregate` command line.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Configuration: TOML file -> raw serde structs -> validated, immutable `Config`.

@@ -1,0 +1,623 @@
+//! Socket I/O: the only module that accepts, connects, reads, writes or closes sockets.
+//!
+//! Two mechanisms sit behind one small surface ([`IoShard`], [`Listener`], [`Conn`], [`ReadBuf`],
+//! [`Outbound`]), chosen per process by `runtime.io`:
+//!
+//! - `uring`: the shard's own completion-based io_uring ([`uring::Ring`]): multishot accept,
+//!   receives into kernel-picked provided buffers, gathered `sendmsg`, batched submission and
+//!   reaping with one `io_uring_enter` per scheduling pass.
+//! - `glommio`: glommio's own `TcpStream`/`TcpListener` (readiness through glommio's rings, then
+//!   `recv`/`send` system calls), kept as the baseline the benchmarks compare against.
+//!
+//! The parser, router, pools and pipeline see only bytes in a [`ReadBuf`] and buffers to send in
+//! an [`Outbound`]; they never know which mechanism runs. Deadlines are absolute `Instant`s; a
+//! passed deadline surfaces as an `io::ErrorKind::TimedOut` error.
+
+pub mod buffer;
+mod glommio_net;
+pub mod notify;
+pub mod socket;
+pub mod uring;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+pub use buffer::{Buf, BufferPool};
+pub use notify::{Notifier, NotifyReceiver};
+pub use socket::ListenOptions;
+pub use uring::{MAX_PARTS, Part, Ring, RingStats};
+
+/// Which socket mechanism a shard uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mechanism {
+    Uring,
+    Glommio,
+}
+
+/// Sizes a shard's I/O is set up with.
+#[derive(Clone, Copy, Debug)]
+pub struct IoSettings {
+    pub mechanism: Mechanism,
+    /// Submission queue entries of the shard's ring (`uring` only).
+    pub ring_entries: u32,
+    pub buffer_size: usize,
+    pub buffers: usize,
+    /// Longest sleep in the ring before the shard gives its executor a turn (`uring` only).
+    pub idle_wait: Duration,
+}
+
+/// One shard's I/O state: its ring (with `uring`) and its buffers.
+pub struct IoShard {
+    ring: Option<Rc<Ring>>,
+    pool: Rc<BufferPool>,
+}
+
+impl IoShard {
+    /// Sets up the shard's I/O. Must run on the shard's own thread, inside its executor.
+    pub fn new(settings: &IoSettings) -> io::Result<Rc<IoShard>> {
+        match settings.mechanism {
+            Mechanism::Uring => {
+                let ring = Ring::new(
+                    settings.ring_entries,
+                    settings.buffer_size,
+                    settings.buffers,
+                    settings.idle_wait,
+                )?;
+                Ok(Rc::new(IoShard {
+                    pool: ring.pool().clone(),
+                    ring: Some(ring),
+                }))
+            }
+            Mechanism::Glommio => Ok(Rc::new(IoShard {
+                ring: None,
+                pool: BufferPool::new(settings.buffer_size, settings.buffers)?,
+            })),
+        }
+    }
+
+    pub fn mechanism(&self) -> Mechanism {
+        if self.ring.is_some() {
+            Mechanism::Uring
+        } else {
+            Mechanism::Glommio
+        }
+    }
+
+    pub fn pool(&self) -> &Rc<BufferPool> {
+        &self.pool
+    }
+
+    /// Ring counters (all zero with the glommio mechanism).
+    pub fn ring_stats(&self) -> RingStats {
+        self.ring
+            .as_ref()
+            .map(|ring| ring.stats())
+            .unwrap_or_default()
+    }
+
+    /// Runs the shard's I/O driver until [`IoShard::stop`] and every operation finished. With the
+    /// glommio mechanism glommio's reactor does this work and the call returns at once.
+    pub async fn drive(self: &Rc<Self>) {
+        if let Some(ring) = &self.ring {
+            ring.clone().drive().await;
+        }
+    }
+
+    /// Lets the driver return once nothing is in flight.
+    pub fn stop(&self) {
+        if let Some(ring) = &self.ring {
+            ring.stop();
+        }
+    }
+
+    /// Opens this shard's `SO_REUSEPORT` socket for `addr`.
+    pub fn listen(
+        self: &Rc<Self>,
+        addr: SocketAddr,
+        options: ListenOptions,
+    ) -> io::Result<Listener> {
+        let fd = socket::bind_listener(addr, options)?;
+        let local = socket::local_addr(fd.as_raw_fd())?;
+        let kind = match &self.ring {
+            Some(_) => ListenerKind::Uring {
+                fd,
+                multishot: None,
+            },
+            None => ListenerKind::Glommio(glommio_net::listener(fd)),
+        };
+        Ok(Listener {
+            shard: self.clone(),
+            kind,
+            local,
+        })
+    }
+
+    /// Connects to `addr`, giving up at `deadline`.
+    pub async fn connect(self: &Rc<Self>, addr: SocketAddr, deadline: Instant) -> io::Result<Conn> {
+        let kind = match &self.ring {
+            Some(ring) => {
+                let fd = socket::upstream_socket(addr)?;
+                let target = socket2::SockAddr::from(addr);
+                let done = ring.connect(fd.as_raw_fd(), &target, Some(deadline)).await;
+                check(done.res, done.timed_out)?;
+                ConnKind::Uring {
+                    fd: socket::release(fd),
+                }
+            }
+            None => ConnKind::Glommio(glommio_net::connect(addr, deadline).await?),
+        };
+        Ok(Conn {
+            shard: self.clone(),
+            kind,
+            peer: addr,
+        })
+    }
+
+    /// Sleeps for `duration` without allocating a timer (a ring timeout with `uring`).
+    pub async fn sleep(&self, duration: Duration) {
+        match &self.ring {
+            Some(ring) => {
+                ring.sleep(duration).await;
+            }
+            None => glommio::timer::sleep(duration).await,
+        }
+    }
+}
+
+/// Maps a completion result to `io::Result`, turning a deadline cancellation into `TimedOut`.
+fn check(res: i32, timed_out: bool) -> io::Result<usize> {
+    if timed_out {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+    }
+    if res < 0 {
+        return Err(io::Error::from_raw_os_error(-res));
+    }
+    Ok(res as usize)
+}
+
+/// A shard's listening socket.
+pub struct Listener {
+    shard: Rc<IoShard>,
+    kind: ListenerKind,
+    local: SocketAddr,
+}
+
+enum ListenerKind {
+    /// `multishot` is the slot of the running multishot accept, if one runs.
+    Uring {
+        fd: std::os::fd::OwnedFd,
+        multishot: Option<u32>,
+    },
+    Glommio(glommio::net::TcpListener),
+}
+
+impl Listener {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Waits for the next client connection.
+    pub async fn accept(&mut self) -> io::Result<Conn> {
+        match &mut self.kind {
+            ListenerKind::Uring { fd, multishot } => {
+                let ring = self
+                    .shard
+                    .ring
+                    .as_ref()
+                    .expect("uring listener on a uring shard");
+                loop {
+                    let id = *multishot.get_or_insert_with(|| ring.accept_multi(fd.as_raw_fd()));
+                    let next = std::future::poll_fn(|cx| ring.poll_accepted(id, cx)).await;
+                    match next {
+                        None => *multishot = None,
+                        Some(res) if res < 0 => {
+                            // The multishot ends after an error; a new one starts on the next call.
+                            return Err(io::Error::from_raw_os_error(-res));
+                        }
+                        Some(raw) => {
+                            // SAFETY: the kernel just created this descriptor for us.
+                            let owned = unsafe { socket::own(raw) };
+                            let peer = match socket::peer_addr(raw).and_then(|peer| {
+                                socket::configure_accepted(raw)?;
+                                Ok(peer)
+                            }) {
+                                Ok(peer) => peer,
+                                // The client left already (ENOTCONN): take the next one.
+                                Err(_) => continue,
+                            };
+                            return Ok(Conn {
+                                shard: self.shard.clone(),
+                                kind: ConnKind::Uring {
+                                    fd: socket::release(owned),
+                                },
+                                peer,
+                            });
+                        }
+                    }
+                }
+            }
+            ListenerKind::Glommio(listener) => {
+                let (stream, peer) = glommio_net::accept(listener).await?;
+                Ok(Conn {
+                    shard: self.shard.clone(),
+                    kind: ConnKind::Glommio(stream),
+                    peer,
+                })
+            }
+        }
+    }
+
+    /// Stops taking connections from the kernel until the next `accept` (used at the connection
+    /// cap and when draining; clients then wait in the backlog).
+    pub fn pause(&mut self) {
+        if let ListenerKind::Uring { multishot, .. } = &mut self.kind
+            && let Some(id) = multishot.take()
+        {
+            let ring = self
+                .shard
+                .ring
+                .as_ref()
+                .expect("uring listener on a uring shard");
+            ring.cancel_accept(id);
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.pause();
+    }
+}
+
+/// A connected TCP socket (client or upstream).
+pub struct Conn {
+    shard: Rc<IoShard>,
+    kind: ConnKind,
+    peer: SocketAddr,
+}
+
+enum ConnKind {
+    Uring { fd: RawFd },
+    Glommio(glommio::net::TcpStream),
+}
+
+impl Conn {
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn shard(&self) -> &Rc<IoShard> {
+        &self.shard
+    }
+
+    /// Receives more bytes into `rb`, appending after what it holds. Returns the number of new
+    /// bytes; 0 means the peer closed its side. With no buffer in `rb`, one is taken only when data
+    /// arrives (provided buffers), so waiting costs no memory.
+    pub async fn recv(&mut self, rb: &mut ReadBuf, deadline: Option<Instant>) -> io::Result<usize> {
+        match &mut self.kind {
+            ConnKind::Uring { fd } => {
+                let ring = self
+                    .shard
+                    .ring
+                    .as_ref()
+                    .expect("uring conn on a uring shard");
+                let fd = *fd;
+                loop {
+                    let done = match rb.buf.take() {
+                        Some(buf) => {
+                            let buf = rb.make_room(buf)?;
+                            let done = ring.recv_into(fd, buf, rb.end as usize, deadline).await;
+                            let mut done = done;
+                            rb.buf = done.bufs[0].take();
+                            done
+                        }
+                        None => {
+                            let mut done = ring.recv_provided(fd, deadline).await;
+                            if let Some(buf) = done.bufs[0].take() {
+                                rb.buf = Some(buf);
+                                rb.start = 0;
+                                rb.end = 0;
+                            }
+                            if done.res == -libc::ENOBUFS {
+                                // The kernel's ring ran dry: receive into a buffer of our own.
+                                match self.shard.pool.take() {
+                                    Some(buf) => {
+                                        rb.buf = Some(buf);
+                                        rb.start = 0;
+                                        rb.end = 0;
+                                        continue;
+                                    }
+                                    None => {
+                                        return Err(io::Error::new(
+                                            io::ErrorKind::OutOfMemory,
+                                            "no I/O buffer free",
+                                        ));
+                                    }
+                                }
+                            }
+                            done
+                        }
+                    };
+                    let n = match check(done.res, done.timed_out) {
+                        Ok(n) => n,
+                        Err(err) => {
+                            rb.release_if_empty();
+                            return Err(err);
+                        }
+                    };
+                    rb.end += n as u32;
+                    rb.release_if_empty();
+                    return Ok(n);
+                }
+            }
+            ConnKind::Glommio(stream) => {
+                let buf = match rb.buf.take() {
+                    Some(buf) => buf,
+                    None => {
+                        rb.start = 0;
+                        rb.end = 0;
+                        self.shard.pool.take().ok_or_else(|| {
+                            io::Error::new(io::ErrorKind::OutOfMemory, "no I/O buffer free")
+                        })?
+                    }
+                };
+                let mut buf = rb.make_room(buf)?;
+                let result =
+                    glommio_net::recv(stream, &mut buf.as_mut_slice()[rb.end as usize..], deadline)
+                        .await;
+                rb.buf = Some(buf);
+                let n = match result {
+                    Ok(n) => n,
+                    Err(err) => {
+                        rb.release_if_empty();
+                        return Err(err);
+                    }
+                };
+                rb.end += n as u32;
+                rb.release_if_empty();
+                Ok(n)
+            }
+        }
+    }
+
+    /// Sends every part of `out`, in order, as one gathered write where the mechanism allows.
+    /// The parts stay in `out` afterwards, unchanged, whether or not the send succeeded: the
+    /// caller may send them again (a retry on a fresh upstream connection) or clear them.
+    pub async fn send(&mut self, out: &mut Outbound, deadline: Option<Instant>) -> io::Result<()> {
+        match &mut self.kind {
+            ConnKind::Uring { fd } => {
+                let ring = self
+                    .shard
+                    .ring
+                    .as_ref()
+                    .expect("uring conn on a uring shard");
+                let fd = *fd;
+                let mut ranges = [(0u32, 0u32); MAX_PARTS];
+                for (range, part) in ranges.iter_mut().zip(&out.parts) {
+                    if let Some(part) = part {
+                        *range = (part.start, part.end);
+                    }
+                }
+                let total: usize = ranges
+                    .iter()
+                    .map(|(start, end)| (end - start) as usize)
+                    .sum();
+                let mut sent = 0usize;
+                while sent < total {
+                    // Skip what earlier (short) sends already delivered.
+                    let mut skip = sent;
+                    for (part, &(start, end)) in out.parts.iter_mut().zip(&ranges) {
+                        let Some(part) = part else { continue };
+                        let len = (end - start) as usize;
+                        let skipped = skip.min(len);
+                        part.start = start + skipped as u32;
+                        skip -= skipped;
+                    }
+                    let mut done = ring.send_parts(fd, &mut out.parts, deadline).await;
+                    for (slot, returned) in out.parts.iter_mut().zip(done.bufs.iter_mut()) {
+                        if let Some(buf) = returned.take() {
+                            *slot = Some(Part {
+                                buf,
+                                start: 0,
+                                end: 0,
+                            });
+                        }
+                    }
+                    for (part, &(start, end)) in out.parts.iter_mut().zip(&ranges) {
+                        if let Some(part) = part {
+                            part.start = start;
+                            part.end = end;
+                        }
+                    }
+                    match check(done.res, done.timed_out)? {
+                        0 => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::WriteZero,
+                                "peer stopped reading",
+                            ));
+                        }
+                        n => sent += n,
+                    }
+                }
+                Ok(())
+            }
+            ConnKind::Glommio(stream) => {
+                glommio_net::send(stream, out, &self.shard.pool, deadline).await
+            }
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let ConnKind::Uring { fd } = self.kind {
+            match &self.shard.ring {
+                Some(ring) => ring.close(fd),
+                // SAFETY: the descriptor is owned by this connection.
+                None => unsafe {
+                    libc::close(fd);
+                },
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Conn({})", self.peer)
+    }
+}
+
+/// Bytes received and not yet consumed: `buf[start..end]`. Holds no buffer while empty, so an
+/// idle connection costs nothing here.
+#[derive(Default)]
+pub struct ReadBuf {
+    buf: Option<Buf>,
+    start: u32,
+    end: u32,
+}
+
+impl ReadBuf {
+    pub const fn new() -> ReadBuf {
+        ReadBuf {
+            buf: None,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The unconsumed bytes.
+    pub fn data(&self) -> &[u8] {
+        match &self.buf {
+            Some(buf) => &buf.as_slice()[self.start as usize..self.end as usize],
+            None => &[],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Whether a buffer is held (for tests of idle memory).
+    pub fn holds_buffer(&self) -> bool {
+        self.buf.is_some()
+    }
+
+    /// Marks `n` bytes as used; gives the buffer back once everything is used.
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.len());
+        self.start += n.min(self.len()) as u32;
+        self.release_if_empty();
+    }
+
+    /// Moves all unconsumed bytes out as a send part, without copying.
+    pub fn take_all(&mut self) -> Option<Part> {
+        let buf = self.buf.take()?;
+        let part = Part {
+            buf,
+            start: self.start,
+            end: self.end,
+        };
+        self.start = 0;
+        self.end = 0;
+        Some(part)
+    }
+
+    /// Moves the first `n` unconsumed bytes out as a send part. When more bytes follow (a
+    /// pipelined request, say), the `n` bytes are copied to a fresh buffer and the rest stays.
+    pub fn take_prefix(&mut self, n: usize, pool: &Rc<BufferPool>) -> Option<Part> {
+        let n = n.min(self.len());
+        if n == self.len() {
+            return self.take_all();
+        }
+        let mut copy = pool.take()?;
+        copy.as_mut_slice()[..n].copy_from_slice(&self.data()[..n]);
+        self.consume(n);
+        Some(Part {
+            buf: copy,
+            start: 0,
+            end: n as u32,
+        })
+    }
+
+    fn release_if_empty(&mut self) {
+        if self.start == self.end {
+            self.buf = None;
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Ensures free space after `end`, moving unconsumed bytes to the front when needed.
+    fn make_room(&mut self, mut buf: Buf) -> io::Result<Buf> {
+        if (self.end as usize) < buf.capacity() {
+            return Ok(buf);
+        }
+        if self.start == 0 {
+            self.buf = Some(buf);
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "read buffer full",
+            ));
+        }
+        let (start, end) = (self.start as usize, self.end as usize);
+        buf.as_mut_slice().copy_within(start..end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        Ok(buf)
+    }
+}
+
+/// Buffers queued for one send: up to [`MAX_PARTS`] pieces, sent in order.
+#[derive(Default)]
+pub struct Outbound {
+    parts: [Option<Part>; MAX_PARTS],
+}
+
+impl Outbound {
+    pub fn new() -> Outbound {
+        Outbound::default()
+    }
+
+    /// Queues `buf[start..end]`. Returns false (dropping nothing) when all slots are taken.
+    pub fn push(&mut self, buf: Buf, start: u32, end: u32) -> bool {
+        self.push_part(Part { buf, start, end })
+    }
+
+    pub fn push_part(&mut self, part: Part) -> bool {
+        match self.parts.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => {
+                *slot = Some(part);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(Option::is_none)
+    }
+
+    pub fn len_bytes(&self) -> usize {
+        self.parts
+            .iter()
+            .flatten()
+            .map(|p| (p.end - p.start) as usize)
+            .sum()
+    }
+
+    pub fn clear(&mut self) {
+        self.parts = Default::default();
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Part> {
+        self.parts.iter().flatten()
+    }
+}

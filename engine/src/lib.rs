@@ -8,8 +8,12 @@
 //! - [`router`] host -> method -> path lookup, built per snapshot
 
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod http1;
+pub mod io;
+pub mod metrics;
 pub mod router;
+pub mod upstream;
 
 pub use error::{Error, ErrorKind, Result, Side};

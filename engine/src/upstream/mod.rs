@@ -1,0 +1,88 @@
+//! Upstreams as one shard sees them: named groups of endpoints, each endpoint with the shard's own
+//! keep-alive pool, and the choice of endpoint per request.
+//!
+//! Pools outlive configuration snapshots: [`Pools`] keeps one pool per endpoint address, and a new
+//! snapshot that still names an endpoint gets the same pool back (no reconnect storm on reload).
+
+pub mod balance;
+pub mod pool;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+pub use balance::RoundRobin;
+pub use pool::{Checkout, EndpointPool, PoolSettings, PoolStats};
+
+/// One configured upstream, as built for one snapshot on one shard.
+pub struct UpstreamGroup {
+    pub name: Box<str>,
+    endpoints: Vec<Rc<EndpointPool>>,
+    balance: RoundRobin,
+}
+
+impl UpstreamGroup {
+    pub fn new(
+        name: Box<str>,
+        endpoints: Vec<Rc<EndpointPool>>,
+        shard_index: usize,
+    ) -> UpstreamGroup {
+        debug_assert!(!endpoints.is_empty(), "validated configs have endpoints");
+        UpstreamGroup {
+            name,
+            endpoints,
+            balance: RoundRobin::starting_at(shard_index),
+        }
+    }
+
+    /// The endpoint for the next request.
+    pub fn pick(&self) -> &Rc<EndpointPool> {
+        &self.endpoints[self.balance.pick(self.endpoints.len())]
+    }
+
+    pub fn endpoints(&self) -> &[Rc<EndpointPool>] {
+        &self.endpoints
+    }
+}
+
+/// Every endpoint pool of one shard, by address.
+#[derive(Default)]
+pub struct Pools {
+    by_addr: HashMap<SocketAddr, Rc<EndpointPool>>,
+}
+
+impl Pools {
+    /// The pool for `addr`, created if new, with `settings` applied either way.
+    pub fn get_or_create(&mut self, addr: SocketAddr, settings: PoolSettings) -> Rc<EndpointPool> {
+        let pool = self
+            .by_addr
+            .entry(addr)
+            .or_insert_with(|| EndpointPool::new(addr, settings));
+        if pool.settings() != settings {
+            pool.set_settings(settings);
+        }
+        pool.clone()
+    }
+
+    /// Closes and forgets pools whose endpoint is not in `keep`.
+    pub fn retain(&mut self, keep: impl Fn(&SocketAddr) -> bool) {
+        self.by_addr.retain(|addr, pool| {
+            let kept = keep(addr);
+            if !kept {
+                pool.clear();
+            }
+            kept
+        });
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Rc<EndpointPool>> {
+        self.by_addr.values()
+    }
+
+    /// Closes every idle connection.
+    pub fn clear_idle(&self) {
+        for pool in self.by_addr.values() {
+            pool.clear();
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Keep-alive connections from one shard to one upstream endpoint.
+//!
+//! Each shard has its own pool per endpoint: no locks, no sharing. Idle connections are reused
+//! last-in first-out (the most recently used one is the most likely to still be open and warm),
+//! dropped when idle longer than the idle timeout, and retired after a maximum number of
+//! requests. A pooled connection can still turn out dead when used (the upstream closed it while
+//! idle); the pipeline then retries an idempotent request once on a fresh connection.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::io::{Conn, IoShard};
+
+/// Pool limits; changeable on reload without dropping the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Idle connections kept at most (per shard, per endpoint).
+    pub max_idle: usize,
+    /// An idle connection older than this is closed instead of reused.
+    pub idle_timeout: Duration,
+    /// Requests served on one connection before it is retired; 0 means no limit.
+    pub max_requests: u32,
+}
+
+/// Counters and gauges of one pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// New connections established.
+    pub connects: u64,
+    /// Connection attempts that failed (refused, unreachable, timed out).
+    pub connect_failures: u64,
+    /// Requests that went out on a pooled connection.
+    pub reuses: u64,
+    /// Connections checked out right now.
+    pub active: u64,
+    /// Idle connections right now.
+    pub idle: u64,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+    served: u32,
+}
+
+/// One shard's connections to one endpoint.
+pub struct EndpointPool {
+    addr: SocketAddr,
+    idle: RefCell<Vec<Idle>>,
+    settings: Cell<PoolSettings>,
+    stats: Cell<PoolStats>,
+}
+
+/// A connection taken from (or made for) a pool. Give it back with [`EndpointPool::give_back`]
+/// when the exchange left it reusable; dropping it closes it.
+pub struct Checkout {
+    pool: Rc<EndpointPool>,
+    conn: Option<Conn>,
+    served: u32,
+    reused: bool,
+}
+
+impl Checkout {
+    pub fn conn(&mut self) -> &mut Conn {
+        self.conn
+            .as_mut()
+            .expect("checkout holds its connection until given back")
+    }
+
+    /// Whether this connection served earlier requests (and so may have been closed by the
+    /// upstream while idle).
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
+    pub fn pool(&self) -> &Rc<EndpointPool> {
+        &self.pool
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        self.pool.update(|stats| stats.active -= 1);
+    }
+}
+
+impl EndpointPool {
+    pub fn new(addr: SocketAddr, settings: PoolSettings) -> Rc<EndpointPool> {
+        Rc::new(EndpointPool {
+            addr,
+            idle: RefCell::new(Vec::with_capacity(settings.max_idle)),
+            settings: Cell::new(settings),
+            stats: Cell::new(PoolStats::default()),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn settings(&self) -> PoolSettings {
+        self.settings.get()
+    }
+
+    /// Applies new limits (reload); excess idle connections are closed.
+    pub fn set_settings(&self, settings: PoolSettings) {
+        self.settings.set(settings);
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() > settings.max_idle {
+            let excess = idle.len() - settings.max_idle;
+            idle.drain(..excess);
+        }
+        let count = idle.len() as u64;
+        drop(idle);
+        self.update(|stats| stats.idle = count);
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        self.stats.get()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut PoolStats)) {
+        let mut stats = self.stats.get();
+        f(&mut stats);
+        self.stats.set(stats);
+    }
+
+    /// The most recently returned idle connection that has not idled too long.
+    pub fn take_idle(self: &Rc<Self>, now: Instant) -> Option<Checkout> {
+        let idle_timeout = self.settings.get().idle_timeout;
+        let mut idle = self.idle.borrow_mut();
+        while let Some(entry) = idle.pop() {
+            if now.saturating_duration_since(entry.since) < idle_timeout {
+                let count = idle.len() as u64;
+                drop(idle);
+                self.update(|stats| {
+                    stats.idle = count;
+                    stats.active += 1;
+                    stats.reuses += 1;
+                });
+                return Some(Checkout {
+                    pool: self.clone(),
+                    conn: Some(entry.conn),
+                    served: entry.served,
+                    reused: true,
+                });
+            }
+            // Too old: dropping it closes it.
+        }
+        drop(idle);
+        self.update(|stats| stats.idle = 0);
+        None
+    }
+
+    /// Opens a new connection to the endpoint.
+    pub async fn connect(
+        self: &Rc<Self>,
+        io: &Rc<IoShard>,
+        deadline: Instant,
+    ) -> io::Result<Checkout> {
+        match io.connect(self.addr, deadline).await {
+            Ok(conn) => {
+                self.update(|stats| {
+                    stats.connects += 1;
+                    stats.active += 1;
+                });
+                Ok(Checkout {
+                    pool: self.clone(),
+                    conn: Some(conn),
+                    served: 0,
+                    reused: false,
+                })
+            }
+            Err(err) => {
+                self.update(|stats| stats.connect_failures += 1);
+                Err(err)
+            }
+        }
+    }
+
+    /// Returns a connection after a complete, clean exchange. It is closed instead when the pool
+    /// is full or the connection served its maximum number of requests.
+    pub fn give_back(&self, mut checkout: Checkout, now: Instant) {
+        let settings = self.settings.get();
+        let served = checkout.served.saturating_add(1);
+        let retired = settings.max_requests != 0 && served >= settings.max_requests;
+        let mut idle = self.idle.borrow_mut();
+        if retired || idle.len() >= settings.max_idle {
+            return;
+        }
+        let conn = checkout
+            .conn
+            .take()
+            .expect("checkout holds its connection until given back");
+        idle.push(Idle {
+            conn,
+            since: now,
+            served,
+        });
+        let count = idle.len() as u64;
+        drop(idle);
+        self.update(|stats| stats.idle = count);
+    }
+
+    /// Closes every idle connection (shutdown, or the endpoint left the configuration).
+    pub fn clear(&self) {
+        self.idle.borrow_mut().clear();
+        self.update(|stats| stats.idle = 0);
+    }
+}

@@ -1,0 +1,335 @@
+//! A real upstream for end-to-end tests: a blocking HTTP/1.1 server on its own threads that
+//! records every request it receives (connection, method, target, fields, body) and answers as
+//! the test's [`Behavior`] says, including misbehaving on purpose.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// What the upstream saw of one request.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// Which accepted connection (0, 1, ...) carried it.
+    pub connection: usize,
+    pub method: String,
+    pub target: String,
+    pub version: u8,
+    /// Fields in arrival order, names as sent.
+    pub fields: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The raw head bytes, for byte-exact assertions.
+    pub raw_head: Vec<u8>,
+    /// Whether the body came chunked.
+    pub chunked: bool,
+}
+
+impl Recorded {
+    /// The value of the first field named `name` (case-insensitive).
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of fields named `name`.
+    pub fn fields_named(&self, name: &str) -> Vec<&str> {
+        self.fields
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// How the upstream answers a request.
+#[derive(Clone)]
+pub enum Reply {
+    /// Send these bytes verbatim, keep the connection open.
+    Raw(Vec<u8>),
+    /// Send these bytes, then close the connection.
+    RawThenClose(Vec<u8>),
+    /// Wait, then send the bytes.
+    Delayed(Duration, Vec<u8>),
+    /// Close without answering.
+    Close,
+    /// Reset the connection (RST) without answering.
+    Reset,
+}
+
+/// Decides the reply for each recorded request.
+pub type Behavior = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
+
+/// A 200 response with `body` and a correct Content-Length.
+pub fn ok(body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// A 200 response whose body is sent chunked, in pieces of `piece` bytes.
+pub fn ok_chunked(body: &[u8], piece: usize) -> Vec<u8> {
+    let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for chunk in body.chunks(piece.max(1)) {
+        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// Echoes what it saw: `METHOD TARGET` and the X-Forwarded-For it received, one per line.
+pub fn echo() -> Behavior {
+    Arc::new(|req: &Recorded| {
+        let body = format!(
+            "{} {}\nx-forwarded-for: {}\nbody-bytes: {}\n",
+            req.method,
+            req.target,
+            req.field("x-forwarded-for").unwrap_or("-"),
+            req.body.len()
+        );
+        Reply::Raw(ok(body.as_bytes()))
+    })
+}
+
+struct Shared {
+    requests: Mutex<Vec<Recorded>>,
+    arrived: Condvar,
+    connections: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// A running recording upstream. Dropping it stops accepting.
+pub struct Upstream {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl Upstream {
+    /// Starts on an ephemeral loopback port.
+    pub fn start(behavior: Behavior) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream address");
+        let shared = Arc::new(Shared {
+            requests: Mutex::new(Vec::new()),
+            arrived: Condvar::new(),
+            connections: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let accept_shared = shared.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if accept_shared.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let id = accept_shared.connections.fetch_add(1, Ordering::SeqCst);
+                let shared = accept_shared.clone();
+                let behavior = behavior.clone();
+                thread::spawn(move || serve(stream, id, shared, behavior));
+            }
+        });
+        Upstream { addr, shared }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Every request recorded so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 10 s) until at least `n` requests arrived, and returns them.
+    pub fn wait_for(&self, n: usize) -> Vec<Recorded> {
+        let guard = self.shared.requests.lock().unwrap();
+        let (guard, _) = self
+            .shared
+            .arrived
+            .wait_timeout_while(guard, Duration::from_secs(10), |reqs| reqs.len() < n)
+            .unwrap();
+        guard.clone()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn serve(mut stream: TcpStream, id: usize, shared: Arc<Shared>, behavior: Behavior) {
+    let _ = stream.set_nodelay(true);
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let Some(request) = read_request(&mut stream, &mut pending, id) else {
+            return;
+        };
+        let reply = behavior(&request);
+        {
+            let mut requests = shared.requests.lock().unwrap();
+            requests.push(request);
+            shared.arrived.notify_all();
+        }
+        let ok = match reply {
+            Reply::Raw(bytes) => stream.write_all(&bytes).is_ok(),
+            Reply::RawThenClose(bytes) => {
+                let _ = stream.write_all(&bytes);
+                let _ = stream.shutdown(Shutdown::Both);
+                false
+            }
+            Reply::Delayed(delay, bytes) => {
+                thread::sleep(delay);
+                stream.write_all(&bytes).is_ok()
+            }
+            Reply::Close => {
+                let _ = stream.shutdown(Shutdown::Both);
+                false
+            }
+            Reply::Reset => {
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                false
+            }
+        };
+        if !ok {
+            return;
+        }
+    }
+}
+
+/// Reads one request (head and body by Content-Length or chunked). `None` on close or garbage.
+fn read_request(
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    connection: usize,
+) -> Option<Recorded> {
+    let head_end = loop {
+        if let Some(at) = find(pending, b"\r\n\r\n") {
+            break at + 4;
+        }
+        if !fill(stream, pending) {
+            return None;
+        }
+    };
+    let raw_head = pending[..head_end].to_vec();
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut parsed = httparse::Request::new(&mut headers);
+    parsed.parse(&raw_head).ok()?;
+    let method = parsed.method?.to_string();
+    let target = parsed.path?.to_string();
+    let version = parsed.version?;
+    let fields: Vec<(String, String)> = parsed
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    pending.drain(..head_end);
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let chunked =
+        field("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+    let body = if chunked {
+        read_chunked(stream, pending)?
+    } else {
+        let len: usize = field("content-length")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while pending.len() < len {
+            if !fill(stream, pending) {
+                return None;
+            }
+        }
+        pending.drain(..len).collect()
+    };
+    Some(Recorded {
+        connection,
+        method,
+        target,
+        version,
+        fields,
+        body,
+        raw_head,
+        chunked,
+    })
+}
+
+fn read_chunked(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(at) = find(pending, b"\r\n") {
+                break at;
+            }
+            if !fill(stream, pending) {
+                return None;
+            }
+        };
+        let line = String::from_utf8_lossy(&pending[..line_end]).into_owned();
+        let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+        pending.drain(..line_end + 2);
+        if size == 0 {
+            // Trailers until the empty line.
+            loop {
+                let end = loop {
+                    if let Some(at) = find(pending, b"\r\n") {
+                        break at;
+                    }
+                    if !fill(stream, pending) {
+                        return None;
+                    }
+                };
+                pending.drain(..end + 2);
+                if end == 0 {
+                    return Some(body);
+                }
+            }
+        }
+        while pending.len() < size + 2 {
+            if !fill(stream, pending) {
+                return None;
+            }
+        }
+        body.extend_from_slice(&pending[..size]);
+        pending.drain(..size + 2);
+    }
+}
+
+fn fill(stream: &mut TcpStream, pending: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 16384];
+    match stream.read(&mut chunk) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            pending.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

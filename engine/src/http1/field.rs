@@ -266,6 +266,8 @@ pub(crate) struct FieldSummary {
     pub expect_repeated: bool,
     pub request_id: Option<Span>,
     pub forwarded_for: Option<Span>,
+    /// A field spelled like a framing field with `_` for `-` (`Transfer_Encoding`).
+    pub framing_lookalike: bool,
 }
 
 /// Turns httparse's headers into [`Field`]s in `out` and summarises them. `buf` is the buffer
@@ -290,6 +292,7 @@ pub(crate) fn collect(
         expect_repeated: false,
         request_id: None,
         forwarded_for: None,
+        framing_lookalike: false,
     };
     let mut te_chunked_seen = false;
 
@@ -327,6 +330,9 @@ pub(crate) fn collect(
             FieldKind::XForwardedFor => {
                 summary.forwarded_for.get_or_insert(value);
             }
+            FieldKind::Other => {
+                summary.framing_lookalike |= is_framing_lookalike(name);
+            }
             _ => {}
         }
     }
@@ -341,6 +347,21 @@ pub(crate) fn collect(
         }
     }
     Ok(summary)
+}
+
+/// Whether `name` reads as `Content-Length` or `Transfer-Encoding` once `_` is taken for `-`.
+/// coregate forwards such a field as an ordinary one, but servers that fold underscores into
+/// dashes (CGI-style environments do) would see a second, unchecked framing field.
+fn is_framing_lookalike(name: &[u8]) -> bool {
+    let like = |canonical: &[u8]| {
+        name.len() == canonical.len()
+            && name.contains(&b'_')
+            && name
+                .iter()
+                .zip(canonical)
+                .all(|(&n, &c)| n.eq_ignore_ascii_case(&c) || (n == b'_' && c == b'-'))
+    };
+    like(b"content-length") || like(b"transfer-encoding")
 }
 
 fn first_or_repeat(first: &mut Option<Span>, repeated: &mut bool, value: Span) {
@@ -459,6 +480,16 @@ mod tests {
                 FieldKind::Upgrade,
             ]
         );
+    }
+
+    #[test]
+    fn framing_lookalikes_are_spotted() {
+        assert!(is_framing_lookalike(b"Transfer_Encoding"));
+        assert!(is_framing_lookalike(b"content_length"));
+        assert!(!is_framing_lookalike(b"Content-Length"));
+        assert!(!is_framing_lookalike(b"x_content_length"));
+        assert!(!is_framing_lookalike(b"Content_Lengths"));
+        assert!(!is_framing_lookalike(b"Other_Field"));
     }
 
     fn content_length(values: &[&str]) -> ContentLength {

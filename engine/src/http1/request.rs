@@ -222,6 +222,12 @@ pub fn parse_request(
         return Err(RequestError::bad("connection option names host"));
     }
 
+    // Not an RFC rule: see `is_framing_lookalike`. NGINX drops such fields by default; coregate
+    // refuses the request, since silently dropping a framing-looking field hides the attempt.
+    if summary.framing_lookalike {
+        return Err(RequestError::bad("underscore in a framing field name"));
+    }
+
     let body = request_body(version, summary.content_length, summary.transfer_encoding)?;
 
     let keep_alive = match version {
@@ -686,6 +692,14 @@ mod tests {
             )),
             501
         );
+    }
+
+    /// Names that some servers fold into a framing field (`_` read as `-`) are refused.
+    #[test]
+    fn framing_field_lookalikes_are_refused() {
+        assert_eq!(status(&with_fields("Transfer_Encoding: chunked\r\n")), 400);
+        assert_eq!(status(&with_fields("Content_Length: 5\r\n")), 400);
+        assert!(parse(&with_fields("X_Custom: 5\r\n")).is_ok());
     }
 
     /// RFC 9112 sec. 6.1: Transfer-Encoding in an HTTP/1.0 request means faulty framing (400).

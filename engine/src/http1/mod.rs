@@ -39,6 +39,8 @@ mod chunked;
 mod encode;
 mod field;
 pub mod method;
+#[cfg(test)]
+mod proptests;
 mod request;
 mod response;
 mod scan;

@@ -77,6 +77,9 @@ pub mod table;
 mod host;
 mod path;
 
+#[cfg(test)]
+mod reference;
+
 pub use normalize::{NormalizeError, Normalized, normalize_path};
 pub use params::Params;
 pub use spec::{HostPattern, MAX_TEMPLATE_PARAMS, PathPattern};

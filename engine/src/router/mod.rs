@@ -1,5 +1,86 @@
-//! Request routing: host, then method, then path. Built once per config snapshot, read-only on
-//! the hot path.
+//! Request routing: owns the decision of which configured route answers a request, from its
+//! `Host`, method and normalised path. Built once per config snapshot on each shard, read-only
+//! on the hot path. It does no I/O and knows nothing of upstreams: a route's target is opaque.
+//!
+//! | file | owns |
+//! |---|---|
+//! | [`spec`] | route patterns as configured (`HostPattern`, `PathPattern`), parsed in one place |
+//! | [`normalize`] | the normal form of a request path, which is what is routed *and* forwarded |
+//! | [`table`] | `RouteTable::build` (grouping, conflict checks) and `RouteTable::lookup` |
+//! | `host` | the label trie from a host name to its host group |
+//! | `path` | the byte trie (exact paths, prefixes) and the segment trie (templates) of a group |
+//! | [`params`] | the fixed-capacity template parameters a lookup fills |
+//!
+//! # How a request is routed
+//!
+//! The path is normalised first ([`normalize_path`]); a path that cannot be is answered 400 and
+//! never routed. Then [`RouteTable::lookup`] decides in three steps.
+//!
+//! **1. Host group.** The `Host` value loses its port (`example.com:8080`, `[::1]:8080`) and one
+//! trailing dot (`example.com.`) and is compared case-insensitively. Exactly one group is chosen:
+//!
+//! | rank | host pattern | matches `Host` |
+//! |---|---|---|
+//! | 1 | exact `api.example.com` | `api.example.com`, `API.Example.com.:443` |
+//! | 2 | longest wildcard `*.example.com` | `a.example.com`, `a.b.example.com` (not `example.com`) |
+//! | 3 | no host | anything, no `Host` at all included (pass an empty slice) |
+//!
+//! Only the chosen group's routes are considered afterwards: if none of them matches the path,
+//! the answer is 404 even when a less specific group has a matching route. This is how Envoy
+//! virtual hosts and NGINX `server_name` behave, and it keeps a host's routes self-contained:
+//! adding a route to `*.example.com` can never change what `api.example.com` answers.
+//!
+//! **2. Path patterns, most specific first.** Within the group, the patterns matching the path
+//! are ordered:
+//!
+//! | rank | pattern | matches | among several |
+//! |---|---|---|---|
+//! | 1 | exact `/users/me` | that path only | - |
+//! | 2 | template `/users/{id}` | one non-empty segment per `{param}` | a literal segment beats a parameter at the first segment where they differ, left to right: `/users/me/{x}` > `/users/{id}/posts` > `/{kind}/me/posts` |
+//! | 3 | prefix `/static/` | every path starting with those bytes | the longest prefix wins |
+//!
+//! A trailing slash is part of the path (`/a/` is not `/a`), and a prefix is a byte prefix
+//! (`/api` also covers `/api2`; write `/api/` for segment semantics). Templates that differ only
+//! in parameter names (`/u/{id}`, `/u/{name}`) are the same pattern. The order is total, so the
+//! result never depends on the order in which routes were configured; routes that would tie are
+//! refused when the table is built.
+//!
+//! **3. Method.** The routes of one pattern have disjoint method sets (overlaps are refused at
+//! build time). The first pattern in the order above with a route allowing the method wins. If
+//! the most specific pattern does not allow the method, the next one is tried: `GET /api/x` goes
+//! to a `GET` prefix `/api/` when the exact `/api/x` route only allows `POST`, as in Envoy, where
+//! the method is just another match condition. Only when patterns match the path but none allows
+//! the method is the answer 405, with `Allow` listing the union of those patterns' methods: each
+//! of them would have been routed. The router does not derive HEAD from GET; method sets are
+//! taken as configured.
+//!
+//! | request | routes (host group already chosen) | outcome |
+//! |---|---|---|
+//! | `GET /users/me` | `GET /users/me`, `GET /users/{id}` | exact |
+//! | `GET /users/7` | `GET /users/me`, `GET /users/{id}`, `GET /users/` prefix | template, `id` = `7` |
+//! | `DELETE /users/7` | `GET /users/{id}`, `DELETE /users/` prefix | prefix, `matched_prefix_len` = 7 |
+//! | `PUT /users/7` | `GET /users/{id}`, `POST /users/` prefix | 405, `Allow: GET, POST` |
+//! | `GET /teams` | `GET /users/` prefix | 404 |
+//!
+//! # Cost
+//!
+//! Building allocates freely. A lookup allocates nothing, hashes nothing and runs no regex: one
+//! walk over the host's labels, one walk over the path's bytes for exact paths and prefixes,
+//! and a depth-first walk over the path's segments for templates, with binary searches among
+//! sibling labels and segments. Its cost follows the length of the host and path, not the number
+//! of routes; `bench/benches/route.rs` measures it from 10 to 10,000 routes.
+pub mod normalize;
+pub mod params;
 pub mod spec;
+pub mod table;
 
-pub use spec::{HostPattern, PathPattern};
+mod host;
+mod path;
+
+#[cfg(test)]
+mod reference;
+
+pub use normalize::{NormalizeError, Normalized, normalize_path};
+pub use params::Params;
+pub use spec::{HostPattern, MAX_TEMPLATE_PARAMS, PathPattern};
+pub use table::{BuildError, Lookup, RouteProblem, RouteSpec, RouteTable};

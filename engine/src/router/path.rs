@@ -1,0 +1,395 @@
+//! Path matching within one host group: owns the two tries that turn a normalised path into the
+//! path patterns it matches, most specific first.
+//!
+//! - [`LiteralTrie`] holds exact paths and prefixes, byte by byte (a radix tree: runs of bytes
+//!   without branches are one edge). One walk along the request path finds the exact pattern, if
+//!   any, and the deepest prefix; every node also points at the next shorter prefix above it,
+//!   so the matching prefixes can be listed longest first without a stack.
+//! - [`TemplateTrie`] holds templates segment by segment; a node has literal children (sorted,
+//!   binary searched) and at most one parameter child. A depth-first search that tries the
+//!   literal child before the parameter child visits the matching templates in precedence order
+//!   (a literal beats a parameter at the first segment where they differ).
+//!
+//! Both report *pattern numbers*; which route of a pattern allows the method is the table's
+//! business. Walking costs grow with the length of the path, not with the number of patterns.
+
+use memchr::memchr;
+
+use super::spec::MAX_TEMPLATE_PARAMS;
+
+/// Exact paths and prefixes of one host group.
+#[derive(Debug)]
+pub(crate) struct LiteralTrie {
+    /// Node 0 is the root, the empty key.
+    nodes: Vec<LiteralNode>,
+}
+
+#[derive(Debug, Default)]
+struct LiteralNode {
+    /// Bytes from the parent's key to this node's key.
+    edge: Box<[u8]>,
+    /// Length of this node's key: the bytes a prefix ending here covers.
+    depth: usize,
+    /// First byte of each child's edge, searched with memchr; `children[i]` starts with
+    /// `first_bytes[i]`.
+    first_bytes: Box<[u8]>,
+    children: Box<[u32]>,
+    /// Pattern whose exact path is this key.
+    exact: Option<u32>,
+    /// Pattern whose prefix is this key.
+    prefix: Option<u32>,
+    /// The nearest node above this one holding a prefix: the next candidate when this node's
+    /// prefix pattern does not allow the method.
+    shorter_prefix: Option<u32>,
+}
+
+/// What a walk of the [`LiteralTrie`] found.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LiteralMatch {
+    pub(crate) exact: Option<u32>,
+    /// Deepest node with a prefix that the path starts with; start of the chain for
+    /// [`LiteralTrie::prefixes`].
+    longest_prefix: Option<u32>,
+}
+
+/// One key of a [`LiteralTrie`] with what ends there.
+pub(crate) struct LiteralKey {
+    pub(crate) key: Box<[u8]>,
+    pub(crate) exact: Option<u32>,
+    pub(crate) prefix: Option<u32>,
+}
+
+impl LiteralTrie {
+    /// Builds the trie from keys sorted by `key`, each key once.
+    pub(crate) fn build(keys: &[LiteralKey]) -> LiteralTrie {
+        debug_assert!(keys.windows(2).all(|w| w[0].key < w[1].key));
+        let mut trie = LiteralTrie { nodes: Vec::new() };
+        trie.build_node(keys, 0, 0, None);
+        trie
+    }
+
+    /// Adds the node for `keys`, which all share their first `depth` bytes; its edge starts at
+    /// `edge_start`. Returns its number.
+    fn build_node(
+        &mut self,
+        keys: &[LiteralKey],
+        edge_start: usize,
+        depth: usize,
+        above: Option<u32>,
+    ) -> u32 {
+        let index = self.nodes.len();
+        self.nodes.push(LiteralNode {
+            edge: keys
+                .first()
+                .map_or(Box::default(), |k| k.key[edge_start..depth].into()),
+            depth,
+            shorter_prefix: above,
+            ..LiteralNode::default()
+        });
+        let mut rest = keys;
+        if let Some(first) = keys.first().filter(|k| k.key.len() == depth) {
+            // Sorted keys put the one ending here first.
+            self.nodes[index].exact = first.exact;
+            self.nodes[index].prefix = first.prefix;
+            rest = &keys[1..];
+        }
+        let below = if self.nodes[index].prefix.is_some() {
+            Some(index as u32)
+        } else {
+            above
+        };
+        let (mut first_bytes, mut children) = (Vec::new(), Vec::new());
+        while let Some(head) = rest.first() {
+            let byte = head.key[depth];
+            let run = rest.iter().take_while(|k| k.key[depth] == byte).count();
+            let (group, tail) = rest.split_at(run);
+            // In sorted order the first and last keys of a group share the least.
+            let last = &group[group.len() - 1].key;
+            let common = head
+                .key
+                .iter()
+                .zip(last.iter())
+                .take_while(|(a, b)| a == b)
+                .count();
+            first_bytes.push(byte);
+            children.push(self.build_node(group, depth, common, below));
+            rest = tail;
+        }
+        let node = &mut self.nodes[index];
+        node.first_bytes = first_bytes.into();
+        node.children = children.into();
+        index as u32
+    }
+
+    /// Walks `path` once: the exact pattern and the deepest matching prefix.
+    pub(crate) fn walk(&self, path: &[u8]) -> LiteralMatch {
+        let mut found = LiteralMatch {
+            exact: None,
+            longest_prefix: None,
+        };
+        let mut index = 0;
+        let mut node = &self.nodes[0];
+        loop {
+            if node.prefix.is_some() {
+                found.longest_prefix = Some(index);
+            }
+            let Some(&byte) = path.get(node.depth) else {
+                found.exact = node.exact;
+                return found;
+            };
+            let Some(slot) = memchr(byte, &node.first_bytes) else {
+                return found;
+            };
+            index = node.children[slot];
+            node = &self.nodes[index as usize];
+            if !path[node.depth - node.edge.len()..].starts_with(&node.edge) {
+                return found;
+            }
+        }
+    }
+
+    /// The prefix patterns a walk matched, longest first, each with the bytes it covers.
+    pub(crate) fn prefixes(&self, found: LiteralMatch) -> impl Iterator<Item = (u32, usize)> + '_ {
+        let mut next = found.longest_prefix;
+        std::iter::from_fn(move || {
+            let node = &self.nodes[next? as usize];
+            next = node.shorter_prefix;
+            Some((node.prefix?, node.depth))
+        })
+    }
+}
+
+/// Templates of one host group, one trie level per path segment.
+#[derive(Debug)]
+pub(crate) struct TemplateTrie {
+    /// Node 0 is the root, before the first segment.
+    nodes: Vec<TemplateNode>,
+}
+
+#[derive(Debug, Default)]
+struct TemplateNode {
+    /// Literal segment -> node, sorted by segment for binary search.
+    literals: Vec<(Box<[u8]>, u32)>,
+    /// The node after a `{param}` segment.
+    param: Option<u32>,
+    /// The pattern whose template ends here.
+    pattern: Option<u32>,
+}
+
+/// Byte ranges of the parameter segments along one branch of the search, left to right.
+pub(crate) type Spans = [(usize, usize); MAX_TEMPLATE_PARAMS];
+
+impl TemplateTrie {
+    pub(crate) fn new() -> TemplateTrie {
+        TemplateTrie {
+            nodes: vec![TemplateNode::default()],
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.nodes.len() == 1
+    }
+
+    /// The node where `template` (already validated: starts with `/`, parameters are whole
+    /// `{name}` segments) ends, created if missing. Two templates that differ only in parameter
+    /// names end at the same node: they are the same pattern.
+    pub(crate) fn insert(&mut self, template: &str) -> usize {
+        let mut node = 0;
+        for segment in template.as_bytes()[1..].split(|&b| b == b'/') {
+            let is_param = segment.first() == Some(&b'{');
+            let existing = if is_param {
+                self.nodes[node].param.ok_or(0)
+            } else {
+                let literals = &self.nodes[node].literals;
+                literals
+                    .binary_search_by(|(stored, _)| stored.as_ref().cmp(segment))
+                    .map(|found| literals[found].1)
+            };
+            node = match existing {
+                Ok(child) => child as usize,
+                Err(insert_at) => {
+                    let child = self.nodes.len();
+                    self.nodes.push(TemplateNode::default());
+                    // Node counts are bounded by the route count, checked to fit a u32.
+                    let parent = &mut self.nodes[node];
+                    if is_param {
+                        parent.param = Some(child as u32);
+                    } else {
+                        parent
+                            .literals
+                            .insert(insert_at, (segment.into(), child as u32));
+                    }
+                    child
+                }
+            };
+        }
+        node
+    }
+
+    /// The pattern ending at `node`, from [`TemplateTrie::insert`].
+    pub(crate) fn pattern_at(&self, node: usize) -> Option<u32> {
+        self.nodes[node].pattern
+    }
+
+    pub(crate) fn set_pattern(&mut self, node: usize, pattern: u32) {
+        self.nodes[node].pattern = Some(pattern);
+    }
+
+    /// Calls `visit` with each pattern matching `path`, most specific first, and the spans of
+    /// its parameter segments, until `visit` returns true. Returns whether it did.
+    pub(crate) fn search<F>(&self, path: &[u8], visit: &mut F) -> bool
+    where
+        F: FnMut(u32, &[(usize, usize)]) -> bool,
+    {
+        if self.is_empty() || path.first() != Some(&b'/') {
+            return false;
+        }
+        let mut spans: Spans = [(0, 0); MAX_TEMPLATE_PARAMS];
+        self.descend(0, path, Some(1), &mut spans, 0, visit)
+    }
+
+    /// Matches the segment starting at `start` (`None`: the path is used up) below `node`.
+    /// Recursion depth is bounded by the longest configured template, not by the request.
+    fn descend<F>(
+        &self,
+        node: u32,
+        path: &[u8],
+        start: Option<usize>,
+        spans: &mut Spans,
+        params: usize,
+        visit: &mut F,
+    ) -> bool
+    where
+        F: FnMut(u32, &[(usize, usize)]) -> bool,
+    {
+        let node = &self.nodes[node as usize];
+        let Some(start) = start else {
+            return match node.pattern {
+                Some(pattern) => visit(pattern, &spans[..params]),
+                None => false,
+            };
+        };
+        let end = memchr(b'/', &path[start..]).map_or(path.len(), |slash| start + slash);
+        let segment = &path[start..end];
+        let next = (end < path.len()).then_some(end + 1);
+        if let Ok(found) = node
+            .literals
+            .binary_search_by(|(stored, _)| stored.as_ref().cmp(segment))
+        {
+            if self.descend(node.literals[found].1, path, next, spans, params, visit) {
+                return true;
+            }
+        }
+        // A parameter matches one non-empty segment. Every template names at most
+        // MAX_TEMPLATE_PARAMS parameters, so a slot is always free; `get_mut` keeps that a
+        // build-time invariant rather than a reason to panic.
+        if let (Some(child), false) = (node.param, segment.is_empty()) {
+            if let Some(slot) = spans.get_mut(params) {
+                *slot = (start, end);
+                if self.descend(child, path, next, spans, params + 1, visit) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn literal_trie(keys: &[(&str, Option<u32>, Option<u32>)]) -> LiteralTrie {
+        let mut keys: Vec<LiteralKey> = keys
+            .iter()
+            .map(|&(key, exact, prefix)| LiteralKey {
+                key: key.as_bytes().into(),
+                exact,
+                prefix,
+            })
+            .collect();
+        keys.sort_by(|a, b| a.key.cmp(&b.key));
+        LiteralTrie::build(&keys)
+    }
+
+    fn prefixes(trie: &LiteralTrie, path: &str) -> Vec<(u32, usize)> {
+        trie.prefixes(trie.walk(path.as_bytes())).collect()
+    }
+
+    #[test]
+    fn literal_walk_finds_exact_and_prefixes_longest_first() {
+        let trie = literal_trie(&[
+            ("/", None, Some(0)),
+            ("/api", Some(1), Some(2)),
+            ("/api/", None, Some(3)),
+            ("/api/v1/users", Some(4), None),
+            ("/apx", Some(5), None),
+        ]);
+        assert_eq!(trie.walk(b"/api").exact, Some(1));
+        assert_eq!(trie.walk(b"/api/v1/users").exact, Some(4));
+        assert_eq!(trie.walk(b"/api/v1/user").exact, None);
+        assert_eq!(trie.walk(b"/apx").exact, Some(5));
+        assert_eq!(
+            prefixes(&trie, "/api/v1/users"),
+            vec![(3, 5), (2, 4), (0, 1)]
+        );
+        assert_eq!(prefixes(&trie, "/api2"), vec![(2, 4), (0, 1)]);
+        assert_eq!(prefixes(&trie, "/ap"), vec![(0, 1)]);
+        assert_eq!(prefixes(&trie, ""), vec![]);
+    }
+
+    #[test]
+    fn empty_literal_trie_matches_nothing() {
+        let trie = literal_trie(&[]);
+        assert_eq!(trie.walk(b"/x").exact, None);
+        assert!(prefixes(&trie, "/x").is_empty());
+    }
+
+    /// Every (pattern, spans) the search offers for `path`, in order.
+    fn offered(trie: &TemplateTrie, path: &str) -> Vec<(u32, Vec<(usize, usize)>)> {
+        let mut seen = Vec::new();
+        trie.search(path.as_bytes(), &mut |pattern, spans| {
+            seen.push((pattern, spans.to_vec()));
+            false
+        });
+        seen
+    }
+
+    #[test]
+    fn templates_are_offered_literal_first_left_to_right() {
+        let mut trie = TemplateTrie::new();
+        for (pattern, template) in [
+            "/users/{id}",
+            "/users/me",
+            "/{kind}/me",
+            "/{kind}/{id}",
+            "/users/{id}/",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let node = trie.insert(template);
+            trie.set_pattern(node, pattern as u32);
+        }
+        assert_eq!(
+            offered(&trie, "/users/me"),
+            vec![
+                (1, vec![]),
+                (0, vec![(7, 9)]),
+                (2, vec![(1, 6)]),
+                (3, vec![(1, 6), (7, 9)])
+            ]
+        );
+        assert_eq!(offered(&trie, "/users/42/"), vec![(4, vec![(7, 9)])]);
+        assert_eq!(offered(&trie, "/users/"), vec![]);
+        assert_eq!(offered(&trie, "/users"), vec![]);
+        assert_eq!(offered(&trie, "users/me"), vec![]);
+    }
+
+    #[test]
+    fn parameter_names_do_not_make_a_different_pattern() {
+        let mut trie = TemplateTrie::new();
+        assert_eq!(trie.insert("/a/{x}/b"), trie.insert("/a/{y}/b"));
+        assert_ne!(trie.insert("/a/{x}/b"), trie.insert("/a/{x}/c"));
+    }
+}

@@ -1233,3 +1233,58 @@ fn quickstart_is_what_the_demo_expects() {
                 && matches!(r.action, RouteAction::Upstream { upstream: 0, .. }))
     );
 }
+
+#[test]
+fn the_reference_error_example_is_what_quickstart_gives() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning/quickstart.toml");
+    let text = std::fs::read_to_string(path).expect("quickstart is readable");
+    let text = text.replace("upstream = \"demo\"", "upstream = \"demoo\"");
+    let errors = Config::parse(&text, "quickstart.toml").unwrap_err();
+    assert_eq!(
+        errors.to_string(),
+        "quickstart.toml:24:12: route[2].upstream: no upstream named \"demoo\" (defined: \"demo\")"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// robustness
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any text, however broken, gives a Config or errors, never a panic, and every error
+        /// names the file.
+        #[test]
+        fn on_arbitrary_text(text in "\\PC{0,200}") {
+            if let Err(errors) = parse(&text) {
+                prop_assert!(!errors.is_empty());
+                prop_assert!(errors.iter().all(|e| &*e.origin == "t.toml"));
+            }
+        }
+
+        /// The example with a few bytes replaced: mostly near-valid files, which reach deep
+        /// into validation.
+        #[test]
+        fn on_mutated_examples(
+            edits in proptest::collection::vec((0..EXAMPLE.len(), "[ -~\n]"), 1..4)
+        ) {
+            let mut text = EXAMPLE.to_owned();
+            for (at, replacement) in edits {
+                let at = (0..=at.min(text.len()))
+                    .rev()
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap_or(0);
+                let end = (at + 1..=text.len())
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap_or(text.len());
+                text.replace_range(at..end, &replacement);
+            }
+            if let Err(errors) = parse(&text) {
+                prop_assert!(!errors.is_empty());
+            }
+        }
+    }
+}

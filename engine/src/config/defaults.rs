@@ -59,9 +59,9 @@ pub const MIN_BUFFERS_PER_SHARD: usize = 16;
 pub const MAX_BUFFERS_PER_SHARD: usize = 32768;
 
 /// Client connections per shard. At the cap the shard stops accepting until one closes, and the
-/// kernel queues the rest in the listen backlog. 16384 per shard is far above what one core
-/// serves at once with keep-alive, while keeping file descriptors well inside the usual
-/// `ulimit -n` of 1048576 on the larger edge profiles.
+/// kernel queues the rest in the listen backlog. 16384 is far above what one core serves at
+/// once; the cap is there so that a flood of idle connections meets a limit instead of
+/// exhausting file descriptors. Size `ulimit -n` for shards x this, plus upstream sockets.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16384;
 /// The usual `fs.nr_open` ceiling on file descriptors per process.
 pub const MAX_MAX_CONNECTIONS: usize = 1 << 20;
@@ -73,11 +73,12 @@ pub const DEFAULT_IDLE_WAIT: Duration = ms(50);
 /// Longer sleeps would delay timers noticeably.
 pub const MAX_IDLE_WAIT: Duration = secs(1);
 
-// [runtime.glommio] — used when `io = "glommio"`; the defaults are glommio's own.
+// [runtime.glommio] — the executor every shard runs on, in both io modes; the defaults are
+// glommio's own.
 
 /// Memory glommio reserves per executor for its registered I/O buffers (glommio's default).
 pub const DEFAULT_GLOMMIO_IO_MEMORY: usize = 10 * MIB;
-/// Below this glommio falls back to unregistered buffers for most I/O.
+/// A floor against unit mistakes (`10` meaning ten bytes).
 pub const MIN_GLOMMIO_IO_MEMORY: usize = 64 * KIB;
 /// Above this the reservation is almost certainly a unit mistake.
 pub const MAX_GLOMMIO_IO_MEMORY: usize = 1024 * MIB;
@@ -125,7 +126,7 @@ pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const MAX_MAX_HEADERS: usize = 1024;
 
 /// Largest request body before `413 Content Too Large`. NGINX's `client_max_body_size`
-/// defaults to 1 MiB, which API users routinely raise; 10 MiB is the usual API-gateway payload
+/// defaults to 1 MiB, which API users routinely raise; 10 MiB is a common API-gateway payload
 /// cap. `0` means unlimited, as in NGINX. Bodies are streamed, never buffered whole, so this
 /// limits abuse, not memory.
 pub const DEFAULT_MAX_BODY_BYTES: Option<u64> = Some(10 * MIB as u64);
@@ -133,10 +134,11 @@ pub const DEFAULT_MAX_BODY_BYTES: Option<u64> = Some(10 * MIB as u64);
 // ---------------------------------------------------------------------------------------------
 // [timeouts]
 
-/// Total time a client has to send a complete request head, from its first byte (or from the
-/// end of the previous response on a kept-alive connection). A total deadline, not a
-/// per-read one, is what stops slowloris clients dribbling one byte at a time. HAProxy's
-/// recommended `timeout http-request` is 10s; NGINX's `client_header_timeout` is 60s.
+/// Total time a client has to send a complete request head: from accept for a connection's
+/// first request, from the first byte for later ones (idle time between requests is
+/// [`DEFAULT_KEEPALIVE_TIMEOUT`]'s). A total deadline, not a per-read one, is what stops
+/// slowloris clients dribbling one byte at a time. HAProxy's recommended `timeout
+/// http-request` is 10s; NGINX's `client_header_timeout` is 60s.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = secs(10);
 
 /// How long an idle client connection is kept open between requests. NGINX's
@@ -180,8 +182,8 @@ pub const DEFAULT_BACKLOG: u32 = 4096;
 pub const MAX_BACKLOG: u32 = 65535;
 
 /// `TCP_DEFER_ACCEPT`: off, as in NGINX. When on, the kernel wakes the shard only once the
-/// client has sent data, which saves a wake-up per connection but hides idle connections
-/// from the connection cap.
+/// client has sent data, which saves a wake-up per connection; a client that connects and sends
+/// nothing then stays in the kernel, unseen by the connection cap and the header timeout.
 pub const DEFAULT_DEFER_ACCEPT: bool = false;
 
 // ---------------------------------------------------------------------------------------------

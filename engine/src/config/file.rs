@@ -289,7 +289,7 @@ pub(super) fn read(text: &str, report: &mut Report<'_>) -> Option<Raw> {
 /// (serde's "invalid type: X, expected Y"), or a number out of TOML's range.
 fn shape_message(path: &[Step], serde_message: &str) -> String {
     let Some((_, expected)) = serde_message.split_once(", expected ") else {
-        // Not a type mismatch: a value toml could not convert, like an integer above 2^64.
+        // Not a type mismatch: a value toml could not convert, like an integer beyond 128 bits.
         return one_line(serde_message);
     };
     match (path, expected) {

@@ -176,9 +176,10 @@ pub struct Limits {
 /// for every upstream; the effective ones are on each [`UpstreamConfig`].
 #[derive(Clone, Debug)]
 pub struct Timeouts {
-    /// Total time to receive a request head.
+    /// Total time to receive a request head: from accept for a connection's first request, from
+    /// the first byte for later ones.
     pub header: Duration,
-    /// Idle time allowed between requests on a client connection.
+    /// Idle time allowed between requests on a client connection, until the next first byte.
     pub keepalive: Duration,
     /// Longest wait for the next piece of a request body.
     pub body: Duration,

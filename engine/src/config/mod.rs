@@ -1,1 +1,297 @@
-//! Configuration: TOML file -> raw serde structs -> validated, immutable `Config`.
+//! Configuration: TOML file -> raw serde structs -> validated, immutable [`Config`].
+//!
+//! Owns the file format and everything known about it: what each key means, its default and
+//! bounds ([`defaults`]), and the mistakes a file can hold ([`ConfigErrors`]). It does no socket
+//! or thread work; the only system calls are reading the file, resolving upstream host names
+//! once, and (in [`plan`]) reading this process's CPU affinity.
+//!
+//! | file | responsibility |
+//! |---|---|
+//! | `file.rs` | raw serde structs: the shape of the file, every value with its span |
+//! | `validate.rs` | raw -> [`Config`]: types, bounds, references, cross-field rules; collects every error |
+//! | `defaults.rs` | every `DEFAULT_*` value and every bound, each with its reason |
+//! | `units.rs` | the duration (`"10s"`) and size (`"16KiB"`) grammars |
+//! | `cores.rs` | the CPU-list grammar of `runtime.cores` (`"0-3,6"`) |
+//! | `plan.rs` | [`Config`] + this machine -> [`Plan`]: which CPUs get a shard, per-shard budgets |
+//! | `error.rs` | [`ConfigError`]: file, line, column, key, message, value found |
+//!
+//! A loaded `Config` is never modified. The control plane validates a new file completely,
+//! then hands shards a snapshot; each component receives only its slice ([`RuntimeConfig`],
+//! [`Limits`], [`Timeouts`], one [`ListenerConfig`], [`UpstreamConfig`] or [`RouteConfig`]).
+//! Values that depend on another section are resolved here, so no component needs to look
+//! elsewhere: an upstream carries its effective timeouts, a route its effective body limit and
+//! the index of its upstream.
+
+mod cores;
+pub mod defaults;
+mod error;
+mod file;
+pub mod plan;
+pub mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::http1::MethodSet;
+use crate::router::spec::{HostPattern, PathPattern};
+
+pub use cores::{CpuList, MAX_CPU};
+pub use error::{ConfigError, ConfigErrors, Location};
+pub use plan::{Plan, ShardPlan};
+pub use validate::{Resolve, SystemResolver};
+
+/// A validated configuration. Built only by [`Config::load`] / [`Config::parse`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub runtime: RuntimeConfig,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    /// In file order; at least one.
+    pub listeners: Vec<ListenerConfig>,
+    /// In file order; routes refer to them by index.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// In file order.
+    pub routes: Vec<RouteConfig>,
+    /// The file this configuration came from, as the caller named it.
+    pub origin: PathBuf,
+}
+
+impl Config {
+    /// Reads and validates a configuration file, resolving upstream host names with the
+    /// system resolver.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let origin = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, &origin),
+            Err(err) => Err(ConfigErrors::from_vec(vec![ConfigError {
+                origin: origin.into(),
+                location: None,
+                key: "".into(),
+                message: format!("cannot read the file: {err}").into(),
+                found: None,
+            }])),
+        }
+    }
+
+    /// Validates configuration text. `origin` names the text in messages (usually the file
+    /// name). Upstream host names are resolved with the system resolver.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
+        Config::parse_with(text, origin, &SystemResolver)
+    }
+
+    /// [`Config::parse`] with a chosen resolver for upstream host names.
+    pub fn parse_with(
+        text: &str,
+        origin: &str,
+        resolver: &dyn Resolve,
+    ) -> Result<Config, ConfigErrors> {
+        validate::validate(text, origin, resolver)
+    }
+}
+
+/// `[runtime]`: shards, their rings and their buffers.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Which CPUs get a shard; resolved against the affinity mask by [`Plan`].
+    pub cores: CoreSelection,
+    /// Where `cores` was written (none when defaulted), so the plan can point at it.
+    pub cores_at: Option<Location>,
+    /// Which socket mechanism shards use.
+    pub io: IoMode,
+    /// Submission queue entries of each shard's io_uring; a power of two.
+    pub ring_entries: u32,
+    /// Bytes per I/O buffer.
+    pub buffer_size: usize,
+    /// I/O buffers per shard.
+    pub buffers_per_shard: usize,
+    /// Client connections per shard; accepting pauses at the cap.
+    pub max_connections: usize,
+    /// How long an idle shard may sleep in its ring before checking its executor.
+    pub idle_wait: Duration,
+    pub glommio: GlommioConfig,
+}
+
+/// `[runtime.glommio]`: the glommio executor's own settings.
+#[derive(Clone, Debug)]
+pub struct GlommioConfig {
+    /// Bytes reserved per executor for registered I/O buffers.
+    pub io_memory: usize,
+    /// Depth of each glommio ring; a power of two.
+    pub ring_depth: u32,
+    /// How long an idle executor spins before parking; `None` never spins.
+    pub spin_before_park: Option<Duration>,
+    /// How long a task queue runs before it must yield.
+    pub preempt_timer: Duration,
+}
+
+/// Which CPUs get a shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoreSelection {
+    /// Every CPU this process may run on.
+    All,
+    /// These CPUs, ascending, no repeats.
+    List(Vec<usize>),
+}
+
+/// How shards do socket I/O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoMode {
+    /// Each shard's own completion-based io_uring.
+    Uring,
+    /// glommio's `TcpStream` (readiness on io_uring, then plain `send`/`recv`).
+    Glommio,
+}
+
+impl IoMode {
+    /// The name the file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoMode::Uring => "uring",
+            IoMode::Glommio => "glommio",
+        }
+    }
+}
+
+/// `[limits]`: the sizes a client request may have. Exceeding one is answered with the status
+/// named on each field, through the one early-exit path.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Longest request line in bytes (`414`).
+    pub max_request_line: usize,
+    /// Largest request head in bytes (`431`); at most `runtime.buffer_size`.
+    pub max_head_bytes: usize,
+    /// Most header fields (`431`).
+    pub max_headers: usize,
+    /// Largest request body in bytes (`413`); `None` is unlimited (written `0`). Routes may
+    /// override it; see [`RouteConfig::max_body_bytes`].
+    pub max_body_bytes: Option<u64>,
+}
+
+/// `[timeouts]`: how long coregate waits for each side. Upstream values here are the defaults
+/// for every upstream; the effective ones are on each [`UpstreamConfig`].
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    /// Total time to receive a request head: from accept for a connection's first request, from
+    /// the first byte for later ones.
+    pub header: Duration,
+    /// Idle time allowed between requests on a client connection, until the next first byte.
+    pub keepalive: Duration,
+    /// Longest wait for the next piece of a request body.
+    pub body: Duration,
+    /// Longest wait for a client to accept more response bytes.
+    pub send: Duration,
+    /// Default upstream connect timeout.
+    pub upstream_connect: Duration,
+    /// Default wait for an upstream response head.
+    pub upstream_response: Duration,
+    /// Longest wait for the next piece of an upstream response body.
+    pub upstream_body: Duration,
+}
+
+/// One `[[listener]]`: every shard opens its own `SO_REUSEPORT` socket on `bind`.
+#[derive(Clone, Debug)]
+pub struct ListenerConfig {
+    pub name: Box<str>,
+    pub bind: SocketAddr,
+    /// `listen(2)` backlog of each shard's socket.
+    pub backlog: u32,
+    /// Whether to set `TCP_DEFER_ACCEPT`.
+    pub defer_accept: bool,
+}
+
+/// One `[[upstream]]`, with its effective timeouts.
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    pub name: Box<str>,
+    /// Addresses, in file order; host names were resolved when the file was loaded.
+    pub endpoints: Vec<SocketAddr>,
+    pub balance: Balance,
+    /// Idle pooled connections each shard keeps per endpoint; `0` disables pooling.
+    pub max_idle_per_endpoint: usize,
+    /// How long a pooled connection may stay idle.
+    pub idle_timeout: Duration,
+    /// Requests per upstream connection before it is replaced; `None` is unlimited.
+    pub max_requests_per_connection: Option<u32>,
+    /// This upstream's `connect_timeout`, else `timeouts.upstream_connect`.
+    pub connect_timeout: Duration,
+    /// This upstream's `response_timeout`, else `timeouts.upstream_response`.
+    pub response_timeout: Duration,
+    /// `timeouts.upstream_body`.
+    pub body_timeout: Duration,
+}
+
+/// How a shard picks an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+}
+
+impl Balance {
+    /// The name the file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+        }
+    }
+}
+
+/// One `[[route]]`: what it matches and what it does.
+#[derive(Clone, Debug)]
+pub struct RouteConfig {
+    /// `name`, or `route-<n>` for the n-th route (from 1).
+    pub name: Box<str>,
+    pub host: HostPattern,
+    pub methods: MethodSet,
+    /// From `path` (exact or template) or `path_prefix`.
+    pub path: PathPattern,
+    pub action: RouteAction,
+    /// Applied to the request before it is forwarded.
+    pub request_headers: HeaderEdits,
+    /// Applied to every response of this route, upstream or canned.
+    pub response_headers: HeaderEdits,
+    /// The effective body limit: the route's own `max_body_bytes`, else
+    /// `limits.max_body_bytes`. `None` is unlimited.
+    pub max_body_bytes: Option<u64>,
+}
+
+/// What a matched route does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteAction {
+    /// Forward to an upstream.
+    Upstream {
+        /// Index into [`Config::upstreams`].
+        upstream: usize,
+        /// Remove the matched prefix from the forwarded path, keeping a leading `/`.
+        strip_prefix: bool,
+        /// Replace the matched prefix with this.
+        prefix_rewrite: Option<Box<str>>,
+    },
+    /// Answer directly.
+    Respond {
+        status: u16,
+        body: Box<[u8]>,
+        /// Sent as written; `Content-Length` is added by coregate.
+        headers: Vec<(Box<str>, Box<str>)>,
+    },
+}
+
+/// Header changes made on one side of a route. Removals apply first, then additions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderEdits {
+    /// Names to remove, lowercase.
+    pub remove: Vec<Box<str>>,
+    /// Headers to set, name as written: any header of the same name (case-insensitive) is
+    /// replaced, so a client cannot supply its own copy of a header the route sets.
+    pub add: Vec<(Box<str>, Box<str>)>,
+}
+
+impl HeaderEdits {
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.add.is_empty()
+    }
+}

@@ -1,0 +1,221 @@
+//! Every default and every bound of the configuration, in one place, each with its reason.
+//!
+//! Defaults are chosen so that an operator coming from NGINX or Envoy is not surprised: where
+//! those two agree we follow them, where they differ we say which one we follow and why.
+//! `CONFIG-REFERENCE.md` at the repository root lists the same values for readers of the file.
+
+use std::time::Duration;
+
+use super::{Balance, CoreSelection, IoMode};
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+// ---------------------------------------------------------------------------------------------
+// [runtime]
+
+/// One shard on every CPU this process may run on, like NGINX's `worker_processes auto`. The
+/// affinity mask is honoured, so `taskset` and cgroup cpusets narrow it without editing the file.
+pub const DEFAULT_CORES: CoreSelection = CoreSelection::All;
+
+/// Shards drive their sockets through their own io_uring (completion-based: multishot accept,
+/// provided-buffer receive, batched submission). glommio's `TcpStream` is kept selectable as
+/// the baseline: it uses io_uring for readiness only and costs about twice the CPU per request.
+pub const DEFAULT_IO: IoMode = IoMode::Uring;
+
+/// Submission queue entries of each shard's ring (the completion queue gets twice as many). At
+/// one receive, one send and the occasional accept per request in flight, 1024 entries let a
+/// shard submit a full batch for several hundred busy connections per wake-up.
+pub const DEFAULT_RING_ENTRIES: u32 = 1024;
+/// Smaller rings end a batch early on every busy wake-up.
+pub const MIN_RING_ENTRIES: u32 = 32;
+/// The kernel's limit (`IORING_MAX_ENTRIES`).
+pub const MAX_RING_ENTRIES: u32 = 32768;
+
+/// Size of each I/O buffer. A request head must fit in one buffer (see
+/// [`DEFAULT_MAX_HEAD_BYTES`]); 16 KiB holds any ordinary head, and is the largest TLS record,
+/// so a record never needs two buffers.
+pub const DEFAULT_BUFFER_SIZE: usize = 16 * KIB;
+/// One page: smaller buffers would not hold a modest request head.
+pub const MIN_BUFFER_SIZE: usize = 4 * KIB;
+/// Larger buffers only waste memory on small messages; bodies stream through in pieces anyway.
+pub const MAX_BUFFER_SIZE: usize = MIB;
+
+/// I/O buffers per shard, shared by all of the shard's connections (a connection holds a buffer
+/// only while bytes are in it). The memory is reserved up front but touched lazily, so the
+/// default costs address space (64 MiB at 16 KiB) rather than resident memory.
+pub const DEFAULT_BUFFERS_PER_SHARD: usize = 4096;
+/// Below this a handful of slow clients could hold every buffer.
+pub const MIN_BUFFERS_PER_SHARD: usize = 16;
+/// The largest io_uring provided-buffer ring (buffer ids are 16 bits; rings are at most 32768).
+pub const MAX_BUFFERS_PER_SHARD: usize = 32768;
+
+/// Client connections per shard. At the cap the shard stops accepting until one closes, and the
+/// kernel queues the rest in the listen backlog. 16384 is far above what one core serves at
+/// once; the cap is there so that a flood of idle connections meets a limit instead of
+/// exhausting file descriptors. Size `ulimit -n` for shards x this, plus upstream sockets.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16384;
+/// The usual `fs.nr_open` ceiling on file descriptors per process.
+pub const MAX_MAX_CONNECTIONS: usize = 1 << 20;
+
+/// How long an idle shard may sleep in its own ring before looking at its executor's queue.
+/// Short enough that timers (timeouts, pool expiry) fire on time to within tens of milliseconds,
+/// long enough that an idle shard costs no CPU. `0` never sleeps (busy polling).
+pub const DEFAULT_IDLE_WAIT: Duration = ms(50);
+/// Longer sleeps would delay timers noticeably.
+pub const MAX_IDLE_WAIT: Duration = secs(1);
+
+// [runtime.glommio] — the executor every shard runs on, in both io modes; the defaults are
+// glommio's own.
+
+/// Memory glommio reserves per executor for its registered I/O buffers (glommio's default).
+pub const DEFAULT_GLOMMIO_IO_MEMORY: usize = 10 * MIB;
+/// A floor against unit mistakes (`10` meaning ten bytes).
+pub const MIN_GLOMMIO_IO_MEMORY: usize = 64 * KIB;
+/// Above this the reservation is almost certainly a unit mistake.
+pub const MAX_GLOMMIO_IO_MEMORY: usize = 1024 * MIB;
+
+/// Depth of each of glommio's rings (glommio's default).
+pub const DEFAULT_GLOMMIO_RING_DEPTH: u32 = 128;
+/// Smallest useful depth; must be a power of two like every io_uring size.
+pub const MIN_GLOMMIO_RING_DEPTH: u32 = 8;
+/// The kernel's limit (`IORING_MAX_ENTRIES`).
+pub const MAX_GLOMMIO_RING_DEPTH: u32 = 32768;
+
+/// How long an idle glommio executor spins before parking. `0` (off, glommio's default) keeps
+/// idle cores idle; spinning trades CPU for a few microseconds of wake-up latency.
+pub const DEFAULT_GLOMMIO_SPIN_BEFORE_PARK: Duration = Duration::ZERO;
+/// Spinning longer than this is better expressed as busy polling.
+pub const MAX_GLOMMIO_SPIN_BEFORE_PARK: Duration = secs(1);
+
+/// How long a glommio task queue runs before it must yield (glommio's default).
+pub const DEFAULT_GLOMMIO_PREEMPT_TIMER: Duration = ms(100);
+/// Zero would preempt constantly.
+pub const MIN_GLOMMIO_PREEMPT_TIMER: Duration = ms(1);
+/// Longer slices let one queue starve the others.
+pub const MAX_GLOMMIO_PREEMPT_TIMER: Duration = secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// [limits]
+
+/// Longest request line (method, target, version) before `414 URI Too Long`. NGINX's limit is
+/// one `large_client_header_buffers` buffer: 8 KiB.
+pub const DEFAULT_MAX_REQUEST_LINE: usize = 8 * KIB;
+/// Shorter limits would refuse ordinary API URLs with query strings.
+pub const MIN_MAX_REQUEST_LINE: usize = 256;
+
+/// Largest request head (request line and header fields) before `431 Request Header Fields Too
+/// Large`. Must fit in one I/O buffer, because the head is parsed in place; NGINX allows 32 KiB
+/// in four buffers and Envoy 60 KiB, but heads above 16 KiB are in practice cookie bloat or
+/// abuse.
+pub const DEFAULT_MAX_HEAD_BYTES: usize = 16 * KIB;
+/// Smaller limits would refuse ordinary browser requests.
+pub const MIN_MAX_HEAD_BYTES: usize = KIB;
+
+/// Most header fields in a request head before `431`. Envoy's `max_headers_count` default.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// The parser's header array is sized from this; beyond it a head is not a real client's.
+pub const MAX_MAX_HEADERS: usize = 1024;
+
+/// Largest request body before `413 Content Too Large`. NGINX's `client_max_body_size`
+/// defaults to 1 MiB, which API users routinely raise; 10 MiB is a common API-gateway payload
+/// cap. `0` means unlimited, as in NGINX. Bodies are streamed, never buffered whole, so this
+/// limits abuse, not memory.
+pub const DEFAULT_MAX_BODY_BYTES: Option<u64> = Some(10 * MIB as u64);
+
+// ---------------------------------------------------------------------------------------------
+// [timeouts]
+
+/// Total time a client has to send a complete request head: from accept for a connection's
+/// first request, from the first byte for later ones (idle time between requests is
+/// [`DEFAULT_KEEPALIVE_TIMEOUT`]'s). A total deadline, not a per-read one, is what stops
+/// slowloris clients dribbling one byte at a time. HAProxy's recommended `timeout
+/// http-request` is 10s; NGINX's `client_header_timeout` is 60s.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = secs(10);
+
+/// How long an idle client connection is kept open between requests. NGINX's
+/// `keepalive_timeout` is 75s, Envoy's `idle_timeout` 1h; 60s frees idle sockets sooner. A load
+/// balancer in front of coregate should use a shorter idle timeout than this, so that it, not
+/// coregate, closes idle connections and never sends on one being closed.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = secs(60);
+
+/// Longest wait for the next piece of a request body. NGINX's `client_body_timeout` is 60s
+/// between reads; 30s frees stuck uploads sooner.
+pub const DEFAULT_BODY_TIMEOUT: Duration = secs(30);
+
+/// Longest wait for a client to accept more response bytes. NGINX's `send_timeout` is 60s
+/// between writes; 30s frees connections to vanished clients sooner.
+pub const DEFAULT_SEND_TIMEOUT: Duration = secs(30);
+
+/// Longest wait for an upstream TCP connect. Envoy's `connect_timeout` default (NGINX's 60s
+/// keeps clients waiting on a dead backend for a minute).
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = secs(5);
+
+/// Longest wait for an upstream's response head once the request is sent. NGINX's
+/// `proxy_read_timeout` (60s).
+pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: Duration = secs(60);
+
+/// Longest wait for the next piece of an upstream response body. NGINX's `proxy_read_timeout`
+/// applies between reads too (60s).
+pub const DEFAULT_UPSTREAM_BODY_TIMEOUT: Duration = secs(60);
+
+/// The longest timeout accepted anywhere: a day is longer than any sane request or idle
+/// timeout, so anything above it is a unit mistake (`"10h"` for `"10s"`).
+pub const MAX_TIMEOUT: Duration = secs(24 * 60 * 60);
+
+// ---------------------------------------------------------------------------------------------
+// [[listener]]
+
+/// Pending connections the kernel queues per listening socket. The kernel caps it at
+/// `net.core.somaxconn`, which is 4096 by default since Linux 5.4 (NGINX uses 511, Envoy 1024;
+/// a deep queue absorbs accept bursts while a shard is at its connection cap).
+pub const DEFAULT_BACKLOG: u32 = 4096;
+/// The largest `somaxconn` older kernels accept.
+pub const MAX_BACKLOG: u32 = 65535;
+
+/// `TCP_DEFER_ACCEPT`: off, as in NGINX. When on, the kernel wakes the shard only once the
+/// client has sent data, which saves a wake-up per connection; a client that connects and sends
+/// nothing then stays in the kernel, unseen by the connection cap and the header timeout.
+pub const DEFAULT_DEFER_ACCEPT: bool = false;
+
+// ---------------------------------------------------------------------------------------------
+// [[upstream]]
+
+/// The only policy for now: each shard walks the endpoints in turn.
+pub const DEFAULT_BALANCE: Balance = Balance::RoundRobin;
+
+/// Idle keep-alive connections each shard keeps per endpoint. NGINX's `keepalive` is a per-worker
+/// cache size typically set to 16–64; `0` turns pooling off (one connection per request).
+pub const DEFAULT_MAX_IDLE_PER_ENDPOINT: usize = 64;
+/// More idle connections per endpoint per shard than this only burdens the upstream.
+pub const MAX_MAX_IDLE_PER_ENDPOINT: usize = 4096;
+
+/// How long a pooled upstream connection may stay idle. NGINX's upstream `keepalive_timeout`.
+/// Keep it below the upstream server's own idle timeout, or pooled connections are closed
+/// under us and requests must be retried.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = secs(60);
+
+/// Requests sent on one upstream connection before it is closed and replaced, to spread load
+/// after upstream scaling and bound per-connection state. NGINX's `keepalive_requests` is 1000;
+/// a proxy pooling per shard reuses connections harder, so 10000. `0` means unlimited.
+pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: Option<u32> = Some(10_000);
+
+// ---------------------------------------------------------------------------------------------
+// names
+
+/// Longest listener, upstream or route name. Names appear in logs and metric labels.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Unnamed routes are called `route-1`, `route-2`, ... in file order.
+pub const DEFAULT_ROUTE_NAME_PREFIX: &str = "route-";
+
+/// `respond` without `body` answers with an empty body.
+pub const DEFAULT_RESPOND_BODY: &str = "";

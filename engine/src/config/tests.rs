@@ -1,0 +1,1290 @@
+//! Whole-file tests: the documented example, defaults, every validation rule with its key and
+//! line, several mistakes at once, the core plan, and the shipped `tuning/` profiles.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::defaults::*;
+use super::*;
+use crate::http1::Method;
+
+/// Resolves `backend.test` and `two.test` only, so tests never touch DNS.
+struct FakeResolver;
+
+impl Resolve for FakeResolver {
+    fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        let ips: &[&str] = match host {
+            "backend.test" => &["10.0.0.7"],
+            "two.test" => &["10.0.0.8", "10.0.0.9"],
+            "empty.test" => &[],
+            _ => return Err(io::Error::other("no such host")),
+        };
+        Ok(ips
+            .iter()
+            .map(|ip| SocketAddr::new(ip.parse().expect("test IP"), port))
+            .collect())
+    }
+}
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    Config::parse_with(text, "t.toml", &FakeResolver)
+}
+
+fn valid(text: &str) -> Config {
+    match parse(text) {
+        Ok(config) => config,
+        Err(errors) => panic!("expected a valid config, got:\n{errors}"),
+    }
+}
+
+/// Every error line.
+fn errors(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(_) => panic!("expected errors, the config is valid:\n{text}"),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// The one error line `text` produces.
+fn error(text: &str) -> String {
+    let all = errors(text);
+    assert_eq!(
+        all.len(),
+        1,
+        "expected exactly one error, got:\n{}",
+        all.join("\n")
+    );
+    all.into_iter().next().unwrap_or_default()
+}
+
+/// A listener so that snippets under test are otherwise complete (lines 1-3).
+const LISTENER: &str = "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n";
+
+/// [`LISTENER`] plus an upstream named `api` (lines 1-7).
+const BASE: &str = "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\n\
+                    [[upstream]]\nname = \"api\"\nendpoints = [\"127.0.0.1:9001\"]\n";
+
+fn with_base(rest: &str) -> String {
+    format!("{BASE}{rest}")
+}
+
+const EXAMPLE: &str = r#"[runtime]
+cores = "all"                 # "all", "0-3", or [1, 3]
+
+[[listener]]
+name = "public"
+bind = "127.0.0.1:8080"
+
+[[upstream]]
+name = "api"
+endpoints = ["127.0.0.1:9001", "127.0.0.1:9002"]
+
+[[route]]
+path_prefix = "/api/"
+upstream = "api"
+
+[[route]]
+host = "*.example.com"
+path = "/healthz"
+respond = { status = 200, body = "ok\n" }
+"#;
+
+// ---------------------------------------------------------------------------------------------
+// the example and the defaults
+
+#[test]
+fn the_documented_example_loads() {
+    let config = Config::parse(EXAMPLE, "example.toml").expect("the example is valid");
+    assert_eq!(config.origin, Path::new("example.toml"));
+    assert_eq!(config.runtime.cores, CoreSelection::All);
+    assert_eq!(config.listeners.len(), 1);
+    assert_eq!(&*config.listeners[0].name, "public");
+    assert_eq!(config.listeners[0].bind, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(&*config.upstreams[0].name, "api");
+    assert_eq!(
+        config.upstreams[0].endpoints,
+        vec![
+            "127.0.0.1:9001".parse::<SocketAddr>().unwrap(),
+            "127.0.0.1:9002".parse().unwrap()
+        ]
+    );
+    let [api, health] = &config.routes[..] else {
+        panic!("two routes expected");
+    };
+    assert_eq!(&*api.name, "route-1");
+    assert_eq!(api.host, HostPattern::Any);
+    assert_eq!(api.methods, MethodSet::ANY);
+    assert_eq!(api.path, PathPattern::Prefix("/api/".into()));
+    assert_eq!(
+        api.action,
+        RouteAction::Upstream {
+            upstream: 0,
+            strip_prefix: false,
+            prefix_rewrite: None
+        }
+    );
+    assert_eq!(&*health.name, "route-2");
+    assert_eq!(health.host, HostPattern::Suffix(".example.com".into()));
+    assert_eq!(health.path, PathPattern::Exact("/healthz".into()));
+    assert_eq!(
+        health.action,
+        RouteAction::Respond {
+            status: 200,
+            body: b"ok\n".to_vec().into(),
+            headers: vec![]
+        }
+    );
+}
+
+#[test]
+fn every_default_applies() {
+    let config = valid(BASE);
+    let r = &config.runtime;
+    assert_eq!(r.cores, DEFAULT_CORES);
+    assert_eq!(r.cores_at, None);
+    assert_eq!(r.io, DEFAULT_IO);
+    assert_eq!(r.ring_entries, DEFAULT_RING_ENTRIES);
+    assert_eq!(r.buffer_size, DEFAULT_BUFFER_SIZE);
+    assert_eq!(r.buffers_per_shard, DEFAULT_BUFFERS_PER_SHARD);
+    assert_eq!(r.max_connections, DEFAULT_MAX_CONNECTIONS);
+    assert_eq!(r.idle_wait, DEFAULT_IDLE_WAIT);
+    assert_eq!(r.glommio.io_memory, DEFAULT_GLOMMIO_IO_MEMORY);
+    assert_eq!(r.glommio.ring_depth, DEFAULT_GLOMMIO_RING_DEPTH);
+    assert_eq!(r.glommio.spin_before_park, None);
+    assert_eq!(r.glommio.preempt_timer, DEFAULT_GLOMMIO_PREEMPT_TIMER);
+
+    let l = &config.limits;
+    assert_eq!(l.max_request_line, DEFAULT_MAX_REQUEST_LINE);
+    assert_eq!(l.max_head_bytes, DEFAULT_MAX_HEAD_BYTES);
+    assert_eq!(l.max_headers, DEFAULT_MAX_HEADERS);
+    assert_eq!(l.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+
+    let t = &config.timeouts;
+    assert_eq!(t.header, DEFAULT_HEADER_TIMEOUT);
+    assert_eq!(t.keepalive, DEFAULT_KEEPALIVE_TIMEOUT);
+    assert_eq!(t.body, DEFAULT_BODY_TIMEOUT);
+    assert_eq!(t.send, DEFAULT_SEND_TIMEOUT);
+    assert_eq!(t.upstream_connect, DEFAULT_UPSTREAM_CONNECT_TIMEOUT);
+    assert_eq!(t.upstream_response, DEFAULT_UPSTREAM_RESPONSE_TIMEOUT);
+    assert_eq!(t.upstream_body, DEFAULT_UPSTREAM_BODY_TIMEOUT);
+
+    let listener = &config.listeners[0];
+    assert_eq!(listener.backlog, DEFAULT_BACKLOG);
+    assert_eq!(listener.defer_accept, DEFAULT_DEFER_ACCEPT);
+
+    let u = &config.upstreams[0];
+    assert_eq!(u.balance, DEFAULT_BALANCE);
+    assert_eq!(u.max_idle_per_endpoint, DEFAULT_MAX_IDLE_PER_ENDPOINT);
+    assert_eq!(u.idle_timeout, DEFAULT_UPSTREAM_IDLE_TIMEOUT);
+    assert_eq!(
+        u.max_requests_per_connection,
+        DEFAULT_MAX_REQUESTS_PER_CONNECTION
+    );
+    assert_eq!(u.connect_timeout, DEFAULT_UPSTREAM_CONNECT_TIMEOUT);
+    assert_eq!(u.response_timeout, DEFAULT_UPSTREAM_RESPONSE_TIMEOUT);
+    assert_eq!(u.body_timeout, DEFAULT_UPSTREAM_BODY_TIMEOUT);
+    assert!(config.routes.is_empty());
+}
+
+#[test]
+fn route_defaults_apply() {
+    let config = valid(&with_base(
+        "[[route]]\npath = \"/\"\nrespond = { status = 204 }\n",
+    ));
+    let route = &config.routes[0];
+    assert_eq!(route.host, HostPattern::Any);
+    assert_eq!(route.methods, MethodSet::ANY);
+    assert!(route.request_headers.is_empty() && route.response_headers.is_empty());
+    assert_eq!(route.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(
+        route.action,
+        RouteAction::Respond {
+            status: 204,
+            body: DEFAULT_RESPOND_BODY.as_bytes().into(),
+            headers: vec![]
+        }
+    );
+}
+
+#[test]
+fn every_key_is_read() {
+    let text = r#"
+[runtime]
+cores = "0-1"
+io = "glommio"
+ring_entries = 256
+buffer_size = "32KiB"
+buffers_per_shard = 1024
+max_connections = 1000
+idle_wait = "10ms"
+
+[runtime.glommio]
+io_memory = "2MiB"
+ring_depth = 64
+spin_before_park = "1ms"
+preempt_timer = "50ms"
+
+[limits]
+max_request_line = "4KiB"
+max_head_bytes = "32KiB"
+max_headers = 64
+max_body_bytes = 0
+
+[timeouts]
+header = "5s"
+keepalive = "2m"
+body = "15s"
+send = "20s"
+upstream_connect = "1s"
+upstream_response = "1m30s"
+upstream_body = "45s"
+
+[[listener]]
+name = "public"
+bind = "[::1]:0"
+backlog = 128
+defer_accept = true
+
+[[upstream]]
+name = "api"
+endpoints = ["backend.test:80", "two.test:81", "[::1]:82"]
+balance = "round_robin"
+max_idle_per_endpoint = 0
+idle_timeout = "30s"
+max_requests_per_connection = 0
+connect_timeout = "250ms"
+response_timeout = "2s"
+
+[[route]]
+name = "api-v1"
+host = "API.example.com"
+methods = ["GET", "HEAD"]
+path_prefix = "/v1/"
+upstream = "api"
+prefix_rewrite = "/"
+add_request_headers = { "X-Env" = "prod" }
+remove_request_headers = ["Cookie"]
+add_response_headers = { "Cache-Control" = "no-store" }
+remove_response_headers = ["Server"]
+max_body_bytes = "1MiB"
+
+[[route]]
+path = "/users/{id}"
+upstream = "api"
+
+[[route]]
+path_prefix = "/static"
+upstream = "api"
+strip_prefix = true
+"#;
+    let config = valid(text);
+    let r = &config.runtime;
+    assert_eq!(r.cores, CoreSelection::List(vec![0, 1]));
+    assert_eq!(r.cores_at, Some(Location { line: 3, column: 9 }));
+    assert_eq!(r.io, IoMode::Glommio);
+    assert_eq!(r.ring_entries, 256);
+    assert_eq!(r.buffer_size, 32 * 1024);
+    assert_eq!(r.buffers_per_shard, 1024);
+    assert_eq!(r.max_connections, 1000);
+    assert_eq!(r.idle_wait, Duration::from_millis(10));
+    assert_eq!(r.glommio.io_memory, 2 << 20);
+    assert_eq!(r.glommio.ring_depth, 64);
+    assert_eq!(r.glommio.spin_before_park, Some(Duration::from_millis(1)));
+    assert_eq!(r.glommio.preempt_timer, Duration::from_millis(50));
+    assert_eq!(config.limits.max_request_line, 4096);
+    assert_eq!(config.limits.max_head_bytes, 32 * 1024);
+    assert_eq!(config.limits.max_headers, 64);
+    assert_eq!(config.limits.max_body_bytes, None, "0 is unlimited");
+    let t = &config.timeouts;
+    assert_eq!(t.header, Duration::from_secs(5));
+    assert_eq!(t.keepalive, Duration::from_secs(120));
+    assert_eq!(t.upstream_response, Duration::from_secs(90));
+    let l = &config.listeners[0];
+    assert_eq!(l.bind, "[::1]:0".parse().unwrap());
+    assert_eq!((l.backlog, l.defer_accept), (128, true));
+    let u = &config.upstreams[0];
+    let endpoints: Vec<String> = u.endpoints.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        endpoints,
+        ["10.0.0.7:80", "10.0.0.8:81", "10.0.0.9:81", "[::1]:82"]
+    );
+    assert_eq!(u.max_idle_per_endpoint, 0);
+    assert_eq!(u.idle_timeout, Duration::from_secs(30));
+    assert_eq!(u.max_requests_per_connection, None, "0 is unlimited");
+    assert_eq!(u.connect_timeout, Duration::from_millis(250));
+    assert_eq!(u.response_timeout, Duration::from_secs(2));
+    assert_eq!(u.body_timeout, Duration::from_secs(45));
+
+    let route = &config.routes[0];
+    assert_eq!(&*route.name, "api-v1");
+    assert_eq!(route.host, HostPattern::Exact("api.example.com".into()));
+    assert!(route.methods.contains(Method::Get) && route.methods.contains(Method::Head));
+    assert!(!route.methods.contains(Method::Post));
+    assert_eq!(
+        route.action,
+        RouteAction::Upstream {
+            upstream: 0,
+            strip_prefix: false,
+            prefix_rewrite: Some("/".into())
+        }
+    );
+    assert_eq!(
+        route.request_headers,
+        HeaderEdits {
+            remove: vec!["cookie".into()],
+            add: vec![("X-Env".into(), "prod".into())]
+        }
+    );
+    assert_eq!(route.response_headers.remove, vec!["server".into()]);
+    assert_eq!(route.max_body_bytes, Some(1 << 20));
+    assert!(matches!(config.routes[1].path, PathPattern::Template(_)));
+    assert_eq!(
+        config.routes[1].max_body_bytes, None,
+        "inherits the unlimited [limits] value"
+    );
+    assert!(matches!(
+        config.routes[2].action,
+        RouteAction::Upstream {
+            strip_prefix: true,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn config_is_shareable_across_shards() {
+    fn shareable<T: Clone + Send + Sync + std::fmt::Debug + 'static>() {}
+    shareable::<Config>();
+    shareable::<Plan>();
+    shareable::<ConfigErrors>();
+}
+
+// ---------------------------------------------------------------------------------------------
+// messages: exact text for a few
+
+#[test]
+fn a_missing_upstream_is_named_with_the_defined_ones() {
+    let text = EXAMPLE.replace("upstream = \"api\"", "upstream = \"apii\"");
+    assert_eq!(
+        error(&text),
+        "t.toml:14:12: route[1].upstream: no upstream named \"apii\" (defined: \"api\")"
+    );
+}
+
+#[test]
+fn unknown_keys_are_reported_with_their_line_and_a_suggestion() {
+    let text = format!("{LISTENER}bnd = \"x\"\n");
+    assert_eq!(
+        error(&text),
+        "t.toml:4:1: listener[1].bnd: unknown key; did you mean `bind`? \
+         (accepted here: name, bind, backlog, defer_accept)"
+    );
+    let text = format!("{LISTENER}[runtime]\nthreads = 4\n");
+    assert_eq!(
+        error(&text),
+        "t.toml:5:1: runtime.threads: unknown key (accepted here: cores, io, ring_entries, \
+         buffer_size, buffers_per_shard, max_connections, idle_wait, glommio)"
+    );
+    let text = format!("{LISTENER}[listeners]\n");
+    assert!(
+        error(&text).starts_with("t.toml:4:2: listeners: unknown key; did you mean `listener`?")
+    );
+}
+
+#[test]
+fn unknown_keys_in_inline_tables_are_found() {
+    let text = with_base("[[route]]\npath = \"/\"\nrespond = { status = 200, bdy = \"x\" }\n");
+    assert_eq!(
+        error(&text),
+        "t.toml:10:27: route[1].respond.bdy: unknown key; did you mean `body`? \
+         (accepted here: status, body, headers)"
+    );
+}
+
+#[test]
+fn the_head_must_fit_in_a_buffer() {
+    let text = format!("{LISTENER}[runtime]\nbuffer_size = \"8KiB\"\n");
+    assert_eq!(
+        error(&text),
+        "t.toml:5:15: runtime.buffer_size: limits.max_head_bytes (16 KiB) must not exceed \
+         runtime.buffer_size (8 KiB): a request head is parsed within one buffer (found \"8KiB\")"
+    );
+    let text = format!("{LISTENER}[limits]\nmax_head_bytes = \"32KiB\"\n");
+    assert_eq!(
+        error(&text),
+        "t.toml:5:18: limits.max_head_bytes: limits.max_head_bytes (32 KiB) must not exceed \
+         runtime.buffer_size (16 KiB): a request head is parsed within one buffer \
+         (found \"32KiB\")"
+    );
+}
+
+#[test]
+fn syntax_errors_carry_line_and_column() {
+    let all = errors("[[listener]]\nname = \"l\nbind = 1\n");
+    assert!(!all.is_empty());
+    assert!(
+        all[0].starts_with("t.toml:2:10: TOML syntax: invalid basic string"),
+        "got {all:?}"
+    );
+}
+
+#[test]
+fn a_missing_file_is_one_error() {
+    let errors = Config::load(Path::new("/nonexistent/coregate.toml")).unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors
+            .to_string()
+            .starts_with("/nonexistent/coregate.toml: cannot read the file: ")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// all mistakes at once
+
+#[test]
+fn every_mistake_is_reported_in_one_pass() {
+    let text = r#"[runtime]
+cores = "0-3,2"
+ring_entries = 1000
+stray = 1
+
+[limits]
+max_headers = "many"
+
+[timeouts]
+header = 10
+keepalive = "0"
+
+[[listener]]
+name = "public"
+bind = "localhost:8080"
+bakclog = 10
+
+[[listener]]
+name = "public"
+bind = "127.0.0.1:8080"
+
+[[upstream]]
+name = "api"
+endpoints = ["nowhere.test:80", "127.0.0.1"]
+
+[[route]]
+path = "/a"
+path_prefix = "/b"
+upstream = "apii"
+
+[[route]]
+methods = ["get"]
+path = "/c"
+respond = { status = 99 }
+"#;
+    let all = errors(text);
+    let keys: Vec<&str> = all
+        .iter()
+        .map(|line| line.split(": ").nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "runtime.cores",
+            "runtime.ring_entries",
+            "runtime.stray",
+            "limits.max_headers",
+            "timeouts.header",
+            "timeouts.keepalive",
+            "listener[1].bind",
+            "listener[1].bakclog",
+            "listener[2].name",
+            "upstream[1].endpoints[1]",
+            "upstream[1].endpoints[2]",
+            "route[1].path_prefix",
+            "route[1].upstream",
+            "route[2].methods[1]",
+            "route[2].respond.status",
+        ],
+        "all errors:\n{}",
+        all.join("\n")
+    );
+    let lines: Vec<&str> = all
+        .iter()
+        .map(|line| line.split(':').nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "2", "3", "4", "7", "10", "11", "15", "16", "19", "24", "24", "28", "29", "32", "34"
+        ]
+    );
+    assert!(
+        all[0]
+            .ends_with("CPU 2 is listed twice; each CPU runs at most one shard (found \"0-3,2\")")
+    );
+    assert!(all[1].ends_with("must be a power of two, like 512 or 1024 (found 1000)"));
+    assert!(all[3].ends_with("expected an integer (found \"many\")"));
+    assert!(all[4].contains("missing unit"));
+    assert!(all[5].contains("must be more than 0"));
+    assert!(all[9].contains("cannot resolve host name \"nowhere.test\""));
+    assert!(all[13].contains("write \"GET\""));
+    assert!(all[14].ends_with("must be from 200 to 599 (found 99)"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// [runtime]
+
+fn cores(value: &str) -> Result<CoreSelection, String> {
+    parse(&format!("{LISTENER}[runtime]\ncores = {value}\n"))
+        .map(|config| config.runtime.cores)
+        .map_err(|errors| errors.to_string())
+}
+
+#[test]
+fn cores_take_every_syntax() {
+    assert_eq!(cores("\"all\""), Ok(CoreSelection::All));
+    assert_eq!(cores("\"3\""), Ok(CoreSelection::List(vec![3])));
+    assert_eq!(cores("\"0-3\""), Ok(CoreSelection::List(vec![0, 1, 2, 3])));
+    assert_eq!(
+        cores("\"0-3,6\""),
+        Ok(CoreSelection::List(vec![0, 1, 2, 3, 6]))
+    );
+    assert_eq!(cores("[3, 1]"), Ok(CoreSelection::List(vec![1, 3])));
+}
+
+#[test]
+fn cores_refuse_mistakes() {
+    assert!(
+        cores("3")
+            .unwrap_err()
+            .contains("a bare number is ambiguous")
+    );
+    assert!(cores("\"ALL\"").unwrap_err().contains("not a CPU number"));
+    assert!(cores("[]").unwrap_err().contains("empty"));
+    assert!(cores("[1, 1]").unwrap_err().contains("listed twice"));
+    assert!(
+        cores("[-1]")
+            .unwrap_err()
+            .contains("t.toml:5:10: runtime.cores: expected CPU numbers")
+    );
+    assert!(
+        cores("[\"1\"]")
+            .unwrap_err()
+            .contains("expected CPU numbers")
+    );
+    assert!(cores("true").unwrap_err().contains("expected \"all\""));
+}
+
+#[test]
+fn runtime_values_are_bounded() {
+    let check = |key: &str, value: &str, message: &str| {
+        let text = format!("{LISTENER}[runtime]\n{key} = {value}\n");
+        let got = error(&text);
+        assert!(got.contains(&format!("runtime.{key}: ")), "{got}");
+        assert!(got.contains(message), "{got} should contain {message}");
+    };
+    check("io", "\"epoll\"", "must be \"uring\" or \"glommio\"");
+    check("ring_entries", "16", "must be from 32 to 32768");
+    check("buffer_size", "\"2KiB\"", "must be from 4 KiB to 1 MiB");
+    check("buffer_size", "\"16KB\"", "ambiguous unit");
+    check("buffers_per_shard", "100000", "must be from 16 to 32768");
+    check("max_connections", "0", "must be from 1 to");
+    check("idle_wait", "\"2s\"", "must be from 0 to 1s");
+    let text = format!("{LISTENER}[runtime.glommio]\nring_depth = 100\npreempt_timer = 0\n");
+    let all = errors(&text);
+    assert!(all[0].contains("runtime.glommio.ring_depth: must be a power of two"));
+    assert!(all[1].contains("runtime.glommio.preempt_timer: must be more than 0"));
+}
+
+#[test]
+fn zero_is_accepted_where_it_means_off() {
+    let text = format!(
+        "{LISTENER}[runtime]\nidle_wait = 0\n[runtime.glommio]\nspin_before_park = \"0ms\"\n"
+    );
+    let config = valid(&text);
+    assert_eq!(config.runtime.idle_wait, Duration::ZERO);
+    assert_eq!(config.runtime.glommio.spin_before_park, None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// [limits] and [timeouts]
+
+#[test]
+fn limits_are_checked_against_each_other() {
+    let text =
+        format!("{LISTENER}[limits]\nmax_request_line = \"16KiB\"\nmax_head_bytes = \"8KiB\"\n");
+    let got = error(&text);
+    assert!(got.starts_with("t.toml:5:20: limits.max_request_line: limits.max_request_line (16 KiB) must not exceed limits.max_head_bytes (8 KiB)"), "{got}");
+}
+
+#[test]
+fn body_limits_take_sizes_and_zero() {
+    let limit = |value: &str| {
+        valid(&format!("{LISTENER}[limits]\nmax_body_bytes = {value}\n"))
+            .limits
+            .max_body_bytes
+    };
+    assert_eq!(limit("\"1MiB\""), Some(1 << 20));
+    assert_eq!(limit("4096"), Some(4096));
+    assert_eq!(limit("0"), None);
+    assert_eq!(limit("\"0\""), None);
+    let got = error(&format!("{LISTENER}[limits]\nmax_body_bytes = -1\n"));
+    assert!(got.ends_with("limits.max_body_bytes: a size cannot be negative (found -1)"));
+}
+
+#[test]
+fn timeouts_need_units_and_cannot_be_zero() {
+    let timeout = |value: &str| {
+        parse(&format!("{LISTENER}[timeouts]\nsend = {value}\n"))
+            .map(|config| config.timeouts.send)
+            .map_err(|errors| errors.to_string())
+    };
+    assert_eq!(timeout("\"250ms\""), Ok(Duration::from_millis(250)));
+    assert_eq!(timeout("\"1h\""), Ok(Duration::from_secs(3600)));
+    assert_eq!(
+        timeout("30").unwrap_err(),
+        "t.toml:5:8: timeouts.send: missing unit: write \"10s\" or \"250ms\" (a bare number \
+         would be ambiguous) (found 30)"
+    );
+    assert!(timeout("0").unwrap_err().contains("must be more than 0"));
+    assert!(
+        timeout("\"25h\"")
+            .unwrap_err()
+            .contains("must be from 1ms to 24h")
+    );
+    assert!(timeout("\"1.5s\"").unwrap_err().contains("1500ms"));
+    assert!(timeout("true").unwrap_err().contains("expected a duration"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// [[listener]]
+
+#[test]
+fn at_least_one_listener_is_required() {
+    assert_eq!(
+        error("[runtime]\n"),
+        "t.toml: listener: at least one [[listener]] is required, like: [[listener]] name = \
+         \"public\" bind = \"0.0.0.0:8080\""
+    );
+}
+
+#[test]
+fn a_single_listener_table_is_a_shape_error() {
+    let got = error("[listener]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n");
+    assert_eq!(
+        got,
+        "t.toml:1:1: listener: must be written [[listener]] (an array of tables) \
+         (found [listener])"
+    );
+}
+
+#[test]
+fn listeners_need_a_name_and_an_address() {
+    let all =
+        errors("[[listener]]\nbackaddr = 1\n\n[[listener]]\nname = \"b c\"\nbind = \"*:80\"\n");
+    assert_eq!(
+        all,
+        [
+            "t.toml:1:1: listener[1].name: required key is missing",
+            "t.toml:1:1: listener[1].bind: required key is missing",
+            "t.toml:2:1: listener[1].backaddr: unknown key (accepted here: name, bind, backlog, \
+             defer_accept)",
+            "t.toml:5:8: listener[2].name: a name may hold only letters, digits, '-', '_' and \
+             '.' (found \"b c\")",
+            "t.toml:6:8: listener[2].bind: expected an IP address and port, like \"0.0.0.0:8080\" \
+             or \"[::]:8443\" (listeners do not resolve host names) (found \"*:80\")",
+        ]
+    );
+}
+
+#[test]
+fn listeners_are_unique() {
+    let text = "[[listener]]\nname = \"a\"\nbind = \"0.0.0.0:80\"\n\
+                [[listener]]\nname = \"a\"\nbind = \"127.0.0.1:80\"\n\
+                [[listener]]\nname = \"c\"\nbind = \"0.0.0.0:80\"\n\
+                [[listener]]\nname = \"d\"\nbind = \"127.0.0.1:0\"\n\
+                [[listener]]\nname = \"e\"\nbind = \"127.0.0.1:0\"\n";
+    assert_eq!(
+        errors(text),
+        [
+            "t.toml:5:8: listener[2].name: another listener is already named \"a\" \
+             (listener[1]) (found \"a\")",
+            "t.toml:6:8: listener[2].bind: overlaps listener[1].bind (0.0.0.0:80): one of them \
+             binds every address (found \"127.0.0.1:80\")",
+            "t.toml:9:8: listener[3].bind: address already used by listener[1].bind \
+             (found \"0.0.0.0:80\")",
+        ]
+    );
+}
+
+#[test]
+fn listener_values_are_typed() {
+    let text = format!("{LISTENER}backlog = 0\ndefer_accept = \"yes\"\n");
+    assert_eq!(
+        errors(&text),
+        [
+            "t.toml:4:11: listener[1].backlog: must be from 1 to 65535 (found 0)",
+            "t.toml:5:16: listener[1].defer_accept: expected true or false (found \"yes\")",
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// [[upstream]]
+
+fn upstream_errors(body: &str) -> Vec<String> {
+    errors(&format!("{LISTENER}[[upstream]]\nname = \"u\"\n{body}"))
+}
+
+#[test]
+fn endpoints_are_required_and_resolved() {
+    assert_eq!(
+        upstream_errors(""),
+        ["t.toml:4:1: upstream[1].endpoints: required key is missing"]
+    );
+    assert_eq!(
+        upstream_errors("endpoints = []\n"),
+        ["t.toml:6:13: upstream[1].endpoints: needs at least one \"host:port\" (found [])"]
+    );
+    assert_eq!(
+        upstream_errors("endpoints = \"127.0.0.1:80\"\n"),
+        [
+            "t.toml:6:13: upstream[1].endpoints: expected an array of \"host:port\" strings \
+          (found \"127.0.0.1:80\")"
+        ]
+    );
+    let all = upstream_errors(
+        "endpoints = [\n  \"a.test:80\",\n  \"127.0.0.1:0\",\n  \"::1:80\",\n  \
+         \"backend.test:http\",\n  \"empty.test:80\",\n  \"bad host:80\",\n  8080,\n]\n",
+    );
+    assert_eq!(
+        all,
+        [
+            "t.toml:7:3: upstream[1].endpoints[1]: cannot resolve host name \"a.test\": no such \
+             host (found \"a.test:80\")",
+            "t.toml:8:3: upstream[1].endpoints[2]: port 0 cannot be connected to; use the \
+             upstream's port (found \"127.0.0.1:0\")",
+            "t.toml:9:3: upstream[1].endpoints[3]: not a valid IPv6 address; write it in \
+             brackets: \"[2001:db8::5]:8080\" (found \"::1:80\")",
+            "t.toml:10:3: upstream[1].endpoints[4]: the port must be a number from 1 to 65535 \
+             (found \"backend.test:http\")",
+            "t.toml:11:3: upstream[1].endpoints[5]: host name \"empty.test\" resolves to no \
+             address (found \"empty.test:80\")",
+            "t.toml:12:3: upstream[1].endpoints[6]: expected \"host:port\", like \
+             \"10.0.0.5:8080\", \"[2001:db8::5]:8080\" or \"backend.internal:8080\" \
+             (found \"bad host:80\")",
+            "t.toml:13:3: upstream[1].endpoints[7]: expected a \"host:port\" string (found 8080)",
+        ]
+    );
+}
+
+#[test]
+fn an_endpoint_is_listed_once() {
+    let all = upstream_errors("endpoints = [\"10.0.0.7:80\", \"backend.test:80\"]\n");
+    assert_eq!(
+        all,
+        [
+            "t.toml:6:29: upstream[1].endpoints[2]: 10.0.0.7:80 is already an endpoint \
+          (upstream[1].endpoints[1]) (found \"backend.test:80\")"
+        ]
+    );
+}
+
+#[test]
+fn upstream_values_are_checked() {
+    let all = upstream_errors(
+        "endpoints = [\"127.0.0.1:80\"]\nbalance = \"least_conn\"\nidle_timeout = \"0s\"\n\
+         max_idle_per_endpoint = -1\nconnect_timeout = \"5\"\n",
+    );
+    assert_eq!(
+        all,
+        [
+            "t.toml:7:11: upstream[1].balance: unknown policy; the only one is \"round_robin\" \
+             (found \"least_conn\")",
+            "t.toml:8:16: upstream[1].idle_timeout: must be more than 0 (0 does not turn it \
+             off; the longest allowed is 24h) (found \"0s\")",
+            "t.toml:9:25: upstream[1].max_idle_per_endpoint: must be from 0 to 4096 (found -1)",
+            "t.toml:10:19: upstream[1].connect_timeout: missing unit: write \"10s\" or \"250ms\" \
+             (a bare number would be ambiguous) (found \"5\")",
+        ]
+    );
+}
+
+#[test]
+fn upstream_names_are_required_and_unique() {
+    let text = format!(
+        "{LISTENER}[[upstream]]\nendpoints = [\"127.0.0.1:1\"]\n\
+         [[upstream]]\nname = \"u\"\nendpoints = [\"127.0.0.1:2\"]\n\
+         [[upstream]]\nname = \"u\"\nendpoints = [\"127.0.0.1:3\"]\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "t.toml:4:1: upstream[1].name: required key is missing",
+            "t.toml:10:8: upstream[3].name: another upstream is already named \"u\" \
+             (upstream[2]) (found \"u\")",
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// [[route]]
+
+/// Errors for a route added after [`BASE`] (the route's `[[route]]` is line 8).
+fn route_errors(body: &str) -> Vec<String> {
+    errors(&with_base(&format!("[[route]]\n{body}")))
+}
+
+#[test]
+fn a_route_matches_exactly_one_path() {
+    assert_eq!(
+        route_errors("upstream = \"api\"\n"),
+        ["t.toml:8:1: route[1]: needs `path` (exact or template) or `path_prefix`"]
+    );
+    assert_eq!(
+        route_errors("path = \"/a\"\npath_prefix = \"/a/\"\nupstream = \"api\"\n"),
+        ["t.toml:10:15: route[1].path_prefix: use either `path` or `path_prefix`, not both"]
+    );
+    assert_eq!(
+        route_errors("path = \"a\"\nupstream = \"api\"\n"),
+        ["t.toml:9:8: route[1].path: path must start with '/' (found \"a\")"]
+    );
+    assert_eq!(
+        route_errors("path_prefix = \"/{id}/\"\nupstream = \"api\"\n"),
+        [
+            "t.toml:9:15: route[1].path_prefix: path_prefix cannot hold parameters; use `path` \
+          for templates (found \"/{id}/\")"
+        ]
+    );
+    assert_eq!(
+        route_errors("host = \"a.*.com\"\npath = \"/\"\nupstream = \"api\"\n"),
+        [
+            "t.toml:9:8: route[1].host: a wildcard is only allowed as the whole first label \
+          (`*.example.com`) (found \"a.*.com\")"
+        ]
+    );
+}
+
+#[test]
+fn a_route_does_exactly_one_thing() {
+    assert_eq!(
+        route_errors("path = \"/\"\n"),
+        ["t.toml:8:1: route[1]: needs `upstream = \"<name>\"` or `respond = { status = ... }`"]
+    );
+    assert_eq!(
+        route_errors("path = \"/\"\nupstream = \"api\"\nrespond = { status = 200 }\n"),
+        ["t.toml:11:11: route[1].respond: use either `upstream` or `respond`, not both"]
+    );
+    assert_eq!(
+        route_errors("path = \"/\"\nrespond = \"ok\"\n"),
+        [
+            "t.toml:10:11: route[1].respond: expected an inline table like { status = 200, body = \
+          \"ok\" } (found \"ok\")"
+        ],
+        "a respond of the wrong shape is one mistake, not also a missing action"
+    );
+    let text = format!("{LISTENER}[[route]]\npath = \"/\"\nupstream = \"api\"\n");
+    assert_eq!(
+        error(&text),
+        "t.toml:6:12: route[1].upstream: no upstream named \"api\" (no [[upstream]] is defined)"
+    );
+}
+
+#[test]
+fn a_route_to_a_broken_upstream_adds_no_error_of_its_own() {
+    let text = format!(
+        "{LISTENER}[[upstream]]\nname = \"api\"\nendpoints = []\n\
+         [[route]]\npath = \"/\"\nupstream = \"api\"\n"
+    );
+    assert_eq!(errors(&text).len(), 1);
+}
+
+#[test]
+fn responses_are_checked() {
+    assert_eq!(
+        route_errors("path = \"/\"\nrespond = { body = \"x\" }\n"),
+        ["t.toml:10:11: route[1].respond.status: required key is missing"]
+    );
+    assert_eq!(
+        route_errors("path = \"/\"\nrespond = { status = 101 }\n"),
+        ["t.toml:10:22: route[1].respond.status: must be from 200 to 599 (found 101)"]
+    );
+    assert_eq!(
+        route_errors("path = \"/\"\nrespond = { status = 204, body = \"x\" }\n"),
+        ["t.toml:10:34: route[1].respond.body: a 204 response cannot have a body (found \"x\")"]
+    );
+    let all = route_errors(
+        "path = \"/\"\nrespond = { status = 200, headers = { \"Content-Length\" = \"1\", \
+         \"X-A\" = \"a\\r\\nb\", \"Bad Name\" = \"v\", \"X-B\" = 1 } }\n",
+    );
+    assert_eq!(
+        all,
+        [
+            "t.toml:10:58: route[1].respond.headers.Content-Length: coregate manages this \
+             header (connection handling and framing); a route cannot set or remove it \
+             (found \"1\")",
+            "t.toml:10:71: route[1].respond.headers.X-A: a header value must not contain line \
+             breaks, NUL or other control characters (found \"a\\r\\nb\")",
+            "t.toml:10:94: route[1].respond.headers.\"Bad Name\": not a valid header name \
+             (letters, digits and !#$%&'*+-.^_`|~ only) (found \"v\")",
+            "t.toml:10:107: route[1].respond.headers.X-B: expected a string value (found 1)",
+        ]
+    );
+}
+
+#[test]
+fn header_edits_are_checked() {
+    let all = route_errors(
+        "path_prefix = \"/\"\nupstream = \"api\"\n\
+         add_request_headers = { \"x-a\" = \"1\", \"X-A\" = \"2\" }\n\
+         remove_request_headers = [\"Host\", \"Transfer-Encoding\", 3]\n\
+         remove_response_headers = \"Server\"\n",
+    );
+    assert_eq!(
+        all,
+        [
+            "t.toml:11:33: route[1].add_request_headers.x-a: the same header is set twice \
+             (names are case-insensitive) (found \"1\")",
+            "t.toml:12:27: route[1].remove_request_headers[1]: an HTTP/1.1 request must keep \
+             its Host header (found \"Host\")",
+            "t.toml:12:35: route[1].remove_request_headers[2]: coregate manages this header \
+             (connection handling and framing); a route cannot set or remove it \
+             (found \"Transfer-Encoding\")",
+            "t.toml:12:56: route[1].remove_request_headers[3]: expected a header name (found 3)",
+            "t.toml:13:27: route[1].remove_response_headers: expected an array of header names \
+             (found \"Server\")",
+        ]
+    );
+    assert_eq!(
+        route_errors(
+            "path = \"/\"\nrespond = { status = 200 }\nremove_request_headers = [\"A\"]\n"
+        ),
+        [
+            "t.toml:11:26: route[1].remove_request_headers: only applies to routes with an \
+          `upstream` (nothing is forwarded)"
+        ]
+    );
+}
+
+#[test]
+fn path_rewrites_need_a_forwarded_prefix() {
+    assert_eq!(
+        route_errors("path = \"/a\"\nupstream = \"api\"\nstrip_prefix = true\n"),
+        [
+            "t.toml:11:16: route[1].strip_prefix: only applies to routes with `path_prefix` and \
+          `upstream`"
+        ]
+    );
+    assert_eq!(
+        route_errors("path_prefix = \"/a/\"\nrespond = { status = 200 }\nprefix_rewrite = \"/\"\n"),
+        [
+            "t.toml:11:18: route[1].prefix_rewrite: only applies to routes with `path_prefix` and \
+          `upstream`"
+        ]
+    );
+    assert_eq!(
+        route_errors(
+            "path_prefix = \"/a/\"\nupstream = \"api\"\nstrip_prefix = true\nprefix_rewrite = \"/b/\"\n"
+        ),
+        [
+            "t.toml:12:18: route[1].prefix_rewrite: use either `strip_prefix` or `prefix_rewrite`, \
+          not both"
+        ]
+    );
+    assert_eq!(
+        route_errors("path_prefix = \"/api/\"\nupstream = \"api\"\nprefix_rewrite = \"/v2\"\n"),
+        [
+            "t.toml:11:18: route[1].prefix_rewrite: end both path_prefix and prefix_rewrite with \
+          '/', or neither: as written /api/x would be forwarded as /v2x (found \"/v2\")"
+        ]
+    );
+    assert_eq!(
+        route_errors("path_prefix = \"/api\"\nupstream = \"api\"\nprefix_rewrite = \"/\"\n"),
+        [
+            "t.toml:11:18: route[1].prefix_rewrite: end both path_prefix and prefix_rewrite with \
+          '/', or neither: as written /api/x would be forwarded as //x (found \"/\")"
+        ]
+    );
+    assert_eq!(
+        route_errors("path_prefix = \"/a/\"\nupstream = \"api\"\nprefix_rewrite = \"b/\"\n"),
+        ["t.toml:11:18: route[1].prefix_rewrite: path must start with '/' (found \"b/\")"]
+    );
+    // `strip_prefix = false` anywhere says nothing and is accepted.
+    valid(&with_base(
+        "[[route]]\npath = \"/\"\nrespond = { status = 200 }\nstrip_prefix = false\n",
+    ));
+}
+
+#[test]
+fn methods_are_standard_names() {
+    assert_eq!(
+        route_errors("methods = []\npath = \"/\"\nupstream = \"api\"\n"),
+        [
+            "t.toml:9:11: route[1].methods: an empty list matches nothing; leave `methods` out to \
+          match every method (found [])"
+        ]
+    );
+    assert_eq!(
+        route_errors("methods = [\"GET\", \"FETCH\"]\npath = \"/\"\nupstream = \"api\"\n"),
+        [
+            "t.toml:9:19: route[1].methods[2]: unknown method; use GET, HEAD, POST, PUT, DELETE, \
+          CONNECT, OPTIONS, TRACE or PATCH (found \"FETCH\")"
+        ]
+    );
+    assert_eq!(
+        route_errors("methods = \"GET\"\npath = \"/\"\nupstream = \"api\"\n"),
+        [
+            "t.toml:9:11: route[1].methods: expected an array of method names, like [\"GET\"] \
+          (found \"GET\")"
+        ]
+    );
+}
+
+#[test]
+fn route_names_are_unique_including_default_ones() {
+    let text = with_base(
+        "[[route]]\nname = \"route-2\"\npath = \"/a\"\nupstream = \"api\"\n\
+         [[route]]\npath = \"/b\"\nupstream = \"api\"\n\
+         [[route]]\nname = \"route-2\"\npath = \"/c\"\nupstream = \"api\"\n",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "t.toml:12:1: route[2]: its default name \"route-2\" is already the name of \
+             route[1]; name one of them differently",
+            "t.toml:16:8: route[3].name: another route is already named \"route-2\" (route[1]) \
+             (found \"route-2\")",
+        ]
+    );
+}
+
+#[test]
+fn route_body_limits_override_the_global_one() {
+    let config = valid(&format!(
+        "{BASE}[limits]\nmax_body_bytes = \"1MiB\"\n\
+         [[route]]\npath = \"/a\"\nupstream = \"api\"\nmax_body_bytes = 0\n\
+         [[route]]\npath = \"/b\"\nupstream = \"api\"\nmax_body_bytes = \"2KiB\"\n\
+         [[route]]\npath = \"/c\"\nupstream = \"api\"\n"
+    ));
+    let limits: Vec<Option<u64>> = config.routes.iter().map(|r| r.max_body_bytes).collect();
+    assert_eq!(limits, [None, Some(2048), Some(1 << 20)]);
+}
+
+#[test]
+fn wrong_types_are_reported_per_key() {
+    let all = route_errors(
+        "name = 1\nhost = true\npath = [\"/\"]\nupstream = 5\nstrip_prefix = \"yes\"\n",
+    );
+    assert_eq!(
+        all,
+        [
+            "t.toml:9:8: route[1].name: expected a string (found 1)",
+            "t.toml:10:8: route[1].host: expected a string (found true)",
+            "t.toml:11:8: route[1].path: expected a string (found [\"/\"])",
+            "t.toml:12:12: route[1].upstream: expected a string (found 5)",
+            "t.toml:13:16: route[1].strip_prefix: expected true or false (found \"yes\")",
+        ]
+    );
+}
+
+#[test]
+fn dates_and_floats_are_just_wrong_types() {
+    let text = format!("{LISTENER}backlog = 1.5\n[timeouts]\nheader = 1979-05-27\n");
+    assert_eq!(
+        errors(&text),
+        [
+            "t.toml:4:11: listener[1].backlog: expected an integer (found 1.5)",
+            "t.toml:6:10: timeouts.header: expected a duration like \"10s\" or \"250ms\" \
+             (found 1979-05-27)",
+        ]
+    );
+}
+
+#[test]
+fn numbers_beyond_toml_are_one_mistake() {
+    let text = with_base("[[route]]\npath = \"/\"\nrespond = { status = 99999999999999999999 }\n");
+    let got = error(&text);
+    assert!(
+        got.starts_with("t.toml:10:22: route[1].respond.status: "),
+        "{got}"
+    );
+    assert!(got.ends_with("(found 99999999999999999999)"), "{got}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// the plan
+
+#[test]
+fn all_cores_means_every_allowed_cpu() {
+    let config = valid(EXAMPLE);
+    let plan = Plan::with_cpus(&config, &[3, 1, 2]).expect("plan");
+    assert_eq!(
+        plan.shards,
+        [
+            ShardPlan { index: 0, cpu: 1 },
+            ShardPlan { index: 1, cpu: 2 },
+            ShardPlan { index: 2, cpu: 3 },
+        ]
+    );
+    assert_eq!(plan.listeners[0].sockets, 3);
+}
+
+#[test]
+fn listed_cores_must_be_allowed() {
+    let text = format!("{LISTENER}[runtime]\ncores = \"1-2,5,7\"\n");
+    let config = valid(&text);
+    let plan = Plan::with_cpus(&config, &[0, 1, 2, 3]);
+    assert_eq!(
+        plan.unwrap_err().to_string(),
+        "t.toml:5:9: runtime.cores: CPUs 5,7 are not available to this process (it may use 0-3)"
+    );
+    let plan = Plan::with_cpus(&config, &[1, 2, 5, 7, 8]).expect("all allowed");
+    assert_eq!(plan.cpus(), [1, 2, 5, 7]);
+}
+
+#[test]
+fn the_plan_can_be_made_for_this_machine() {
+    let plan = Plan::for_config(&valid(EXAMPLE)).expect("this process may use some CPU");
+    assert!(!plan.shards.is_empty());
+    assert_eq!(plan.cpus(), plan.allowed);
+}
+
+#[test]
+fn the_plan_prints_what_check_shows() {
+    let config = valid(EXAMPLE);
+    let plan = Plan::with_cpus(&config, &[0, 1]).expect("plan");
+    assert_eq!(
+        plan.to_string(),
+        "config       t.toml\n\
+         shards       2, pinned to CPU 0-1 (this process may use CPU 0-1)\n\
+         io           uring, 1024 io_uring entries per shard\n\
+         buffers      4096 x 16 KiB = 64 MiB per shard, 128 MiB in all (reserved, touched as used)\n\
+         executor     10 MiB of glommio I/O memory per shard\n\
+         connections  up to 16384 clients per shard, 32768 in all\n\
+         listeners    1\n  \
+           public       127.0.0.1:8080         2 SO_REUSEPORT sockets (one per shard), backlog 4096\n\
+         upstreams    1, 2 endpoints\n  \
+           api          2 endpoints, round_robin, up to 128 idle connections per shard\n\
+         routes       2"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// tuning/
+
+#[test]
+fn every_tuning_profile_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning");
+    let mut profiles: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tuning/ exists")
+        .map(|entry| entry.expect("readable entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    profiles.sort();
+    let names: Vec<String> = profiles
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    for expected in [
+        "edge-32core.toml",
+        "edge-8core.toml",
+        "laptop.toml",
+        "quickstart.toml",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{expected} is missing");
+    }
+    for path in &profiles {
+        if let Err(errors) = Config::load(path) {
+            panic!("{} does not load:\n{errors}", path.display());
+        }
+    }
+}
+
+#[test]
+fn quickstart_is_what_the_demo_expects() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning/quickstart.toml");
+    let config = Config::load(&path).expect("quickstart loads");
+    assert_eq!(config.runtime.cores, CoreSelection::All);
+    assert_eq!(&*config.listeners[0].name, "public");
+    assert_eq!(config.listeners[0].bind, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(&*config.upstreams[0].name, "demo");
+    assert_eq!(
+        config.upstreams[0].endpoints,
+        ["127.0.0.1:8081".parse::<SocketAddr>().unwrap()]
+    );
+    let health = config
+        .routes
+        .iter()
+        .find(|r| r.path == PathPattern::Exact("/healthz".into()))
+        .expect("a /healthz route");
+    assert_eq!(
+        health.action,
+        RouteAction::Respond {
+            status: 200,
+            body: b"ok\n".to_vec().into(),
+            headers: vec![]
+        }
+    );
+    assert!(
+        config
+            .routes
+            .iter()
+            .any(|r| r.path == PathPattern::Prefix("/".into())
+                && matches!(r.action, RouteAction::Upstream { upstream: 0, .. }))
+    );
+}
+
+#[test]
+fn the_reference_error_example_is_what_quickstart_gives() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning/quickstart.toml");
+    let text = std::fs::read_to_string(path).expect("quickstart is readable");
+    let text = text.replace("upstream = \"demo\"", "upstream = \"demoo\"");
+    let errors = Config::parse(&text, "quickstart.toml").unwrap_err();
+    assert_eq!(
+        errors.to_string(),
+        "quickstart.toml:24:12: route[2].upstream: no upstream named \"demoo\" (defined: \"demo\")"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// robustness
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any text, however broken, gives a Config or errors, never a panic, and every error
+        /// names the file.
+        #[test]
+        fn on_arbitrary_text(text in "\\PC{0,200}") {
+            if let Err(errors) = parse(&text) {
+                prop_assert!(!errors.is_empty());
+                prop_assert!(errors.iter().all(|e| &*e.origin == "t.toml"));
+            }
+        }
+
+        /// The example with a few bytes replaced: mostly near-valid files, which reach deep
+        /// into validation.
+        #[test]
+        fn on_mutated_examples(
+            edits in proptest::collection::vec((0..EXAMPLE.len(), "[ -~\n]"), 1..4)
+        ) {
+            let mut text = EXAMPLE.to_owned();
+            for (at, replacement) in edits {
+                let at = (0..=at.min(text.len()))
+                    .rev()
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap_or(0);
+                let end = (at + 1..=text.len())
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap_or(text.len());
+                text.replace_range(at..end, &replacement);
+            }
+            if let Err(errors) = parse(&text) {
+                prop_assert!(!errors.is_empty());
+            }
+        }
+    }
+}

@@ -1,0 +1,1509 @@
+//! Raw structs -> [`Config`]: value types, bounds, names, references between sections and
+//! cross-field rules, every mistake reported with its key, line and value.
+//!
+//! Owns the rules; the file's shape is `file.rs`'s and the defaults are `defaults.rs`'s. Pure
+//! apart from one injected dependency, the [`Resolve`]r for upstream host names, so tests run
+//! without DNS.
+//!
+//! Every check runs even after earlier ones failed; a value that failed its check is `None`
+//! from then on, and rules that depend on it are skipped rather than reported twice. The
+//! validated sections are built only at the end, with `?` over those options: `None` there
+//! always means an error was reported.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::cores::{MAX_CPU, check_cpu_array, parse_cpu_list};
+use super::defaults::*;
+use super::error::{ConfigError, ConfigErrors, Report};
+use super::file::{
+    self, Field, RawFile, RawGlommio, RawLimits, RawListener, RawRespond, RawRoute, RawRuntime,
+    RawTimeouts, RawUpstream, Tables, Value, push_key,
+};
+use super::units::{Millis, Size, parse_duration, parse_size};
+use super::{
+    Balance, Config, CoreSelection, GlommioConfig, HeaderEdits, IoMode, Limits, ListenerConfig,
+    RouteAction, RouteConfig, RuntimeConfig, Timeouts, UpstreamConfig,
+};
+use crate::http1::{Method, MethodSet};
+use crate::router::spec::{HostPattern, PathPattern};
+
+/// Turns an upstream endpoint's host name into addresses. Called once per name when a file is
+/// loaded; coregate does not re-resolve while running.
+pub trait Resolve {
+    fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>>;
+}
+
+/// The system resolver (`getaddrinfo`, through std): `/etc/hosts`, then DNS. Every address a
+/// name resolves to becomes an endpoint, as in NGINX's `upstream` blocks; note that
+/// `localhost` often resolves to both `::1` and `127.0.0.1`.
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        Ok((host, port).to_socket_addrs()?.collect())
+    }
+}
+
+/// Reads and validates `text`.
+pub(super) fn validate(
+    text: &str,
+    origin: &str,
+    resolver: &dyn Resolve,
+) -> Result<Config, ConfigErrors> {
+    let mut report = Report::new(origin, text);
+    let Some(raw) = file::read(text, &mut report) else {
+        return Err(failed(report, origin));
+    };
+    let mut v = Validator {
+        report,
+        rejected: raw.rejected,
+        resolver,
+        upstream_names: Vec::new(),
+    };
+    let config = v.config(&raw.file, origin);
+    match (config, v.report.has_errors()) {
+        (Some(config), false) => Ok(config),
+        _ => Err(failed(v.report, origin)),
+    }
+}
+
+/// The report's errors; an internal error if a check returned `None` without reporting.
+fn failed(report: Report<'_>, origin: &str) -> ConfigErrors {
+    report.finish().unwrap_or_else(|| {
+        ConfigErrors::from_vec(vec![ConfigError {
+            origin: origin.into(),
+            location: None,
+            key: "".into(),
+            message: "internal error: a check failed without saying why".into(),
+            found: None,
+        }])
+    })
+}
+
+/// What a key held, once its type and bounds were checked.
+enum Got<T> {
+    /// The key is not in the file.
+    Absent,
+    /// The key is there but wrong; the mistake has been reported.
+    Invalid,
+    Value(T),
+}
+
+impl<T> Got<T> {
+    /// The value, or `default` when absent; `None` when invalid.
+    fn or(self, default: T) -> Option<T> {
+        match self {
+            Got::Absent => Some(default),
+            Got::Invalid => None,
+            Got::Value(value) => Some(value),
+        }
+    }
+
+    /// `Some(None)` when absent, `None` when invalid.
+    fn optional(self) -> Option<Option<T>> {
+        match self {
+            Got::Absent => Some(None),
+            Got::Invalid => None,
+            Got::Value(value) => Some(Some(value)),
+        }
+    }
+
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Got<U> {
+        match self {
+            Got::Absent => Got::Absent,
+            Got::Invalid => Got::Invalid,
+            Got::Value(value) => Got::Value(f(value)),
+        }
+    }
+}
+
+/// `section.key`
+fn key(section: &str, name: &str) -> String {
+    format!("{section}.{name}")
+}
+
+struct Validator<'s, 'r> {
+    report: Report<'s>,
+    /// Tables the reader reported as the wrong shape and removed (see [`file::Raw`]).
+    rejected: Vec<String>,
+    resolver: &'r dyn Resolve,
+    /// The name of each `[[upstream]]` in file order, when it has one, for route references.
+    upstream_names: Vec<Option<String>>,
+}
+
+impl Validator<'_, '_> {
+    fn config(&mut self, raw: &RawFile, origin: &str) -> Option<Config> {
+        let runtime = self.runtime(raw.runtime.as_ref());
+        let limits = self.limits(raw.limits.as_ref(), raw.runtime.as_ref(), runtime.as_ref());
+        let timeouts = self.timeouts(raw.timeouts.as_ref());
+        let listeners = self.listeners(&raw.listener);
+        let upstreams = self.upstreams(&raw.upstream, timeouts.as_ref());
+        let routes = self.routes(&raw.route, &upstreams, limits.as_ref());
+        Some(Config {
+            runtime: runtime?,
+            limits: limits?,
+            timeouts: timeouts?,
+            listeners: listeners?,
+            upstreams: upstreams.into_iter().collect::<Option<Vec<_>>>()?,
+            routes: routes?,
+            origin: origin.into(),
+        })
+    }
+
+    fn was_rejected(&self, key: &str) -> bool {
+        self.rejected.iter().any(|r| {
+            r.strip_prefix(key)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['[', '.']))
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // [runtime]
+
+    fn runtime(&mut self, raw: Option<&Spanned<RawRuntime>>) -> Option<RuntimeConfig> {
+        let default = RawRuntime::default();
+        let raw = raw.map_or(&default, Spanned::get_ref);
+        let s = "runtime";
+        let cores = self.cores(&raw.cores, &key(s, "cores"));
+        let io = self
+            .string(&raw.io, &key(s, "io"))
+            .and_then(|(text, span)| match text {
+                "uring" => Got::Value(IoMode::Uring),
+                "glommio" => Got::Value(IoMode::Glommio),
+                _ => self.bad(span, &key(s, "io"), "must be \"uring\" or \"glommio\""),
+            })
+            .or(DEFAULT_IO);
+        let ring_entries = self
+            .power_of_two(
+                &raw.ring_entries,
+                &key(s, "ring_entries"),
+                MIN_RING_ENTRIES,
+                MAX_RING_ENTRIES,
+            )
+            .or(DEFAULT_RING_ENTRIES);
+        let buffer_size = self
+            .size(
+                &raw.buffer_size,
+                &key(s, "buffer_size"),
+                MIN_BUFFER_SIZE as u64,
+                MAX_BUFFER_SIZE as u64,
+            )
+            .map(to_usize)
+            .or(DEFAULT_BUFFER_SIZE);
+        let buffers_per_shard = self
+            .integer(
+                &raw.buffers_per_shard,
+                &key(s, "buffers_per_shard"),
+                MIN_BUFFERS_PER_SHARD as i128,
+                MAX_BUFFERS_PER_SHARD as i128,
+            )
+            .map(to_usize)
+            .or(DEFAULT_BUFFERS_PER_SHARD);
+        let max_connections = self
+            .integer(
+                &raw.max_connections,
+                &key(s, "max_connections"),
+                1,
+                MAX_MAX_CONNECTIONS as i128,
+            )
+            .map(to_usize)
+            .or(DEFAULT_MAX_CONNECTIONS);
+        let idle_wait = self
+            .duration(
+                &raw.idle_wait,
+                &key(s, "idle_wait"),
+                Duration::ZERO,
+                MAX_IDLE_WAIT,
+            )
+            .or(DEFAULT_IDLE_WAIT);
+        let glommio = self.glommio(raw.glommio.as_ref());
+        Some(RuntimeConfig {
+            cores: cores?,
+            cores_at: raw
+                .cores
+                .as_ref()
+                .map(|f| self.report.location(f.span().start)),
+            io: io?,
+            ring_entries: ring_entries?,
+            buffer_size: buffer_size?,
+            buffers_per_shard: buffers_per_shard?,
+            max_connections: max_connections?,
+            idle_wait: idle_wait?,
+            glommio: glommio?,
+        })
+    }
+
+    /// `cores`: `"all"`, a CPU list string, or an array of CPU numbers.
+    fn cores(&mut self, field: &Field, key: &str) -> Option<CoreSelection> {
+        let Some(field) = field else {
+            return Some(DEFAULT_CORES);
+        };
+        let span = field.span();
+        let result = match field.get_ref() {
+            Value::String(text) if text == "all" => return Some(CoreSelection::All),
+            Value::String(text) => parse_cpu_list(text),
+            Value::Integer(n) => Err(format!(
+                "a bare number is ambiguous; write \"{n}\" for CPU {n}, or a list like \"0-3\" \
+                 for several CPUs"
+            )),
+            Value::Array(items) => {
+                let mut cpus = Vec::new();
+                for item in items {
+                    match item.get_ref() {
+                        Value::Integer(n) if (0..=MAX_CPU as i128).contains(n) => {
+                            cpus.push(to_usize(*n as u64));
+                        }
+                        _ => {
+                            self.bad::<()>(
+                                item.span(),
+                                key,
+                                format!("expected CPU numbers from 0 to {MAX_CPU}"),
+                            );
+                            return None;
+                        }
+                    }
+                }
+                check_cpu_array(cpus)
+            }
+            _ => Err("expected \"all\", a CPU list like \"0-3,6\", or an array like [1, 3]".into()),
+        };
+        match result {
+            Ok(cpus) => Some(CoreSelection::List(cpus)),
+            Err(message) => {
+                self.report.invalid(span, key, message);
+                None
+            }
+        }
+    }
+
+    fn glommio(&mut self, raw: Option<&Spanned<RawGlommio>>) -> Option<GlommioConfig> {
+        let default = RawGlommio::default();
+        let raw = raw.map_or(&default, Spanned::get_ref);
+        let s = "runtime.glommio";
+        let io_memory = self
+            .size(
+                &raw.io_memory,
+                &key(s, "io_memory"),
+                MIN_GLOMMIO_IO_MEMORY as u64,
+                MAX_GLOMMIO_IO_MEMORY as u64,
+            )
+            .map(to_usize)
+            .or(DEFAULT_GLOMMIO_IO_MEMORY);
+        let ring_depth = self
+            .power_of_two(
+                &raw.ring_depth,
+                &key(s, "ring_depth"),
+                MIN_GLOMMIO_RING_DEPTH,
+                MAX_GLOMMIO_RING_DEPTH,
+            )
+            .or(DEFAULT_GLOMMIO_RING_DEPTH);
+        let spin_before_park = self
+            .duration(
+                &raw.spin_before_park,
+                &key(s, "spin_before_park"),
+                Duration::ZERO,
+                MAX_GLOMMIO_SPIN_BEFORE_PARK,
+            )
+            .or(DEFAULT_GLOMMIO_SPIN_BEFORE_PARK);
+        let preempt_timer = self
+            .duration(
+                &raw.preempt_timer,
+                &key(s, "preempt_timer"),
+                MIN_GLOMMIO_PREEMPT_TIMER,
+                MAX_GLOMMIO_PREEMPT_TIMER,
+            )
+            .or(DEFAULT_GLOMMIO_PREEMPT_TIMER);
+        Some(GlommioConfig {
+            io_memory: io_memory?,
+            ring_depth: ring_depth?,
+            spin_before_park: Some(spin_before_park?).filter(|d| !d.is_zero()),
+            preempt_timer: preempt_timer?,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // [limits]
+
+    fn limits(
+        &mut self,
+        raw: Option<&Spanned<RawLimits>>,
+        raw_runtime: Option<&Spanned<RawRuntime>>,
+        runtime: Option<&RuntimeConfig>,
+    ) -> Option<Limits> {
+        let default = RawLimits::default();
+        let raw = raw.map_or(&default, Spanned::get_ref);
+        let s = "limits";
+        let max_request_line = self
+            .size(
+                &raw.max_request_line,
+                &key(s, "max_request_line"),
+                MIN_MAX_REQUEST_LINE as u64,
+                MAX_BUFFER_SIZE as u64,
+            )
+            .map(to_usize)
+            .or(DEFAULT_MAX_REQUEST_LINE);
+        let max_head_bytes = self
+            .size(
+                &raw.max_head_bytes,
+                &key(s, "max_head_bytes"),
+                MIN_MAX_HEAD_BYTES as u64,
+                MAX_BUFFER_SIZE as u64,
+            )
+            .map(to_usize)
+            .or(DEFAULT_MAX_HEAD_BYTES);
+        let max_headers = self
+            .integer(
+                &raw.max_headers,
+                &key(s, "max_headers"),
+                1,
+                MAX_MAX_HEADERS as i128,
+            )
+            .map(to_usize)
+            .or(DEFAULT_MAX_HEADERS);
+        let max_body_bytes = self
+            .body_limit(&raw.max_body_bytes, &key(s, "max_body_bytes"))
+            .or(DEFAULT_MAX_BODY_BYTES);
+
+        // The request line is part of the head.
+        if let (Some(line), Some(head)) = (max_request_line, max_head_bytes)
+            && line > head
+        {
+            let at = written_at(&[
+                (&raw.max_request_line, "limits.max_request_line"),
+                (&raw.max_head_bytes, "limits.max_head_bytes"),
+            ]);
+            let message = format!(
+                "limits.max_request_line ({}) must not exceed limits.max_head_bytes ({}): the \
+                 request line is part of the head",
+                Size(line as u64),
+                Size(head as u64)
+            );
+            self.report_at(at, "limits.max_request_line", message);
+        }
+        // A head is parsed in place, inside one buffer.
+        if let (Some(head), Some(runtime)) = (max_head_bytes, runtime)
+            && head > runtime.buffer_size
+        {
+            let no_field = None;
+            let buffer_field = raw_runtime.map_or(&no_field, |r| &r.get_ref().buffer_size);
+            let at = written_at(&[
+                (&raw.max_head_bytes, "limits.max_head_bytes"),
+                (buffer_field, "runtime.buffer_size"),
+            ]);
+            let message = format!(
+                "limits.max_head_bytes ({}) must not exceed runtime.buffer_size ({}): a request \
+                 head is parsed within one buffer",
+                Size(head as u64),
+                Size(runtime.buffer_size as u64)
+            );
+            self.report_at(at, "limits.max_head_bytes", message);
+        }
+        Some(Limits {
+            max_request_line: max_request_line?,
+            max_head_bytes: max_head_bytes?,
+            max_headers: max_headers?,
+            max_body_bytes: max_body_bytes?,
+        })
+    }
+
+    /// Reports a rule between two keys at the first of them that the file wrote.
+    fn report_at(
+        &mut self,
+        at: Option<(Range<usize>, &'static str)>,
+        fallback: &str,
+        message: String,
+    ) {
+        match at {
+            Some((span, key)) => self.report.invalid(span, key, message),
+            None => self.report.error(None, fallback, message),
+        }
+    }
+
+    /// A body size limit: a size, `0` meaning unlimited (`None`).
+    fn body_limit(&mut self, field: &Field, key: &str) -> Got<Option<u64>> {
+        self.size(field, key, 0, u64::MAX)
+            .map(|n| Some(n).filter(|&n| n > 0))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // [timeouts]
+
+    fn timeouts(&mut self, raw: Option<&Spanned<RawTimeouts>>) -> Option<Timeouts> {
+        let default = RawTimeouts::default();
+        let raw = raw.map_or(&default, Spanned::get_ref);
+        let s = "timeouts";
+        let header = self.timeout(&raw.header, &key(s, "header"), DEFAULT_HEADER_TIMEOUT);
+        let keepalive = self.timeout(
+            &raw.keepalive,
+            &key(s, "keepalive"),
+            DEFAULT_KEEPALIVE_TIMEOUT,
+        );
+        let body = self.timeout(&raw.body, &key(s, "body"), DEFAULT_BODY_TIMEOUT);
+        let send = self.timeout(&raw.send, &key(s, "send"), DEFAULT_SEND_TIMEOUT);
+        let upstream_connect = self.timeout(
+            &raw.upstream_connect,
+            &key(s, "upstream_connect"),
+            DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
+        );
+        let upstream_response = self.timeout(
+            &raw.upstream_response,
+            &key(s, "upstream_response"),
+            DEFAULT_UPSTREAM_RESPONSE_TIMEOUT,
+        );
+        let upstream_body = self.timeout(
+            &raw.upstream_body,
+            &key(s, "upstream_body"),
+            DEFAULT_UPSTREAM_BODY_TIMEOUT,
+        );
+        Some(Timeouts {
+            header: header?,
+            keepalive: keepalive?,
+            body: body?,
+            send: send?,
+            upstream_connect: upstream_connect?,
+            upstream_response: upstream_response?,
+            upstream_body: upstream_body?,
+        })
+    }
+
+    /// A timeout: more than zero (coregate has no "never"), at most [`MAX_TIMEOUT`].
+    fn timeout(&mut self, field: &Field, key: &str, default: Duration) -> Option<Duration> {
+        self.duration(field, key, Duration::from_millis(1), MAX_TIMEOUT)
+            .or(default)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // [[listener]]
+
+    fn listeners(&mut self, raw: &Tables<RawListener>) -> Option<Vec<ListenerConfig>> {
+        let items = raw.as_ref().map_or(&[][..], |t| t.get_ref().as_slice());
+        if items.is_empty() && !self.was_rejected("listener") {
+            self.report.error(
+                None,
+                "listener",
+                "at least one [[listener]] is required, like: [[listener]] name = \"public\" \
+                 bind = \"0.0.0.0:8080\"",
+            );
+        }
+        let mut names = Names::new("listener");
+        let mut binds: Vec<(SocketAddr, String)> = Vec::new();
+        let mut listeners = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let s = format!("listener[{}]", i + 1);
+            let header = item.span();
+            let raw = item.get_ref();
+            let name = self.name(&raw.name, &s, &header, &mut names);
+            let bind = self.string(&raw.bind, &key(&s, "bind"));
+            let bind = match bind {
+                Got::Value((text, span)) => match text.parse::<SocketAddr>() {
+                    Ok(addr) => {
+                        self.check_bind_unique(addr, &mut binds, span, &key(&s, "bind"));
+                        Got::Value(addr)
+                    }
+                    Err(_) => self.bad(
+                        span,
+                        &key(&s, "bind"),
+                        "expected an IP address and port, like \"0.0.0.0:8080\" or \
+                         \"[::]:8443\" (listeners do not resolve host names)",
+                    ),
+                },
+                Got::Absent => Got::Absent,
+                Got::Invalid => Got::Invalid,
+            };
+            let bind = self.required(bind, &header, &key(&s, "bind"));
+            let backlog = self
+                .integer(&raw.backlog, &key(&s, "backlog"), 1, MAX_BACKLOG.into())
+                .map(|n| n as u32)
+                .or(DEFAULT_BACKLOG);
+            let defer_accept = self
+                .boolean(&raw.defer_accept, &key(&s, "defer_accept"))
+                .or(DEFAULT_DEFER_ACCEPT);
+            match (name, bind, backlog, defer_accept) {
+                (Some(name), Some(bind), Some(backlog), Some(defer_accept)) => {
+                    listeners.push(ListenerConfig {
+                        name,
+                        bind,
+                        backlog,
+                        defer_accept,
+                    });
+                }
+                _ => ok = false,
+            }
+        }
+        (ok && !listeners.is_empty()).then_some(listeners)
+    }
+
+    /// Two listeners may not take the same address, nor one the wildcard of the other's port.
+    /// Port 0 (an ephemeral port each time, for tests) never clashes.
+    fn check_bind_unique(
+        &mut self,
+        addr: SocketAddr,
+        binds: &mut Vec<(SocketAddr, String)>,
+        span: Range<usize>,
+        key: &str,
+    ) {
+        if addr.port() != 0 {
+            let clash = binds.iter().find(|(other, _)| {
+                other.port() == addr.port()
+                    && other.is_ipv4() == addr.is_ipv4()
+                    && (other.ip() == addr.ip()
+                        || other.ip().is_unspecified()
+                        || addr.ip().is_unspecified())
+            });
+            if let Some((other, other_key)) = clash {
+                let message = if *other == addr {
+                    format!("address already used by {other_key}")
+                } else {
+                    format!("overlaps {other_key} ({other}): one of them binds every address")
+                };
+                self.report.invalid(span, key, message);
+            }
+        }
+        binds.push((addr, key.to_owned()));
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // [[upstream]]
+
+    /// Validates every upstream; the result has one entry per `[[upstream]]`, `None` for those
+    /// with mistakes, so routes can still find upstreams by name.
+    fn upstreams(
+        &mut self,
+        raw: &Tables<RawUpstream>,
+        timeouts: Option<&Timeouts>,
+    ) -> Vec<Option<UpstreamConfig>> {
+        let items = raw.as_ref().map_or(&[][..], |t| t.get_ref().as_slice());
+        let mut names = Names::new("upstream");
+        let mut upstreams = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let s = format!("upstream[{}]", i + 1);
+            let header = item.span();
+            let raw = item.get_ref();
+            self.upstream_names
+                .push(match raw.name.as_ref().map(Spanned::get_ref) {
+                    Some(Value::String(name)) => Some(name.clone()),
+                    _ => None,
+                });
+            let name = self.name(&raw.name, &s, &header, &mut names);
+            let endpoints = self.endpoints(&raw.endpoints, &key(&s, "endpoints"));
+            let endpoints = self.required(endpoints, &header, &key(&s, "endpoints"));
+            let balance = self
+                .string(&raw.balance, &key(&s, "balance"))
+                .and_then(|(text, span)| match text {
+                    "round_robin" => Got::Value(Balance::RoundRobin),
+                    _ => self.bad(
+                        span,
+                        &key(&s, "balance"),
+                        "unknown policy; the only one is \"round_robin\"",
+                    ),
+                })
+                .or(DEFAULT_BALANCE);
+            let max_idle = self
+                .integer(
+                    &raw.max_idle_per_endpoint,
+                    &key(&s, "max_idle_per_endpoint"),
+                    0,
+                    MAX_MAX_IDLE_PER_ENDPOINT as i128,
+                )
+                .map(to_usize)
+                .or(DEFAULT_MAX_IDLE_PER_ENDPOINT);
+            let idle_timeout = self.timeout(
+                &raw.idle_timeout,
+                &key(&s, "idle_timeout"),
+                DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+            );
+            let max_requests = self
+                .integer(
+                    &raw.max_requests_per_connection,
+                    &key(&s, "max_requests_per_connection"),
+                    0,
+                    u32::MAX.into(),
+                )
+                .map(|n| Some(n as u32).filter(|&n| n > 0))
+                .or(DEFAULT_MAX_REQUESTS_PER_CONNECTION);
+            let connect_timeout = self.optional_timeout(
+                &raw.connect_timeout,
+                &key(&s, "connect_timeout"),
+                timeouts.map(|t| t.upstream_connect),
+            );
+            let response_timeout = self.optional_timeout(
+                &raw.response_timeout,
+                &key(&s, "response_timeout"),
+                timeouts.map(|t| t.upstream_response),
+            );
+            let upstream = (|| {
+                Some(UpstreamConfig {
+                    name: name?,
+                    endpoints: endpoints?,
+                    balance: balance?,
+                    max_idle_per_endpoint: max_idle?,
+                    idle_timeout: idle_timeout?,
+                    max_requests_per_connection: max_requests?,
+                    connect_timeout: connect_timeout?,
+                    response_timeout: response_timeout?,
+                    body_timeout: timeouts?.upstream_body,
+                })
+            })();
+            upstreams.push(upstream);
+        }
+        upstreams
+    }
+
+    /// A per-upstream override of a `[timeouts]` value; `None` when either is invalid.
+    fn optional_timeout(
+        &mut self,
+        field: &Field,
+        key: &str,
+        fallback: Option<Duration>,
+    ) -> Option<Duration> {
+        let own = self
+            .duration(field, key, Duration::from_millis(1), MAX_TIMEOUT)
+            .optional()?;
+        own.or(fallback)
+    }
+
+    /// `endpoints`: a non-empty array of `host:port`, each resolved to one or more addresses.
+    fn endpoints(&mut self, field: &Field, key: &str) -> Got<Vec<SocketAddr>> {
+        let items = match self.array(field, key, "an array of \"host:port\" strings") {
+            Got::Value(items) => items,
+            Got::Absent => return Got::Absent,
+            Got::Invalid => return Got::Invalid,
+        };
+        let span = field.as_ref().map_or(0..0, Spanned::span);
+        if items.is_empty() {
+            return self.bad(span, key, "needs at least one \"host:port\"");
+        }
+        let mut addresses: Vec<(SocketAddr, String)> = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let item_key = format!("{key}[{}]", i + 1);
+            let Value::String(text) = item.get_ref() else {
+                self.bad::<()>(item.span(), &item_key, "expected a \"host:port\" string");
+                ok = false;
+                continue;
+            };
+            match self.endpoint(text) {
+                Ok(resolved) => {
+                    for addr in resolved {
+                        if let Some((_, first)) = addresses.iter().find(|(a, _)| *a == addr) {
+                            let message = format!("{addr} is already an endpoint ({first})");
+                            self.report.invalid(item.span(), &item_key, message);
+                            ok = false;
+                        } else {
+                            addresses.push((addr, item_key.clone()));
+                        }
+                    }
+                }
+                Err(message) => {
+                    self.report.invalid(item.span(), &item_key, message);
+                    ok = false;
+                }
+            }
+        }
+        if ok {
+            Got::Value(addresses.into_iter().map(|(addr, _)| addr).collect())
+        } else {
+            Got::Invalid
+        }
+    }
+
+    /// One endpoint: an IP literal with port, or a host name with port, resolved now.
+    fn endpoint(&self, text: &str) -> Result<Vec<SocketAddr>, String> {
+        const SHAPE: &str = "expected \"host:port\", like \"10.0.0.5:8080\", \
+                             \"[2001:db8::5]:8080\" or \"backend.internal:8080\"";
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            if addr.port() == 0 {
+                return Err("port 0 cannot be connected to; use the upstream's port".into());
+            }
+            return Ok(vec![addr]);
+        }
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return Err(SHAPE.into());
+        };
+        if host.starts_with('[') || host.contains(':') {
+            return Err(
+                "not a valid IPv6 address; write it in brackets: \"[2001:db8::5]:8080\"".into(),
+            );
+        }
+        let port = match port.parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => return Err("the port must be a number from 1 to 65535".into()),
+        };
+        let name_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+            && !host.starts_with(['.', '-'])
+            && !host.ends_with('.')
+            && !host.contains("..");
+        if !name_ok {
+            return Err(SHAPE.into());
+        }
+        match self.resolver.resolve(host, port) {
+            Ok(addrs) if addrs.is_empty() => {
+                Err(format!("host name {host:?} resolves to no address"))
+            }
+            Ok(addrs) => Ok(addrs),
+            Err(err) => Err(format!("cannot resolve host name {host:?}: {err}")),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // [[route]]
+
+    fn routes(
+        &mut self,
+        raw: &Tables<RawRoute>,
+        upstreams: &[Option<UpstreamConfig>],
+        limits: Option<&Limits>,
+    ) -> Option<Vec<RouteConfig>> {
+        let items = raw.as_ref().map_or(&[][..], |t| t.get_ref().as_slice());
+        let mut names = Names::new("route");
+        let mut routes = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let s = format!("route[{}]", i + 1);
+            match self.route(item, &s, i, &mut names, upstreams, limits) {
+                Some(route) => routes.push(route),
+                None => ok = false,
+            }
+        }
+        ok.then_some(routes)
+    }
+
+    fn route(
+        &mut self,
+        item: &Spanned<RawRoute>,
+        s: &str,
+        index: usize,
+        names: &mut Names,
+        upstreams: &[Option<UpstreamConfig>],
+        limits: Option<&Limits>,
+    ) -> Option<RouteConfig> {
+        let header = item.span();
+        let raw = item.get_ref();
+        let name = match &raw.name {
+            Some(_) => self.name(&raw.name, s, &header, names),
+            None => {
+                let name = format!("{DEFAULT_ROUTE_NAME_PREFIX}{}", index + 1);
+                names.claim(self, &name, header.clone(), s, true)
+            }
+        };
+        let host = self
+            .string(&raw.host, &key(s, "host"))
+            .and_then(|(text, span)| match HostPattern::parse(text) {
+                Ok(host) => Got::Value(host),
+                Err(message) => self.bad(span, &key(s, "host"), message),
+            })
+            .or(HostPattern::Any);
+        let methods = self.methods(&raw.methods, &key(s, "methods"));
+
+        // What it matches: exactly one of `path` and `path_prefix`.
+        let exact = self
+            .string(&raw.path, &key(s, "path"))
+            .and_then(|(text, span)| match PathPattern::exact_or_template(text) {
+                Ok(path) => Got::Value(path),
+                Err(message) => self.bad(span, &key(s, "path"), message),
+            });
+        let prefix = self
+            .string(&raw.path_prefix, &key(s, "path_prefix"))
+            .and_then(|(text, span)| match PathPattern::prefix(text) {
+                Ok(path) => Got::Value(path),
+                Err(message) => self.bad(span, &key(s, "path_prefix"), message),
+            });
+        let is_prefix = raw.path_prefix.is_some();
+        let path = match (exact, prefix) {
+            (Got::Value(path), Got::Absent) | (Got::Absent, Got::Value(path)) => Some(path),
+            (Got::Absent, Got::Absent) => {
+                self.report.error(
+                    Some(header.clone()),
+                    s,
+                    "needs `path` (exact or template) or `path_prefix`",
+                );
+                None
+            }
+            (exact, prefix) => {
+                if !matches!(exact, Got::Invalid) && !matches!(prefix, Got::Invalid) {
+                    let span = raw.path_prefix.as_ref().map(Spanned::span);
+                    self.report.error(
+                        span,
+                        key(s, "path_prefix"),
+                        "use either `path` or `path_prefix`, not both",
+                    );
+                }
+                None
+            }
+        };
+
+        // What it does: exactly one of `upstream` and `respond`.
+        let to_upstream = raw.upstream.is_some();
+        let action = match (&raw.upstream, &raw.respond) {
+            (Some(_), None) => self.forward(raw, s, upstreams),
+            (None, Some(respond)) => self.respond(respond, &key(s, "respond")),
+            (None, None) => {
+                if !self.was_rejected(&key(s, "respond")) {
+                    self.report.error(
+                        Some(header.clone()),
+                        s,
+                        "needs `upstream = \"<name>\"` or `respond = { status = ... }`",
+                    );
+                }
+                None
+            }
+            (Some(_), Some(respond)) => {
+                self.report.error(
+                    Some(respond.span()),
+                    key(s, "respond"),
+                    "use either `upstream` or `respond`, not both",
+                );
+                None
+            }
+        };
+
+        // Path rewriting: only when forwarding a prefix.
+        let strip_prefix = self
+            .boolean(&raw.strip_prefix, &key(s, "strip_prefix"))
+            .or(false);
+        let prefix_rewrite = self
+            .string(&raw.prefix_rewrite, &key(s, "prefix_rewrite"))
+            .and_then(|(text, span)| match PathPattern::prefix(text) {
+                Ok(_) => Got::Value((text, span)),
+                Err(message) => self.bad(span, &key(s, "prefix_rewrite"), message),
+            })
+            .optional();
+        let mut rewrite_ok = true;
+        for (field, name, used) in [
+            (
+                &raw.strip_prefix,
+                "strip_prefix",
+                strip_prefix == Some(true),
+            ),
+            (
+                &raw.prefix_rewrite,
+                "prefix_rewrite",
+                raw.prefix_rewrite.is_some(),
+            ),
+        ] {
+            if let Some(field) = field
+                && used
+                && !(is_prefix && to_upstream)
+            {
+                self.report.error(
+                    Some(field.span()),
+                    key(s, name),
+                    "only applies to routes with `path_prefix` and `upstream`",
+                );
+                rewrite_ok = false;
+            }
+        }
+        if let (Some(true), Some(Some(_)), Some(field)) =
+            (strip_prefix, &prefix_rewrite, &raw.prefix_rewrite)
+        {
+            self.report.error(
+                Some(field.span()),
+                key(s, "prefix_rewrite"),
+                "use either `strip_prefix` or `prefix_rewrite`, not both",
+            );
+            rewrite_ok = false;
+        }
+        if let (Some(PathPattern::Prefix(prefix)), Some(Some((rewrite, span)))) =
+            (&path, &prefix_rewrite)
+            && prefix.ends_with('/') != rewrite.ends_with('/')
+        {
+            // A path the prefix matches, and what the rewrite would make of it.
+            let rest = if prefix.ends_with('/') { "x" } else { "/x" };
+            let example = format!("{prefix}{rest}");
+            let rewritten = format!("{rewrite}{rest}");
+            self.report.invalid(
+                span.clone(),
+                key(s, "prefix_rewrite"),
+                format!(
+                    "end both path_prefix and prefix_rewrite with '/', or neither: as written \
+                     {example} would be forwarded as {rewritten}"
+                ),
+            );
+            rewrite_ok = false;
+        }
+
+        // Header edits.
+        let request_headers = self.header_edits(
+            &raw.add_request_headers,
+            &raw.remove_request_headers,
+            s,
+            "request",
+        );
+        if !to_upstream {
+            for (field, name) in [
+                (&raw.add_request_headers, "add_request_headers"),
+                (&raw.remove_request_headers, "remove_request_headers"),
+            ] {
+                if let Some(field) = field {
+                    self.report.error(
+                        Some(field.span()),
+                        key(s, name),
+                        "only applies to routes with an `upstream` (nothing is forwarded)",
+                    );
+                }
+            }
+        }
+        let response_headers = self.header_edits(
+            &raw.add_response_headers,
+            &raw.remove_response_headers,
+            s,
+            "response",
+        );
+        let max_body_bytes = self
+            .body_limit(&raw.max_body_bytes, &key(s, "max_body_bytes"))
+            .optional();
+
+        let mut action = action?;
+        if let RouteAction::Upstream {
+            strip_prefix: strip,
+            prefix_rewrite: rewrite,
+            ..
+        } = &mut action
+        {
+            *strip = strip_prefix?;
+            *rewrite = prefix_rewrite?.map(|(text, _)| text.into());
+        }
+        if !rewrite_ok {
+            return None;
+        }
+        Some(RouteConfig {
+            name: name?,
+            host: host?,
+            methods: methods?,
+            path: path?,
+            action,
+            request_headers: request_headers?,
+            response_headers: response_headers?,
+            max_body_bytes: match max_body_bytes? {
+                Some(own) => own,
+                None => limits?.max_body_bytes,
+            },
+        })
+    }
+
+    /// `upstream = "name"`: the index of a defined upstream.
+    fn forward(
+        &mut self,
+        raw: &RawRoute,
+        s: &str,
+        upstreams: &[Option<UpstreamConfig>],
+    ) -> Option<RouteAction> {
+        let (name, span) = match self.string(&raw.upstream, &key(s, "upstream")) {
+            Got::Value(found) => found,
+            _ => return None,
+        };
+        let index = self
+            .upstream_names
+            .iter()
+            .position(|n| n.as_deref() == Some(name));
+        let Some(index) = index else {
+            let quoted: Vec<String> = self
+                .upstream_names
+                .iter()
+                .flatten()
+                .map(|n| format!("{n:?}"))
+                .collect();
+            let defined = if quoted.is_empty() {
+                "no [[upstream]] is defined".to_owned()
+            } else {
+                format!("defined: {}", quoted.join(", "))
+            };
+            self.report.error(
+                Some(span),
+                key(s, "upstream"),
+                format!("no upstream named {name:?} ({defined})"),
+            );
+            return None;
+        };
+        // An upstream with its own mistakes is reported there; the reference itself is fine.
+        upstreams.get(index)?.as_ref()?;
+        Some(RouteAction::Upstream {
+            upstream: index,
+            strip_prefix: false,
+            prefix_rewrite: None,
+        })
+    }
+
+    /// `respond = { status, body, headers }`
+    fn respond(&mut self, respond: &Spanned<RawRespond>, s: &str) -> Option<RouteAction> {
+        let raw = respond.get_ref();
+        let status = self.integer(&raw.status, &key(s, "status"), 200, 599);
+        let status = self.required(status, &respond.span(), &key(s, "status"));
+        let body = self
+            .string(&raw.body, &key(s, "body"))
+            .map(|(text, span)| (text.as_bytes(), Some(span)))
+            .or((DEFAULT_RESPOND_BODY.as_bytes(), None));
+        if let (Some(status @ (204 | 304)), Some((body, Some(span)))) = (status, &body)
+            && !body.is_empty()
+        {
+            self.report.invalid(
+                span.clone(),
+                key(s, "body"),
+                format!("a {status} response cannot have a body"),
+            );
+        }
+        let headers = self.header_table(&raw.headers, &key(s, "headers"));
+        Some(RouteAction::Respond {
+            status: status? as u16,
+            body: body?.0.into(),
+            headers: headers?,
+        })
+    }
+
+    /// `methods = ["GET", "HEAD"]`: standard method names, exactly as sent on the wire.
+    fn methods(&mut self, field: &Field, key: &str) -> Option<MethodSet> {
+        let items = match self.array(field, key, "an array of method names, like [\"GET\"]") {
+            Got::Absent => return Some(MethodSet::ANY),
+            Got::Invalid => return None,
+            Got::Value(items) => items,
+        };
+        if items.is_empty() {
+            let span = field.as_ref().map_or(0..0, Spanned::span);
+            self.bad::<()>(
+                span,
+                key,
+                "an empty list matches nothing; leave `methods` out to match every method",
+            );
+            return None;
+        }
+        let mut set = MethodSet::EMPTY;
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let item_key = format!("{key}[{}]", i + 1);
+            let method = match item.get_ref() {
+                Value::String(name) => Method::from_token(name.as_bytes()),
+                _ => {
+                    self.bad::<()>(item.span(), &item_key, "expected a method name");
+                    ok = false;
+                    continue;
+                }
+            };
+            if method == Method::Other {
+                let Value::String(name) = item.get_ref() else {
+                    continue;
+                };
+                let upper = name.to_ascii_uppercase();
+                let message = if Method::from_token(upper.as_bytes()) != Method::Other {
+                    format!("method names are case-sensitive; write {upper:?}")
+                } else {
+                    "unknown method; use GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE \
+                     or PATCH"
+                        .into()
+                };
+                self.report.invalid(item.span(), &item_key, message);
+                ok = false;
+                continue;
+            }
+            set = set.with(method);
+        }
+        ok.then_some(set)
+    }
+
+    /// `add_*_headers` and `remove_*_headers` for one side of a route.
+    fn header_edits(
+        &mut self,
+        add: &Field,
+        remove: &Field,
+        s: &str,
+        side: &str,
+    ) -> Option<HeaderEdits> {
+        let add = self.header_table(add, &key(s, &format!("add_{side}_headers")));
+        let remove_key = key(s, &format!("remove_{side}_headers"));
+        let remove = match self.array(remove, &remove_key, "an array of header names") {
+            Got::Absent => Some(Vec::new()),
+            Got::Invalid => None,
+            Got::Value(items) => {
+                let mut names = Vec::new();
+                let mut ok = true;
+                for (i, item) in items.iter().enumerate() {
+                    let item_key = format!("{remove_key}[{}]", i + 1);
+                    let Value::String(name) = item.get_ref() else {
+                        self.bad::<()>(item.span(), &item_key, "expected a header name");
+                        ok = false;
+                        continue;
+                    };
+                    let lower = name.to_ascii_lowercase();
+                    let problem = header_name_problem(name).or_else(|| {
+                        (side == "request" && lower == "host")
+                            .then_some("an HTTP/1.1 request must keep its Host header")
+                    });
+                    match problem {
+                        Some(message) => {
+                            self.report.invalid(item.span(), &item_key, message);
+                            ok = false;
+                        }
+                        None => names.push(lower.into_boxed_str()),
+                    }
+                }
+                ok.then_some(names)
+            }
+        };
+        Some(HeaderEdits {
+            remove: remove?,
+            add: add?,
+        })
+    }
+
+    /// A table of header names to values: `{ "X-Env" = "prod" }`.
+    fn header_table(&mut self, field: &Field, key: &str) -> Option<Vec<(Box<str>, Box<str>)>> {
+        let entries = match self.table(field, key, "a table of header names to values") {
+            Got::Absent => return Some(Vec::new()),
+            Got::Invalid => return None,
+            Got::Value(entries) => entries,
+        };
+        let mut headers: Vec<(Box<str>, Box<str>)> = Vec::new();
+        let mut ok = true;
+        for (name, value) in entries {
+            let mut entry_key = format!("{key}.");
+            push_key(&mut entry_key, name);
+            let problem = header_name_problem(name).or_else(|| {
+                headers
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .then_some("the same header is set twice (names are case-insensitive)")
+            });
+            if let Some(message) = problem {
+                self.report.invalid(value.span(), &entry_key, message);
+                ok = false;
+                continue;
+            }
+            let Value::String(text) = value.get_ref() else {
+                self.bad::<()>(value.span(), &entry_key, "expected a string value");
+                ok = false;
+                continue;
+            };
+            if text.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
+                self.report.invalid(
+                    value.span(),
+                    &entry_key,
+                    "a header value must not contain line breaks, NUL or other control \
+                     characters",
+                );
+                ok = false;
+                continue;
+            }
+            headers.push((name.as_str().into(), text.as_str().into()));
+        }
+        ok.then_some(headers)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // names
+
+    /// A required, unique `name`.
+    fn name(
+        &mut self,
+        field: &Field,
+        s: &str,
+        header: &Range<usize>,
+        names: &mut Names,
+    ) -> Option<Box<str>> {
+        let name_key = key(s, "name");
+        let got = self
+            .string(field, &name_key)
+            .and_then(|(text, span)| match name_problem(text) {
+                None => Got::Value((text, span)),
+                Some(message) => self.bad(span, &name_key, message),
+            });
+        let (text, span) = self.required(got, header, &name_key)?;
+        names.claim(self, text, span, s, false)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // typed access to raw values
+
+    /// Reports a bad value and returns [`Got::Invalid`].
+    fn bad<T>(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) -> Got<T> {
+        self.report.invalid(span, key, message);
+        Got::Invalid
+    }
+
+    /// The value, or an error at the table header when the key is missing.
+    fn required<T>(&mut self, got: Got<T>, header: &Range<usize>, key: &str) -> Option<T> {
+        match got {
+            Got::Value(value) => Some(value),
+            Got::Invalid => None,
+            Got::Absent if self.was_rejected(key) => None,
+            Got::Absent => {
+                self.report
+                    .error(Some(header.clone()), key, "required key is missing");
+                None
+            }
+        }
+    }
+
+    fn string<'v>(&mut self, field: &'v Field, key: &str) -> Got<(&'v str, Range<usize>)> {
+        match field {
+            None => Got::Absent,
+            Some(f) => match f.get_ref() {
+                Value::String(text) => Got::Value((text.as_str(), f.span())),
+                _ => self.bad(f.span(), key, "expected a string"),
+            },
+        }
+    }
+
+    fn boolean(&mut self, field: &Field, key: &str) -> Got<bool> {
+        match field {
+            None => Got::Absent,
+            Some(f) => match f.get_ref() {
+                Value::Boolean(b) => Got::Value(*b),
+                _ => self.bad(f.span(), key, "expected true or false"),
+            },
+        }
+    }
+
+    fn integer(&mut self, field: &Field, key: &str, min: i128, max: i128) -> Got<i128> {
+        let Some(f) = field else {
+            return Got::Absent;
+        };
+        match f.get_ref() {
+            Value::Integer(n) if (min..=max).contains(n) => Got::Value(*n),
+            Value::Integer(_) => self.bad(f.span(), key, format!("must be from {min} to {max}")),
+            _ => self.bad(f.span(), key, "expected an integer"),
+        }
+    }
+
+    /// An integer that must be a power of two, as io_uring sizes are.
+    fn power_of_two(&mut self, field: &Field, key: &str, min: u32, max: u32) -> Got<u32> {
+        match self.integer(field, key, min.into(), max.into()) {
+            Got::Value(n) => {
+                let n = n as u32;
+                if n.is_power_of_two() {
+                    Got::Value(n)
+                } else {
+                    let span = field.as_ref().map_or(0..0, Spanned::span);
+                    let below = n.next_power_of_two() / 2;
+                    let above = n.next_power_of_two();
+                    self.bad(
+                        span,
+                        key,
+                        format!("must be a power of two, like {below} or {above}"),
+                    )
+                }
+            }
+            Got::Absent => Got::Absent,
+            Got::Invalid => Got::Invalid,
+        }
+    }
+
+    /// A duration string (see `units.rs`), or the integer `0`.
+    fn duration(
+        &mut self,
+        field: &Field,
+        key: &str,
+        min: Duration,
+        max: Duration,
+    ) -> Got<Duration> {
+        let Some(f) = field else {
+            return Got::Absent;
+        };
+        let parsed = match f.get_ref() {
+            Value::String(text) => parse_duration(text),
+            Value::Integer(0) => Ok(Duration::ZERO),
+            Value::Integer(_) => {
+                Err("missing unit: write \"10s\" or \"250ms\" (a bare number would be ambiguous)")
+            }
+            _ => Err("expected a duration like \"10s\" or \"250ms\""),
+        };
+        let duration = match parsed {
+            Ok(duration) => duration,
+            Err(message) => return self.bad(f.span(), key, message),
+        };
+        if duration.is_zero() && !min.is_zero() {
+            return self.bad(
+                f.span(),
+                key,
+                format!(
+                    "must be more than 0 (0 does not turn it off; the longest allowed is {})",
+                    Millis(max)
+                ),
+            );
+        }
+        if duration < min || duration > max {
+            return self.bad(
+                f.span(),
+                key,
+                format!("must be from {} to {}", Millis(min), Millis(max)),
+            );
+        }
+        Got::Value(duration)
+    }
+
+    /// A size string (see `units.rs`) or an integer number of bytes.
+    fn size(&mut self, field: &Field, key: &str, min: u64, max: u64) -> Got<u64> {
+        let Some(f) = field else {
+            return Got::Absent;
+        };
+        let parsed = match f.get_ref() {
+            Value::String(text) => parse_size(text),
+            Value::Integer(n) if *n < 0 => Err("a size cannot be negative"),
+            Value::Integer(n) => u64::try_from(*n).map_err(|_| "size is too large"),
+            _ => Err("expected a size like \"16KiB\" or a number of bytes"),
+        };
+        match parsed {
+            Ok(n) if (min..=max).contains(&n) => Got::Value(n),
+            Ok(_) => self.bad(
+                f.span(),
+                key,
+                format!("must be from {} to {}", Size(min), Size(max)),
+            ),
+            Err(message) => self.bad(f.span(), key, message),
+        }
+    }
+
+    fn array<'v>(&mut self, field: &'v Field, key: &str, what: &str) -> Got<&'v [Spanned<Value>]> {
+        match field {
+            None => Got::Absent,
+            Some(f) => match f.get_ref() {
+                Value::Array(items) => Got::Value(items),
+                _ => self.bad(f.span(), key, format!("expected {what}")),
+            },
+        }
+    }
+
+    fn table<'v>(
+        &mut self,
+        field: &'v Field,
+        key: &str,
+        what: &str,
+    ) -> Got<&'v [(String, Spanned<Value>)]> {
+        match field {
+            None => Got::Absent,
+            Some(f) => match f.get_ref() {
+                Value::Table(entries) => Got::Value(entries),
+                _ => self.bad(f.span(), key, format!("expected {what}")),
+            },
+        }
+    }
+}
+
+impl<T> Got<T> {
+    /// Chains a further check on a present value.
+    fn and_then<U>(self, f: impl FnOnce(T) -> Got<U>) -> Got<U> {
+        match self {
+            Got::Absent => Got::Absent,
+            Got::Invalid => Got::Invalid,
+            Got::Value(value) => f(value),
+        }
+    }
+}
+
+/// The names already taken in one kind of table, for uniqueness.
+struct Names {
+    kind: &'static str,
+    /// Name -> the table that took it first.
+    taken: HashMap<String, String>,
+}
+
+impl Names {
+    fn new(kind: &'static str) -> Names {
+        Names {
+            kind,
+            taken: HashMap::new(),
+        }
+    }
+
+    /// Takes `name` for table `s`; reports it if an earlier table has it.
+    fn claim(
+        &mut self,
+        v: &mut Validator<'_, '_>,
+        name: &str,
+        span: Range<usize>,
+        s: &str,
+        defaulted: bool,
+    ) -> Option<Box<str>> {
+        if let Some(first) = self.taken.get(name) {
+            let kind = self.kind;
+            if defaulted {
+                v.report.error(
+                    Some(span),
+                    s,
+                    format!(
+                        "its default name {name:?} is already the name of {first}; name one of \
+                         them differently"
+                    ),
+                );
+            } else {
+                v.report.invalid(
+                    span,
+                    key(s, "name"),
+                    format!("another {kind} is already named {name:?} ({first})"),
+                );
+            }
+            return None;
+        }
+        self.taken.insert(name.to_owned(), s.to_owned());
+        Some(name.into())
+    }
+}
+
+/// Names appear in logs and metric labels: letters, digits, `-`, `_`, `.`.
+fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("a name cannot be empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Some(format!("a name is at most {MAX_NAME_LEN} characters"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Some("a name may hold only letters, digits, '-', '_' and '.'".into());
+    }
+    None
+}
+
+/// Headers coregate itself manages for connection handling and message framing; a route may
+/// neither set nor remove them.
+const MANAGED_HEADERS: [&str; 8] = [
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Why a header name cannot be used in an edit, if it cannot.
+fn header_name_problem(name: &str) -> Option<&'static str> {
+    // RFC 9110 sec. 5.6.2: token = 1*tchar
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(tchar) {
+        return Some("not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)");
+    }
+    if MANAGED_HEADERS
+        .iter()
+        .any(|managed| managed.eq_ignore_ascii_case(name))
+    {
+        return Some(
+            "coregate manages this header (connection handling and framing); a route cannot \
+             set or remove it",
+        );
+    }
+    None
+}
+
+/// The span and key of the first of `fields` present in the file.
+fn written_at(fields: &[(&Field, &'static str)]) -> Option<(Range<usize>, &'static str)> {
+    fields
+        .iter()
+        .find_map(|(field, key)| field.as_ref().map(|f| (f.span(), *key)))
+}
+
+/// Converts a value already checked against a `usize` bound.
+fn to_usize<N: TryInto<usize>>(n: N) -> usize {
+    n.try_into().unwrap_or(usize::MAX)
+}

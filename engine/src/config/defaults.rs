@@ -155,6 +155,11 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = secs(30);
 /// between writes; 30s frees connections to vanished clients sooner.
 pub const DEFAULT_SEND_TIMEOUT: Duration = secs(30);
 
+/// How long a draining shard (SIGTERM/SIGINT) lets in-flight requests finish before it exits
+/// anyway. Envoy's `--drain-time-s` default is 600s; 30s matches the typical grace period an
+/// orchestrator gives before SIGKILL.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = secs(30);
+
 /// Longest wait for an upstream TCP connect. Envoy's `connect_timeout` default (NGINX's 60s
 /// keeps clients waiting on a dead backend for a minute).
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = secs(5);

@@ -84,6 +84,7 @@ pub(super) struct RawTimeouts {
     pub upstream_connect: Field,
     pub upstream_response: Field,
     pub upstream_body: Field,
+    pub drain: Field,
 }
 
 /// One `[[listener]]`

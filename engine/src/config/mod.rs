@@ -191,6 +191,8 @@ pub struct Timeouts {
     pub upstream_response: Duration,
     /// Longest wait for the next piece of an upstream response body.
     pub upstream_body: Duration,
+    /// How long a draining process lets in-flight requests finish before exiting.
+    pub drain: Duration,
 }
 
 /// One `[[listener]]`: every shard opens its own `SO_REUSEPORT` socket on `bind`.

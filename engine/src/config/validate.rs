@@ -461,6 +461,7 @@ impl Validator<'_, '_> {
             &key(s, "upstream_body"),
             DEFAULT_UPSTREAM_BODY_TIMEOUT,
         );
+        let drain = self.timeout(&raw.drain, &key(s, "drain"), DEFAULT_DRAIN_TIMEOUT);
         Some(Timeouts {
             header: header?,
             keepalive: keepalive?,
@@ -469,6 +470,7 @@ impl Validator<'_, '_> {
             upstream_connect: upstream_connect?,
             upstream_response: upstream_response?,
             upstream_body: upstream_body?,
+            drain: drain?,
         })
     }
 

@@ -10,10 +10,15 @@
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod event;
 pub mod http1;
 pub mod io;
+pub mod listener;
 pub mod metrics;
+pub mod proxy;
 pub mod router;
+pub mod runtime;
+pub mod shard;
 pub mod upstream;
 
 pub use error::{Error, ErrorKind, Result, Side};

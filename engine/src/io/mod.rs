@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 pub use buffer::{Buf, BufferPool};
 pub use notify::{Notifier, NotifyReceiver};
 pub use socket::ListenOptions;
-pub use uring::{MAX_PARTS, Part, Ring, RingStats};
+pub use uring::{MAX_PARTS, Part, Ring, RingStats, Tracked, in_tracked_task};
 
 /// Which socket mechanism a shard uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,7 +119,12 @@ impl IoShard {
         addr: SocketAddr,
         options: ListenOptions,
     ) -> io::Result<Listener> {
-        let fd = socket::bind_listener(addr, options)?;
+        self.listener_from(socket::bind_listener(addr, options)?)
+    }
+
+    /// Serves a listening socket bound elsewhere (the runtime binds every shard's socket up
+    /// front, so a port in use fails start-up and `:0` resolves to one port for all shards).
+    pub fn listener_from(self: &Rc<Self>, fd: std::os::fd::OwnedFd) -> io::Result<Listener> {
         let local = socket::local_addr(fd.as_raw_fd())?;
         let kind = match &self.ring {
             Some(_) => ListenerKind::Uring {
@@ -291,6 +296,14 @@ impl Conn {
 
     pub fn shard(&self) -> &Rc<IoShard> {
         &self.shard
+    }
+
+    /// The socket's descriptor, for shutting it down from outside its task (draining).
+    pub fn raw_fd(&self) -> RawFd {
+        match &self.kind {
+            ConnKind::Uring { fd } => *fd,
+            ConnKind::Glommio(stream) => stream.as_raw_fd(),
+        }
     }
 
     /// Receives more bytes into `rb`, appending after what it holds. Returns the number of new
@@ -603,6 +616,10 @@ impl Outbound {
 
     pub fn is_empty(&self) -> bool {
         self.parts.iter().all(Option::is_none)
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.parts.iter().all(Option::is_some)
     }
 
     pub fn len_bytes(&self) -> usize {

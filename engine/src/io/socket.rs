@@ -90,6 +90,16 @@ pub fn upstream_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
     Ok(socket.into())
 }
 
+/// Shuts a connected socket down in both directions, from outside the task that owns it: its
+/// pending receive completes with end-of-file and the task closes it (used to drain idle
+/// keep-alive connections).
+pub fn shutdown(fd: RawFd) {
+    // SAFETY: shutdown(2) on a descriptor the caller knows to be open; errors are irrelevant.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
 /// Takes ownership of a descriptor returned by the kernel (accept).
 ///
 /// # Safety

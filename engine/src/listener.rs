@@ -1,0 +1,68 @@
+//! The accept loop of one listener on one shard: takes client connections from the shard's
+//! `SO_REUSEPORT` socket and starts a connection task for each, up to the shard's connection cap.
+//!
+//! At the cap, or when the process runs out of descriptors (EMFILE/ENFILE) or memory, the loop
+//! stops taking connections (they wait in the kernel's backlog) and retries after a pause that
+//! doubles up to [`MAX_BACKOFF`]; it never spins and never exits. Draining ends the loop.
+
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::future;
+
+use crate::io::Listener;
+use crate::proxy;
+use crate::runtime::bootstrap::spawn;
+use crate::shard::Shard;
+
+/// First pause after running out of descriptors or reaching the connection cap.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(5);
+/// Longest pause between attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+pub async fn accept_loop(shard: Rc<Shard>, mut listener: Listener) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        if shard.draining() {
+            break;
+        }
+        if shard.open_connections() >= shard.max_connections() {
+            listener.pause();
+            shard.io.sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        }
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            shard.drain_started().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok(conn)) => {
+                backoff = MIN_BACKOFF;
+                spawn(proxy::serve(shard.clone(), conn));
+            }
+            Some(Err(err)) if is_resource_exhaustion(&err) => {
+                eprintln!(
+                    "coregate: shard {}: accept on {}: {err}; pausing {backoff:?}",
+                    shard.index,
+                    listener.local_addr()
+                );
+                shard.io.sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            // ECONNABORTED and friends: that client is gone, the next one is fine.
+            Some(Err(_)) => {}
+        }
+    }
+    listener.pause();
+}
+
+fn is_resource_exhaustion(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}

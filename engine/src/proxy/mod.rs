@@ -1,0 +1,831 @@
+//! The request pipeline: one task per client connection, running its requests one after the
+//! other (pipelined requests are answered in order).
+//!
+//! | phase | where | what happens |
+//! |---|---|---|
+//! | `read_head` | [`Session::read_head`] | receive until a whole head is in the connection buffer (keep-alive idle timeout before the first byte, then a total head deadline); parse it |
+//! | `route` | [`Session::decide`] | normalise the path, look up host -> method -> path; 404 / 405 |
+//! | `admit` | [`Session::decide`] | body limit (413); CONNECT refused (501) |
+//! | `forward` head | [`forward::write_request_head`] | written synchronously from the parsed spans into a fresh buffer, before any await |
+//! | `forward` | [`Session::forward`] | take a pooled upstream connection (or connect); send head and the body bytes at hand in one write; stream the rest of the body |
+//! | response head | [`Session::read_response`] | receive and parse the upstream head; write the client's head |
+//! | `relay` | [`relay`] | head and body bytes at hand leave in one write; the rest streams by length, chunked (re-framed) or until close |
+//! | finish | [`Session::forward`] | the upstream connection goes back to its pool only after a complete, clean exchange; the client connection continues if both sides allow |
+//!
+//! Early exits (400, 404, 405, 408, 413, 414, 431, 501, 502, 503, 504) all go through
+//! [`respond`], which also decides once whether the client connection stays open: it closes
+//! whenever the request's body was not consumed or its framing is in doubt.
+//!
+//! Retries: a request whose whole head and body were sent in one write, with an idempotent
+//! method, is sent once more on a fresh connection when a *pooled* connection turns out dead
+//! before any response byte (the upstream closed it while it idled).
+//!
+//! Steady state allocates nothing: heads, bodies and responses live in the shard's buffers, the
+//! parse scratch is the shard's, the task's own state is fixed size.
+
+pub mod forward;
+pub mod relay;
+pub mod respond;
+
+use std::io;
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::http1::{
+    self, CONTINUE_100, ChunkedDecoder, HeadScanner, Method, Parsed, RequestBody, RequestHead,
+    ResponseBody, TargetForm, Version,
+};
+use crate::io::{Buf, Conn, Outbound, ReadBuf};
+use crate::metrics::Reject;
+use crate::router::{Lookup, Normalized, Params, normalize_path};
+use crate::shard::{Action, RouteTarget, Scratch, Shard, Snapshot, UpstreamTimeouts};
+use crate::upstream::{Checkout, EndpointPool};
+
+use forward::{ClientFraming, RequestHeadInput, ResponseHeadInput};
+use relay::{Ends, Pace, RelayError, Stop};
+use respond::{Early, send_early};
+
+/// What a connection does after an exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Read the next request.
+    Continue,
+    /// Close the client connection.
+    Close,
+}
+
+/// Serves one client connection until it closes.
+pub async fn serve(shard: Rc<Shard>, client: Conn) {
+    let key = shard.register(client.raw_fd());
+    let mut session = Session {
+        shard,
+        client,
+        rb: ReadBuf::new(),
+        scanner: HeadScanner::new(),
+        key,
+        served: 0,
+    };
+    while session.exchange().await == Step::Continue {
+        session.served += 1;
+    }
+    session.shard.unregister(session.key);
+}
+
+/// One client connection's state between requests: a few words, no buffer while idle.
+struct Session {
+    shard: Rc<Shard>,
+    client: Conn,
+    rb: ReadBuf,
+    scanner: HeadScanner,
+    /// Key in the shard's connection registry.
+    key: usize,
+    /// Requests answered so far on this connection.
+    served: u64,
+}
+
+/// What outlives the parsed head of a request.
+#[derive(Clone, Copy)]
+struct Request {
+    method: Method,
+    version: Version,
+    keep_alive: bool,
+    body: RequestBody,
+    expect_continue: bool,
+    head_len: usize,
+    /// When the first byte of the head arrived.
+    started: Instant,
+}
+
+/// What to do with a request, decided synchronously right after its head was parsed.
+enum Decision<'s> {
+    Early {
+        early: Early,
+        close: bool,
+    },
+    Respond {
+        target: &'s RouteTarget,
+    },
+    Forward {
+        target: &'s RouteTarget,
+        upstream: usize,
+        endpoint: Rc<EndpointPool>,
+        head: Buf,
+        head_len: usize,
+    },
+}
+
+/// How reading the upstream's response head can fail.
+enum ResponseFailure {
+    /// Closed or reset before any byte: a pooled connection the upstream had dropped.
+    ClosedEarly,
+    Timeout,
+    Invalid,
+    HeadTooLarge,
+    NoBuffer,
+}
+
+/// The client's response, decided from the upstream's head.
+struct ResponsePlan {
+    status: u16,
+    body: ResponseBody,
+    framing: ClientFraming,
+    upstream_keep_alive: bool,
+    close: bool,
+    head: Buf,
+    head_len: usize,
+}
+
+impl Session {
+    async fn exchange(&mut self) -> Step {
+        let snapshot = self.shard.snapshot();
+        let (request, decision) = match self.read_head(&snapshot).await {
+            Ok(decided) => decided,
+            Err(step) => return step,
+        };
+        self.rb.consume(request.head_len);
+        match decision {
+            Decision::Early { early, close } => {
+                let close = close || self.shard.draining();
+                send_early(
+                    &self.shard,
+                    &mut self.client,
+                    &early,
+                    close,
+                    request.method == Method::Head,
+                    request.started,
+                )
+                .await;
+                if close { Step::Close } else { Step::Continue }
+            }
+            Decision::Respond { target } => self.respond_direct(&request, target).await,
+            Decision::Forward {
+                target,
+                upstream,
+                endpoint,
+                head,
+                head_len,
+            } => {
+                self.forward(
+                    &snapshot, &request, target, upstream, endpoint, head, head_len,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Receives until a whole head is buffered, then decides what to do with the request.
+    async fn read_head<'s>(
+        &mut self,
+        snapshot: &'s Snapshot,
+    ) -> Result<(Request, Decision<'s>), Step> {
+        let timeouts = snapshot.timeouts;
+        let mut first_byte = if self.rb.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
+        loop {
+            if !self.rb.is_empty() {
+                let parsed = {
+                    let mut scratch = self.shard.scratch();
+                    http1::parse_request(
+                        self.rb.data(),
+                        &mut self.scanner,
+                        &snapshot.limits,
+                        &mut scratch.fields,
+                    )
+                };
+                match parsed {
+                    Ok(Parsed::Complete(head)) => {
+                        let started = first_byte.unwrap_or_else(Instant::now);
+                        return Ok(self.decide(snapshot, &head, started));
+                    }
+                    Ok(Parsed::Partial) => {}
+                    Err(err) => {
+                        let started = first_byte.unwrap_or_else(Instant::now);
+                        self.shard.metrics.request();
+                        send_early(
+                            &self.shard,
+                            &mut self.client,
+                            &Early::from_request_error(err),
+                            true,
+                            false,
+                            started,
+                        )
+                        .await;
+                        return Err(Step::Close);
+                    }
+                }
+            }
+            let deadline = match first_byte {
+                Some(first) => first + timeouts.header,
+                None if self.served == 0 => Instant::now() + timeouts.header,
+                None => Instant::now() + timeouts.keepalive,
+            };
+            let waiting_idle = first_byte.is_none();
+            if waiting_idle {
+                if self.shard.draining() {
+                    return Err(Step::Close);
+                }
+                self.shard.set_idle(self.key, true);
+            }
+            let received = self.client.recv(&mut self.rb, Some(deadline)).await;
+            if waiting_idle {
+                self.shard.set_idle(self.key, false);
+            }
+            match received {
+                Ok(0) => return Err(Step::Close),
+                Ok(_) => {
+                    first_byte.get_or_insert_with(Instant::now);
+                }
+                Err(err) => {
+                    let early = match err.kind() {
+                        // An idle keep-alive connection timing out just closes.
+                        io::ErrorKind::TimedOut if first_byte.is_some() => Early::HEAD_TIMEOUT,
+                        io::ErrorKind::OutOfMemory => Early::NO_BUFFER,
+                        _ => return Err(Step::Close),
+                    };
+                    self.shard.metrics.request();
+                    let started = first_byte.unwrap_or_else(Instant::now);
+                    send_early(&self.shard, &mut self.client, &early, true, false, started).await;
+                    return Err(Step::Close);
+                }
+            }
+        }
+    }
+
+    /// Routes and admits a parsed request and, when it goes upstream, writes the forwarded head.
+    /// Synchronous: the head's spans and the shard's scratch are valid only until the next await.
+    fn decide<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        head: &RequestHead,
+        started: Instant,
+    ) -> (Request, Decision<'s>) {
+        let shard = &self.shard;
+        shard.metrics.request();
+        let request = Request {
+            method: head.method,
+            version: head.version,
+            keep_alive: head.keep_alive,
+            body: head.body,
+            expect_continue: head.expect_continue,
+            head_len: head.head_len,
+            started,
+        };
+        // A body left unread would be taken for the next request: close after answering early.
+        let body_follows = !matches!(head.body, RequestBody::None | RequestBody::Length(0));
+        let early = |early: Early| Decision::Early {
+            early,
+            close: body_follows || !head.keep_alive,
+        };
+        if head.method == Method::Connect {
+            return (
+                request,
+                Decision::Early {
+                    early: Early::CONNECT,
+                    close: true,
+                },
+            );
+        }
+
+        let mut scratch = shard.scratch();
+        let Scratch { fields, path } = &mut *scratch;
+        let buf = self.rb.data();
+        let raw_path = head.path.of(buf);
+        let routed: &[u8] = match head.form {
+            TargetForm::Asterisk => b"*",
+            _ => match normalize_path(raw_path, path) {
+                Ok(Normalized::Unchanged) => raw_path,
+                Ok(Normalized::Rewritten) => path.as_slice(),
+                Err(err) => {
+                    let refusal = Early::new(400, err.as_str(), Reject::BadRequest);
+                    return (
+                        request,
+                        Decision::Early {
+                            early: refusal,
+                            close: true,
+                        },
+                    );
+                }
+            },
+        };
+        let host = head.route_host().map_or(&b""[..], |host| host.of(buf));
+        let mut params = Params::new();
+        let (target, matched_prefix_len) =
+            match snapshot
+                .routes
+                .lookup(host, head.method, routed, &mut params)
+            {
+                Lookup::Matched {
+                    target,
+                    matched_prefix_len,
+                } => (target, matched_prefix_len),
+                Lookup::NotFound => return (request, early(Early::NOT_FOUND)),
+                Lookup::MethodNotAllowed { allow } => {
+                    return (request, early(Early::method_not_allowed(allow)));
+                }
+            };
+        if let (RequestBody::Length(length), Some(max)) = (head.body, target.max_body_bytes)
+            && length > max
+        {
+            return (
+                request,
+                Decision::Early {
+                    early: Early::BODY_TOO_LARGE,
+                    close: true,
+                },
+            );
+        }
+        let (upstream, rewrite) = match &target.action {
+            Action::Respond { .. } => return (request, Decision::Respond { target }),
+            Action::Forward { upstream, rewrite } => (*upstream, rewrite),
+        };
+        let endpoint = snapshot.upstreams[upstream].0.pick().clone();
+        let Some(mut head_buf) = shard.io.pool().take() else {
+            return (
+                request,
+                Decision::Early {
+                    early: Early::NO_BUFFER,
+                    close: true,
+                },
+            );
+        };
+        let mut request_id = [0u8; 32];
+        forward::request_id(
+            shard.request_id_seed,
+            shard.next_request_number(),
+            &mut request_id,
+        );
+        let input = RequestHeadInput {
+            path: routed,
+            matched_prefix_len,
+            rewrite,
+            edits: &target.request_headers,
+            client_ip: self.client.peer_addr().ip(),
+            endpoint: endpoint.addr(),
+            request_id: &request_id,
+        };
+        match forward::write_request_head(head_buf.as_mut_slice(), buf, head, fields, &input) {
+            Ok(head_len) => (
+                request,
+                Decision::Forward {
+                    target,
+                    upstream,
+                    endpoint,
+                    head: head_buf,
+                    head_len,
+                },
+            ),
+            Err(_) => (
+                request,
+                Decision::Early {
+                    early: Early::HEAD_TOO_LARGE,
+                    close: true,
+                },
+            ),
+        }
+    }
+
+    /// Answers from the route itself.
+    async fn respond_direct(&mut self, request: &Request, target: &RouteTarget) -> Step {
+        let Action::Respond {
+            status,
+            body,
+            headers,
+        } = &target.action
+        else {
+            unreachable!("respond_direct is only called for Respond routes")
+        };
+        // Keep the connection only if the request's body (if any) is already here to skip.
+        let body_consumed = match request.body {
+            RequestBody::None => true,
+            RequestBody::Length(length) if length <= self.rb.len() as u64 => {
+                self.rb.consume(length as usize);
+                true
+            }
+            _ => false,
+        };
+        let close = !request.keep_alive || !body_consumed || self.shard.draining();
+        let built = respond::direct_response(
+            &self.shard,
+            *status,
+            body,
+            headers,
+            &target.response_headers,
+            request.method,
+            close,
+            request.version,
+        );
+        let Some((buf, len)) = built else {
+            let early = Early::new(
+                500,
+                "configured response too large for a buffer",
+                Reject::Unavailable,
+            );
+            send_early(
+                &self.shard,
+                &mut self.client,
+                &early,
+                true,
+                false,
+                request.started,
+            )
+            .await;
+            return Step::Close;
+        };
+        let mut out = Outbound::new();
+        out.push(buf, 0, len as u32);
+        let sent = self
+            .client
+            .send(
+                &mut out,
+                Some(Instant::now() + self.shard.snapshot().timeouts.send),
+            )
+            .await;
+        self.shard
+            .metrics
+            .response(*status, request.started.elapsed());
+        if sent.is_err() || close {
+            Step::Close
+        } else {
+            Step::Continue
+        }
+    }
+
+    /// Sends the request upstream, relays the response back.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &mut self,
+        snapshot: &Snapshot,
+        request: &Request,
+        target: &RouteTarget,
+        upstream: usize,
+        endpoint: Rc<EndpointPool>,
+        head: Buf,
+        head_len: usize,
+    ) -> Step {
+        let shard = self.shard.clone();
+        let pool = shard.io.pool().clone();
+        let timeouts = snapshot.timeouts;
+        let upstream_timeouts: UpstreamTimeouts = snapshot.upstreams[upstream].1;
+        let mut out = Outbound::new();
+        out.push(head, 0, head_len as u32);
+
+        // The body bytes already here travel with the head.
+        let mut remaining = 0u64;
+        let mut decoder = ChunkedDecoder::new();
+        let body_complete = match request.body {
+            RequestBody::None => true,
+            RequestBody::Length(length) => {
+                let at_hand = length.min(self.rb.len() as u64) as usize;
+                if at_hand > 0 {
+                    let Some(part) = self.rb.take_prefix(at_hand, &pool) else {
+                        return self.fail(&Early::NO_BUFFER, true, request).await;
+                    };
+                    out.push_part(part);
+                }
+                remaining = length - at_hand as u64;
+                remaining == 0
+            }
+            RequestBody::Chunked => {
+                let Some(mut frame) = pool.take() else {
+                    return self.fail(&Early::NO_BUFFER, true, request).await;
+                };
+                match relay::rechunk(&mut decoder, &mut self.rb, frame.as_mut_slice(), true) {
+                    Ok(step) => {
+                        if target.max_body_bytes.is_some_and(|max| step.data > max) {
+                            return self.fail(&Early::BODY_TOO_LARGE, true, request).await;
+                        }
+                        if step.written > 0 {
+                            out.push(frame, 0, step.written as u32);
+                        }
+                        step.stop == Stop::Done
+                    }
+                    Err(err) => {
+                        let refusal = Early::new(400, chunk_error_text(err), Reject::BadRequest);
+                        return self.fail(&refusal, true, request).await;
+                    }
+                }
+            }
+        };
+        if request.expect_continue && !body_complete && self.rb.is_empty() {
+            let Some(mut interim) = pool.take() else {
+                return self.fail(&Early::NO_BUFFER, true, request).await;
+            };
+            interim.as_mut_slice()[..CONTINUE_100.len()].copy_from_slice(CONTINUE_100);
+            let mut continue_out = Outbound::new();
+            continue_out.push(interim, 0, CONTINUE_100.len() as u32);
+            if self
+                .client
+                .send(&mut continue_out, Some(Instant::now() + timeouts.send))
+                .await
+                .is_err()
+            {
+                return Step::Close;
+            }
+        }
+        let retryable = request.method.is_idempotent() && body_complete;
+        // A body that did not fully arrive cannot be skipped: the client connection ends with
+        // this exchange unless the body is relayed completely.
+        let mut body_relayed = body_complete;
+
+        let mut attempt = 0;
+        let (mut checkout, mut urb, plan) = loop {
+            attempt += 1;
+            let now = Instant::now();
+            let mut checkout = match endpoint.take_idle(now) {
+                Some(checkout) => checkout,
+                None => match endpoint
+                    .connect(&shard.io, now + upstream_timeouts.connect)
+                    .await
+                {
+                    Ok(checkout) => checkout,
+                    Err(err) => {
+                        let early = if err.kind() == io::ErrorKind::TimedOut {
+                            Early::UPSTREAM_TIMEOUT
+                        } else {
+                            Early::UPSTREAM_REFUSED
+                        };
+                        return self.fail(&early, !body_relayed, request).await;
+                    }
+                },
+            };
+            let may_retry = retryable && checkout.reused() && attempt == 1;
+            if checkout
+                .conn()
+                .send(&mut out, Some(now + upstream_timeouts.body))
+                .await
+                .is_err()
+            {
+                if may_retry {
+                    shard.metrics.upstream_retry();
+                    continue;
+                }
+                return self
+                    .fail(&Early::UPSTREAM_FAILED, !body_relayed, request)
+                    .await;
+            }
+            if !body_relayed {
+                out.clear();
+                let pace = Pace {
+                    read: timeouts.body,
+                    write: upstream_timeouts.body,
+                };
+                let mut ends = Ends {
+                    from: &mut self.client,
+                    from_rb: &mut self.rb,
+                    to: checkout.conn(),
+                    out: &mut out,
+                    pool: &pool,
+                    pace,
+                };
+                let relayed = match request.body {
+                    RequestBody::Length(_) => relay::by_length(&mut ends, remaining).await,
+                    RequestBody::Chunked => {
+                        let limit = target.max_body_bytes;
+                        relay::chunked(&mut ends, &mut decoder, limit, true)
+                            .await
+                            .map(|_| ())
+                    }
+                    RequestBody::None => Ok(()),
+                };
+                if let Err(err) = relayed {
+                    let early = match err {
+                        RelayError::Source(err) if err.kind() == io::ErrorKind::TimedOut => {
+                            Early::BODY_TIMEOUT
+                        }
+                        RelayError::Source(_) | RelayError::SourceClosed => return Step::Close,
+                        RelayError::Sink(_) => Early::UPSTREAM_FAILED,
+                        RelayError::Framing(err) => {
+                            Early::new(400, chunk_error_text(err), Reject::BadRequest)
+                        }
+                        RelayError::TooLarge => Early::BODY_TOO_LARGE,
+                        RelayError::NoBuffer => Early::NO_BUFFER,
+                    };
+                    return self.fail(&early, true, request).await;
+                }
+                body_relayed = true;
+            }
+            let mut urb = ReadBuf::new();
+            let deadline = Instant::now() + upstream_timeouts.response;
+            match self
+                .read_response(&mut checkout, &mut urb, request, target, snapshot, deadline)
+                .await
+            {
+                Ok(plan) => break (checkout, urb, plan),
+                Err(ResponseFailure::ClosedEarly) if may_retry => {
+                    shard.metrics.upstream_retry();
+                    continue;
+                }
+                Err(failure) => {
+                    let early = match failure {
+                        ResponseFailure::Timeout => Early::UPSTREAM_TIMEOUT,
+                        ResponseFailure::ClosedEarly => Early::UPSTREAM_FAILED,
+                        ResponseFailure::Invalid => Early::UPSTREAM_INVALID,
+                        ResponseFailure::HeadTooLarge => Early::RESPONSE_TOO_LARGE,
+                        ResponseFailure::NoBuffer => Early::NO_BUFFER,
+                    };
+                    return self.fail(&early, false, request).await;
+                }
+            }
+        };
+        out.clear();
+
+        // Relay the response: its head and the body bytes at hand in one write, then the rest.
+        out.push(plan.head, 0, plan.head_len as u32);
+        let pace = Pace {
+            read: upstream_timeouts.body,
+            write: timeouts.send,
+        };
+        let mut ends = Ends {
+            from: checkout.conn(),
+            from_rb: &mut urb,
+            to: &mut self.client,
+            out: &mut out,
+            pool: &pool,
+            pace,
+        };
+        let relayed = match (plan.body, plan.framing) {
+            (_, ClientFraming::None) | (ResponseBody::None, _) => {
+                relay::by_length(&mut ends, 0).await
+            }
+            (ResponseBody::Length(length), _) => relay::by_length(&mut ends, length).await,
+            (ResponseBody::Chunked, framing) => {
+                let reframe = framing == ClientFraming::Chunked;
+                relay::chunked(&mut ends, &mut ChunkedDecoder::new(), None, reframe)
+                    .await
+                    .map(|_| ())
+            }
+            (ResponseBody::CloseDelimited, framing) => {
+                relay::until_close(&mut ends, framing == ClientFraming::Chunked).await
+            }
+        };
+        shard
+            .metrics
+            .response(plan.status, request.started.elapsed());
+        match relayed {
+            Ok(()) => {
+                let reusable = plan.upstream_keep_alive
+                    && urb.is_empty()
+                    && plan.body != ResponseBody::CloseDelimited;
+                if reusable {
+                    endpoint.give_back(checkout, Instant::now());
+                }
+                if plan.close {
+                    Step::Close
+                } else {
+                    Step::Continue
+                }
+            }
+            // The client left, or the upstream failed mid-body: the client connection closes
+            // so a truncated body is never mistaken for a complete one.
+            Err(_) => Step::Close,
+        }
+    }
+
+    /// Answers an early exit after routing; `close` also when the request body was not read.
+    async fn fail(&mut self, early: &Early, body_unread: bool, request: &Request) -> Step {
+        let close = body_unread || !request.keep_alive || self.shard.draining();
+        send_early(
+            &self.shard,
+            &mut self.client,
+            early,
+            close,
+            request.method == Method::Head,
+            request.started,
+        )
+        .await;
+        if close { Step::Close } else { Step::Continue }
+    }
+
+    /// Receives and parses the upstream's response head and writes the client's head.
+    async fn read_response(
+        &self,
+        checkout: &mut Checkout,
+        urb: &mut ReadBuf,
+        request: &Request,
+        target: &RouteTarget,
+        snapshot: &Snapshot,
+        deadline: Instant,
+    ) -> Result<ResponsePlan, ResponseFailure> {
+        let mut scanner = HeadScanner::new();
+        loop {
+            if !urb.is_empty() {
+                let planned = {
+                    let mut scratch = self.shard.scratch();
+                    let parsed = http1::parse_response(
+                        urb.data(),
+                        &mut scanner,
+                        &snapshot.limits,
+                        &mut scratch.fields,
+                        request.method,
+                    );
+                    match parsed {
+                        Ok(Parsed::Complete(head)) if head.is_interim() => Some(Err(head.head_len)),
+                        Ok(Parsed::Complete(head)) => Some(Ok(self.plan_response(
+                            &head,
+                            &scratch.fields,
+                            urb.data(),
+                            request,
+                            target,
+                        )?)),
+                        Ok(Parsed::Partial) => None,
+                        Err(_) => return Err(ResponseFailure::Invalid),
+                    }
+                };
+                match planned {
+                    // 1xx other than 101: coregate answered `Expect` itself; drop and read on.
+                    Some(Err(interim_len)) => {
+                        urb.consume(interim_len);
+                        continue;
+                    }
+                    Some(Ok((plan, head_len))) => {
+                        urb.consume(head_len);
+                        return Ok(plan);
+                    }
+                    None => {}
+                }
+            }
+            match checkout.conn().recv(urb, Some(deadline)).await {
+                Ok(0) if urb.is_empty() => return Err(ResponseFailure::ClosedEarly),
+                Ok(0) => return Err(ResponseFailure::Invalid),
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::TimedOut => {
+                    return Err(ResponseFailure::Timeout);
+                }
+                Err(err) if err.kind() == io::ErrorKind::OutOfMemory => {
+                    return Err(ResponseFailure::NoBuffer);
+                }
+                Err(_) if urb.is_empty() => return Err(ResponseFailure::ClosedEarly),
+                Err(_) => return Err(ResponseFailure::Invalid),
+            }
+        }
+    }
+
+    /// Chooses the client's framing and writes the client's response head.
+    fn plan_response(
+        &self,
+        head: &http1::ResponseHead,
+        fields: &[http1::Field],
+        buf: &[u8],
+        request: &Request,
+        target: &RouteTarget,
+    ) -> Result<(ResponsePlan, usize), ResponseFailure> {
+        if head.status == 101 {
+            // coregate never forwards `Upgrade`, so a switch is a broken upstream.
+            return Err(ResponseFailure::Invalid);
+        }
+        let framing = match head.body {
+            ResponseBody::None => ClientFraming::None,
+            ResponseBody::Length(length) => ClientFraming::Length(length),
+            ResponseBody::Chunked | ResponseBody::CloseDelimited
+                if request.version == Version::Http11 =>
+            {
+                ClientFraming::Chunked
+            }
+            ResponseBody::Chunked | ResponseBody::CloseDelimited => ClientFraming::UntilClose,
+        };
+        let close =
+            !request.keep_alive || framing == ClientFraming::UntilClose || self.shard.draining();
+        let mut buf_out = self
+            .shard
+            .io
+            .pool()
+            .take()
+            .ok_or(ResponseFailure::NoBuffer)?;
+        let input = ResponseHeadInput {
+            framing,
+            close,
+            client_version: request.version,
+            edits: &target.response_headers,
+        };
+        let head_len =
+            forward::write_response_head(buf_out.as_mut_slice(), buf, head, fields, &input)
+                .map_err(|_| ResponseFailure::HeadTooLarge)?;
+        Ok((
+            ResponsePlan {
+                status: head.status,
+                body: head.body,
+                framing,
+                upstream_keep_alive: head.keep_alive,
+                close,
+                head: buf_out,
+                head_len,
+            },
+            head.head_len,
+        ))
+    }
+}
+
+fn chunk_error_text(err: http1::ChunkError) -> &'static str {
+    match err {
+        http1::ChunkError::InvalidSize => "invalid chunk size",
+        http1::ChunkError::SizeOverflow => "chunk size too large",
+        http1::ChunkError::InvalidExtension => "invalid chunk extension",
+        http1::ChunkError::LineTooLong => "chunk size line too long",
+        http1::ChunkError::MissingCrlf => "chunk data not followed by CRLF",
+        http1::ChunkError::InvalidTrailer => "invalid trailer field",
+        _ => "invalid chunked body",
+    }
+}

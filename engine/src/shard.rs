@@ -1,0 +1,355 @@
+//! Everything one core owns: its configuration snapshot (route table, upstream groups, limits),
+//! its upstream pools, its metrics, its parse scratch and its registry of client connections.
+//!
+//! A shard never touches another shard's state. Requests read the current [`Snapshot`] once, at
+//! their start (an `Rc` clone, not shared across cores), so a new snapshot takes effect at the
+//! next request boundary while requests in flight finish on the old one.
+
+use std::cell::{Cell, Ref, RefCell, RefMut};
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use slab::Slab;
+
+use crate::config::{Config, HeaderEdits, RouteAction};
+use crate::event::LocalEvent;
+use crate::http1::{self, Field};
+use crate::io::IoShard;
+use crate::metrics::ShardMetrics;
+use crate::router::{RouteSpec, RouteTable};
+use crate::upstream::{PoolSettings, Pools, UpstreamGroup};
+
+/// A route as one shard uses it: the route's action and edits, copied from the configuration.
+pub struct RouteTarget {
+    pub name: Box<str>,
+    pub action: Action,
+    pub request_headers: Edits,
+    pub response_headers: Edits,
+    /// `None`: unlimited.
+    pub max_body_bytes: Option<u64>,
+}
+
+/// What a matched route does.
+pub enum Action {
+    Forward {
+        /// Index into [`Snapshot::upstreams`].
+        upstream: usize,
+        rewrite: PathRewrite,
+    },
+    Respond {
+        status: u16,
+        body: Box<[u8]>,
+        headers: Vec<(Box<[u8]>, Box<[u8]>)>,
+    },
+}
+
+/// How the forwarded path differs from the routed one.
+pub enum PathRewrite {
+    None,
+    /// Drop the matched prefix (keeping a leading `/`).
+    StripPrefix,
+    /// Replace the matched prefix.
+    ReplacePrefix(Box<[u8]>),
+}
+
+/// Header edits as bytes, names lowercase for comparison.
+#[derive(Default)]
+pub struct Edits {
+    /// Names of fields to drop: the removed ones and the ones `add` replaces.
+    pub drop: Vec<Box<[u8]>>,
+    pub add: Vec<(Box<[u8]>, Box<[u8]>)>,
+}
+
+impl Edits {
+    fn from_config(edits: &HeaderEdits) -> Edits {
+        let mut drop: Vec<Box<[u8]>> = edits
+            .remove
+            .iter()
+            .map(|name| name.to_ascii_lowercase().into_bytes().into())
+            .collect();
+        drop.extend(
+            edits
+                .add
+                .iter()
+                .map(|(name, _)| name.to_ascii_lowercase().into_bytes().into_boxed_slice()),
+        );
+        let add = edits
+            .add
+            .iter()
+            .map(|(name, value)| (name.as_bytes().into(), value.as_bytes().into()))
+            .collect();
+        Edits { drop, add }
+    }
+
+    /// Whether a field named `name` must not be passed on.
+    pub fn drops(&self, name: &[u8]) -> bool {
+        self.drop
+            .iter()
+            .any(|dropped| dropped.eq_ignore_ascii_case(name))
+    }
+}
+
+/// The timeouts a request runs under.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub header: Duration,
+    pub keepalive: Duration,
+    pub body: Duration,
+    pub send: Duration,
+}
+
+/// Per-upstream timeouts, beside its group.
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    pub response: Duration,
+    pub body: Duration,
+}
+
+/// One configuration as one shard runs it.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub limits: http1::Limits,
+    pub timeouts: Timeouts,
+    pub routes: RouteTable<RouteTarget>,
+    pub upstreams: Vec<(UpstreamGroup, UpstreamTimeouts)>,
+}
+
+/// Buffers reused by every request of the shard (never held across an await).
+pub struct Scratch {
+    /// Parsed fields of the head being processed.
+    pub fields: Vec<Field>,
+    /// The normalised request path when it differs from the original.
+    pub path: Vec<u8>,
+}
+
+/// A client connection, as the drain logic sees it.
+struct ConnEntry {
+    fd: RawFd,
+    idle: bool,
+}
+
+/// One shard's state.
+pub struct Shard {
+    pub index: usize,
+    pub io: Rc<IoShard>,
+    snapshot: RefCell<Rc<Snapshot>>,
+    pools: RefCell<Pools>,
+    pub metrics: ShardMetrics,
+    scratch: RefCell<Scratch>,
+    connections: RefCell<Slab<ConnEntry>>,
+    max_connections: Cell<usize>,
+    draining: LocalEvent,
+    /// Seed of the request ids this shard generates (see `proxy::request_id`).
+    pub request_id_seed: u64,
+    request_counter: Cell<u64>,
+}
+
+impl Shard {
+    /// Builds the shard's state from a validated configuration.
+    pub fn new(index: usize, io: Rc<IoShard>, config: Arc<Config>) -> Shard {
+        let mut pools = Pools::default();
+        let snapshot = build_snapshot(index, &config, &mut pools);
+        let scratch = Scratch::for_config(&config);
+        Shard {
+            index,
+            io,
+            max_connections: Cell::new(config.runtime.max_connections),
+            snapshot: RefCell::new(Rc::new(snapshot)),
+            pools: RefCell::new(pools),
+            metrics: ShardMetrics::default(),
+            scratch: RefCell::new(scratch),
+            connections: RefCell::new(Slab::with_capacity(1024)),
+            draining: LocalEvent::default(),
+            request_id_seed: random_seed() ^ (index as u64).rotate_left(56),
+            request_counter: Cell::new(0),
+        }
+    }
+
+    /// The snapshot new requests use.
+    pub fn snapshot(&self) -> Rc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    pub fn scratch(&self) -> RefMut<'_, Scratch> {
+        self.scratch.borrow_mut()
+    }
+
+    pub fn pools(&self) -> Ref<'_, Pools> {
+        self.pools.borrow()
+    }
+
+    /// A number unique on this shard, for request ids.
+    pub fn next_request_number(&self) -> u64 {
+        let n = self.request_counter.get().wrapping_add(1);
+        self.request_counter.set(n);
+        n
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.get()
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.connections.borrow().len()
+    }
+
+    /// Records a new client connection; returns its registry key.
+    pub fn register(&self, fd: RawFd) -> usize {
+        self.metrics.connection_opened();
+        self.connections
+            .borrow_mut()
+            .insert(ConnEntry { fd, idle: true })
+    }
+
+    pub fn unregister(&self, key: usize) {
+        self.metrics.connection_closed();
+        self.connections.borrow_mut().try_remove(key);
+    }
+
+    /// Marks a connection as waiting for its next request (`true`) or busy with one (`false`).
+    pub fn set_idle(&self, key: usize, idle: bool) {
+        if let Some(entry) = self.connections.borrow_mut().get_mut(key) {
+            entry.idle = idle;
+        }
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.has_fired()
+    }
+
+    /// Resolves when draining starts.
+    pub fn drain_started(&self) -> crate::event::Wait<'_> {
+        self.draining.wait()
+    }
+
+    /// Starts draining: accept loops stop, busy connections close after their current response
+    /// and idle ones are shut down now (their pending receive then ends).
+    pub fn start_drain(&self) {
+        self.draining.fire();
+        for (_, entry) in self.connections.borrow().iter() {
+            if entry.idle {
+                crate::io::socket::shutdown(entry.fd);
+            }
+        }
+        self.pools.borrow().clear_idle();
+    }
+}
+
+impl Scratch {
+    fn for_config(config: &Config) -> Scratch {
+        Scratch {
+            fields: vec![Field::EMPTY; config.limits.max_headers.min(http1::MAX_FIELDS)],
+            path: Vec::with_capacity(config.limits.max_request_line),
+        }
+    }
+}
+
+/// Builds a shard's snapshot, reusing pools from `pools` for endpoints it already knows.
+fn build_snapshot(index: usize, config: &Arc<Config>, pools: &mut Pools) -> Snapshot {
+    let upstreams = config
+        .upstreams
+        .iter()
+        .map(|upstream| {
+            let settings = PoolSettings {
+                max_idle: upstream.max_idle_per_endpoint,
+                idle_timeout: upstream.idle_timeout,
+                max_requests: upstream.max_requests_per_connection.unwrap_or(0),
+            };
+            let endpoints = upstream
+                .endpoints
+                .iter()
+                .map(|addr| pools.get_or_create(*addr, settings))
+                .collect();
+            let timeouts = UpstreamTimeouts {
+                connect: upstream.connect_timeout,
+                response: upstream.response_timeout,
+                body: upstream.body_timeout,
+            };
+            (
+                UpstreamGroup::new(upstream.name.clone(), endpoints, index),
+                timeouts,
+            )
+        })
+        .collect();
+    let specs = config
+        .routes
+        .iter()
+        .map(|route| RouteSpec {
+            host: route.host.clone(),
+            methods: route.methods,
+            path: route.path.clone(),
+            target: RouteTarget {
+                name: route.name.clone(),
+                action: match &route.action {
+                    RouteAction::Upstream {
+                        upstream,
+                        strip_prefix,
+                        prefix_rewrite,
+                    } => Action::Forward {
+                        upstream: *upstream,
+                        rewrite: match (strip_prefix, prefix_rewrite) {
+                            (_, Some(replacement)) => {
+                                PathRewrite::ReplacePrefix(replacement.as_bytes().into())
+                            }
+                            (true, None) => PathRewrite::StripPrefix,
+                            (false, None) => PathRewrite::None,
+                        },
+                    },
+                    RouteAction::Respond {
+                        status,
+                        body,
+                        headers,
+                    } => Action::Respond {
+                        status: *status,
+                        body: body.clone(),
+                        headers: headers
+                            .iter()
+                            .map(|(name, value)| (name.as_bytes().into(), value.as_bytes().into()))
+                            .collect(),
+                    },
+                },
+                request_headers: Edits::from_config(&route.request_headers),
+                response_headers: Edits::from_config(&route.response_headers),
+                max_body_bytes: route.max_body_bytes,
+            },
+        })
+        .collect();
+    // The configuration was validated with the same table builder, so this cannot fail; an
+    // empty table (answering 404) is the safe fallback if it ever did.
+    let routes = RouteTable::build(specs)
+        .unwrap_or_else(|_| RouteTable::build(Vec::new()).expect("an empty table builds"));
+    Snapshot {
+        config: config.clone(),
+        limits: http1::Limits {
+            max_request_line: config.limits.max_request_line,
+            max_head_bytes: config.limits.max_head_bytes,
+            max_headers: config.limits.max_headers,
+        },
+        timeouts: Timeouts {
+            header: config.timeouts.header,
+            keepalive: config.timeouts.keepalive,
+            body: config.timeouts.body,
+            send: config.timeouts.send,
+        },
+        routes,
+        upstreams,
+    }
+}
+
+/// 64 bits from the kernel's random source, for request-id seeds.
+fn random_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into the array.
+    let got = unsafe { libc::getrandom(seed.as_mut_ptr() as *mut libc::c_void, 8, 0) };
+    if got != 8 {
+        // Unreachable on Linux >= 3.17; fall back to the clock, uniqueness per shard still holds.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return now.as_nanos() as u64;
+    }
+    u64::from_ne_bytes(seed)
+}

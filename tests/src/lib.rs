@@ -2,4 +2,5 @@
 //! a raw HTTP client, and starting coregate in-process on ephemeral ports.
 
 pub mod client;
+pub mod harness;
 pub mod upstream;

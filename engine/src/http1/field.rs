@@ -100,13 +100,19 @@ impl Field {
 }
 
 /// What the `Connection` fields of a message say (RFC 9110 sec. 7.6.1).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ConnectionOptions {
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Connection {
     pub close: bool,
     pub keep_alive: bool,
     pub upgrade: bool,
     /// The message lists `host` as a connection option, asking coregate to drop `Host`.
     pub names_host: bool,
+}
+
+/// The options being gathered during [`collect`]: the flags, plus the names of further fields
+/// to drop. Kept out of [`FieldSummary`] so the 128-byte array is never copied around.
+struct ConnectionOptions {
+    flags: Connection,
     /// Options other than `close`, `keep-alive` and `upgrade`: the names of further fields to
     /// drop. Only the first `extra` entries are meaningful.
     names: [Span; MAX_CONNECTION_OPTIONS],
@@ -117,10 +123,12 @@ pub(crate) struct ConnectionOptions {
 
 impl ConnectionOptions {
     const NONE: ConnectionOptions = ConnectionOptions {
-        close: false,
-        keep_alive: false,
-        upgrade: false,
-        names_host: false,
+        flags: Connection {
+            close: false,
+            keep_alive: false,
+            upgrade: false,
+            names_host: false,
+        },
         names: [Span::EMPTY; MAX_CONNECTION_OPTIONS],
         extra: 0,
         count: 0,
@@ -147,14 +155,14 @@ impl ConnectionOptions {
                 return Err(FieldError::TooManyConnectionOptions);
             }
             if token.eq_ignore_ascii_case(b"close") {
-                self.close = true;
+                self.flags.close = true;
             } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                self.keep_alive = true;
+                self.flags.keep_alive = true;
             } else if token.eq_ignore_ascii_case(b"upgrade") {
-                self.upgrade = true;
+                self.flags.upgrade = true;
             } else {
                 if token.eq_ignore_ascii_case(b"host") {
-                    self.names_host = true;
+                    self.flags.names_host = true;
                 }
                 let lead = element.len() - trim_ows_start(element).len();
                 let start = value.start as usize + element_start + lead;
@@ -259,7 +267,7 @@ pub(crate) struct FieldSummary {
     pub host_repeated: bool,
     pub content_length: ContentLength,
     pub transfer_encoding: TransferEncoding,
-    pub connection: ConnectionOptions,
+    pub connection: Connection,
     pub upgrade: Option<Span>,
     pub upgrade_repeated: bool,
     pub expect: Option<Span>,
@@ -285,7 +293,7 @@ pub(crate) fn collect(
         host_repeated: false,
         content_length: ContentLength::Absent,
         transfer_encoding: TransferEncoding::Absent,
-        connection: ConnectionOptions::NONE,
+        connection: Connection::default(),
         upgrade: None,
         upgrade_repeated: false,
         expect: None,
@@ -295,6 +303,7 @@ pub(crate) fn collect(
         framing_lookalike: false,
     };
     let mut te_chunked_seen = false;
+    let mut options = ConnectionOptions::NONE;
 
     for (header, slot) in headers.iter().zip(out.iter_mut()) {
         let name = header.name.as_bytes();
@@ -317,7 +326,7 @@ pub(crate) fn collect(
                 &mut te_chunked_seen,
                 header.value,
             ),
-            FieldKind::Connection => summary.connection.add(buf, value)?,
+            FieldKind::Connection => options.add(buf, value)?,
             FieldKind::Upgrade => {
                 first_or_repeat(&mut summary.upgrade, &mut summary.upgrade_repeated, value)
             }
@@ -339,13 +348,14 @@ pub(crate) fn collect(
 
     // RFC 9110 sec. 7.6.1: a proxy removes every field named as a connection option. The
     // option may come after the field it names, hence a second pass, taken only when needed.
-    if summary.connection.extra > 0 {
+    if options.extra > 0 {
         for field in &mut out[..summary.count] {
-            if !field.hop_by_hop && summary.connection.lists(buf, field.name.of(buf)) {
+            if !field.hop_by_hop && options.lists(buf, field.name.of(buf)) {
                 field.hop_by_hop = true;
             }
         }
     }
+    summary.connection = options.flags;
     Ok(summary)
 }
 

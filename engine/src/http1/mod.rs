@@ -17,6 +17,7 @@
 //! | `chunked.rs`  | [`ChunkedDecoder`] and the chunk framing coregate writes itself |
 //! | `encode.rs`   | [`HeadWriter`]: a cursor that writes a head into a byte slice |
 //! | `canned.rs`   | coregate's own short responses (errors, `100 Continue`) |
+//! | `proptests.rs`| (tests) whole, split and byte-by-byte input give the same result |
 //!
 //! How a connection task uses it, synchronously between two awaits:
 //!
@@ -172,7 +173,8 @@ impl<T> Parsed<T> {
 pub struct Limits {
     /// Longest request line (or status line), without its CRLF.
     pub max_request_line: usize,
-    /// Longest head: start line, field lines and the empty line, CRLFs included.
+    /// Longest head: start line, field lines and the empty line, CRLFs included. This also
+    /// bounds a single field line; there is no separate per-line limit.
     pub max_head_bytes: usize,
     /// Most field lines in one head. Also capped by the caller's field array and [`MAX_FIELDS`].
     pub max_headers: usize,
@@ -218,25 +220,37 @@ pub(crate) fn is_field_vchar(b: u8) -> bool {
 /// `tchar` (RFC 9110 sec. 5.6.2): the bytes of a token such as a method or a field name.
 #[inline]
 pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
+    TCHAR[b as usize]
 }
+
+/// [`is_tchar`] as a table: one load per byte instead of a chain of comparisons.
+static TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
 
 /// `OWS` trimmed from both ends (RFC 9110 sec. 5.6.3).
 #[inline]
@@ -263,10 +277,28 @@ mod tests {
     }
 
     #[test]
+    fn tchar_is_the_rfc_set() {
+        let tchars: Vec<u8> = (0..=255u8).filter(|&b| is_tchar(b)).collect();
+        assert_eq!(
+            tchars,
+            b"!#$%&'*+-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz|~"
+        );
+    }
+
+    #[test]
     fn ows_is_trimmed_on_both_sides() {
         assert_eq!(trim_ows(b" \t chunked\t "), b"chunked");
         assert_eq!(trim_ows(b"   "), b"");
         assert_eq!(trim_ows(b"a b"), b"a b");
+    }
+
+    /// The per-connection and per-field state is as small as the docs say.
+    #[test]
+    fn state_stays_small() {
+        assert_eq!(std::mem::size_of::<Span>(), 8);
+        assert_eq!(std::mem::size_of::<Field>(), 20);
+        assert_eq!(std::mem::size_of::<HeadScanner>(), 24);
+        assert!(std::mem::size_of::<ChunkedDecoder>() <= 48);
     }
 
     #[test]

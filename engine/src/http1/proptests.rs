@@ -7,6 +7,7 @@
 //! extensions and trailers) followed by the next message on the connection.
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 use super::*;
 
@@ -267,7 +268,13 @@ fn reads() -> impl Strategy<Value = Vec<usize>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    // Failing cases are kept beside this file (`proptests.regressions`), to be committed and
+    // replayed first on every run.
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn requests_parse_the_same_however_they_arrive(req in request(), reads in reads()) {

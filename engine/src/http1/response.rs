@@ -155,11 +155,7 @@ pub fn parse_response(
     // line rather than from httparse, which hands back "" for a phrase with obs-text.
     const REASON_OFFSET: usize = "HTTP/1.1 200 ".len();
     let line = bounds.start_line;
-    let reason = if line.len() > REASON_OFFSET {
-        line.skip(REASON_OFFSET)
-    } else {
-        Span::new(line.end as usize, line.end as usize)
-    };
+    let reason = line.skip(line.len().min(REASON_OFFSET));
 
     let summary = field::collect(buf, response.headers, fields).map_err(|e| match e {
         FieldError::InvalidConnection => err("invalid upstream connection header"),

@@ -10,7 +10,7 @@
 //! from the server behind it is the classic request-smuggling setup, and no conforming client
 //! sends one. A bare CR is refused by httparse (RFC 9112 sec. 2.2 allows that too).
 
-use memchr::memchr;
+use memchr::memchr_iter;
 
 use super::{Limits, MAX_HEAD_CAP, Span};
 
@@ -108,10 +108,12 @@ impl HeadScanner {
         // A LF beyond `max_head` cannot end an acceptable head, so never search past it: a peer
         // streaming megabytes without an empty line costs at most `max_head` bytes of search.
         let window = &buf[..buf.len().min(max_head)];
-        let mut pos = self.searched as usize;
+        let from = self.searched as usize;
 
-        while let Some(found) = memchr(b'\n', &window[pos..]) {
-            let lf = pos + found;
+        // One iterator for all the line ends: memchr's set-up is paid once per call, not once
+        // per line, which matters for the short lines of typical heads.
+        for found in memchr_iter(b'\n', &window[from..]) {
+            let lf = from + found;
             // Every line must end in CRLF. When the line is empty, `lf - 1` is the previous
             // line's LF (or there is no byte at all), so `\n\n` is caught here too.
             if lf == 0 || window[lf - 1] != b'\r' {
@@ -120,7 +122,7 @@ impl HeadScanner {
             let line_start = self.line_start as usize;
             let cr = lf - 1;
             let line_len = cr - line_start;
-            pos = lf + 1;
+            let pos = lf + 1;
             self.line_start = pos as u32;
 
             if !self.start_line_done {

@@ -12,6 +12,7 @@
 //! Printable characters RFC 3986 does not list (`"`, `<`, `{`, `|`...) are accepted, as NGINX
 //! and hyper accept them: they cannot change framing or routing.
 
+use super::field::parse_decimal;
 use super::{Method, Span};
 
 /// The form of a request-target.
@@ -166,11 +167,7 @@ pub(crate) fn is_valid_authority(authority: &[u8], port_required: bool) -> bool 
     match port {
         None => !port_required,
         Some([]) => !port_required,
-        Some(port) => {
-            port.len() <= 5
-                && port.iter().all(u8::is_ascii_digit)
-                && super::field::parse_decimal(port).is_some_and(|p| p <= 65535)
-        }
+        Some(port) => port.len() <= 5 && parse_decimal(port).is_some_and(|p| p <= 65535),
     }
 }
 
@@ -181,25 +178,51 @@ fn is_reg_name(host: &[u8]) -> bool {
         return false;
     }
     let mut i = 0;
-    while i < host.len() {
-        match host[i] {
-            b'%' => {
-                let hex = host.get(i + 1..i + 3);
-                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                    return false;
-                }
-                i += 3;
-                continue;
-            }
-            b if b.is_ascii_alphanumeric() => {}
-            b'-' | b'.' | b'_' | b'~' => {}
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => {}
-            _ => return false,
+    while let Some(&b) = host.get(i) {
+        if REG_NAME[b as usize] {
+            i += 1;
+        } else if b == b'%'
+            && host
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        {
+            i += 3;
+        } else {
+            return false;
         }
-        i += 1;
     }
     true
 }
+
+/// The bytes of a reg-name other than `%`: unreserved and sub-delims (RFC 3986 sec. 2.2, 2.3).
+/// A table because Host is checked on every request.
+static REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        b += 1;
+    }
+    table
+};
 
 /// `IP-literal`: `[` IPv6address or IPvFuture `]`. Checked for its alphabet, not for being a
 /// well-formed address: the upstream connection is made to configured endpoints, never to this.

@@ -63,6 +63,12 @@ impl Drop for Coregate {
 /// A configuration with one listener on an ephemeral port, one upstream at `upstream` and the
 /// given extra TOML (routes and any other sections) appended. `io` is "uring" or "glommio".
 pub fn config(io: &str, cores: &str, upstream: SocketAddr, extra: &str) -> String {
+    config_with(io, cores, &format!("endpoints = [\"{upstream}\"]"), extra)
+}
+
+/// Like [`config`], with the body of the `[[upstream]]` table (named "up") written out, for
+/// tests that set pool limits or timeouts.
+pub fn config_with(io: &str, cores: &str, upstream_body: &str, extra: &str) -> String {
     format!(
         r#"
 [runtime]
@@ -79,7 +85,7 @@ bind = "127.0.0.1:0"
 
 [[upstream]]
 name = "up"
-endpoints = ["{upstream}"]
+{upstream_body}
 
 {extra}
 "#

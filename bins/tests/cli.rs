@@ -1,0 +1,122 @@
+//! The `coregate` binary as operators use it: `check` exit codes and messages, `run` serving over
+//! real sockets and draining to exit 0 on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn write_config(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("coregate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const GOOD: &str = r#"
+[runtime]
+cores = "0"
+
+[[listener]]
+name = "public"
+bind = "127.0.0.1:0"
+
+[[upstream]]
+name = "api"
+endpoints = ["127.0.0.1:9", "127.0.0.1:10"]
+
+[[route]]
+path_prefix = "/api/"
+upstream = "api"
+
+[[route]]
+host = "*.example.com"
+path = "/healthz"
+respond = { status = 200, body = "ok\n" }
+"#;
+
+#[test]
+fn check_accepts_a_good_file_and_prints_the_plan() {
+    let path = write_config("good.toml", GOOD);
+    let out = Command::new(env!("CARGO_BIN_EXE_coregate"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("public"), "{stdout}");
+    assert!(stdout.contains("127.0.0.1:0"), "{stdout}");
+    assert!(stdout.contains("route"), "{stdout}");
+}
+
+#[test]
+fn check_names_file_line_and_key_of_each_error() {
+    let bad = GOOD
+        .replace("upstream = \"api\"", "upstream = \"apii\"")
+        .replace("cores = \"0\"", "cores = \"0\"\nbogus = 1");
+    let path = write_config("bad.toml", &bad);
+    let out = Command::new(env!("CARGO_BIN_EXE_coregate"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml:"), "{stderr}");
+    assert!(stderr.contains("route[1].upstream"), "{stderr}");
+    assert!(stderr.contains("apii"), "{stderr}");
+    assert!(stderr.contains("runtime.bogus"), "{stderr}");
+    let missing = Command::new(env!("CARGO_BIN_EXE_coregate"))
+        .args(["check", "--config", "/nonexistent/coregate.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/coregate.toml"));
+}
+
+#[test]
+fn run_serves_and_drains_on_sigterm() {
+    let path = write_config("run.toml", GOOD);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coregate"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    for _ in 0..10 {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(rest) = line.split("on http://").nth(1) {
+            addr = Some(rest.trim().to_string());
+            break;
+        }
+    }
+    let addr = addr.expect("coregate prints where it listens");
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.ends_with("\r\n\r\nok\n"), "{response}");
+
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}

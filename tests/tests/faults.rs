@@ -1,0 +1,291 @@
+//! Bad input and faults, end to end: every client mistake gets its status and a short body, every
+//! upstream fault its 502/504, and the connection closes whenever framing can no longer be
+//! trusted. Both I/O mechanisms.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use coregate_tests::client::Client;
+use coregate_tests::harness::{Coregate, MECHANISMS, config, config_with};
+use coregate_tests::upstream::{Recorded, Reply, Upstream, echo, ok};
+
+const FORWARD_ALL: &str = "[[route]]\npath_prefix = \"/\"\nupstream = \"up\"\n";
+
+fn start(io: &str, upstream: &Upstream, extra: &str) -> Coregate {
+    Coregate::start(&config(io, "0", upstream.addr(), extra))
+}
+
+/// Sends raw bytes on a new connection and returns the response and whether coregate closed.
+fn exchange(proxy: &Coregate, request: &[u8]) -> (coregate_tests::client::Response, bool) {
+    let mut client = Client::connect(proxy.addr());
+    client.send(request);
+    let response = client.read_response(false).expect("a response");
+    let closed = client.is_closed();
+    (response, closed)
+}
+
+#[test]
+fn malformed_requests_get_400_and_close() {
+    for io in MECHANISMS {
+        let upstream = Upstream::start(echo());
+        let proxy = start(io, &upstream, FORWARD_ALL);
+        for request in [
+            &b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nhost: a\r\ncontent-length: -1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nhost : a\r\n\r\n",
+            b"GET /a/%2e%2f HTTP/1.1\r\nhost: a\r\n\r\n",
+            b"G@T / HTTP/1.1\r\nhost: a\r\n\r\n",
+        ] {
+            let (response, closed) = exchange(&proxy, request);
+            assert_eq!(
+                response.status,
+                400,
+                "{io}: {}",
+                String::from_utf8_lossy(request)
+            );
+            assert_eq!(response.field("connection"), Some("close"));
+            assert!(!response.body.is_empty(), "a short plain-text reason");
+            assert!(closed, "{io}: closed after a 400");
+        }
+        assert_eq!(
+            upstream.requests().len(),
+            0,
+            "{io}: nothing malformed reached the upstream"
+        );
+    }
+}
+
+#[test]
+fn oversized_requests_get_413_414_431() {
+    for io in MECHANISMS {
+        let upstream = Upstream::start(echo());
+        let routes =
+            "[[route]]\npath_prefix = \"/\"\nupstream = \"up\"\nmax_body_bytes = \"1KiB\"\n";
+        let proxy = start(io, &upstream, routes);
+
+        let long_target = format!("GET /{} HTTP/1.1\r\nhost: a\r\n\r\n", "a".repeat(9000));
+        let (response, closed) = exchange(&proxy, long_target.as_bytes());
+        assert_eq!((response.status, closed), (414, true), "{io}");
+
+        let mut many = String::from("GET / HTTP/1.1\r\nhost: a\r\n");
+        for i in 0..150 {
+            many.push_str(&format!("x-field-{i}: v\r\n"));
+        }
+        many.push_str("\r\n");
+        let (response, closed) = exchange(&proxy, many.as_bytes());
+        assert_eq!((response.status, closed), (431, true), "{io}");
+
+        let big_field = format!(
+            "GET / HTTP/1.1\r\nhost: a\r\ncookie: {}\r\n\r\n",
+            "c".repeat(17_000)
+        );
+        let (response, closed) = exchange(&proxy, big_field.as_bytes());
+        assert_eq!((response.status, closed), (431, true), "{io}");
+
+        let body = format!(
+            "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 2000\r\n\r\n{}",
+            "b".repeat(2000)
+        );
+        let (response, closed) = exchange(&proxy, body.as_bytes());
+        assert_eq!((response.status, closed), (413, true), "{io}");
+
+        let mut chunked =
+            b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..3 {
+            chunked.extend_from_slice(b"200\r\n");
+            chunked.extend_from_slice(&[b'c'; 0x200]);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        let (response, closed) = exchange(&proxy, &chunked);
+        assert_eq!(
+            (response.status, closed),
+            (413, true),
+            "{io}: chunked bodies are counted too"
+        );
+    }
+}
+
+#[test]
+fn a_slow_request_head_gets_408() {
+    for io in MECHANISMS {
+        let upstream = Upstream::start(echo());
+        let proxy = start(
+            io,
+            &upstream,
+            &format!("[timeouts]\nheader = \"300ms\"\n{FORWARD_ALL}"),
+        );
+        let mut client = Client::connect(proxy.addr());
+        let started = Instant::now();
+        // A slowloris: bytes keep coming, but the head never completes in time.
+        for _ in 0..3 {
+            client.send(b"GET / HTTP/1.1\r\nx-slow: 1\r\n");
+            thread::sleep(Duration::from_millis(100));
+        }
+        let response = client.read_response(false).expect("a 408");
+        assert_eq!(response.status, 408, "{io}");
+        assert!(client.is_closed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{io}: a total deadline, not per read"
+        );
+    }
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    for io in MECHANISMS {
+        let upstream = Upstream::start(echo());
+        let proxy = start(
+            io,
+            &upstream,
+            &format!("[timeouts]\nkeepalive = \"200ms\"\n{FORWARD_ALL}"),
+        );
+        let mut client = Client::connect(proxy.addr());
+        assert_eq!(client.get("/", &[]).status, 200);
+        let started = Instant::now();
+        assert!(client.is_closed(), "{io}: closed without a response");
+        assert!(started.elapsed() < Duration::from_secs(2), "{io}");
+    }
+}
+
+#[test]
+fn a_refused_upstream_gives_502() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    for io in MECHANISMS {
+        let proxy = Coregate::start(&config(io, "0", port, FORWARD_ALL));
+        let mut client = Client::connect(proxy.addr());
+        let response = client.get("/", &[]);
+        assert_eq!(response.status, 502, "{io}");
+        assert_eq!(
+            client.get("/again", &[]).status,
+            502,
+            "{io}: the client connection stays usable"
+        );
+    }
+}
+
+#[test]
+fn garbage_reset_and_truncation_from_the_upstream() {
+    for io in MECHANISMS {
+        let upstream = Upstream::start(Arc::new(|req: &Recorded| match req.target.as_str() {
+            "/garbage" => Reply::RawThenClose(b"SSH-2.0-OpenSSH\r\n\r\n".to_vec()),
+            "/reset" => Reply::Reset,
+            "/truncated" => Reply::RawThenClose(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten!!".to_vec(),
+            ),
+            "/conflicting" => Reply::Raw(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd".to_vec(),
+            ),
+            _ => Reply::Raw(ok(b"fine")),
+        }));
+        let proxy = start(io, &upstream, FORWARD_ALL);
+        let mut client = Client::connect(proxy.addr());
+        assert_eq!(client.get("/garbage", &[]).status, 502, "{io}");
+        assert_eq!(client.get("/reset", &[]).status, 502, "{io}");
+        assert_eq!(client.get("/conflicting", &[]).status, 502, "{io}");
+        assert_eq!(
+            client.get("/fine", &[]).body,
+            b"fine",
+            "{io}: other requests are unaffected"
+        );
+
+        // Mid-body failure: the head went out, so the only honest signal is closing.
+        client.send(b"GET /truncated HTTP/1.1\r\nhost: a\r\n\r\n");
+        let raw = String::from_utf8(client.read_to_close()).unwrap();
+        assert!(raw.contains("content-length: 100\r\n"), "{io}: {raw}");
+        assert!(
+            raw.ends_with("\r\n\r\nonly ten!!"),
+            "{io}: the client saw the short body, then the close: {raw}"
+        );
+    }
+}
+
+#[test]
+fn a_slow_upstream_gives_504() {
+    for io in MECHANISMS {
+        let upstream = Upstream::start(Arc::new(|_: &Recorded| {
+            Reply::Delayed(Duration::from_secs(3), ok(b"late"))
+        }));
+        let body = format!(
+            "endpoints = [\"{}\"]\nresponse_timeout = \"300ms\"",
+            upstream.addr()
+        );
+        let proxy = Coregate::start(&config_with(io, "0", &body, FORWARD_ALL));
+        let mut client = Client::connect(proxy.addr());
+        let started = Instant::now();
+        let response = client.get("/", &[]);
+        assert_eq!(response.status, 504, "{io}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(280) && waited < Duration::from_secs(2),
+            "{io}: {waited:?}"
+        );
+    }
+}
+
+#[test]
+fn a_dead_pooled_connection_is_retried_for_idempotent_requests_only() {
+    for io in MECHANISMS {
+        // Every connection serves one response and then closes, without saying so: the pooled
+        // connection is dead by the time the next request takes it.
+        let upstream = Upstream::start(Arc::new(|req: &Recorded| {
+            Reply::RawThenClose(ok(req.target.as_bytes()))
+        }));
+        let proxy = start(io, &upstream, FORWARD_ALL);
+        let mut client = Client::connect(proxy.addr());
+        assert_eq!(client.get("/first", &[]).body, b"/first");
+        thread::sleep(Duration::from_millis(100));
+        let second = client.get("/second", &[]);
+        assert_eq!(
+            (second.status, second.body.as_slice()),
+            (200, &b"/second"[..]),
+            "{io}: retried on a fresh connection"
+        );
+        assert_eq!(upstream.connections(), 2, "{io}");
+
+        thread::sleep(Duration::from_millis(100));
+        client.send(b"POST /not-idempotent HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\n\r\nx");
+        let post = client.read_response(false).unwrap();
+        assert_eq!(post.status, 502, "{io}: a POST is never sent twice");
+        assert_eq!(upstream.requests().len(), 2, "{io}");
+    }
+}
+
+#[test]
+fn one_bad_upstream_exchange_does_not_disturb_others() {
+    for io in MECHANISMS {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let upstream = Upstream::start(Arc::new(move |req: &Recorded| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            if req.target == "/slow" {
+                Reply::Delayed(Duration::from_millis(500), ok(b"slow"))
+            } else {
+                Reply::Raw(ok(b"fast"))
+            }
+        }));
+        let proxy = start(io, &upstream, FORWARD_ALL);
+        let addr = proxy.addr();
+        let slow = thread::spawn(move || Client::connect(addr).get("/slow", &[]).body);
+        thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        let mut client = Client::connect(proxy.addr());
+        for _ in 0..20 {
+            assert_eq!(client.get("/fast", &[]).body, b"fast");
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(450),
+            "{io}: fast requests waited for the slow one"
+        );
+        assert_eq!(slow.join().unwrap(), b"slow");
+    }
+}

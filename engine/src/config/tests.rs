@@ -1291,3 +1291,28 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn conflicting_routes_are_refused_with_the_later_line() {
+    let text = format!(
+        "{LISTENER}[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\n\n\
+         [[route]]\nname = \"one\"\npath_prefix = \"/api/\"\nmethods = [\"GET\", \"POST\"]\nupstream = \"a\"\n\n\
+         [[route]]\npath_prefix = \"/api/\"\nmethods = [\"POST\"]\nupstream = \"a\"\n"
+    );
+    let errors = parse(&text).unwrap_err().to_string();
+    assert!(
+        errors.contains(
+            "route[2]: matches the same host, path and methods (POST) as \"one\" (route[1])"
+        ),
+        "{errors}"
+    );
+    let line = text.lines().position(|l| l == "[[route]]").unwrap();
+    let second = text
+        .lines()
+        .skip(line + 1)
+        .position(|l| l == "[[route]]")
+        .unwrap()
+        + line
+        + 2;
+    assert!(errors.starts_with(&format!("t.toml:{second}:")), "{errors}");
+}

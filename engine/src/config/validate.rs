@@ -32,6 +32,7 @@ use super::{
 };
 use crate::http1::{Method, MethodSet};
 use crate::router::spec::{HostPattern, PathPattern};
+use crate::router::{RouteProblem, RouteSpec, RouteTable};
 
 /// Turns an upstream endpoint's host name into addresses. Called once per name when a file is
 /// loaded; coregate does not re-resolve while running.
@@ -777,7 +778,66 @@ impl Validator<'_, '_> {
                 None => ok = false,
             }
         }
+        if ok {
+            ok = self.route_table(items, &routes);
+        }
         ok.then_some(routes)
+    }
+
+    /// Builds the route table every shard will build, so conflicts between routes are reported
+    /// here, with the line of the later route, instead of failing on the shards.
+    fn route_table(&mut self, items: &[Spanned<RawRoute>], routes: &[RouteConfig]) -> bool {
+        let specs = routes
+            .iter()
+            .enumerate()
+            .map(|(index, route)| RouteSpec {
+                host: route.host.clone(),
+                methods: route.methods,
+                path: route.path.clone(),
+                target: index,
+            })
+            .collect();
+        let Err(error) = RouteTable::build(specs) else {
+            return true;
+        };
+        for problem in &error.problems {
+            let (index, message) = match problem {
+                RouteProblem::Conflict {
+                    first,
+                    second,
+                    methods,
+                    ..
+                } => {
+                    let allowed: Vec<&str> = methods
+                        .iter()
+                        .map(|m| m.as_str().unwrap_or("extension methods"))
+                        .collect();
+                    (
+                        *second,
+                        format!(
+                            "matches the same host, path and methods ({}) as {:?} ({}): a request could match either",
+                            allowed.join(", "),
+                            &*routes[*first].name,
+                            format_args!("route[{}]", first + 1),
+                        ),
+                    )
+                }
+                RouteProblem::NoMethods { index } => (
+                    *index,
+                    "allows no method, so it can never match".to_string(),
+                ),
+                RouteProblem::InvalidHost { index, reason }
+                | RouteProblem::InvalidPath { index, reason } => (*index, (*reason).to_string()),
+                RouteProblem::TooManyRoutes { count } => (
+                    0,
+                    format!("{count} routes are more than a route table holds"),
+                ),
+            };
+            let span = items.get(index).map(Spanned::span);
+            self.report
+                .error(span, format!("route[{}]", index + 1), message);
+        }
+        false
     }
 
     fn route(

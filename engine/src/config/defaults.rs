@@ -2,7 +2,7 @@
 //!
 //! Defaults are chosen so that an operator coming from NGINX or Envoy is not surprised: where
 //! those two agree we follow them, where they differ we say which one we follow and why.
-//! `CONFIG-REFERENCE.md` at the repository root lists the same values for readers of the file.
+//! The configuration reference in `README.md` lists the same values for readers of the file.
 
 use std::time::Duration;
 

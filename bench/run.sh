@@ -193,7 +193,8 @@ pass+=(--coregate-bin "$coregate_bin")
 # 10,000 idle connections and wrk -c1024 need descriptors: as many as the hard limit allows.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-RUN_DIR="$BENCH_DIR/out/$(date -u +%Y%m%d-%H%M%S)$( ((smoke)) && echo -smoke)"
+RUN_DIR="$BENCH_DIR/out/$(date -u +%Y%m%d-%H%M%S)"
+if ((smoke)); then RUN_DIR+="-smoke"; fi
 mkdir -p "$RUN_DIR"
 ln -sfn "$(basename "$RUN_DIR")" "$BENCH_DIR/out/latest"
 pass+=(--run-dir "$RUN_DIR")

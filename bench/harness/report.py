@@ -141,7 +141,8 @@ def markdown(run_dir: Path) -> str:
                 f" | {f_int(t.median('idle', x, 'bytes_per_conn'))} |")
         lines.append("")
 
-    scen = [s for s in SCENARIO_TITLES if any(r.get("scenario") == s for r in t.rows)]
+    scen = [s for s in SCENARIO_TITLES
+            if any(r["phase"] == "throughput" and r.get("scenario") == s for r in t.rows)]
     if scen:
         lines += [
             "#### Throughput by scenario: median req/s (ratio to NGINX)",
@@ -182,6 +183,10 @@ def markdown(run_dir: Path) -> str:
                 + f" | {f_int(t.median('latency', x, 'achieved_rps'))}"
                 f" | {f_num(t.median('latency', x, 'proxy_cpu_us'), 1)} |")
         lines += ["", "Percentile distribution: `latency.svg`.", ""]
+        cal = t.median("calibration", BASELINE, "rps", scenario=HEADLINE)
+        if cal:
+            lines += [f"The fixed rate is half of {BASELINE}'s {f_int(cal)} req/s (wrk -t1 -c64 GET 5 B, "
+                      "measured for it since the throughput phase did not run).", ""]
 
     sc = t.targets("scaling")
     if sc:
@@ -220,7 +225,7 @@ def markdown(run_dir: Path) -> str:
     for x, why in meta.get("skipped", {}).items():
         notes.append(f"- {x}: skipped, {why.splitlines()[0]}")
     for x, why in meta.get("failed", {}).items():
-        notes.append(f"- {x}: FAILED, {why.splitlines()[0]}")
+        notes.append(f"- {x}: FAILED, {' '.join(why.split())[:400]}")
     errors: dict[tuple, int] = {}
     for r in t.rows:
         e = r.get("errors")

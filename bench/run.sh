@@ -80,72 +80,14 @@ while (($#)); do
 	shift
 done
 
-say() { printf '%s\n' "$*"; }
-
-RUN_DIR=""
-made_policy=0
-harness_pid=""
-
-# Ends the harness if it still runs, then any process group it recorded but could not stop
-# (it records "PGID STARTTIME NAME" per process it starts; STARTTIME guards against a reused
-# PID). Only those groups are signalled, nothing found by name.
-# shellcheck disable=SC2317  # invoked by the traps
-cleanup() {
-	local status=$?
-	trap - EXIT INT TERM
-	if [[ -n $harness_pid ]] && kill -0 "$harness_pid" 2>/dev/null; then
-		kill -TERM "$harness_pid" 2>/dev/null || true
-		wait "$harness_pid" 2>/dev/null || true
-	fi
-	local pgid start name stat rest fields left=()
-	if [[ -n $RUN_DIR && -s $RUN_DIR/pgids ]]; then
-		while read -r pgid start name; do
-			[[ -r /proc/$pgid/stat ]] || continue
-			stat=$(<"/proc/$pgid/stat")
-			rest=${stat##*) }
-			read -ra fields <<<"$rest"
-			[[ ${fields[19]:-} == "$start" ]] || continue
-			say "run.sh: stopping leftover $name (process group $pgid)" >&2
-			kill -TERM -- "-$pgid" 2>/dev/null || true
-			left+=("$pgid")
-		done <"$RUN_DIR/pgids"
-		if ((${#left[@]})); then
-			sleep 2
-			for pgid in "${left[@]}"; do kill -KILL -- "-$pgid" 2>/dev/null || true; done
-		fi
-	fi
-	if ((made_policy)); then $SUDO rm -f "$POLICY_RC"; fi
-	exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=bench/harness/common.sh
+. "$BENCH_DIR/harness/common.sh"
+guard
 
 # ---- tools ----------------------------------------------------------------------------------
 
 wants() { # wants PHASE: is the phase part of this run?
 	[[ -z $only || ",$only," == *",$1,"* ]]
-}
-
-SUDO=""
-if ((EUID != 0)) && command -v sudo >/dev/null; then SUDO=sudo; fi
-POLICY_RC=/usr/sbin/policy-rc.d
-
-apt_install() {
-	say "installing with apt: $*"
-	# Installing nginx or haproxy would start their system services; policy-rc.d forbids that
-	# for the duration of the install (removed again right after, and by the EXIT trap).
-	if [[ ! -e $POLICY_RC ]]; then
-		printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY_RC" >/dev/null
-		$SUDO chmod 755 "$POLICY_RC"
-		made_policy=1
-	fi
-	$SUDO apt-get update -qq
-	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
-	if ((made_policy)); then
-		$SUDO rm -f "$POLICY_RC"
-		made_policy=0
-	fi
 }
 
 install_tools() {
@@ -210,12 +152,7 @@ fi
 
 started=$(date +%s)
 say "run directory: $RUN_DIR"
-# In the background so that the traps above run at once on a signal (bash runs a trap only after
-# a foreground child returns).
-python3 "$BENCH_DIR/harness/bench.py" --command "$cmdline" "${pass[@]}" &
-harness_pid=$!
 status=0
-wait "$harness_pid" || status=$?
-harness_pid=""
+run_harness python3 "$BENCH_DIR/harness/bench.py" --command "$cmdline" "${pass[@]}" || status=$?
 say "run.sh: finished in $(($(date +%s) - started)) s, status $status; raw results in $RUN_DIR"
 exit "$status"

@@ -172,8 +172,10 @@ def coregate_missing(binary: Path) -> str | None:
     return None
 
 
-def start(spec: Spec, layout: Layout, run_dir: Path, registry: Registry, coregate_bin: Path) -> Running:
-    """Starts a target on its port, waits until it accepts connections and passes preflight."""
+def start(spec: Spec, layout: Layout, run_dir: Path, registry: Registry, coregate_bin: Path,
+          wrap: list[str] | None = None, start_timeout: float = 10.0) -> Running:
+    """Starts a target on its port, waits until it accepts connections and passes preflight.
+    `wrap` prefixes the proxy's command line (profile.py runs it under valgrind that way)."""
     port = layout.port(spec.name)
     if spec.kind == "direct":
         preflight(spec.name, layout.host, port)
@@ -208,10 +210,10 @@ def start(spec: Spec, layout: Layout, run_dir: Path, registry: Registry, coregat
             raise HarnessError(f"`coregate check --config {conf}` refused the config (status {rc}):\n"
                                f"{(err or out).strip()[-600:]}")
         argv = [str(coregate_bin), "run", "--config", str(conf)]
-    server = Server(spec.name, argv, log, registry)
+    server = Server(spec.name, [*(wrap or []), *argv], log, registry)
     server.start()
     try:
-        wait_listening(layout.host, port, server)
+        wait_listening(layout.host, port, server, start_timeout)
         preflight(spec.name, layout.host, port)
     except HarnessError as e:
         time.sleep(0.2)  # a server that refused its config may be exiting: say so if it did

@@ -59,6 +59,7 @@ class Run:
         self.skipped: dict[str, str] = {}   # target -> why it was not measured (not an error)
         self.failed: dict[str, str] = {}    # target -> what went wrong (an error)
         self.fixed_rate: int | None = opts.rate
+        self.started = datetime.now(timezone.utc)
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -269,7 +270,8 @@ class Run:
     def write_meta(self) -> None:
         o = self.o
         meta = {
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "date": self.started.strftime("%Y-%m-%d %H:%M UTC"),
+            "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": o.command or shlex.join(sys.argv),
             "machine": machine(),
             "versions": versions(o.coregate_bin),
@@ -345,11 +347,17 @@ def versions(coregate_bin: Path) -> dict:
         "oha": first(r"oha (\S+)", _cmd(["oha", "--version"])),
         "k6": first(r"k6 (v\S+)", _cmd(["k6", "version"])),
     }
+    if not coregate_bin.is_file():
+        v["coregate"] = "not built"
+        return v
+    v["coregate"] = first(r"coregate (\S+)", _cmd([str(coregate_bin), "--version"]))
     root = BENCH_DIR.parent
-    commit = _cmd(["git", "-C", str(root), "rev-parse", "--short", "HEAD"])
-    dirty = _cmd(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"])
-    v["coregate"] = (f"{commit}{' (uncommitted changes)' if dirty else ''}"
-                     if coregate_bin.is_file() else "not built")
+    if coregate_bin.resolve().is_relative_to(root.resolve()):
+        commit = _cmd(["git", "-C", str(root), "rev-parse", "--short", "HEAD"])
+        dirty = _cmd(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"])
+        v["coregate"] += f" built from {commit}{' with uncommitted changes' if dirty else ''}"
+    else:
+        v["coregate"] += f" ({coregate_bin})"
     return v
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import loads
 import report
-from procs import HarnessError, Registry, cpu_seconds, pss_kib, rss_kib, run_bounded, thread_cpu
+from procs import HarnessError, Registry, cpu_seconds, pss_kib, rss_kib, run_bounded
 from targets import (BASELINE, BENCH_DIR, EXTRA_TARGETS, TARGETS, Layout, Upstream,
                      coregate_missing, start)
 
@@ -350,7 +350,7 @@ def versions(coregate_bin: Path) -> dict:
     if not coregate_bin.is_file():
         v["coregate"] = "not built"
         return v
-    v["coregate"] = first(r"coregate (\S+)", _cmd([str(coregate_bin), "--version"]))
+    v["coregate"] = first(r"coregate (\S+)", _cmd([str(coregate_bin), "--version"])).replace("?", "(no --version)")
     root = BENCH_DIR.parent
     if coregate_bin.resolve().is_relative_to(root.resolve()):
         commit = _cmd(["git", "-C", str(root), "rev-parse", "--short", "HEAD"])
@@ -430,8 +430,6 @@ def main(argv: list[str]) -> int:
     out = report.write(o.run_dir, o.results)
     say("")
     say(out)
-    for t, why in run.skipped.items():
-        say(f"skipped {t}: {why}")
     for t, why in run.failed.items():
         say(f"FAILED {t}: {why}")
     return status

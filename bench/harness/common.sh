@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell helpers shared by bench/run.sh and bench/profile.sh (sourced, not run).
 #
 #   apt_install PKG...     apt-get install without starting any service the package ships

@@ -186,8 +186,8 @@ class Server:
         try:
             text = self.log.read_text(errors="replace").strip().splitlines()
         except OSError:
-            return ""
-        return "\n".join(text[-lines:])
+            text = []
+        return "\n".join(text[-lines:]) or "(it printed nothing)"
 
 
 def run_bounded(name: str, argv: list[str], registry: Registry, timeout: float,

@@ -1,0 +1,439 @@
+#!/usr/bin/env python3
+"""coregate side-by-side load harness (run it through bench/run.sh, which installs the tools,
+builds coregate and guards the run with an EXIT trap).
+
+Phases, each interleaving the targets and repeating the round (A B C D A B C D ...), every
+target started fresh for its slot so no idle proxy shares the box with the one measured:
+
+    throughput  wrk -t1 at saturation over the scenarios of loads.SCENARIOS; proxy and origin
+                CPU per request; proxy RSS/PSS after the slot
+    latency     oha at a fixed rate (half NGINX's get-5b-c64 median of this run), corrected for
+                coordinated omission: p50/p99/p99.9 and the percentile distribution
+    scaling     wrk -t1 GET 5 B at 1..1024 client connections: req/s and p99; coregate also
+                with one shard
+    idle        proxy memory per idle keep-alive client connection (idle_conns.py)
+    k6          k6 constant-arrival-rate run with p99/p99.9 thresholds
+
+Every raw measurement goes to RUN_DIR/results.jsonl as it is taken; report.py turns the file
+into the markdown tables and charts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import loads
+import report
+from procs import HarnessError, Registry, cpu_seconds, pss_kib, rss_kib, run_bounded
+from targets import (BASELINE, BENCH_DIR, EXTRA_TARGETS, TARGETS, Layout, Upstream,
+                     coregate_missing, start)
+
+PHASES = ("throughput", "latency", "scaling", "idle", "k6")
+SCALING_CONNS = (1, 16, 64, 256, 1024)
+SMOKE_SCALING_CONNS = (1, 256)
+
+
+class Run:
+    """One harness run: options, the shared origin, the results file, what failed."""
+
+    def __init__(self, opts: argparse.Namespace):
+        self.o = opts
+        self.run_dir: Path = opts.run_dir
+        self.registry = Registry(self.run_dir / "pgids")
+        self.layout = Layout(host="127.0.0.1", port_base=opts.port_base, workers=opts.workers,
+                             pin=not opts.no_pin, ncpu=os.cpu_count() or 1, nofile=nofile_limit())
+        self.results = (self.run_dir / "results.jsonl").open("a")
+        self.upstream = Upstream(self.layout, self.run_dir, self.registry)
+        self.skipped: dict[str, str] = {}   # target -> why it was not measured (not an error)
+        self.failed: dict[str, str] = {}    # target -> what went wrong (an error)
+        self.fixed_rate: int | None = opts.rate
+        self.started = datetime.now(timezone.utc)
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def record(self, phase: str, repeat: int, target: str, **fields) -> None:
+        row = {"phase": phase, "repeat": repeat, "target": target, **fields}
+        self.results.write(json.dumps(row) + "\n")
+        self.results.flush()
+
+    def url(self, target: str, path: str) -> str:
+        return f"http://{self.layout.host}:{self.layout.port(target)}{path}"
+
+    def usable(self, targets) -> list[str]:
+        return [t for t in targets if t not in self.skipped and t not in self.failed]
+
+    def slot(self, target: str):
+        """Starts `target` for one slot; returns the running target, or None if it failed."""
+        try:
+            return start(self.layout.spec(target), self.layout, self.run_dir, self.registry,
+                         self.o.coregate_bin)
+        except HarnessError as e:
+            self.failed[target] = str(e)
+            say(f"  {target}: FAILED to start: {e}")
+            return None
+
+    def warm_up(self, target: str) -> None:
+        if self.o.warmup:
+            loads.wrk(self.url(target, "/5b"), "get.lua", 64, self.o.warmup, self.registry,
+                      self.layout.loadgen_cpus)
+
+    def rounds(self, phase: str, targets, measure) -> None:
+        """Calls measure(repeat, target, running) for every slot of a phase: targets in turn,
+        the round repeated; each target started for its slot and stopped after it. A target
+        that fails is reported and left out of the rest of the run."""
+        for r in range(1, self.o.repeats + 1):
+            for t in self.usable(targets):
+                say(f"[{phase} {r}/{self.o.repeats}] {t}")
+                running = self.slot(t)
+                if running is None:
+                    continue
+                try:
+                    measure(r, t, running)
+                except HarnessError as e:
+                    self.failed[t] = f"{phase}: {e}"
+                    say(f"  {t}: FAILED: {e}")
+                finally:
+                    running.stop()
+
+    # -- phases -----------------------------------------------------------------------------
+
+    def throughput(self) -> None:
+        scenarios = [s for s in loads.SCENARIOS if not self.o.smoke or s.name in loads.SMOKE_SCENARIOS]
+
+        def measure(r: int, t: str, running) -> None:
+            self.warm_up(t)
+            for s in scenarios:
+                cpu0 = cpu_seconds(running.pgid), cpu_seconds(self.upstream.pgid)
+                res = loads.wrk(self.url(t, s.path), s.script, s.conns, self.o.duration,
+                                self.registry, self.layout.loadgen_cpus, s.args)
+                cpu1 = cpu_seconds(running.pgid), cpu_seconds(self.upstream.pgid)
+                n = max(res["requests"], 1)
+                proxy_us = None if cpu0[0] is None else (cpu1[0] - cpu0[0]) * 1e6 / n
+                origin_us = (cpu1[1] - cpu0[1]) * 1e6 / n
+                self.record("throughput", r, t, scenario=s.name, rps=res["rps"],
+                            requests=res["requests"], errors=res["errors"],
+                            proxy_cpu_us=proxy_us, origin_cpu_us=origin_us,
+                            latency_us=res["latency_us"])
+                say(f"  {s.name:<13} {res['rps']:>10,.0f} req/s"
+                    + (f"  proxy {proxy_us:6.2f} us/req" if proxy_us is not None else "")
+                    + f"  origin {origin_us:5.2f} us/req"
+                    + (f"  ERRORS {res['errors']}" if res["error_count"] else ""))
+            self.record("throughput", r, t, scenario="memory", rss_kib=rss_kib(running.pgid),
+                        pss_kib=pss_kib(running.pgid))
+
+        self.rounds("throughput", self.o.targets, measure)
+
+    def calibrate_rate(self) -> int | None:
+        """Half of NGINX's get-5b-c64 req/s: the median of this run's throughput phase, or a
+        dedicated measurement if that phase did not run for NGINX."""
+        rows = [row["rps"] for row in report.load(self.run_dir)
+                if row["phase"] == "throughput" and row["target"] == BASELINE
+                and row.get("scenario") == loads.HEADLINE]
+        if not rows:
+            say(f"[latency] measuring {BASELINE} max req/s to set the fixed rate")
+            running = self.slot(BASELINE)
+            if running is None:
+                return None
+            try:
+                self.warm_up(BASELINE)
+                rows = [loads.wrk(self.url(BASELINE, "/5b"), "get.lua", 64, self.o.duration,
+                                  self.registry, self.layout.loadgen_cpus)["rps"]]
+                self.record("calibration", 0, BASELINE, scenario=loads.HEADLINE, rps=rows[0])
+            finally:
+                running.stop()
+        return int(statistics.median(rows) / 2)
+
+    def latency(self) -> None:
+        if self.fixed_rate is None:
+            self.fixed_rate = self.calibrate_rate()
+        if not self.fixed_rate:
+            say("[latency] skipped: no NGINX figure to set the rate from (give --rate)")
+            return
+        say(f"[latency] fixed rate {self.fixed_rate} req/s, oha -c64 --latency-correction")
+
+        def measure(r: int, t: str, running) -> None:
+            self.warm_up(t)
+            db = self.run_dir / f"oha-{t}-{r}.sqlite"
+            cpu0 = cpu_seconds(running.pgid)
+            res = loads.oha(self.url(t, "/5b"), self.fixed_rate, 64, self.o.oha_duration, db,
+                            self.registry, self.layout.loadgen_cpus)
+            cpu1 = cpu_seconds(running.pgid)
+            res["proxy_cpu_us"] = None if cpu0 is None else (cpu1 - cpu0) * 1e6 / max(res["requests"], 1)
+            res["distribution"] = loads.latency_distribution(db)
+            db.unlink(missing_ok=True)
+            self.record("latency", r, t, **res)
+            say(f"  p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms  p99.9 {res['p99.9_ms']:.3f} ms"
+                f"  achieved {res['achieved_rps']:,.0f} req/s"
+                + (f"  ERRORS {res['errors']}" if res["errors"] else ""))
+
+        self.rounds("latency", self.o.targets, measure)
+
+    def scaling(self) -> None:
+        targets = list(self.o.targets)
+        if "coregate" in targets:
+            targets.insert(targets.index("coregate") + 1, "coregate-1shard")
+            if "coregate" in self.skipped:
+                self.skipped["coregate-1shard"] = self.skipped["coregate"]
+        levels = SMOKE_SCALING_CONNS if self.o.smoke else SCALING_CONNS
+
+        def measure(r: int, t: str, running) -> None:
+            self.warm_up(t)
+            for c in levels:
+                res = loads.wrk(self.url(t, "/5b"), "get.lua", c, self.o.duration, self.registry,
+                                self.layout.loadgen_cpus)
+                p99 = res["latency_us"]["p"]["99"] / 1000.0
+                self.record("scaling", r, t, conns=c, rps=res["rps"], p99_ms=p99, errors=res["errors"])
+                say(f"  c={c:<5} {res['rps']:>10,.0f} req/s  p99 {p99:8.3f} ms"
+                    + (f"  ERRORS {res['error_count']}" if res["error_count"] else ""))
+
+        self.rounds("scaling", targets, measure)
+
+    def idle(self) -> None:
+        conns = self.o.idle_conns
+        budget = self.layout.nofile - 300
+        if conns > budget:
+            say(f"[idle] open-file limit {self.layout.nofile} allows {budget} connections, not {conns}")
+            conns = budget
+
+        def measure(r: int, t: str, running) -> None:
+            self.warm_up(t)
+            argv = [sys.executable, str(Path(__file__).with_name("idle_conns.py")),
+                    "--addr", f"{self.layout.host}:{running.port}", "--pgid", str(running.pgid),
+                    "--conns", str(conns)]
+            rc, out, err = run_bounded("idle_conns", argv, self.registry, timeout=180,
+                                       cpus=self.layout.loadgen_cpus)
+            try:
+                res = json.loads(out.strip().splitlines()[-1])
+            except (IndexError, json.JSONDecodeError):
+                raise HarnessError(f"idle_conns exited {rc}: {err.strip()[-400:]}")
+            self.record("idle", r, t, **res)
+            say(f"  {res['open_at_measure']}/{conns} idle connections open, "
+                f"RSS {res['rss_before_kib'] / 1024:.1f} -> {res['rss_after_kib'] / 1024:.1f} MiB, "
+                f"{res['bytes_per_conn']} bytes/connection"
+                + ("" if rc == 0 else f"  (WARNING: {res['failed']} failed or closed)"))
+
+        self.rounds("idle", [t for t in self.o.targets if t != "direct"], measure)
+
+    def k6(self) -> None:
+        o = self.o
+        say(f"[k6] constant-rate.js at {o.k6_rate} req/s, thresholds p99<{o.k6_p99} ms, p99.9<{o.k6_p999} ms")
+
+        def measure(r: int, t: str, running) -> None:
+            res = loads.k6("constant-rate.js", self.url(t, ""), o.k6_rate, o.oha_duration, o.k6_p99,
+                           o.k6_p999, self.run_dir / f"k6-{t}-{r}.json", self.registry,
+                           self.layout.loadgen_cpus)
+            self.record("k6", r, t, **res)
+            say(f"  p99 {res['p99_ms']:.3f} ms  p99.9 {res['p99.9_ms']:.3f} ms  "
+                f"{res['achieved_rps']:,.0f} req/s  thresholds {'passed' if res['passed'] else 'FAILED'}")
+
+        self.rounds("k6", o.targets, measure)
+
+    # -- the whole run ----------------------------------------------------------------------
+
+    def execute(self) -> int:
+        o = self.o
+        for t in o.targets:
+            if t.startswith("coregate"):
+                missing = coregate_missing(o.coregate_bin)
+                if missing:
+                    self.skipped[t] = missing
+        for t, why in self.skipped.items():
+            say(f"skipping {t}: {why}")
+        self.write_meta()
+        self.upstream.start()
+        try:
+            for phase in o.only:
+                if not tools_for(phase):
+                    say(f"[{phase}] skipped: {', '.join(missing_tools(phase))} not installed")
+                    continue
+                started = time.monotonic()
+                getattr(self, phase)()
+                say(f"[{phase}] done in {time.monotonic() - started:.0f} s")
+        finally:
+            self.upstream.stop()
+            self.results.close()
+        self.write_meta()
+        return 1 if self.failed else 0
+
+    def write_meta(self) -> None:
+        o = self.o
+        meta = {
+            "date": self.started.strftime("%Y-%m-%d %H:%M UTC"),
+            "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": o.command or shlex.join(sys.argv),
+            "machine": machine(),
+            "versions": versions(o.coregate_bin),
+            "targets": o.targets,
+            "phases": o.only,
+            "repeats": o.repeats,
+            "duration_s": o.duration,
+            "oha_duration_s": o.oha_duration,
+            "smoke": o.smoke,
+            "workers": self.layout.workers,
+            "pinned": self.layout.pin,
+            "loadgen_cpus": self.layout.loadgen_cpus,
+            "upstream_cpus": self.layout.upstream_cpus,
+            "nofile": self.layout.nofile,
+            "fixed_rate": self.fixed_rate,
+            "idle_conns": o.idle_conns,
+            "k6": {"rate": o.k6_rate, "p99_ms": o.k6_p99, "p999_ms": o.k6_p999},
+            "skipped": self.skipped,
+            "failed": self.failed,
+        }
+        (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+# -- environment ------------------------------------------------------------------------------
+
+TOOLS = {"throughput": ["wrk"], "latency": ["wrk", "oha"], "scaling": ["wrk"], "idle": ["wrk"],
+         "k6": ["k6"]}
+
+
+def missing_tools(phase: str) -> list[str]:
+    from shutil import which
+    return [t for t in TOOLS[phase] if which(t) is None]
+
+
+def tools_for(phase: str) -> bool:
+    return not missing_tools(phase)
+
+
+def nofile_limit() -> int:
+    import resource
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _cmd(argv: list[str]) -> str:
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (p.stdout + p.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def machine() -> dict:
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), platform.processor() or "unknown")
+    mem = next((int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines()
+                if l.startswith("MemTotal:")), 0)
+    distro = ""
+    if Path("/etc/os-release").is_file():
+        m = re.search(r'^PRETTY_NAME="?([^"\n]*)', Path("/etc/os-release").read_text(), re.M)
+        distro = m.group(1) if m else ""
+    return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+            "os": distro, "mem_gib": round(mem / 1024 / 1024, 1)}
+
+
+def versions(coregate_bin: Path) -> dict:
+    def first(pattern: str, text: str) -> str:
+        m = re.search(pattern, text)
+        return m.group(1) if m else "?"
+    v = {
+        "nginx": first(r"nginx/(\S+)", _cmd(["nginx", "-v"])),
+        "haproxy": first(r"version (\S+)", _cmd(["haproxy", "-v"])),
+        "wrk": first(r"wrk (\S+)", _cmd(["wrk", "-v"])),
+        "oha": first(r"oha (\S+)", _cmd(["oha", "--version"])),
+        "k6": first(r"k6 (v\S+)", _cmd(["k6", "version"])),
+    }
+    if not coregate_bin.is_file():
+        v["coregate"] = "not built"
+        return v
+    v["coregate"] = first(r"coregate (\S+)", _cmd([str(coregate_bin), "--version"])).replace("?", "(no --version)")
+    root = BENCH_DIR.parent
+    if coregate_bin.resolve().is_relative_to(root.resolve()):
+        commit = _cmd(["git", "-C", str(root), "rev-parse", "--short", "HEAD"])
+        dirty = _cmd(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"])
+        v["coregate"] += f" built from {commit}{' with uncommitted changes' if dirty else ''}"
+    else:
+        v["coregate"] += f" ({coregate_bin})"
+    return v
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="bench/run.sh", description="coregate vs NGINX/HAProxy load harness")
+    ap.add_argument("--run-dir", type=Path, required=True, help="where configs, logs, raw results go")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a few seconds per target, 1 repeat, fewer scenarios (CI)")
+    ap.add_argument("--repeats", type=int, help="rounds of every phase (default 3; smoke 1)")
+    ap.add_argument("--duration", type=int, help="seconds per wrk measurement (default 10; smoke 1)")
+    ap.add_argument("--targets", default=",".join(TARGETS), help=f"comma list of {', '.join(TARGETS)}")
+    ap.add_argument("--only", default=",".join(PHASES), help=f"comma list of {', '.join(PHASES)}")
+    ap.add_argument("--rate", type=int, help="fixed rate of the latency phase (default: half NGINX's max)")
+    ap.add_argument("--workers", type=int, help="shards / workers / threads of each proxy (default nproc)")
+    ap.add_argument("--port-base", type=int, default=int(os.environ.get("BENCH_PORT_BASE", 28000)),
+                    help="origin on this port, proxies on the next ones (default 28000)")
+    ap.add_argument("--no-pin", action="store_true", help="leave peers, origin and load generator unpinned")
+    ap.add_argument("--idle-conns", type=int, help="idle connections of the idle phase (default 10000; smoke 1000)")
+    ap.add_argument("--coregate-bin", type=Path,
+                    default=Path(os.environ.get("COREGATE_BIN", BENCH_DIR.parent / "target/release/coregate")))
+    ap.add_argument("--results", type=Path, help="markdown file to update between the harness markers")
+    ap.add_argument("--command", help=argparse.SUPPRESS)  # the command line as the user typed it
+    o = ap.parse_args(argv)
+
+    o.targets = [t for t in o.targets.split(",") if t]
+    bad = [t for t in o.targets if t not in TARGETS + EXTRA_TARGETS]
+    if bad:
+        ap.error(f"unknown target(s) {', '.join(bad)}; choose from {', '.join(TARGETS)}")
+    o.only = [p for p in o.only.split(",") if p]
+    bad = [p for p in o.only if p not in PHASES]
+    if bad:
+        ap.error(f"unknown phase(s) {', '.join(bad)}; choose from {', '.join(PHASES)}")
+    o.only = [p for p in PHASES if p in o.only]  # always in dependency order
+    o.repeats = o.repeats or (1 if o.smoke else 3)
+    o.duration = o.duration or (1 if o.smoke else 10)
+    o.oha_duration = 2 if o.smoke else o.duration
+    o.warmup = 0 if o.smoke else 2
+    o.idle_conns = o.idle_conns or (1000 if o.smoke else 10000)
+    o.workers = o.workers or os.cpu_count() or 1
+    o.k6_rate = int(os.environ.get("K6_RATE", 1000))
+    o.k6_p99 = float(os.environ.get("K6_P99_MS", 50))
+    o.k6_p999 = float(os.environ.get("K6_P999_MS", 100))
+    if o.repeats < 1 or o.duration < 1 or o.workers < 1:
+        ap.error("--repeats, --duration and --workers must be at least 1")
+    return o
+
+
+def _interrupt(signum, frame):
+    """run.sh's trap sends SIGTERM: unwind like Ctrl-C so every `finally` stops its process."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str]) -> int:
+    o = parse_args(argv)
+    o.run_dir.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    run = Run(o)
+    try:
+        status = run.execute()
+    except KeyboardInterrupt:
+        say("interrupted: stopping everything started")
+        return 130
+    except HarnessError as e:
+        say(f"error: {e}")
+        return 1
+    out = report.write(o.run_dir, o.results)
+    say("")
+    say(out)
+    for t, why in run.failed.items():
+        say(f"FAILED {t}: {why}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,269 @@
+"""The targets a run compares, how each is configured and started, and the check it must pass.
+
+    direct            the origin hit directly: the ceiling of the box, no proxy
+    coregate          coregate, io = "uring" (its completion-based io_uring path)
+    coregate-glommio  coregate, io = "glommio" (glommio's own TcpStream)
+    nginx             NGINX as a reverse proxy
+    haproxy           HAProxy as a reverse proxy
+    coregate-1shard   coregate, io = "uring", one shard (scaling curves only)
+
+Every proxy forwards one route ("/") to the same origin, an NGINX with one worker. Configs are
+rendered from bench/conf/ into the run directory; each proxy is started fresh for its slot of a
+phase and must pass `preflight` before anything is measured.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from procs import HarnessError, Registry, Server, port_in_use, run_bounded, wait_listening
+
+BENCH_DIR = Path(__file__).resolve().parent.parent
+CONF_DIR = BENCH_DIR / "conf"
+
+TARGETS = ("direct", "coregate", "coregate-glommio", "nginx", "haproxy")
+EXTRA_TARGETS = ("coregate-1shard",)
+BASELINE = "nginx"  # ratios are against NGINX measured in the same run
+
+# Port of each listener: port_base + offset.
+PORT_OFFSETS = {"upstream": 0, "coregate": 1, "coregate-glommio": 2, "nginx": 3, "haproxy": 4,
+                "coregate-1shard": 5}
+
+# The origin's fixed bodies: path -> length. /post answers "done\n" to any POST.
+BODY_SIZES = {"/5b": 5, "/64b": 64, "/1k": 1024, "/16k": 16384}
+POST_REPLY = b"done\n"
+
+
+def body(n: int) -> str:
+    """A deterministic body of n printable bytes, safe inside an NGINX quoted string."""
+    unit = "coregate-benchmark-body-0123456789-"
+    return (unit * (n // len(unit) + 1))[:n]
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    kind: str          # "direct", "nginx", "haproxy" or "coregate"
+    io: str | None     # coregate's io mechanism
+    shards: int
+
+
+@dataclass
+class Layout:
+    """Where everything runs: addresses, worker counts, CPU placement, fd budget."""
+
+    host: str
+    port_base: int
+    workers: int           # shards of coregate = workers of NGINX = threads of HAProxy
+    pin: bool
+    ncpu: int
+    nofile: int            # open-file limit every server runs with
+
+    def port(self, name: str) -> int:
+        return self.port_base + PORT_OFFSETS["upstream" if name == "direct" else name]
+
+    @property
+    def loadgen_cpus(self) -> str | None:
+        """The load generator runs on CPU 0 ..."""
+        return "0" if self.pin else None
+
+    @property
+    def upstream_cpus(self) -> str | None:
+        """... and the origin on the last CPU: each core then holds one proxy worker plus one of
+        the two. Unpinned with --no-pin."""
+        return str(self.ncpu - 1) if self.pin else None
+
+    def spec(self, name: str) -> Spec:
+        if name == "direct":
+            return Spec(name, "direct", None, 0)
+        if name in ("nginx", "haproxy"):
+            return Spec(name, name, None, self.workers)
+        if name == "coregate":
+            return Spec(name, "coregate", "uring", self.workers)
+        if name == "coregate-glommio":
+            return Spec(name, "coregate", "glommio", self.workers)
+        if name == "coregate-1shard":
+            return Spec(name, "coregate", "uring", 1)
+        raise HarnessError(f"unknown target {name!r}")
+
+
+def render(template: Path, out: Path, values: dict[str, object]) -> Path:
+    text = template.read_text()
+    for key, value in values.items():
+        text = text.replace(f"@@{key}@@", str(value))
+    left = re.findall(r"@@[A-Z0-9_]+@@", text)
+    if left:
+        raise HarnessError(f"{template}: placeholders left unfilled: {', '.join(sorted(set(left)))}")
+    out.write_text(text)
+    return out
+
+
+def _common(layout: Layout, run_dir: Path) -> dict[str, object]:
+    return {
+        "RUN_DIR": run_dir,
+        "NOFILE": layout.nofile,
+        # Two descriptors per proxied connection (client + upstream), some to spare.
+        "WORKER_CONNECTIONS": max(1024, layout.nofile - 256),
+        "UPSTREAM_ADDR": f"{layout.host}:{layout.port('upstream')}",
+        "WORKERS": layout.workers,
+        "CPU_LIST": f"0-{layout.workers - 1}" if layout.workers > 1 else "0",
+    }
+
+
+class Upstream:
+    """The origin NGINX: started once per run, shared by every target."""
+
+    def __init__(self, layout: Layout, run_dir: Path, registry: Registry):
+        self.layout, self.run_dir, self.registry = layout, run_dir, registry
+        self.server: Server | None = None
+
+    def start(self) -> None:
+        port = self.layout.port("upstream")
+        if port_in_use(self.layout.host, port):
+            raise HarnessError(f"{self.layout.host}:{port} (origin) is already in use: pick another --port-base")
+        docroot = self.run_dir / "docroot"
+        docroot.mkdir(exist_ok=True)
+        (docroot / "16k").write_text(body(16384))
+        for d in ("upstream-body",):
+            (self.run_dir / d).mkdir(exist_ok=True)
+        conf = render(CONF_DIR / "upstream.nginx.conf", self.run_dir / "upstream.nginx.conf",
+                      {**_common(self.layout, self.run_dir), "DOCROOT": docroot,
+                       "BODY_64": body(64), "BODY_1K": body(1024)})
+        self.server = Server("upstream", ["nginx", "-c", str(conf), "-p", str(self.run_dir)],
+                             self.run_dir / "upstream.log", self.registry,
+                             cpus=self.layout.upstream_cpus)
+        self.server.start()
+        wait_listening(self.layout.host, port, self.server)
+        preflight("origin", self.layout.host, port)
+
+    @property
+    def pgid(self) -> int | None:
+        return self.server.pgid if self.server else None
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.stop()
+
+
+class Running:
+    """A started target. `pgid` is the proxy's process group (None for `direct`)."""
+
+    def __init__(self, spec: Spec, port: int, server: Server | None):
+        self.spec, self.port, self.server = spec, port, server
+
+    @property
+    def pgid(self) -> int | None:
+        return self.server.pgid if self.server else None
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.stop()
+
+
+def coregate_missing(binary: Path) -> str | None:
+    if not binary.is_file() or not os.access(binary, os.X_OK):
+        return (f"binary not found at {binary} (build it with `cargo build --release -p "
+                f"coregate-bins`, or point --coregate-bin at one)")
+    return None
+
+
+def start(spec: Spec, layout: Layout, run_dir: Path, registry: Registry, coregate_bin: Path,
+          wrap: list[str] | None = None, start_timeout: float = 10.0) -> Running:
+    """Starts a target on its port, waits until it accepts connections and passes preflight.
+    `wrap` prefixes the proxy's command line (profile.py runs it under valgrind that way)."""
+    port = layout.port(spec.name)
+    if spec.kind == "direct":
+        preflight(spec.name, layout.host, port)
+        return Running(spec, port, None)
+    if port_in_use(layout.host, port):
+        raise HarnessError(f"{layout.host}:{port} ({spec.name}) is already in use: pick another --port-base")
+    values = {**_common(layout, run_dir), "LISTEN_ADDR": f"{layout.host}:{port}"}
+    log = run_dir / f"{spec.name}.log"
+    if spec.kind == "nginx":
+        for d in ("nginx-body", "nginx-proxy"):
+            (run_dir / d).mkdir(exist_ok=True)
+        values["AFFINITY"] = ("worker_cpu_affinity auto;" if layout.pin
+                              else "# worker_cpu_affinity: not pinned (--no-pin)")
+        conf = render(CONF_DIR / "nginx.conf", run_dir / "nginx.conf", values)
+        argv = ["nginx", "-c", str(conf), "-p", str(run_dir)]
+    elif spec.kind == "haproxy":
+        values["AFFINITY"] = (f"cpu-map auto:1/1-{layout.workers} {values['CPU_LIST']}" if layout.pin
+                              else "# cpu-map: not pinned (--no-pin)")
+        values["MAXCONN"] = max(1024, layout.nofile - 512)
+        conf = render(CONF_DIR / "haproxy.cfg", run_dir / "haproxy.cfg", values)
+        argv = ["haproxy", "-db", "-f", str(conf)]
+    else:
+        missing = coregate_missing(coregate_bin)
+        if missing:
+            raise HarnessError(missing)
+        values["IO"] = spec.io
+        values["CORES"] = f"0-{spec.shards - 1}" if spec.shards > 1 else "0"
+        conf = render(CONF_DIR / "coregate.toml", run_dir / f"{spec.name}.toml", values)
+        rc, out, err = run_bounded(f"{spec.name}-check", [str(coregate_bin), "check", "--config", str(conf)],
+                                   registry, timeout=30)
+        if rc != 0:
+            raise HarnessError(f"`coregate check --config {conf}` refused the config (status {rc}):\n"
+                               f"{(err or out).strip()[-600:]}")
+        argv = [str(coregate_bin), "run", "--config", str(conf)]
+    server = Server(spec.name, [*(wrap or []), *argv], log, registry)
+    server.start()
+    try:
+        wait_listening(layout.host, port, server, start_timeout)
+        preflight(spec.name, layout.host, port)
+    except HarnessError as e:
+        time.sleep(0.2)  # a server that refused its config may be exiting: say so if it did
+        status = server.exit_status()
+        server.stop()
+        if status is not None:
+            raise HarnessError(f"{spec.name} exited with status {status} (log {log}):\n"
+                               f"{server.log_tail()}") from e
+        raise
+    except BaseException:
+        server.stop()
+        raise
+    return Running(spec, port, server)
+
+
+def preflight(name: str, host: str, port: int) -> None:
+    """What every target must answer before it is measured, on one keep-alive connection:
+    each fixed body with its exact length, a 64 KiB POST, then a GET after that POST."""
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+
+    def exchange(method: str, path: str, payload: bytes | None = None) -> bytes:
+        headers = {"Content-Type": "application/octet-stream"} if payload is not None else {}
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise HarnessError(f"{name}: {method} {path} failed: {e!r}") from e
+        if resp.status != 200:
+            raise HarnessError(f"{name}: {method} {path} answered {resp.status} {resp.reason}")
+        if resp.will_close:
+            raise HarnessError(f"{name}: {method} {path} closed the keep-alive connection")
+        return data
+
+    try:
+        for path, size in BODY_SIZES.items():
+            data = exchange("GET", path)
+            expected = b"hello" if path == "/5b" else body(size).encode()
+            if data != expected:
+                raise HarnessError(f"{name}: GET {path} returned {len(data)} bytes, not the expected {size}")
+        sock = conn.sock
+        if exchange("POST", "/post", b"x" * 65536) != POST_REPLY:
+            raise HarnessError(f"{name}: POST /post (64 KiB) did not return {POST_REPLY!r}")
+        if exchange("GET", "/5b") != b"hello" or conn.sock is not sock:
+            raise HarnessError(f"{name}: GET after a 64 KiB POST did not reuse the connection")
+    finally:
+        conn.close()
+
+
+def taken_ports(layout: Layout, names) -> list[str]:
+    """Listeners of `names` already taken by something else on this host."""
+    return [f"{n} {layout.host}:{layout.port(n)}" for n in names
+            if n != "direct" and port_in_use(layout.host, layout.port(n))]

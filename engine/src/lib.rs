@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod event;
+pub mod frame;
 pub mod http1;
 pub mod io;
 pub mod listener;

@@ -15,6 +15,7 @@ use slab::Slab;
 
 use crate::config::{Config, HeaderEdits, RouteAction};
 use crate::event::LocalEvent;
+use crate::frame::FramePool;
 use crate::http1::{self, Field};
 use crate::io::IoShard;
 use crate::metrics::ShardMetrics;
@@ -139,6 +140,7 @@ pub struct Shard {
     pools: RefCell<Pools>,
     pub metrics: ShardMetrics,
     scratch: RefCell<Scratch>,
+    frames: Rc<FramePool>,
     connections: RefCell<Slab<ConnEntry>>,
     max_connections: Cell<usize>,
     draining: LocalEvent,
@@ -161,6 +163,7 @@ impl Shard {
             pools: RefCell::new(pools),
             metrics: ShardMetrics::default(),
             scratch: RefCell::new(scratch),
+            frames: Rc::new(FramePool::new()),
             connections: RefCell::new(Slab::with_capacity(1024)),
             draining: LocalEvent::default(),
             request_id_seed: random_seed() ^ (index as u64).rotate_left(56),
@@ -175,6 +178,11 @@ impl Shard {
 
     pub fn scratch(&self) -> RefMut<'_, Scratch> {
         self.scratch.borrow_mut()
+    }
+
+    /// Memory for the futures of exchanges in progress (see [`crate::frame`]).
+    pub fn frames(&self) -> &Rc<FramePool> {
+        &self.frames
     }
 
     pub fn pools(&self) -> Ref<'_, Pools> {

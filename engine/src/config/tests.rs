@@ -1244,8 +1244,9 @@ fn the_reference_error_example_is_what_quickstart_gives() {
     let text = text.replace("upstream = \"demo\"", "upstream = \"demoo\"");
     let errors = Config::parse(&text, "quickstart.toml").unwrap_err();
     // The README quotes this exact line; keep the two in step.
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-        .expect("README is readable");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README is readable");
     let quoted = readme
         .lines()
         .find(|line| line.starts_with("quickstart.toml:"))

@@ -152,7 +152,7 @@ impl IoShard {
                     fd: socket::release(fd),
                 }
             }
-            None => ConnKind::Glommio(glommio_net::connect(addr, deadline).await?),
+            None => ConnKind::Glommio(Box::new(glommio_net::connect(addr, deadline).await?)),
         };
         Ok(Conn {
             shard: self.clone(),
@@ -248,7 +248,7 @@ impl Listener {
                 let (stream, peer) = glommio_net::accept(listener).await?;
                 Ok(Conn {
                     shard: self.shard.clone(),
-                    kind: ConnKind::Glommio(stream),
+                    kind: ConnKind::Glommio(Box::new(stream)),
                     peer,
                 })
             }
@@ -285,8 +285,11 @@ pub struct Conn {
 }
 
 enum ConnKind {
-    Uring { fd: RawFd },
-    Glommio(glommio::net::TcpStream),
+    Uring {
+        fd: RawFd,
+    },
+    /// Boxed: glommio's stream is large, and a connection's size is what an idle client costs.
+    Glommio(Box<glommio::net::TcpStream>),
 }
 
 impl Conn {

@@ -82,44 +82,52 @@ enum State {
 /// One operation's state and the memory the kernel may read or write while it runs.
 pub(crate) struct Slot {
     state: State,
-    waker: Option<Waker>,
-    res: i32,
-    flags: u32,
-    deadline: Option<Instant>,
     cancel_sent: bool,
     timed_out: bool,
+    multishot: bool,
+    res: i32,
+    waker: Option<Waker>,
+    deadline: Option<Instant>,
     /// Buffers owned by the operation (receive target, send parts).
     bufs: [Option<Buf>; MAX_PARTS],
-    iov: [libc::iovec; MAX_PARTS],
-    msg: libc::msghdr,
-    addr: libc::sockaddr_storage,
-    timespec: types::Timespec,
-    word: u64,
+    /// Memory the kernel reads or writes for this kind of operation.
+    memory: OpMemory,
     /// Results of a multishot operation not yet taken (accepted sockets).
-    queue: VecDeque<i32>,
-    multishot: bool,
+    queue: Option<Box<VecDeque<i32>>>,
+}
+
+/// The per-kind memory of an operation. Its variant is set before submission and not changed
+/// until the final completion, so the pointers the kernel holds stay valid.
+enum OpMemory {
+    None,
+    Send {
+        iov: [libc::iovec; MAX_PARTS],
+        msg: libc::msghdr,
+    },
+    /// Large enough for IPv4 and IPv6 addresses.
+    Connect(libc::sockaddr_in6),
+    Timeout(types::Timespec),
+    Word(u64),
 }
 
 impl Slot {
     fn new() -> Slot {
         Slot {
             state: State::Free,
-            waker: None,
-            res: 0,
-            flags: 0,
-            deadline: None,
             cancel_sent: false,
             timed_out: false,
-            bufs: Default::default(),
-            // SAFETY: all-zero is a valid value for these plain C structs.
-            iov: unsafe { std::mem::zeroed() },
-            msg: unsafe { std::mem::zeroed() },
-            addr: unsafe { std::mem::zeroed() },
-            timespec: types::Timespec::new(),
-            word: 0,
-            queue: VecDeque::new(),
             multishot: false,
+            res: 0,
+            waker: None,
+            deadline: None,
+            bufs: Default::default(),
+            memory: OpMemory::None,
+            queue: None,
         }
+    }
+
+    fn queue(&mut self) -> &mut VecDeque<i32> {
+        self.queue.get_or_insert_with(Default::default)
     }
 }
 
@@ -162,6 +170,7 @@ impl Slots {
         slot.timed_out = false;
         slot.multishot = false;
         slot.bufs = Default::default();
+        slot.memory = OpMemory::None;
         self.in_flight -= 1;
         self.free.push(id);
     }
@@ -327,7 +336,6 @@ impl Ring {
             slot.state = State::InFlight;
             slot.deadline = deadline;
             slot.res = 0;
-            slot.flags = 0;
             prepare(slot).user_data(id as u64)
         };
         self.push(&entry);
@@ -464,7 +472,7 @@ impl Ring {
                     }
                 }
                 _ => {
-                    slot.queue.push_back(res);
+                    slot.queue().push_back(res);
                     if !more {
                         slot.state = State::Done;
                         slot.res = res;
@@ -479,7 +487,6 @@ impl Ring {
         match slot.state {
             State::InFlight => {
                 slot.res = res;
-                slot.flags = flags;
                 slot.state = State::Done;
                 if let Some(buf) = provided {
                     slot.bufs[0] = Some(buf);
@@ -573,7 +580,10 @@ impl Ring {
             res: slot.res,
             timed_out: slot.timed_out && slot.res == -libc::ECANCELED,
             bufs: std::mem::take(&mut slot.bufs),
-            word: slot.word,
+            word: match slot.memory {
+                OpMemory::Word(word) => word,
+                _ => 0,
+            },
         };
         slots.release(id);
         Poll::Ready(completion)
@@ -587,7 +597,7 @@ impl Ring {
                 State::Done => {
                     // Completed but never collected: nothing in the kernel any more.
                     if slot.multishot {
-                        for fd in slot.queue.drain(..) {
+                        for fd in slot.queue().drain(..) {
                             if fd >= 0 {
                                 // SAFETY: accepted descriptors nobody took.
                                 unsafe { libc::close(fd) };
@@ -601,7 +611,7 @@ impl Ring {
                     slot.state = State::Orphaned;
                     slot.waker = None;
                     if slot.multishot {
-                        for fd in slot.queue.drain(..) {
+                        for fd in slot.queue().drain(..) {
                             if fd >= 0 {
                                 // SAFETY: as above.
                                 unsafe { libc::close(fd) };
@@ -660,12 +670,20 @@ impl Ring {
         deadline: Option<Instant>,
     ) -> Op<'_> {
         self.start(deadline, move |slot| {
+            // SAFETY: all-zero is a valid value for these plain C structs.
+            slot.memory = OpMemory::Send {
+                iov: unsafe { std::mem::zeroed() },
+                msg: unsafe { std::mem::zeroed() },
+            };
+            let OpMemory::Send { iov, msg } = &mut slot.memory else {
+                unreachable!("just set")
+            };
             let mut count = 0;
             for (index, entry) in parts.iter_mut().enumerate() {
                 let Some(part) = entry.take_if(|part| part.end > part.start) else {
                     continue;
                 };
-                slot.iov[count] = libc::iovec {
+                iov[count] = libc::iovec {
                     // SAFETY: start < end <= capacity, so the range is inside the buffer.
                     iov_base: unsafe { part.buf.as_ptr().add(part.start as usize) }
                         as *mut libc::c_void,
@@ -674,11 +692,9 @@ impl Ring {
                 slot.bufs[index] = Some(part.buf);
                 count += 1;
             }
-            // SAFETY: zeroed msghdr is valid; the iovec array lives in the slot.
-            slot.msg = unsafe { std::mem::zeroed() };
-            slot.msg.msg_iov = slot.iov.as_mut_ptr();
-            slot.msg.msg_iovlen = count as _;
-            opcode::SendMsg::new(types::Fd(fd), &slot.msg as *const libc::msghdr)
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = count as _;
+            opcode::SendMsg::new(types::Fd(fd), msg as *const libc::msghdr)
                 .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
                 .build()
         })
@@ -692,18 +708,24 @@ impl Ring {
         deadline: Option<Instant>,
     ) -> Op<'_> {
         self.start(deadline, move |slot| {
-            // SAFETY: copying `len` bytes of a valid sockaddr into storage large enough for any.
+            // SAFETY: all-zero is a valid sockaddr_in6.
+            slot.memory = OpMemory::Connect(unsafe { std::mem::zeroed() });
+            let OpMemory::Connect(storage) = &mut slot.memory else {
+                unreachable!("just set")
+            };
+            let len = (addr.len() as usize).min(std::mem::size_of::<libc::sockaddr_in6>());
+            // SAFETY: copying at most the storage's size of a valid IPv4 or IPv6 sockaddr.
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     addr.as_ptr() as *const u8,
-                    &mut slot.addr as *mut libc::sockaddr_storage as *mut u8,
-                    addr.len() as usize,
+                    storage as *mut libc::sockaddr_in6 as *mut u8,
+                    len,
                 );
             }
             opcode::Connect::new(
                 types::Fd(fd),
-                &slot.addr as *const _ as *const libc::sockaddr,
-                addr.len(),
+                storage as *const _ as *const libc::sockaddr,
+                len as u32,
             )
             .build()
         })
@@ -712,16 +734,22 @@ impl Ring {
     /// Sleeps for `duration` (a ring timeout; no timer allocation).
     pub(crate) fn sleep(&self, duration: Duration) -> Op<'_> {
         self.start(None, move |slot| {
-            slot.timespec = types::Timespec::from(duration);
-            opcode::Timeout::new(&slot.timespec as *const types::Timespec).build()
+            slot.memory = OpMemory::Timeout(types::Timespec::from(duration));
+            let OpMemory::Timeout(timespec) = &slot.memory else {
+                unreachable!("just set")
+            };
+            opcode::Timeout::new(timespec as *const types::Timespec).build()
         })
     }
 
     /// Reads one 8-byte counter from an eventfd.
     pub(crate) fn read_eventfd(&self, fd: RawFd) -> Op<'_> {
         self.start(None, move |slot| {
-            slot.word = 0;
-            opcode::Read::new(types::Fd(fd), &mut slot.word as *mut u64 as *mut u8, 8).build()
+            slot.memory = OpMemory::Word(0);
+            let OpMemory::Word(word) = &mut slot.memory else {
+                unreachable!("just set")
+            };
+            opcode::Read::new(types::Fd(fd), word as *mut u64 as *mut u8, 8).build()
         })
     }
 
@@ -729,7 +757,7 @@ impl Ring {
     pub(crate) fn accept_multi(&self, fd: RawFd) -> u32 {
         let op = self.start(None, move |slot| {
             slot.multishot = true;
-            slot.queue.clear();
+            slot.queue().clear();
             opcode::AcceptMulti::new(types::Fd(fd))
                 .flags(libc::SOCK_CLOEXEC)
                 .build()
@@ -744,7 +772,7 @@ impl Ring {
     pub(crate) fn poll_accepted(&self, id: u32, cx: &mut Context<'_>) -> Poll<Option<i32>> {
         let mut slots = self.slots.borrow_mut();
         let slot = slots.get(id);
-        if let Some(res) = slot.queue.pop_front() {
+        if let Some(res) = slot.queue().pop_front() {
             return Poll::Ready(Some(res));
         }
         if slot.state == State::Done {
@@ -886,5 +914,19 @@ impl<F: Future> Future for Tracked<F> {
         let result = inner.poll(cx);
         IN_TASK.with(|flag| flag.set(outer));
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every idle connection keeps one receive in flight, so a slot is part of what an idle
+    /// connection costs (see the idle-memory figures in bench/RESULTS.md).
+    #[test]
+    fn a_slot_stays_small() {
+        assert!(
+            std::mem::size_of::<super::Slot>() <= 256,
+            "{}",
+            std::mem::size_of::<super::Slot>()
+        );
     }
 }

@@ -31,6 +31,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::Instant;
 
+use crate::frame::in_frame;
 use crate::http1::{
     self, CONTINUE_100, ChunkedDecoder, HeadScanner, Method, Parsed, RequestBody, RequestHead,
     ResponseBody, TargetForm, Version,
@@ -55,8 +56,13 @@ pub enum Step {
 }
 
 /// Serves one client connection until it closes.
+///
+/// While the connection idles between requests, this task holds only the [`Session`] and a
+/// pending receive; each exchange runs in a frame from the shard's pool (see [`crate::frame`]),
+/// so the state of a request in progress costs memory only while a request is in progress.
 pub async fn serve(shard: Rc<Shard>, client: Conn) {
     let key = shard.register(client.raw_fd());
+    let frames = shard.frames().clone();
     let mut session = Session {
         shard,
         client,
@@ -64,8 +70,15 @@ pub async fn serve(shard: Rc<Shard>, client: Conn) {
         scanner: HeadScanner::new(),
         key,
         served: 0,
+        first_byte: None,
     };
-    while session.exchange().await == Step::Continue {
+    loop {
+        if session.rb.is_empty() && session.wait_for_request().await == Step::Close {
+            break;
+        }
+        if in_frame(&frames, session.exchange()).await == Step::Close {
+            break;
+        }
         session.served += 1;
     }
     session.shard.unregister(session.key);
@@ -81,6 +94,8 @@ struct Session {
     key: usize,
     /// Requests answered so far on this connection.
     served: u64,
+    /// When the first byte of the request being read arrived.
+    first_byte: Option<Instant>,
 }
 
 /// What outlives the parsed head of a request.
@@ -173,81 +188,89 @@ impl Session {
         }
     }
 
-    /// Receives until a whole head is buffered, then decides what to do with the request.
+    /// Waits, holding no buffer, for the first bytes of the next request: up to the header
+    /// timeout for a connection's first request, the keep-alive timeout after that. An idle
+    /// connection that times out, closes or is shut down by a drain just ends.
+    async fn wait_for_request(&mut self) -> Step {
+        if self.shard.draining() {
+            return Step::Close;
+        }
+        let timeouts = self.shard.snapshot().timeouts;
+        let wait = if self.served == 0 {
+            timeouts.header
+        } else {
+            timeouts.keepalive
+        };
+        self.shard.set_idle(self.key, true);
+        let received = self
+            .client
+            .recv(&mut self.rb, Some(Instant::now() + wait))
+            .await;
+        self.shard.set_idle(self.key, false);
+        match received {
+            Ok(n) if n > 0 => {
+                self.first_byte = Some(Instant::now());
+                Step::Continue
+            }
+            _ => Step::Close,
+        }
+    }
+
+    /// Receives until a whole head is buffered (within the header timeout counted from its first
+    /// byte), then decides what to do with the request.
     async fn read_head<'s>(
         &mut self,
         snapshot: &'s Snapshot,
     ) -> Result<(Request, Decision<'s>), Step> {
-        let timeouts = snapshot.timeouts;
-        let mut first_byte = if self.rb.is_empty() {
-            None
-        } else {
-            Some(Instant::now())
-        };
+        let first_byte = self.first_byte.take().unwrap_or_else(Instant::now);
+        let deadline = first_byte + snapshot.timeouts.header;
         loop {
-            if !self.rb.is_empty() {
-                let parsed = {
-                    let mut scratch = self.shard.scratch();
-                    http1::parse_request(
-                        self.rb.data(),
-                        &mut self.scanner,
-                        &snapshot.limits,
-                        &mut scratch.fields,
-                    )
-                };
-                match parsed {
-                    Ok(Parsed::Complete(head)) => {
-                        let started = first_byte.unwrap_or_else(Instant::now);
-                        return Ok(self.decide(snapshot, &head, started));
-                    }
-                    Ok(Parsed::Partial) => {}
-                    Err(err) => {
-                        let started = first_byte.unwrap_or_else(Instant::now);
-                        self.shard.metrics.request();
-                        send_early(
-                            &self.shard,
-                            &mut self.client,
-                            &Early::from_request_error(err),
-                            true,
-                            false,
-                            started,
-                        )
-                        .await;
-                        return Err(Step::Close);
-                    }
-                }
-            }
-            let deadline = match first_byte {
-                Some(first) => first + timeouts.header,
-                None if self.served == 0 => Instant::now() + timeouts.header,
-                None => Instant::now() + timeouts.keepalive,
+            let parsed = {
+                let mut scratch = self.shard.scratch();
+                http1::parse_request(
+                    self.rb.data(),
+                    &mut self.scanner,
+                    &snapshot.limits,
+                    &mut scratch.fields,
+                )
             };
-            let waiting_idle = first_byte.is_none();
-            if waiting_idle {
-                if self.shard.draining() {
+            match parsed {
+                Ok(Parsed::Complete(head)) => return Ok(self.decide(snapshot, &head, first_byte)),
+                Ok(Parsed::Partial) => {}
+                Err(err) => {
+                    self.shard.metrics.request();
+                    let early = Early::from_request_error(err);
+                    send_early(
+                        &self.shard,
+                        &mut self.client,
+                        &early,
+                        true,
+                        false,
+                        first_byte,
+                    )
+                    .await;
                     return Err(Step::Close);
                 }
-                self.shard.set_idle(self.key, true);
             }
-            let received = self.client.recv(&mut self.rb, Some(deadline)).await;
-            if waiting_idle {
-                self.shard.set_idle(self.key, false);
-            }
-            match received {
+            match self.client.recv(&mut self.rb, Some(deadline)).await {
                 Ok(0) => return Err(Step::Close),
-                Ok(_) => {
-                    first_byte.get_or_insert_with(Instant::now);
-                }
+                Ok(_) => {}
                 Err(err) => {
                     let early = match err.kind() {
-                        // An idle keep-alive connection timing out just closes.
-                        io::ErrorKind::TimedOut if first_byte.is_some() => Early::HEAD_TIMEOUT,
+                        io::ErrorKind::TimedOut => Early::HEAD_TIMEOUT,
                         io::ErrorKind::OutOfMemory => Early::NO_BUFFER,
                         _ => return Err(Step::Close),
                     };
                     self.shard.metrics.request();
-                    let started = first_byte.unwrap_or_else(Instant::now);
-                    send_early(&self.shard, &mut self.client, &early, true, false, started).await;
+                    send_early(
+                        &self.shard,
+                        &mut self.client,
+                        &early,
+                        true,
+                        false,
+                        first_byte,
+                    )
+                    .await;
                     return Err(Step::Close);
                 }
             }
@@ -566,6 +589,10 @@ impl Session {
                     .fail(&Early::UPSTREAM_FAILED, !body_relayed, request)
                     .await;
             }
+            // Keep the sent head and body only while a retry may still need them.
+            if !may_retry {
+                out.clear();
+            }
             if !body_relayed {
                 out.clear();
                 let pace = Pace {
@@ -827,5 +854,28 @@ fn chunk_error_text(err: http1::ChunkError) -> &'static str {
         http1::ChunkError::MissingCrlf => "chunk data not followed by CRLF",
         http1::ChunkError::InvalidTrailer => "invalid trailer field",
         _ => "invalid chunked body",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use crate::io::Conn;
+    use crate::shard::Shard;
+
+    fn future_size<F, Fut>(_: F) -> usize
+    where
+        F: Fn(Rc<Shard>, Conn) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// The connection task is what an idle keep-alive connection costs (with its pending receive
+    /// and the executor's task header); an exchange in progress lives in a pooled frame instead.
+    #[test]
+    fn an_idle_connection_task_stays_small() {
+        let size = future_size(super::serve);
+        assert!(size <= 512, "the connection task's future is {size} bytes");
     }
 }

@@ -15,6 +15,8 @@ pub struct LocalEvent {
 impl LocalEvent {
     pub fn fire(&self) {
         self.fired.set(true);
+        // The woken tasks become runnable without a ring completion: tell the I/O driver.
+        crate::io::note_local_wake();
         for waker in self.waiters.borrow_mut().drain(..) {
             waker.wake();
         }

@@ -53,6 +53,8 @@ pub async fn accept_loop(shard: Rc<Shard>, mut listener: Listener) {
                 shard.io.sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
+            // The shard's I/O is shutting down.
+            Some(Err(err)) if err.raw_os_error() == Some(libc::ECANCELED) => break,
             // ECONNABORTED and friends: that client is gone, the next one is fine.
             Some(Err(_)) => {}
         }

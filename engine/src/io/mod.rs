@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 pub use buffer::{Buf, BufferPool};
 pub use notify::{Notifier, NotifyReceiver};
 pub use socket::ListenOptions;
-pub use uring::{MAX_PARTS, Part, Ring, RingStats, Tracked, in_tracked_task};
+pub use uring::{MAX_PARTS, Part, Ring, RingStats, Tracked, in_tracked_task, note_local_wake};
 
 /// Which socket mechanism a shard uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -203,18 +203,25 @@ pub struct Ring {
 }
 
 thread_local! {
-    /// Polls of the shard's tracked tasks: the driver sleeps only after a pass in which this did
-    /// not move, i.e. no task was runnable.
-    static TASK_POLLS: Cell<u64> = const { Cell::new(0) };
+    /// Set when a shard task became runnable without a ring completion (see [`note_local_wake`]).
+    static LOCAL_WAKE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Counts one poll of a tracked task.
-fn note_task_poll() {
-    TASK_POLLS.with(|polls| polls.set(polls.get().wrapping_add(1)));
+/// Tells the driver that a task of this shard became runnable by other means than a ring
+/// completion (a task was spawned, a local event fired), so it must not sleep in the ring before
+/// that task ran.
+///
+/// The driver sleeps (submitting and waiting in one `io_uring_enter`) right after a scheduling
+/// pass: every task its completions woke has run by then, because the driver yields to the back
+/// of the run queue. The only tasks that can still be runnable are those woken during the pass
+/// by something else, and every such place in coregate calls this. `idle_wait` bounds the delay
+/// should one ever be missed.
+pub fn note_local_wake() {
+    LOCAL_WAKE.with(|flag| flag.set(true));
 }
 
-fn task_polls() -> u64 {
-    TASK_POLLS.with(|polls| polls.get())
+fn take_local_wake() -> bool {
+    LOCAL_WAKE.with(|flag| flag.replace(false))
 }
 
 impl Ring {
@@ -276,9 +283,13 @@ impl Ring {
         self.slots.borrow().in_flight
     }
 
-    /// Asks the driver to return once nothing is in flight any more.
+    /// Cancels every operation in flight and refuses new ones (they complete at once with
+    /// `ECANCELED`); the driver returns once nothing is in flight any more.
     pub fn stop(&self) {
-        self.stopping.set(true);
+        if !self.stopping.replace(true) {
+            let cancel_all = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
+            self.fire_and_forget(cancel_all);
+        }
     }
 
     fn bump(&self, f: impl FnOnce(&mut RingStats)) {
@@ -336,9 +347,22 @@ impl Ring {
             slot.state = State::InFlight;
             slot.deadline = deadline;
             slot.res = 0;
-            prepare(slot).user_data(id as u64)
+            let entry = prepare(slot).user_data(id as u64);
+            if self.stopping.get() {
+                // Shutting down: nothing new reaches the kernel.
+                slot.state = State::Done;
+                slot.res = -libc::ECANCELED;
+                if slot.multishot {
+                    slot.queue().push_back(-libc::ECANCELED);
+                }
+                None
+            } else {
+                Some(entry)
+            }
         };
-        self.push(&entry);
+        if let Some(entry) = entry {
+            self.push(&entry);
+        }
         Op {
             ring: self,
             id,
@@ -360,8 +384,9 @@ impl Ring {
         self.fire_and_forget(opcode::AsyncCancel::new(id as u64).build());
     }
 
-    /// Submits what is queued and collects completions. Returns how many arrived.
-    fn enter_and_reap(&self) -> usize {
+    /// Submits what is queued and runs deferred completion work, without waiting; skips the
+    /// system call when there is nothing to do.
+    fn enter_if_needed(&self) {
         let needs_enter = {
             let mut uring = self.uring.borrow_mut();
             let sq = uring.submission();
@@ -370,7 +395,6 @@ impl Ring {
         if needs_enter {
             self.enter(0, None);
         }
-        self.reap()
     }
 
     /// One `io_uring_enter`: submits everything queued, runs deferred completion work and, when
@@ -793,24 +817,29 @@ impl Ring {
 }
 
 impl Ring {
-    /// Runs the ring: submit, reap, wake, yield; sleep in the ring when nothing happens.
-    /// Returns once [`Ring::stop`] was called and every operation completed.
+    /// Runs the ring until [`Ring::stop`] was called and every operation completed.
+    ///
+    /// Each pass: submit what the tasks queued and, unless a task is known to be runnable, wait
+    /// in the same `io_uring_enter` for at least one completion (or `idle_wait`); reap every
+    /// completion, waking its task; yield so the woken tasks run and queue their next
+    /// operations. Under load the wait returns at once with a batch of completions, so a pass
+    /// costs one system call for many requests.
     pub async fn drive(self: Rc<Self>) {
         loop {
-            let reaped = self.enter_and_reap();
             let now = Instant::now();
             self.sweep_deadlines(now);
             if self.stopping.get() && self.in_flight() == 0 {
+                // Flush the closes the last tasks queued.
+                self.enter(0, None);
                 return;
             }
-            let polls_before = task_polls();
-            yield_now().await;
-            let quiet = reaped == 0
-                && task_polls() == polls_before
-                && unsafe { self.uring.borrow().submission_shared().is_empty() };
-            if quiet {
+            if take_local_wake() {
+                self.enter_if_needed();
+            } else {
                 self.park(now);
             }
+            self.reap();
+            yield_now().await;
         }
     }
 }
@@ -866,29 +895,15 @@ impl Future for YieldNow {
     }
 }
 
-/// Wraps a shard task so the driver knows when it ran (see [`Ring::drive`]), and marks the time
-/// spent inside it as shard work (what the allocation tests count).
+/// Wraps a shard task to mark the time spent polling it as shard work (what the allocation tests
+/// count).
 pub struct Tracked<F> {
     inner: F,
-    /// False for the driver itself: its own polls must not count as other tasks running.
-    counts_as_activity: bool,
 }
 
 impl<F> Tracked<F> {
-    /// A shard task: connection, accept loop, control loop.
     pub fn new(inner: F) -> Tracked<F> {
-        Tracked {
-            inner,
-            counts_as_activity: true,
-        }
-    }
-
-    /// The driver task.
-    pub fn driver(inner: F) -> Tracked<F> {
-        Tracked {
-            inner,
-            counts_as_activity: false,
-        }
+        Tracked { inner }
     }
 }
 
@@ -905,9 +920,6 @@ impl<F: Future> Future for Tracked<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        if self.counts_as_activity {
-            note_task_poll();
-        }
         let outer = IN_TASK.with(|flag| flag.replace(true));
         // SAFETY: structural pinning of the only field; it is never moved out.
         let inner = unsafe { self.map_unchecked_mut(|tracked| &mut tracked.inner) };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::control::{Command, Mailbox};
-use crate::io::{IoSettings, IoShard, Tracked};
+use crate::io::{IoSettings, IoShard, Tracked, note_local_wake};
 use crate::listener;
 use crate::shard::Shard;
 
@@ -17,9 +17,11 @@ use super::BoundListener;
 /// How often a draining shard checks whether its connections are gone.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
-/// Spawns a task on the current shard, tracked so the I/O driver knows when it runs.
+/// Spawns a task on the current shard. The I/O driver is told, so it does not sleep before the
+/// new task had its first turn.
 pub fn spawn<F: Future<Output = ()> + 'static>(task: F) {
     glommio::spawn_local(Tracked::new(task)).detach();
+    note_local_wake();
 }
 
 /// The shard's main task.
@@ -40,7 +42,7 @@ pub(crate) async fn run_shard(
             return;
         }
     };
-    let driver = glommio::spawn_local(Tracked::driver({
+    let driver = glommio::spawn_local(Tracked::new({
         let io = io.clone();
         async move { io.drive().await }
     }));

@@ -103,7 +103,9 @@ fn naive<'a>(
     path: &[u8],
 ) -> Option<&'a usize> {
     let host = host.split(|&b| b == b':').next().unwrap_or(host);
-    let mut best: Option<((u8, usize, u8, usize), &'a usize)> = None;
+    // (host kind, longer suffix first, path kind, longer prefix first): lower wins.
+    type Rank = (u8, usize, u8, usize);
+    let mut best: Option<(Rank, &'a usize)> = None;
     for route in routes {
         let host_rank = match &route.host {
             HostPattern::Exact(h) if h.as_bytes().eq_ignore_ascii_case(host) => (0, 0),

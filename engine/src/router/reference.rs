@@ -222,7 +222,7 @@ fn path_pattern() -> impl Strategy<Value = PathPattern> {
                 0 => {
                     let mut text: String = segments
                         .iter()
-                        .map(|s| format!("/{}", literal(*s)))
+                        .map(|s| format!("/{}", literal(s)))
                         .collect();
                     if trailing_slash {
                         text.push('/');

@@ -12,7 +12,7 @@ use std::fmt;
 
 use super::host::{HostIndex, host_name};
 use super::params::Params;
-use super::path::{LiteralKey, LiteralTrie, TemplateTrie};
+use super::path::{KeyPatterns, LiteralKey, LiteralTrie, TemplateTrie};
 use super::spec::{HostPattern, PathPattern};
 use crate::http1::{Method, MethodSet};
 
@@ -157,7 +157,7 @@ struct HostGroup {
 struct GroupBuilder {
     host: HostPattern,
     /// Exact paths and prefixes, sorted as [`LiteralTrie::build`] wants them.
-    literals: BTreeMap<Box<[u8]>, (Option<u32>, Option<u32>)>,
+    literals: BTreeMap<Box<[u8]>, KeyPatterns>,
     templates: TemplateTrie,
 }
 
@@ -207,13 +207,10 @@ impl<T> RouteTable<T> {
             let next_pattern = pattern_routes.len() as u32;
             let pattern = match &spec.path {
                 PathPattern::Exact(path) | PathPattern::Prefix(path) => {
-                    let slots = builder
-                        .literals
-                        .entry(path.as_bytes().into())
-                        .or_insert((None, None));
+                    let ends = builder.literals.entry(path.as_bytes().into()).or_default();
                     let slot = match spec.path {
-                        PathPattern::Prefix(_) => &mut slots.1,
-                        _ => &mut slots.0,
+                        PathPattern::Prefix(_) => &mut ends.prefix,
+                        _ => &mut ends.exact,
                     };
                     *slot.get_or_insert(next_pattern)
                 }
@@ -280,7 +277,7 @@ impl<T> RouteTable<T> {
             let keys: Vec<LiteralKey> = builder
                 .literals
                 .into_iter()
-                .map(|(key, (exact, prefix))| LiteralKey { key, exact, prefix })
+                .map(|(key, patterns)| LiteralKey { key, patterns })
                 .collect();
             groups.push(HostGroup {
                 literals: LiteralTrie::build(&keys),

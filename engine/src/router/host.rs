@@ -78,7 +78,7 @@ impl HostIndex {
                 None => {
                     let child = self.nodes.len();
                     self.nodes.push(HostNode::default());
-                    // Node counts are bounded by the route count, itself checked to fit a u32.
+                    // A u32 numbers more nodes than any configuration that fits in memory creates.
                     self.nodes[node].children.insert(label, child as u32);
                     child
                 }

@@ -215,7 +215,7 @@ impl TemplateTrie {
                 None => {
                     let child = self.nodes.len();
                     self.nodes.push(TemplateNode::default());
-                    // Node counts are bounded by the route count, checked to fit a u32.
+                    // A u32 numbers more nodes than any configuration that fits in memory creates.
                     let parent = &mut self.nodes[node];
                     if is_param {
                         parent.param = Some(child as u32);

@@ -332,3 +332,16 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Arbitrary host and path bytes (not just well-formed ones) never make a lookup panic.
+    #[test]
+    fn lookup_takes_any_bytes(
+        specs in routes(),
+        host in prop::collection::vec(any::<u8>(), 0..24),
+        path in prop::collection::vec(prop::sample::select(b"/ab.:[]%{}A".to_vec()), 0..24),
+    ) {
+        let table = RouteTable::build(specs).expect("conflict-free routes build");
+        table_lookup(&table, &host, Method::Get, &path);
+    }
+}

@@ -38,7 +38,7 @@
 //! # Cost
 //!
 //! Most paths are already normal. [`normalize_path`] first checks for the only bytes that can
-//! make a difference: a `%`, or a `/` followed by `/` or `.` (memchr). Without them it returns
+//! make a difference: a `%`, or a `/` followed by `/` or `.`, in one pass. Without them it returns
 //! [`Normalized::Unchanged`] and the caller routes and forwards the original bytes, no copy. The
 //! slow path writes into `out`, a per-shard scratch buffer: the output is never longer than the
 //! input, so once `out` has the capacity of the longest accepted request target (reserve it at
@@ -46,7 +46,7 @@
 
 use std::fmt;
 
-use memchr::{memchr, memchr_iter, memrchr};
+use memchr::{memchr, memrchr};
 
 use crate::error::{Error, ErrorKind, Side};
 
@@ -174,9 +174,18 @@ pub fn normalize_path(raw: &[u8], out: &mut Vec<u8>) -> Result<Normalized, Norma
 /// True when no step can change `path`: no escape, no empty segment, no segment starting with
 /// `.` (which covers `.`, `..` and `..;`). Some normal paths (`/.well-known/x`) take the slow
 /// path, which then reproduces them byte for byte.
+///
+/// One plain pass: for request paths of typical length (tens of bytes) it measured faster than
+/// a memchr for `%` followed by a memchr walk over the slashes, whose per-call set-up dominates.
 fn is_normal(path: &[u8]) -> bool {
-    memchr(b'%', path).is_none()
-        && !memchr_iter(b'/', path).any(|slash| matches!(path.get(slash + 1), Some(b'/' | b'.')))
+    let mut after_slash = false;
+    for &byte in path {
+        if byte == b'%' || (after_slash && (byte == b'/' || byte == b'.')) {
+            return false;
+        }
+        after_slash = byte == b'/';
+    }
+    true
 }
 
 /// Step 2 for one segment, appending the result to `out`.

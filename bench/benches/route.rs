@@ -16,6 +16,21 @@
 //! normalisation allocate nothing.
 //!
 //! Run: `cargo bench -p coregate-bench --bench route -- --warm-up-time 1 --measurement-time 3`
+//!
+//! Measured on a 2-core VM shared with other builds (criterion means from the quietest run; the
+//! load of the machine moves single figures by up to a third):
+//!
+//! | request | 10 routes | 1,000 | 10,000 | 10 -> 10,000 |
+//! |---|---|---|---|---|
+//! | exact path, deep | 56 ns | 74 ns | 88 ns | 1.6x |
+//! | template with two parameters, deep | 131 ns | 151 ns | 152 ns | 1.2x |
+//! | prefix, deep | 65 ns | 80 ns | 92 ns | 1.4x |
+//! | miss on a known host (404) | 81 ns | 93 ns | 113 ns | 1.4x |
+//! | `naive`, template | 104 ns | 2.3 us | 23.7 us | 230x |
+//! | `naive`, miss | 72 ns | 2.1 us | 21.8 us | 300x |
+//!
+//! Normalisation: 26 ns for a 38-byte path that is already normal, 190 ns for a 52-byte path
+//! with dot segments, a duplicate slash and escapes.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;

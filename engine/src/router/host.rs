@@ -6,12 +6,12 @@
 //! Exact hosts and `*.suffix` wildcards share one trie keyed by DNS labels read right to left
 //! (`com` -> `example` -> `api`), so a single walk over the request host finds both the exact
 //! group and the longest wildcard on the way, at a cost that depends on the number of labels in
-//! the host, not on the number of configured hosts. Labels are stored lowercase and compared
-//! against the request's bytes folded to lowercase one at a time: no copy, no hash.
-
-use std::cmp::Ordering;
+//! the host, not on the number of configured hosts. Labels are stored lowercase; the request's
+//! labels are folded to lowercase as they are compared ([`Branches`]): no copy, no hash.
 
 use memchr::{memchr, memrchr};
+
+use super::branch::Branches;
 
 /// The part of a raw `Host` value (or absolute-form authority) that names the host: the port is
 /// cut off, an IPv6 literal keeps its brackets, and one trailing dot (the fully qualified form,
@@ -41,8 +41,8 @@ pub(crate) struct HostIndex {
 
 #[derive(Debug, Default)]
 struct HostNode {
-    /// Next label to the left -> node, sorted by label so lookups can binary search.
-    children: Vec<(Box<[u8]>, u32)>,
+    /// Next label to the left -> node.
+    children: Branches,
     /// The group of the exact host spelled by the labels from the root to here.
     exact: Option<u32>,
     /// The group of `*.` + those labels: hosts with at least one more byte to the left.
@@ -73,16 +73,13 @@ impl HostIndex {
     fn node_for(&mut self, name: &[u8]) -> usize {
         let mut node = 0;
         for label in name.rsplit(|&b| b == b'.') {
-            let children = &self.nodes[node].children;
-            node = match children.binary_search_by(|(stored, _)| stored.as_ref().cmp(label)) {
-                Ok(found) => children[found].1 as usize,
-                Err(insert_at) => {
+            node = match self.nodes[node].children.get_exact(label) {
+                Some(child) => child as usize,
+                None => {
                     let child = self.nodes.len();
                     self.nodes.push(HostNode::default());
-                    // Node counts are bounded by the route count, itself checked to fit a u32.
-                    self.nodes[node]
-                        .children
-                        .insert(insert_at, (label.into(), child as u32));
+                    // A u32 numbers more nodes than any configuration that fits in memory creates.
+                    self.nodes[node].children.insert(label, child as u32);
                     child
                 }
             };
@@ -99,12 +96,10 @@ impl HostIndex {
         loop {
             let start = memrchr(b'.', &host[..end]).map_or(0, |dot| dot + 1);
             let label = &host[start..end];
-            let children = &node.children;
-            let Ok(found) = children.binary_search_by(|(stored, _)| cmp_folded(stored, label))
-            else {
+            let Some(child) = node.children.find(label, true) else {
                 break;
             };
-            node = &self.nodes[children[found].1 as usize];
+            node = &self.nodes[child as usize];
             if start == 0 {
                 // Every label consumed: this node spells the whole host.
                 return node.exact.or(wildcard);
@@ -117,18 +112,6 @@ impl HostIndex {
         }
         wildcard
     }
-}
-
-/// Orders a stored (lowercase) label against request bytes folded to lowercase, without
-/// copying them.
-fn cmp_folded(stored: &[u8], request: &[u8]) -> Ordering {
-    for (&s, &r) in stored.iter().zip(request) {
-        match s.cmp(&r.to_ascii_lowercase()) {
-            Ordering::Equal => {}
-            unequal => return unequal,
-        }
-    }
-    stored.len().cmp(&request.len())
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@
 //! # Cost
 //!
 //! Most paths are already normal. [`normalize_path`] first checks for the only bytes that can
-//! make a difference: a `%`, or a `/` followed by `/` or `.` (memchr). Without them it returns
+//! make a difference: a `%`, or a `/` followed by `/` or `.`, in one pass. Without them it returns
 //! [`Normalized::Unchanged`] and the caller routes and forwards the original bytes, no copy. The
 //! slow path writes into `out`, a per-shard scratch buffer: the output is never longer than the
 //! input, so once `out` has the capacity of the longest accepted request target (reserve it at
@@ -46,7 +46,7 @@
 
 use std::fmt;
 
-use memchr::{memchr, memchr_iter, memrchr};
+use memchr::{memchr, memrchr};
 
 use crate::error::{Error, ErrorKind, Side};
 
@@ -174,9 +174,18 @@ pub fn normalize_path(raw: &[u8], out: &mut Vec<u8>) -> Result<Normalized, Norma
 /// True when no step can change `path`: no escape, no empty segment, no segment starting with
 /// `.` (which covers `.`, `..` and `..;`). Some normal paths (`/.well-known/x`) take the slow
 /// path, which then reproduces them byte for byte.
+///
+/// One plain pass: for request paths of typical length (tens of bytes) it measured faster than
+/// a memchr for `%` followed by a memchr walk over the slashes, whose per-call set-up dominates.
 fn is_normal(path: &[u8]) -> bool {
-    memchr(b'%', path).is_none()
-        && !memchr_iter(b'/', path).any(|slash| matches!(path.get(slash + 1), Some(b'/' | b'.')))
+    let mut after_slash = false;
+    for &byte in path {
+        if byte == b'%' || (after_slash && (byte == b'/' || byte == b'.')) {
+            return false;
+        }
+        after_slash = byte == b'/';
+    }
+    true
 }
 
 /// Step 2 for one segment, appending the result to `out`.
@@ -378,10 +387,18 @@ mod tests {
         }
     }
 
+    use proptest::strategy::Strategy;
+
     proptest::proptest! {
         /// Normalising is idempotent, and its output takes the fast path.
         #[test]
-        fn normal_form_is_a_fixed_point(raw in "/[a-zA-Z0-9./;%_~-]{0,24}") {
+        fn normal_form_is_a_fixed_point(raw in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "a", "B", "/", "/", ".", "..", "%2e", "%2E", "%41", "%7e", "%3a", "%25", "%20",
+                ";", "~", "%", "%4",
+            ]),
+            0..12,
+        ).prop_map(|tokens| format!("/{}", tokens.concat()))) {
             let mut out = Vec::new();
             if let Ok(outcome) = normalize_path(raw.as_bytes(), &mut out) {
                 let once = match outcome {
@@ -393,7 +410,25 @@ mod tests {
                 let is_fast = second == Ok(Normalized::Unchanged);
                 let reproduced = second == Ok(Normalized::Rewritten) && again == once;
                 proptest::prop_assert!(is_fast || reproduced, "{:?} -> {:?}", raw, once);
-                proptest::prop_assert!(!once.windows(2).any(|w| w == b"//"));
+                // No empty, `.` or `..` segment is left, except the empty one after a final `/`.
+                let segments: Vec<&[u8]> = once[1..].split(|&b| b == b'/').collect();
+                for (i, segment) in segments.iter().enumerate() {
+                    let last = i + 1 == segments.len();
+                    proptest::prop_assert!(
+                        !matches!(*segment, b"." | b"..") && (last || !segment.is_empty()),
+                        "{:?} -> {:?}", raw, once
+                    );
+                }
+            }
+        }
+
+        /// Any bytes at all give a result or an error, never a panic, and a result that starts
+        /// with `/`.
+        #[test]
+        fn arbitrary_bytes_do_not_panic(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let mut out = Vec::new();
+            if let Ok(Normalized::Rewritten) = normalize_path(&raw, &mut out) {
+                proptest::prop_assert_eq!(out.first(), Some(&b'/'));
             }
         }
     }

@@ -5,8 +5,8 @@
 //!   without branches are one edge). One walk along the request path finds the exact pattern, if
 //!   any, and the deepest prefix; every node also points at the next shorter prefix above it,
 //!   so the matching prefixes can be listed longest first without a stack.
-//! - [`TemplateTrie`] holds templates segment by segment; a node has literal children (sorted,
-//!   binary searched) and at most one parameter child. A depth-first search that tries the
+//! - [`TemplateTrie`] holds templates segment by segment; a node has literal children
+//!   ([`Branches`]) and at most one parameter child. A depth-first search that tries the
 //!   literal child before the parameter child visits the matching templates in precedence order
 //!   (a literal beats a parameter at the first segment where they differ).
 //!
@@ -15,6 +15,7 @@
 
 use memchr::memchr;
 
+use super::branch::Branches;
 use super::spec::MAX_TEMPLATE_PARAMS;
 
 /// Exact paths and prefixes of one host group.
@@ -30,8 +31,8 @@ struct LiteralNode {
     edge: Box<[u8]>,
     /// Length of this node's key: the bytes a prefix ending here covers.
     depth: usize,
-    /// First byte of each child's edge, searched with memchr; `children[i]` starts with
-    /// `first_bytes[i]`.
+    /// First byte of each child's edge; `children[i]` starts with `first_bytes[i]`. At most 256
+    /// bytes, usually a handful: a plain scan beats memchr's set-up at that size.
     first_bytes: Box<[u8]>,
     children: Box<[u32]>,
     /// Pattern whose exact path is this key.
@@ -52,11 +53,18 @@ pub(crate) struct LiteralMatch {
     longest_prefix: Option<u32>,
 }
 
+/// The patterns ending at one key of a [`LiteralTrie`]: the exact path and the prefix spelled by
+/// the same bytes are two patterns.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct KeyPatterns {
+    pub(crate) exact: Option<u32>,
+    pub(crate) prefix: Option<u32>,
+}
+
 /// One key of a [`LiteralTrie`] with what ends there.
 pub(crate) struct LiteralKey {
     pub(crate) key: Box<[u8]>,
-    pub(crate) exact: Option<u32>,
-    pub(crate) prefix: Option<u32>,
+    pub(crate) patterns: KeyPatterns,
 }
 
 impl LiteralTrie {
@@ -89,8 +97,8 @@ impl LiteralTrie {
         let mut rest = keys;
         if let Some(first) = keys.first().filter(|k| k.key.len() == depth) {
             // Sorted keys put the one ending here first.
-            self.nodes[index].exact = first.exact;
-            self.nodes[index].prefix = first.prefix;
+            self.nodes[index].exact = first.patterns.exact;
+            self.nodes[index].prefix = first.patterns.prefix;
             rest = &keys[1..];
         }
         let below = if self.nodes[index].prefix.is_some() {
@@ -137,7 +145,7 @@ impl LiteralTrie {
                 found.exact = node.exact;
                 return found;
             };
-            let Some(slot) = memchr(byte, &node.first_bytes) else {
+            let Some(slot) = node.first_bytes.iter().position(|&b| b == byte) else {
                 return found;
             };
             index = node.children[slot];
@@ -168,8 +176,8 @@ pub(crate) struct TemplateTrie {
 
 #[derive(Debug, Default)]
 struct TemplateNode {
-    /// Literal segment -> node, sorted by segment for binary search.
-    literals: Vec<(Box<[u8]>, u32)>,
+    /// Literal segment -> node.
+    literals: Branches,
     /// The node after a `{param}` segment.
     param: Option<u32>,
     /// The pattern whose template ends here.
@@ -198,26 +206,21 @@ impl TemplateTrie {
         for segment in template.as_bytes()[1..].split(|&b| b == b'/') {
             let is_param = segment.first() == Some(&b'{');
             let existing = if is_param {
-                self.nodes[node].param.ok_or(0)
+                self.nodes[node].param
             } else {
-                let literals = &self.nodes[node].literals;
-                literals
-                    .binary_search_by(|(stored, _)| stored.as_ref().cmp(segment))
-                    .map(|found| literals[found].1)
+                self.nodes[node].literals.get_exact(segment)
             };
             node = match existing {
-                Ok(child) => child as usize,
-                Err(insert_at) => {
+                Some(child) => child as usize,
+                None => {
                     let child = self.nodes.len();
                     self.nodes.push(TemplateNode::default());
-                    // Node counts are bounded by the route count, checked to fit a u32.
+                    // A u32 numbers more nodes than any configuration that fits in memory creates.
                     let parent = &mut self.nodes[node];
                     if is_param {
                         parent.param = Some(child as u32);
                     } else {
-                        parent
-                            .literals
-                            .insert(insert_at, (segment.into(), child as u32));
+                        parent.literals.insert(segment, child as u32);
                     }
                     child
                 }
@@ -272,11 +275,8 @@ impl TemplateTrie {
         let end = memchr(b'/', &path[start..]).map_or(path.len(), |slash| start + slash);
         let segment = &path[start..end];
         let next = (end < path.len()).then_some(end + 1);
-        if let Ok(found) = node
-            .literals
-            .binary_search_by(|(stored, _)| stored.as_ref().cmp(segment))
-        {
-            if self.descend(node.literals[found].1, path, next, spans, params, visit) {
+        if let Some(child) = node.literals.find(segment, false) {
+            if self.descend(child, path, next, spans, params, visit) {
                 return true;
             }
         }
@@ -304,8 +304,7 @@ mod tests {
             .iter()
             .map(|&(key, exact, prefix)| LiteralKey {
                 key: key.as_bytes().into(),
-                exact,
-                prefix,
+                patterns: KeyPatterns { exact, prefix },
             })
             .collect();
         keys.sort_by(|a, b| a.key.cmp(&b.key));

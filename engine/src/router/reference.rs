@@ -222,7 +222,7 @@ fn path_pattern() -> impl Strategy<Value = PathPattern> {
                 0 => {
                     let mut text: String = segments
                         .iter()
-                        .map(|s| format!("/{}", literal(*s)))
+                        .map(|s| format!("/{}", literal(s)))
                         .collect();
                     if trailing_slash {
                         text.push('/');
@@ -330,5 +330,18 @@ proptest! {
             let again = table_lookup(&other_order, host.as_bytes(), *method, path.as_bytes());
             prop_assert_eq!(&again, &expected, "other order: {} {:?} {}", host, method, path);
         }
+    }
+}
+
+proptest! {
+    /// Arbitrary host and path bytes (not just well-formed ones) never make a lookup panic.
+    #[test]
+    fn lookup_takes_any_bytes(
+        specs in routes(),
+        host in prop::collection::vec(any::<u8>(), 0..24),
+        path in prop::collection::vec(prop::sample::select(b"/ab.:[]%{}A".to_vec()), 0..24),
+    ) {
+        let table = RouteTable::build(specs).expect("conflict-free routes build");
+        table_lookup(&table, &host, Method::Get, &path);
     }
 }

@@ -4,7 +4,7 @@
 //! Building groups routes by host pattern (a *host group*), then by path pattern (a *pattern*:
 //! the routes of one host group with the same path and different method sets), checks that no
 //! two routes can answer the same request, and indexes hosts and paths in the tries of
-//! [`super::host`] and [`super::path`]. Lookup then follows the precedence of the module doc of
+//! `router::host` and `router::path`. Lookup then follows the precedence of the module doc of
 //! [`super`] and touches nothing but the table and the request's bytes.
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,7 +12,7 @@ use std::fmt;
 
 use super::host::{HostIndex, host_name};
 use super::params::Params;
-use super::path::{LiteralKey, LiteralTrie, TemplateTrie};
+use super::path::{KeyPatterns, LiteralKey, LiteralTrie, TemplateTrie};
 use super::spec::{HostPattern, PathPattern};
 use crate::http1::{Method, MethodSet};
 
@@ -157,8 +157,44 @@ struct HostGroup {
 struct GroupBuilder {
     host: HostPattern,
     /// Exact paths and prefixes, sorted as [`LiteralTrie::build`] wants them.
-    literals: BTreeMap<Box<[u8]>, (Option<u32>, Option<u32>)>,
+    literals: BTreeMap<Box<[u8]>, KeyPatterns>,
     templates: TemplateTrie,
+}
+
+impl GroupBuilder {
+    /// The pattern number of `path` in this group: an existing one if a route already has this
+    /// pattern, else `next`.
+    fn pattern_for(&mut self, path: &PathPattern, next: u32) -> u32 {
+        match path {
+            PathPattern::Exact(text) | PathPattern::Prefix(text) => {
+                let ends = self.literals.entry(text.as_bytes().into()).or_default();
+                let slot = match path {
+                    PathPattern::Prefix(_) => &mut ends.prefix,
+                    _ => &mut ends.exact,
+                };
+                *slot.get_or_insert(next)
+            }
+            PathPattern::Template(template) => {
+                let node = self.templates.insert(template);
+                self.templates.pattern_at(node).unwrap_or_else(|| {
+                    self.templates.set_pattern(node, next);
+                    next
+                })
+            }
+        }
+    }
+
+    fn finish(self) -> HostGroup {
+        let keys: Vec<LiteralKey> = self
+            .literals
+            .into_iter()
+            .map(|(key, patterns)| LiteralKey { key, patterns })
+            .collect();
+        HostGroup {
+            literals: LiteralTrie::build(&keys),
+            templates: self.templates,
+        }
+    }
 }
 
 impl<T> RouteTable<T> {
@@ -205,29 +241,7 @@ impl<T> RouteTable<T> {
             });
             let builder = &mut builders[group];
             let next_pattern = pattern_routes.len() as u32;
-            let pattern = match &spec.path {
-                PathPattern::Exact(path) | PathPattern::Prefix(path) => {
-                    let slots = builder
-                        .literals
-                        .entry(path.as_bytes().into())
-                        .or_insert((None, None));
-                    let slot = match spec.path {
-                        PathPattern::Prefix(_) => &mut slots.1,
-                        _ => &mut slots.0,
-                    };
-                    *slot.get_or_insert(next_pattern)
-                }
-                PathPattern::Template(template) => {
-                    let node = builder.templates.insert(template);
-                    match builder.templates.pattern_at(node) {
-                        Some(pattern) => pattern,
-                        None => {
-                            builder.templates.set_pattern(node, next_pattern);
-                            next_pattern
-                        }
-                    }
-                }
-            };
+            let pattern = builder.pattern_for(&spec.path, next_pattern);
             if pattern == next_pattern {
                 pattern_routes.push(Vec::new());
             }
@@ -273,19 +287,12 @@ impl<T> RouteTable<T> {
                 HostPattern::Any => any_host = Some(number),
                 HostPattern::Exact(host) => hosts.insert_exact(host.as_bytes(), number),
                 HostPattern::Suffix(suffix) => {
-                    // Checked by `check_spec`: a suffix starts with its dot.
-                    hosts.insert_wildcard(&suffix.as_bytes()[1..], number);
+                    // `check_spec` made sure the suffix starts with its dot.
+                    let domain = suffix.strip_prefix('.').unwrap_or(suffix);
+                    hosts.insert_wildcard(domain.as_bytes(), number);
                 }
             }
-            let keys: Vec<LiteralKey> = builder
-                .literals
-                .into_iter()
-                .map(|(key, (exact, prefix))| LiteralKey { key, exact, prefix })
-                .collect();
-            groups.push(HostGroup {
-                literals: LiteralTrie::build(&keys),
-                templates: builder.templates,
-            });
+            groups.push(builder.finish());
         }
         Ok(RouteTable {
             routes,

@@ -90,6 +90,15 @@ impl IoShard {
         &self.pool
     }
 
+    /// The current time for deadlines and latencies: the ring's per-pass clock with `uring`, a
+    /// clock read otherwise.
+    pub fn now(&self) -> Instant {
+        match &self.ring {
+            Some(ring) => ring.now(),
+            None => Instant::now(),
+        }
+    }
+
     /// Ring counters (all zero with the glommio mechanism).
     pub fn ring_stats(&self) -> RingStats {
         self.ring
@@ -313,6 +322,26 @@ impl Conn {
     /// bytes; 0 means the peer closed its side. With no buffer in `rb`, one is taken only when data
     /// arrives (provided buffers), so waiting costs no memory.
     pub async fn recv(&mut self, rb: &mut ReadBuf, deadline: Option<Instant>) -> io::Result<usize> {
+        self.receive(rb, deadline, false).await
+    }
+
+    /// Like [`Conn::recv`], when the peer is not expected to have sent anything yet: a keep-alive
+    /// connection waiting for its next request, an upstream that was just sent a request. The
+    /// ring then waits for readiness first instead of trying a receive bound to find nothing.
+    pub async fn recv_later(
+        &mut self,
+        rb: &mut ReadBuf,
+        deadline: Option<Instant>,
+    ) -> io::Result<usize> {
+        self.receive(rb, deadline, true).await
+    }
+
+    async fn receive(
+        &mut self,
+        rb: &mut ReadBuf,
+        deadline: Option<Instant>,
+        poll_first: bool,
+    ) -> io::Result<usize> {
         match &mut self.kind {
             ConnKind::Uring { fd } => {
                 let ring = self
@@ -325,13 +354,15 @@ impl Conn {
                     let done = match rb.buf.take() {
                         Some(buf) => {
                             let buf = rb.make_room(buf)?;
-                            let done = ring.recv_into(fd, buf, rb.end as usize, deadline).await;
+                            let done = ring
+                                .recv_into(fd, buf, rb.end as usize, deadline, poll_first)
+                                .await;
                             let mut done = done;
                             rb.buf = done.bufs[0].take();
                             done
                         }
                         None => {
-                            let mut done = ring.recv_provided(fd, deadline).await;
+                            let mut done = ring.recv_provided(fd, deadline, poll_first).await;
                             if let Some(buf) = done.bufs[0].take() {
                                 rb.buf = Some(buf);
                                 rb.start = 0;

@@ -48,6 +48,15 @@ pub const MAX_PARTS: usize = 4;
 /// `user_data` of operations whose completion nobody waits for.
 const TAG_IGNORE: u64 = u64::MAX;
 
+/// `IORING_RECVSEND_POLL_FIRST` (linux/io_uring.h): wait for readiness before the first attempt.
+const RECVSEND_POLL_FIRST: u16 = 1 << 0;
+
+/// A receive's `ioprio`: with `poll_first`, the kernel arms readiness at once instead of first
+/// trying a receive that would find nothing (a keep-alive wait, a reply not yet sent).
+fn recv_priority(poll_first: bool) -> u16 {
+    if poll_first { RECVSEND_POLL_FIRST } else { 0 }
+}
+
 /// `io_uring_enter` flags (linux/io_uring.h): collect completions, and take an extended argument.
 const ENTER_GETEVENTS: u32 = 1 << 0;
 const ENTER_EXT_ARG: u32 = 1 << 3;
@@ -198,6 +207,8 @@ pub struct Ring {
     pool: Rc<BufferPool>,
     idle_wait: Duration,
     next_sweep: Cell<Instant>,
+    /// The time at the start of the current pass (see [`Ring::now`]).
+    now: Cell<Instant>,
     stats: Cell<RingStats>,
     stopping: Cell<bool>,
 }
@@ -265,6 +276,7 @@ impl Ring {
             pool,
             idle_wait,
             next_sweep: Cell::new(Instant::now() + SWEEP_INTERVAL),
+            now: Cell::new(Instant::now()),
             stats: Cell::new(RingStats::default()),
             stopping: Cell::new(false),
         }))
@@ -272,6 +284,13 @@ impl Ring {
 
     pub fn pool(&self) -> &Rc<BufferPool> {
         &self.pool
+    }
+
+    /// The clock as read when the current pass began: what deadlines and latencies are measured
+    /// with. One clock read per pass instead of several per request; stale by at most the
+    /// duration of a pass (the work done since the last wake-up).
+    pub fn now(&self) -> Instant {
+        self.now.get()
     }
 
     pub fn stats(&self) -> RingStats {
@@ -663,6 +682,7 @@ impl Ring {
         mut buf: Buf,
         offset: usize,
         deadline: Option<Instant>,
+        poll_first: bool,
     ) -> Op<'_> {
         let len = buf.capacity() - offset;
         // SAFETY: offset < capacity, checked by the caller's contract (debug-asserted).
@@ -670,15 +690,23 @@ impl Ring {
         let ptr = unsafe { buf.as_mut_ptr().add(offset) };
         self.start(deadline, move |slot| {
             slot.bufs[0] = Some(buf);
-            opcode::Recv::new(types::Fd(fd), ptr, len as u32).build()
+            opcode::Recv::new(types::Fd(fd), ptr, len as u32)
+                .ioprio(recv_priority(poll_first))
+                .build()
         })
     }
 
     /// Receives into a buffer the kernel picks from the provided ring when data arrives.
-    pub(crate) fn recv_provided(&self, fd: RawFd, deadline: Option<Instant>) -> Op<'_> {
+    pub(crate) fn recv_provided(
+        &self,
+        fd: RawFd,
+        deadline: Option<Instant>,
+        poll_first: bool,
+    ) -> Op<'_> {
         let len = self.pool.buf_size() as u32;
         self.start(deadline, move |_| {
             opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), len)
+                .ioprio(recv_priority(poll_first))
                 .buf_group(PROVIDED_GROUP)
                 .build()
                 .flags(squeue::Flags::BUFFER_SELECT)
@@ -838,6 +866,7 @@ impl Ring {
             } else {
                 self.park(now);
             }
+            self.now.set(Instant::now());
             self.reap();
             yield_now().await;
         }

@@ -204,12 +204,12 @@ impl Session {
         self.shard.set_idle(self.key, true);
         let received = self
             .client
-            .recv(&mut self.rb, Some(Instant::now() + wait))
+            .recv_later(&mut self.rb, Some(self.shard.io.now() + wait))
             .await;
         self.shard.set_idle(self.key, false);
         match received {
             Ok(n) if n > 0 => {
-                self.first_byte = Some(Instant::now());
+                self.first_byte = Some(self.shard.io.now());
                 Step::Continue
             }
             _ => Step::Close,
@@ -222,7 +222,10 @@ impl Session {
         &mut self,
         snapshot: &'s Snapshot,
     ) -> Result<(Request, Decision<'s>), Step> {
-        let first_byte = self.first_byte.take().unwrap_or_else(Instant::now);
+        let first_byte = self
+            .first_byte
+            .take()
+            .unwrap_or_else(|| self.shard.io.now());
         let deadline = first_byte + snapshot.timeouts.header;
         loop {
             let parsed = {
@@ -463,7 +466,7 @@ impl Session {
             .client
             .send(
                 &mut out,
-                Some(Instant::now() + self.shard.snapshot().timeouts.send),
+                Some(self.shard.io.now() + self.shard.snapshot().timeouts.send),
             )
             .await;
         self.shard
@@ -541,7 +544,7 @@ impl Session {
             continue_out.push(interim, 0, CONTINUE_100.len() as u32);
             if self
                 .client
-                .send(&mut continue_out, Some(Instant::now() + timeouts.send))
+                .send(&mut continue_out, Some(shard.io.now() + timeouts.send))
                 .await
                 .is_err()
             {
@@ -556,7 +559,7 @@ impl Session {
         let mut attempt = 0;
         let (mut checkout, mut urb, plan) = loop {
             attempt += 1;
-            let now = Instant::now();
+            let now = shard.io.now();
             let mut checkout = match endpoint.take_idle(now) {
                 Some(checkout) => checkout,
                 None => match endpoint
@@ -605,6 +608,7 @@ impl Session {
                     to: checkout.conn(),
                     out: &mut out,
                     pool: &pool,
+                    io: &shard.io,
                     pace,
                 };
                 let relayed = match request.body {
@@ -635,7 +639,7 @@ impl Session {
                 body_relayed = true;
             }
             let mut urb = ReadBuf::new();
-            let deadline = Instant::now() + upstream_timeouts.response;
+            let deadline = shard.io.now() + upstream_timeouts.response;
             match self
                 .read_response(&mut checkout, &mut urb, request, target, snapshot, deadline)
                 .await
@@ -671,6 +675,7 @@ impl Session {
             to: &mut self.client,
             out: &mut out,
             pool: &pool,
+            io: &shard.io,
             pace,
         };
         let relayed = match (plan.body, plan.framing) {
@@ -697,7 +702,7 @@ impl Session {
                     && urb.is_empty()
                     && plan.body != ResponseBody::CloseDelimited;
                 if reusable {
-                    endpoint.give_back(checkout, Instant::now());
+                    endpoint.give_back(checkout, shard.io.now());
                 }
                 if plan.close {
                     Step::Close
@@ -774,7 +779,13 @@ impl Session {
                     None => {}
                 }
             }
-            match checkout.conn().recv(urb, Some(deadline)).await {
+            // Nothing of the answer can be there yet the first time: wait for readiness first.
+            let received = if urb.is_empty() {
+                checkout.conn().recv_later(urb, Some(deadline)).await
+            } else {
+                checkout.conn().recv(urb, Some(deadline)).await
+            };
+            match received {
                 Ok(0) if urb.is_empty() => return Err(ResponseFailure::ClosedEarly),
                 Ok(0) => return Err(ResponseFailure::Invalid),
                 Ok(_) => {}

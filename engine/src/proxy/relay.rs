@@ -8,13 +8,13 @@
 
 use std::io;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::http1::{
     CHUNK_END, ChunkError, ChunkStep, ChunkedDecoder, LAST_CHUNK, MAX_CHUNK_HEADER,
     write_chunk_header,
 };
-use crate::io::{Buf, BufferPool, Conn, Outbound, ReadBuf};
+use crate::io::{Buf, BufferPool, Conn, IoShard, Outbound, ReadBuf};
 
 /// Why a relay stopped early.
 #[derive(Debug)]
@@ -47,6 +47,8 @@ pub struct Ends<'a> {
     pub to: &'a mut Conn,
     pub out: &'a mut Outbound,
     pub pool: &'a Rc<BufferPool>,
+    /// The shard's I/O, for its clock.
+    pub io: &'a IoShard,
     pub pace: Pace,
 }
 
@@ -57,7 +59,7 @@ impl Ends<'_> {
         }
         let result = self
             .to
-            .send(self.out, Some(Instant::now() + self.pace.write))
+            .send(self.out, Some(self.io.now() + self.pace.write))
             .await;
         self.out.clear();
         result.map_err(RelayError::Sink)
@@ -66,7 +68,7 @@ impl Ends<'_> {
     async fn fill(&mut self) -> Result<(), RelayError> {
         match self
             .from
-            .recv(self.from_rb, Some(Instant::now() + self.pace.read))
+            .recv(self.from_rb, Some(self.io.now() + self.pace.read))
             .await
         {
             Ok(0) => Err(RelayError::SourceClosed),
@@ -152,7 +154,7 @@ pub async fn until_close(ends: &mut Ends<'_>, rechunk: bool) -> Result<(), Relay
         }
         match ends
             .from
-            .recv(ends.from_rb, Some(Instant::now() + ends.pace.read))
+            .recv(ends.from_rb, Some(ends.io.now() + ends.pace.read))
             .await
         {
             Ok(0) => break,

@@ -123,7 +123,10 @@ pub async fn send_early(
     started: Instant,
 ) {
     shard.metrics.reject(early.reason);
-    shard.metrics.response(early.status, started.elapsed());
+    shard.metrics.response(
+        early.status,
+        shard.io.now().saturating_duration_since(started),
+    );
     let Some((buf, len)) = early_response(shard, early, close) else {
         return;
     };
@@ -134,7 +137,7 @@ pub async fn send_early(
     };
     let mut out = Outbound::new();
     out.push(buf, 0, len as u32);
-    let deadline = Instant::now() + shard.snapshot().timeouts.send;
+    let deadline = shard.io.now() + shard.snapshot().timeouts.send;
     let _ = client.send(&mut out, Some(deadline)).await;
 }
 

@@ -622,6 +622,10 @@ impl ReadBuf {
     }
 }
 
+/// Bytes of a body at most copied behind its head rather than sent as a second piece: below
+/// this, one contiguous `send` costs less than gathering two buffers.
+pub const COALESCE_LIMIT: usize = 2048;
+
 /// Buffers queued for one send: up to [`MAX_PARTS`] pieces, sent in order.
 #[derive(Default)]
 pub struct Outbound {
@@ -636,6 +640,31 @@ impl Outbound {
     /// Queues `buf[start..end]`. Returns false (dropping nothing) when all slots are taken.
     pub fn push(&mut self, buf: Buf, start: u32, end: u32) -> bool {
         self.push_part(Part { buf, start, end })
+    }
+
+    /// Queues the first `n` bytes of `rb`. A few bytes (at most [`COALESCE_LIMIT`]) that fit
+    /// after the last queued part are copied there, so a small body leaves in one contiguous
+    /// buffer with its head; otherwise the buffer itself is queued (no copy). Returns false when
+    /// no I/O buffer is free or no part slot is left.
+    pub fn take_from(&mut self, rb: &mut ReadBuf, n: usize, pool: &Rc<BufferPool>) -> bool {
+        let n = n.min(rb.len());
+        if n == 0 {
+            return true;
+        }
+        if n <= COALESCE_LIMIT
+            && let Some(last) = self.parts.iter_mut().flatten().last()
+            && (last.end as usize) + n <= last.buf.capacity()
+        {
+            let end = last.end as usize;
+            last.buf.as_mut_slice()[end..end + n].copy_from_slice(&rb.data()[..n]);
+            last.end += n as u32;
+            rb.consume(n);
+            return true;
+        }
+        match rb.take_prefix(n, pool) {
+            Some(part) => self.push_part(part),
+            None => false,
+        }
     }
 
     pub fn push_part(&mut self, part: Part) -> bool {

@@ -713,15 +713,36 @@ impl Ring {
         })
     }
 
-    /// Sends the non-empty parts, in order, with one `sendmsg`. The operation owns their buffers
-    /// until done; they come back in `Completion::bufs` at the same indices.
+    /// Sends the non-empty parts, in order, in one operation: `send` for a single part,
+    /// `sendmsg` gathering several. The operation owns their buffers until done; they come back
+    /// in `Completion::bufs` at the same indices.
     pub(crate) fn send_parts(
         &self,
         fd: RawFd,
         parts: &mut [Option<Part>; MAX_PARTS],
         deadline: Option<Instant>,
     ) -> Op<'_> {
+        const FLAGS: i32 = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
         self.start(deadline, move |slot| {
+            let non_empty = parts
+                .iter()
+                .flatten()
+                .filter(|part| part.end > part.start)
+                .count();
+            if non_empty == 1 {
+                let index = parts
+                    .iter()
+                    .position(|p| p.as_ref().is_some_and(|part| part.end > part.start))
+                    .expect("one part is not empty");
+                let part = parts[index].take().expect("just found");
+                // SAFETY: start < end <= capacity, so the range is inside the buffer.
+                let ptr = unsafe { part.buf.as_ptr().add(part.start as usize) };
+                let len = part.end - part.start;
+                slot.bufs[index] = Some(part.buf);
+                return opcode::Send::new(types::Fd(fd), ptr, len)
+                    .flags(FLAGS)
+                    .build();
+            }
             // SAFETY: all-zero is a valid value for these plain C structs.
             slot.memory = OpMemory::Send {
                 iov: unsafe { std::mem::zeroed() },
@@ -747,7 +768,7 @@ impl Ring {
             msg.msg_iov = iov.as_mut_ptr();
             msg.msg_iovlen = count as _;
             opcode::SendMsg::new(types::Fd(fd), msg as *const libc::msghdr)
-                .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
+                .flags(FLAGS as u32)
                 .build()
         })
     }

@@ -505,11 +505,8 @@ impl Session {
             RequestBody::None => true,
             RequestBody::Length(length) => {
                 let at_hand = length.min(self.rb.len() as u64) as usize;
-                if at_hand > 0 {
-                    let Some(part) = self.rb.take_prefix(at_hand, &pool) else {
-                        return self.fail(&Early::NO_BUFFER, true, request).await;
-                    };
-                    out.push_part(part);
+                if !out.take_from(&mut self.rb, at_hand, &pool) {
+                    return self.fail(&Early::NO_BUFFER, true, request).await;
                 }
                 remaining = length - at_hand as u64;
                 remaining == 0

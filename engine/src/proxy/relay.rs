@@ -83,11 +83,9 @@ pub async fn by_length(ends: &mut Ends<'_>, mut remaining: u64) -> Result<(), Re
     loop {
         if remaining > 0 && !ends.from_rb.is_empty() {
             let take = remaining.min(ends.from_rb.len() as u64) as usize;
-            let part = ends
-                .from_rb
-                .take_prefix(take, ends.pool)
-                .ok_or(RelayError::NoBuffer)?;
-            ends.out.push_part(part);
+            if !ends.out.take_from(ends.from_rb, take, ends.pool) {
+                return Err(RelayError::NoBuffer);
+            }
             remaining -= take as u64;
         }
         ends.flush().await?;

@@ -20,6 +20,9 @@ use io_uring::types::BufRingEntry;
 /// The buffer group id of the shard's provided-buffer ring (one group per ring).
 pub(crate) const PROVIDED_GROUP: u16 = 0;
 
+/// Buffers offered to the kernel at start; the offer doubles whenever the kernel runs out.
+const INITIAL_PROVIDED: usize = 64;
+
 /// Largest number of buffers a shard may own: buffer ids travel as `u16` in completions.
 pub const MAX_BUFFERS: usize = 32768;
 
@@ -44,8 +47,13 @@ struct ProvidedRing {
     tail: Cell<u16>,
     /// Buffers currently owned by the kernel through the ring.
     in_kernel: Cell<usize>,
-    /// How many buffers we try to keep in the kernel's hands.
-    target: usize,
+    /// How many buffers we try to keep in the kernel's hands. Starts small and doubles each time
+    /// the kernel found the ring empty (up to the ring's size): the kernel takes buffers in ring
+    /// order, so every buffer that ever sits in the ring ends up touched (resident). A small ring
+    /// keeps resident memory near what the traffic really needs.
+    target: Cell<usize>,
+    /// The most the target may grow to: the ring's size, or half the buffers.
+    max_target: usize,
 }
 
 impl BufferPool {
@@ -90,7 +98,8 @@ impl BufferPool {
                     in_kernel: Cell::new(0),
                     // Keep at most half the buffers in the kernel's hands so heads and bodies being
                     // written always find free buffers on our side.
-                    target: entries.min(count / 2).max(1),
+                    target: Cell::new(INITIAL_PROVIDED.min(entries).min(count / 2).max(1)),
+                    max_target: entries.min(count / 2).max(1),
                 })
             }
         };
@@ -159,6 +168,16 @@ impl BufferPool {
             .map(|ring| (ring.entries.ptr.as_ptr() as u64, ring.mask.wrapping_add(1)))
     }
 
+    /// The kernel found the provided ring empty (a receive failed with `ENOBUFS`): offer more
+    /// buffers from now on, and refill.
+    pub(crate) fn grow_provided(&self) {
+        if let Some(ring) = &self.provided {
+            ring.target
+                .set((ring.target.get() * 2).min(ring.max_target));
+        }
+        self.refill_provided();
+    }
+
     /// Buffers the kernel holds right now.
     pub fn in_kernel(&self) -> usize {
         self.provided
@@ -170,7 +189,7 @@ impl BufferPool {
     pub(crate) fn refill_provided(&self) {
         let Some(ring) = &self.provided else { return };
         let mut free = self.free.borrow_mut();
-        let missing = ring.target.saturating_sub(ring.in_kernel.get());
+        let missing = ring.target.get().saturating_sub(ring.in_kernel.get());
         if missing == 0 || free.is_empty() {
             return;
         }
@@ -214,7 +233,7 @@ impl BufferPool {
         self.free.borrow_mut().push(id);
         // Returned buffers go back to the kernel first when it is short, so receives keep flowing.
         if let Some(ring) = &self.provided
-            && ring.in_kernel.get() < ring.target / 2
+            && ring.in_kernel.get() < ring.target.get() / 2
         {
             self.refill_provided();
         }
@@ -346,5 +365,17 @@ mod tests {
         let pool = BufferPool::with_provided_ring(4096, 16, 8).unwrap();
         assert_eq!(pool.in_kernel(), 8);
         assert_eq!(pool.free_count(), 8);
+    }
+
+    #[test]
+    fn the_provided_offer_starts_small_and_grows_when_the_kernel_runs_out() {
+        let pool = BufferPool::with_provided_ring(4096, 1024, 512).unwrap();
+        assert_eq!(pool.in_kernel(), INITIAL_PROVIDED);
+        pool.grow_provided();
+        assert_eq!(pool.in_kernel(), 2 * INITIAL_PROVIDED);
+        for _ in 0..10 {
+            pool.grow_provided();
+        }
+        assert_eq!(pool.in_kernel(), 512, "never beyond the ring");
     }
 }

@@ -369,7 +369,9 @@ impl Conn {
                                 rb.end = 0;
                             }
                             if done.res == -libc::ENOBUFS {
-                                // The kernel's ring ran dry: receive into a buffer of our own.
+                                // The kernel's ring ran dry: offer it more from now on, and
+                                // receive this time into a buffer of our own.
+                                self.shard.pool.grow_provided();
                                 match self.shard.pool.take() {
                                     Some(buf) => {
                                         rb.buf = Some(buf);

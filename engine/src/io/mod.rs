@@ -19,10 +19,13 @@ pub mod notify;
 pub mod socket;
 pub mod uring;
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 pub use buffer::{Buf, BufferPool};
@@ -76,6 +79,13 @@ impl IoShard {
                 pool: BufferPool::new(settings.buffer_size, settings.buffers)?,
             })),
         }
+    }
+
+    /// The shard's ring; only called on paths that exist with the `uring` mechanism.
+    pub(crate) fn ring(&self) -> &Rc<Ring> {
+        self.ring
+            .as_ref()
+            .expect("a uring connection or listener belongs to a uring shard")
     }
 
     pub fn mechanism(&self) -> Mechanism {
@@ -217,11 +227,7 @@ impl Listener {
     pub async fn accept(&mut self) -> io::Result<Conn> {
         match &mut self.kind {
             ListenerKind::Uring { fd, multishot } => {
-                let ring = self
-                    .shard
-                    .ring
-                    .as_ref()
-                    .expect("uring listener on a uring shard");
+                let ring = self.shard.ring();
                 loop {
                     let id = *multishot.get_or_insert_with(|| ring.accept_multi(fd.as_raw_fd()));
                     let next = std::future::poll_fn(|cx| ring.poll_accepted(id, cx)).await;
@@ -270,11 +276,7 @@ impl Listener {
         if let ListenerKind::Uring { multishot, .. } = &mut self.kind
             && let Some(id) = multishot.take()
         {
-            let ring = self
-                .shard
-                .ring
-                .as_ref()
-                .expect("uring listener on a uring shard");
+            let ring = self.shard.ring();
             ring.cancel_accept(id);
         }
     }
@@ -321,113 +323,43 @@ impl Conn {
     /// Receives more bytes into `rb`, appending after what it holds. Returns the number of new
     /// bytes; 0 means the peer closed its side. With no buffer in `rb`, one is taken only when data
     /// arrives (provided buffers), so waiting costs no memory.
-    pub async fn recv(&mut self, rb: &mut ReadBuf, deadline: Option<Instant>) -> io::Result<usize> {
-        self.receive(rb, deadline, false).await
+    pub fn recv<'a>(
+        &'a mut self,
+        rb: &'a mut ReadBuf,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = io::Result<usize>> + 'a {
+        self.receive(rb, deadline, false)
     }
 
     /// Like [`Conn::recv`], when the peer is not expected to have sent anything yet: a keep-alive
     /// connection waiting for its next request, an upstream that was just sent a request. The
     /// ring then waits for readiness first instead of trying a receive bound to find nothing.
-    pub async fn recv_later(
-        &mut self,
-        rb: &mut ReadBuf,
+    pub fn recv_later<'a>(
+        &'a mut self,
+        rb: &'a mut ReadBuf,
         deadline: Option<Instant>,
-    ) -> io::Result<usize> {
-        self.receive(rb, deadline, true).await
+    ) -> impl Future<Output = io::Result<usize>> + 'a {
+        self.receive(rb, deadline, true)
     }
 
-    async fn receive(
-        &mut self,
-        rb: &mut ReadBuf,
+    /// Not an `async fn`: the mechanism's own future is returned as it is, so a pending receive
+    /// (what every idle connection holds) costs only what that mechanism needs, with no
+    /// wrapping state machine copying the arguments again.
+    fn receive<'a>(
+        &'a mut self,
+        rb: &'a mut ReadBuf,
         deadline: Option<Instant>,
         poll_first: bool,
-    ) -> io::Result<usize> {
+    ) -> Either<
+        impl Future<Output = io::Result<usize>> + 'a,
+        impl Future<Output = io::Result<usize>> + 'a,
+    > {
         match &mut self.kind {
             ConnKind::Uring { fd } => {
-                let ring = self
-                    .shard
-                    .ring
-                    .as_ref()
-                    .expect("uring conn on a uring shard");
-                let fd = *fd;
-                loop {
-                    let done = match rb.buf.take() {
-                        Some(buf) => {
-                            let buf = rb.make_room(buf)?;
-                            let done = ring
-                                .recv_into(fd, buf, rb.end as usize, deadline, poll_first)
-                                .await;
-                            let mut done = done;
-                            rb.buf = done.bufs[0].take();
-                            done
-                        }
-                        None => {
-                            let mut done = ring.recv_provided(fd, deadline, poll_first).await;
-                            if let Some(buf) = done.bufs[0].take() {
-                                rb.buf = Some(buf);
-                                rb.start = 0;
-                                rb.end = 0;
-                            }
-                            if done.res == -libc::ENOBUFS {
-                                // The kernel's ring ran dry: offer it more from now on, and
-                                // receive this time into a buffer of our own.
-                                self.shard.pool.grow_provided();
-                                match self.shard.pool.take() {
-                                    Some(buf) => {
-                                        rb.buf = Some(buf);
-                                        rb.start = 0;
-                                        rb.end = 0;
-                                        continue;
-                                    }
-                                    None => {
-                                        return Err(io::Error::new(
-                                            io::ErrorKind::OutOfMemory,
-                                            "no I/O buffer free",
-                                        ));
-                                    }
-                                }
-                            }
-                            done
-                        }
-                    };
-                    let n = match check(done.res, done.timed_out) {
-                        Ok(n) => n,
-                        Err(err) => {
-                            rb.release_if_empty();
-                            return Err(err);
-                        }
-                    };
-                    rb.end += n as u32;
-                    rb.release_if_empty();
-                    return Ok(n);
-                }
+                Either::Left(receive_uring(&self.shard, *fd, rb, deadline, poll_first))
             }
             ConnKind::Glommio(stream) => {
-                let buf = match rb.buf.take() {
-                    Some(buf) => buf,
-                    None => {
-                        rb.start = 0;
-                        rb.end = 0;
-                        self.shard.pool.take().ok_or_else(|| {
-                            io::Error::new(io::ErrorKind::OutOfMemory, "no I/O buffer free")
-                        })?
-                    }
-                };
-                let mut buf = rb.make_room(buf)?;
-                let result =
-                    glommio_net::recv(stream, &mut buf.as_mut_slice()[rb.end as usize..], deadline)
-                        .await;
-                rb.buf = Some(buf);
-                let n = match result {
-                    Ok(n) => n,
-                    Err(err) => {
-                        rb.release_if_empty();
-                        return Err(err);
-                    }
-                };
-                rb.end += n as u32;
-                rb.release_if_empty();
-                Ok(n)
+                Either::Right(receive_glommio(&self.shard.pool, stream, rb, deadline))
             }
         }
     }
@@ -438,11 +370,7 @@ impl Conn {
     pub async fn send(&mut self, out: &mut Outbound, deadline: Option<Instant>) -> io::Result<()> {
         match &mut self.kind {
             ConnKind::Uring { fd } => {
-                let ring = self
-                    .shard
-                    .ring
-                    .as_ref()
-                    .expect("uring conn on a uring shard");
+                let ring = self.shard.ring();
                 let fd = *fd;
                 let mut ranges = [(0u32, 0u32); MAX_PARTS];
                 for (range, part) in ranges.iter_mut().zip(&out.parts) {
@@ -498,6 +426,115 @@ impl Conn {
             }
         }
     }
+}
+
+/// [`Conn::recv`] on the shard's ring. Kept apart from the glommio variant so the future of an
+/// idle connection's receive is only as large as the mechanism in use needs.
+async fn receive_uring(
+    shard: &IoShard,
+    fd: RawFd,
+    rb: &mut ReadBuf,
+    deadline: Option<Instant>,
+    poll_first: bool,
+) -> io::Result<usize> {
+    let ring = shard.ring();
+    loop {
+        let done = match rb.buf.take() {
+            Some(buf) => {
+                let buf = rb.make_room(buf)?;
+                let mut done = ring
+                    .recv_into(fd, buf, rb.end as usize, deadline, poll_first)
+                    .await;
+                rb.buf = done.bufs[0].take();
+                done
+            }
+            None => {
+                let mut done = ring.recv_provided(fd, deadline, poll_first).await;
+                if let Some(buf) = done.bufs[0].take() {
+                    rb.buf = Some(buf);
+                    rb.start = 0;
+                    rb.end = 0;
+                }
+                if done.res == -libc::ENOBUFS {
+                    // The kernel's ring ran dry: offer it more from now on, and receive this
+                    // time into a buffer of our own.
+                    shard.pool.grow_provided();
+                    let buf = shard.pool.take().ok_or_else(no_buffer)?;
+                    rb.buf = Some(buf);
+                    rb.start = 0;
+                    rb.end = 0;
+                    continue;
+                }
+                done
+            }
+        };
+        let n = match check(done.res, done.timed_out) {
+            Ok(n) => n,
+            Err(err) => {
+                rb.release_if_empty();
+                return Err(err);
+            }
+        };
+        rb.end += n as u32;
+        rb.release_if_empty();
+        return Ok(n);
+    }
+}
+
+/// [`Conn::recv`] through glommio's stream: a buffer is taken before waiting (readiness and the
+/// read are one call there).
+async fn receive_glommio(
+    pool: &Rc<BufferPool>,
+    stream: &mut glommio::net::TcpStream,
+    rb: &mut ReadBuf,
+    deadline: Option<Instant>,
+) -> io::Result<usize> {
+    let buf = match rb.buf.take() {
+        Some(buf) => buf,
+        None => {
+            rb.start = 0;
+            rb.end = 0;
+            pool.take().ok_or_else(no_buffer)?
+        }
+    };
+    let mut buf = rb.make_room(buf)?;
+    let result =
+        glommio_net::recv(stream, &mut buf.as_mut_slice()[rb.end as usize..], deadline).await;
+    rb.buf = Some(buf);
+    let n = match result {
+        Ok(n) => n,
+        Err(err) => {
+            rb.release_if_empty();
+            return Err(err);
+        }
+    };
+    rb.end += n as u32;
+    rb.release_if_empty();
+    Ok(n)
+}
+
+/// One of two futures, polled in place: what [`Conn`]'s mechanism-dependent operations return.
+enum Either<L, R> {
+    Left(L),
+    Right(R),
+}
+
+impl<L: Future, R: Future<Output = L::Output>> Future for Either<L, R> {
+    type Output = L::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<L::Output> {
+        // SAFETY: structural pinning: the variant's future is never moved out of `self`.
+        unsafe {
+            match self.get_unchecked_mut() {
+                Either::Left(left) => Pin::new_unchecked(left).poll(cx),
+                Either::Right(right) => Pin::new_unchecked(right).poll(cx),
+            }
+        }
+    }
+}
+
+fn no_buffer() -> io::Error {
+    io::Error::new(io::ErrorKind::OutOfMemory, "no I/O buffer free")
 }
 
 impl Drop for Conn {

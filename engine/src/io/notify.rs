@@ -86,11 +86,7 @@ impl NotifyReceiver {
             word.copy_from_slice(&read[..8.min(read.len())]);
             return Ok(u64::from_ne_bytes(word));
         }
-        let ring = self
-            .io
-            .ring
-            .as_ref()
-            .expect("uring receiver on a uring shard");
+        let ring = self.io.ring();
         let fd = self
             .fd
             .as_ref()

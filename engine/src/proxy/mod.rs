@@ -27,6 +27,7 @@ pub mod forward;
 pub mod relay;
 pub mod respond;
 
+use std::future::Future;
 use std::io;
 use std::rc::Rc;
 use std::time::Instant;
@@ -60,9 +61,11 @@ pub enum Step {
 /// While the connection idles between requests, this task holds only the [`Session`] and a
 /// pending receive; each exchange runs in a frame from the shard's pool (see [`crate::frame`]),
 /// so the state of a request in progress costs memory only while a request is in progress.
-pub async fn serve(shard: Rc<Shard>, client: Conn) {
+///
+/// Not an `async fn`: its arguments would stay in the task's future beside the session they are
+/// moved into, and that future is what every idle connection costs.
+pub fn serve(shard: Rc<Shard>, client: Conn) -> impl Future<Output = ()> {
     let key = shard.register(client.raw_fd());
-    let frames = shard.frames().clone();
     let mut session = Session {
         shard,
         client,
@@ -72,16 +75,20 @@ pub async fn serve(shard: Rc<Shard>, client: Conn) {
         served: 0,
         first_byte: None,
     };
-    loop {
-        if session.rb.is_empty() && session.wait_for_request().await == Step::Close {
-            break;
+    // The session is captured and used in place (an `async fn` taking it would copy it again).
+    async move {
+        let frames = session.shard.frames().clone();
+        loop {
+            if session.rb.is_empty() && session.wait_for_request().await == Step::Close {
+                break;
+            }
+            if in_frame(&frames, session.exchange()).await == Step::Close {
+                break;
+            }
+            session.served += 1;
         }
-        if in_frame(&frames, session.exchange()).await == Step::Close {
-            break;
-        }
-        session.served += 1;
+        session.shard.unregister(session.key);
     }
-    session.shard.unregister(session.key);
 }
 
 /// One client connection's state between requests: a few words, no buffer while idle.
@@ -195,11 +202,14 @@ impl Session {
         if self.shard.draining() {
             return Step::Close;
         }
-        let timeouts = self.shard.snapshot().timeouts;
-        let wait = if self.served == 0 {
-            timeouts.header
-        } else {
-            timeouts.keepalive
+        // A block, so the copied timeouts are not kept in the future across the wait.
+        let wait = {
+            let timeouts = &self.shard.snapshot().timeouts;
+            if self.served == 0 {
+                timeouts.header
+            } else {
+                timeouts.keepalive
+            }
         };
         self.shard.set_idle(self.key, true);
         let received = self
@@ -241,18 +251,9 @@ impl Session {
                 Ok(Parsed::Complete(head)) => return Ok(self.decide(snapshot, &head, first_byte)),
                 Ok(Parsed::Partial) => {}
                 Err(err) => {
-                    self.shard.metrics.request();
-                    let early = Early::from_request_error(err);
-                    send_early(
-                        &self.shard,
-                        &mut self.client,
-                        &early,
-                        true,
-                        false,
-                        first_byte,
-                    )
-                    .await;
-                    return Err(Step::Close);
+                    return Err(self
+                        .refuse_head(&Early::from_request_error(err), first_byte)
+                        .await);
                 }
             }
             match self.client.recv(&mut self.rb, Some(deadline)).await {
@@ -264,20 +265,26 @@ impl Session {
                         io::ErrorKind::OutOfMemory => Early::NO_BUFFER,
                         _ => return Err(Step::Close),
                     };
-                    self.shard.metrics.request();
-                    send_early(
-                        &self.shard,
-                        &mut self.client,
-                        &early,
-                        true,
-                        false,
-                        first_byte,
-                    )
-                    .await;
-                    return Err(Step::Close);
+                    return Err(self.refuse_head(&early, first_byte).await);
                 }
             }
         }
+    }
+
+    /// Answers a request whose head could not be read or parsed, and closes: what follows on
+    /// the connection cannot be trusted.
+    async fn refuse_head(&mut self, early: &Early, first_byte: Instant) -> Step {
+        self.shard.metrics.request();
+        send_early(
+            &self.shard,
+            &mut self.client,
+            early,
+            true,
+            false,
+            first_byte,
+        )
+        .await;
+        Step::Close
     }
 
     /// Routes and admits a parsed request and, when it goes upstream, writes the forwarded head.
@@ -883,7 +890,8 @@ mod tests {
     /// and the executor's task header); an exchange in progress lives in a pooled frame instead.
     #[test]
     fn an_idle_connection_task_stays_small() {
+        // 336 bytes at the time of writing: the session (144) and a pending receive (176).
         let size = future_size(super::serve);
-        assert!(size <= 512, "the connection task's future is {size} bytes");
+        assert!(size <= 384, "the connection task's future is {size} bytes");
     }
 }

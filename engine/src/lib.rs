@@ -2,10 +2,38 @@
 //!
 //! Crate map, one line per module:
 //!
-//! - [`error`]  one error type: kind, side at fault, retryable
-//! - [`config`] TOML file -> raw structs -> validated, immutable [`config::Config`]
-//! - [`http1`]  sans-io HTTP/1.1: request/response head parsing, framing, chunked, head encoding
-//! - [`router`] host -> method -> path lookup, built per snapshot
+//! - [`error`]    one error type: kind, side at fault, retryable
+//! - [`config`]   TOML file -> raw structs -> validated, immutable [`config::Config`]; the plan
+//! - [`runtime`]  process shape: binds listeners, starts one pinned glommio executor per core,
+//!   turns signals into mailbox commands (the only module that spawns threads)
+//! - [`control`]  per-shard mailboxes, the only path between cores
+//! - [`shard`]    everything one core owns: snapshot (routes, upstreams), pools, metrics, scratch
+//! - [`listener`] a shard's accept loop: connection cap, back-off on EMFILE
+//! - [`io`]       the only module touching sockets: the shard's own io_uring, or glommio's
+//!   `TcpStream`; buffers; cross-thread doorbells
+//! - [`frame`]    pooled memory for the futures of exchanges in progress
+//! - [`http1`]    sans-io HTTP/1.1: request/response heads, framing, chunked, head writing
+//! - [`router`]   host -> path -> method lookup and path normalisation, built per snapshot
+//! - [`proxy`]    the request pipeline of one client connection, and body relays
+//! - [`upstream`] per-shard keep-alive pools per endpoint, endpoint choice
+//! - [`metrics`]  per-shard counters and latency histogram, metric names
+//! - [`event`]    a shard-local one-shot event (drain started)
+//!
+//! The request flow, with the file of each step:
+//!
+//! ```text
+//! listener::accept_loop          accept on the shard's SO_REUSEPORT socket, spawn a task
+//! proxy::serve                   idle wait for the next request (no buffer held)
+//!   proxy::Session::read_head    receive into the connection buffer, http1::parse_request
+//!   proxy::Session::decide       router::normalize_path, RouteTable::lookup, limits,
+//!                                proxy::forward::write_request_head (synchronous)
+//!   proxy::Session::forward      upstream::EndpointPool checkout, send head + body at hand,
+//!                                proxy::relay the rest of the body
+//!   proxy::Session::read_response  http1::parse_response, forward::write_response_head
+//!   proxy::relay                 response body by length / chunked / until close
+//!   EndpointPool::give_back      after a clean exchange; the client connection loops
+//! proxy::respond                 every early exit (4xx/5xx) in one format
+//! ```
 
 pub mod config;
 pub mod control;

@@ -69,6 +69,17 @@ pub fn config(io: &str, cores: &str, upstream: SocketAddr, extra: &str) -> Strin
 /// Like [`config`], with the body of the `[[upstream]]` table (named "up") written out, for
 /// tests that set pool limits or timeouts.
 pub fn config_with(io: &str, cores: &str, upstream_body: &str, extra: &str) -> String {
+    config_with_upstreams(
+        io,
+        cores,
+        &format!("[[upstream]]\nname = \"up\"\n{upstream_body}\n"),
+        extra,
+    )
+}
+
+/// The runtime and listener every test uses, then `upstreams` (whole `[[upstream]]` tables)
+/// and `extra`.
+pub fn config_with_upstreams(io: &str, cores: &str, upstreams: &str, extra: &str) -> String {
     format!(
         r#"
 [runtime]
@@ -83,9 +94,7 @@ io_memory = "1MiB"
 name = "test"
 bind = "127.0.0.1:0"
 
-[[upstream]]
-name = "up"
-{upstream_body}
+{upstreams}
 
 {extra}
 "#

@@ -4,9 +4,10 @@
 //! those two agree we follow them, where they differ we say which one we follow and why.
 //! The configuration reference in `README.md` lists the same values for readers of the file.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use super::{Balance, CoreSelection, IoMode};
+use super::{AccessLogFormat, Balance, CoreSelection, IoMode};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -212,6 +213,49 @@ pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = secs(60);
 /// after upstream scaling and bound per-connection state. NGINX's `keepalive_requests` is 1000;
 /// a proxy pooling per shard reuses connections harder, so 10000. `0` means unlimited.
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: Option<u32> = Some(10_000);
+
+// ---------------------------------------------------------------------------------------------
+// [admin]
+
+/// Where the admin listener binds when `[admin]` is written without `bind`: loopback only, on
+/// Envoy's customary admin port. The admin API can reload the configuration and reveals it, so
+/// it is never reachable from elsewhere unless the operator says so (with a token).
+pub const DEFAULT_ADMIN_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
+
+/// Shortest bearer token accepted for the admin API: 16 characters make guessing hopeless
+/// (a token is compared in constant time, so nothing leaks how much of a guess was right).
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// How long a reload waits for every shard to acknowledge the new configuration before it
+/// reports the shards that did not. A shard builds its route table between two requests, which
+/// takes milliseconds even for 10,000 routes.
+pub const RELOAD_ACK_TIMEOUT: Duration = secs(5);
+
+/// How long a metrics scrape waits for the shards' counters. A shard answers between two
+/// scheduling passes, within a millisecond unless it is overloaded.
+pub const COLLECT_TIMEOUT: Duration = secs(1);
+
+// ---------------------------------------------------------------------------------------------
+// [access_log]
+
+/// JSON lines: one object per request, which log shippers parse without a pattern.
+pub const DEFAULT_ACCESS_LOG_FORMAT: AccessLogFormat = AccessLogFormat::Json;
+
+/// Bytes of log lines a shard gathers before handing them to the writer, as NGINX's
+/// `access_log ... buffer=64k`. A handoff costs one queue push, so it happens a few times a
+/// second under load rather than per request.
+pub const DEFAULT_ACCESS_LOG_BUFFER: usize = 64 * KIB;
+/// Smaller buffers mean a handoff every few requests.
+pub const MIN_ACCESS_LOG_BUFFER: usize = 4 * KIB;
+/// Larger buffers only delay lines and cost memory per shard.
+pub const MAX_ACCESS_LOG_BUFFER: usize = 16 * MIB;
+
+/// Longest a line waits in a shard's buffer when traffic is light, as NGINX's `flush=`.
+pub const DEFAULT_ACCESS_LOG_FLUSH: Duration = secs(1);
+/// Flushing more often than this is a handoff per request again.
+pub const MIN_ACCESS_LOG_FLUSH: Duration = ms(10);
+/// Lines older than a minute are no longer an access log one can follow.
+pub const MAX_ACCESS_LOG_FLUSH: Duration = secs(60);
 
 // ---------------------------------------------------------------------------------------------
 // names

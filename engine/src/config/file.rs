@@ -37,6 +37,8 @@ pub(super) struct RawFile {
     pub listener: Tables<RawListener>,
     pub upstream: Tables<RawUpstream>,
     pub route: Tables<RawRoute>,
+    pub admin: Option<Spanned<RawAdmin>>,
+    pub access_log: Option<Spanned<RawAccessLog>>,
 }
 
 /// `[runtime]`
@@ -85,6 +87,24 @@ pub(super) struct RawTimeouts {
     pub upstream_response: Field,
     pub upstream_body: Field,
     pub drain: Field,
+}
+
+/// `[admin]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table, written [admin]")]
+pub(super) struct RawAdmin {
+    pub bind: Field,
+    pub token: Field,
+}
+
+/// `[access_log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table, written [access_log]")]
+pub(super) struct RawAccessLog {
+    pub path: Field,
+    pub format: Field,
+    pub buffer_size: Field,
+    pub flush_interval: Field,
 }
 
 /// One `[[listener]]`

@@ -12,6 +12,7 @@
 //! | `defaults.rs` | every `DEFAULT_*` value and every bound, each with its reason |
 //! | `units.rs` | the duration (`"10s"`) and size (`"16KiB"`) grammars |
 //! | `cores.rs` | the CPU-list grammar of `runtime.cores` (`"0-3,6"`) |
+//! | `render.rs` | [`Config`] -> TOML with every effective value (the admin API's `/config`) |
 //! | `plan.rs` | [`Config`] + this machine -> [`Plan`]: which CPUs get a shard, per-shard budgets |
 //! | `error.rs` | [`ConfigError`]: file, line, column, key, message, value found |
 //!
@@ -27,6 +28,7 @@ pub mod defaults;
 mod error;
 mod file;
 pub mod plan;
+mod render;
 pub mod units;
 mod validate;
 
@@ -57,6 +59,10 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// In file order.
     pub routes: Vec<RouteConfig>,
+    /// `[admin]`: the admin listener, when the file has the section.
+    pub admin: Option<AdminConfig>,
+    /// `[access_log]`: one line per request, when the file has the section.
+    pub access_log: Option<AccessLogConfig>,
     /// The file this configuration came from, as the caller named it.
     pub origin: PathBuf,
 }
@@ -195,8 +201,50 @@ pub struct Timeouts {
     pub drain: Duration,
 }
 
+/// `[admin]`: the admin listener (health, readiness, configuration, reload, metrics). Runs on
+/// the control plane's own thread, never on a shard, and never on a data listener's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub bind: SocketAddr,
+    /// When set, every endpoint but `/healthz` and `/readyz` wants
+    /// `Authorization: Bearer <token>`. Required when `bind` is not a loopback address.
+    pub token: Option<Box<str>>,
+}
+
+/// `[access_log]`: where and how request lines are written. Lines are gathered per shard and
+/// written by a thread of their own, so a slow or full disk never holds up a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    /// The file lines are appended to; opened again on every reload (log rotation).
+    pub path: PathBuf,
+    pub format: AccessLogFormat,
+    /// Bytes a shard gathers before handing them to the writer.
+    pub buffer_size: usize,
+    /// Longest a line waits in a shard when traffic is light.
+    pub flush_interval: Duration,
+}
+
+/// The shape of an access-log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// NGINX's `combined` format, with coregate's fields appended.
+    Combined,
+}
+
+impl AccessLogFormat {
+    /// The name the file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLogFormat::Json => "json",
+            AccessLogFormat::Combined => "combined",
+        }
+    }
+}
+
 /// One `[[listener]]`: every shard opens its own `SO_REUSEPORT` socket on `bind`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerConfig {
     pub name: Box<str>,
     pub bind: SocketAddr,

@@ -1321,3 +1321,133 @@ fn conflicting_routes_are_refused_with_the_later_line() {
         + 2;
     assert!(errors.starts_with(&format!("t.toml:{second}:")), "{errors}");
 }
+
+#[test]
+fn admin_and_access_log_are_off_unless_written() {
+    let config = valid(BASE);
+    assert_eq!(config.admin, None);
+    assert_eq!(config.access_log, None);
+}
+
+#[test]
+fn admin_defaults_to_loopback_without_a_token() {
+    let config = valid(&with_base("[admin]\n"));
+    assert_eq!(
+        config.admin,
+        Some(AdminConfig {
+            bind: DEFAULT_ADMIN_BIND,
+            token: None
+        })
+    );
+    let config = valid(&with_base(
+        "[admin]\nbind = \"0.0.0.0:9901\"\ntoken = \"0123456789abcdef\"\n",
+    ));
+    let admin = config.admin.expect("admin section");
+    assert_eq!(admin.bind, "0.0.0.0:9901".parse().unwrap());
+    assert_eq!(admin.token.as_deref(), Some("0123456789abcdef"));
+}
+
+#[test]
+fn admin_mistakes_name_their_key() {
+    assert_eq!(
+        error(&with_base("[admin]\nbind = \"0.0.0.0:9901\"\n")),
+        "t.toml:9:8: admin.bind: an admin listener reachable from other hosts needs admin.token \
+         (found \"0.0.0.0:9901\")"
+    );
+    assert_eq!(
+        error(&with_base("[admin]\ntoken = \"short\"\n")),
+        "t.toml:9:9: admin.token: must be at least 16 characters (found \"short\")"
+    );
+    assert_eq!(
+        error(&with_base("[admin]\ntoken = \"has a space in it!\"\n")),
+        "t.toml:9:9: admin.token: must be printable ASCII without spaces (it is sent in an \
+         HTTP header) (found \"has a space in it!\")"
+    );
+    let text = "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:8080\"\n\
+                [admin]\nbind = \"127.0.0.1:8080\"\n";
+    assert_eq!(
+        error(text),
+        "t.toml:5:8: admin.bind: overlaps listener \"l\" (127.0.0.1:8080): the admin API is \
+         never served on a data listener (found \"127.0.0.1:8080\")"
+    );
+    assert!(error(&with_base("[admin]\nbind = \"localhost:9901\"\n")).contains("admin.bind"));
+}
+
+#[test]
+fn access_log_reads_every_key() {
+    let config = valid(&with_base(
+        "[access_log]\npath = \"/var/log/coregate.log\"\nformat = \"combined\"\n\
+         buffer_size = \"8KiB\"\nflush_interval = \"250ms\"\n",
+    ));
+    assert_eq!(
+        config.access_log,
+        Some(AccessLogConfig {
+            path: "/var/log/coregate.log".into(),
+            format: AccessLogFormat::Combined,
+            buffer_size: 8 * 1024,
+            flush_interval: Duration::from_millis(250),
+        })
+    );
+    let config = valid(&with_base("[access_log]\npath = \"a.log\"\n"));
+    let log = config.access_log.expect("access_log section");
+    assert_eq!(log.format, DEFAULT_ACCESS_LOG_FORMAT);
+    assert_eq!(log.buffer_size, DEFAULT_ACCESS_LOG_BUFFER);
+    assert_eq!(log.flush_interval, DEFAULT_ACCESS_LOG_FLUSH);
+}
+
+#[test]
+fn access_log_mistakes_name_their_key() {
+    assert_eq!(
+        error(&with_base("[access_log]\nformat = \"json\"\n")),
+        "t.toml:8:1: access_log.path: required key is missing"
+    );
+    assert_eq!(
+        error(&with_base(
+            "[access_log]\npath = \"a.log\"\nformat = \"xml\"\n"
+        )),
+        "t.toml:10:10: access_log.format: must be \"json\" or \"combined\" (found \"xml\")"
+    );
+    assert!(
+        error(&with_base(
+            "[access_log]\npath = \"a.log\"\nflush_interval = \"1ms\"\n"
+        ))
+        .starts_with("t.toml:10:18: access_log.flush_interval: must be from 10ms to 1m")
+    );
+}
+
+/// Renders, loads the rendering and renders again: the effective configuration must load and
+/// describe itself exactly.
+fn assert_renders_to_itself(text: &str) {
+    let config = valid(text);
+    let rendered = config.render();
+    let again = match Config::parse_with(&rendered, "rendered.toml", &FakeResolver) {
+        Ok(config) => config,
+        Err(errors) => panic!("the rendering does not load:\n{errors}\n---\n{rendered}"),
+    };
+    // The token is never written, so the rendering loads without one.
+    assert_eq!(
+        again.render(),
+        rendered.replace("# token = (set, not shown)\n", "")
+    );
+}
+
+#[test]
+fn the_effective_configuration_renders_to_itself() {
+    assert_renders_to_itself(EXAMPLE);
+    assert_renders_to_itself(BASE);
+    assert_renders_to_itself(&with_base(
+        "[admin]\nbind = \"127.0.0.1:9902\"\ntoken = \"0123456789abcdef\"\n\
+         [access_log]\npath = \"/tmp/a \\\"b\\\".log\"\nformat = \"combined\"\n\
+         [[route]]\nname = \"r\"\nhost = \"*.example.com\"\nmethods = [\"GET\", \"POST\"]\n\
+         path_prefix = \"/v1/\"\nupstream = \"api\"\nprefix_rewrite = \"/api/v1/\"\n\
+         add_request_headers = { \"X-A\" = \"1\" }\nremove_response_headers = [\"server\"]\n\
+         max_body_bytes = \"1MiB\"\n\
+         [[route]]\npath = \"/users/{id}\"\nrespond = { status = 200, body = \"a\\tb\\n\", \
+         headers = { \"Content-Type\" = \"text/plain\" } }\n",
+    ));
+    let rendered = valid(&with_base("[admin]\ntoken = \"0123456789abcdef\"\n")).render();
+    assert!(
+        !rendered.contains("0123456789abcdef"),
+        "tokens are never shown"
+    );
+}

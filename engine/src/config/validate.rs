@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -22,13 +23,14 @@ use super::cores::{MAX_CPU, check_cpu_array, parse_cpu_list};
 use super::defaults::*;
 use super::error::{ConfigError, ConfigErrors, Report};
 use super::file::{
-    self, Field, RawFile, RawGlommio, RawLimits, RawListener, RawRespond, RawRoute, RawRuntime,
-    RawTimeouts, RawUpstream, Tables, Value, push_key,
+    self, Field, RawAccessLog, RawAdmin, RawFile, RawGlommio, RawLimits, RawListener, RawRespond,
+    RawRoute, RawRuntime, RawTimeouts, RawUpstream, Tables, Value, push_key,
 };
 use super::units::{Millis, Size, parse_duration, parse_size};
 use super::{
-    Balance, Config, CoreSelection, GlommioConfig, HeaderEdits, IoMode, Limits, ListenerConfig,
-    RouteAction, RouteConfig, RuntimeConfig, Timeouts, UpstreamConfig,
+    AccessLogConfig, AccessLogFormat, AdminConfig, Balance, Config, CoreSelection, GlommioConfig,
+    HeaderEdits, IoMode, Limits, ListenerConfig, RouteAction, RouteConfig, RuntimeConfig, Timeouts,
+    UpstreamConfig,
 };
 use crate::http1::{Method, MethodSet};
 use crate::router::spec::{HostPattern, PathPattern};
@@ -146,6 +148,8 @@ impl Validator<'_, '_> {
         let listeners = self.listeners(&raw.listener);
         let upstreams = self.upstreams(&raw.upstream, timeouts.as_ref());
         let routes = self.routes(&raw.route, &upstreams, limits.as_ref());
+        let admin = self.admin(raw.admin.as_ref(), listeners.as_deref());
+        let access_log = self.access_log(raw.access_log.as_ref());
         Some(Config {
             runtime: runtime?,
             limits: limits?,
@@ -153,6 +157,8 @@ impl Validator<'_, '_> {
             listeners: listeners?,
             upstreams: upstreams.into_iter().collect::<Option<Vec<_>>>()?,
             routes: routes?,
+            admin: admin?,
+            access_log: access_log?,
             origin: origin.into(),
         })
     }
@@ -1257,6 +1263,159 @@ impl Validator<'_, '_> {
             headers.push((name.as_str().into(), text.as_str().into()));
         }
         ok.then_some(headers)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // [admin]
+
+    /// `Some(None)` when there is no `[admin]`; `None` when it has mistakes.
+    fn admin(
+        &mut self,
+        raw: Option<&Spanned<RawAdmin>>,
+        listeners: Option<&[ListenerConfig]>,
+    ) -> Option<Option<AdminConfig>> {
+        let Some(raw) = raw else {
+            return Some(None);
+        };
+        let s = "admin";
+        let bind_key = key(s, "bind");
+        let bind = match self.string(&raw.get_ref().bind, &bind_key) {
+            Got::Value((text, span)) => match text.parse::<SocketAddr>() {
+                Ok(addr) => {
+                    let clash = listeners.unwrap_or_default().iter().find(|listener| {
+                        addr.port() != 0
+                            && listener.bind.port() == addr.port()
+                            && listener.bind.is_ipv4() == addr.is_ipv4()
+                            && (listener.bind.ip() == addr.ip()
+                                || listener.bind.ip().is_unspecified()
+                                || addr.ip().is_unspecified())
+                    });
+                    match clash {
+                        Some(listener) => self.bad(
+                            span,
+                            &bind_key,
+                            format!(
+                                "overlaps listener {:?} ({}): the admin API is never served on a \
+                                 data listener",
+                                listener.name, listener.bind
+                            ),
+                        ),
+                        None => Got::Value((addr, span)),
+                    }
+                }
+                Err(_) => self.bad(
+                    span,
+                    &bind_key,
+                    "expected an IP address and port, like \"127.0.0.1:9901\"",
+                ),
+            },
+            Got::Absent => Got::Absent,
+            Got::Invalid => Got::Invalid,
+        };
+        let token_key = key(s, "token");
+        let token = self
+            .string(&raw.get_ref().token, &token_key)
+            .and_then(|(text, span)| {
+                if text.len() < MIN_ADMIN_TOKEN_LEN {
+                    self.bad(
+                        span,
+                        &token_key,
+                        format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters"),
+                    )
+                } else if !text.bytes().all(|b| b.is_ascii_graphic()) {
+                    self.bad(
+                        span,
+                        &token_key,
+                        "must be printable ASCII without spaces (it is sent in an HTTP header)",
+                    )
+                } else {
+                    Got::Value(Box::<str>::from(text))
+                }
+            })
+            .optional();
+        let (bind, bind_span) = match bind {
+            Got::Value((addr, span)) => (Some(addr), Some(span)),
+            Got::Absent => (Some(DEFAULT_ADMIN_BIND), None),
+            Got::Invalid => (None, None),
+        };
+        if let (Some(addr), Some(None)) = (bind, &token)
+            && !addr.ip().is_loopback()
+        {
+            let span = bind_span.unwrap_or_else(|| raw.span());
+            self.report.invalid(
+                span,
+                &bind_key,
+                "an admin listener reachable from other hosts needs admin.token",
+            );
+            return None;
+        }
+        Some(Some(AdminConfig {
+            bind: bind?,
+            token: token?,
+        }))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // [access_log]
+
+    /// `Some(None)` when there is no `[access_log]`; `None` when it has mistakes.
+    fn access_log(
+        &mut self,
+        raw: Option<&Spanned<RawAccessLog>>,
+    ) -> Option<Option<AccessLogConfig>> {
+        let Some(raw) = raw else {
+            return Some(None);
+        };
+        let header = raw.span();
+        let raw = raw.get_ref();
+        let s = "access_log";
+        let path_key = key(s, "path");
+        let path = self.string(&raw.path, &path_key).and_then(|(text, span)| {
+            if text.is_empty() || text.ends_with('/') {
+                self.bad(
+                    span,
+                    &path_key,
+                    "expected a file path, like \"/var/log/coregate/access.log\"",
+                )
+            } else if text.bytes().any(|b| b == 0) {
+                self.bad(span, &path_key, "a path cannot hold a NUL byte")
+            } else {
+                Got::Value(PathBuf::from(text))
+            }
+        });
+        let path = self.required(path, &header, &path_key);
+        let format_key = key(s, "format");
+        let format = self
+            .string(&raw.format, &format_key)
+            .and_then(|(text, span)| match text {
+                "json" => Got::Value(AccessLogFormat::Json),
+                "combined" => Got::Value(AccessLogFormat::Combined),
+                _ => self.bad(span, &format_key, "must be \"json\" or \"combined\""),
+            })
+            .or(DEFAULT_ACCESS_LOG_FORMAT);
+        let buffer_size = self
+            .size(
+                &raw.buffer_size,
+                &key(s, "buffer_size"),
+                MIN_ACCESS_LOG_BUFFER as u64,
+                MAX_ACCESS_LOG_BUFFER as u64,
+            )
+            .map(to_usize)
+            .or(DEFAULT_ACCESS_LOG_BUFFER);
+        let flush_interval = self
+            .duration(
+                &raw.flush_interval,
+                &key(s, "flush_interval"),
+                MIN_ACCESS_LOG_FLUSH,
+                MAX_ACCESS_LOG_FLUSH,
+            )
+            .or(DEFAULT_ACCESS_LOG_FLUSH);
+        Some(Some(AccessLogConfig {
+            path: path?,
+            format: format?,
+            buffer_size: buffer_size?,
+            flush_interval: flush_interval?,
+        }))
     }
 
     // -----------------------------------------------------------------------------------------

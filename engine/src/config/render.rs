@@ -1,0 +1,249 @@
+//! A validated [`Config`] written back out as TOML, every key with its effective value: what
+//! the admin API's `/config` shows, so an operator sees the defaults that applied and the
+//! addresses upstream names resolved to.
+//!
+//! The output is itself a valid configuration that loads to the same values (a test holds it to
+//! that): durations and sizes are written in the file's own units, routes in file order with
+//! their names, upstream endpoints as the resolved addresses. Admin tokens are never written.
+
+use std::fmt::Write;
+
+use super::cores::CpuList;
+use super::units::{Millis, Size};
+use super::{Config, CoreSelection, HeaderEdits, RouteAction};
+use crate::router::spec::{HostPattern, PathPattern};
+
+impl Config {
+    /// The effective configuration as TOML.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = render(self, &mut out);
+        out
+    }
+}
+
+fn render(config: &Config, out: &mut String) -> std::fmt::Result {
+    let r = &config.runtime;
+    writeln!(out, "[runtime]")?;
+    match &r.cores {
+        CoreSelection::All => writeln!(out, "cores = \"all\"")?,
+        CoreSelection::List(cpus) => writeln!(out, "cores = \"{}\"", CpuList(cpus))?,
+    }
+    writeln!(out, "io = \"{}\"", r.io.as_str())?;
+    writeln!(out, "ring_entries = {}", r.ring_entries)?;
+    writeln!(out, "buffer_size = {}", size(r.buffer_size as u64))?;
+    writeln!(out, "buffers_per_shard = {}", r.buffers_per_shard)?;
+    writeln!(out, "max_connections = {}", r.max_connections)?;
+    writeln!(out, "idle_wait = {}", duration(r.idle_wait))?;
+    writeln!(out, "\n[runtime.glommio]")?;
+    let g = &r.glommio;
+    writeln!(out, "io_memory = {}", size(g.io_memory as u64))?;
+    writeln!(out, "ring_depth = {}", g.ring_depth)?;
+    writeln!(
+        out,
+        "spin_before_park = {}",
+        duration(g.spin_before_park.unwrap_or_default())
+    )?;
+    writeln!(out, "preempt_timer = {}", duration(g.preempt_timer))?;
+
+    let l = &config.limits;
+    writeln!(out, "\n[limits]")?;
+    writeln!(
+        out,
+        "max_request_line = {}",
+        size(l.max_request_line as u64)
+    )?;
+    writeln!(out, "max_head_bytes = {}", size(l.max_head_bytes as u64))?;
+    writeln!(out, "max_headers = {}", l.max_headers)?;
+    writeln!(out, "max_body_bytes = {}", body_limit(l.max_body_bytes))?;
+
+    let t = &config.timeouts;
+    writeln!(out, "\n[timeouts]")?;
+    for (key, value) in [
+        ("header", t.header),
+        ("keepalive", t.keepalive),
+        ("body", t.body),
+        ("send", t.send),
+        ("upstream_connect", t.upstream_connect),
+        ("upstream_response", t.upstream_response),
+        ("upstream_body", t.upstream_body),
+        ("drain", t.drain),
+    ] {
+        writeln!(out, "{key} = {}", duration(value))?;
+    }
+
+    if let Some(admin) = &config.admin {
+        writeln!(out, "\n[admin]")?;
+        writeln!(out, "bind = \"{}\"", admin.bind)?;
+        if admin.token.is_some() {
+            writeln!(out, "# token = (set, not shown)")?;
+        }
+    }
+    if let Some(log) = &config.access_log {
+        writeln!(out, "\n[access_log]")?;
+        writeln!(out, "path = {}", quote(&log.path.to_string_lossy()))?;
+        writeln!(out, "format = \"{}\"", log.format.as_str())?;
+        writeln!(out, "buffer_size = {}", size(log.buffer_size as u64))?;
+        writeln!(out, "flush_interval = {}", duration(log.flush_interval))?;
+    }
+
+    for listener in &config.listeners {
+        writeln!(out, "\n[[listener]]")?;
+        writeln!(out, "name = {}", quote(&listener.name))?;
+        writeln!(out, "bind = \"{}\"", listener.bind)?;
+        writeln!(out, "backlog = {}", listener.backlog)?;
+        writeln!(out, "defer_accept = {}", listener.defer_accept)?;
+    }
+
+    for upstream in &config.upstreams {
+        writeln!(out, "\n[[upstream]]")?;
+        writeln!(out, "name = {}", quote(&upstream.name))?;
+        let endpoints: Vec<String> = upstream
+            .endpoints
+            .iter()
+            .map(|addr| format!("\"{addr}\""))
+            .collect();
+        writeln!(out, "endpoints = [{}]", endpoints.join(", "))?;
+        writeln!(out, "balance = \"{}\"", upstream.balance.as_str())?;
+        writeln!(
+            out,
+            "max_idle_per_endpoint = {}",
+            upstream.max_idle_per_endpoint
+        )?;
+        writeln!(out, "idle_timeout = {}", duration(upstream.idle_timeout))?;
+        writeln!(
+            out,
+            "max_requests_per_connection = {}",
+            upstream.max_requests_per_connection.unwrap_or(0)
+        )?;
+        writeln!(
+            out,
+            "connect_timeout = {}",
+            duration(upstream.connect_timeout)
+        )?;
+        writeln!(
+            out,
+            "response_timeout = {}",
+            duration(upstream.response_timeout)
+        )?;
+    }
+
+    for route in &config.routes {
+        writeln!(out, "\n[[route]]")?;
+        writeln!(out, "name = {}", quote(&route.name))?;
+        match &route.host {
+            HostPattern::Any => {}
+            host => writeln!(out, "host = {}", quote(&host.to_string()))?,
+        }
+        if route.methods != crate::http1::MethodSet::ANY {
+            let methods: Vec<String> = route
+                .methods
+                .iter()
+                .filter_map(|method| method.as_str())
+                .map(|name| format!("\"{name}\""))
+                .collect();
+            writeln!(out, "methods = [{}]", methods.join(", "))?;
+        }
+        match &route.path {
+            PathPattern::Exact(path) | PathPattern::Template(path) => {
+                writeln!(out, "path = {}", quote(path))?
+            }
+            PathPattern::Prefix(path) => writeln!(out, "path_prefix = {}", quote(path))?,
+        }
+        match &route.action {
+            RouteAction::Upstream {
+                upstream,
+                strip_prefix,
+                prefix_rewrite,
+            } => {
+                let name = config
+                    .upstreams
+                    .get(*upstream)
+                    .map_or("", |upstream| &upstream.name);
+                writeln!(out, "upstream = {}", quote(name))?;
+                if *strip_prefix {
+                    writeln!(out, "strip_prefix = true")?;
+                }
+                if let Some(rewrite) = prefix_rewrite {
+                    writeln!(out, "prefix_rewrite = {}", quote(rewrite))?;
+                }
+            }
+            RouteAction::Respond {
+                status,
+                body,
+                headers,
+            } => {
+                write!(
+                    out,
+                    "respond = {{ status = {status}, body = {}",
+                    quote(&String::from_utf8_lossy(body))
+                )?;
+                if !headers.is_empty() {
+                    let pairs: Vec<String> = headers
+                        .iter()
+                        .map(|(name, value)| format!("{} = {}", quote(name), quote(value)))
+                        .collect();
+                    write!(out, ", headers = {{ {} }}", pairs.join(", "))?;
+                }
+                writeln!(out, " }}")?;
+            }
+        }
+        edits(out, "request", &route.request_headers)?;
+        edits(out, "response", &route.response_headers)?;
+        writeln!(out, "max_body_bytes = {}", body_limit(route.max_body_bytes))?;
+    }
+    Ok(())
+}
+
+fn edits(out: &mut String, side: &str, edits: &HeaderEdits) -> std::fmt::Result {
+    if !edits.remove.is_empty() {
+        let names: Vec<String> = edits.remove.iter().map(|name| quote(name)).collect();
+        writeln!(out, "remove_{side}_headers = [{}]", names.join(", "))?;
+    }
+    if !edits.add.is_empty() {
+        let pairs: Vec<String> = edits
+            .add
+            .iter()
+            .map(|(name, value)| format!("{} = {}", quote(name), quote(value)))
+            .collect();
+        writeln!(out, "add_{side}_headers = {{ {} }}", pairs.join(", "))?;
+    }
+    Ok(())
+}
+
+fn duration(value: std::time::Duration) -> String {
+    match Millis(value).to_string().as_str() {
+        "0" => "0".to_owned(),
+        text => format!("\"{text}\""),
+    }
+}
+
+fn size(bytes: u64) -> String {
+    format!("\"{}\"", Size(bytes).to_string().replace(' ', ""))
+}
+
+fn body_limit(limit: Option<u64>) -> String {
+    limit.map_or_else(|| "0".to_owned(), size)
+}
+
+/// A TOML basic string.
+fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

@@ -4,8 +4,8 @@
 //!
 //! - [`error`]    one error type: kind, side at fault, retryable
 //! - [`config`]   TOML file -> raw structs -> validated, immutable [`config::Config`]; the plan
-//! - [`runtime`]  process shape: binds listeners, starts one pinned glommio executor per core,
-//!   turns signals into mailbox commands (the only module that spawns threads)
+//! - [`runtime`]  process shape: binds listeners, starts one pinned glommio executor per core and
+//!   the control plane (reload, collection, drain); the only module that spawns threads
 //! - [`control`]  per-shard mailboxes, the only path between cores
 //! - [`shard`]    everything one core owns: snapshot (routes, upstreams), pools, metrics, scratch
 //! - [`listener`] a shard's accept loop: connection cap, back-off on EMFILE
@@ -18,6 +18,8 @@
 //! - [`upstream`] per-shard keep-alive pools per endpoint, endpoint choice
 //! - [`metrics`]  per-shard counters and latency histogram, metric names
 //! - [`event`]    a shard-local one-shot event (drain started)
+//! - [`access_log`] one line per request: per-shard buffers, a writer thread, JSON or combined
+//! - [`admin`]    the admin API on the control plane's thread: health, readiness, config, reload, metrics
 //!
 //! The request flow, with the file of each step:
 //!
@@ -35,6 +37,8 @@
 //! proxy::respond                 every early exit (4xx/5xx) in one format
 //! ```
 
+pub mod access_log;
+pub mod admin;
 pub mod config;
 pub mod control;
 pub mod error;

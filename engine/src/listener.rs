@@ -3,7 +3,9 @@
 //!
 //! At the cap, or when the process runs out of descriptors (EMFILE/ENFILE) or memory, the loop
 //! stops taking connections (they wait in the kernel's backlog) and retries after a pause that
-//! doubles up to [`MAX_BACKOFF`]; it never spins and never exits. Draining ends the loop.
+//! doubles up to [`MAX_BACKOFF`]; it never spins and never exits. Draining ends the loop, and
+//! so does the listener's own stop event (a reload removed or changed the listener): the
+//! socket closes, the connections it accepted carry on.
 
 use std::io;
 use std::rc::Rc;
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use futures_lite::future;
 
+use crate::event::LocalEvent;
 use crate::io::Listener;
 use crate::proxy;
 use crate::runtime::bootstrap::spawn;
@@ -21,10 +24,10 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(5);
 /// Longest pause between attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
-pub async fn accept_loop(shard: Rc<Shard>, mut listener: Listener) {
+pub async fn accept_loop(shard: Rc<Shard>, mut listener: Listener, stop: Rc<LocalEvent>) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        if shard.draining() {
+        if shard.draining() || stop.has_fired() {
             break;
         }
         if shard.open_connections() >= shard.max_connections() {
@@ -34,7 +37,7 @@ pub async fn accept_loop(shard: Rc<Shard>, mut listener: Listener) {
             continue;
         }
         let accepted = future::or(async { Some(listener.accept().await) }, async {
-            shard.drain_started().await;
+            future::or(shard.drain_started(), stop.wait()).await;
             None
         })
         .await;

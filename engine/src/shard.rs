@@ -13,18 +13,21 @@ use std::time::Duration;
 
 use slab::Slab;
 
+use crate::access_log::{LogSink, ShardLog};
 use crate::config::{Config, HeaderEdits, RouteAction};
 use crate::event::LocalEvent;
 use crate::frame::FramePool;
 use crate::http1::{self, Field};
 use crate::io::IoShard;
-use crate::metrics::ShardMetrics;
+use crate::metrics::{EndpointReport, RouteStatsId, ShardMetrics, ShardReport};
 use crate::router::{RouteSpec, RouteTable};
 use crate::upstream::{PoolSettings, Pools, UpstreamGroup};
 
 /// A route as one shard uses it: the route's action and edits, copied from the configuration.
 pub struct RouteTarget {
     pub name: Box<str>,
+    /// Where this route's responses are counted on this shard.
+    pub stats: RouteStatsId,
     pub action: Action,
     pub request_headers: Edits,
     pub response_headers: Edits,
@@ -135,7 +138,11 @@ struct ConnEntry {
 /// One shard's state.
 pub struct Shard {
     pub index: usize,
+    /// The CPU the shard is pinned to.
+    pub cpu: usize,
     pub io: Rc<IoShard>,
+    /// The configuration generation the shard runs (see `control::Apply`).
+    generation: Cell<u64>,
     snapshot: RefCell<Rc<Snapshot>>,
     pools: RefCell<Pools>,
     pub metrics: ShardMetrics,
@@ -144,28 +151,41 @@ pub struct Shard {
     connections: RefCell<Slab<ConnEntry>>,
     max_connections: Cell<usize>,
     draining: LocalEvent,
+    /// The shard's side of the access log (off unless configured).
+    pub log: ShardLog,
     /// Seed of the request ids this shard generates (see `proxy::request_id`).
     pub request_id_seed: u64,
     request_counter: Cell<u64>,
 }
 
 impl Shard {
-    /// Builds the shard's state from a validated configuration.
-    pub fn new(index: usize, io: Rc<IoShard>, config: Arc<Config>) -> Shard {
+    /// Builds the shard's state from a validated configuration (generation `generation`).
+    pub fn new(
+        index: usize,
+        cpu: usize,
+        io: Rc<IoShard>,
+        config: Arc<Config>,
+        generation: u64,
+        log_sink: Arc<LogSink>,
+    ) -> Shard {
         let mut pools = Pools::default();
-        let snapshot = build_snapshot(index, &config, &mut pools);
+        let metrics = ShardMetrics::default();
+        let snapshot = build_snapshot(index, &config, &mut pools, &metrics);
         let scratch = Scratch::for_config(&config);
         Shard {
             index,
+            cpu,
             io,
+            generation: Cell::new(generation),
             max_connections: Cell::new(config.runtime.max_connections),
             snapshot: RefCell::new(Rc::new(snapshot)),
             pools: RefCell::new(pools),
-            metrics: ShardMetrics::default(),
+            metrics,
             scratch: RefCell::new(scratch),
             frames: Rc::new(FramePool::new()),
             connections: RefCell::new(Slab::with_capacity(1024)),
             draining: LocalEvent::default(),
+            log: ShardLog::new(log_sink, config.access_log.as_ref()),
             request_id_seed: random_seed() ^ (index as u64).rotate_left(56),
             request_counter: Cell::new(0),
         }
@@ -174,6 +194,78 @@ impl Shard {
     /// The snapshot new requests use.
     pub fn snapshot(&self) -> Rc<Snapshot> {
         self.snapshot.borrow().clone()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    /// Runs a new configuration from the next request on: builds its snapshot (route table,
+    /// upstream groups, limits) and swaps it in. Requests in flight keep the snapshot they
+    /// started with. Pools of endpoints the new configuration still names are kept, with their
+    /// idle connections; the others are closed.
+    ///
+    /// Called from the shard's control task, between two requests' polls, never during one.
+    pub fn apply(&self, config: Arc<Config>, generation: u64) {
+        let snapshot = {
+            let mut pools = self.pools.borrow_mut();
+            let snapshot = build_snapshot(self.index, &config, &mut pools, &self.metrics);
+            pools.retain(|addr| {
+                config
+                    .upstreams
+                    .iter()
+                    .any(|upstream| upstream.endpoints.contains(addr))
+            });
+            snapshot
+        };
+        let old = self.snapshot.replace(Rc::new(snapshot));
+        if old.limits.max_headers != config.limits.max_headers
+            || old.limits.max_request_line != config.limits.max_request_line
+        {
+            *self.scratch.borrow_mut() = Scratch::for_config(&config);
+        }
+        self.log.configure(config.access_log.as_ref());
+        self.max_connections.set(config.runtime.max_connections);
+        self.generation.set(generation);
+    }
+
+    /// A copy of everything the shard measures, for the control plane (allocates: collection
+    /// runs a few times a minute, never per request).
+    pub fn report(&self) -> ShardReport {
+        let snapshot = self.snapshot();
+        let pools = self.pools.borrow();
+        let endpoints = pools
+            .iter()
+            .map(|pool| {
+                let names: Vec<&str> = snapshot
+                    .upstreams
+                    .iter()
+                    .filter(|(group, _)| group.endpoints().iter().any(|e| e.addr() == pool.addr()))
+                    .map(|(group, _)| &*group.name)
+                    .collect();
+                EndpointReport {
+                    upstream: names.join(",").into(),
+                    endpoint: pool.addr(),
+                    stats: pool.stats(),
+                }
+            })
+            .collect();
+        let buffers = self.io.pool();
+        ShardReport {
+            shard: self.index,
+            cpu: self.cpu,
+            generation: self.generation(),
+            counters: self.metrics.counters(),
+            latency: self.metrics.latency(),
+            latency_sum_us: self.metrics.latency_sum_us(),
+            routes: self.metrics.routes(),
+            endpoints,
+            ring: (self.io.mechanism() == crate::io::Mechanism::Uring)
+                .then(|| self.io.ring_stats()),
+            buffers_total: buffers.count(),
+            buffers_free: buffers.free_count(),
+            access_log_dropped: self.log.dropped(),
+        }
     }
 
     pub fn scratch(&self) -> RefMut<'_, Scratch> {
@@ -255,8 +347,14 @@ impl Scratch {
     }
 }
 
-/// Builds a shard's snapshot, reusing pools from `pools` for endpoints it already knows.
-fn build_snapshot(index: usize, config: &Arc<Config>, pools: &mut Pools) -> Snapshot {
+/// Builds a shard's snapshot, reusing pools from `pools` for endpoints it already knows and
+/// counters from `metrics` for routes it already knows.
+fn build_snapshot(
+    index: usize,
+    config: &Arc<Config>,
+    pools: &mut Pools,
+    metrics: &ShardMetrics,
+) -> Snapshot {
     let upstreams = config
         .upstreams
         .iter()
@@ -291,6 +389,7 @@ fn build_snapshot(index: usize, config: &Arc<Config>, pools: &mut Pools) -> Snap
             path: route.path.clone(),
             target: RouteTarget {
                 name: route.name.clone(),
+                stats: metrics.route_stats_id(&route.name),
                 action: match &route.action {
                     RouteAction::Upstream {
                         upstream,

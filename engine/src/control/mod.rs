@@ -1,21 +1,31 @@
-//! The only path between cores: one mailbox per shard, from the control plane (main thread) to
-//! the shard, plus the reply channels some commands carry.
+//! The only path between cores: one mailbox per shard, from the control plane (main thread,
+//! admin thread) to the shard, plus the reply channels some commands carry.
 //!
 //! A mailbox is a bounded lock-free queue with an eventfd doorbell ([`crate::io::Notifier`]). The
 //! control plane pushes a [`Command`] and rings; the shard's control task wakes through its own
 //! I/O mechanism, drains the queue and acts between requests. Nothing here runs per request.
 //!
 //! Commands:
+//! - [`Command::Apply`]: run a new configuration (generation number, validated snapshot, the
+//!   listener sockets to start and the listeners to stop); the shard builds its route table,
+//!   pools and limits off the hot path, swaps them in at the next request boundary and answers
+//!   with an [`Ack`].
+//! - [`Command::Collect`]: send back a copy of the shard's counters and histograms
+//!   ([`ShardReport`]).
 //! - [`Command::Shutdown`]: stop accepting, finish in-flight requests, close idle connections,
 //!   exit by the deadline.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::sync::mpsc::Sender;
 use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
 
+use crate::config::{Config, ListenerConfig};
 use crate::io::{IoShard, Notifier, NotifyReceiver};
+use crate::metrics::ShardReport;
 
 /// Commands waiting in one mailbox at most; the control plane never needs more in flight.
 pub const MAILBOX_CAPACITY: usize = 64;
@@ -23,9 +33,47 @@ pub const MAILBOX_CAPACITY: usize = 64;
 /// A message from the control plane to a shard.
 #[derive(Debug)]
 pub enum Command {
+    /// Run a new configuration.
+    Apply(Box<Apply>),
+    /// Send a copy of the shard's metrics down the channel.
+    Collect(Sender<ShardReport>),
     /// Graceful shutdown: stop accepting, let in-flight requests finish (answered with
     /// `Connection: close`), close idle connections; whatever is left at `deadline` is dropped.
     Shutdown { deadline: Instant },
+}
+
+/// A configuration for one shard to run, with the listener changes it brings.
+#[derive(Debug)]
+pub struct Apply {
+    /// Increases by one with every configuration the control plane accepts; the first is 1.
+    pub generation: u64,
+    /// Validated in full by the control plane; the shard only builds from it.
+    pub config: Arc<Config>,
+    /// This shard's sockets for listeners that are new (or changed) in this generation.
+    pub open: Vec<ListenerSocket>,
+    /// Listeners this shard stops accepting on: gone, or changed (their replacement is in
+    /// `open`). Connections already accepted on them carry on.
+    pub close: Vec<ListenerConfig>,
+    /// Where the shard reports that it runs the generation.
+    pub ack: Sender<Ack>,
+}
+
+/// One shard's own `SO_REUSEPORT` socket for a listener, bound and listening.
+#[derive(Debug)]
+pub struct ListenerSocket {
+    pub config: ListenerConfig,
+    pub fd: OwnedFd,
+}
+
+/// A shard's answer to [`Command::Apply`] (and to its start-up configuration).
+#[derive(Debug)]
+pub struct Ack {
+    pub shard: usize,
+    pub generation: u64,
+    /// Why the shard cannot run the configuration, when it cannot (its I/O could not be set
+    /// up at start-up, say). Listener sockets it could not use are named here too; the shard
+    /// serves on the others.
+    pub problem: Option<String>,
 }
 
 /// One shard's mailbox, shared by the control plane (sender) and the shard (receiver).

@@ -1,12 +1,24 @@
 //! Per-shard counters and latency histogram. Each shard updates its own, with plain `Cell`s (no
-//! atomics: nothing is shared); the control plane collects copies through the mailboxes.
+//! atomics: nothing is shared); the control plane collects copies through the mailboxes
+//! ([`ShardReport`]) and merges them into the Prometheus text format on scrape
+//! ([`exposition`]).
+//!
+//! Recording a response costs a few additions and one histogram increment, none of which
+//! allocates: the histogram's range is fixed when the shard starts, and per-route counters are
+//! indexed by an id the route got when its snapshot was built.
 
+pub mod exposition;
 pub mod names;
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+
+use crate::io::RingStats;
+use crate::upstream::PoolStats;
 
 /// Why the proxy answered a request itself with an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,12 +94,58 @@ pub struct Counters {
     pub upstream_retries: u64,
 }
 
+/// Responses of one route, by status class (index 1 = 1xx ... 5 = 5xx).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteCounters {
+    pub name: Box<str>,
+    pub responses_by_class: [u64; 6],
+}
+
+/// Which route's counters a response goes to: the id a route name got on this shard. Ids are
+/// kept for the shard's life, so a route keeps its counters across reloads.
+pub type RouteStatsId = u32;
+
 /// One shard's metrics.
 pub struct ShardMetrics {
     counters: RefCell<Counters>,
     /// Request latency in microseconds, first byte of the head to last byte of the response.
     latency: RefCell<Histogram<u64>>,
+    /// Sum of every recorded latency, in microseconds (Prometheus histograms carry a sum).
+    latency_sum_us: Cell<u64>,
     open: Cell<u64>,
+    routes: RefCell<Vec<RouteCounters>>,
+    /// Route name -> its id in `routes`; used only while a snapshot is built.
+    route_ids: RefCell<HashMap<Box<str>, RouteStatsId>>,
+}
+
+/// A copy of everything one shard measures, sent to the control plane on [`Command::Collect`]
+/// (crate::control::Command::Collect).
+#[derive(Clone, Debug)]
+pub struct ShardReport {
+    pub shard: usize,
+    pub cpu: usize,
+    /// The configuration generation the shard runs.
+    pub generation: u64,
+    pub counters: Counters,
+    pub latency: Histogram<u64>,
+    pub latency_sum_us: u64,
+    pub routes: Vec<RouteCounters>,
+    pub endpoints: Vec<EndpointReport>,
+    /// The shard's ring, with the `uring` mechanism.
+    pub ring: Option<RingStats>,
+    pub buffers_total: usize,
+    pub buffers_free: usize,
+    /// Access-log lines dropped because the writer fell behind or failed.
+    pub access_log_dropped: u64,
+}
+
+/// One upstream endpoint's pool on one shard.
+#[derive(Clone, Debug)]
+pub struct EndpointReport {
+    /// Every upstream naming this endpoint, comma-separated (pools are per address).
+    pub upstream: Box<str>,
+    pub endpoint: SocketAddr,
+    pub stats: PoolStats,
 }
 
 /// The histogram's range: 1 us to 10 minutes at 3 significant digits (about 0.1% error),
@@ -102,7 +160,10 @@ impl Default for ShardMetrics {
                 Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
                     .expect("static histogram bounds are valid"),
             ),
+            latency_sum_us: Cell::new(0),
             open: Cell::new(0),
+            routes: RefCell::new(Vec::new()),
+            route_ids: RefCell::new(HashMap::new()),
         }
     }
 }
@@ -112,12 +173,56 @@ impl ShardMetrics {
         self.counters.borrow_mut().requests += 1;
     }
 
-    pub fn response(&self, status: u16, elapsed: Duration) {
+    /// Records a response: its status class, overall and for its route (when it matched one),
+    /// and its latency.
+    pub fn response(&self, route: Option<RouteStatsId>, status: u16, elapsed: Duration) {
         let class = (status / 100).min(5) as usize;
         self.counters.borrow_mut().responses_by_class[class] += 1;
+        if let Some(id) = route
+            && let Some(counters) = self.routes.borrow_mut().get_mut(id as usize)
+        {
+            counters.responses_by_class[class] += 1;
+        }
         let micros = (elapsed.as_micros() as u64).clamp(1, LATENCY_MAX_US);
         // Within bounds by the clamp, so this cannot fail or allocate.
         let _ = self.latency.borrow_mut().record(micros);
+        self.latency_sum_us
+            .set(self.latency_sum_us.get().saturating_add(micros));
+    }
+
+    /// The counters id of the route called `name`, made when the name is new to this shard.
+    /// Called while a snapshot is built, never per request.
+    pub fn route_stats_id(&self, name: &str) -> RouteStatsId {
+        let mut ids = self.route_ids.borrow_mut();
+        if let Some(id) = ids.get(name) {
+            return *id;
+        }
+        let mut routes = self.routes.borrow_mut();
+        let id = routes.len() as RouteStatsId;
+        routes.push(RouteCounters {
+            name: name.into(),
+            responses_by_class: [0; 6],
+        });
+        ids.insert(name.into(), id);
+        id
+    }
+
+    /// Calls `f` with the name of the route `id` counts for ("" for none), without copying it.
+    pub fn with_route_name<R>(&self, id: Option<RouteStatsId>, f: impl FnOnce(&str) -> R) -> R {
+        let routes = self.routes.borrow();
+        let name = id
+            .and_then(|id| routes.get(id as usize))
+            .map_or("", |route| &route.name);
+        f(name)
+    }
+
+    /// A copy of every route's counters (allocates; collection only).
+    pub fn routes(&self) -> Vec<RouteCounters> {
+        self.routes.borrow().clone()
+    }
+
+    pub fn latency_sum_us(&self) -> u64 {
+        self.latency_sum_us.get()
     }
 
     pub fn reject(&self, reason: Reject) {

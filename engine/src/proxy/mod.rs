@@ -29,16 +29,18 @@ pub mod respond;
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::access_log;
 use crate::frame::in_frame;
 use crate::http1::{
     self, CONTINUE_100, ChunkedDecoder, HeadScanner, Method, Parsed, RequestBody, RequestHead,
     ResponseBody, TargetForm, Version,
 };
 use crate::io::{Buf, Conn, Outbound, ReadBuf};
-use crate::metrics::Reject;
+use crate::metrics::{Reject, RouteStatsId};
 use crate::router::{Lookup, Normalized, Params, normalize_path};
 use crate::shard::{Action, RouteTarget, Scratch, Shard, Snapshot, UpstreamTimeouts};
 use crate::upstream::{Checkout, EndpointPool};
@@ -114,8 +116,6 @@ struct Request {
     body: RequestBody,
     expect_continue: bool,
     head_len: usize,
-    /// When the first byte of the head arrived.
-    started: Instant,
 }
 
 /// What to do with a request, decided synchronously right after its head was parsed.
@@ -157,10 +157,136 @@ struct ResponsePlan {
     head_len: usize,
 }
 
+/// NGINX's status for a request whose client closed the connection before the answer.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// What one exchange did, filled in as it goes and recorded once when it ends: the metrics and
+/// the access log read nothing else. Lives in the exchange's frame, never in an idle session.
+struct Outcome {
+    /// When the first byte of the request arrived.
+    started: Instant,
+    /// The parsed request; `None` when its head was refused or never completed.
+    request: Option<Request>,
+    /// The status answered; 0 while nothing was.
+    status: u16,
+    route: Option<RouteStatsId>,
+    endpoint: Option<SocketAddr>,
+    /// Response bytes written to the client.
+    bytes: u64,
+    /// From sending the request upstream to having its response head.
+    upstream_time: Option<Duration>,
+    /// The request's text fields, copied only when the access log is on.
+    log: LogFields,
+}
+
+impl Outcome {
+    fn new(started: Instant) -> Outcome {
+        Outcome {
+            started,
+            request: None,
+            status: 0,
+            route: None,
+            endpoint: None,
+            bytes: 0,
+            upstream_time: None,
+            log: LogFields::new(),
+        }
+    }
+
+    fn elapsed(&self, shard: &Shard) -> Duration {
+        shard.io.now().saturating_duration_since(self.started)
+    }
+}
+
+/// The request's text an access-log line shows, copied out of the connection buffer while the
+/// head is parsed (the buffer is reused before the line is written). Fixed size, each field cut
+/// at [`access_log::MAX_FIELD_BYTES`]: no allocation, whatever the request.
+struct LogFields {
+    bytes: [u8; LogField::COUNT * access_log::MAX_FIELD_BYTES],
+    lens: [u16; LogField::COUNT],
+}
+
+#[derive(Clone, Copy)]
+enum LogField {
+    Method,
+    Target,
+    RequestId,
+    Referer,
+    UserAgent,
+}
+
+impl LogField {
+    const COUNT: usize = 5;
+}
+
+impl LogFields {
+    fn new() -> LogFields {
+        LogFields {
+            bytes: [0; LogField::COUNT * access_log::MAX_FIELD_BYTES],
+            lens: [0; LogField::COUNT],
+        }
+    }
+
+    fn set(&mut self, field: LogField, value: &[u8]) {
+        let len = value.len().min(access_log::MAX_FIELD_BYTES);
+        let start = field as usize * access_log::MAX_FIELD_BYTES;
+        self.bytes[start..start + len].copy_from_slice(&value[..len]);
+        if len < value.len() && len >= 3 {
+            self.bytes[start + len - 3..start + len].copy_from_slice(b"...");
+        }
+        self.lens[field as usize] = len as u16;
+    }
+
+    fn get(&self, field: LogField) -> &[u8] {
+        let start = field as usize * access_log::MAX_FIELD_BYTES;
+        &self.bytes[start..start + self.lens[field as usize] as usize]
+    }
+
+    /// Copies what the line needs from a parsed head; `generated_id` when the client sent no
+    /// `X-Request-Id`.
+    fn capture(
+        &mut self,
+        buf: &[u8],
+        head: &RequestHead,
+        fields: &[http1::Field],
+        generated_id: &[u8],
+    ) {
+        self.set(LogField::Method, head.method_span.of(buf));
+        self.set(LogField::Target, head.target.of(buf));
+        match head.request_id {
+            Some(id) => self.set(LogField::RequestId, id.of(buf)),
+            None => self.set(LogField::RequestId, generated_id),
+        }
+        self.set(LogField::Referer, b"");
+        self.set(LogField::UserAgent, b"");
+        for field in &fields[..head.field_count.min(fields.len())] {
+            let name = field.name.of(buf);
+            if name.eq_ignore_ascii_case(b"user-agent") {
+                self.set(LogField::UserAgent, field.value.of(buf));
+            } else if name.eq_ignore_ascii_case(b"referer") {
+                self.set(LogField::Referer, field.value.of(buf));
+            }
+        }
+    }
+}
+
 impl Session {
+    /// One request and its response, from the first byte of the head to the last byte of the
+    /// answer; recorded (metrics, access log) once, when it ends.
     async fn exchange(&mut self) -> Step {
         let snapshot = self.shard.snapshot();
-        let (request, decision) = match self.read_head(&snapshot).await {
+        let started = self
+            .first_byte
+            .take()
+            .unwrap_or_else(|| self.shard.io.now());
+        let mut outcome = Outcome::new(started);
+        let step = self.run_exchange(&snapshot, &mut outcome).await;
+        self.record(&outcome);
+        step
+    }
+
+    async fn run_exchange(&mut self, snapshot: &Snapshot, outcome: &mut Outcome) -> Step {
+        let (request, decision) = match self.read_head(snapshot, outcome).await {
             Ok(decided) => decided,
             Err(step) => return step,
         };
@@ -174,12 +300,12 @@ impl Session {
                     &early,
                     close,
                     request.method == Method::Head,
-                    request.started,
+                    outcome,
                 )
                 .await;
                 if close { Step::Close } else { Step::Continue }
             }
-            Decision::Respond { target } => self.respond_direct(&request, target).await,
+            Decision::Respond { target } => self.respond_direct(&request, target, outcome).await,
             Decision::Forward {
                 target,
                 upstream,
@@ -188,11 +314,56 @@ impl Session {
                 head_len,
             } => {
                 self.forward(
-                    &snapshot, &request, target, upstream, endpoint, head, head_len,
+                    snapshot, &request, target, upstream, endpoint, head, head_len, outcome,
                 )
                 .await
             }
         }
+    }
+
+    /// Counts the exchange and writes its access-log line. A request whose head was read but
+    /// that got no answer (the client left first) counts as 499, as NGINX logs it.
+    fn record(&self, outcome: &Outcome) {
+        let shard = &self.shard;
+        let Some(request) = &outcome.request else {
+            if outcome.status != 0 {
+                // Refused before its head could be parsed.
+                shard
+                    .metrics
+                    .response(None, outcome.status, outcome.elapsed(shard));
+            }
+            return;
+        };
+        let status = if outcome.status == 0 {
+            CLIENT_CLOSED_REQUEST
+        } else {
+            outcome.status
+        };
+        let total_time = outcome.elapsed(shard);
+        shard.metrics.response(outcome.route, status, total_time);
+        if !shard.log.enabled() {
+            return;
+        }
+        let fields = &outcome.log;
+        shard.metrics.with_route_name(outcome.route, |route_name| {
+            shard.log.write(&access_log::Entry {
+                time: std::time::SystemTime::now(),
+                client: self.client.peer_addr(),
+                request_id: fields.get(LogField::RequestId),
+                method: request.method,
+                method_text: fields.get(LogField::Method),
+                target: fields.get(LogField::Target),
+                version: request.version,
+                route: route_name,
+                upstream: outcome.endpoint,
+                status,
+                bytes: outcome.bytes,
+                upstream_time: outcome.upstream_time,
+                total_time,
+                referer: fields.get(LogField::Referer),
+                user_agent: fields.get(LogField::UserAgent),
+            })
+        });
     }
 
     /// Waits, holding no buffer, for the first bytes of the next request: up to the header
@@ -231,12 +402,9 @@ impl Session {
     async fn read_head<'s>(
         &mut self,
         snapshot: &'s Snapshot,
+        outcome: &mut Outcome,
     ) -> Result<(Request, Decision<'s>), Step> {
-        let first_byte = self
-            .first_byte
-            .take()
-            .unwrap_or_else(|| self.shard.io.now());
-        let deadline = first_byte + snapshot.timeouts.header;
+        let deadline = outcome.started + snapshot.timeouts.header;
         loop {
             let parsed = {
                 let mut scratch = self.shard.scratch();
@@ -248,11 +416,11 @@ impl Session {
                 )
             };
             match parsed {
-                Ok(Parsed::Complete(head)) => return Ok(self.decide(snapshot, &head, first_byte)),
+                Ok(Parsed::Complete(head)) => return Ok(self.decide(snapshot, &head, outcome)),
                 Ok(Parsed::Partial) => {}
                 Err(err) => {
                     return Err(self
-                        .refuse_head(&Early::from_request_error(err), first_byte)
+                        .refuse_head(&Early::from_request_error(err), outcome)
                         .await);
                 }
             }
@@ -265,7 +433,7 @@ impl Session {
                         io::ErrorKind::OutOfMemory => Early::NO_BUFFER,
                         _ => return Err(Step::Close),
                     };
-                    return Err(self.refuse_head(&early, first_byte).await);
+                    return Err(self.refuse_head(&early, outcome).await);
                 }
             }
         }
@@ -273,17 +441,9 @@ impl Session {
 
     /// Answers a request whose head could not be read or parsed, and closes: what follows on
     /// the connection cannot be trusted.
-    async fn refuse_head(&mut self, early: &Early, first_byte: Instant) -> Step {
+    async fn refuse_head(&mut self, early: &Early, outcome: &mut Outcome) -> Step {
         self.shard.metrics.request();
-        send_early(
-            &self.shard,
-            &mut self.client,
-            early,
-            true,
-            false,
-            first_byte,
-        )
-        .await;
+        send_early(&self.shard, &mut self.client, early, true, false, outcome).await;
         Step::Close
     }
 
@@ -293,7 +453,7 @@ impl Session {
         &self,
         snapshot: &'s Snapshot,
         head: &RequestHead,
-        started: Instant,
+        outcome: &mut Outcome,
     ) -> (Request, Decision<'s>) {
         let shard = &self.shard;
         shard.metrics.request();
@@ -304,8 +464,23 @@ impl Session {
             body: head.body,
             expect_continue: head.expect_continue,
             head_len: head.head_len,
-            started,
         };
+        outcome.request = Some(request);
+        // The client's own id is passed on; otherwise one is made here, for the forwarded
+        // request and the log line alike.
+        let mut request_id = [0u8; 32];
+        if head.request_id.is_none() {
+            forward::request_id(
+                shard.request_id_seed,
+                shard.next_request_number(),
+                &mut request_id,
+            );
+        }
+        if shard.log.enabled() {
+            outcome
+                .log
+                .capture(self.rb.data(), head, &shard.scratch().fields, &request_id);
+        }
         // A body left unread would be taken for the next request: close after answering early.
         let body_follows = !matches!(head.body, RequestBody::None | RequestBody::Length(0));
         let early = |early: Early| Decision::Early {
@@ -353,7 +528,10 @@ impl Session {
                 Lookup::Matched {
                     target,
                     matched_prefix_len,
-                } => (target, matched_prefix_len),
+                } => {
+                    outcome.route = Some(target.stats);
+                    (target, matched_prefix_len)
+                }
                 Lookup::NotFound => return (request, early(Early::NOT_FOUND)),
                 Lookup::MethodNotAllowed { allow } => {
                     return (request, early(Early::method_not_allowed(allow)));
@@ -384,12 +562,6 @@ impl Session {
                 },
             );
         };
-        let mut request_id = [0u8; 32];
-        forward::request_id(
-            shard.request_id_seed,
-            shard.next_request_number(),
-            &mut request_id,
-        );
         let input = RequestHeadInput {
             path: routed,
             matched_prefix_len,
@@ -421,7 +593,12 @@ impl Session {
     }
 
     /// Answers from the route itself.
-    async fn respond_direct(&mut self, request: &Request, target: &RouteTarget) -> Step {
+    async fn respond_direct(
+        &mut self,
+        request: &Request,
+        target: &RouteTarget,
+        outcome: &mut Outcome,
+    ) -> Step {
         let Action::Respond {
             status,
             body,
@@ -456,19 +633,12 @@ impl Session {
                 "configured response too large for a buffer",
                 Reject::Unavailable,
             );
-            send_early(
-                &self.shard,
-                &mut self.client,
-                &early,
-                true,
-                false,
-                request.started,
-            )
-            .await;
+            send_early(&self.shard, &mut self.client, &early, true, false, outcome).await;
             return Step::Close;
         };
         let mut out = Outbound::new();
         out.push(buf, 0, len as u32);
+        outcome.status = *status;
         let sent = self
             .client
             .send(
@@ -476,9 +646,9 @@ impl Session {
                 Some(self.shard.io.now() + self.shard.snapshot().timeouts.send),
             )
             .await;
-        self.shard
-            .metrics
-            .response(*status, request.started.elapsed());
+        if sent.is_ok() {
+            outcome.bytes = len as u64;
+        }
         if sent.is_err() || close {
             Step::Close
         } else {
@@ -497,8 +667,10 @@ impl Session {
         endpoint: Rc<EndpointPool>,
         head: Buf,
         head_len: usize,
+        outcome: &mut Outcome,
     ) -> Step {
         let shard = self.shard.clone();
+        outcome.endpoint = Some(endpoint.addr());
         let pool = shard.io.pool().clone();
         let timeouts = snapshot.timeouts;
         let upstream_timeouts: UpstreamTimeouts = snapshot.upstreams[upstream].1;
@@ -513,19 +685,21 @@ impl Session {
             RequestBody::Length(length) => {
                 let at_hand = length.min(self.rb.len() as u64) as usize;
                 if !out.take_from(&mut self.rb, at_hand, &pool) {
-                    return self.fail(&Early::NO_BUFFER, true, request).await;
+                    return self.fail(&Early::NO_BUFFER, true, request, outcome).await;
                 }
                 remaining = length - at_hand as u64;
                 remaining == 0
             }
             RequestBody::Chunked => {
                 let Some(mut frame) = pool.take() else {
-                    return self.fail(&Early::NO_BUFFER, true, request).await;
+                    return self.fail(&Early::NO_BUFFER, true, request, outcome).await;
                 };
                 match relay::rechunk(&mut decoder, &mut self.rb, frame.as_mut_slice(), true) {
                     Ok(step) => {
                         if target.max_body_bytes.is_some_and(|max| step.data > max) {
-                            return self.fail(&Early::BODY_TOO_LARGE, true, request).await;
+                            return self
+                                .fail(&Early::BODY_TOO_LARGE, true, request, outcome)
+                                .await;
                         }
                         if step.written > 0 {
                             out.push(frame, 0, step.written as u32);
@@ -534,14 +708,14 @@ impl Session {
                     }
                     Err(err) => {
                         let refusal = Early::new(400, chunk_error_text(err), Reject::BadRequest);
-                        return self.fail(&refusal, true, request).await;
+                        return self.fail(&refusal, true, request, outcome).await;
                     }
                 }
             }
         };
         if request.expect_continue && !body_complete && self.rb.is_empty() {
             let Some(mut interim) = pool.take() else {
-                return self.fail(&Early::NO_BUFFER, true, request).await;
+                return self.fail(&Early::NO_BUFFER, true, request, outcome).await;
             };
             interim.as_mut_slice()[..CONTINUE_100.len()].copy_from_slice(CONTINUE_100);
             let mut continue_out = Outbound::new();
@@ -577,11 +751,12 @@ impl Session {
                         } else {
                             Early::UPSTREAM_REFUSED
                         };
-                        return self.fail(&early, !body_relayed, request).await;
+                        return self.fail(&early, !body_relayed, request, outcome).await;
                     }
                 },
             };
             let may_retry = retryable && checkout.reused() && attempt == 1;
+            let attempt_started = now;
             if checkout
                 .conn()
                 .send(&mut out, Some(now + upstream_timeouts.body))
@@ -593,7 +768,7 @@ impl Session {
                     continue;
                 }
                 return self
-                    .fail(&Early::UPSTREAM_FAILED, !body_relayed, request)
+                    .fail(&Early::UPSTREAM_FAILED, !body_relayed, request, outcome)
                     .await;
             }
             // Keep the sent head and body only while a retry may still need them.
@@ -614,6 +789,7 @@ impl Session {
                     pool: &pool,
                     io: &shard.io,
                     pace,
+                    sent: 0,
                 };
                 let relayed = match request.body {
                     RequestBody::Length(_) => relay::by_length(&mut ends, remaining).await,
@@ -638,7 +814,7 @@ impl Session {
                         RelayError::TooLarge => Early::BODY_TOO_LARGE,
                         RelayError::NoBuffer => Early::NO_BUFFER,
                     };
-                    return self.fail(&early, true, request).await;
+                    return self.fail(&early, true, request, outcome).await;
                 }
                 body_relayed = true;
             }
@@ -648,7 +824,11 @@ impl Session {
                 .read_response(&mut checkout, &mut urb, request, target, snapshot, deadline)
                 .await
             {
-                Ok(plan) => break (checkout, urb, plan),
+                Ok(plan) => {
+                    outcome.upstream_time =
+                        Some(shard.io.now().saturating_duration_since(attempt_started));
+                    break (checkout, urb, plan);
+                }
                 Err(ResponseFailure::ClosedEarly) if may_retry => {
                     shard.metrics.upstream_retry();
                     continue;
@@ -661,7 +841,7 @@ impl Session {
                         ResponseFailure::HeadTooLarge => Early::RESPONSE_TOO_LARGE,
                         ResponseFailure::NoBuffer => Early::NO_BUFFER,
                     };
-                    return self.fail(&early, false, request).await;
+                    return self.fail(&early, false, request, outcome).await;
                 }
             }
         };
@@ -681,7 +861,9 @@ impl Session {
             pool: &pool,
             io: &shard.io,
             pace,
+            sent: 0,
         };
+        outcome.status = plan.status;
         let relayed = match (plan.body, plan.framing) {
             (_, ClientFraming::None) | (ResponseBody::None, _) => {
                 relay::by_length(&mut ends, 0).await
@@ -697,9 +879,7 @@ impl Session {
                 relay::until_close(&mut ends, framing == ClientFraming::Chunked).await
             }
         };
-        shard
-            .metrics
-            .response(plan.status, request.started.elapsed());
+        outcome.bytes = ends.sent;
         match relayed {
             Ok(()) => {
                 let reusable = plan.upstream_keep_alive
@@ -721,7 +901,13 @@ impl Session {
     }
 
     /// Answers an early exit after routing; `close` also when the request body was not read.
-    async fn fail(&mut self, early: &Early, body_unread: bool, request: &Request) -> Step {
+    async fn fail(
+        &mut self,
+        early: &Early,
+        body_unread: bool,
+        request: &Request,
+        outcome: &mut Outcome,
+    ) -> Step {
         let close = body_unread || !request.keep_alive || self.shard.draining();
         send_early(
             &self.shard,
@@ -729,7 +915,7 @@ impl Session {
             early,
             close,
             request.method == Method::Head,
-            request.started,
+            outcome,
         )
         .await;
         if close { Step::Close } else { Step::Continue }

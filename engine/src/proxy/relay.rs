@@ -50,6 +50,8 @@ pub struct Ends<'a> {
     /// The shard's I/O, for its clock.
     pub io: &'a IoShard,
     pub pace: Pace,
+    /// Bytes sent to `to` so far.
+    pub sent: u64,
 }
 
 impl Ends<'_> {
@@ -61,6 +63,9 @@ impl Ends<'_> {
             .to
             .send(self.out, Some(self.io.now() + self.pace.write))
             .await;
+        if result.is_ok() {
+            self.sent += self.out.len_bytes() as u64;
+        }
         self.out.clear();
         result.map_err(RelayError::Sink)
     }
@@ -71,6 +76,9 @@ impl Ends<'_> {
         let send = self.to.send(self.out, Some(now + self.pace.write));
         let receive = self.from.recv(self.from_rb, Some(now + self.pace.read));
         let (sent, received) = futures_lite::future::zip(send, receive).await;
+        if sent.is_ok() {
+            self.sent += self.out.len_bytes() as u64;
+        }
         self.out.clear();
         sent.map_err(RelayError::Sink)?;
         match received {

@@ -2,8 +2,6 @@
 //! 405, 408, 413, 414, 431, 500, 501, 502, 503, 504), through one place and one format: a short
 //! plain-text body, `connection: close` whenever the connection will not carry another request.
 
-use std::time::Instant;
-
 use crate::http1::{self, HeadWriter, Method, MethodSet, Version};
 use crate::io::{Buf, Conn, Outbound};
 use crate::metrics::Reject;
@@ -114,19 +112,16 @@ pub fn early_response(shard: &Shard, early: &Early, close: bool) -> Option<(Buf,
 
 /// Sends an early-exit response and records it. Errors sending are ignored: the connection is
 /// closed by the caller anyway when `close` is set, and a failed send ends it otherwise.
-pub async fn send_early(
+pub(super) async fn send_early(
     shard: &Shard,
     client: &mut Conn,
     early: &Early,
     close: bool,
     head_only: bool,
-    started: Instant,
+    outcome: &mut super::Outcome,
 ) {
     shard.metrics.reject(early.reason);
-    shard.metrics.response(
-        early.status,
-        shard.io.now().saturating_duration_since(started),
-    );
+    outcome.status = early.status;
     let Some((buf, len)) = early_response(shard, early, close) else {
         return;
     };
@@ -138,7 +133,9 @@ pub async fn send_early(
     let mut out = Outbound::new();
     out.push(buf, 0, len as u32);
     let deadline = shard.io.now() + shard.snapshot().timeouts.send;
-    let _ = client.send(&mut out, Some(deadline)).await;
+    if client.send(&mut out, Some(deadline)).await.is_ok() {
+        outcome.bytes += len as u64;
+    }
 }
 
 /// Writes a route's direct answer: its status, configured fields, the route's response edits,

@@ -1,21 +1,27 @@
 //! What runs on each shard's thread, from start to exit: set up its I/O, build its state from
-//! the configuration, start the driver, one accept loop per listener and the control loop, and
-//! on `Shutdown` drain and stop.
+//! the first configuration, start the driver, the accept loops and the access-log flush timer,
+//! acknowledge, then serve the mailbox: apply new configurations, answer collections, and on
+//! `Shutdown` drain and stop.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
-use crate::control::{Command, Mailbox};
+use crate::access_log::LogSink;
+use crate::config::{Config, ListenerConfig};
+use crate::control::{Ack, Apply, Command, ListenerSocket, Mailbox};
+use crate::event::LocalEvent;
 use crate::io::{IoSettings, IoShard, Tracked, note_local_wake};
 use crate::listener;
 use crate::shard::Shard;
 
-use super::BoundListener;
-
 /// How often a draining shard checks whether its connections are gone.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// How often the flush timer looks again while the access log is off.
+const LOG_OFF_POLL: Duration = Duration::from_secs(1);
 
 /// Spawns a task on the current shard. The I/O driver is told, so it does not sleep before the
 /// new task had its first turn.
@@ -24,21 +30,93 @@ pub fn spawn<F: Future<Output = ()> + 'static>(task: F) {
     note_local_wake();
 }
 
+/// Everything a shard starts from, sent to its thread.
+pub(crate) struct ShardStart {
+    pub index: usize,
+    pub cpu: usize,
+    pub config: Arc<Config>,
+    pub generation: u64,
+    pub io: IoSettings,
+    pub listeners: Vec<ListenerSocket>,
+    pub mailbox: Arc<Mailbox>,
+    pub ack: Sender<Ack>,
+    pub log_sink: Arc<LogSink>,
+}
+
+/// The listeners a shard accepts on, each with the event that stops its accept loop.
+#[derive(Default)]
+struct Accepting {
+    loops: RefCell<Vec<(ListenerConfig, Rc<LocalEvent>)>>,
+}
+
+impl Accepting {
+    /// Starts an accept loop per socket; returns what could not be started.
+    fn open(&self, shard: &Rc<Shard>, sockets: Vec<ListenerSocket>) -> Vec<String> {
+        let mut problems = Vec::new();
+        for socket in sockets {
+            match shard.io.listener_from(socket.fd) {
+                Ok(listener) => {
+                    let stop = Rc::new(LocalEvent::default());
+                    self.loops.borrow_mut().push((socket.config, stop.clone()));
+                    spawn(listener::accept_loop(shard.clone(), listener, stop));
+                }
+                Err(err) => problems.push(format!("listener {:?}: {err}", socket.config.name)),
+            }
+        }
+        problems
+    }
+
+    /// Stops the accept loops of these listeners (their sockets close when the loops end).
+    fn close(&self, listeners: &[ListenerConfig]) {
+        self.loops.borrow_mut().retain(|(config, stop)| {
+            let closing = listeners.contains(config);
+            if closing {
+                stop.fire();
+            }
+            !closing
+        });
+    }
+}
+
 /// The shard's main task.
-pub(crate) async fn run_shard(
-    index: usize,
-    config: Arc<Config>,
-    io_settings: IoSettings,
-    listeners: Vec<BoundListener>,
-    mailbox: Arc<Mailbox>,
-) {
+pub(crate) async fn run_shard(start: ShardStart) {
+    let ShardStart {
+        index,
+        cpu,
+        config,
+        generation,
+        io: io_settings,
+        listeners,
+        mailbox,
+        ack,
+        log_sink,
+    } = start;
+    let acknowledge = |generation: u64, problems: Vec<String>| {
+        let problem = (!problems.is_empty()).then(|| problems.join("; "));
+        // The control plane stopped waiting only if it is gone: nothing left to tell.
+        let _ = ack.send(Ack {
+            shard: index,
+            generation,
+            problem,
+        });
+    };
     let io = match IoShard::new(&io_settings) {
         Ok(io) => io,
         Err(err) => {
-            eprintln!(
-                "coregate: shard {index}: cannot set up {:?} I/O: {err}",
-                io_settings.mechanism
+            acknowledge(
+                0,
+                vec![format!(
+                    "cannot set up {:?} I/O: {err}",
+                    io_settings.mechanism
+                )],
             );
+            return;
+        }
+    };
+    let mut inbox = match mailbox.inbox(&io) {
+        Ok(inbox) => inbox,
+        Err(err) => {
+            acknowledge(0, vec![format!("cannot open its mailbox: {err}")]);
             return;
         }
     };
@@ -46,36 +124,49 @@ pub(crate) async fn run_shard(
         let io = io.clone();
         async move { io.drive().await }
     }));
-    let shard = Rc::new(Shard::new(index, io.clone(), config));
-    for bound in listeners {
-        let listener = match io.listener_from(bound.fd) {
-            Ok(listener) => listener,
-            Err(err) => {
-                eprintln!("coregate: shard {index}: listener {:?}: {err}", bound.name);
-                continue;
+    let shard = Rc::new(Shard::new(
+        index,
+        cpu,
+        io.clone(),
+        config,
+        generation,
+        log_sink,
+    ));
+    let accepting = Accepting::default();
+    let problems = accepting.open(&shard, listeners);
+    spawn(flush_access_log(shard.clone()));
+    acknowledge(generation, problems);
+
+    let deadline = loop {
+        match inbox.next().await {
+            Ok(Command::Apply(apply)) => {
+                let Apply {
+                    generation,
+                    config,
+                    open,
+                    close,
+                    ack,
+                } = *apply;
+                shard.apply(config, generation);
+                accepting.close(&close);
+                let problems = accepting.open(&shard, open);
+                let problem = (!problems.is_empty()).then(|| problems.join("; "));
+                let _ = ack.send(Ack {
+                    shard: index,
+                    generation,
+                    problem,
+                });
             }
-        };
-        spawn(listener::accept_loop(shard.clone(), listener));
-    }
-    let mut inbox = match mailbox.inbox(&io) {
-        Ok(inbox) => inbox,
-        Err(err) => {
-            eprintln!("coregate: shard {index}: cannot open its mailbox: {err}");
-            return;
+            Ok(Command::Collect(reply)) => {
+                let _ = reply.send(shard.report());
+            }
+            Ok(Command::Shutdown { deadline }) => break deadline,
+            Err(err) => {
+                eprintln!("coregate: shard {index}: mailbox failed ({err}); shutting down");
+                break Instant::now();
+            }
         }
     };
-    let deadline = Tracked::new(async {
-        loop {
-            match inbox.next().await {
-                Ok(Command::Shutdown { deadline }) => return deadline,
-                Err(err) => {
-                    eprintln!("coregate: shard {index}: mailbox failed ({err}); shutting down");
-                    return Instant::now();
-                }
-            }
-        }
-    })
-    .await;
 
     // Drain: stop accepting, close idle connections, let busy ones finish their response.
     shard.start_drain();
@@ -85,6 +176,17 @@ pub(crate) async fn run_shard(
         }
     })
     .await;
+    shard.log.hand_off();
     io.stop();
     driver.await;
+}
+
+/// Hands the shard's access-log lines to the writer every flush interval, so lines reach the
+/// file within that time even when traffic is too light to fill a buffer.
+async fn flush_access_log(shard: Rc<Shard>) {
+    while !shard.draining() {
+        let wait = shard.log.flush_interval().unwrap_or(LOG_OFF_POLL);
+        shard.io.sleep(wait).await;
+        shard.log.hand_off();
+    }
 }

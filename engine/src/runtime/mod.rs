@@ -1,80 +1,114 @@
 //! Process shape: one pinned glommio executor ("shard") per planned core, started and stopped
-//! from the main thread. The only module that spawns threads.
+//! from the main thread, plus the control plane's threads (admin API, access-log writer). The
+//! only module that spawns threads.
 //!
 //! Start-up, in order:
 //! 1. bind every listener once per shard with `SO_REUSEPORT` (on the main thread, so a port in
 //!    use fails start-up with a clear error, and an ephemeral port `:0` resolves to one port that
-//!    every shard then shares);
-//! 2. give each shard a mailbox ([`crate::control`]);
+//!    every shard then shares), and the admin listener;
+//! 2. start the access-log writer and give each shard a mailbox ([`crate::control`]);
 //! 3. spawn one `LocalExecutor` per shard, pinned to its core, with the glommio knobs from the
-//!    configuration; the shard builds its own routes, pools and buffers ([`shard`]) and serves.
+//!    configuration; the shard builds its own routes, pools and buffers ([`crate::shard`]) and
+//!    acknowledges generation 1 once it serves;
+//! 4. wait for every shard's acknowledgement (a shard that cannot start fails start-up), then
+//!    serve the admin API.
 //!
-//! The main thread then waits for signals ([`signals`]) and turns them into mailbox commands.
+//! The main thread then waits for signals ([`signals`]) and turns them into control-plane
+//! operations ([`plane`]): reload, drain.
 
 pub mod bootstrap;
+pub mod plane;
 pub mod signals;
 
-use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::access_log::{self, LogSink};
+use crate::admin;
 use crate::config::{Config, IoMode, Plan};
-use crate::control::{Command, Mailbox};
-use crate::error::{Error, ErrorKind, Side};
-use crate::io::{IoSettings, ListenOptions, Mechanism, socket};
+use crate::control::{ListenerSocket, Mailbox};
+use crate::io::{IoSettings, Mechanism};
 
-/// A running coregate: its shards and the addresses its listeners are bound to.
+pub use plane::{ControlPlane, ReloadError, Reloaded, ShardGenerations};
+
+use bootstrap::ShardStart;
+use plane::{RunningListener, ShardLink, bind_per_shard};
+
+/// Why coregate could not start: a sentence naming what failed (the listener and address, the
+/// shard and its CPU) and the operating system's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// How long start-up waits for every shard to serve its first configuration.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running coregate: its shards, its control plane and the control plane's threads.
 pub struct Server {
-    shards: Vec<ShardHandle>,
-    listeners: Vec<(Box<str>, SocketAddr)>,
-}
-
-struct ShardHandle {
-    mailbox: Arc<Mailbox>,
-    thread: Option<glommio::ExecutorJoinHandle<()>>,
-}
-
-/// One listener's sockets, one per shard.
-pub(crate) struct BoundListener {
-    pub name: Box<str>,
-    pub fd: OwnedFd,
+    plane: Arc<ControlPlane>,
+    shard_threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    admin: Option<(SocketAddr, JoinHandle<()>)>,
+    log_writer: Option<JoinHandle<()>>,
+    log_sink: Arc<LogSink>,
 }
 
 impl Server {
-    /// Binds the listeners and starts every shard of `plan`.
-    pub fn start(config: Arc<Config>, plan: &Plan) -> Result<Server, Error> {
+    /// Binds the listeners and starts every shard of `plan`; returns once every shard serves.
+    pub fn start(config: Arc<Config>, plan: &Plan) -> Result<Server, StartError> {
         let shard_count = plan.shards.len();
-        let mut per_shard: Vec<Vec<BoundListener>> = (0..shard_count).map(|_| Vec::new()).collect();
+        let mut per_shard: Vec<Vec<ListenerSocket>> =
+            (0..shard_count).map(|_| Vec::new()).collect();
         let mut listeners = Vec::new();
         for listener in &config.listeners {
-            let options = ListenOptions {
-                backlog: listener.backlog,
-                defer_accept: listener.defer_accept,
-            };
-            let mut addr = listener.bind;
-            for sockets in per_shard.iter_mut() {
-                let fd = socket::bind_listener(addr, options)
-                    .map_err(|err| bind_error(&err, &listener.name, addr))?;
-                // The first socket fixes the port (`:0` picks one); the others share it.
-                addr = socket::local_addr(fd.as_raw_fd())
-                    .map_err(|err| bind_error(&err, &listener.name, addr))?;
-                sockets.push(BoundListener {
-                    name: listener.name.clone(),
-                    fd,
-                });
+            let (addr, sockets) = bind_per_shard(listener, shard_count).map_err(StartError)?;
+            for (shard_sockets, socket) in per_shard.iter_mut().zip(sockets) {
+                shard_sockets.push(socket);
             }
-            listeners.push((listener.name.clone(), addr));
+            listeners.push(RunningListener {
+                config: listener.clone(),
+                addr,
+            });
         }
+        let admin_listener = match &config.admin {
+            Some(admin) => Some(TcpListener::bind(admin.bind).map_err(|err| {
+                StartError(format!("admin listener: cannot bind {}: {err}", admin.bind))
+            })?),
+            None => None,
+        };
 
+        let log_sink = LogSink::new();
+        log_sink.set_path(config.access_log.as_ref().map(|log| log.path.clone()));
+        let log_writer = std::thread::Builder::new()
+            .name("coregate-log".into())
+            .spawn({
+                let sink = log_sink.clone();
+                move || access_log::run_writer(sink)
+            })
+            .map_err(|err| StartError(format!("cannot start the access-log writer: {err}")))?;
+
+        // Every mailbox before any shard, so a failure here leaves no shard running.
+        let mailboxes = (0..shard_count)
+            .map(|_| Mailbox::new())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| StartError(format!("cannot create a shard mailbox: {err}")))?;
         let io = io_settings(&config);
-        let mut shards = Vec::with_capacity(shard_count);
-        for (shard_plan, sockets) in plan.shards.iter().zip(per_shard) {
-            let mailbox = Mailbox::new().map_err(|err| {
-                Error::from_io(&err, Side::Internal, "cannot create a shard mailbox")
-            })?;
+        let (ack_tx, ack_rx) = mpsc::channel();
+        let mut links: Vec<ShardLink> = Vec::with_capacity(shard_count);
+        let mut shard_threads: Vec<glommio::ExecutorJoinHandle<()>> =
+            Vec::with_capacity(shard_count);
+        for ((shard_plan, sockets), mailbox) in plan.shards.iter().zip(per_shard).zip(mailboxes) {
             let glommio = &config.runtime.glommio;
             let mut builder = LocalExecutorBuilder::new(Placement::Fixed(shard_plan.cpu))
                 .name(&format!("coregate-{}", shard_plan.index))
@@ -84,75 +118,137 @@ impl Server {
             if let Some(spin) = glommio.spin_before_park {
                 builder = builder.spin_before_park(spin);
             }
-            let shard_config = config.clone();
-            let shard_mailbox = mailbox.clone();
-            let index = shard_plan.index;
-            let thread = builder
-                .spawn(move || {
-                    bootstrap::run_shard(index, shard_config, io, sockets, shard_mailbox)
-                })
-                .map_err(|_| {
-                    Error::new(
-                        ErrorKind::Io,
-                        Side::Internal,
-                        "cannot start a shard executor",
-                    )
-                })?;
-            shards.push(ShardHandle {
+            let start = ShardStart {
+                index: shard_plan.index,
+                cpu: shard_plan.cpu,
+                config: config.clone(),
+                generation: 1,
+                io,
+                listeners: sockets,
+                mailbox: mailbox.clone(),
+                ack: ack_tx.clone(),
+                log_sink: log_sink.clone(),
+            };
+            let thread = match builder.spawn(move || bootstrap::run_shard(start)) {
+                Ok(thread) => thread,
+                Err(err) => {
+                    // Shards already started are stopped: their mailboxes get a shutdown.
+                    for link in &links {
+                        let _ = link.mailbox.send(crate::control::Command::Shutdown {
+                            deadline: std::time::Instant::now(),
+                        });
+                    }
+                    for thread in shard_threads {
+                        let _ = thread.join();
+                    }
+                    log_sink.stop();
+                    return Err(StartError(format!(
+                        "cannot start shard {} on CPU {}: {err}",
+                        shard_plan.index, shard_plan.cpu
+                    )));
+                }
+            };
+            shard_threads.push(thread);
+            links.push(ShardLink {
+                index: shard_plan.index,
+                cpu: shard_plan.cpu,
                 mailbox,
-                thread: Some(thread),
             });
         }
-        Ok(Server { shards, listeners })
+        drop(ack_tx);
+        let plane = Arc::new(ControlPlane::new(
+            links,
+            config.clone(),
+            listeners,
+            log_sink.clone(),
+        ));
+        let mut server = Server {
+            plane,
+            shard_threads,
+            admin: None,
+            log_writer: Some(log_writer),
+            log_sink,
+        };
+        let problems = server.plane.await_acks(&ack_rx, 1, START_TIMEOUT);
+        if !problems.is_empty() {
+            // Dropping the server stops the shards that did start.
+            return Err(StartError(format!(
+                "shards did not start: {}",
+                problems.join("; ")
+            )));
+        }
+        if let Some(listener) = admin_listener {
+            let addr = listener
+                .local_addr()
+                .map_err(|err| StartError(format!("admin listener: {err}")))?;
+            let plane = server.plane.clone();
+            let thread = std::thread::Builder::new()
+                .name("coregate-admin".into())
+                .spawn(move || admin::serve(listener, plane))
+                .map_err(|err| StartError(format!("cannot start the admin thread: {err}")))?;
+            server.admin = Some((addr, thread));
+        }
+        Ok(server)
+    }
+
+    /// The control plane, for reloads and metrics.
+    pub fn plane(&self) -> &Arc<ControlPlane> {
+        &self.plane
     }
 
     /// The address a listener is bound to (useful with port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
-            .find(|(n, _)| &**n == name)
-            .map(|(_, addr)| *addr)
+        self.plane.listener_addr(name)
+    }
+
+    /// The admin listener's address, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(addr, _)| *addr)
     }
 
     pub fn shard_count(&self) -> usize {
-        self.shards.len()
+        self.plane.shard_count()
+    }
+
+    /// Re-reads the configuration file and runs it (see [`ControlPlane::reload`]).
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+        self.plane.reload()
     }
 
     /// Asks every shard to drain: stop accepting, finish in-flight requests, close idle
     /// connections, and exit within `grace`.
     pub fn shutdown(&self, grace: Duration) {
-        let deadline = Instant::now() + grace;
-        for shard in &self.shards {
-            // A full mailbox means a shutdown is already queued.
-            let _ = shard.mailbox.send(Command::Shutdown { deadline });
-        }
+        self.plane.shutdown(grace);
     }
 
-    /// Waits for every shard to exit.
+    /// Waits for every shard to exit, then stops the control plane's threads (the access log
+    /// writes what the shards handed it last).
     pub fn wait(mut self) {
-        for shard in &mut self.shards {
-            if let Some(thread) = shard.thread.take() {
-                let _ = thread.join();
-            }
+        self.join_all();
+    }
+
+    fn join_all(&mut self) {
+        for thread in self.shard_threads.drain(..) {
+            let _ = thread.join();
+        }
+        if let Some((_, admin)) = self.admin.take() {
+            // The admin loop sees the stop flag within one poll interval.
+            let _ = admin.join();
+        }
+        self.log_sink.stop();
+        if let Some(writer) = self.log_writer.take() {
+            let _ = writer.join();
         }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if self.shards.iter().any(|shard| shard.thread.is_some()) {
-            self.shutdown(Duration::ZERO);
-            for shard in &mut self.shards {
-                if let Some(thread) = shard.thread.take() {
-                    let _ = thread.join();
-                }
-            }
+        if !self.shard_threads.is_empty() || self.admin.is_some() || self.log_writer.is_some() {
+            self.plane.shutdown(Duration::ZERO);
+            self.join_all();
         }
     }
-}
-
-fn bind_error(err: &std::io::Error, _listener: &str, _addr: SocketAddr) -> Error {
-    Error::from_io(err, Side::Config, "cannot bind a listener")
 }
 
 /// The shard I/O settings a configuration asks for.

@@ -1,0 +1,467 @@
+//! The control plane's side of metrics: merges the shards' [`ShardReport`]s and writes them in
+//! the Prometheus text exposition format (version 0.0.4), for the admin API's `/metrics`.
+//!
+//! Runs on the control plane's thread at scrape time, never on a shard. What is summed and what
+//! keeps a `shard` label: totals that operators alert on (responses by route, rejections,
+//! latency, upstream pools) are merged over shards; what shows per-core skew (requests,
+//! connections, buffers, the ring, the configuration generation) is labelled by shard.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::SocketAddr;
+
+use hdrhistogram::Histogram;
+
+use super::names::*;
+use super::{Reject, ShardReport};
+use crate::upstream::PoolStats;
+
+/// Upper bounds of the latency histogram's buckets, in seconds: 100 µs to 10 s, roughly three
+/// per decade, which resolves both a proxy's sub-millisecond overhead and a slow upstream.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// The latency quantiles exported as gauges, computed exactly from the merged histogram.
+pub const LATENCY_QUANTILES: [f64; 3] = [0.5, 0.99, 0.999];
+
+/// What the scrape could gather.
+pub struct Scrape<'a> {
+    pub reports: &'a [ShardReport],
+    /// Shards that run; a scrape whose shards did not all answer in time says so.
+    pub shards: usize,
+}
+
+/// Writes the whole exposition.
+pub fn render(scrape: &Scrape<'_>) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    // Writing into a String cannot fail.
+    let _ = write_all(&mut out, scrape);
+    out
+}
+
+fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
+    let reports = scrape.reports;
+
+    family(out, SHARDS, "gauge", "Shards running.")?;
+    writeln!(out, "{SHARDS} {}", scrape.shards)?;
+    family(
+        out,
+        SHARDS_REPORTING,
+        "gauge",
+        "Shards whose metrics are in this scrape (fewer than coregate_shards if one was too busy to answer in time).",
+    )?;
+    writeln!(out, "{SHARDS_REPORTING} {}", reports.len())?;
+
+    family(
+        out,
+        CONFIG_GENERATION,
+        "gauge",
+        "Configuration generation each shard runs.",
+    )?;
+    for r in reports {
+        writeln!(
+            out,
+            "{CONFIG_GENERATION}{{shard=\"{}\"}} {}",
+            r.shard, r.generation
+        )?;
+    }
+
+    family(
+        out,
+        REQUESTS_TOTAL,
+        "counter",
+        "Requests whose head was read (answered or refused).",
+    )?;
+    for r in reports {
+        writeln!(
+            out,
+            "{REQUESTS_TOTAL}{{shard=\"{}\"}} {}",
+            r.shard, r.counters.requests
+        )?;
+    }
+
+    family(
+        out,
+        RESPONSES_TOTAL,
+        "counter",
+        "Responses by status class, per shard.",
+    )?;
+    for r in reports {
+        for (class, count) in r.counters.responses_by_class.iter().enumerate().skip(1) {
+            writeln!(
+                out,
+                "{RESPONSES_TOTAL}{{shard=\"{}\",class=\"{class}xx\"}} {count}",
+                r.shard
+            )?;
+        }
+    }
+
+    family(
+        out,
+        ROUTE_RESPONSES_TOTAL,
+        "counter",
+        "Responses by route and status class, summed over shards.",
+    )?;
+    let mut routes: BTreeMap<&str, [u64; 6]> = BTreeMap::new();
+    for r in reports {
+        for route in &r.routes {
+            let sum = routes.entry(&route.name).or_default();
+            for (total, count) in sum.iter_mut().zip(route.responses_by_class) {
+                *total += count;
+            }
+        }
+    }
+    for (name, by_class) in &routes {
+        for (class, count) in by_class.iter().enumerate().skip(1) {
+            writeln!(
+                out,
+                "{ROUTE_RESPONSES_TOTAL}{{route=\"{}\",class=\"{class}xx\"}} {count}",
+                escape(name)
+            )?;
+        }
+    }
+
+    family(
+        out,
+        REJECTED_TOTAL,
+        "counter",
+        "Requests coregate answered itself with an error, by reason, summed over shards.",
+    )?;
+    for reason in Reject::ALL {
+        let total: u64 = reports
+            .iter()
+            .map(|r| r.counters.rejected[reason as usize])
+            .sum();
+        writeln!(
+            out,
+            "{REJECTED_TOTAL}{{reason=\"{}\"}} {total}",
+            reason.label()
+        )?;
+    }
+
+    latency(out, reports)?;
+
+    family(out, CONNECTIONS_OPEN, "gauge", "Client connections open.")?;
+    for r in reports {
+        writeln!(
+            out,
+            "{CONNECTIONS_OPEN}{{shard=\"{}\"}} {}",
+            r.shard, r.counters.connections_open
+        )?;
+    }
+    family(
+        out,
+        CONNECTIONS_ACCEPTED,
+        "counter",
+        "Client connections accepted.",
+    )?;
+    for r in reports {
+        writeln!(
+            out,
+            "{CONNECTIONS_ACCEPTED}{{shard=\"{}\"}} {}",
+            r.shard, r.counters.connections_accepted
+        )?;
+    }
+
+    upstreams(out, reports)?;
+
+    family(
+        out,
+        UPSTREAM_RETRIES,
+        "counter",
+        "Requests sent again on a fresh connection after a pooled one turned out closed.",
+    )?;
+    for r in reports {
+        writeln!(
+            out,
+            "{UPSTREAM_RETRIES}{{shard=\"{}\"}} {}",
+            r.shard, r.counters.upstream_retries
+        )?;
+    }
+
+    family(
+        out,
+        BUFFERS_FREE,
+        "gauge",
+        "I/O buffers neither in use nor offered to the kernel.",
+    )?;
+    for r in reports {
+        writeln!(
+            out,
+            "{BUFFERS_FREE}{{shard=\"{}\"}} {}",
+            r.shard, r.buffers_free
+        )?;
+    }
+    family(out, BUFFERS_TOTAL, "gauge", "I/O buffers per shard.")?;
+    for r in reports {
+        writeln!(
+            out,
+            "{BUFFERS_TOTAL}{{shard=\"{}\"}} {}",
+            r.shard, r.buffers_total
+        )?;
+    }
+
+    if reports.iter().any(|r| r.ring.is_some()) {
+        family(
+            out,
+            RING_ENTERS,
+            "counter",
+            "io_uring_enter system calls (submission and reaping, batched).",
+        )?;
+        for r in reports {
+            if let Some(ring) = r.ring {
+                writeln!(
+                    out,
+                    "{RING_ENTERS}{{shard=\"{}\"}} {}",
+                    r.shard, ring.enters
+                )?;
+            }
+        }
+        family(
+            out,
+            RING_COMPLETIONS,
+            "counter",
+            "io_uring completions reaped.",
+        )?;
+        for r in reports {
+            if let Some(ring) = r.ring {
+                writeln!(
+                    out,
+                    "{RING_COMPLETIONS}{{shard=\"{}\"}} {}",
+                    r.shard, ring.completions
+                )?;
+            }
+        }
+    }
+
+    family(
+        out,
+        ACCESS_LOG_DROPPED,
+        "counter",
+        "Access-log lines dropped because the writer fell behind or could not write.",
+    )?;
+    for r in reports {
+        writeln!(
+            out,
+            "{ACCESS_LOG_DROPPED}{{shard=\"{}\"}} {}",
+            r.shard, r.access_log_dropped
+        )?;
+    }
+    Ok(())
+}
+
+/// The merged latency histogram (cumulative buckets, sum, count) and its quantile gauges.
+fn latency(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
+    let mut merged: Option<Histogram<u64>> = None;
+    let mut sum_us: u64 = 0;
+    for r in reports {
+        sum_us = sum_us.saturating_add(r.latency_sum_us);
+        match &mut merged {
+            None => merged = Some(r.latency.clone()),
+            // Every shard's histogram has the same bounds, so adding cannot fail.
+            Some(total) => {
+                let _ = total.add(&r.latency);
+            }
+        }
+    }
+    family(
+        out,
+        REQUEST_DURATION,
+        "histogram",
+        "Time from a request's first byte to its response's last byte, summed over shards.",
+    )?;
+    let count = merged.as_ref().map_or(0, Histogram::len);
+    for le in LATENCY_BUCKETS {
+        let le_us = (le * 1e6) as u64;
+        let below = merged.as_ref().map_or(0, |h| h.count_between(0, le_us));
+        writeln!(out, "{REQUEST_DURATION}_bucket{{le=\"{le}\"}} {below}")?;
+    }
+    writeln!(out, "{REQUEST_DURATION}_bucket{{le=\"+Inf\"}} {count}")?;
+    writeln!(out, "{REQUEST_DURATION}_sum {}", sum_us as f64 / 1e6)?;
+    writeln!(out, "{REQUEST_DURATION}_count {count}")?;
+
+    family(
+        out,
+        REQUEST_DURATION_QUANTILE,
+        "gauge",
+        "Latency quantiles since start, from the merged histogram (microsecond resolution).",
+    )?;
+    for quantile in LATENCY_QUANTILES {
+        let micros = merged
+            .as_ref()
+            .filter(|h| !h.is_empty())
+            .map_or(0, |h| h.value_at_quantile(quantile));
+        writeln!(
+            out,
+            "{REQUEST_DURATION_QUANTILE}{{quantile=\"{quantile}\"}} {}",
+            micros as f64 / 1e6
+        )?;
+    }
+    Ok(())
+}
+
+/// Pool counters and gauges per endpoint, summed over shards.
+fn upstreams(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
+    let mut pools: BTreeMap<(&str, SocketAddr), PoolStats> = BTreeMap::new();
+    for r in reports {
+        for endpoint in &r.endpoints {
+            let sum = pools
+                .entry((&endpoint.upstream, endpoint.endpoint))
+                .or_default();
+            sum.connects += endpoint.stats.connects;
+            sum.connect_failures += endpoint.stats.connect_failures;
+            sum.reuses += endpoint.stats.reuses;
+            sum.active += endpoint.stats.active;
+            sum.idle += endpoint.stats.idle;
+        }
+    }
+    let series: [(&str, &str, &str, fn(&PoolStats) -> u64); 5] = [
+        (
+            UPSTREAM_CONNECTS,
+            "counter",
+            "Upstream connections established.",
+            |s| s.connects,
+        ),
+        (
+            UPSTREAM_CONNECT_FAILURES,
+            "counter",
+            "Upstream connection attempts that failed (refused, unreachable, timed out).",
+            |s| s.connect_failures,
+        ),
+        (
+            UPSTREAM_REUSES,
+            "counter",
+            "Requests sent on a pooled keep-alive upstream connection.",
+            |s| s.reuses,
+        ),
+        (
+            UPSTREAM_IDLE,
+            "gauge",
+            "Idle pooled upstream connections.",
+            |s| s.idle,
+        ),
+        (
+            UPSTREAM_ACTIVE,
+            "gauge",
+            "Upstream connections carrying a request.",
+            |s| s.active,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        family(out, name, kind, help)?;
+        for ((upstream, endpoint), stats) in &pools {
+            writeln!(
+                out,
+                "{name}{{upstream=\"{}\",endpoint=\"{endpoint}\"}} {}",
+                escape(upstream),
+                value(stats)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) -> std::fmt::Result {
+    writeln!(out, "# HELP {name} {help}")?;
+    writeln!(out, "# TYPE {name} {kind}")
+}
+
+/// A label value: backslash, double quote and line feed escaped, as the format requires.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Counters, EndpointReport, RouteCounters};
+
+    fn report(shard: usize, latencies_us: &[u64]) -> ShardReport {
+        let mut latency = Histogram::new_with_bounds(1, super::super::LATENCY_MAX_US, 3).unwrap();
+        for &us in latencies_us {
+            latency.record(us).unwrap();
+        }
+        let mut counters = Counters {
+            requests: latencies_us.len() as u64,
+            ..Counters::default()
+        };
+        counters.responses_by_class[2] = latencies_us.len() as u64;
+        counters.rejected[Reject::NoRoute as usize] = 1;
+        ShardReport {
+            shard,
+            cpu: shard,
+            generation: 3,
+            counters,
+            latency,
+            latency_sum_us: latencies_us.iter().sum(),
+            routes: vec![RouteCounters {
+                name: "api \"v1\"".into(),
+                responses_by_class: [0, 0, latencies_us.len() as u64, 0, 0, 0],
+            }],
+            endpoints: vec![EndpointReport {
+                upstream: "api".into(),
+                endpoint: "127.0.0.1:9001".parse().unwrap(),
+                stats: PoolStats {
+                    connects: 2,
+                    idle: 1,
+                    ..PoolStats::default()
+                },
+            }],
+            ring: None,
+            buffers_total: 16,
+            buffers_free: 10,
+            access_log_dropped: 0,
+        }
+    }
+
+    #[test]
+    fn shards_are_merged_where_totals_matter() {
+        let text = render(&Scrape {
+            reports: &[report(0, &[50, 200]), report(1, &[3000])],
+            shards: 2,
+        });
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|line| line.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no line {prefix} in:\n{text}"))
+                .to_owned()
+        };
+        assert_eq!(
+            line("coregate_route_responses_total{route=\"api \\\"v1\\\"\",class=\"2xx\"}"),
+            "coregate_route_responses_total{route=\"api \\\"v1\\\"\",class=\"2xx\"} 3"
+        );
+        assert_eq!(
+            line("coregate_rejected_total{reason=\"no_route\"}"),
+            "coregate_rejected_total{reason=\"no_route\"} 2"
+        );
+        assert_eq!(
+            line("coregate_requests_total{shard=\"1\"}"),
+            "coregate_requests_total{shard=\"1\"} 1"
+        );
+        assert_eq!(
+            line("coregate_request_duration_seconds_bucket{le=\"0.00025\"}"),
+            "coregate_request_duration_seconds_bucket{le=\"0.00025\"} 2"
+        );
+        assert_eq!(
+            line("coregate_request_duration_seconds_bucket{le=\"+Inf\"}"),
+            "coregate_request_duration_seconds_bucket{le=\"+Inf\"} 3"
+        );
+        assert_eq!(
+            line("coregate_request_duration_seconds_sum"),
+            "coregate_request_duration_seconds_sum 0.00325"
+        );
+        assert_eq!(
+            line("coregate_upstream_connects_total{upstream=\"api\",endpoint=\"127.0.0.1:9001\"}"),
+            "coregate_upstream_connects_total{upstream=\"api\",endpoint=\"127.0.0.1:9001\"} 4"
+        );
+        assert_eq!(
+            line("coregate_shards_reporting"),
+            "coregate_shards_reporting 2"
+        );
+    }
+}

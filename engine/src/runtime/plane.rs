@@ -1,0 +1,506 @@
+//! The control plane: the running configuration and its generation, what each shard last
+//! acknowledged, the listener sockets, and the operations that reach the shards (reload,
+//! collection, drain). Shared by the main thread (signals) and the admin thread; never touched
+//! by a shard, which only sees its mailbox.
+//!
+//! A reload, in order:
+//! 1. read and validate the file completely ([`Config::load`]); a bad file is refused with every
+//!    mistake, and nothing reaches a shard;
+//! 2. refuse settings that only a restart can apply (`[runtime]` except `max_connections`,
+//!    `admin.bind`), naming them;
+//! 3. bind each new or changed listener once per shard (a port in use refuses the reload);
+//! 4. send every shard an [`Apply`] with the next generation; each builds its own routes, pools
+//!    and limits, swaps at a request boundary and acknowledges;
+//! 5. wait for every acknowledgement (up to [`RELOAD_ACK_TIMEOUT`]) and report.
+//!
+//! Reloads are serialised by the state lock; a scrape or a health check waits at most for the
+//! reload in progress.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::access_log::LogSink;
+use crate::config::defaults::{COLLECT_TIMEOUT, RELOAD_ACK_TIMEOUT};
+use crate::config::{Config, ConfigErrors, ListenerConfig};
+use crate::control::{Ack, Apply, Command, ListenerSocket, Mailbox};
+use crate::io::{ListenOptions, socket};
+use crate::metrics::ShardReport;
+use crate::metrics::exposition::{self, Scrape};
+
+/// One shard, as the control plane reaches it.
+pub(crate) struct ShardLink {
+    pub index: usize,
+    pub cpu: usize,
+    pub mailbox: Arc<Mailbox>,
+}
+
+/// A listener as it runs: its configuration and the address its sockets are bound to (the port
+/// `:0` resolved to).
+#[derive(Clone, Debug)]
+pub(crate) struct RunningListener {
+    pub config: ListenerConfig,
+    pub addr: SocketAddr,
+}
+
+struct State {
+    config: Arc<Config>,
+    generation: u64,
+    /// The generation each shard last acknowledged (0: none yet).
+    acknowledged: Vec<u64>,
+    listeners: Vec<RunningListener>,
+    loaded_at: SystemTime,
+}
+
+/// The control plane of one coregate process.
+pub struct ControlPlane {
+    shards: Vec<ShardLink>,
+    state: Mutex<State>,
+    log_sink: Arc<LogSink>,
+    stopping: AtomicBool,
+}
+
+/// What a successful reload did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reloaded {
+    pub generation: u64,
+    pub shards: usize,
+    pub listeners_opened: usize,
+    pub listeners_closed: usize,
+}
+
+impl fmt::Display for Reloaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "reloaded: generation {} runs on all {} shard(s)",
+            self.generation, self.shards
+        )?;
+        if self.listeners_opened + self.listeners_closed > 0 {
+            write!(
+                f,
+                "; listeners opened {}, closed {}",
+                self.listeners_opened, self.listeners_closed
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a reload did not (fully) happen.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The file has mistakes; every shard keeps the running configuration.
+    Invalid(ConfigErrors),
+    /// The file changes settings only a restart applies; nothing was applied.
+    NeedsRestart(Vec<String>),
+    /// A new listener could not be bound; nothing was applied.
+    Bind(String),
+    /// The configuration was sent but these shards did not acknowledge in time, or reported a
+    /// problem; the others run it.
+    Incomplete {
+        generation: u64,
+        problems: Vec<String>,
+    },
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadError::Invalid(errors) => write!(
+                f,
+                "reload refused, the running configuration keeps serving:\n{errors}"
+            ),
+            ReloadError::NeedsRestart(keys) => {
+                writeln!(
+                    f,
+                    "reload refused, the running configuration keeps serving: these settings \
+                     take effect only on restart:"
+                )?;
+                for key in keys {
+                    writeln!(f, "{key}")?;
+                }
+                Ok(())
+            }
+            ReloadError::Bind(message) => write!(
+                f,
+                "reload refused, the running configuration keeps serving: {message}"
+            ),
+            ReloadError::Incomplete {
+                generation,
+                problems,
+            } => {
+                writeln!(f, "reload of generation {generation} is incomplete:")?;
+                for problem in problems {
+                    writeln!(f, "{problem}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
+/// The generations the shards run, for `/readyz` and `/config`.
+#[derive(Clone, Debug)]
+pub struct ShardGenerations {
+    pub current: u64,
+    /// `(shard, cpu, generation acknowledged)`.
+    pub shards: Vec<(usize, usize, u64)>,
+}
+
+impl ShardGenerations {
+    /// Every shard runs the current configuration.
+    pub fn all_current(&self) -> bool {
+        self.current > 0 && self.shards.iter().all(|&(_, _, g)| g == self.current)
+    }
+}
+
+impl ControlPlane {
+    pub(crate) fn new(
+        shards: Vec<ShardLink>,
+        config: Arc<Config>,
+        listeners: Vec<RunningListener>,
+        log_sink: Arc<LogSink>,
+    ) -> ControlPlane {
+        let count = shards.len();
+        ControlPlane {
+            shards,
+            state: Mutex::new(State {
+                config,
+                generation: 1,
+                acknowledged: vec![0; count],
+                listeners,
+                loaded_at: SystemTime::now(),
+            }),
+            log_sink,
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug in this module; the state is still
+        // consistent field by field, so keep serving rather than poison the whole process.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The running configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.state().config.clone()
+    }
+
+    /// The address a listener's sockets are bound to.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.state()
+            .listeners
+            .iter()
+            .find(|listener| &*listener.config.name == name)
+            .map(|listener| listener.addr)
+    }
+
+    pub fn generations(&self) -> ShardGenerations {
+        let state = self.state();
+        ShardGenerations {
+            current: state.generation,
+            shards: self
+                .shards
+                .iter()
+                .zip(&state.acknowledged)
+                .map(|(shard, &g)| (shard.index, shard.cpu, g))
+                .collect(),
+        }
+    }
+
+    /// Records acknowledgements; returns the problems reported, and the shards still missing
+    /// after `timeout`.
+    pub(crate) fn await_acks(
+        &self,
+        acks: &Receiver<Ack>,
+        generation: u64,
+        timeout: Duration,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut answered = vec![false; self.shards.len()];
+        let mut problems = Vec::new();
+        while answered.iter().any(|a| !a) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(ack) = acks.recv_timeout(left) else {
+                break;
+            };
+            if ack.generation != generation && ack.problem.is_none() {
+                continue;
+            }
+            if let Some(slot) = answered.get_mut(ack.shard) {
+                *slot = true;
+            }
+            match ack.problem {
+                Some(problem) => problems.push(format!("shard {}: {problem}", ack.shard)),
+                None => {
+                    let mut state = self.state();
+                    if let Some(g) = state.acknowledged.get_mut(ack.shard) {
+                        *g = (*g).max(generation);
+                    }
+                }
+            }
+        }
+        for (shard, answered) in answered.iter().enumerate() {
+            if !answered {
+                problems.push(format!(
+                    "shard {shard}: no acknowledgement within {timeout:?}"
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Reads the configuration file again and, if it is valid and can be applied live, runs it
+    /// on every shard.
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let mut state = self.state();
+        let path = state.config.origin.clone();
+        let new = Config::load(&path).map_err(ReloadError::Invalid)?;
+        let restart = restart_only_changes(&state.config, &new);
+        if !restart.is_empty() {
+            return Err(ReloadError::NeedsRestart(restart));
+        }
+
+        // Listeners: keep the unchanged, open the new (once per shard), close the rest.
+        let mut kept = Vec::new();
+        let mut opened: Vec<(RunningListener, Vec<ListenerSocket>)> = Vec::new();
+        for listener in &new.listeners {
+            if let Some(running) = state
+                .listeners
+                .iter()
+                .find(|running| running.config == *listener)
+            {
+                kept.push(running.clone());
+                continue;
+            }
+            let (addr, sockets) =
+                bind_per_shard(listener, self.shards.len()).map_err(ReloadError::Bind)?;
+            opened.push((
+                RunningListener {
+                    config: listener.clone(),
+                    addr,
+                },
+                sockets,
+            ));
+        }
+        let closed: Vec<ListenerConfig> = state
+            .listeners
+            .iter()
+            .filter(|running| !new.listeners.contains(&running.config))
+            .map(|running| running.config.clone())
+            .collect();
+
+        let generation = state.generation + 1;
+        let config = Arc::new(new);
+        let (ack_tx, ack_rx) = mpsc::channel();
+        // Hand each shard its own socket of every opened listener.
+        let mut per_shard: Vec<Vec<ListenerSocket>> =
+            (0..self.shards.len()).map(|_| Vec::new()).collect();
+        let mut running_opened = Vec::new();
+        for (running, sockets) in opened {
+            for (shard_sockets, socket) in per_shard.iter_mut().zip(sockets) {
+                shard_sockets.push(socket);
+            }
+            running_opened.push(running);
+        }
+        let listeners_opened = running_opened.len();
+        let mut problems = Vec::new();
+        for (shard, open) in self.shards.iter().zip(per_shard) {
+            let apply = Apply {
+                generation,
+                config: config.clone(),
+                open,
+                close: closed.clone(),
+                ack: ack_tx.clone(),
+            };
+            if shard.mailbox.send(Command::Apply(Box::new(apply))).is_err() {
+                problems.push(format!("shard {}: its mailbox is full", shard.index));
+            }
+        }
+        drop(ack_tx);
+        state.generation = generation;
+        state.config = config.clone();
+        state.loaded_at = SystemTime::now();
+        state.listeners = kept.into_iter().chain(running_opened).collect();
+        // The log writer follows the new path (and reopens: log rotation).
+        self.log_sink
+            .set_path(config.access_log.as_ref().map(|log| log.path.clone()));
+        drop(state);
+
+        problems.extend(self.await_acks(&ack_rx, generation, RELOAD_ACK_TIMEOUT));
+        if !problems.is_empty() {
+            return Err(ReloadError::Incomplete {
+                generation,
+                problems,
+            });
+        }
+        Ok(Reloaded {
+            generation,
+            shards: self.shards.len(),
+            listeners_opened,
+            listeners_closed: closed.len(),
+        })
+    }
+
+    /// Every shard's metrics, gathered through the mailboxes (a shard that does not answer
+    /// within [`COLLECT_TIMEOUT`] is left out).
+    pub fn collect(&self) -> Vec<ShardReport> {
+        let (tx, rx) = mpsc::channel();
+        let mut asked = 0;
+        for shard in &self.shards {
+            if shard.mailbox.send(Command::Collect(tx.clone())).is_ok() {
+                asked += 1;
+            }
+        }
+        drop(tx);
+        let deadline = Instant::now() + COLLECT_TIMEOUT;
+        let mut reports = Vec::with_capacity(asked);
+        while reports.len() < asked {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(report) => reports.push(report),
+                Err(_) => break,
+            }
+        }
+        reports.sort_by_key(|report| report.shard);
+        reports
+    }
+
+    /// The Prometheus exposition of every shard's metrics.
+    pub fn metrics_text(&self) -> String {
+        let reports = self.collect();
+        let mut text = exposition::render(&Scrape {
+            reports: &reports,
+            shards: self.shards.len(),
+        });
+        text.push_str(&format!(
+            "# HELP {name} Access-log lines the writer could not write (file missing, disk full).\n\
+             # TYPE {name} counter\n{name} {}\n",
+            self.log_sink.lines_lost(),
+            name = crate::metrics::names::ACCESS_LOG_LINES_LOST,
+        ));
+        text
+    }
+
+    /// The effective configuration with a header saying which generation each shard runs.
+    pub fn config_text(&self) -> String {
+        let generations = self.generations();
+        let state = self.state();
+        let loaded = state
+            .loaded_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut text = format!(
+            "# coregate effective configuration\n# file: {}\n# generation: {} (loaded at unix \
+             time {loaded})\n",
+            state.config.origin.display(),
+            state.generation,
+        );
+        for (shard, cpu, generation) in &generations.shards {
+            text.push_str(&format!(
+                "# shard {shard} (cpu {cpu}): generation {generation}\n"
+            ));
+        }
+        text.push('\n');
+        text.push_str(&state.config.render());
+        text
+    }
+
+    /// Asks every shard to drain and exit within `grace`.
+    pub fn shutdown(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::Release);
+        let deadline = Instant::now() + grace;
+        for shard in &self.shards {
+            // A full mailbox means a shutdown is already queued.
+            let _ = shard.mailbox.send(Command::Shutdown { deadline });
+        }
+    }
+
+    /// Whether a shutdown was asked for.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}
+
+/// Binds `listener` once per shard with `SO_REUSEPORT`. The first socket fixes the port (`:0`
+/// picks one); the others share it.
+pub(crate) fn bind_per_shard(
+    listener: &ListenerConfig,
+    shards: usize,
+) -> Result<(SocketAddr, Vec<ListenerSocket>), String> {
+    let options = ListenOptions {
+        backlog: listener.backlog,
+        defer_accept: listener.defer_accept,
+    };
+    let mut addr = listener.bind;
+    let mut sockets = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let fd = socket::bind_listener(addr, options)
+            .map_err(|err| format!("listener {:?}: cannot bind {addr}: {err}", listener.name))?;
+        addr = socket::local_addr(fd.as_raw_fd())
+            .map_err(|err| format!("listener {:?}: {err}", listener.name))?;
+        sockets.push(ListenerSocket {
+            config: listener.clone(),
+            fd,
+        });
+    }
+    Ok((addr, sockets))
+}
+
+/// The keys whose change a running process cannot apply: its shards, rings and buffers are set
+/// up once. `max_connections` is the exception (a shard reads it for every accept).
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    let (o, n) = (&old.runtime, &new.runtime);
+    let mut keys = Vec::new();
+    let mut differs = |key: &str, changed: bool| {
+        if changed {
+            keys.push(format!("{}: runtime.{key} changed", new.origin.display()));
+        }
+    };
+    differs("cores", o.cores != n.cores);
+    differs("io", o.io != n.io);
+    differs("ring_entries", o.ring_entries != n.ring_entries);
+    differs("buffer_size", o.buffer_size != n.buffer_size);
+    differs(
+        "buffers_per_shard",
+        o.buffers_per_shard != n.buffers_per_shard,
+    );
+    differs("idle_wait", o.idle_wait != n.idle_wait);
+    differs(
+        "glommio.io_memory",
+        o.glommio.io_memory != n.glommio.io_memory,
+    );
+    differs(
+        "glommio.ring_depth",
+        o.glommio.ring_depth != n.glommio.ring_depth,
+    );
+    differs(
+        "glommio.spin_before_park",
+        o.glommio.spin_before_park != n.glommio.spin_before_park,
+    );
+    differs(
+        "glommio.preempt_timer",
+        o.glommio.preempt_timer != n.glommio.preempt_timer,
+    );
+    if old.admin.as_ref().map(|a| a.bind) != new.admin.as_ref().map(|a| a.bind) {
+        keys.push(format!(
+            "{}: admin.bind changed (or [admin] added or removed)",
+            new.origin.display()
+        ));
+    }
+    keys
+}

@@ -1,7 +1,9 @@
-//! The `coregate` command line: `run` (the daemon), `check` (validate and print the plan) and
-//! `demo` (the quickstart, with a built-in upstream).
+//! The `coregate` command line: `run` (the daemon), `check` (validate and print the plan),
+//! `reload` (ask a running coregate to reload, through its admin API) and `demo` (the quickstart,
+//! with a built-in upstream).
 
 mod demo;
+mod reload;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,6 +39,17 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Ask a running coregate to reload its configuration file (POST /reload on its admin
+    /// listener); prints the outcome, exits 0 when every shard runs the new configuration.
+    Reload {
+        /// The configuration file the running coregate was started with: its [admin] section
+        /// says where the admin API listens and which token it wants.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The admin API's address, instead of the one in the file.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+    },
     /// Run the quickstart: coregate on 127.0.0.1:8080 in front of a built-in echo upstream.
     Demo {
         /// The configuration to use.
@@ -64,6 +77,16 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => run(&config, None),
+        Command::Reload { config, admin } => match reload::request(&config, admin) {
+            Ok(message) => {
+                print!("{message}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprint!("{message}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Demo { config } => {
             let upstream = match demo::start() {
                 Ok(upstream) => upstream,
@@ -121,6 +144,9 @@ fn run(path: &Path, demo: Option<demo::DemoUpstream>) -> ExitCode {
             eprintln!("coregate: listener {:?} on http://{addr}", listener.name);
         }
     }
+    if let Some(addr) = server.admin_addr() {
+        eprintln!("coregate: admin API on http://{addr}");
+    }
     if let Some(demo) = &demo {
         eprintln!(
             "coregate: demo upstream on http://{} (try: curl -i http://127.0.0.1:8080/hello)",
@@ -136,11 +162,10 @@ fn run(path: &Path, demo: Option<demo::DemoUpstream>) -> ExitCode {
                 eprintln!("coregate: stopped");
                 return ExitCode::SUCCESS;
             }
-            Some(Signal::Reload) => {
-                eprintln!(
-                    "coregate: SIGHUP received; reloading is not supported yet, keeping the running configuration"
-                );
-            }
+            Some(Signal::Reload) => match server.reload() {
+                Ok(reloaded) => eprintln!("coregate: {reloaded} (SIGHUP)"),
+                Err(err) => eprintln!("coregate: {err}"),
+            },
             None => {}
         }
     }

@@ -120,3 +120,122 @@ fn run_serves_and_drains_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// Reads the daemon's stderr until a line containing `needle`; returns that line.
+fn wait_for_line(stderr: &mut impl BufRead, needle: &str) -> String {
+    for _ in 0..50 {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if line.contains(needle) {
+            return line;
+        }
+    }
+    panic!("coregate never printed {needle:?}");
+}
+
+fn healthz_body(addr: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn sighup_and_the_reload_command_apply_a_new_file() {
+    let admin = "\n[admin]\nbind = \"127.0.0.1:0\"\n";
+    let version = |body: &str| {
+        format!(
+            "{}{admin}",
+            GOOD.replace("body = \"ok\\n\"", &format!("body = \"{body}\""))
+        )
+    };
+    let path = write_config("reload.toml", &version("v1"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coregate"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let listener = wait_for_line(&mut stderr, "listener \"public\" on http://");
+    let addr = listener
+        .split("on http://")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let admin_line = wait_for_line(&mut stderr, "admin API on http://");
+    let admin_addr = admin_line
+        .split("on http://")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(healthz_body(&addr), "v1");
+
+    // SIGHUP reloads the file.
+    std::fs::write(&path, version("v2")).unwrap();
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let reloaded = wait_for_line(&mut stderr, "reloaded");
+    assert!(
+        reloaded.contains("generation 2") && reloaded.contains("SIGHUP"),
+        "{reloaded}"
+    );
+    assert_eq!(healthz_body(&addr), "v2");
+
+    // `coregate reload` asks the admin API.
+    std::fs::write(&path, version("v3")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_coregate"))
+        .args(["reload", "--admin", &admin_addr, "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout, "reloaded: generation 3 runs on all 1 shard(s)\n");
+    assert_eq!(healthz_body(&addr), "v3");
+
+    // A bad file: the command names the mistake and exits 1; SIGHUP refuses it and the
+    // running configuration keeps serving.
+    std::fs::write(
+        &path,
+        version("v4").replace("upstream = \"api\"", "upstream = \"nope\""),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_coregate"))
+        .args(["reload", "--admin", &admin_addr, "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        message.contains("reload.toml:") && message.contains("route[1].upstream"),
+        "{message}"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let refused = wait_for_line(&mut stderr, "reload refused");
+    assert!(refused.contains("keeps serving"), "{refused}");
+    assert_eq!(healthz_body(&addr), "v3");
+
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}

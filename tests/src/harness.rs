@@ -1,8 +1,12 @@
-//! Starting coregate in-process for a test: a configuration text in, a running server on an
-//! ephemeral port out, stopped (drained for zero seconds) when dropped.
+//! Starting coregate in-process for a test: a configuration text (or file) in, a running server
+//! on an ephemeral port out, stopped (drained for zero seconds) when dropped. Also: configuration
+//! files a test can rewrite (for reloads), and a client for the admin API.
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use coregate_engine::config::{Config, Plan};
@@ -19,6 +23,17 @@ impl Coregate {
     pub fn start(toml: &str) -> Coregate {
         let config = Config::parse(toml, "test.toml")
             .unwrap_or_else(|errors| panic!("test config invalid:\n{errors}"));
+        Coregate::start_config(config)
+    }
+
+    /// Starts coregate from a file, as `coregate run` does, so that it can be reloaded.
+    pub fn start_file(path: &Path) -> Coregate {
+        let config =
+            Config::load(path).unwrap_or_else(|errors| panic!("test config invalid:\n{errors}"));
+        Coregate::start_config(config)
+    }
+
+    fn start_config(config: Config) -> Coregate {
         let plan = Plan::for_config(&config)
             .unwrap_or_else(|errors| panic!("test plan invalid:\n{errors}"));
         let name = config.listeners[0].name.clone();
@@ -40,6 +55,13 @@ impl Coregate {
 
     pub fn server(&self) -> &Server {
         self.server.as_ref().expect("running")
+    }
+
+    /// The admin listener's address (the configuration must have `[admin]`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.server()
+            .admin_addr()
+            .expect("the configuration has an [admin] section")
     }
 
     /// Drains with `grace` and waits for every shard to exit.
@@ -103,3 +125,79 @@ bind = "127.0.0.1:0"
 
 /// The mechanisms every end-to-end behaviour is checked with.
 pub const MECHANISMS: [&str; 2] = ["uring", "glommio"];
+
+/// A configuration file in the temporary directory, unique to the test that made it; rewrite it
+/// and reload to change what coregate runs. Removed when dropped.
+pub struct ConfigFile {
+    path: PathBuf,
+}
+
+impl ConfigFile {
+    pub fn new(text: &str) -> ConfigFile {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!("coregate-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the test directory");
+        let path = dir.join(format!(
+            "config-{}.toml",
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        let file = ConfigFile { path };
+        file.write(text);
+        file
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write(&self, text: &str) {
+        std::fs::write(&self.path, text).expect("write the test configuration");
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// An admin API answer: the status and the body as text.
+#[derive(Debug)]
+pub struct AdminReply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+/// Sends one request to the admin API (`method path`, with a bearer token when given) and
+/// reads the answer to the end (the admin API closes after each response).
+pub fn admin(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> AdminReply {
+    let mut stream = TcpStream::connect(addr).expect("connect to the admin API");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("authorization: Bearer {token}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .expect("send to the admin API");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the admin answer");
+    let text = String::from_utf8(raw).expect("the admin API answers text");
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .expect("a complete head from the admin API");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status code");
+    AdminReply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}

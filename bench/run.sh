@@ -22,7 +22,7 @@ usage: bench/run.sh [options]
   --repeats N          rounds of every phase, targets interleaved in each (default 3)
   --duration S         seconds per measurement (default 10)
   --targets a,b,...    direct,coregate,coregate-glommio,nginx,haproxy (default: all)
-  --only p,...         throughput,latency,scaling,idle,k6 (default: all)
+  --only p,...         throughput,latency,scaling,idle,k6,overhead (default: all)
   --rate R             fixed rate of the latency phase (default: half NGINX's max req/s)
   --workers N          workers of every proxy = coregate shards (default: nproc)
   --idle-conns N       connections of the idle-memory phase (default 10000)

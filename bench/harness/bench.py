@@ -13,6 +13,8 @@ target started fresh for its slot so no idle proxy shares the box with the one m
                 with one shard
     idle        proxy memory per idle keep-alive client connection (idle_conns.py)
     k6          k6 constant-arrival-rate run with p99/p99.9 thresholds
+    overhead    what coregate's optional features cost: wrk -t1 -c64 GET 5 B through plain
+                coregate, with the access log on, and with /metrics scraped every second
 
 Every raw measurement goes to RUN_DIR/results.jsonl as it is taken; report.py turns the file
 into the markdown tables and charts.
@@ -30,6 +32,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +43,9 @@ from procs import HarnessError, Registry, cpu_seconds, pss_kib, rss_kib, run_bou
 from targets import (BASELINE, BENCH_DIR, EXTRA_TARGETS, TARGETS, Layout, Upstream,
                      coregate_missing, start)
 
-PHASES = ("throughput", "latency", "scaling", "idle", "k6")
+PHASES = ("throughput", "latency", "scaling", "idle", "k6", "overhead")
+OVERHEAD_TARGETS = ("coregate", "coregate-log", "coregate-scrape")
+SCRAPE_INTERVAL_S = 1.0
 SCALING_CONNS = (1, 16, 64, 256, 1024)
 SMOKE_SCALING_CONNS = (1, 256)
 
@@ -240,6 +245,37 @@ class Run:
 
         self.rounds("k6", o.targets, measure)
 
+    def overhead(self) -> None:
+        if "coregate" in self.skipped:
+            say(f"[overhead] skipped: {self.skipped['coregate']}")
+            return
+
+        def measure(r: int, t: str, running) -> None:
+            self.warm_up(t)
+            scraper = Scraper(running.admin, self.o.duration) if running.admin else None
+            cpu0 = cpu_seconds(running.pgid)
+            if scraper:
+                scraper.start()
+            res = loads.wrk(self.url(t, "/5b"), "get.lua", 64, self.o.duration, self.registry,
+                            self.layout.loadgen_cpus)
+            if scraper:
+                scraper.join()
+            cpu1 = cpu_seconds(running.pgid)
+            proxy_us = None if cpu0 is None else (cpu1 - cpu0) * 1e6 / max(res["requests"], 1)
+            extra = {}
+            if scraper:
+                if scraper.failures:
+                    raise HarnessError(f"{scraper.failures} of {scraper.count + scraper.failures} "
+                                       f"scrapes of http://{running.admin}/metrics failed")
+                extra = {"scrapes": scraper.count, "scrape_ms": scraper.mean_ms()}
+            self.record("overhead", r, t, scenario=loads.HEADLINE, rps=res["rps"],
+                        requests=res["requests"], errors=res["errors"], proxy_cpu_us=proxy_us, **extra)
+            say(f"  {res['rps']:>10,.0f} req/s"
+                + (f"  proxy {proxy_us:6.2f} us/req" if proxy_us is not None else "")
+                + (f"  {extra['scrapes']} scrapes, {extra['scrape_ms']:.1f} ms each" if extra else ""))
+
+        self.rounds("overhead", OVERHEAD_TARGETS, measure)
+
     # -- the whole run ----------------------------------------------------------------------
 
     def execute(self) -> int:
@@ -295,10 +331,41 @@ class Run:
         (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
+class Scraper(threading.Thread):
+    """Scrapes coregate's /metrics every SCRAPE_INTERVAL_S while a load runs, as Prometheus
+    would (one connection per scrape)."""
+
+    def __init__(self, admin: str, duration_s: float):
+        super().__init__(daemon=True)
+        self.admin, self.until = admin, time.monotonic() + duration_s
+        self.count, self.failures, self.total_s = 0, 0, 0.0
+
+    def run(self) -> None:
+        import urllib.request
+        while time.monotonic() < self.until:
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(f"http://{self.admin}/metrics", timeout=5) as resp:
+                    resp.read()
+                    ok = resp.status == 200
+            except OSError:
+                ok = False
+            took = time.monotonic() - started
+            if ok:
+                self.count += 1
+                self.total_s += took
+            else:
+                self.failures += 1
+            time.sleep(max(0.0, SCRAPE_INTERVAL_S - took))
+
+    def mean_ms(self) -> float:
+        return self.total_s * 1000 / self.count if self.count else 0.0
+
+
 # -- environment ------------------------------------------------------------------------------
 
 TOOLS = {"throughput": ["wrk"], "latency": ["wrk", "oha"], "scaling": ["wrk"], "idle": ["wrk"],
-         "k6": ["k6"]}
+         "k6": ["k6"], "overhead": ["wrk"]}
 
 
 def missing_tools(phase: str) -> list[str]:

@@ -64,10 +64,10 @@ class Table:
         v = list(self.by_repeat(phase, target, field, **match).values())
         return (min(v), max(v)) if v else (None, None)
 
-    def ratio(self, phase, target, field, **match):
-        """Median over repeats of target / NGINX, paired by repeat."""
+    def ratio(self, phase, target, field, base=BASELINE, **match):
+        """Median over repeats of target / base (NGINX unless said), paired by repeat."""
         mine = self.by_repeat(phase, target, field, **match)
-        base = self.by_repeat(phase, BASELINE, field, **match)
+        base = self.by_repeat(phase, base, field, **match)
         return _median([mine[r] / base[r] for r in mine if base.get(r)])
 
     def targets(self, phase: str | None = None) -> list[str]:
@@ -219,6 +219,25 @@ def markdown(run_dir: Path) -> str:
                 f"| {x} | {f_ms(t.median('k6', x, 'p50_ms'))} | {f_ms(t.median('k6', x, 'p99_ms'))}"
                 f" | {f_ms(t.median('k6', x, 'p99.9_ms'))} | {f_int(t.median('k6', x, 'achieved_rps'))}"
                 f" | {sum(1 for p in runs.values() if p)}/{len(runs)} |")
+        lines.append("")
+
+    over = t.targets("overhead")
+    if over:
+        lines += [
+            "#### Cost of optional features: wrk -t1 -c64 GET 5 B, medians, ratios to plain coregate "
+            "paired by repeat",
+            "",
+            "| target | req/s | vs coregate | proxy CPU µs/req | CPU vs coregate | scrapes per run, ms each |",
+            "|---|---|---|---|---|---|",
+        ]
+        for x in over:
+            scrapes = t.median("overhead", x, "scrapes", scenario=HEADLINE)
+            lines.append(
+                f"| {x} | {f_int(t.median('overhead', x, 'rps', scenario=HEADLINE))}"
+                f" | {f_num(t.ratio('overhead', x, 'rps', base='coregate', scenario=HEADLINE), 3)}"
+                f" | {f_num(t.median('overhead', x, 'proxy_cpu_us', scenario=HEADLINE), 2)}"
+                f" | {f_num(t.ratio('overhead', x, 'proxy_cpu_us', base='coregate', scenario=HEADLINE), 3)}"
+                f" | {f_int(scrapes) + ', ' + f_num(t.median('overhead', x, 'scrape_ms', scenario=HEADLINE), 1) if scrapes else '–'} |")
         lines.append("")
 
     notes = []

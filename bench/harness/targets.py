@@ -6,6 +6,8 @@
     nginx             NGINX as a reverse proxy
     haproxy           HAProxy as a reverse proxy
     coregate-1shard   coregate, io = "uring", one shard (scaling curves only)
+    coregate-log      coregate with the access log on (JSON lines to the run directory)
+    coregate-scrape   coregate with the admin API on, scraped every second during the load
 
 Every proxy forwards one route ("/") to the same origin, an NGINX with one worker. Configs are
 rendered from bench/conf/ into the run directory; each proxy is started fresh for its slot of a
@@ -27,12 +29,14 @@ BENCH_DIR = Path(__file__).resolve().parent.parent
 CONF_DIR = BENCH_DIR / "conf"
 
 TARGETS = ("direct", "coregate", "coregate-glommio", "nginx", "haproxy")
-EXTRA_TARGETS = ("coregate-1shard",)
+EXTRA_TARGETS = ("coregate-1shard", "coregate-log", "coregate-scrape")
+# The variants the overhead phase compares with plain coregate, and the feature each turns on.
+FEATURE_TARGETS = {"coregate-log": "access_log", "coregate-scrape": "admin"}
 BASELINE = "nginx"  # ratios are against NGINX measured in the same run
 
 # Port of each listener: port_base + offset.
 PORT_OFFSETS = {"upstream": 0, "coregate": 1, "coregate-glommio": 2, "nginx": 3, "haproxy": 4,
-                "coregate-1shard": 5}
+                "coregate-1shard": 5, "coregate-log": 6, "coregate-scrape": 7, "admin": 8}
 
 # The origin's fixed bodies: path -> length. /post answers "done\n" to any POST.
 BODY_SIZES = {"/5b": 5, "/64b": 64, "/1k": 1024, "/16k": 16384}
@@ -51,6 +55,7 @@ class Spec:
     kind: str          # "direct", "nginx", "haproxy" or "coregate"
     io: str | None     # coregate's io mechanism
     shards: int
+    feature: str | None = None  # a coregate feature turned on (see FEATURE_TARGETS)
 
 
 @dataclass
@@ -89,6 +94,8 @@ class Layout:
             return Spec(name, "coregate", "glommio", self.workers)
         if name == "coregate-1shard":
             return Spec(name, "coregate", "uring", 1)
+        if name in FEATURE_TARGETS:
+            return Spec(name, "coregate", "uring", self.workers, FEATURE_TARGETS[name])
         raise HarnessError(f"unknown target {name!r}")
 
 
@@ -151,10 +158,11 @@ class Upstream:
 
 
 class Running:
-    """A started target. `pgid` is the proxy's process group (None for `direct`)."""
+    """A started target. `pgid` is the proxy's process group (None for `direct`); `admin` is
+    the admin API's host:port when the target serves one."""
 
-    def __init__(self, spec: Spec, port: int, server: Server | None):
-        self.spec, self.port, self.server = spec, port, server
+    def __init__(self, spec: Spec, port: int, server: Server | None, admin: str | None = None):
+        self.spec, self.port, self.server, self.admin = spec, port, server, admin
 
     @property
     def pgid(self) -> int | None:
@@ -203,6 +211,7 @@ def start(spec: Spec, layout: Layout, run_dir: Path, registry: Registry, coregat
             raise HarnessError(missing)
         values["IO"] = spec.io
         values["CORES"] = f"0-{spec.shards - 1}" if spec.shards > 1 else "0"
+        values["FEATURE"] = feature_section(spec, layout, run_dir)
         conf = render(CONF_DIR / "coregate.toml", run_dir / f"{spec.name}.toml", values)
         rc, out, err = run_bounded(f"{spec.name}-check", [str(coregate_bin), "check", "--config", str(conf)],
                                    registry, timeout=30)
@@ -226,7 +235,17 @@ def start(spec: Spec, layout: Layout, run_dir: Path, registry: Registry, coregat
     except BaseException:
         server.stop()
         raise
-    return Running(spec, port, server)
+    admin = f"{layout.host}:{layout.port('admin')}" if spec.feature == "admin" else None
+    return Running(spec, port, server, admin)
+
+
+def feature_section(spec: Spec, layout: Layout, run_dir: Path) -> str:
+    """The TOML a feature target adds to coregate's configuration."""
+    if spec.feature == "access_log":
+        return f'[access_log]\npath = "{run_dir / (spec.name + "-access.log")}"\nformat = "json"\n'
+    if spec.feature == "admin":
+        return f'[admin]\nbind = "{layout.host}:{layout.port("admin")}"\n'
+    return "# no optional feature"
 
 
 def preflight(name: str, host: str, port: int) -> None:

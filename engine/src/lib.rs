@@ -34,7 +34,19 @@
 //!   proxy::Session::read_response  http1::parse_response, forward::write_response_head
 //!   proxy::relay                 response body by length / chunked / until close
 //!   EndpointPool::give_back      after a clean exchange; the client connection loops
+//!   proxy::Session::record       metrics and the access-log line, once per exchange
 //! proxy::respond                 every early exit (4xx/5xx) in one format
+//! ```
+//!
+//! And the control plane, off the request path:
+//!
+//! ```text
+//! runtime::Server::start         bind, start shards, wait for every shard's first ack
+//! runtime::plane::ControlPlane   reload (validate, bind, Apply to every shard, await acks),
+//!                                collect (Collect to every shard, merge), shutdown
+//! runtime::bootstrap::run_shard  a shard's mailbox loop: Shard::apply swaps the snapshot
+//! admin::serve                   /healthz /readyz /config /reload /metrics
+//! access_log::run_writer         appends the shards' line buffers to the file
 //! ```
 
 pub mod access_log;

@@ -11,6 +11,7 @@
 //! | response head | [`Session::read_response`] | receive and parse the upstream head; write the client's head |
 //! | `relay` | [`relay`] | head and body bytes at hand leave in one write; the rest streams by length, chunked (re-framed) or until close |
 //! | finish | [`Session::forward`] | the upstream connection goes back to its pool only after a complete, clean exchange; the client connection continues if both sides allow |
+//! | record | [`Session::record`] | once per exchange, from its [`Outcome`]: responses by route and status class, latency, the access-log line |
 //!
 //! Early exits (400, 404, 405, 408, 413, 414, 431, 501, 502, 503, 504) all go through
 //! [`respond`], which also decides once whether the client connection stays open: it closes

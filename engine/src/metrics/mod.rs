@@ -118,8 +118,8 @@ pub struct ShardMetrics {
     route_ids: RefCell<HashMap<Box<str>, RouteStatsId>>,
 }
 
-/// A copy of everything one shard measures, sent to the control plane on [`Command::Collect`]
-/// (crate::control::Command::Collect).
+/// A copy of everything one shard measures, sent to the control plane on
+/// [`Collect`](crate::control::Command::Collect).
 #[derive(Clone, Debug)]
 pub struct ShardReport {
     pub shard: usize,

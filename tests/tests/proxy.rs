@@ -45,8 +45,8 @@ fn a_get_is_forwarded_with_forwarding_fields() {
         );
         assert_eq!(
             request.field("x-forwarded-for"),
-            Some("203.0.113.9, 127.0.0.1"),
-            "{io}"
+            Some("127.0.0.1"),
+            "{io}: an untrusted client's chain is replaced, not extended"
         );
         assert_eq!(request.field("x-forwarded-proto"), Some("http"), "{io}");
         assert_eq!(
@@ -81,6 +81,39 @@ fn a_client_request_id_is_passed_through() {
             vec!["abc-123"],
             "{io}"
         );
+    }
+}
+
+#[test]
+fn a_trusted_proxys_forwarding_fields_are_extended() {
+    for io in MECHANISMS {
+        let upstream = Upstream::start(echo());
+        let routes = format!("[forwarding]\ntrusted_proxies = [\"127.0.0.0/8\"]\n{FORWARD_ALL}");
+        let proxy = start(io, &upstream, &routes);
+        let mut client = Client::connect(proxy.addr());
+        let response = client.get(
+            "/",
+            &[
+                "x-forwarded-for: 203.0.113.9",
+                "x-forwarded-for: 198.51.100.2",
+                "x-forwarded-proto: https",
+                "x-forwarded-host: public.example",
+            ],
+        );
+        assert_eq!(response.status, 200, "{io}");
+        let request = &upstream.wait_for(1)[0];
+        assert_eq!(
+            request.field("x-forwarded-for"),
+            Some("203.0.113.9, 198.51.100.2, 127.0.0.1"),
+            "{io}"
+        );
+        assert_eq!(request.field("x-forwarded-proto"), Some("https"), "{io}");
+        assert_eq!(
+            request.field("x-forwarded-host"),
+            Some("public.example"),
+            "{io}"
+        );
+        assert_eq!(request.fields_named("x-forwarded-proto").len(), 1, "{io}");
     }
 }
 

@@ -39,6 +39,7 @@ pub(super) struct RawFile {
     pub route: Tables<RawRoute>,
     pub admin: Option<Spanned<RawAdmin>>,
     pub access_log: Option<Spanned<RawAccessLog>>,
+    pub forwarding: Option<Spanned<RawForwarding>>,
 }
 
 /// `[runtime]`
@@ -95,6 +96,13 @@ pub(super) struct RawTimeouts {
 pub(super) struct RawAdmin {
     pub bind: Field,
     pub token: Field,
+}
+
+/// `[forwarding]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table, written [forwarding]")]
+pub(super) struct RawForwarding {
+    pub trusted_proxies: Field,
 }
 
 /// `[access_log]`

@@ -35,7 +35,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -63,6 +63,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// `[access_log]`: one line per request, when the file has the section.
     pub access_log: Option<AccessLogConfig>,
+    /// `[forwarding]`: whose `X-Forwarded-*` fields are believed.
+    pub forwarding: Forwarding,
     /// The file this configuration came from, as the caller named it.
     pub origin: PathBuf,
 }
@@ -209,6 +211,103 @@ pub struct AdminConfig {
     /// When set, every endpoint but `/healthz` and `/readyz` wants
     /// `Authorization: Bearer <token>`. Required when `bind` is not a loopback address.
     pub token: Option<Box<str>>,
+}
+
+/// `[forwarding]`: how coregate writes `X-Forwarded-For`, `-Proto` and `-Host`.
+///
+/// A client whose address is in `trusted_proxies` is another proxy (a load balancer, a TLS
+/// terminator): its `X-Forwarded-For` chain is kept and the client's address appended, and its
+/// `X-Forwarded-Proto` / `-Host` are passed on. Any other client's `X-Forwarded-*` fields are
+/// replaced, so a client cannot make an upstream believe it comes from elsewhere.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Forwarding {
+    pub trusted_proxies: Vec<IpPrefix>,
+}
+
+impl Forwarding {
+    /// Whether `ip` is a trusted proxy. IPv4 clients of a dual-stack listener arrive as
+    /// IPv4-mapped IPv6 addresses and match IPv4 prefixes.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies
+            .iter()
+            .any(|prefix| prefix.contains(ip))
+    }
+}
+
+/// An address prefix: `10.0.0.0/8`, `2001:db8::/32`, or one address (`192.0.2.7`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpPrefix {
+    /// The address with the bits past `len` cleared.
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl IpPrefix {
+    /// Parses `ADDR` or `ADDR/LEN`; an address with bits set past the length is refused, as it
+    /// is usually a typo (`10.0.0.1/8`).
+    pub fn parse(text: &str) -> Result<IpPrefix, String> {
+        let (addr_text, len_text) = match text.split_once('/') {
+            Some((addr, len)) => (addr, Some(len)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr_text.parse().map_err(|_| {
+            "expected an IP address or prefix, like \"10.0.0.0/8\" or \"192.0.2.7\"".to_owned()
+        })?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len_text {
+            None => max,
+            Some(len) => match len.parse::<u8>() {
+                Ok(len) if len <= max => len,
+                _ => return Err(format!("the prefix length must be from 0 to {max}")),
+            },
+        };
+        let prefix = IpPrefix {
+            addr: mask(addr, len),
+            len,
+        };
+        if prefix.addr != addr {
+            return Err(format!(
+                "bits are set past the prefix length; did you mean \"{}/{len}\"?",
+                prefix.addr
+            ));
+        }
+        Ok(prefix)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.len) == self.addr
+    }
+}
+
+impl std::fmt::Display for IpPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// `ip` with every bit past the first `len` cleared.
+fn mask(ip: IpAddr, len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let kept = if len == 0 {
+                0
+            } else {
+                bits & (u32::MAX << (32 - u32::from(len.min(32))))
+            };
+            IpAddr::V4(kept.into())
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let kept = if len == 0 {
+                0
+            } else {
+                bits & (u128::MAX << (128 - u32::from(len.min(128))))
+            };
+            IpAddr::V6(kept.into())
+        }
+    }
 }
 
 /// `[access_log]`: where and how request lines are written. Lines are gathered per shard and

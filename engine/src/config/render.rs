@@ -88,6 +88,17 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
         writeln!(out, "flush_interval = {}", duration(log.flush_interval))?;
     }
 
+    if !config.forwarding.trusted_proxies.is_empty() {
+        writeln!(out, "\n[forwarding]")?;
+        let prefixes: Vec<String> = config
+            .forwarding
+            .trusted_proxies
+            .iter()
+            .map(|prefix| format!("\"{prefix}\""))
+            .collect();
+        writeln!(out, "trusted_proxies = [{}]", prefixes.join(", "))?;
+    }
+
     for listener in &config.listeners {
         writeln!(out, "\n[[listener]]")?;
         writeln!(out, "name = {}", quote(&listener.name))?;

@@ -1451,3 +1451,37 @@ fn the_effective_configuration_renders_to_itself() {
         "tokens are never shown"
     );
 }
+
+#[test]
+fn trusted_proxies_are_prefixes() {
+    let config = valid(&with_base(
+        "[forwarding]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n",
+    ));
+    let forwarding = &config.forwarding;
+    assert!(forwarding.trusts("10.200.0.1".parse().unwrap()));
+    assert!(
+        forwarding.trusts("::ffff:10.1.1.1".parse().unwrap()),
+        "IPv4-mapped"
+    );
+    assert!(forwarding.trusts("192.0.2.7".parse().unwrap()));
+    assert!(!forwarding.trusts("192.0.2.8".parse().unwrap()));
+    assert!(forwarding.trusts("2001:db8:1::5".parse().unwrap()));
+    assert!(!forwarding.trusts("11.0.0.1".parse().unwrap()));
+    assert!(!valid(BASE).forwarding.trusts("127.0.0.1".parse().unwrap()));
+    assert_eq!(
+        error(&with_base(
+            "[forwarding]\ntrusted_proxies = [\"10.0.0.1/8\"]\n"
+        )),
+        "t.toml:9:20: forwarding.trusted_proxies[1]: bits are set past the prefix length; did \
+         you mean \"10.0.0.0/8\"? (found \"10.0.0.1/8\")"
+    );
+    assert!(
+        error(&with_base(
+            "[forwarding]\ntrusted_proxies = [\"10.0.0.0/33\"]\n"
+        ))
+        .contains("the prefix length must be from 0 to 32")
+    );
+    assert_renders_to_itself(&with_base(
+        "[forwarding]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
+    ));
+}

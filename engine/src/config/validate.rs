@@ -23,14 +23,15 @@ use super::cores::{MAX_CPU, check_cpu_array, parse_cpu_list};
 use super::defaults::*;
 use super::error::{ConfigError, ConfigErrors, Report};
 use super::file::{
-    self, Field, RawAccessLog, RawAdmin, RawFile, RawGlommio, RawLimits, RawListener, RawRespond,
-    RawRoute, RawRuntime, RawTimeouts, RawUpstream, Tables, Value, push_key,
+    self, Field, RawAccessLog, RawAdmin, RawFile, RawForwarding, RawGlommio, RawLimits,
+    RawListener, RawRespond, RawRoute, RawRuntime, RawTimeouts, RawUpstream, Tables, Value,
+    push_key,
 };
 use super::units::{Millis, Size, parse_duration, parse_size};
 use super::{
-    AccessLogConfig, AccessLogFormat, AdminConfig, Balance, Config, CoreSelection, GlommioConfig,
-    HeaderEdits, IoMode, Limits, ListenerConfig, RouteAction, RouteConfig, RuntimeConfig, Timeouts,
-    UpstreamConfig,
+    AccessLogConfig, AccessLogFormat, AdminConfig, Balance, Config, CoreSelection, Forwarding,
+    GlommioConfig, HeaderEdits, IoMode, IpPrefix, Limits, ListenerConfig, RouteAction, RouteConfig,
+    RuntimeConfig, Timeouts, UpstreamConfig,
 };
 use crate::http1::{Method, MethodSet};
 use crate::router::spec::{HostPattern, PathPattern};
@@ -150,6 +151,7 @@ impl Validator<'_, '_> {
         let routes = self.routes(&raw.route, &upstreams, limits.as_ref());
         let admin = self.admin(raw.admin.as_ref(), listeners.as_deref());
         let access_log = self.access_log(raw.access_log.as_ref());
+        let forwarding = self.forwarding(raw.forwarding.as_ref());
         Some(Config {
             runtime: runtime?,
             limits: limits?,
@@ -159,6 +161,7 @@ impl Validator<'_, '_> {
             routes: routes?,
             admin: admin?,
             access_log: access_log?,
+            forwarding: forwarding?,
             origin: origin.into(),
         })
     }
@@ -1353,6 +1356,50 @@ impl Validator<'_, '_> {
             bind: bind?,
             token: token?,
         }))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // [forwarding]
+
+    fn forwarding(&mut self, raw: Option<&Spanned<RawForwarding>>) -> Option<Forwarding> {
+        let Some(raw) = raw else {
+            return Some(Forwarding::default());
+        };
+        let list_key = key("forwarding", "trusted_proxies");
+        let items = match self.array(
+            &raw.get_ref().trusted_proxies,
+            &list_key,
+            "an array of addresses or prefixes, like [\"10.0.0.0/8\"]",
+        ) {
+            Got::Absent => return Some(Forwarding::default()),
+            Got::Invalid => return None,
+            Got::Value(items) => items,
+        };
+        let mut trusted = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let item_key = format!("{list_key}[{}]", i + 1);
+            match item.get_ref() {
+                Value::String(text) => match IpPrefix::parse(text) {
+                    Ok(prefix) => trusted.push(prefix),
+                    Err(message) => {
+                        self.report.invalid(item.span(), &item_key, message);
+                        ok = false;
+                    }
+                },
+                _ => {
+                    self.report.invalid(
+                        item.span(),
+                        &item_key,
+                        "expected a string like \"10.0.0.0/8\"",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(Forwarding {
+            trusted_proxies: trusted,
+        })
     }
 
     // -----------------------------------------------------------------------------------------

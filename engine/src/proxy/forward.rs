@@ -10,7 +10,7 @@
 //! | every client field except hop-by-hop ones, the ones the route drops or sets, `Expect`, `X-Forwarded-*` | every upstream field except hop-by-hop ones and the ones the route drops or sets |
 //! | `host` from an absolute-form target, or the endpoint when an HTTP/1.0 client sent none | `content-length` for HEAD and 304 answers as the upstream sent it |
 //! | the framing coregate chose: `content-length: n` or `transfer-encoding: chunked` | the framing coregate chose for the client |
-//! | `x-forwarded-for` (the client's chain, then the client's address), `x-forwarded-proto`, `x-forwarded-host` | `connection: close` / `keep-alive` as decided |
+//! | `x-forwarded-for`, `x-forwarded-proto`, `x-forwarded-host`: from a trusted proxy, its chain with its address appended and its proto and host kept; from anyone else, replaced (the client's address, `http`, the routed host) | `connection: close` / `keep-alive` as decided |
 //! | `x-request-id` (the client's, or a new one) | the route's added fields |
 //! | the route's added fields | |
 //!
@@ -48,6 +48,9 @@ pub struct RequestHeadInput<'a> {
     pub rewrite: &'a PathRewrite,
     pub edits: &'a Edits,
     pub client_ip: IpAddr,
+    /// The client is a trusted proxy (`forwarding.trusted_proxies`): its `X-Forwarded-*`
+    /// fields are extended and kept rather than replaced.
+    pub client_trusted: bool,
     /// Used as `Host` when an HTTP/1.0 client sent none.
     pub endpoint: std::net::SocketAddr,
     /// Written as `x-request-id` when the client sent none.
@@ -123,23 +126,46 @@ pub fn write_request_head(
         }
     }
 
-    // x-forwarded-for: the chain the client sent (every field, in order), then the client.
+    // x-forwarded-for: a trusted proxy's chain (every field, in order), then the client.
     w.raw(b"x-forwarded-for: ");
-    for field in fields
-        .iter()
-        .filter(|f| f.kind == FieldKind::XForwardedFor && !f.hop_by_hop)
-    {
-        let value = field.value.of(buf);
-        if !value.is_empty() {
-            w.raw(value).raw(b", ");
+    if input.client_trusted {
+        for field in fields
+            .iter()
+            .filter(|f| f.kind == FieldKind::XForwardedFor && !f.hop_by_hop)
+        {
+            let value = field.value.of(buf);
+            if !value.is_empty() {
+                w.raw(value).raw(b", ");
+            }
         }
     }
     let mut ip = [0u8; 64];
-    let ip_len = format_ip(&input.client_ip, &mut ip);
+    let ip_len = format_ip(&input.client_ip.to_canonical(), &mut ip);
     w.raw(&ip[..ip_len]).raw(b"\r\n");
-    w.field(b"x-forwarded-proto", b"http");
-    if let Some(host) = head.route_host() {
-        w.field(b"x-forwarded-host", host.of(buf));
+    let passed_on = |kind: FieldKind| {
+        input
+            .client_trusted
+            .then(|| {
+                fields
+                    .iter()
+                    .find(|f| f.kind == kind && !f.hop_by_hop && !f.value.of(buf).is_empty())
+            })
+            .flatten()
+            .map(|f| f.value.of(buf))
+    };
+    w.field(
+        b"x-forwarded-proto",
+        passed_on(FieldKind::XForwardedProto).unwrap_or(b"http"),
+    );
+    match passed_on(FieldKind::XForwardedHost) {
+        Some(host) => {
+            w.field(b"x-forwarded-host", host);
+        }
+        None => {
+            if let Some(host) = head.route_host() {
+                w.field(b"x-forwarded-host", host.of(buf));
+            }
+        }
     }
     if head.request_id.is_none() {
         w.field(b"x-request-id", input.request_id);
@@ -301,6 +327,16 @@ mod tests {
     use crate::http1::{HeadScanner, Limits, Parsed, parse_request, parse_response};
 
     fn forward(request: &[u8], rewrite: PathRewrite, matched: usize, edits: Edits) -> String {
+        forward_from(request, rewrite, matched, edits, true)
+    }
+
+    fn forward_from(
+        request: &[u8],
+        rewrite: PathRewrite,
+        matched: usize,
+        edits: Edits,
+        trusted: bool,
+    ) -> String {
         let mut fields = vec![Field::EMPTY; 100];
         let mut scanner = HeadScanner::new();
         let head =
@@ -315,6 +351,7 @@ mod tests {
             rewrite: &rewrite,
             edits: &edits,
             client_ip: "192.0.2.7".parse().unwrap(),
+            client_trusted: trusted,
             endpoint: "127.0.0.1:9001".parse().unwrap(),
             request_id: b"0123456789abcdef0123456789abcdef",
         };
@@ -335,6 +372,28 @@ mod tests {
             head,
             "GET /a?x=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.1, 192.0.2.7\r\n\
              x-forwarded-proto: http\r\nx-forwarded-host: example.com\r\nx-request-id: 0123456789abcdef0123456789abcdef\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn an_untrusted_client_cannot_supply_forwarding_fields() {
+        let request = b"GET / HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 10.0.0.1\r\n\
+                        X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.test\r\n\r\n";
+        let untrusted = forward_from(request, PathRewrite::None, 0, Edits::default(), false);
+        assert!(
+            untrusted.contains(
+                "x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: http\r\n\
+                                x-forwarded-host: example.com\r\n"
+            ),
+            "{untrusted}"
+        );
+        let trusted = forward_from(request, PathRewrite::None, 0, Edits::default(), true);
+        assert!(
+            trusted.contains(
+                "x-forwarded-for: 10.0.0.1, 192.0.2.7\r\nx-forwarded-proto: https\r\n\
+                              x-forwarded-host: evil.test\r\n"
+            ),
+            "{trusted}"
         );
     }
 

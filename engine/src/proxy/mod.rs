@@ -569,6 +569,10 @@ impl Session {
             rewrite,
             edits: &target.request_headers,
             client_ip: self.client.peer_addr().ip(),
+            client_trusted: snapshot
+                .config
+                .forwarding
+                .trusts(self.client.peer_addr().ip()),
             endpoint: endpoint.addr(),
             request_id: &request_id,
         };

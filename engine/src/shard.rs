@@ -262,6 +262,7 @@ impl Shard {
             endpoints,
             ring: (self.io.mechanism() == crate::io::Mechanism::Uring)
                 .then(|| self.io.ring_stats()),
+            ring_in_flight: self.io.ring_in_flight(),
             buffers_total: buffers.count(),
             buffers_free: buffers.free_count(),
             access_log_dropped: self.log.dropped(),

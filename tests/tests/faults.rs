@@ -289,3 +289,115 @@ fn one_bad_upstream_exchange_does_not_disturb_others() {
         assert_eq!(slow.join().unwrap(), b"slow");
     }
 }
+
+/// Sums a metric's samples in a Prometheus text exposition (lines `name{...} value`).
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn ten_thousand_faulty_exchanges_leave_pools_and_rings_as_they_were() {
+    for io in MECHANISMS {
+        let upstream = Upstream::start(Arc::new(|req: &Recorded| {
+            match req.target.rsplit('/').next().unwrap_or("") {
+                "garbage" => Reply::RawThenClose(b"NOT HTTP\r\n\r\n".to_vec()),
+                "reset" => Reply::Reset,
+                "close" => Reply::Close,
+                "truncated" => Reply::RawThenClose(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort".to_vec(),
+                ),
+                _ => Reply::Raw(ok(b"fine")),
+            }
+        }));
+        let proxy = start(io, &upstream, FORWARD_ALL);
+        let plane = proxy.server().plane().clone();
+        // Warm: one good exchange leaves one idle pooled connection and the shard's standing
+        // operations (accept, mailbox, timers, the idle client receive).
+        let mut warm = Client::connect(proxy.addr());
+        assert_eq!(warm.get("/ok", &[]).status, 200);
+        drop(warm);
+        let settle = |what: &str| {
+            // The shard notices closed clients asynchronously: wait for the gauges to settle.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let text = plane.metrics_text();
+                if metric_sum(&text, "coregate_client_connections_open") == 0.0
+                    && metric_sum(&text, "coregate_upstream_active_connections") == 0.0
+                {
+                    return text;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{io}: {what}: gauges never settled:\n{text}"
+                );
+                thread::sleep(Duration::from_millis(20));
+            }
+        };
+        let before = settle("before");
+
+        let faults = ["garbage", "reset", "close", "truncated", "ok"];
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let addr = proxy.addr();
+                thread::spawn(move || {
+                    let mut client = Client::connect(addr);
+                    for i in 0..2500 {
+                        let fault = faults[(w + i) % faults.len()];
+                        client.send(
+                            format!("GET /{i}/{fault} HTTP/1.1\r\nhost: a\r\n\r\n").as_bytes(),
+                        );
+                        let complete = match client.read_response(false) {
+                            Some(response) if fault == "truncated" => {
+                                // The head went out before the upstream failed: coregate must
+                                // close rather than let the short body pass as complete.
+                                assert_eq!(response.status, 200);
+                                false
+                            }
+                            Some(response) => {
+                                let expected = if fault == "ok" { 200 } else { 502 };
+                                assert_eq!(response.status, expected, "{fault}");
+                                response.field("connection") != Some("close")
+                            }
+                            None => false,
+                        };
+                        if !complete {
+                            client = Client::connect(addr);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        let after = settle("after");
+        let idle = metric_sum(&after, "coregate_upstream_idle_connections");
+        assert!(
+            idle <= 4.0,
+            "{io}: idle connections are at most what the four good-request streams left ({idle})"
+        );
+        if io == "uring" {
+            assert_eq!(
+                metric_sum(&after, "coregate_ring_operations_in_flight"),
+                metric_sum(&before, "coregate_ring_operations_in_flight"),
+                "{io}: no ring operation leaked"
+            );
+        }
+        let rejected = metric_sum(&after, "coregate_rejected_total");
+        assert!(
+            rejected >= 6000.0,
+            "{io}: the faults were answered ({rejected})"
+        );
+        assert_eq!(
+            Client::connect(proxy.addr()).get("/after/ok", &[]).body,
+            b"fine",
+            "{io}: still serving"
+        );
+    }
+}

@@ -110,6 +110,11 @@ impl IoShard {
     }
 
     /// Ring counters (all zero with the glommio mechanism).
+    /// Operations in flight on the shard's ring (`uring` only).
+    pub fn ring_in_flight(&self) -> Option<usize> {
+        self.ring.as_ref().map(|ring| ring.in_flight())
+    }
+
     pub fn ring_stats(&self) -> RingStats {
         self.ring
             .as_ref()

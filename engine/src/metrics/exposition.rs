@@ -221,6 +221,17 @@ fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
         }
         family(
             out,
+            RING_IN_FLIGHT,
+            "gauge",
+            "io_uring operations submitted and not yet completed.",
+        )?;
+        for r in reports {
+            if let Some(in_flight) = r.ring_in_flight {
+                writeln!(out, "{RING_IN_FLIGHT}{{shard=\"{}\"}} {in_flight}", r.shard)?;
+            }
+        }
+        family(
+            out,
             RING_COMPLETIONS,
             "counter",
             "io_uring completions reaped.",
@@ -413,6 +424,7 @@ mod tests {
                 },
             }],
             ring: None,
+            ring_in_flight: None,
             buffers_total: 16,
             buffers_free: 10,
             access_log_dropped: 0,

@@ -21,5 +21,6 @@ pub const BUFFERS_FREE: &str = "coregate_buffers_free";
 pub const BUFFERS_TOTAL: &str = "coregate_buffers_total";
 pub const RING_ENTERS: &str = "coregate_ring_enters_total";
 pub const RING_COMPLETIONS: &str = "coregate_ring_completions_total";
+pub const RING_IN_FLIGHT: &str = "coregate_ring_operations_in_flight";
 pub const ACCESS_LOG_DROPPED: &str = "coregate_access_log_dropped_total";
 pub const ACCESS_LOG_LINES_LOST: &str = "coregate_access_log_lines_lost_total";

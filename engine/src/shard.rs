@@ -102,6 +102,7 @@ pub struct Timeouts {
     pub keepalive: Duration,
     pub body: Duration,
     pub send: Duration,
+    pub tunnel_idle: Duration,
 }
 
 /// Per-upstream timeouts, beside its group.
@@ -441,6 +442,7 @@ fn build_snapshot(
             keepalive: config.timeouts.keepalive,
             body: config.timeouts.body,
             send: config.timeouts.send,
+            tunnel_idle: config.timeouts.tunnel_idle,
         },
         routes,
         upstreams,

@@ -156,6 +156,11 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = secs(30);
 /// between writes; 30s frees connections to vanished clients sooner.
 pub const DEFAULT_SEND_TIMEOUT: Duration = secs(30);
 
+/// Longest a protocol-switched connection (a WebSocket, after `101 Switching Protocols`) may go
+/// without a byte in either direction. Envoy's stream idle timeout (5m); NGINX applies its 60s
+/// `proxy_read_timeout`, which operators routinely raise for WebSockets.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = secs(5 * 60);
+
 /// How long a draining shard (SIGTERM/SIGINT) lets in-flight requests finish before it exits
 /// anyway. Envoy's `--drain-time-s` default is 600s; 30s matches the typical grace period an
 /// orchestrator gives before SIGKILL.

@@ -87,6 +87,7 @@ pub(super) struct RawTimeouts {
     pub upstream_connect: Field,
     pub upstream_response: Field,
     pub upstream_body: Field,
+    pub tunnel_idle: Field,
     pub drain: Field,
 }
 

@@ -199,6 +199,8 @@ pub struct Timeouts {
     pub upstream_response: Duration,
     /// Longest wait for the next piece of an upstream response body.
     pub upstream_body: Duration,
+    /// Longest a switched-protocol tunnel (WebSocket) may stay silent in both directions.
+    pub tunnel_idle: Duration,
     /// How long a draining process lets in-flight requests finish before exiting.
     pub drain: Duration,
 }

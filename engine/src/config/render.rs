@@ -68,6 +68,7 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
         ("upstream_connect", t.upstream_connect),
         ("upstream_response", t.upstream_response),
         ("upstream_body", t.upstream_body),
+        ("tunnel_idle", t.tunnel_idle),
         ("drain", t.drain),
     ] {
         writeln!(out, "{key} = {}", duration(value))?;

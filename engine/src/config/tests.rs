@@ -169,6 +169,7 @@ fn every_default_applies() {
     assert_eq!(t.upstream_connect, DEFAULT_UPSTREAM_CONNECT_TIMEOUT);
     assert_eq!(t.upstream_response, DEFAULT_UPSTREAM_RESPONSE_TIMEOUT);
     assert_eq!(t.upstream_body, DEFAULT_UPSTREAM_BODY_TIMEOUT);
+    assert_eq!(t.tunnel_idle, DEFAULT_TUNNEL_IDLE_TIMEOUT);
     assert_eq!(t.drain, DEFAULT_DRAIN_TIMEOUT);
 
     let listener = &config.listeners[0];
@@ -241,6 +242,7 @@ send = "20s"
 upstream_connect = "1s"
 upstream_response = "1m30s"
 upstream_body = "45s"
+tunnel_idle = "15m"
 drain = "90s"
 
 [[listener]]
@@ -303,6 +305,7 @@ strip_prefix = true
     assert_eq!(t.header, Duration::from_secs(5));
     assert_eq!(t.keepalive, Duration::from_secs(120));
     assert_eq!(t.upstream_response, Duration::from_secs(90));
+    assert_eq!(t.tunnel_idle, Duration::from_secs(15 * 60));
     assert_eq!(t.drain, Duration::from_secs(90));
     let l = &config.listeners[0];
     assert_eq!(l.bind, "[::1]:0".parse().unwrap());

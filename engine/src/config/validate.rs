@@ -471,6 +471,11 @@ impl Validator<'_, '_> {
             &key(s, "upstream_body"),
             DEFAULT_UPSTREAM_BODY_TIMEOUT,
         );
+        let tunnel_idle = self.timeout(
+            &raw.tunnel_idle,
+            &key(s, "tunnel_idle"),
+            DEFAULT_TUNNEL_IDLE_TIMEOUT,
+        );
         let drain = self.timeout(&raw.drain, &key(s, "drain"), DEFAULT_DRAIN_TIMEOUT);
         Some(Timeouts {
             header: header?,
@@ -480,6 +485,7 @@ impl Validator<'_, '_> {
             upstream_connect: upstream_connect?,
             upstream_response: upstream_response?,
             upstream_body: upstream_body?,
+            tunnel_idle: tunnel_idle?,
             drain: drain?,
         })
     }

@@ -17,6 +17,7 @@ pub mod buffer;
 mod glommio_net;
 pub mod notify;
 pub mod socket;
+pub mod tunnel;
 pub mod uring;
 
 use std::future::Future;
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 pub use buffer::{Buf, BufferPool};
 pub use notify::{Notifier, NotifyReceiver};
 pub use socket::ListenOptions;
+pub use tunnel::Carried;
 pub use uring::{MAX_PARTS, Part, Ring, RingStats, Tracked, in_tracked_task, note_local_wake};
 
 /// Which socket mechanism a shard uses.
@@ -540,6 +542,26 @@ impl<L: Future, R: Future<Output = L::Output>> Future for Either<L, R> {
 
 fn no_buffer() -> io::Error {
     io::Error::new(io::ErrorKind::OutOfMemory, "no I/O buffer free")
+}
+
+/// Joins two connections after a protocol switch: what each sends goes to the other, until
+/// both finished, one failed, or neither sent anything for `idle` (see [`tunnel`]). Both must
+/// belong to the same shard.
+pub async fn join(a: &mut Conn, b: &mut Conn, idle: Duration) -> io::Result<Carried> {
+    let pool = a.shard.pool.clone();
+    match (&mut a.kind, &mut b.kind) {
+        (ConnKind::Uring { fd: fa }, ConnKind::Uring { fd: fb }) => {
+            let ring = a.shard.ring();
+            tunnel::on_ring(ring, &pool, *fa, *fb, idle).await
+        }
+        (ConnKind::Glommio(sa), ConnKind::Glommio(sb)) => {
+            tunnel::on_glommio(&pool, sa, sb, idle).await
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "connections of different I/O mechanisms",
+        )),
+    }
 }
 
 impl Drop for Conn {

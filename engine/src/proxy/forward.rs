@@ -55,6 +55,9 @@ pub struct RequestHeadInput<'a> {
     pub endpoint: std::net::SocketAddr,
     /// Written as `x-request-id` when the client sent none.
     pub request_id: &'a [u8],
+    /// The protocol the client asks to switch to, when coregate relays the upgrade (written
+    /// as `connection: upgrade` and `upgrade: <protocol>`).
+    pub upgrade: Option<&'a [u8]>,
 }
 
 /// Writes the request head for the upstream into `out`; returns its length.
@@ -124,6 +127,10 @@ pub fn write_request_head(
         RequestBody::Chunked => {
             w.field(b"transfer-encoding", b"chunked");
         }
+    }
+    if let Some(protocol) = input.upgrade {
+        w.field(b"connection", b"upgrade");
+        w.field(b"upgrade", protocol);
     }
 
     // x-forwarded-for: a trusted proxy's chain (every field, in order), then the client.
@@ -207,6 +214,9 @@ fn write_path(w: &mut HeadWriter<'_>, input: &RequestHeadInput<'_>) {
 /// What the response head needs besides the parsed upstream response.
 pub struct ResponseHeadInput<'a> {
     pub framing: ClientFraming,
+    /// A `101` switching to this protocol: written with `connection: upgrade` and
+    /// `upgrade: <protocol>` instead of framing.
+    pub switching_to: Option<&'a [u8]>,
     /// The client connection closes after this response.
     pub close: bool,
     pub client_version: Version,
@@ -251,7 +261,13 @@ pub fn write_response_head(
         }
         ClientFraming::UntilClose => {}
     }
-    write_connection(&mut w, input.close, input.client_version);
+    match input.switching_to {
+        Some(protocol) => {
+            w.field(b"connection", b"upgrade");
+            w.field(b"upgrade", protocol);
+        }
+        None => write_connection(&mut w, input.close, input.client_version),
+    }
     for (name, value) in &input.edits.add {
         w.field(name, value);
     }
@@ -354,6 +370,7 @@ mod tests {
             client_trusted: trusted,
             endpoint: "127.0.0.1:9001".parse().unwrap(),
             request_id: b"0123456789abcdef0123456789abcdef",
+            upgrade: None,
         };
         let mut out = vec![0u8; 4096];
         let len = write_request_head(&mut out, request, &head, &fields, &input).unwrap();
@@ -496,6 +513,7 @@ mod tests {
         .unwrap();
         let input = ResponseHeadInput {
             framing: ClientFraming::Length(5),
+            switching_to: None,
             close: true,
             client_version: Version::Http11,
             edits: &Edits::default(),

@@ -43,7 +43,7 @@ use crate::http1::{
 use crate::io::{Buf, Conn, Outbound, ReadBuf};
 use crate::metrics::{Reject, RouteStatsId};
 use crate::router::{Lookup, Normalized, Params, normalize_path};
-use crate::shard::{Action, RouteTarget, Scratch, Shard, Snapshot, UpstreamTimeouts};
+use crate::shard::{Action, RouteTarget, Scratch, Shard, Snapshot, Timeouts, UpstreamTimeouts};
 use crate::upstream::{Checkout, EndpointPool};
 
 use forward::{ClientFraming, RequestHeadInput, ResponseHeadInput};
@@ -117,6 +117,9 @@ struct Request {
     body: RequestBody,
     expect_continue: bool,
     head_len: usize,
+    /// The client asked to switch protocols and coregate relays the request (`Upgrade`); the
+    /// connection becomes a tunnel if the upstream answers `101`.
+    upgrade: bool,
 }
 
 /// What to do with a request, decided synchronously right after its head was parsed.
@@ -150,6 +153,8 @@ enum ResponseFailure {
 /// The client's response, decided from the upstream's head.
 struct ResponsePlan {
     status: u16,
+    /// A `101` to an upgrade request: the connections become a tunnel after the head.
+    switching: bool,
     body: ResponseBody,
     framing: ClientFraming,
     upstream_keep_alive: bool,
@@ -465,6 +470,7 @@ impl Session {
             body: head.body,
             expect_continue: head.expect_continue,
             head_len: head.head_len,
+            upgrade: false,
         };
         outcome.request = Some(request);
         // The client's own id is passed on; otherwise one is made here, for the forwarded
@@ -563,6 +569,20 @@ impl Session {
                 },
             );
         };
+        // A protocol switch is relayed for requests without a body, never to h2c (RFC 9113
+        // sec. 3.1 removed it; a proxy passing it on lets a client smuggle HTTP/2 past routing).
+        let upgrade = head
+            .upgrade
+            .map(|protocol| protocol.of(buf))
+            .filter(|protocol| {
+                matches!(head.body, RequestBody::None | RequestBody::Length(0))
+                    && !names_h2c(protocol)
+            });
+        let request = Request {
+            upgrade: upgrade.is_some(),
+            ..request
+        };
+        outcome.request = Some(request);
         let input = RequestHeadInput {
             path: routed,
             matched_prefix_len,
@@ -575,6 +595,7 @@ impl Session {
                 .trusts(self.client.peer_addr().ip()),
             endpoint: endpoint.addr(),
             request_id: &request_id,
+            upgrade,
         };
         match forward::write_request_head(head_buf.as_mut_slice(), buf, head, fields, &input) {
             Ok(head_len) => (
@@ -852,6 +873,12 @@ impl Session {
         };
         out.clear();
 
+        if plan.switching {
+            return self
+                .tunnel(&mut checkout, &mut urb, plan, &timeouts, outcome)
+                .await;
+        }
+
         // Relay the response: its head and the body bytes at hand in one write, then the rest.
         out.push(plan.head, 0, plan.head_len as u32);
         let pace = Pace {
@@ -903,6 +930,59 @@ impl Session {
             // so a truncated body is never mistaken for a complete one.
             Err(_) => Step::Close,
         }
+    }
+
+    /// After a `101`: sends the client the switch (with whatever the upstream already sent of
+    /// the new protocol), the upstream whatever the client sent behind its request, then joins
+    /// the two connections until both finish or they idle out. Neither connection carries HTTP
+    /// again.
+    async fn tunnel(
+        &mut self,
+        checkout: &mut Checkout,
+        urb: &mut ReadBuf,
+        plan: ResponsePlan,
+        timeouts: &Timeouts,
+        outcome: &mut Outcome,
+    ) -> Step {
+        let shard = self.shard.clone();
+        let pool = shard.io.pool().clone();
+        outcome.status = plan.status;
+        let mut out = Outbound::new();
+        out.push(plan.head, 0, plan.head_len as u32);
+        if !urb.is_empty() && !out.take_from(urb, urb.len(), &pool) {
+            return Step::Close;
+        }
+        let sent_head = out.len_bytes() as u64;
+        if self
+            .client
+            .send(&mut out, Some(shard.io.now() + timeouts.send))
+            .await
+            .is_err()
+        {
+            return Step::Close;
+        }
+        outcome.bytes = sent_head;
+        out.clear();
+        if !self.rb.is_empty() {
+            let early = self.rb.len();
+            if !out.take_from(&mut self.rb, early, &pool) {
+                return Step::Close;
+            }
+            let sent = checkout
+                .conn()
+                .send(&mut out, Some(shard.io.now() + timeouts.send))
+                .await;
+            out.clear();
+            if sent.is_err() {
+                return Step::Close;
+            }
+        }
+        if let Ok(carried) =
+            crate::io::join(&mut self.client, checkout.conn(), timeouts.tunnel_idle).await
+        {
+            outcome.bytes += carried.backward;
+        }
+        Step::Close
     }
 
     /// Answers an early exit after routing; `close` also when the request body was not read.
@@ -1005,10 +1085,12 @@ impl Session {
         request: &Request,
         target: &RouteTarget,
     ) -> Result<(ResponsePlan, usize), ResponseFailure> {
-        if head.status == 101 {
-            // coregate never forwards `Upgrade`, so a switch is a broken upstream.
-            return Err(ResponseFailure::Invalid);
-        }
+        // A switch nobody asked for (or to a protocol nobody named) is a broken upstream.
+        let switching_to = match (head.status, head.upgrade) {
+            (101, Some(protocol)) if request.upgrade => Some(protocol.of(buf)),
+            (101, _) => return Err(ResponseFailure::Invalid),
+            _ => None,
+        };
         let framing = match head.body {
             ResponseBody::None => ClientFraming::None,
             ResponseBody::Length(length) => ClientFraming::Length(length),
@@ -1029,6 +1111,7 @@ impl Session {
             .ok_or(ResponseFailure::NoBuffer)?;
         let input = ResponseHeadInput {
             framing,
+            switching_to,
             close,
             client_version: request.version,
             edits: &target.response_headers,
@@ -1039,6 +1122,7 @@ impl Session {
         Ok((
             ResponsePlan {
                 status: head.status,
+                switching: switching_to.is_some(),
                 body: head.body,
                 framing,
                 upstream_keep_alive: head.keep_alive,
@@ -1061,6 +1145,15 @@ fn chunk_error_text(err: http1::ChunkError) -> &'static str {
         http1::ChunkError::InvalidTrailer => "invalid trailer field",
         _ => "invalid chunked body",
     }
+}
+
+/// Whether an `Upgrade` value lists `h2c` among its protocols.
+fn names_h2c(protocols: &[u8]) -> bool {
+    protocols.split(|&b| b == b',').any(|protocol| {
+        let name = protocol.trim_ascii();
+        let name = name.split(|&b| b == b'/').next().unwrap_or(name);
+        name.eq_ignore_ascii_case(b"h2c")
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,317 @@
+//! Two connections joined after a protocol switch (`101 Switching Protocols`, a WebSocket):
+//! bytes from each are sent to the other as they arrive, in both directions at once, until both
+//! sides finished sending, one fails, or neither sent anything for the idle timeout.
+//!
+//! A side that finishes sending (EOF) has the other side's write half shut down, so a half-close
+//! travels through; the other direction carries on. Each direction holds at most one buffer: a
+//! receive waits (in the kernel, with no buffer, on the `uring` path) until the previous piece
+//! was sent, so a slow reader slows its writer instead of filling memory.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use super::buffer::{Buf, BufferPool};
+use super::uring::{MAX_PARTS, Op, Part, Ring};
+
+/// Bytes a tunnel carried, each way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// From the first connection to the second.
+    pub forward: u64,
+    /// From the second connection to the first.
+    pub backward: u64,
+}
+
+/// Shuts down the sending side of a socket (the peer reads EOF; its replies still arrive).
+fn shutdown_write(fd: RawFd) {
+    // SAFETY: shutdown(2) on a descriptor its connection still owns; errors mean it is gone.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_WR);
+    }
+}
+
+// ---- the shard's ring ---------------------------------------------------------------------
+
+/// One direction on the ring: receiving into a provided buffer, then sending that buffer.
+enum Leg<'r> {
+    Receiving(Op<'r>),
+    Sending { op: Op<'r>, start: u32, end: u32 },
+    Finished,
+}
+
+struct Direction<'r> {
+    from: RawFd,
+    to: RawFd,
+    leg: Leg<'r>,
+    carried: u64,
+}
+
+/// The direction could not go on: the tunnel ends.
+struct Broken;
+
+impl<'r> Direction<'r> {
+    fn new(ring: &'r Ring, from: RawFd, to: RawFd) -> Direction<'r> {
+        Direction {
+            from,
+            to,
+            leg: Leg::Receiving(ring.recv_provided(from, None, true)),
+            carried: 0,
+        }
+    }
+
+    fn finished(&self) -> bool {
+        matches!(self.leg, Leg::Finished)
+    }
+
+    /// Moves the direction on as far as completions allow; sets `moved` when bytes arrived.
+    fn advance(
+        &mut self,
+        ring: &'r Ring,
+        pool: &std::rc::Rc<BufferPool>,
+        cx: &mut Context<'_>,
+        moved: &mut bool,
+    ) -> Result<(), Broken> {
+        loop {
+            let next = match &mut self.leg {
+                Leg::Finished => return Ok(()),
+                Leg::Receiving(op) => {
+                    let Poll::Ready(mut done) = Pin::new(op).poll(cx) else {
+                        return Ok(());
+                    };
+                    if done.res == -libc::ENOBUFS {
+                        // The kernel's ring ran dry: offer it more, receive into our own.
+                        pool.grow_provided();
+                        let buf = pool.take().ok_or(Broken)?;
+                        Leg::Receiving(ring.recv_into(self.from, buf, 0, None, true))
+                    } else if done.res < 0 {
+                        return Err(Broken);
+                    } else if done.res == 0 {
+                        shutdown_write(self.to);
+                        Leg::Finished
+                    } else {
+                        let buf = done.bufs[0].take().ok_or(Broken)?;
+                        *moved = true;
+                        let end = done.res as u32;
+                        Leg::Sending {
+                            op: send(ring, self.to, buf, 0, end),
+                            start: 0,
+                            end,
+                        }
+                    }
+                }
+                Leg::Sending { op, start, end } => {
+                    let Poll::Ready(mut done) = Pin::new(op).poll(cx) else {
+                        return Ok(());
+                    };
+                    if done.res <= 0 {
+                        return Err(Broken);
+                    }
+                    let buf = done.bufs.iter_mut().find_map(Option::take).ok_or(Broken)?;
+                    let sent = done.res as u32;
+                    self.carried += u64::from(sent);
+                    let (start, end) = (*start + sent, *end);
+                    if start < end {
+                        Leg::Sending {
+                            op: send(ring, self.to, buf, start, end),
+                            start,
+                            end,
+                        }
+                    } else {
+                        drop(buf);
+                        Leg::Receiving(ring.recv_provided(self.from, None, true))
+                    }
+                }
+            };
+            self.leg = next;
+        }
+    }
+}
+
+fn send(ring: &Ring, fd: RawFd, buf: Buf, start: u32, end: u32) -> Op<'_> {
+    let mut parts: [Option<Part>; MAX_PARTS] = Default::default();
+    parts[0] = Some(Part { buf, start, end });
+    ring.send_parts(fd, &mut parts, None)
+}
+
+/// Joins `a` and `b` on the shard's ring.
+pub(super) async fn on_ring(
+    ring: &Ring,
+    pool: &std::rc::Rc<BufferPool>,
+    a: RawFd,
+    b: RawFd,
+    idle: Duration,
+) -> io::Result<Carried> {
+    let mut forward = Direction::new(ring, a, b);
+    let mut backward = Direction::new(ring, b, a);
+    let mut last_activity = ring.now();
+    let mut timer = ring.sleep(idle);
+    let outcome = poll_fn(|cx| {
+        let mut moved = false;
+        if forward.advance(ring, pool, cx, &mut moved).is_err()
+            || backward.advance(ring, pool, cx, &mut moved).is_err()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "a side of the tunnel failed",
+            )));
+        }
+        if forward.finished() && backward.finished() {
+            return Poll::Ready(Ok(()));
+        }
+        let now = ring.now();
+        if moved {
+            last_activity = now;
+        }
+        while Pin::new(&mut timer).poll(cx).is_ready() {
+            let quiet = now.saturating_duration_since(last_activity);
+            if quiet >= idle {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the tunnel was idle too long",
+                )));
+            }
+            timer = ring.sleep(idle - quiet);
+        }
+        Poll::Pending
+    })
+    .await;
+    // Operations still pending are cancelled as their futures drop here.
+    outcome.map(|()| Carried {
+        forward: forward.carried,
+        backward: backward.carried,
+    })
+}
+
+// ---- glommio's TcpStream ------------------------------------------------------------------
+
+/// One direction through glommio's streams: a buffer filled by `poll_read`, drained by
+/// `poll_write`.
+struct Pump {
+    buf: Buf,
+    start: usize,
+    end: usize,
+    eof: bool,
+    closed: bool,
+    carried: u64,
+}
+
+impl Pump {
+    fn advance(
+        &mut self,
+        from: &mut glommio::net::TcpStream,
+        to: &mut glommio::net::TcpStream,
+        cx: &mut Context<'_>,
+        moved: &mut bool,
+    ) -> Result<(), Broken> {
+        use futures_lite::{AsyncRead, AsyncWrite};
+        loop {
+            if self.start < self.end {
+                match Pin::new(&mut *to).poll_write(cx, &self.buf.as_slice()[self.start..self.end])
+                {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(Broken),
+                    Poll::Ready(Ok(n)) => {
+                        self.start += n;
+                        self.carried += n as u64;
+                        continue;
+                    }
+                    Poll::Pending => return Ok(()),
+                }
+            }
+            if self.eof {
+                if !self.closed {
+                    // glommio's close shuts down the write half only.
+                    match Pin::new(&mut *to).poll_close(cx) {
+                        Poll::Ready(_) => self.closed = true,
+                        Poll::Pending => return Ok(()),
+                    }
+                }
+                return Ok(());
+            }
+            match Pin::new(&mut *from).poll_read(cx, self.buf.as_mut_slice()) {
+                Poll::Ready(Ok(0)) => self.eof = true,
+                Poll::Ready(Ok(n)) => {
+                    self.start = 0;
+                    self.end = n;
+                    *moved = true;
+                }
+                Poll::Ready(Err(_)) => return Err(Broken),
+                Poll::Pending => return Ok(()),
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.closed
+    }
+}
+
+/// Joins two glommio streams.
+pub(super) async fn on_glommio(
+    pool: &std::rc::Rc<BufferPool>,
+    a: &mut glommio::net::TcpStream,
+    b: &mut glommio::net::TcpStream,
+    idle: Duration,
+) -> io::Result<Carried> {
+    let no_buffer = || io::Error::new(io::ErrorKind::OutOfMemory, "no I/O buffer free");
+    for stream in [&*a, &*b] {
+        // Earlier reads and writes left their own timeouts; the tunnel has one idle timeout.
+        stream.set_read_timeout(None).map_err(io::Error::from)?;
+        stream.set_write_timeout(None).map_err(io::Error::from)?;
+    }
+    let mut forward = Pump {
+        buf: pool.take().ok_or_else(no_buffer)?,
+        start: 0,
+        end: 0,
+        eof: false,
+        closed: false,
+        carried: 0,
+    };
+    let mut backward = Pump {
+        buf: pool.take().ok_or_else(no_buffer)?,
+        start: 0,
+        end: 0,
+        eof: false,
+        closed: false,
+        carried: 0,
+    };
+    let mut last_activity = Instant::now();
+    let mut timer = glommio::timer::Timer::new(idle);
+    poll_fn(|cx| {
+        let mut moved = false;
+        if forward.advance(&mut *a, &mut *b, cx, &mut moved).is_err()
+            || backward.advance(&mut *b, &mut *a, cx, &mut moved).is_err()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "a side of the tunnel failed",
+            )));
+        }
+        if forward.finished() && backward.finished() {
+            return Poll::Ready(Ok(()));
+        }
+        let now = Instant::now();
+        if moved {
+            last_activity = now;
+        }
+        while Pin::new(&mut timer).poll(cx).is_ready() {
+            let quiet = now.saturating_duration_since(last_activity);
+            if quiet >= idle {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the tunnel was idle too long",
+                )));
+            }
+            timer = glommio::timer::Timer::new(idle - quiet);
+        }
+        Poll::Pending
+    })
+    .await?;
+    Ok(Carried {
+        forward: forward.carried,
+        backward: backward.carried,
+    })
+}

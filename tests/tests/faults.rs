@@ -401,3 +401,43 @@ fn ten_thousand_faulty_exchanges_leave_pools_and_rings_as_they_were() {
         );
     }
 }
+
+#[test]
+fn at_the_connection_cap_new_clients_wait_in_the_backlog() {
+    for io in MECHANISMS {
+        let upstream = Upstream::start(echo());
+        let text = config(io, "0", upstream.addr(), FORWARD_ALL).replace(
+            "buffers_per_shard = 512",
+            "buffers_per_shard = 512\nmax_connections = 3",
+        );
+        let proxy = Coregate::start(&text);
+        let mut held: Vec<Client> = (0..3)
+            .map(|_| {
+                let mut client = Client::connect(proxy.addr());
+                assert_eq!(client.get("/", &[]).status, 200, "{io}");
+                client
+            })
+            .collect();
+        // The fourth connects (the kernel queues it) but is not served while three are open.
+        let mut waiting = Client::connect(proxy.addr());
+        waiting.set_read_timeout(Duration::from_millis(400));
+        waiting.send(b"GET /late HTTP/1.1\r\nhost: a\r\n\r\n");
+        assert!(
+            waiting.read_response(false).is_none(),
+            "{io}: served beyond the cap"
+        );
+        // One leaves: the shard takes the next connection within its back-off.
+        drop(held.pop());
+        waiting.set_read_timeout(Duration::from_secs(5));
+        let started = Instant::now();
+        let response = waiting
+            .read_response(false)
+            .expect("served once below the cap");
+        assert_eq!(response.status, 200, "{io}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{io}: {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -759,6 +759,8 @@ impl Session {
         // A body that did not fully arrive cannot be skipped: the client connection ends with
         // this exchange unless the body is relayed completely.
         let mut body_relayed = body_complete;
+        // The upstream answered (or closed) before it had the whole body.
+        let mut answered_early = false;
 
         let mut attempt = 0;
         let (mut checkout, mut urb, plan) = loop {
@@ -816,6 +818,8 @@ impl Session {
                     io: &shard.io,
                     pace,
                     sent: 0,
+                    watch_sink: true,
+                    sink_spoke: false,
                 };
                 let relayed = match request.body {
                     RequestBody::Length(_) => relay::by_length(&mut ends, remaining).await,
@@ -827,6 +831,7 @@ impl Session {
                     }
                     RequestBody::None => Ok(()),
                 };
+                answered_early = ends.sink_spoke;
                 if let Err(err) = relayed {
                     let early = match err {
                         RelayError::Source(err) if err.kind() == io::ErrorKind::TimedOut => {
@@ -894,6 +899,8 @@ impl Session {
             io: &shard.io,
             pace,
             sent: 0,
+            watch_sink: false,
+            sink_spoke: false,
         };
         outcome.status = plan.status;
         let relayed = match (plan.body, plan.framing) {
@@ -914,9 +921,12 @@ impl Session {
         outcome.bytes = ends.sent;
         match relayed {
             Ok(()) => {
+                // An upstream that answered before it had the whole body may take the rest for
+                // another request: its connection is not reused (RFC 9112 sec. 9.3).
                 let reusable = plan.upstream_keep_alive
                     && urb.is_empty()
-                    && plan.body != ResponseBody::CloseDelimited;
+                    && plan.body != ResponseBody::CloseDelimited
+                    && !answered_early;
                 if reusable {
                     endpoint.give_back(checkout, shard.io.now());
                 }

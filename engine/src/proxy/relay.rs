@@ -52,9 +52,22 @@ pub struct Ends<'a> {
     pub pace: Pace,
     /// Bytes sent to `to` so far.
     pub sent: u64,
+    /// Look, before the body's last piece goes out, whether `to` already sent something (a
+    /// request body relayed to an upstream: see [`Ends::sink_spoke`]).
+    pub watch_sink: bool,
+    /// `to` had sent bytes (or closed) before the body was complete: an upstream that answered
+    /// early, whose connection must not be reused (RFC 9112 sec. 9.3, 9.5).
+    pub sink_spoke: bool,
 }
 
 impl Ends<'_> {
+    /// Called before the piece that completes the body is sent.
+    fn before_last_piece(&mut self) {
+        if self.watch_sink && self.to.has_unread_input() {
+            self.sink_spoke = true;
+        }
+    }
+
     async fn flush(&mut self) -> Result<(), RelayError> {
         if self.out.is_empty() {
             return Ok(());
@@ -112,6 +125,7 @@ pub async fn by_length(ends: &mut Ends<'_>, mut remaining: u64) -> Result<(), Re
             remaining -= take as u64;
         }
         if remaining == 0 {
+            ends.before_last_piece();
             return ends.flush().await;
         }
         if ends.out.is_empty() {
@@ -147,6 +161,7 @@ pub async fn chunked(
         }
         match step.stop {
             Stop::Done => {
+                ends.before_last_piece();
                 ends.flush().await?;
                 return Ok(total);
             }

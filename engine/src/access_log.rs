@@ -8,9 +8,11 @@
 //! The path of a line: the connection task formats it into its shard's buffer (no allocation:
 //! the buffer has its capacity from the start); a full buffer, or the shard's flush timer, hands
 //! the buffer to the sink's queue and takes an empty one back from it. The writer appends what
-//! arrives to the file. When the writer falls behind and no empty buffer is left, the shard keeps
-//! gathering up to four buffers' worth and then drops lines, counting them: a request is never
-//! made to wait for the log. When the file cannot be opened (missing directory) or written (full
+//! arrives to the file. Every buffer is allocated when the log is configured (the shard's own,
+//! plus [`SPARES_PER_SHARD`] spares in the sink), so a request never allocates for its line.
+//! When the writer falls behind and no empty buffer is left, the shard keeps gathering into the
+//! room its buffer has (as much again as `buffer_size`) and then drops lines, counting them: a
+//! request is never made to wait for the log. When the file cannot be opened (missing directory) or written (full
 //! disk), the writer says so on stderr (at most once per [`ERROR_REPORT_INTERVAL`]), counts the
 //! lines it could not write and tries again: the log resumes by itself once the disk is back.
 
@@ -216,22 +218,29 @@ impl ShardLog {
         log
     }
 
-    /// Takes the access-log settings of a new configuration (or turns the log off).
+    /// Takes the access-log settings of a new configuration (or turns the log off). Allocates
+    /// the shard's buffer and its spares here, so that logging a request never allocates.
     pub fn configure(&self, config: Option<&AccessLogConfig>) {
         let settings = config.map(|c| LogSettings {
             format: c.format,
             buffer_size: c.buffer_size,
             flush_interval: c.flush_interval,
         });
-        if let Some(settings) = settings {
-            let mut buf = self.buf.borrow_mut();
-            let wanted = settings.buffer_size + MAX_LINE_BYTES;
-            if buf.capacity() < wanted {
-                let len = buf.len();
-                buf.reserve(wanted - len);
+        match settings {
+            Some(settings) => {
+                let capacity = buffer_capacity(settings.buffer_size);
+                let mut buf = self.buf.borrow_mut();
+                if buf.capacity() < capacity {
+                    let len = buf.len();
+                    buf.reserve(capacity - len);
+                }
+                for _ in 0..SPARES_PER_SHARD {
+                    if self.sink.empty.push(Vec::with_capacity(capacity)).is_err() {
+                        break;
+                    }
+                }
             }
-        } else {
-            self.hand_off();
+            None => self.hand_off(),
         }
         self.settings.set(settings);
     }
@@ -256,8 +265,9 @@ impl ShardLog {
         };
         let full = {
             let mut buf = self.buf.borrow_mut();
-            // Behind by four buffers: the disk cannot keep up; drop rather than grow.
-            if buf.len() >= 4 * settings.buffer_size {
+            // No room left: the writer is behind and has no empty buffer to give back. Drop
+            // rather than grow.
+            if buf.len() + MAX_LINE_BYTES > buf.capacity() {
                 self.dropped.set(self.dropped.get() + 1);
                 return;
             }
@@ -273,30 +283,40 @@ impl ShardLog {
     }
 
     /// Hands what is gathered to the writer, if anything is and an empty buffer can take its
-    /// place (otherwise the lines stay here until the writer catches up).
+    /// place (otherwise the lines stay here, in the room the buffer has past `buffer_size`,
+    /// until the writer gives one back).
     pub fn hand_off(&self) {
         let mut buf = self.buf.borrow_mut();
         if buf.is_empty() {
             return;
         }
         let capacity = buf.capacity();
-        let replacement = match self.sink.empty.pop() {
-            Some(empty) => empty,
-            // Only until the queues hold their working set of buffers.
-            None if self.sink.full.len() + 1 < QUEUE_CAPACITY => Vec::with_capacity(capacity),
-            None => return,
+        let Some(mut replacement) = self.sink.empty.pop() else {
+            return;
         };
+        if replacement.capacity() < capacity {
+            // A spare from before a reload that raised `buffer_size`.
+            replacement.reserve(capacity);
+        }
         let gathered = std::mem::replace(&mut *buf, replacement);
         if let Err(gathered) = self.sink.full.push(gathered) {
-            *buf = gathered;
+            let spare = std::mem::replace(&mut *buf, gathered);
+            let _ = self.sink.empty.push(spare);
             return;
-        }
-        if buf.capacity() < capacity {
-            buf.reserve(capacity);
         }
         drop(buf);
         self.sink.wake_writer();
     }
+}
+
+/// Empty buffers each shard adds to the sink when the log is configured: enough that the writer
+/// can fall a few buffers behind before a shard has to drop lines.
+const SPARES_PER_SHARD: usize = 4;
+
+/// A shard buffer's capacity: `buffer_size`, as much again to gather into while the writer has
+/// not given an empty buffer back yet, and room for the longest line.
+fn buffer_capacity(buffer_size: usize) -> usize {
+    2 * buffer_size + MAX_LINE_BYTES
 }
 
 /// The longest line [`Entry`] can produce, with every variable field at [`MAX_FIELD_BYTES`]
@@ -695,6 +715,10 @@ mod tests {
         }
         assert!(log.dropped() > 0);
         assert!(sink.full.len() <= QUEUE_CAPACITY);
-        assert!(log.buf.borrow().len() < 4 * 4096 + MAX_LINE_BYTES);
+        assert_eq!(
+            log.buf.borrow().capacity(),
+            buffer_capacity(4096),
+            "the shard buffer never grew"
+        );
     }
 }

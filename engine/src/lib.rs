@@ -15,6 +15,7 @@
 //! - [`http1`]    sans-io HTTP/1.1: request/response heads, framing, chunked, head writing
 //! - [`router`]   host -> path -> method lookup and path normalisation, built per snapshot
 //! - [`proxy`]    the request pipeline of one client connection, and body relays
+//! - [`ratelimit`] per-core token counters: node-wide limits by key, shares rebalanced in the background
 //! - [`upstream`] per-shard keep-alive pools per endpoint, endpoint choice
 //! - [`metrics`]  per-shard counters and latency histogram, metric names
 //! - [`event`]    a shard-local one-shot event (drain started)
@@ -45,6 +46,7 @@ pub mod io;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod router;
 pub mod runtime;
 pub mod shard;

@@ -17,6 +17,7 @@
 //! | [`limiter`] | [`Limiter`]: one route's limit on one shard, its counters and its end of the exchange |
 //! | [`header`] | `Retry-After`, `RateLimit-Policy` and `RateLimit` values |
 //! | [`exchange`] | [`DemandReport`] and [`ShareUpdate`], the messages between shards and control plane |
+//! | [`rebalance`] | [`SharePlan`]: the control plane's pure share computation (water-filling) |
 //!
 //! # Configuration this serves
 //!
@@ -57,12 +58,24 @@
 //! # Node-wide limits
 //!
 //! The configured rate is for the node. Each shard starts with an even share (`rate / shards`,
-//! and the same fraction of the burst) per key. In the background, [`Limiter::take_report`]
-//! gives the keys that were refused or busy in the interval ([`DemandReport`]) and
-//! [`Limiter::apply_shares`] installs new per-key shares ([`ShareUpdate`]).
+//! and the same fraction of the burst) per key. Every [`DEFAULT_REBALANCE_INTERVAL_NANOS`]
+//! (100 ms) the control plane should, per limiter:
+//!
+//! 1. ask every shard for [`Limiter::take_report`] (a bounded [`DemandReport`]: keys refused or
+//!    busy in the interval, with attempts and admitted counts);
+//! 2. compute `plan = plan.next(rate, &reports, elapsed_nanos)` ([`SharePlan::next`], pure,
+//!    keeps the plan between rounds) and send shard `i` `plan.updates()[i]`;
+//! 3. on each shard, [`Limiter::apply_shares`].
+//!
+//! Water-filling gives a key whose traffic lands on one shard the whole rate there, an even
+//! split to one spread evenly, and to an uneven split what each side needs; shards without
+//! demand keep a floor so traffic that moves there is served at once; keys no longer reported
+//! decay back to even. `rebalance.rs` states the tolerance; `simulation.rs` proves it with a
+//! simulated clock (2 and 4 shards, 10 s, rebalance every 100 ms).
 //!
 //! A route's limiter is rebuilt with each new config snapshot, which starts every key idle and
-//! every share even.
+//! every share even; the control plane should start a new [`SharePlan`] for it at the same
+//! time.
 
 pub mod exchange;
 pub mod gcra;
@@ -70,12 +83,15 @@ pub mod header;
 pub mod key;
 pub mod limiter;
 pub mod rate;
+pub mod rebalance;
 mod table;
 
 #[cfg(test)]
 pub(crate) mod alloc_count;
 #[cfg(test)]
 mod proof;
+#[cfg(test)]
+mod simulation;
 
 pub use exchange::{DemandReport, KeyDemand, KeyShare, MAX_SHARED_KEYS, Share, ShareUpdate};
 pub use header::{DEFAULT_POLICY_NAME, HeaderValue};
@@ -85,4 +101,5 @@ pub use limiter::{
     LimiterSettings, REPORT_USAGE_PERCENT, memory_cap_bytes,
 };
 pub use rate::{Per, Quota, Rate, default_burst};
+pub use rebalance::{FLOOR_PERCENT_OF_EVEN, SharePlan, water_fill};
 pub use table::{DEFAULT_KEYS_PER_SHARD, MAX_KEYS_PER_SHARD, PROBE_WINDOW, SLOT_BYTES};

@@ -3,6 +3,7 @@
 //! Crate map, one line per module:
 //!
 //! - [`error`]    one error type: kind, side at fault, retryable
+//! - [`auth`]     API keys: identities and 401 outcomes
 //! - [`config`]   TOML file -> raw structs -> validated, immutable [`config::Config`]; the plan
 //! - [`runtime`]  process shape: binds listeners, starts one pinned glommio executor per core,
 //!   turns signals into mailbox commands (the only module that spawns threads)
@@ -36,6 +37,7 @@
 //! proxy::respond                 every early exit (4xx/5xx) in one format
 //! ```
 
+pub mod auth;
 pub mod config;
 pub mod control;
 pub mod error;

@@ -1,0 +1,162 @@
+//! Authentication at the edge: API keys, checked before a request is forwarded.
+//!
+//! Owns the credential checks and their outcomes: which identity a request carries, or why it
+//! is refused (401 with a `WWW-Authenticate` value ready to write). It does no I/O (key files
+//! arrive as bytes the caller read), holds no state shared between cores and never logs, stores
+//! or echoes a secret: API keys are kept as SHA-256 digests and refusals carry fixed sentences.
+//!
+//! | file | owns |
+//! |---|---|
+//! | [`apikey`] | key files, the key set, `x-api-key` / `Authorization: Bearer` keys |
+//!
+//! # The request path
+//!
+//! ```text
+//! api key:  auth.authenticate(header(auth.header_name()), header("authorization"))
+//!             Ok(identity) -> forward (identity can key a rate limit, go upstream in a header)
+//!             Err(refusal) -> 401, WWW-Authenticate: auth.challenge()
+//! ```
+//!
+//! # Crates, and why
+//!
+//! `ring` for SHA-256 (one audited, assembly-optimised library for every primitive this module
+//! needs) and `subtle` for the constant-time digest comparison.
+
+pub mod apikey;
+
+#[cfg(test)]
+mod proptests;
+
+use std::fmt;
+
+pub use apikey::{
+    ApiKeyAuth, ApiKeyEntry, ApiKeyError, ApiKeyRejection, ApiKeySettings, ApiKeys,
+    DEFAULT_API_KEY_HEADER, KeyFileError, parse_key_file,
+};
+
+/// The realm of challenges when the configuration does not say.
+pub const DEFAULT_REALM: &str = "coregate";
+
+/// The longest realm.
+pub const MAX_REALM_BYTES: usize = 64;
+
+/// The `realm` of a route's challenges: printable ASCII without `"` or `\`, so it is written
+/// inside a quoted string as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Realm(Box<str>);
+
+impl Realm {
+    pub fn new(realm: &str) -> Result<Realm, &'static str> {
+        if realm.is_empty() || realm.len() > MAX_REALM_BYTES {
+            return Err("a realm has 1 to 64 characters");
+        }
+        if !realm
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            return Err("a realm may only have printable ASCII other than \" and \\");
+        }
+        Ok(Realm(realm.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Realm {
+    fn default() -> Realm {
+        Realm(DEFAULT_REALM.into())
+    }
+}
+
+/// A `WWW-Authenticate` value, written with `Display` (into the response head's buffer, say)
+/// without allocating: `Bearer realm="coregate", error="invalid_token",
+/// error_description="the token has expired"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Challenge<'a> {
+    pub scheme: &'static str,
+    pub realm: &'a Realm,
+    /// For the API key scheme: the header the key goes in.
+    pub header: Option<&'a str>,
+    /// `(error, error_description)`, RFC 6750 sec. 3.
+    pub error: Option<(&'static str, &'static str)>,
+}
+
+impl fmt::Display for Challenge<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} realm=\"{}\"", self.scheme, self.realm.as_str())?;
+        if let Some(header) = self.header {
+            write!(f, ", header=\"{header}\"")?;
+        }
+        if let Some((error, description)) = self.error {
+            write!(
+                f,
+                ", error=\"{error}\", error_description=\"{description}\""
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value (RFC 6750 sec. 2.1): the scheme
+/// matched without regard to case, one or more spaces, then a `b64token` (letters, digits,
+/// `-._~+/`, trailing `=`), surrounding whitespace ignored. `None` for any other value.
+pub fn bearer_token(authorization: &[u8]) -> Option<&[u8]> {
+    let value = authorization.trim_ascii();
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.starts_with(b" ") {
+        return None;
+    }
+    let token = rest.trim_ascii_start();
+    let body = token.iter().take_while(|&&b| b != b'=').count();
+    let valid = body > 0
+        && token[..body]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+        && token[body..].iter().all(|&b| b == b'=');
+    valid.then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_follow_rfc_6750() {
+        assert_eq!(
+            bearer_token(b"Bearer abc.def-ghi_~+/=="),
+            Some(&b"abc.def-ghi_~+/=="[..])
+        );
+        assert_eq!(bearer_token(b"bearer   abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"BEARER abc"), Some(&b"abc"[..]));
+        for bad in [
+            &b"Bearer"[..],
+            b"Bearer ",
+            b"Bearerabc",
+            b"Basic abc",
+            b"Bearer a b",
+            b"Bearer a=b",
+            b"Bearer ===",
+            b"Bearer a\0b",
+            b"",
+        ] {
+            assert_eq!(
+                bearer_token(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn realms_are_quotable() {
+        assert_eq!(Realm::new("api gateway").unwrap().as_str(), "api gateway");
+        assert!(Realm::new("").is_err());
+        assert!(Realm::new("a\"b").is_err());
+        assert!(Realm::new("a\\b").is_err());
+        assert!(Realm::new("a\nb").is_err());
+        assert!(Realm::new(&"r".repeat(65)).is_err());
+    }
+}

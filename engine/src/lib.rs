@@ -3,7 +3,7 @@
 //! Crate map, one line per module:
 //!
 //! - [`error`]    one error type: kind, side at fault, retryable
-//! - [`auth`]     API keys: identities and 401 outcomes
+//! - [`auth`]     API keys and JWT bearer tokens: identities, 401 / 403 outcomes, forwarded claims
 //! - [`config`]   TOML file -> raw structs -> validated, immutable [`config::Config`]; the plan
 //! - [`runtime`]  process shape: binds listeners, starts one pinned glommio executor per core,
 //!   turns signals into mailbox commands (the only module that spawns threads)

@@ -1,13 +1,17 @@
-//! Authentication at the edge: API keys, checked before a request is forwarded.
+//! Authentication at the edge: API keys and JWT bearer tokens, checked before a request is
+//! forwarded.
 //!
 //! Owns the credential checks and their outcomes: which identity a request carries, or why it
-//! is refused (401 with a `WWW-Authenticate` value ready to write). It does no I/O (key files
-//! arrive as bytes the caller read), holds no state shared between cores and never logs, stores
-//! or echoes a secret: API keys are kept as SHA-256 digests and refusals carry fixed sentences.
+//! is refused (401 with a `WWW-Authenticate` value ready to write, or 403), and which verified
+//! claims travel upstream. It does no I/O (key files, PEM files and JWKS documents arrive as
+//! bytes the caller read; the caller passes the time), holds no state shared between cores (a
+//! [`jwt::TokenCache`] belongs to one shard) and never logs, stores or echoes a secret: API keys
+//! are kept as SHA-256 digests, secrets print as `..`, and refusals carry fixed sentences.
 //!
 //! | file | owns |
 //! |---|---|
 //! | [`apikey`] | key files, the key set, `x-api-key` / `Authorization: Bearer` keys |
+//! | [`jwt`] | JWT verification, keys (secret, PEM, JWKS), claim rules, forwarded claims, cache |
 //!
 //! # The request path
 //!
@@ -15,14 +19,30 @@
 //! api key:  auth.authenticate(header(auth.header_name()), header("authorization"))
 //!             Ok(identity) -> forward (identity can key a rate limit, go upstream in a header)
 //!             Err(refusal) -> 401, WWW-Authenticate: auth.challenge()
+//! jwt:      verifier.authenticate_cached(&mut shard_cache, header("authorization"), unix_now)
+//!             Ok(token)    -> forward with token.headers (after removing the client's own
+//!                             headers of those names), token.identity
+//!             Err(refusal) -> refusal.status(), WWW-Authenticate: refusal.challenge(realm)
 //! ```
 //!
 //! # Crates, and why
 //!
-//! `ring` for SHA-256 (one audited, assembly-optimised library for every primitive this module
-//! needs) and `subtle` for the constant-time digest comparison.
+//! - `ring` for every primitive: SHA-256 (API key digests, cache keys), HMAC-SHA256 with
+//!   constant-time verification, RSA PKCS #1 v1.5 (2048 to 8192 bits) and ECDSA P-256
+//!   verification. One audited, assembly-optimised library whose API has no way to pick a weak
+//!   parameter, and no C toolchain beyond `cc`. `jsonwebtoken` wraps the same `ring` calls but
+//!   decodes claims into its own types and maps every failure to its own error kinds; verifying
+//!   here keeps each outcome distinct (which becomes `error_description`) and the claim rules in
+//!   one place.
+//! - `serde_json` for headers, claims and JWKS documents (depth-limited, so hostile nesting
+//!   cannot overflow the stack), `base64` for base64url without padding (rejecting
+//!   non-canonical trailing bits, so one signature has one encoding), `subtle` for the
+//!   constant-time digest comparison.
+//! - The PEM and DER reading of public keys is a hundred lines of our own (`jwt/pem.rs`): ring
+//!   takes raw key parts, and the structures needed are two.
 
 pub mod apikey;
+pub mod jwt;
 
 #[cfg(test)]
 mod proptests;
@@ -33,6 +53,7 @@ pub use apikey::{
     ApiKeyAuth, ApiKeyEntry, ApiKeyError, ApiKeyRejection, ApiKeySettings, ApiKeys,
     DEFAULT_API_KEY_HEADER, KeyFileError, parse_key_file,
 };
+pub use jwt::{JwtSettings, JwtVerifier, TokenRejection, VerifiedToken};
 
 /// The realm of challenges when the configuration does not say.
 pub const DEFAULT_REALM: &str = "coregate";

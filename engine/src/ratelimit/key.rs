@@ -17,10 +17,9 @@
 //! make the limit stricter for them, never looser. It is also unlikely: a new key meets a stored
 //! one with probability `n / 2^64` for `n` keys in the table (`8192 / 2^64 = 4.4e-16`), so a
 //! shard checking a billion new keys sees a shared bucket with probability below one in a
-//! million. Every kind of key hashes a distinct first byte, so an IP address and a header value
-//! with the same bytes never meet.
+//! million. Every kind of key is hashed under its own key derived from the seed ([`KeyHasher`]),
+//! so an IP address and a header value with the same bytes never meet.
 
-use std::hash::Hasher;
 use std::net::IpAddr;
 
 use siphasher::sip::SipHasher13;
@@ -53,10 +52,6 @@ impl HashSeed {
             k0: u64::from_le_bytes([a, b, c, d, e, f, g, h]),
             k1: u64::from_le_bytes([i, j, k, l, m, n, o, p]),
         }
-    }
-
-    fn hasher(self) -> SipHasher13 {
-        SipHasher13::new_with_keys(self.k0, self.k1)
     }
 }
 
@@ -181,47 +176,72 @@ pub enum LimitKey<'a> {
     Route,
 }
 
-/// First byte of every hashed key, one per kind (domain separation).
-const TAG_IPV4: u8 = 4;
-const TAG_IPV6: u8 = 6;
-const TAG_HEADER: u8 = b'h';
-const TAG_IDENTITY: u8 = b'i';
-const TAG_ROUTE: u8 = b'r';
+/// Kinds of key, each hashed under a key of its own (domain separation).
+const KIND_IPV4: usize = 0;
+const KIND_IPV6: usize = 1;
+const KIND_HEADER: usize = 2;
+const KIND_IDENTITY: usize = 3;
+const KIND_ROUTE: usize = 4;
+
+/// The hash functions of one seed, one per kind of key, derived once (a limiter keeps one):
+/// kind `k` uses the SipHash key `(sip(seed, [k, 0]), sip(seed, [k, 1]))`. Separate keys rather
+/// than a kind byte before the bytes let each key be hashed in one pass over bytes that stay
+/// where they are, and an IP address and a header value with the same bytes still never meet.
+#[derive(Clone, Copy)]
+pub struct KeyHasher {
+    by_kind: [SipHasher13; 5],
+}
+
+impl KeyHasher {
+    pub fn new(seed: HashSeed) -> KeyHasher {
+        let base = SipHasher13::new_with_keys(seed.k0, seed.k1);
+        let derive = |kind: usize| {
+            SipHasher13::new_with_keys(base.hash(&[kind as u8, 0]), base.hash(&[kind as u8, 1]))
+        };
+        KeyHasher {
+            by_kind: [0, 1, 2, 3, 4].map(derive),
+        }
+    }
+
+    /// The key's hash, IPv6 addresses masked to `ipv6_prefix` bits.
+    #[inline]
+    pub fn hash(&self, key: LimitKey<'_>, ipv6_prefix: u8) -> KeyHash {
+        let hash = match key {
+            LimitKey::ClientIp(ip) => match ip {
+                IpAddr::V4(v4) => self.by_kind[KIND_IPV4].hash(&v4.octets()),
+                // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d; they are the
+                // same clients as on an IPv4 socket.
+                IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                    Some(v4) => self.by_kind[KIND_IPV4].hash(&v4.octets()),
+                    None => {
+                        let masked = u128::from(v6) & prefix_mask(ipv6_prefix);
+                        let mut bytes = [0u8; 17];
+                        bytes[..16].copy_from_slice(&masked.to_be_bytes());
+                        bytes[16] = ipv6_prefix;
+                        self.by_kind[KIND_IPV6].hash(&bytes)
+                    }
+                },
+            },
+            LimitKey::Header(value) => self.by_kind[KIND_HEADER].hash(value),
+            LimitKey::Identity(identity) => self.by_kind[KIND_IDENTITY].hash(identity),
+            LimitKey::Route => self.by_kind[KIND_ROUTE].hash(&[]),
+        };
+        KeyHash::from_u64(hash)
+    }
+}
+
+// Derived from the seed: as secret as it.
+impl std::fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyHasher(..)")
+    }
+}
 
 impl LimitKey<'_> {
-    /// The key's hash under `seed`, IPv6 addresses masked to `ipv6_prefix` bits.
+    /// The key's hash under `seed`, IPv6 addresses masked to `ipv6_prefix` bits. Derives the
+    /// hash functions on every call; a [`KeyHasher`] keeps them (what a limiter does).
     pub fn hash(self, seed: HashSeed, ipv6_prefix: u8) -> KeyHash {
-        let mut hasher = seed.hasher();
-        match self {
-            LimitKey::ClientIp(ip) => match ip {
-                IpAddr::V4(v4) => {
-                    hasher.write(&[TAG_IPV4]);
-                    hasher.write(&v4.octets());
-                }
-                IpAddr::V6(v6) => {
-                    if let Some(v4) = v6.to_ipv4_mapped() {
-                        // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d; they are
-                        // the same clients as on an IPv4 socket.
-                        hasher.write(&[TAG_IPV4]);
-                        hasher.write(&v4.octets());
-                    } else {
-                        let masked = u128::from(v6) & prefix_mask(ipv6_prefix);
-                        hasher.write(&[TAG_IPV6, ipv6_prefix]);
-                        hasher.write(&masked.to_be_bytes());
-                    }
-                }
-            },
-            LimitKey::Header(value) => {
-                hasher.write(&[TAG_HEADER]);
-                hasher.write(value);
-            }
-            LimitKey::Identity(identity) => {
-                hasher.write(&[TAG_IDENTITY]);
-                hasher.write(identity);
-            }
-            LimitKey::Route => hasher.write(&[TAG_ROUTE]),
-        }
-        KeyHash::from_u64(hasher.finish())
+        KeyHasher::new(seed).hash(self, ipv6_prefix)
     }
 }
 
@@ -334,6 +354,15 @@ mod tests {
             other
         );
         assert_eq!(format!("{SEED:?}"), "HashSeed(..)");
+        let hasher = KeyHasher::new(SEED);
+        assert_eq!(format!("{hasher:?}"), "KeyHasher(..)");
+        for key in [
+            LimitKey::Header(b"k"),
+            LimitKey::Route,
+            LimitKey::Identity(b""),
+        ] {
+            assert_eq!(hasher.hash(key, 64), key.hash(SEED, 64));
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@
 use super::exchange::{DemandReport, KeyDemand, MAX_SHARED_KEYS, Share, ShareUpdate};
 use super::gcra::{self, Verdict};
 use super::header::{self, HeaderValue, PolicyName};
-use super::key::{HashSeed, KeyHash, KeySpec, LimitKey};
+use super::key::{HashSeed, KeyHash, KeyHasher, KeySpec, LimitKey};
 use super::rate::Quota;
 use super::table::{KeyTable, Place, SLOT_BYTES, Slot};
 
@@ -217,7 +217,7 @@ pub struct Limiter {
     quota: Quota,
     key: KeySpec,
     ipv6_prefix: u8,
-    seed: HashSeed,
+    hasher: KeyHasher,
     /// The node-wide emission interval and burst window.
     node_interval: u64,
     window: u64,
@@ -247,7 +247,7 @@ impl Limiter {
             quota: settings.quota,
             key: settings.key.clone(),
             ipv6_prefix,
-            seed,
+            hasher: KeyHasher::new(seed),
             node_interval,
             window: settings.quota.window_nanos(),
             even_interval: Share::even(shards).interval(node_interval),
@@ -274,7 +274,7 @@ impl Limiter {
     /// The hash a key is stored and exchanged as.
     #[inline]
     pub fn hash(&self, key: LimitKey<'_>) -> KeyHash {
-        key.hash(self.seed, self.ipv6_prefix)
+        self.hasher.hash(key, self.ipv6_prefix)
     }
 
     /// Decides one request. `now` is nanoseconds on a monotonic clock whose origin is the same

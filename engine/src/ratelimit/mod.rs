@@ -42,7 +42,7 @@
 //! }
 //! ```
 //!
-//! A check hashes the key, reads at most one probe window of the table and updates one 32-byte
+//! A check hashes the key (SipHash-1-3, one pass), reads at most one probe window of the table and updates one 32-byte
 //! slot; it allocates nothing once the limiter is built (the tests prove it with a counting
 //! allocator, the bench too).
 //!
@@ -95,7 +95,7 @@ mod simulation;
 
 pub use exchange::{DemandReport, KeyDemand, KeyShare, MAX_SHARED_KEYS, Share, ShareUpdate};
 pub use header::{DEFAULT_POLICY_NAME, HeaderValue};
-pub use key::{DEFAULT_IPV6_PREFIX, HashSeed, KeyHash, KeySpec, LimitKey};
+pub use key::{DEFAULT_IPV6_PREFIX, HashSeed, KeyHash, KeyHasher, KeySpec, LimitKey};
 pub use limiter::{
     DEFAULT_MEMORY_CAP_BYTES, DEFAULT_REBALANCE_INTERVAL_NANOS, Decision, Limiter, LimiterCounters,
     LimiterSettings, REPORT_USAGE_PERCENT, memory_cap_bytes,

@@ -25,6 +25,26 @@
 //!             Err(refusal) -> refusal.status(), WWW-Authenticate: refusal.challenge(realm)
 //! ```
 //!
+//! # Cost
+//!
+//! `cargo bench -p coregate-bench --bench ratelimit -- --warm-up-time 1 --measurement-time 3`,
+//! on a 2-core VM shared with other builds (criterion medians, 2026-12-01). Tokens are about 400
+//! bytes of claims as an identity provider issues them, checked for issuer, audience, one
+//! `scope` rule and one forwarded claim:
+//!
+//! | check | time |
+//! |---|---|
+//! | API key among 1,000 (SHA-256, lookup, constant-time compare) | 135 ns |
+//! | JWT HS256, verified | 1.84 us |
+//! | JWT RS256 (2048-bit), verified | 20.3 us |
+//! | JWT ES256, verified | 52.3 us |
+//! | JWT HS256 / RS256 / ES256, from the shard's cache | 344 / 461 / 330 ns |
+//!
+//! The cache is worth having for every algorithm: a hit costs one SHA-256 of the token (the RS256
+//! token is longest) and a probe, 5x less than an HS256 verification (which also parses the
+//! header and claims) and 44x and 158x less than RS256 and ES256. A client reusing a token pays
+//! a signature check once per cache lifetime instead of on every request.
+//!
 //! # Crates, and why
 //!
 //! - `ring` for every primitive: SHA-256 (API key digests, cache keys), HMAC-SHA256 with

@@ -1,7 +1,7 @@
 //! One route's limit on one shard: the call the pipeline makes per request, and the shard's end
 //! of the share exchange.
 //!
-//! Owns the glue: a key's hash ([`super::key`]), its slot ([`super::table`]), its share on this
+//! Owns the glue: a key's hash ([`super::key`]), its slot (`table.rs`), its share on this
 //! shard (the local share table below), the GCRA step ([`super::gcra`]), the interval's demand
 //! counts and the list of keys to report, and the counters for metrics. All of it is allocated
 //! in [`Limiter::new`]; [`Limiter::check`] allocates nothing, reads no clock (the caller passes

@@ -3,6 +3,7 @@
 //! Crate map, one line per module:
 //!
 //! - [`error`]    one error type: kind, side at fault, retryable
+//! - [`auth`]     API keys and JWT bearer tokens: identities, 401 / 403 outcomes, forwarded claims
 //! - [`config`]   TOML file -> raw structs -> validated, immutable [`config::Config`]; the plan
 //! - [`runtime`]  process shape: binds listeners, starts one pinned glommio executor per core and
 //!   the control plane (reload, collection, drain); the only module that spawns threads
@@ -15,6 +16,7 @@
 //! - [`http1`]    sans-io HTTP/1.1: request/response heads, framing, chunked, head writing
 //! - [`router`]   host -> path -> method lookup and path normalisation, built per snapshot
 //! - [`proxy`]    the request pipeline of one client connection, and body relays
+//! - [`ratelimit`] per-core token counters: node-wide limits by key, shares rebalanced in the background
 //! - [`upstream`] per-shard keep-alive pools per endpoint, endpoint choice
 //! - [`metrics`]  per-shard counters and latency histogram, metric names
 //! - [`event`]    a shard-local one-shot event (drain started)
@@ -51,6 +53,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod control;
 pub mod error;
@@ -61,6 +64,7 @@ pub mod io;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod router;
 pub mod runtime;
 pub mod shard;

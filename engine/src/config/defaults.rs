@@ -220,6 +220,26 @@ pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = secs(60);
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: Option<u32> = Some(10_000);
 
 // ---------------------------------------------------------------------------------------------
+// [[auth]]
+
+/// Clock skew tolerated on a token's `exp` and `nbf`: a minute, as most JWT libraries allow.
+pub const DEFAULT_JWT_LEEWAY: Duration = secs(crate::auth::jwt::DEFAULT_LEEWAY_SECONDS);
+/// More leeway than this keeps expired tokens working for too long.
+pub const MAX_JWT_LEEWAY: Duration = secs(60 * 60);
+
+/// Verified tokens each shard remembers per policy, so a client reusing its token pays for the
+/// signature check once (an RS256 check is about 20 µs, a cache hit 0.5 µs).
+pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = crate::auth::jwt::DEFAULT_TOKEN_CACHE_ENTRIES;
+/// A bound on per-shard memory.
+pub const MAX_TOKEN_CACHE_ENTRIES: usize = 1 << 20;
+/// Longest a verified token is answered from the cache (never past its `exp`): five minutes,
+/// so a key removed from a JWKS file stops working soon after the reload that removes it.
+pub const DEFAULT_TOKEN_CACHE_TTL: Duration =
+    secs(crate::auth::jwt::DEFAULT_TOKEN_CACHE_TTL_SECONDS);
+/// A day: a longer cache would outlive any key rotation.
+pub const MAX_TOKEN_CACHE_TTL: Duration = secs(24 * 60 * 60);
+
+// ---------------------------------------------------------------------------------------------
 // [admin]
 
 /// Where the admin listener binds when `[admin]` is written without `bind`: loopback only, on

@@ -40,6 +40,7 @@ pub(super) struct RawFile {
     pub admin: Option<Spanned<RawAdmin>>,
     pub access_log: Option<Spanned<RawAccessLog>>,
     pub forwarding: Option<Spanned<RawForwarding>>,
+    pub auth: Tables<RawAuth>,
 }
 
 /// `[runtime]`
@@ -158,6 +159,50 @@ pub(super) struct RawRoute {
     pub remove_request_headers: Field,
     pub remove_response_headers: Field,
     pub max_body_bytes: Field,
+    pub auth: Field,
+    pub rate_limit: Option<Spanned<RawRateLimit>>,
+}
+
+/// A route's `rate_limit = { rate, burst, key, keys, ipv6_prefix }`
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an inline table like { rate = \"100/s\", burst = 50, key = \"client_ip\" }"
+)]
+pub(super) struct RawRateLimit {
+    pub rate: Field,
+    pub burst: Field,
+    pub key: Field,
+    pub keys: Field,
+    pub ipv6_prefix: Field,
+}
+
+/// One `[[auth]]`: an API-key or JWT policy routes refer to by name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table, written [[auth]]")]
+pub(super) struct RawAuth {
+    pub name: Field,
+    pub kind: Field,
+    pub identity_header: Field,
+    pub realm: Field,
+    // kind = "api_key"
+    pub keys: Field,
+    pub key_file: Field,
+    pub header: Field,
+    pub bearer: Field,
+    // kind = "jwt"
+    pub secret: Field,
+    pub public_key_file: Field,
+    pub jwks_file: Field,
+    pub issuer: Field,
+    pub audience: Field,
+    pub leeway: Field,
+    pub require_exp: Field,
+    pub identity_claim: Field,
+    pub require: Field,
+    pub forward_claims: Field,
+    pub cache_entries: Field,
+    pub cache_ttl: Field,
 }
 
 /// A route's `respond = { status, body, headers }`

@@ -37,9 +37,12 @@ mod tests;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::{ApiKeyAuth, JwtVerifier};
 use crate::http1::MethodSet;
+use crate::ratelimit::{KeySpec, Quota};
 use crate::router::spec::{HostPattern, PathPattern};
 
 pub use cores::{CpuList, MAX_CPU};
@@ -65,6 +68,8 @@ pub struct Config {
     pub access_log: Option<AccessLogConfig>,
     /// `[forwarding]`: whose `X-Forwarded-*` fields are believed.
     pub forwarding: Forwarding,
+    /// `[[auth]]` policies in file order; routes refer to them by index.
+    pub auth: Vec<AuthConfig>,
     /// The file this configuration came from, as the caller named it.
     pub origin: PathBuf,
 }
@@ -408,6 +413,60 @@ pub struct RouteConfig {
     /// The effective body limit: the route's own `max_body_bytes`, else
     /// `limits.max_body_bytes`. `None` is unlimited.
     pub max_body_bytes: Option<u64>,
+    /// Index into [`Config::auth`]: requests must authenticate this way.
+    pub auth: Option<usize>,
+    /// The route's node-wide rate limit.
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// A route's `rate_limit`: a node-wide rate and burst per key, enforced by every shard on its
+/// share (see [`crate::ratelimit`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    pub quota: Quota,
+    pub key: KeySpec,
+    /// Keys each shard tracks at most (the memory cap).
+    pub keys_per_shard: usize,
+}
+
+/// One `[[auth]]`: how a route's requests prove who they are.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    pub name: Box<str>,
+    pub method: AuthMethod,
+    /// The upstream header that carries the authenticated identity (lowercase); a client's own
+    /// copy is removed first, so it cannot pose as someone else.
+    pub identity_header: Option<Box<str>>,
+}
+
+/// The credential an `[[auth]]` checks. The verifiers are immutable and shared by every shard
+/// (read, never cloned, per request); each shard keeps its own token cache.
+#[derive(Clone, Debug)]
+pub enum AuthMethod {
+    ApiKey(Arc<ApiKeyAuth>),
+    Jwt {
+        verifier: Arc<JwtVerifier>,
+        /// Lowercase names of the headers claims are forwarded in (removed from the client's
+        /// request first).
+        claim_headers: Vec<Box<str>>,
+        /// Verified tokens each shard remembers; 0 verifies every request.
+        cache_entries: usize,
+        cache_ttl: Duration,
+    },
+}
+
+impl AuthConfig {
+    /// Every header name this policy writes upstream (lowercase).
+    pub fn written_headers(&self) -> impl Iterator<Item = &str> {
+        let claims: &[Box<str>] = match &self.method {
+            AuthMethod::Jwt { claim_headers, .. } => claim_headers,
+            AuthMethod::ApiKey(_) => &[],
+        };
+        self.identity_header
+            .iter()
+            .chain(claims)
+            .map(|name| &**name)
+    }
 }
 
 /// What a matched route does.

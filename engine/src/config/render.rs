@@ -4,13 +4,16 @@
 //!
 //! The output is itself a valid configuration that loads to the same values (a test holds it to
 //! that): durations and sizes are written in the file's own units, routes in file order with
-//! their names, upstream endpoints as the resolved addresses. Admin tokens are never written.
+//! their names, upstream endpoints as the resolved addresses. Admin tokens, API keys and JWT key
+//! material are never written (a configuration with `[[auth]]` therefore shows its policies
+//! without their keys).
 
 use std::fmt::Write;
 
 use super::cores::CpuList;
 use super::units::{Millis, Size};
-use super::{Config, CoreSelection, HeaderEdits, RouteAction};
+use super::{AuthMethod, Config, CoreSelection, HeaderEdits, RouteAction};
+use crate::ratelimit::KeySpec;
 use crate::router::spec::{HostPattern, PathPattern};
 
 impl Config {
@@ -204,6 +207,57 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
         edits(out, "request", &route.request_headers)?;
         edits(out, "response", &route.response_headers)?;
         writeln!(out, "max_body_bytes = {}", body_limit(route.max_body_bytes))?;
+        if let Some(index) = route.auth {
+            let name = config.auth.get(index).map_or("", |auth| &auth.name);
+            writeln!(out, "auth = {}", quote(name))?;
+        }
+        if let Some(limit) = &route.rate_limit {
+            let key = match &limit.key {
+                KeySpec::ClientIp { .. } => "client_ip".to_owned(),
+                KeySpec::Header(name) => format!("header:{name}"),
+                KeySpec::Identity => "identity".to_owned(),
+                KeySpec::Route => "route".to_owned(),
+            };
+            write!(
+                out,
+                "rate_limit = {{ rate = \"{}\", burst = {}, key = {}, keys = {}",
+                limit.quota.rate(),
+                limit.quota.burst(),
+                quote(&key),
+                limit.keys_per_shard
+            )?;
+            if let KeySpec::ClientIp { ipv6_prefix } = limit.key {
+                write!(out, ", ipv6_prefix = {ipv6_prefix}")?;
+            }
+            writeln!(out, " }}")?;
+        }
+    }
+
+    // Key material (API keys, secrets, public keys) is never written: a policy is shown by
+    // its settings only, and does not load back without its keys.
+    for auth in &config.auth {
+        writeln!(out, "\n[[auth]]")?;
+        writeln!(out, "name = {}", quote(&auth.name))?;
+        match &auth.method {
+            AuthMethod::ApiKey(keys) => {
+                writeln!(out, "kind = \"api_key\"")?;
+                writeln!(out, "header = {}", quote(keys.header_name()))?;
+                writeln!(out, "# keys = (configured, not shown)")?;
+            }
+            AuthMethod::Jwt {
+                cache_entries,
+                cache_ttl,
+                ..
+            } => {
+                writeln!(out, "kind = \"jwt\"")?;
+                writeln!(out, "# keys = (configured, not shown)")?;
+                writeln!(out, "cache_entries = {cache_entries}")?;
+                writeln!(out, "cache_ttl = {}", duration(*cache_ttl))?;
+            }
+        }
+        if let Some(header) = &auth.identity_header {
+            writeln!(out, "identity_header = {}", quote(header))?;
+        }
     }
     Ok(())
 }

@@ -1488,3 +1488,177 @@ fn trusted_proxies_are_prefixes() {
         "[forwarding]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
     ));
 }
+
+#[test]
+fn rate_limits_read_their_keys() {
+    let config = valid(&with_base(
+        "[[route]]\npath_prefix = \"/\"\nupstream = \"api\"\n\
+         rate_limit = { rate = \"100/s\", burst = 50, key = \"header:X-Api-Key\" }\n\
+         [[route]]\npath = \"/b\"\nupstream = \"api\"\nrate_limit = { rate = \"10/m\" }\n",
+    ));
+    let first = config.routes[0].rate_limit.as_ref().expect("a limit");
+    assert_eq!(first.quota.rate().count(), 100);
+    assert_eq!(first.quota.burst(), 50);
+    assert_eq!(
+        first.key,
+        crate::ratelimit::KeySpec::Header("x-api-key".into())
+    );
+    assert_eq!(
+        first.keys_per_shard,
+        crate::ratelimit::DEFAULT_KEYS_PER_SHARD
+    );
+    let second = config.routes[1].rate_limit.as_ref().expect("a limit");
+    assert_eq!(second.key, crate::ratelimit::KeySpec::default());
+    assert_eq!(
+        second.quota.burst(),
+        crate::ratelimit::default_burst(second.quota.rate())
+    );
+}
+
+#[test]
+fn rate_limit_mistakes_name_their_key() {
+    let route = |limit: &str| {
+        with_base(&format!(
+            "[[route]]\npath_prefix = \"/\"\nupstream = \"api\"\nrate_limit = {limit}\n"
+        ))
+    };
+    assert!(
+        error(&route("{ rate = \"100/sec\" }"))
+            .starts_with("t.toml:11:23: route[1].rate_limit.rate:"),
+        "{}",
+        error(&route("{ rate = \"100/sec\" }"))
+    );
+    assert!(
+        error(&route("{ rate = \"1/s\", key = \"identity\" }"))
+            .contains("route[1].rate_limit.key: key = \"identity\" needs `auth` on the route")
+    );
+    assert!(error(&route("{ rate = \"1/s\", burst = 0 }")).contains("route[1].rate_limit.burst"));
+    assert!(error(&route("{ rate = \"1/s\", key = \"ip\" }")).contains("route[1].rate_limit.key"));
+    assert!(
+        error(&route("{ burst = 5 }"))
+            .contains("route[1].rate_limit.rate: required key is missing")
+    );
+    assert!(
+        error(&route("{ rate = \"1/s\", rat = 1 }"))
+            .contains("route[1].rate_limit.rat: unknown key")
+    );
+}
+
+/// A key file in the temporary directory, for the tests that read one.
+fn key_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("coregate-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn api_key_policies_take_inline_keys_and_key_files() {
+    let file = key_file(
+        "keys",
+        "# partners\nglobex 0123456789abcdef0123456789abcdef\n",
+    );
+    let config = valid(&with_base(&format!(
+        "[[auth]]\nname = \"partners\"\nkind = \"api_key\"\n\
+         keys = [{{ identity = \"acme\", key = \"acme-key-0123456789\" }}]\n\
+         key_file = \"{}\"\nidentity_header = \"X-Consumer\"\n\
+         [[route]]\npath_prefix = \"/\"\nupstream = \"api\"\nauth = \"partners\"\n\
+         rate_limit = {{ rate = \"5/s\", key = \"identity\" }}\n",
+        file.display()
+    )));
+    let auth = &config.auth[0];
+    assert_eq!(&*auth.name, "partners");
+    assert_eq!(auth.identity_header.as_deref(), Some("x-consumer"));
+    let AuthMethod::ApiKey(keys) = &auth.method else {
+        panic!("an api key policy")
+    };
+    assert_eq!(
+        keys.authenticate(Some(b"acme-key-0123456789"), None),
+        Ok("acme")
+    );
+    assert_eq!(
+        keys.authenticate(Some(b"0123456789abcdef0123456789abcdef"), None),
+        Ok("globex")
+    );
+    assert_eq!(config.routes[0].auth, Some(0));
+    let rendered = config.render();
+    assert!(
+        !rendered.contains("acme-key"),
+        "keys are never shown:\n{rendered}"
+    );
+}
+
+#[test]
+fn auth_mistakes_name_their_key() {
+    let policy = |body: &str| with_base(&format!("[[auth]]\nname = \"p\"\n{body}"));
+    assert!(
+        error(&policy("kind = \"basic\"\n"))
+            .contains("auth[1].kind: must be \"api_key\" or \"jwt\"")
+    );
+    assert!(error(&policy("kind = \"api_key\"\n")).contains("needs `keys = [...]` or `key_file"));
+    let misplaced = errors(&policy(
+        "kind = \"api_key\"\nkeys = [{ identity = \"a\", key = \"0123456789abcdef\" }]\nissuer = \"x\"\n",
+    ));
+    assert!(
+        misplaced
+            .iter()
+            .any(|e| e.contains("auth[1].issuer: does not apply to kind = \"api_key\"")),
+        "{misplaced:?}"
+    );
+    let missing = error(&policy(
+        "kind = \"jwt\"\npublic_key_file = \"/nonexistent/key.pem\"\n",
+    ));
+    assert!(
+        missing.contains("auth[1].public_key_file: cannot read /nonexistent/key.pem"),
+        "{missing}"
+    );
+    let bad_file = key_file("bad-keys", "alice\n");
+    let bad = error(&policy(&format!(
+        "kind = \"api_key\"\nkey_file = \"{}\"\n",
+        bad_file.display()
+    )));
+    assert!(
+        bad.contains("auth[1].key_file: ") && bad.contains("line 1: "),
+        "{bad}"
+    );
+    let unknown = error(&with_base(
+        "[[route]]\npath = \"/\"\nupstream = \"api\"\nauth = \"nobody\"\n",
+    ));
+    assert!(
+        unknown.contains("route[1].auth: no [[auth]] named \"nobody\" (none is defined)"),
+        "{unknown}"
+    );
+}
+
+#[test]
+fn jwt_policies_read_secrets_public_keys_and_rules() {
+    let config = valid(&with_base(
+        "[[auth]]\nname = \"users\"\nkind = \"jwt\"\n\
+         secret = \"a test secret that is long enough for HS256\"\n\
+         public_key_file = \"src/auth/testdata/es256-public.pem\"\n\
+         issuer = \"https://issuer.test\"\naudience = \"api\"\nleeway = \"30s\"\n\
+         require = [{ claim = \"scope\", contains = \"read\" }]\n\
+         forward_claims = { email = \"X-User-Email\" }\nidentity_header = \"x-user\"\n",
+    ));
+    let auth = &config.auth[0];
+    let AuthMethod::Jwt {
+        claim_headers,
+        cache_entries,
+        ..
+    } = &auth.method
+    else {
+        panic!("a jwt policy")
+    };
+    assert_eq!(claim_headers, &vec![Box::<str>::from("x-user-email")]);
+    assert_eq!(*cache_entries, DEFAULT_TOKEN_CACHE_ENTRIES);
+    assert_eq!(
+        auth.written_headers().collect::<Vec<_>>(),
+        ["x-user", "x-user-email"]
+    );
+    let rendered = config.render();
+    assert!(
+        !rendered.contains("long enough"),
+        "secrets are never shown:\n{rendered}"
+    );
+}

@@ -10,6 +10,8 @@
 //! validated sections are built only at the end, with `?` over those options: `None` there
 //! always means an error was reported.
 
+mod auth;
+
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -69,6 +71,8 @@ pub(super) fn validate(
         rejected: raw.rejected,
         resolver,
         upstream_names: Vec::new(),
+        auth_names: Vec::new(),
+        origin: origin.to_owned(),
     };
     let config = v.config(&raw.file, origin);
     match (config, v.report.has_errors()) {
@@ -139,6 +143,10 @@ struct Validator<'s, 'r> {
     resolver: &'r dyn Resolve,
     /// The name of each `[[upstream]]` in file order, when it has one, for route references.
     upstream_names: Vec<Option<String>>,
+    /// The file name, for paths relative to it.
+    origin: String,
+    /// The name of each `[[auth]]` in file order, when it has one, for route references.
+    auth_names: Vec<Option<String>>,
 }
 
 impl Validator<'_, '_> {
@@ -148,6 +156,7 @@ impl Validator<'_, '_> {
         let timeouts = self.timeouts(raw.timeouts.as_ref());
         let listeners = self.listeners(&raw.listener);
         let upstreams = self.upstreams(&raw.upstream, timeouts.as_ref());
+        let auth = self.auth_policies(&raw.auth, origin);
         let routes = self.routes(&raw.route, &upstreams, limits.as_ref());
         let admin = self.admin(raw.admin.as_ref(), listeners.as_deref());
         let access_log = self.access_log(raw.access_log.as_ref());
@@ -162,6 +171,7 @@ impl Validator<'_, '_> {
             admin: admin?,
             access_log: access_log?,
             forwarding: forwarding?,
+            auth: auth.into_iter().collect::<Option<Vec<_>>>()?,
             origin: origin.into(),
         })
     }
@@ -1039,6 +1049,8 @@ impl Validator<'_, '_> {
         let max_body_bytes = self
             .body_limit(&raw.max_body_bytes, &key(s, "max_body_bytes"))
             .optional();
+        let auth = self.route_auth(&raw.auth, &key(s, "auth"));
+        let rate_limit = self.rate_limit(raw.rate_limit.as_ref(), s, raw.auth.is_some());
 
         let mut action = action?;
         if let RouteAction::Upstream {
@@ -1065,6 +1077,8 @@ impl Validator<'_, '_> {
                 Some(own) => own,
                 None => limits?.max_body_bytes,
             },
+            auth: auth?,
+            rate_limit: rate_limit?,
         })
     }
 
@@ -1433,7 +1447,7 @@ impl Validator<'_, '_> {
             } else if text.bytes().any(|b| b == 0) {
                 self.bad(span, &path_key, "a path cannot hold a NUL byte")
             } else {
-                Got::Value(PathBuf::from(text))
+                Got::Value(relative_to_config(&self.origin, text))
             }
         });
         let path = self.required(path, &header, &path_key);
@@ -1778,6 +1792,15 @@ fn written_at(fields: &[(&Field, &'static str)]) -> Option<(Range<usize>, &'stat
 }
 
 /// Converts a value already checked against a `usize` bound.
+/// A path from the file, relative to the configuration file's directory unless absolute.
+fn relative_to_config(origin: &str, path: &str) -> PathBuf {
+    let path = std::path::Path::new(path);
+    match std::path::Path::new(origin).parent() {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
 fn to_usize<N: TryInto<usize>>(n: N) -> usize {
     n.try_into().unwrap_or(usize::MAX)
 }

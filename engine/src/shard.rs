@@ -6,20 +6,23 @@
 //! next request boundary while requests in flight finish on the old one.
 
 use std::cell::{Cell, Ref, RefCell, RefMut};
+use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
 use crate::access_log::{LogSink, ShardLog};
-use crate::config::{Config, HeaderEdits, RouteAction};
+use crate::auth::jwt::TokenCache;
+use crate::config::{AuthMethod, Config, HeaderEdits, RateLimitConfig, RouteAction};
 use crate::event::LocalEvent;
 use crate::frame::FramePool;
 use crate::http1::{self, Field};
 use crate::io::IoShard;
 use crate::metrics::{EndpointReport, RouteStatsId, ShardMetrics, ShardReport};
+use crate::ratelimit::{DemandReport, HashSeed, Limiter, LimiterSettings, ShareUpdate};
 use crate::router::{RouteSpec, RouteTable};
 use crate::upstream::{PoolSettings, Pools, UpstreamGroup};
 
@@ -28,6 +31,10 @@ pub struct RouteTarget {
     pub name: Box<str>,
     /// Where this route's responses are counted on this shard.
     pub stats: RouteStatsId,
+    /// Index into the configuration's `[[auth]]` policies (and [`Snapshot::token_caches`]).
+    pub auth: Option<usize>,
+    /// The route's rate limit on this shard; kept across reloads that leave it unchanged.
+    pub limiter: Option<Rc<RefCell<Limiter>>>,
     pub action: Action,
     pub request_headers: Edits,
     pub response_headers: Edits,
@@ -116,6 +123,9 @@ pub struct UpstreamTimeouts {
 /// One configuration as one shard runs it.
 pub struct Snapshot {
     pub config: Arc<Config>,
+    /// Verified JWTs this shard remembers, one cache per `[[auth]]` policy (`None` for API-key
+    /// policies and caches of size 0).
+    pub token_caches: Vec<Option<RefCell<TokenCache>>>,
     pub limits: http1::Limits,
     pub timeouts: Timeouts,
     pub routes: RouteTable<RouteTarget>,
@@ -136,6 +146,37 @@ struct ConnEntry {
     idle: bool,
 }
 
+/// What every shard shares about rate limits, fixed for the process: the key hash seed (so
+/// shards hash a key alike and their reports name the same keys) and the clock origin limiters
+/// count nanoseconds from.
+#[derive(Clone, Copy)]
+pub struct LimitClock {
+    pub seed: HashSeed,
+    pub origin: Instant,
+}
+
+impl LimitClock {
+    /// A fresh random seed and the clock now.
+    pub fn new() -> LimitClock {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&random_seed().to_ne_bytes());
+        bytes[8..].copy_from_slice(&random_seed().to_ne_bytes());
+        LimitClock {
+            seed: HashSeed::from_bytes(bytes),
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Default for LimitClock {
+    fn default() -> LimitClock {
+        LimitClock::new()
+    }
+}
+
+/// A shard's limiters by route name, with the settings each was built with.
+type Limiters = HashMap<Box<str>, (RateLimitConfig, Rc<RefCell<Limiter>>)>;
+
 /// One shard's state.
 pub struct Shard {
     pub index: usize,
@@ -154,6 +195,10 @@ pub struct Shard {
     draining: LocalEvent,
     /// The shard's side of the access log (off unless configured).
     pub log: ShardLog,
+    limiters: RefCell<Limiters>,
+    /// Shards enforcing each limit together.
+    shard_count: usize,
+    pub limit_clock: LimitClock,
     /// Seed of the request ids this shard generates (see `proxy::request_id`).
     pub request_id_seed: u64,
     request_counter: Cell<u64>,
@@ -168,10 +213,21 @@ impl Shard {
         config: Arc<Config>,
         generation: u64,
         log_sink: Arc<LogSink>,
+        shard_count: usize,
+        limit_clock: LimitClock,
     ) -> Shard {
         let mut pools = Pools::default();
         let metrics = ShardMetrics::default();
-        let snapshot = build_snapshot(index, &config, &mut pools, &metrics);
+        let mut limiters = Limiters::new();
+        let mut builder = SnapshotBuilder {
+            index,
+            pools: &mut pools,
+            metrics: &metrics,
+            limiters: &mut limiters,
+            shard_count,
+            clock: limit_clock,
+        };
+        let snapshot = builder.build(&config);
         let scratch = Scratch::for_config(&config);
         Shard {
             index,
@@ -187,6 +243,9 @@ impl Shard {
             connections: RefCell::new(Slab::with_capacity(1024)),
             draining: LocalEvent::default(),
             log: ShardLog::new(log_sink, config.access_log.as_ref()),
+            limiters: RefCell::new(limiters),
+            shard_count,
+            limit_clock,
             request_id_seed: random_seed() ^ (index as u64).rotate_left(56),
             request_counter: Cell::new(0),
         }
@@ -210,7 +269,16 @@ impl Shard {
     pub fn apply(&self, config: Arc<Config>, generation: u64) {
         let snapshot = {
             let mut pools = self.pools.borrow_mut();
-            let snapshot = build_snapshot(self.index, &config, &mut pools, &self.metrics);
+            let mut limiters = self.limiters.borrow_mut();
+            let snapshot = SnapshotBuilder {
+                index: self.index,
+                pools: &mut pools,
+                metrics: &self.metrics,
+                limiters: &mut limiters,
+                shard_count: self.shard_count,
+                clock: self.limit_clock,
+            }
+            .build(&config);
             pools.retain(|addr| {
                 config
                     .upstreams
@@ -228,6 +296,26 @@ impl Shard {
         self.log.configure(config.access_log.as_ref());
         self.max_connections.set(config.runtime.max_connections);
         self.generation.set(generation);
+    }
+
+    /// Every limiter's demand since the last call, per route (the rate-limit exchange).
+    pub fn take_demand(&self) -> Vec<(Box<str>, DemandReport)> {
+        self.limiters
+            .borrow()
+            .iter()
+            .map(|(name, (_, limiter))| (name.clone(), limiter.borrow_mut().take_report()))
+            .collect()
+    }
+
+    /// Installs the control plane's shares, per route (unknown routes are skipped: a reload
+    /// removed them since the round began).
+    pub fn apply_shares(&self, updates: &[(Box<str>, ShareUpdate)]) {
+        let limiters = self.limiters.borrow();
+        for (name, update) in updates {
+            if let Some((_, limiter)) = limiters.get(name) {
+                limiter.borrow_mut().apply_shares(update);
+            }
+        }
     }
 
     /// A copy of everything the shard measures, for the control plane (allocates: collection
@@ -267,6 +355,12 @@ impl Shard {
             buffers_total: buffers.count(),
             buffers_free: buffers.free_count(),
             access_log_dropped: self.log.dropped(),
+            limiters: self
+                .limiters
+                .borrow()
+                .iter()
+                .map(|(name, (_, limiter))| (name.clone(), limiter.borrow().counters()))
+                .collect(),
         }
     }
 
@@ -349,103 +443,164 @@ impl Scratch {
     }
 }
 
-/// Builds a shard's snapshot, reusing pools from `pools` for endpoints it already knows and
-/// counters from `metrics` for routes it already knows.
-fn build_snapshot(
+/// What building a snapshot draws on: the shard's state that outlives snapshots.
+struct SnapshotBuilder<'a> {
     index: usize,
-    config: &Arc<Config>,
-    pools: &mut Pools,
-    metrics: &ShardMetrics,
-) -> Snapshot {
-    let upstreams = config
-        .upstreams
-        .iter()
-        .map(|upstream| {
-            let settings = PoolSettings {
-                max_idle: upstream.max_idle_per_endpoint,
-                idle_timeout: upstream.idle_timeout,
-                max_requests: upstream.max_requests_per_connection.unwrap_or(0),
-            };
-            let endpoints = upstream
-                .endpoints
-                .iter()
-                .map(|addr| pools.get_or_create(*addr, settings))
-                .collect();
-            let timeouts = UpstreamTimeouts {
-                connect: upstream.connect_timeout,
-                response: upstream.response_timeout,
-                body: upstream.body_timeout,
-            };
-            (
-                UpstreamGroup::new(upstream.name.clone(), endpoints, index),
-                timeouts,
-            )
-        })
-        .collect();
-    let specs = config
-        .routes
-        .iter()
-        .map(|route| RouteSpec {
-            host: route.host.clone(),
-            methods: route.methods,
-            path: route.path.clone(),
-            target: RouteTarget {
-                name: route.name.clone(),
-                stats: metrics.route_stats_id(&route.name),
-                action: match &route.action {
-                    RouteAction::Upstream {
-                        upstream,
-                        strip_prefix,
-                        prefix_rewrite,
-                    } => Action::Forward {
-                        upstream: *upstream,
-                        rewrite: match (strip_prefix, prefix_rewrite) {
-                            (_, Some(replacement)) => {
-                                PathRewrite::ReplacePrefix(replacement.as_bytes().into())
-                            }
-                            (true, None) => PathRewrite::StripPrefix,
-                            (false, None) => PathRewrite::None,
+    /// Reused for endpoints the shard already knows.
+    pools: &'a mut Pools,
+    /// Route counters, reused for route names the shard already knows.
+    metrics: &'a ShardMetrics,
+    /// Reused for routes whose rate limit did not change; the others are dropped.
+    limiters: &'a mut Limiters,
+    shard_count: usize,
+    clock: LimitClock,
+}
+
+impl SnapshotBuilder<'_> {
+    fn build(&mut self, config: &Arc<Config>) -> Snapshot {
+        let index = self.index;
+        let pools = &mut *self.pools;
+        let metrics = self.metrics;
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|upstream| {
+                let settings = PoolSettings {
+                    max_idle: upstream.max_idle_per_endpoint,
+                    idle_timeout: upstream.idle_timeout,
+                    max_requests: upstream.max_requests_per_connection.unwrap_or(0),
+                };
+                let endpoints = upstream
+                    .endpoints
+                    .iter()
+                    .map(|addr| pools.get_or_create(*addr, settings))
+                    .collect();
+                let timeouts = UpstreamTimeouts {
+                    connect: upstream.connect_timeout,
+                    response: upstream.response_timeout,
+                    body: upstream.body_timeout,
+                };
+                (
+                    UpstreamGroup::new(upstream.name.clone(), endpoints, index),
+                    timeouts,
+                )
+            })
+            .collect();
+        let mut kept = Limiters::new();
+        for route in &config.routes {
+            if let Some(limit) = &route.rate_limit {
+                let limiter = match self.limiters.remove(&route.name) {
+                    Some((settings, limiter)) if settings == *limit => limiter,
+                    _ => {
+                        let mut settings =
+                            LimiterSettings::new(limit.quota, limit.key.clone(), self.shard_count);
+                        settings.keys_per_shard = limit.keys_per_shard;
+                        settings.policy_name = route.name.to_string();
+                        Rc::new(RefCell::new(Limiter::new(&settings, self.clock.seed)))
+                    }
+                };
+                kept.insert(route.name.clone(), (limit.clone(), limiter));
+            }
+        }
+        *self.limiters = kept;
+        let limiters = &*self.limiters;
+        let token_caches = config
+            .auth
+            .iter()
+            .map(|auth| match &auth.method {
+                AuthMethod::Jwt {
+                    verifier,
+                    cache_entries,
+                    cache_ttl,
+                    ..
+                } if *cache_entries > 0 => Some(RefCell::new(
+                    verifier.new_cache(*cache_entries, cache_ttl.as_secs()),
+                )),
+                _ => None,
+            })
+            .collect();
+        let specs = config
+            .routes
+            .iter()
+            .map(|route| RouteSpec {
+                host: route.host.clone(),
+                methods: route.methods,
+                path: route.path.clone(),
+                target: RouteTarget {
+                    name: route.name.clone(),
+                    stats: metrics.route_stats_id(&route.name),
+                    action: match &route.action {
+                        RouteAction::Upstream {
+                            upstream,
+                            strip_prefix,
+                            prefix_rewrite,
+                        } => Action::Forward {
+                            upstream: *upstream,
+                            rewrite: match (strip_prefix, prefix_rewrite) {
+                                (_, Some(replacement)) => {
+                                    PathRewrite::ReplacePrefix(replacement.as_bytes().into())
+                                }
+                                (true, None) => PathRewrite::StripPrefix,
+                                (false, None) => PathRewrite::None,
+                            },
+                        },
+                        RouteAction::Respond {
+                            status,
+                            body,
+                            headers,
+                        } => Action::Respond {
+                            status: *status,
+                            body: body.clone(),
+                            headers: headers
+                                .iter()
+                                .map(|(name, value)| {
+                                    (name.as_bytes().into(), value.as_bytes().into())
+                                })
+                                .collect(),
                         },
                     },
-                    RouteAction::Respond {
-                        status,
-                        body,
-                        headers,
-                    } => Action::Respond {
-                        status: *status,
-                        body: body.clone(),
-                        headers: headers
-                            .iter()
-                            .map(|(name, value)| (name.as_bytes().into(), value.as_bytes().into()))
-                            .collect(),
+                    request_headers: {
+                        let mut edits = Edits::from_config(&route.request_headers);
+                        // A client's own copies of the headers authentication writes are removed,
+                        // so a client cannot pose as an identity or claim.
+                        if let Some(auth) = route.auth.and_then(|i| config.auth.get(i)) {
+                            edits
+                                .drop
+                                .extend(auth.written_headers().map(|name| name.as_bytes().into()));
+                        }
+                        edits
                     },
+                    response_headers: Edits::from_config(&route.response_headers),
+                    max_body_bytes: route.max_body_bytes,
+                    auth: route.auth,
+                    limiter: limiters
+                        .get(&route.name)
+                        .map(|(_, limiter)| limiter.clone()),
                 },
-                request_headers: Edits::from_config(&route.request_headers),
-                response_headers: Edits::from_config(&route.response_headers),
-                max_body_bytes: route.max_body_bytes,
+            })
+            .collect();
+        // The configuration was validated with the same table builder, so this cannot fail; an
+        // empty table (answering 404) is the safe fallback if it ever did.
+        let routes = RouteTable::build(specs)
+            .unwrap_or_else(|_| RouteTable::build(Vec::new()).expect("an empty table builds"));
+        Snapshot {
+            config: config.clone(),
+            limits: http1::Limits {
+                max_request_line: config.limits.max_request_line,
+                max_head_bytes: config.limits.max_head_bytes,
+                max_headers: config.limits.max_headers,
             },
-        })
-        .collect();
-    // The configuration was validated with the same table builder, so this cannot fail; an
-    // empty table (answering 404) is the safe fallback if it ever did.
-    let routes = RouteTable::build(specs)
-        .unwrap_or_else(|_| RouteTable::build(Vec::new()).expect("an empty table builds"));
-    Snapshot {
-        config: config.clone(),
-        limits: http1::Limits {
-            max_request_line: config.limits.max_request_line,
-            max_head_bytes: config.limits.max_head_bytes,
-            max_headers: config.limits.max_headers,
-        },
-        timeouts: Timeouts {
-            header: config.timeouts.header,
-            keepalive: config.timeouts.keepalive,
-            body: config.timeouts.body,
-            send: config.timeouts.send,
-            tunnel_idle: config.timeouts.tunnel_idle,
-        },
-        routes,
-        upstreams,
+            timeouts: Timeouts {
+                header: config.timeouts.header,
+                keepalive: config.timeouts.keepalive,
+                body: config.timeouts.body,
+                send: config.timeouts.send,
+                tunnel_idle: config.timeouts.tunnel_idle,
+            },
+            routes,
+            upstreams,
+            token_caches,
+        }
     }
 }
 

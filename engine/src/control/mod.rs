@@ -12,6 +12,9 @@
 //!   with an [`Ack`].
 //! - [`Command::Collect`]: send back a copy of the shard's counters and histograms
 //!   ([`ShardReport`]).
+//! - [`Command::TakeDemand`] / [`Command::ApplyShares`]: one round of the rate-limit exchange
+//!   (every 100 ms while any route has a limit): each shard reports the keys that used much of
+//!   its share, and receives its new shares (see [`crate::ratelimit`]).
 //! - [`Command::Shutdown`]: stop accepting, finish in-flight requests, close idle connections,
 //!   exit by the deadline.
 
@@ -26,6 +29,7 @@ use crossbeam_queue::ArrayQueue;
 use crate::config::{Config, ListenerConfig};
 use crate::io::{IoShard, Notifier, NotifyReceiver};
 use crate::metrics::ShardReport;
+use crate::ratelimit::{DemandReport, ShareUpdate};
 
 /// Commands waiting in one mailbox at most; the control plane never needs more in flight.
 pub const MAILBOX_CAPACITY: usize = 64;
@@ -37,6 +41,10 @@ pub enum Command {
     Apply(Box<Apply>),
     /// Send a copy of the shard's metrics down the channel.
     Collect(Sender<ShardReport>),
+    /// Send every limiter's demand since the last round, and start a new interval.
+    TakeDemand(Sender<ShardDemand>),
+    /// Enforce these shares from now on, per route.
+    ApplyShares(Vec<(Box<str>, ShareUpdate)>),
     /// Graceful shutdown: stop accepting, let in-flight requests finish (answered with
     /// `Connection: close`), close idle connections; whatever is left at `deadline` is dropped.
     Shutdown { deadline: Instant },
@@ -56,6 +64,13 @@ pub struct Apply {
     pub close: Vec<ListenerConfig>,
     /// Where the shard reports that it runs the generation.
     pub ack: Sender<Ack>,
+}
+
+/// One shard's rate-limit demand, per route.
+#[derive(Debug)]
+pub struct ShardDemand {
+    pub shard: usize,
+    pub reports: Vec<(Box<str>, DemandReport)>,
 }
 
 /// One shard's own `SO_REUSEPORT` socket for a listener, bound and listening.

@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 
 use super::names::*;
 use super::{Reject, ShardReport};
+use crate::ratelimit::LimiterCounters;
 use crate::upstream::PoolStats;
 
 /// Upper bounds of the latency histogram's buckets, in seconds: 100 µs to 10 s, roughly three
@@ -247,6 +248,8 @@ fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
         }
     }
 
+    limits(out, reports)?;
+
     family(
         out,
         ACCESS_LOG_DROPPED,
@@ -308,6 +311,54 @@ fn latency(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
             out,
             "{REQUEST_DURATION_QUANTILE}{{quantile=\"{quantile}\"}} {}",
             micros as f64 / 1e6
+        )?;
+    }
+    Ok(())
+}
+
+/// Rate-limit decisions per route, summed over shards.
+fn limits(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
+    let mut routes: BTreeMap<&str, LimiterCounters> = BTreeMap::new();
+    for r in reports {
+        for (route, counters) in &r.limiters {
+            let sum = routes.entry(route).or_default();
+            sum.allowed += counters.allowed;
+            sum.limited += counters.limited;
+            sum.evictions += counters.evictions;
+            sum.unreported += counters.unreported;
+        }
+    }
+    family(
+        out,
+        RATE_LIMIT_DECISIONS,
+        "counter",
+        "Requests checked against a route's rate limit, by decision.",
+    )?;
+    for (route, counters) in &routes {
+        let route = escape(route);
+        writeln!(
+            out,
+            "{RATE_LIMIT_DECISIONS}{{route=\"{route}\",decision=\"allowed\"}} {}",
+            counters.allowed
+        )?;
+        writeln!(
+            out,
+            "{RATE_LIMIT_DECISIONS}{{route=\"{route}\",decision=\"limited\"}} {}",
+            counters.limited
+        )?;
+    }
+    family(
+        out,
+        RATE_LIMIT_EVICTIONS,
+        "counter",
+        "Active rate-limit keys evicted to make room (the table is at its cap).",
+    )?;
+    for (route, counters) in &routes {
+        writeln!(
+            out,
+            "{RATE_LIMIT_EVICTIONS}{{route=\"{}\"}} {}",
+            escape(route),
+            counters.evictions
         )?;
     }
     Ok(())
@@ -428,6 +479,7 @@ mod tests {
             buffers_total: 16,
             buffers_free: 10,
             access_log_dropped: 0,
+            limiters: Vec::new(),
         }
     }
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::io::RingStats;
+use crate::ratelimit::LimiterCounters;
 use crate::upstream::PoolStats;
 
 /// Why the proxy answered a request itself with an error.
@@ -46,10 +47,16 @@ pub enum Reject {
     GatewayTimeout,
     /// 501 / 417 and other refusals.
     NotImplemented,
+    /// 401: missing or invalid credentials.
+    Unauthorized,
+    /// 403: valid credentials, insufficient claims.
+    Forbidden,
+    /// 429: over the route's rate limit.
+    RateLimited,
 }
 
 impl Reject {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 14;
 
     pub const ALL: [Reject; Reject::COUNT] = [
         Reject::BadRequest,
@@ -63,6 +70,9 @@ impl Reject {
         Reject::Unavailable,
         Reject::GatewayTimeout,
         Reject::NotImplemented,
+        Reject::Unauthorized,
+        Reject::Forbidden,
+        Reject::RateLimited,
     ];
 
     pub fn label(self) -> &'static str {
@@ -78,6 +88,9 @@ impl Reject {
             Reject::Unavailable => "unavailable",
             Reject::GatewayTimeout => "gateway_timeout",
             Reject::NotImplemented => "not_implemented",
+            Reject::Unauthorized => "unauthorized",
+            Reject::Forbidden => "forbidden",
+            Reject::RateLimited => "rate_limited",
         }
     }
 }
@@ -140,6 +153,8 @@ pub struct ShardReport {
     pub buffers_free: usize,
     /// Access-log lines dropped because the writer fell behind or failed.
     pub access_log_dropped: u64,
+    /// Each rate-limited route's decisions on this shard.
+    pub limiters: Vec<(Box<str>, LimiterCounters)>,
 }
 
 /// One upstream endpoint's pool on one shard.

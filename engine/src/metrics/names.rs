@@ -24,3 +24,5 @@ pub const RING_COMPLETIONS: &str = "coregate_ring_completions_total";
 pub const RING_IN_FLIGHT: &str = "coregate_ring_operations_in_flight";
 pub const ACCESS_LOG_DROPPED: &str = "coregate_access_log_dropped_total";
 pub const ACCESS_LOG_LINES_LOST: &str = "coregate_access_log_lines_lost_total";
+pub const RATE_LIMIT_DECISIONS: &str = "coregate_rate_limit_decisions_total";
+pub const RATE_LIMIT_EVICTIONS: &str = "coregate_rate_limit_evictions_total";

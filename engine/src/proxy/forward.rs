@@ -58,6 +58,11 @@ pub struct RequestHeadInput<'a> {
     /// The protocol the client asks to switch to, when coregate relays the upgrade (written
     /// as `connection: upgrade` and `upgrade: <protocol>`).
     pub upgrade: Option<&'a [u8]>,
+    /// What authentication established, for the upstream: the identity in its header, and
+    /// forwarded claims. The client's own fields of these names were dropped by the route's
+    /// edits.
+    pub identity: Option<(&'a [u8], &'a [u8])>,
+    pub claims: &'a [(Box<str>, Box<[u8]>)],
 }
 
 /// Writes the request head for the upstream into `out`; returns its length.
@@ -176,6 +181,12 @@ pub fn write_request_head(
     }
     if head.request_id.is_none() {
         w.field(b"x-request-id", input.request_id);
+    }
+    if let Some((name, value)) = input.identity {
+        w.field(name, value);
+    }
+    for (name, value) in input.claims {
+        w.field(name.as_bytes(), value);
     }
     for (name, value) in &input.edits.add {
         w.field(name, value);
@@ -371,6 +382,8 @@ mod tests {
             endpoint: "127.0.0.1:9001".parse().unwrap(),
             request_id: b"0123456789abcdef0123456789abcdef",
             upgrade: None,
+            identity: None,
+            claims: &[],
         };
         let mut out = vec![0u8; 4096];
         let len = write_request_head(&mut out, request, &head, &fields, &input).unwrap();

@@ -35,6 +35,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::access_log;
+use crate::auth::VerifiedToken;
+use crate::config::AuthMethod;
 use crate::frame::in_frame;
 use crate::http1::{
     self, CONTINUE_100, ChunkedDecoder, HeadScanner, Method, Parsed, RequestBody, RequestHead,
@@ -490,7 +492,7 @@ impl Session {
         }
         // A body left unread would be taken for the next request: close after answering early.
         let body_follows = !matches!(head.body, RequestBody::None | RequestBody::Length(0));
-        let early = |early: Early| Decision::Early {
+        let refuse = |early: Early| Decision::Early {
             early,
             close: body_follows || !head.keep_alive,
         };
@@ -539,9 +541,9 @@ impl Session {
                     outcome.route = Some(target.stats);
                     (target, matched_prefix_len)
                 }
-                Lookup::NotFound => return (request, early(Early::NOT_FOUND)),
+                Lookup::NotFound => return (request, refuse(Early::NOT_FOUND)),
                 Lookup::MethodNotAllowed { allow } => {
-                    return (request, early(Early::method_not_allowed(allow)));
+                    return (request, refuse(Early::method_not_allowed(allow)));
                 }
             };
         if let (RequestBody::Length(length), Some(max)) = (head.body, target.max_body_bytes)
@@ -555,6 +557,98 @@ impl Session {
                 },
             );
         }
+        // admit: who the client is (when the route wants to know), then its rate limit.
+        let mut token_cache: Option<std::cell::RefMut<'_, crate::auth::jwt::TokenCache>> = None;
+        let owned_token;
+        let mut identity: Option<&[u8]> = None;
+        let mut token: Option<&VerifiedToken> = None;
+        let policy = target
+            .auth
+            .and_then(|i| Some((i, snapshot.config.auth.get(i)?)));
+        if let Some((index, policy)) = policy {
+            let authorization = field_value(buf, fields, b"authorization");
+            match &policy.method {
+                AuthMethod::ApiKey(keys) => {
+                    let presented = field_value(buf, fields, keys.header_name().as_bytes());
+                    match keys.authenticate(presented, authorization) {
+                        Ok(who) => identity = Some(who.as_bytes()),
+                        Err(_) => {
+                            let mut early = Early::UNAUTHORIZED_KEY;
+                            early
+                                .fields
+                                .push_display("www-authenticate", keys.challenge());
+                            return (request, refuse(early));
+                        }
+                    }
+                }
+                AuthMethod::Jwt { verifier, .. } => {
+                    let now = unix_seconds();
+                    let verified = match snapshot.token_caches.get(index).and_then(Option::as_ref) {
+                        Some(cache) => verifier.authenticate_cached(
+                            &mut **token_cache.insert(cache.borrow_mut()),
+                            authorization,
+                            now,
+                        ),
+                        // Without a cache, each request verifies its token.
+                        None => match verifier.authenticate(authorization, now) {
+                            Ok(verified) => {
+                                owned_token = verified;
+                                Ok(&owned_token)
+                            }
+                            Err(rejection) => Err(rejection),
+                        },
+                    };
+                    match verified {
+                        Ok(verified) => {
+                            identity = Some(verified.identity.as_bytes());
+                            token = Some(verified);
+                        }
+                        Err(rejection) => {
+                            let reason = if rejection.status() == 403 {
+                                Reject::Forbidden
+                            } else {
+                                Reject::Unauthorized
+                            };
+                            let mut early =
+                                Early::new(rejection.status(), rejection.description(), reason);
+                            early.fields.push_display(
+                                "www-authenticate",
+                                rejection.challenge(verifier.realm()),
+                            );
+                            return (request, refuse(early));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(limiter) = &target.limiter {
+            let mut limiter = limiter.borrow_mut();
+            let key = {
+                let spec = limiter.key_spec();
+                let header = spec
+                    .header_name()
+                    .and_then(|name| field_value(buf, fields, name.as_bytes()));
+                spec.key_for(
+                    self.client.peer_addr().ip().to_canonical(),
+                    header,
+                    identity,
+                )
+            };
+            let now = shard
+                .io
+                .now()
+                .saturating_duration_since(shard.limit_clock.origin)
+                .as_nanos() as u64;
+            let decision = limiter.check(key, now);
+            if let Some(retry_after) = decision.retry_after() {
+                let early = Early::RATE_LIMITED
+                    .with_field("retry-after", retry_after.as_bytes())
+                    .with_field("ratelimit-policy", limiter.policy_value().as_bytes())
+                    .with_field("ratelimit", limiter.rate_limit_value(&decision).as_bytes());
+                return (request, refuse(early));
+            }
+        }
+
         let (upstream, rewrite) = match &target.action {
             Action::Respond { .. } => return (request, Decision::Respond { target }),
             Action::Forward { upstream, rewrite } => (*upstream, rewrite),
@@ -596,6 +690,11 @@ impl Session {
             endpoint: endpoint.addr(),
             request_id: &request_id,
             upgrade,
+            identity: policy
+                .and_then(|(_, policy)| policy.identity_header.as_deref())
+                .zip(identity)
+                .map(|(name, value)| (name.as_bytes(), value)),
+            claims: token.map_or(&[], |token| &token.headers[..]),
         };
         match forward::write_request_head(head_buf.as_mut_slice(), buf, head, fields, &input) {
             Ok(head_len) => (
@@ -1155,6 +1254,21 @@ fn chunk_error_text(err: http1::ChunkError) -> &'static str {
         http1::ChunkError::InvalidTrailer => "invalid trailer field",
         _ => "invalid chunked body",
     }
+}
+
+/// The value of the first field named `name` (lowercase) in a parsed head.
+fn field_value<'b>(buf: &'b [u8], fields: &[http1::Field], name: &[u8]) -> Option<&'b [u8]> {
+    fields
+        .iter()
+        .find(|field| field.name.of(buf).eq_ignore_ascii_case(name))
+        .map(|field| field.value.of(buf))
+}
+
+/// Wall-clock seconds since the Unix epoch, for token expiry.
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// Whether an `Upgrade` value lists `h2c` among its protocols.

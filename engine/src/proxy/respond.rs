@@ -17,6 +17,98 @@ pub struct Early {
     pub reason: Reject,
     /// For 405: the methods the path allows.
     pub allow: MethodSet,
+    /// Fields the answer carries besides its framing: `WWW-Authenticate` of a 401 or 403,
+    /// `Retry-After` and the `RateLimit` fields of a 429.
+    pub fields: ExtraFields,
+}
+
+/// Fields most a canned answer carries.
+const MAX_EXTRA_FIELDS: usize = 3;
+/// Bytes of their values together: enough for a `WWW-Authenticate` with an error description.
+const EXTRA_FIELD_BYTES: usize = 384;
+
+/// A few response fields, their values copied inline: building an early answer allocates
+/// nothing.
+#[derive(Clone, Copy)]
+pub struct ExtraFields {
+    names: [&'static str; MAX_EXTRA_FIELDS],
+    ends: [u16; MAX_EXTRA_FIELDS],
+    count: usize,
+    bytes: [u8; EXTRA_FIELD_BYTES],
+}
+
+impl ExtraFields {
+    pub const NONE: ExtraFields = ExtraFields {
+        names: [""; MAX_EXTRA_FIELDS],
+        ends: [0; MAX_EXTRA_FIELDS],
+        count: 0,
+        bytes: [0; EXTRA_FIELD_BYTES],
+    };
+
+    /// Adds a field; `false` (and nothing added) when there is no room or the value is not
+    /// visible ASCII and spaces (it goes into a head as it is).
+    pub fn push(&mut self, name: &'static str, value: &[u8]) -> bool {
+        let start = self.ends[..self.count].last().copied().unwrap_or(0) as usize;
+        let end = start + value.len();
+        if self.count == MAX_EXTRA_FIELDS
+            || end > EXTRA_FIELD_BYTES
+            || !value
+                .iter()
+                .all(|&b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+        {
+            return false;
+        }
+        self.bytes[start..end].copy_from_slice(value);
+        self.names[self.count] = name;
+        self.ends[self.count] = end as u16;
+        self.count += 1;
+        true
+    }
+
+    /// Adds a field whose value is written by `Display` (a challenge), without allocating.
+    pub fn push_display(&mut self, name: &'static str, value: impl std::fmt::Display) -> bool {
+        let mut text = [0u8; EXTRA_FIELD_BYTES];
+        let mut cursor = SliceWriter {
+            out: &mut text,
+            len: 0,
+        };
+        if std::fmt::Write::write_fmt(&mut cursor, format_args!("{value}")).is_err() {
+            return false;
+        }
+        let len = cursor.len;
+        self.push(name, &text[..len])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        (0..self.count).map(move |i| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+            let value = &self.bytes[start..self.ends[i] as usize];
+            // Checked as ASCII by `push`.
+            (self.names[i], std::str::from_utf8(value).unwrap_or(""))
+        })
+    }
+}
+
+impl std::fmt::Debug for ExtraFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// `fmt::Write` into a fixed slice; fails when it is full.
+struct SliceWriter<'a> {
+    out: &'a mut [u8],
+    len: usize,
+}
+
+impl std::fmt::Write for SliceWriter<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        let end = self.len + text.len();
+        let dst = self.out.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(text.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 impl Early {
@@ -26,10 +118,21 @@ impl Early {
             text,
             reason,
             allow: MethodSet::EMPTY,
+            fields: ExtraFields::NONE,
         }
     }
 
+    /// The same answer with one more field.
+    pub fn with_field(mut self, name: &'static str, value: &[u8]) -> Early {
+        self.fields.push(name, value);
+        self
+    }
+
     pub const NOT_FOUND: Early = Early::new(404, "no route for this request", Reject::NoRoute);
+    pub const UNAUTHORIZED_KEY: Early =
+        Early::new(401, "missing or invalid API key", Reject::Unauthorized);
+    pub const RATE_LIMITED: Early =
+        Early::new(429, "rate limit exceeded, retry later", Reject::RateLimited);
     pub const BODY_TOO_LARGE: Early =
         Early::new(413, "request body too large", Reject::BodyTooLarge);
     pub const HEAD_TIMEOUT: Early = Early::new(
@@ -96,17 +199,28 @@ pub fn early_response(shard: &Shard, early: &Early, close: bool) -> Option<(Buf,
     let mut buf = shard.io.pool().take()?;
     let mut allow_text = [0u8; 96];
     let allow_len = write_allow(early.allow, &mut allow_text);
-    let extra: &[(&str, &str)] = if allow_len > 0 {
+    let mut extra: [(&str, &str); MAX_EXTRA_FIELDS + 1] = [("", ""); MAX_EXTRA_FIELDS + 1];
+    let mut count = 0;
+    if allow_len > 0 {
         // The text is ASCII by construction.
-        &[(
+        extra[0] = (
             "allow",
             std::str::from_utf8(&allow_text[..allow_len]).unwrap_or("GET"),
-        )]
-    } else {
-        &[]
-    };
-    let len =
-        http1::write_response(early.status, early.text, close, extra, buf.as_mut_slice()).ok()?;
+        );
+        count = 1;
+    }
+    for field in early.fields.iter() {
+        extra[count] = field;
+        count += 1;
+    }
+    let len = http1::write_response(
+        early.status,
+        early.text,
+        close,
+        &extra[..count],
+        buf.as_mut_slice(),
+    )
+    .ok()?;
     Some((buf, len))
 }
 

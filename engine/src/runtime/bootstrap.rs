@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use crate::access_log::LogSink;
 use crate::config::{Config, ListenerConfig};
-use crate::control::{Ack, Apply, Command, ListenerSocket, Mailbox};
+use crate::control::{Ack, Apply, Command, ListenerSocket, Mailbox, ShardDemand};
 use crate::event::LocalEvent;
 use crate::io::{IoSettings, IoShard, Tracked, note_local_wake};
 use crate::listener;
-use crate::shard::Shard;
+use crate::shard::{LimitClock, Shard};
 
 /// How often a draining shard checks whether its connections are gone.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
@@ -41,6 +41,8 @@ pub(crate) struct ShardStart {
     pub mailbox: Arc<Mailbox>,
     pub ack: Sender<Ack>,
     pub log_sink: Arc<LogSink>,
+    pub shard_count: usize,
+    pub limit_clock: LimitClock,
 }
 
 /// The listeners a shard accepts on, each with the event that stops its accept loop.
@@ -90,6 +92,8 @@ pub(crate) async fn run_shard(start: ShardStart) {
         mailbox,
         ack,
         log_sink,
+        shard_count,
+        limit_clock,
     } = start;
     let acknowledge = |generation: u64, problems: Vec<String>| {
         let problem = (!problems.is_empty()).then(|| problems.join("; "));
@@ -131,6 +135,8 @@ pub(crate) async fn run_shard(start: ShardStart) {
         config,
         generation,
         log_sink,
+        shard_count,
+        limit_clock,
     ));
     let accepting = Accepting::default();
     let problems = accepting.open(&shard, listeners);
@@ -160,6 +166,13 @@ pub(crate) async fn run_shard(start: ShardStart) {
             Ok(Command::Collect(reply)) => {
                 let _ = reply.send(shard.report());
             }
+            Ok(Command::TakeDemand(reply)) => {
+                let _ = reply.send(ShardDemand {
+                    shard: index,
+                    reports: shard.take_demand(),
+                });
+            }
+            Ok(Command::ApplyShares(updates)) => shard.apply_shares(&updates),
             Ok(Command::Shutdown { deadline }) => break deadline,
             Err(err) => {
                 eprintln!("coregate: shard {index}: mailbox failed ({err}); shutting down");

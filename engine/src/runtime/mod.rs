@@ -13,7 +13,8 @@
 //! 4. wait for every shard's acknowledgement (a shard that cannot start fails start-up), then
 //!    serve the admin API.
 //!
-//! The main thread then waits for signals ([`signals`]) and turns them into control-plane
+//! The control plane's threads: the admin API, the access-log writer and the rate-limit
+//! exchange. The main thread waits for signals ([`signals`]) and turns them into control-plane
 //! operations ([`plane`]): reload, drain.
 
 pub mod bootstrap;
@@ -33,6 +34,7 @@ use crate::admin;
 use crate::config::{Config, IoMode, Plan};
 use crate::control::{ListenerSocket, Mailbox};
 use crate::io::{IoSettings, Mechanism};
+use crate::shard::LimitClock;
 
 pub use plane::{ControlPlane, ReloadError, Reloaded, ShardGenerations};
 
@@ -61,6 +63,7 @@ pub struct Server {
     shard_threads: Vec<glommio::ExecutorJoinHandle<()>>,
     admin: Option<(SocketAddr, JoinHandle<()>)>,
     log_writer: Option<JoinHandle<()>>,
+    limits: Option<JoinHandle<()>>,
     log_sink: Arc<LogSink>,
 }
 
@@ -104,6 +107,8 @@ impl Server {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| StartError(format!("cannot create a shard mailbox: {err}")))?;
         let io = io_settings(&config);
+        // One seed and one clock origin for every shard's limiters (see `LimitClock`).
+        let limit_clock = LimitClock::new();
         let (ack_tx, ack_rx) = mpsc::channel();
         let mut links: Vec<ShardLink> = Vec::with_capacity(shard_count);
         let mut shard_threads: Vec<glommio::ExecutorJoinHandle<()>> =
@@ -128,6 +133,8 @@ impl Server {
                 mailbox: mailbox.clone(),
                 ack: ack_tx.clone(),
                 log_sink: log_sink.clone(),
+                shard_count,
+                limit_clock,
             };
             let thread = match builder.spawn(move || bootstrap::run_shard(start)) {
                 Ok(thread) => thread,
@@ -167,6 +174,7 @@ impl Server {
             shard_threads,
             admin: None,
             log_writer: Some(log_writer),
+            limits: None,
             log_sink,
         };
         let problems = server.plane.await_acks(&ack_rx, 1, START_TIMEOUT);
@@ -177,6 +185,19 @@ impl Server {
                 problems.join("; ")
             )));
         }
+        let plane = server.plane.clone();
+        server.limits = Some(
+            std::thread::Builder::new()
+                .name("coregate-limits".into())
+                .spawn(move || {
+                    let mut plans = plane::SharePlans::new();
+                    while !plane.stopping() {
+                        std::thread::sleep(plane::LIMIT_ROUND_INTERVAL);
+                        plane.rebalance(&mut plans);
+                    }
+                })
+                .map_err(|err| StartError(format!("cannot start the rate-limit thread: {err}")))?,
+        );
         if let Some(listener) = admin_listener {
             let addr = listener
                 .local_addr()
@@ -231,6 +252,9 @@ impl Server {
         for thread in self.shard_threads.drain(..) {
             let _ = thread.join();
         }
+        if let Some(limits) = self.limits.take() {
+            let _ = limits.join();
+        }
         if let Some((_, admin)) = self.admin.take() {
             // The admin loop sees the stop flag within one poll interval.
             let _ = admin.join();
@@ -244,7 +268,11 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if !self.shard_threads.is_empty() || self.admin.is_some() || self.log_writer.is_some() {
+        if !self.shard_threads.is_empty()
+            || self.admin.is_some()
+            || self.log_writer.is_some()
+            || self.limits.is_some()
+        {
             self.plane.shutdown(Duration::ZERO);
             self.join_all();
         }

@@ -13,6 +13,9 @@
 //!    and limits, swaps at a request boundary and acknowledges;
 //! 5. wait for every acknowledgement (up to [`RELOAD_ACK_TIMEOUT`]) and report.
 //!
+//! The rate-limit exchange runs on a thread of its own ([`ControlPlane::rebalance`], every
+//! [`LIMIT_ROUND_INTERVAL`]): two mailbox messages per shard per round, none per request.
+//!
 //! Reloads are serialised by the state lock; a scrape or a health check waits at most for the
 //! reload in progress.
 
@@ -26,11 +29,24 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::access_log::LogSink;
 use crate::config::defaults::{COLLECT_TIMEOUT, RELOAD_ACK_TIMEOUT};
-use crate::config::{Config, ConfigErrors, ListenerConfig};
+use crate::config::{Config, ConfigErrors, ListenerConfig, RateLimitConfig};
 use crate::control::{Ack, Apply, Command, ListenerSocket, Mailbox};
 use crate::io::{ListenOptions, socket};
 use crate::metrics::ShardReport;
 use crate::metrics::exposition::{self, Scrape};
+use crate::ratelimit::{DemandReport, SharePlan, ShareUpdate};
+
+/// How often the rate-limit exchange runs: the limiters' own report interval.
+pub const LIMIT_ROUND_INTERVAL: Duration =
+    Duration::from_nanos(crate::ratelimit::DEFAULT_REBALANCE_INTERVAL_NANOS);
+
+/// How long a round waits for the shards' demand.
+const LIMIT_ROUND_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// The control plane's share plan of each limited route, with the limit it was made for and
+/// when it last changed.
+pub(crate) type SharePlans =
+    std::collections::HashMap<Box<str>, (RateLimitConfig, SharePlan, Instant)>;
 
 /// One shard, as the control plane reaches it.
 pub(crate) struct ShardLink {
@@ -418,6 +434,80 @@ impl ControlPlane {
         text.push('\n');
         text.push_str(&state.config.render());
         text
+    }
+
+    /// One round of the rate-limit exchange: every shard's demand since the last round, the
+    /// next share plan of each limited route, and each shard's new shares. A shard that does
+    /// not answer within [`LIMIT_ROUND_TIMEOUT`] counts as having seen no demand this round.
+    pub(crate) fn rebalance(&self, plans: &mut SharePlans) {
+        let config = self.config();
+        let limited: Vec<(&str, &RateLimitConfig)> = config
+            .routes
+            .iter()
+            .filter_map(|route| Some((&*route.name, route.rate_limit.as_ref()?)))
+            .collect();
+        // Plans of routes whose limit went or changed start over.
+        plans.retain(|name, (limit, _, _)| {
+            limited
+                .iter()
+                .any(|(route, current)| *route == &**name && *current == limit)
+        });
+        if limited.is_empty() {
+            return;
+        }
+        let (tx, rx) = mpsc::channel();
+        let mut asked = 0;
+        for shard in &self.shards {
+            if shard.mailbox.send(Command::TakeDemand(tx.clone())).is_ok() {
+                asked += 1;
+            }
+        }
+        drop(tx);
+        let deadline = Instant::now() + LIMIT_ROUND_TIMEOUT;
+        let mut by_shard: Vec<Vec<(Box<str>, DemandReport)>> =
+            (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for _ in 0..asked {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(demand) => {
+                    if let Some(slot) = by_shard.get_mut(demand.shard) {
+                        *slot = demand.reports;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let now = Instant::now();
+        let mut updates: Vec<Vec<(Box<str>, ShareUpdate)>> =
+            (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for (route, limit) in limited {
+            let reports: Vec<DemandReport> = by_shard
+                .iter_mut()
+                .map(|shard| {
+                    shard
+                        .iter_mut()
+                        .find(|(name, _)| &**name == route)
+                        .map(|(_, report)| std::mem::take(report))
+                        .unwrap_or_default()
+                })
+                .collect();
+            let entry = plans.entry(route.into()).or_insert_with(|| {
+                (
+                    limit.clone(),
+                    SharePlan::new(self.shards.len()),
+                    now - LIMIT_ROUND_INTERVAL,
+                )
+            });
+            let elapsed = now.saturating_duration_since(entry.2).as_nanos() as u64;
+            entry.1 = entry.1.next(limit.quota.rate(), &reports, elapsed);
+            entry.2 = now;
+            for (shard, update) in updates.iter_mut().zip(entry.1.updates()) {
+                shard.push((route.into(), update));
+            }
+        }
+        for (shard, updates) in self.shards.iter().zip(updates) {
+            // A full mailbox: this shard keeps its shares until the next round.
+            let _ = shard.mailbox.send(Command::ApplyShares(updates));
+        }
     }
 
     /// Asks every shard to drain and exit within `grace`.

@@ -14,7 +14,8 @@ target started fresh for its slot so no idle proxy shares the box with the one m
     idle        proxy memory per idle keep-alive client connection (idle_conns.py)
     k6          k6 constant-arrival-rate run with p99/p99.9 thresholds
     overhead    what coregate's optional features cost: wrk -t1 -c64 GET 5 B through plain
-                coregate, with the access log on, and with /metrics scraped every second
+                coregate, with the access log on, with /metrics scraped every second, and with
+                a rate limit configured but not reached
 
 Every raw measurement goes to RUN_DIR/results.jsonl as it is taken; report.py turns the file
 into the markdown tables and charts.
@@ -44,7 +45,7 @@ from targets import (BASELINE, BENCH_DIR, EXTRA_TARGETS, TARGETS, Layout, Upstre
                      coregate_missing, start)
 
 PHASES = ("throughput", "latency", "scaling", "idle", "k6", "overhead")
-OVERHEAD_TARGETS = ("coregate", "coregate-log", "coregate-scrape")
+OVERHEAD_TARGETS = ("coregate", "coregate-log", "coregate-scrape", "coregate-limit")
 SCRAPE_INTERVAL_S = 1.0
 SCALING_CONNS = (1, 16, 64, 256, 1024)
 SMOKE_SCALING_CONNS = (1, 256)

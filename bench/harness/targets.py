@@ -8,6 +8,7 @@
     coregate-1shard   coregate, io = "uring", one shard (scaling curves only)
     coregate-log      coregate with the access log on (JSON lines to the run directory)
     coregate-scrape   coregate with the admin API on, scraped every second during the load
+    coregate-limit    coregate with a rate limit on the route, configured but never reached
 
 Every proxy forwards one route ("/") to the same origin, an NGINX with one worker. Configs are
 rendered from bench/conf/ into the run directory; each proxy is started fresh for its slot of a
@@ -29,14 +30,15 @@ BENCH_DIR = Path(__file__).resolve().parent.parent
 CONF_DIR = BENCH_DIR / "conf"
 
 TARGETS = ("direct", "coregate", "coregate-glommio", "nginx", "haproxy")
-EXTRA_TARGETS = ("coregate-1shard", "coregate-log", "coregate-scrape")
+EXTRA_TARGETS = ("coregate-1shard", "coregate-log", "coregate-scrape", "coregate-limit")
 # The variants the overhead phase compares with plain coregate, and the feature each turns on.
-FEATURE_TARGETS = {"coregate-log": "access_log", "coregate-scrape": "admin"}
+FEATURE_TARGETS = {"coregate-log": "access_log", "coregate-scrape": "admin",
+                   "coregate-limit": "rate_limit"}
 BASELINE = "nginx"  # ratios are against NGINX measured in the same run
 
 # Port of each listener: port_base + offset.
 PORT_OFFSETS = {"upstream": 0, "coregate": 1, "coregate-glommio": 2, "nginx": 3, "haproxy": 4,
-                "coregate-1shard": 5, "coregate-log": 6, "coregate-scrape": 7, "admin": 8}
+                "coregate-1shard": 5, "coregate-log": 6, "coregate-scrape": 7, "admin": 8, "coregate-limit": 9}
 
 # The origin's fixed bodies: path -> length. /post answers "done\n" to any POST.
 BODY_SIZES = {"/5b": 5, "/64b": 64, "/1k": 1024, "/16k": 16384}
@@ -245,6 +247,9 @@ def feature_section(spec: Spec, layout: Layout, run_dir: Path) -> str:
         return f'[access_log]\npath = "{run_dir / (spec.name + "-access.log")}"\nformat = "json"\n'
     if spec.feature == "admin":
         return f'[admin]\nbind = "{layout.host}:{layout.port("admin")}"\n'
+    if spec.feature == "rate_limit":
+        # Appended to the route's table; a million per second per client is never reached.
+        return 'rate_limit = { rate = "1000000/s", key = "client_ip" }\n'
     return "# no optional feature"
 
 

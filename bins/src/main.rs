@@ -49,6 +49,10 @@ enum Command {
         /// The admin API's address, instead of the one in the file.
         #[arg(long)]
         admin: Option<std::net::SocketAddr>,
+        /// The admin token the running coregate wants, instead of the one in the file (when
+        /// the new file rotates it, the daemon still expects the old one until it reloads).
+        #[arg(long, env = "COREGATE_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Run the quickstart: coregate on 127.0.0.1:8080 in front of a built-in echo upstream.
     Demo {
@@ -77,7 +81,11 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => run(&config, None),
-        Command::Reload { config, admin } => match reload::request(&config, admin) {
+        Command::Reload {
+            config,
+            admin,
+            token,
+        } => match reload::request(&config, admin, token.as_deref()) {
             Ok(message) => {
                 print!("{message}");
                 ExitCode::SUCCESS

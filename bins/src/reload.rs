@@ -15,13 +15,19 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Sends `POST /reload`; `Ok` with the daemon's answer when it reloaded, `Err` with a message
 /// otherwise.
-pub fn request(path: &Path, admin: Option<SocketAddr>) -> Result<String, String> {
+pub fn request(
+    path: &Path,
+    admin: Option<SocketAddr>,
+    token: Option<&str>,
+) -> Result<String, String> {
     // The file is validated here too: a mistake is shown before the daemon is even asked.
     let config = Config::load(path).map_err(|errors| format!("{errors}\n"))?;
-    let token = config
-        .admin
-        .as_ref()
-        .and_then(|admin| admin.token.as_deref());
+    let token = token.or_else(|| {
+        config
+            .admin
+            .as_ref()
+            .and_then(|admin| admin.token.as_deref())
+    });
     let addr = match (admin, &config.admin) {
         (Some(addr), _) => addr,
         (None, Some(section)) => section.bind,

@@ -22,7 +22,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -54,7 +54,8 @@ pub struct Entry<'a> {
     pub method_text: &'a [u8],
     /// The request target as received.
     pub target: &'a [u8],
-    pub version: Version,
+    /// `None` for a request refused before its head could be parsed.
+    pub version: Option<Version>,
     /// The matched route's name; empty when none matched.
     pub route: &'a str,
     pub upstream: Option<SocketAddr>,
@@ -84,7 +85,8 @@ pub struct LogSink {
     stopping: AtomicBool,
     /// Lines the writer could not write (file missing, disk full).
     lines_lost: AtomicU64,
-    writer: Mutex<Option<Thread>>,
+    /// The writer thread, to unpark when a buffer arrives; set once when it starts.
+    writer: OnceLock<Thread>,
 }
 
 impl LogSink {
@@ -96,7 +98,7 @@ impl LogSink {
             reopen: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             lines_lost: AtomicU64::new(0),
-            writer: Mutex::new(None),
+            writer: OnceLock::new(),
         })
     }
 
@@ -122,9 +124,7 @@ impl LogSink {
     }
 
     fn wake_writer(&self) {
-        if let Ok(writer) = self.writer.lock()
-            && let Some(thread) = writer.as_ref()
-        {
+        if let Some(thread) = self.writer.get() {
             thread.unpark();
         }
     }
@@ -133,9 +133,7 @@ impl LogSink {
 /// The writer's loop: appends every buffer that arrives to the current file until
 /// [`LogSink::stop`]. Run it on a thread of its own.
 pub fn run_writer(sink: Arc<LogSink>) {
-    if let Ok(mut writer) = sink.writer.lock() {
-        *writer = Some(std::thread::current());
-    }
+    let _ = sink.writer.set(std::thread::current());
     let mut file: Option<File> = None;
     let mut path: Option<PathBuf> = None;
     let mut last_complaint: Option<Instant> = None;
@@ -417,10 +415,11 @@ fn method_bytes<'a>(e: &Entry<'a>) -> &'a [u8] {
     }
 }
 
-fn version_text(version: Version) -> &'static [u8] {
+fn version_text(version: Option<Version>) -> &'static [u8] {
     match version {
-        Version::Http10 => b"HTTP/1.0",
-        Version::Http11 => b"HTTP/1.1",
+        Some(Version::Http10) => b"HTTP/1.0",
+        Some(Version::Http11) => b"HTTP/1.1",
+        None => b"-",
     }
 }
 
@@ -432,29 +431,38 @@ fn dash_or(out: &mut Vec<u8>, text: &[u8]) {
     }
 }
 
-/// Bytes for a JSON string: quote, backslash, control and non-ASCII bytes escaped (`\u00XX`,
-/// so invalid UTF-8 from the network still yields a valid JSON line).
+/// Bytes for a JSON string: quote, backslash and control characters escaped; valid UTF-8 as
+/// it is; each byte of invalid UTF-8 from the network as `\u00XX`, so the line is valid JSON
+/// whatever a client sent.
 fn json_text(out: &mut Vec<u8>, text: &[u8]) {
-    for &b in text {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0x20..=0x7e => out.push(b),
-            _ => {
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[(b >> 4) as usize]);
-                out.push(HEX[(b & 15) as usize]);
+    for chunk in text.utf8_chunks() {
+        for &b in chunk.valid().as_bytes() {
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                0..=0x1f | 0x7f => escape_u00(out, b),
+                _ => out.push(b),
             }
+        }
+        for &b in chunk.invalid() {
+            escape_u00(out, b);
         }
     }
 }
 
-/// Bytes for a text log: quote, backslash, control and non-ASCII bytes as `\xXX`, as NGINX
-/// escapes them, so a line can never be split or forged.
+fn escape_u00(out: &mut Vec<u8>, b: u8) {
+    out.extend_from_slice(b"\\u00");
+    out.push(HEX[(b >> 4) as usize]);
+    out.push(HEX[(b & 15) as usize]);
+}
+
+/// Bytes for a text log: quote, backslash, space, control and non-ASCII bytes as `\xXX`, as
+/// NGINX escapes them, so a value can never split a line, end its quotes, or pose as another
+/// `name=value` field.
 fn log_text(out: &mut Vec<u8>, text: &[u8]) {
     for &b in text {
         match b {
-            b'"' | b'\\' | 0..=0x1f | 0x7f..=0xff => {
+            b'"' | b'\\' | b' ' | 0..=0x1f | 0x7f..=0xff => {
                 out.extend_from_slice(b"\\x");
                 out.push(HEX[(b >> 4) as usize]);
                 out.push(HEX[(b & 15) as usize]);
@@ -629,8 +637,8 @@ mod tests {
             request_id: b"abc123",
             method: Method::Get,
             method_text: b"GET",
-            target: b"/a\"b\\c\n\xff",
-            version: Version::Http11,
+            target: b"/a\"b\\c\n\xff \xc3\xa9",
+            version: Some(Version::Http11),
             route: "api",
             upstream: Some("127.0.0.1:9001".parse().unwrap()),
             status: 200,
@@ -649,7 +657,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"time\":\"2026-12-01T10:11:12.345Z\",\"client\":\"10.1.2.3:40000\",\
-             \"request_id\":\"abc123\",\"method\":\"GET\",\"path\":\"/a\\\"b\\\\c\\u000A\\u00FF\",\
+             \"request_id\":\"abc123\",\"method\":\"GET\",\"path\":\"/a\\\"b\\\\c\\u000A\\u00FF é\",\
              \"protocol\":\"HTTP/1.1\",\"route\":\"api\",\"upstream\":\"127.0.0.1:9001\",\
              \"status\":200,\"bytes\":1234,\"upstream_time\":0.001,\"total_time\":2.345,\
              \"referer\":\"\",\"user_agent\":\"curl/8.0\"}\n"
@@ -667,7 +675,7 @@ mod tests {
         combined_line(&mut out, &e);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "2001:db8::1 - - [01/Dec/2026:10:11:12 +0000] \"GET /a\\x22b\\x5Cc\\x0A\\xFF \
+            "2001:db8::1 - - [01/Dec/2026:10:11:12 +0000] \"GET /a\\x22b\\x5Cc\\x0A\\xFF\\x20\\xC3\\xA9 \
              HTTP/1.1\" 200 1234 \"-\" \"curl/8.0\" rid=abc123 route=- upstream=- \
              upstream_time=- total_time=2.345\n"
         );

@@ -1,6 +1,9 @@
-//! The admin API: a small HTTP/1.1 server on the control plane's own thread, never on a shard
-//! and never on a data listener. It answers one connection at a time, each with a deadline, and
-//! closes after every response: it serves operators and scrapers, not traffic.
+//! The admin API: a small HTTP/1.1 server on the control plane's own threads, never on a shard
+//! and never on a data listener. [`ADMIN_WORKERS`] threads (started by `runtime`) take turns
+//! accepting; each answers one connection at a time, with a deadline, and closes after every
+//! response: it serves operators and scrapers, not traffic. A slow or idle client ties up one
+//! worker for at most [`REQUEST_DEADLINE`], and a reload or scrape in progress another, so
+//! `/healthz` and `/readyz` still answer at once.
 //!
 //! | endpoint | method | answers |
 //! |---|---|---|
@@ -22,6 +25,9 @@ use std::time::{Duration, Instant};
 use crate::http1::{self, Field, HeadScanner, Limits, Method, Parsed};
 use crate::runtime::{ControlPlane, ReloadError};
 
+/// Threads serving the admin API.
+pub const ADMIN_WORKERS: usize = 4;
+
 /// A request must arrive whole within this; then the connection is dropped.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -34,7 +40,8 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 /// The largest admin request head.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// Serves the admin API until the control plane stops.
+/// One admin worker: serves the (shared, non-blocking) listener until the control plane
+/// stops.
 pub fn serve(listener: TcpListener, plane: Arc<ControlPlane>) {
     if let Err(err) = listener.set_nonblocking(true) {
         eprintln!("coregate: admin listener: {err}; the admin API is off");
@@ -42,12 +49,8 @@ pub fn serve(listener: TcpListener, plane: Arc<ControlPlane>) {
     }
     while !plane.stopping() {
         match listener.accept() {
-            Ok((stream, _)) => {
-                if let Err(err) = handle(stream, &plane) {
-                    // A client that went away or sent garbage: nothing to report to anyone.
-                    let _ = err;
-                }
-            }
+            // A client that goes away or sends garbage gets what it sent: nothing to report.
+            Ok((stream, _)) => drop(handle(stream, &plane)),
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                 wait_readable(&listener, STOP_POLL);
             }

@@ -287,12 +287,10 @@ impl Shard {
             });
             snapshot
         };
-        let old = self.snapshot.replace(Rc::new(snapshot));
-        if old.limits.max_headers != config.limits.max_headers
-            || old.limits.max_request_line != config.limits.max_request_line
-        {
-            *self.scratch.borrow_mut() = Scratch::for_config(&config);
-        }
+        self.snapshot.replace(Rc::new(snapshot));
+        // Only ever grown: a request still reading its head under the old snapshot's limits
+        // parses into the same scratch.
+        self.scratch.borrow_mut().grow_for(&config);
         self.log.configure(config.access_log.as_ref());
         self.max_connections.set(config.runtime.max_connections);
         self.generation.set(generation);
@@ -439,6 +437,18 @@ impl Scratch {
         Scratch {
             fields: vec![Field::EMPTY; config.limits.max_headers.min(http1::MAX_FIELDS)],
             path: Vec::with_capacity(config.limits.max_request_line),
+        }
+    }
+
+    /// Makes room for `config`'s limits, keeping any larger room the scratch already has.
+    fn grow_for(&mut self, config: &Config) {
+        let fields = config.limits.max_headers.min(http1::MAX_FIELDS);
+        if self.fields.len() < fields {
+            self.fields.resize(fields, Field::EMPTY);
+        }
+        let path = config.limits.max_request_line;
+        if self.path.capacity() < path {
+            self.path.reserve(path - self.path.len());
         }
     }
 }

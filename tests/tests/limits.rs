@@ -370,7 +370,9 @@ fn the_node_wide_limit_holds_across_two_shards() {
         let (allowed, limited, elapsed) = admitted_under_load(keep_alive, threads, 4.0);
         let expected = 40.0 * elapsed + 1.0;
         let ratio = allowed as f64 / expected;
-        eprintln!("{what}: {allowed} admitted, {limited} limited in {elapsed:.2} s, ratio {ratio:.3}");
+        eprintln!(
+            "{what}: {allowed} admitted, {limited} limited in {elapsed:.2} s, ratio {ratio:.3}"
+        );
         assert!(
             limited > allowed,
             "{what}: the load was above the limit ({allowed} allowed, {limited} limited)"

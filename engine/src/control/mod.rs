@@ -1,7 +1,7 @@
 //! The only path between cores: one mailbox per shard, from the control plane (main thread,
 //! admin thread) to the shard, plus the reply channels some commands carry.
 //!
-//! A mailbox is a bounded lock-free queue with an eventfd doorbell ([`crate::io::Notifier`]). The
+//! A mailbox is an unbounded lock-free queue with an eventfd doorbell ([`crate::io::Notifier`]). The
 //! control plane pushes a [`Command`] and rings; the shard's control task wakes through its own
 //! I/O mechanism, drains the queue and acts between requests. Nothing here runs per request.
 //!
@@ -24,15 +24,12 @@ use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::SegQueue;
 
 use crate::config::{Config, ListenerConfig};
 use crate::io::{IoShard, Notifier, NotifyReceiver};
 use crate::metrics::ShardReport;
 use crate::ratelimit::{DemandReport, ShareUpdate};
-
-/// Commands waiting in one mailbox at most; the control plane never needs more in flight.
-pub const MAILBOX_CAPACITY: usize = 64;
 
 /// A message from the control plane to a shard.
 #[derive(Debug)]
@@ -94,23 +91,25 @@ pub struct Ack {
 /// One shard's mailbox, shared by the control plane (sender) and the shard (receiver).
 #[derive(Debug)]
 pub struct Mailbox {
-    queue: ArrayQueue<Command>,
+    /// Unbounded, so a command is never refused: a shutdown or a configuration cannot be lost
+    /// behind a stalled shard. The control plane bounds what it queues itself (one collection
+    /// at a time per shard, one rate-limit round at a time).
+    queue: SegQueue<Command>,
     bell: Notifier,
 }
 
 impl Mailbox {
     pub fn new() -> io::Result<Arc<Mailbox>> {
         Ok(Arc::new(Mailbox {
-            queue: ArrayQueue::new(MAILBOX_CAPACITY),
+            queue: SegQueue::new(),
             bell: Notifier::new()?,
         }))
     }
 
-    /// Queues a command and wakes the shard. Gives the command back if the mailbox is full.
-    pub fn send(&self, command: Command) -> Result<(), Command> {
-        self.queue.push(command)?;
+    /// Queues a command and wakes the shard.
+    pub fn send(&self, command: Command) {
+        self.queue.push(command);
         self.bell.notify();
-        Ok(())
     }
 
     /// The shard's receiving end; call on the shard's thread.

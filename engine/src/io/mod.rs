@@ -145,12 +145,18 @@ impl IoShard {
         addr: SocketAddr,
         options: ListenOptions,
     ) -> io::Result<Listener> {
-        self.listener_from(socket::bind_listener(addr, options)?)
+        self.listener_from(socket::bind_unlistened(addr, options)?, options.backlog)
     }
 
-    /// Serves a listening socket bound elsewhere (the runtime binds every shard's socket up
-    /// front, so a port in use fails start-up and `:0` resolves to one port for all shards).
-    pub fn listener_from(self: &Rc<Self>, fd: std::os::fd::OwnedFd) -> io::Result<Listener> {
+    /// Listens on a socket bound elsewhere and serves it (the runtime binds every shard's
+    /// socket up front, so a port in use fails start-up and `:0` resolves to one port for all
+    /// shards; listening waits for the shard, so no client queues on a socket nobody serves).
+    pub fn listener_from(
+        self: &Rc<Self>,
+        fd: std::os::fd::OwnedFd,
+        backlog: u32,
+    ) -> io::Result<Listener> {
+        socket::listen(&fd, backlog)?;
         let local = socket::local_addr(fd.as_raw_fd())?;
         let kind = match &self.ring {
             Some(_) => ListenerKind::Uring {
@@ -176,6 +182,7 @@ impl IoShard {
                 check(done.res, done.timed_out)?;
                 ConnKind::Uring {
                     fd: socket::release(fd),
+                    watch: None,
                 }
             }
             None => ConnKind::Glommio(Box::new(glommio_net::connect(addr, deadline).await?)),
@@ -259,6 +266,7 @@ impl Listener {
                                 shard: self.shard.clone(),
                                 kind: ConnKind::Uring {
                                     fd: socket::release(owned),
+                                    watch: None,
                                 },
                                 peer,
                             });
@@ -305,6 +313,8 @@ pub struct Conn {
 enum ConnKind {
     Uring {
         fd: RawFd,
+        /// The slot of a watch for input while the connection idles in a pool.
+        watch: Option<u32>,
     },
     /// Boxed: glommio's stream is large, and a connection's size is what an idle client costs.
     Glommio(Box<glommio::net::TcpStream>),
@@ -338,10 +348,36 @@ impl Conn {
         n >= 0
     }
 
+    /// Starts noticing anything the peer sends (or a close) while this connection idles in a
+    /// pool: on the ring, a poll submitted with the pass's batch; on glommio, nothing until
+    /// [`Conn::end_idle_watch`].
+    pub fn watch_while_idle(&mut self) {
+        if let ConnKind::Uring { fd, watch } = &mut self.kind
+            && watch.is_none()
+        {
+            *watch = Some(self.shard.ring().watch(*fd));
+        }
+    }
+
+    /// Ends the idle watch; true when the peer stayed quiet, so the connection may carry a new
+    /// request. An upstream that sent bytes while idle (a second response, an answer to a body
+    /// it took for a request) or closed must not be reused: those bytes would be read as the
+    /// next client's response.
+    pub fn end_idle_watch(&mut self) -> bool {
+        match &mut self.kind {
+            ConnKind::Uring { watch, .. } => match watch.take() {
+                Some(id) => self.shard.ring().end_watch(id),
+                None => true,
+            },
+            // One peek: the glommio baseline keeps no watch.
+            ConnKind::Glommio(_) => !self.has_unread_input(),
+        }
+    }
+
     /// The socket's descriptor, for shutting it down from outside its task (draining).
     pub fn raw_fd(&self) -> RawFd {
         match &self.kind {
-            ConnKind::Uring { fd } => *fd,
+            ConnKind::Uring { fd, .. } => *fd,
             ConnKind::Glommio(stream) => stream.as_raw_fd(),
         }
     }
@@ -381,7 +417,7 @@ impl Conn {
         impl Future<Output = io::Result<usize>> + 'a,
     > {
         match &mut self.kind {
-            ConnKind::Uring { fd } => {
+            ConnKind::Uring { fd, .. } => {
                 Either::Left(receive_uring(&self.shard, *fd, rb, deadline, poll_first))
             }
             ConnKind::Glommio(stream) => {
@@ -395,7 +431,7 @@ impl Conn {
     /// caller may send them again (a retry on a fresh upstream connection) or clear them.
     pub async fn send(&mut self, out: &mut Outbound, deadline: Option<Instant>) -> io::Result<()> {
         match &mut self.kind {
-            ConnKind::Uring { fd } => {
+            ConnKind::Uring { fd, .. } => {
                 let ring = self.shard.ring();
                 let fd = *fd;
                 let mut ranges = [(0u32, 0u32); MAX_PARTS];
@@ -565,29 +601,37 @@ fn no_buffer() -> io::Error {
 
 /// Joins two connections after a protocol switch: what each sends goes to the other, until
 /// both finished, one failed, or neither sent anything for `idle` (see [`tunnel`]). Both must
-/// belong to the same shard.
-pub async fn join(a: &mut Conn, b: &mut Conn, idle: Duration) -> io::Result<Carried> {
+/// belong to the same shard. Returns what was carried whichever way it ended.
+pub async fn join(a: &mut Conn, b: &mut Conn, idle: Duration) -> (Carried, io::Result<()>) {
     let pool = a.shard.pool.clone();
     match (&mut a.kind, &mut b.kind) {
-        (ConnKind::Uring { fd: fa }, ConnKind::Uring { fd: fb }) => {
+        (ConnKind::Uring { fd: fa, .. }, ConnKind::Uring { fd: fb, .. }) => {
             let ring = a.shard.ring();
             tunnel::on_ring(ring, &pool, *fa, *fb, idle).await
         }
         (ConnKind::Glommio(sa), ConnKind::Glommio(sb)) => {
-            tunnel::on_glommio(&pool, sa, sb, idle).await
+            tunnel::on_glommio(pool.buf_size(), sa, sb, idle).await
         }
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "connections of different I/O mechanisms",
-        )),
+        _ => (
+            Carried::default(),
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "connections of different I/O mechanisms",
+            )),
+        ),
     }
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        if let ConnKind::Uring { fd } = self.kind {
+        if let ConnKind::Uring { fd, watch } = self.kind {
             match &self.shard.ring {
-                Some(ring) => ring.close(fd),
+                Some(ring) => {
+                    if let Some(id) = watch {
+                        ring.end_watch(id);
+                    }
+                    ring.close(fd)
+                }
                 // SAFETY: the descriptor is owned by this connection.
                 None => unsafe {
                     libc::close(fd);

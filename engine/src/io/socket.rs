@@ -19,6 +19,19 @@ pub struct ListenOptions {
 /// Binds a listening socket that other shards bind too (`SO_REUSEPORT`): the kernel spreads new
 /// connections over the shards' sockets by a hash of the 4-tuple.
 pub fn bind_listener(addr: SocketAddr, options: ListenOptions) -> io::Result<OwnedFd> {
+    let fd = bind_unlistened(addr, options)?;
+    listen(&fd, options.backlog)?;
+    Ok(fd)
+}
+
+/// Starts listening on a socket [`bind_unlistened`] bound. Until then it takes no connection
+/// (none queues on it), so a socket that is dropped before listening resets no client.
+pub fn listen(fd: &OwnedFd, backlog: u32) -> io::Result<()> {
+    SockRef::from(fd).listen(backlog.min(i32::MAX as u32) as i32)
+}
+
+/// Creates and binds a `SO_REUSEPORT` listener socket with its options, without listening.
+pub fn bind_unlistened(addr: SocketAddr, options: ListenOptions) -> io::Result<OwnedFd> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.cloexec(),
@@ -45,7 +58,6 @@ pub fn bind_listener(addr: SocketAddr, options: ListenOptions) -> io::Result<Own
         }
     }
     socket.bind(&addr.into())?;
-    socket.listen(options.backlog.min(i32::MAX as u32) as i32)?;
     Ok(socket.into())
 }
 

@@ -144,7 +144,7 @@ pub(super) async fn on_ring(
     a: RawFd,
     b: RawFd,
     idle: Duration,
-) -> io::Result<Carried> {
+) -> (Carried, io::Result<()>) {
     let mut forward = Direction::new(ring, a, b);
     let mut backward = Direction::new(ring, b, a);
     let mut last_activity = ring.now();
@@ -180,18 +180,20 @@ pub(super) async fn on_ring(
     })
     .await;
     // Operations still pending are cancelled as their futures drop here.
-    outcome.map(|()| Carried {
+    let carried = Carried {
         forward: forward.carried,
         backward: backward.carried,
-    })
+    };
+    (carried, outcome)
 }
 
 // ---- glommio's TcpStream ------------------------------------------------------------------
 
 /// One direction through glommio's streams: a buffer filled by `poll_read`, drained by
-/// `poll_write`.
+/// `poll_write`. Its own memory, not the shard's pool: glommio reads need a buffer while they
+/// wait, and idle tunnels must not starve the pool.
 struct Pump {
-    buf: Buf,
+    buf: Vec<u8>,
     start: usize,
     end: usize,
     eof: bool,
@@ -231,7 +233,7 @@ impl Pump {
                 }
                 return Ok(());
             }
-            match Pin::new(&mut *from).poll_read(cx, self.buf.as_mut_slice()) {
+            match Pin::new(&mut *from).poll_read(cx, &mut self.buf) {
                 Poll::Ready(Ok(0)) => self.eof = true,
                 Poll::Ready(Ok(n)) => {
                     self.start = 0;
@@ -251,36 +253,33 @@ impl Pump {
 
 /// Joins two glommio streams.
 pub(super) async fn on_glommio(
-    pool: &std::rc::Rc<BufferPool>,
+    buffer_size: usize,
     a: &mut glommio::net::TcpStream,
     b: &mut glommio::net::TcpStream,
     idle: Duration,
-) -> io::Result<Carried> {
-    let no_buffer = || io::Error::new(io::ErrorKind::OutOfMemory, "no I/O buffer free");
+) -> (Carried, io::Result<()>) {
     for stream in [&*a, &*b] {
         // Earlier reads and writes left their own timeouts; the tunnel has one idle timeout.
-        stream.set_read_timeout(None).map_err(io::Error::from)?;
-        stream.set_write_timeout(None).map_err(io::Error::from)?;
+        let cleared = stream
+            .set_read_timeout(None)
+            .and_then(|()| stream.set_write_timeout(None));
+        if let Err(err) = cleared {
+            return (Carried::default(), Err(io::Error::from(err)));
+        }
     }
-    let mut forward = Pump {
-        buf: pool.take().ok_or_else(no_buffer)?,
+    let pump = || Pump {
+        buf: vec![0; buffer_size],
         start: 0,
         end: 0,
         eof: false,
         closed: false,
         carried: 0,
     };
-    let mut backward = Pump {
-        buf: pool.take().ok_or_else(no_buffer)?,
-        start: 0,
-        end: 0,
-        eof: false,
-        closed: false,
-        carried: 0,
-    };
+    let mut forward = pump();
+    let mut backward = pump();
     let mut last_activity = Instant::now();
     let mut timer = glommio::timer::Timer::new(idle);
-    poll_fn(|cx| {
+    let outcome = poll_fn(|cx| {
         let mut moved = false;
         if forward.advance(&mut *a, &mut *b, cx, &mut moved).is_err()
             || backward.advance(&mut *b, &mut *a, cx, &mut moved).is_err()
@@ -309,9 +308,10 @@ pub(super) async fn on_glommio(
         }
         Poll::Pending
     })
-    .await?;
-    Ok(Carried {
+    .await;
+    let carried = Carried {
         forward: forward.carried,
         backward: backward.carried,
-    })
+    };
+    (carried, outcome)
 }

@@ -826,6 +826,38 @@ impl Ring {
         })
     }
 
+    /// Starts watching an idle socket: a one-shot poll that completes when input or a hang-up
+    /// arrives. Returns its slot, for [`Ring::end_watch`]. Costs a submission, no system call
+    /// of its own (it goes out with the pass's batch).
+    pub(crate) fn watch(&self, fd: RawFd) -> u32 {
+        let op = self.start(None, move |_| {
+            opcode::PollAdd::new(types::Fd(fd), (libc::POLLIN | libc::POLLRDHUP) as u32).build()
+        });
+        let id = op.id;
+        // The watch is ended by `end_watch`, never awaited.
+        std::mem::forget(op);
+        id
+    }
+
+    /// Ends a watch; true when the socket stayed quiet (nothing arrived, no hang-up).
+    pub(crate) fn end_watch(&self, id: u32) -> bool {
+        let fired = {
+            let mut slots = self.slots.borrow_mut();
+            let slot = slots.get(id);
+            match slot.state {
+                State::Done => {
+                    slots.release(id);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !fired {
+            self.orphan(id);
+        }
+        !fired
+    }
+
     /// Starts a multishot accept on a listening socket.
     pub(crate) fn accept_multi(&self, fd: RawFd) -> u32 {
         let op = self.start(None, move |slot| {

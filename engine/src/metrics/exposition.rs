@@ -29,9 +29,14 @@ pub const LATENCY_QUANTILES: [f64; 3] = [0.5, 0.99, 0.999];
 
 /// What the scrape could gather.
 pub struct Scrape<'a> {
+    /// The latest report of every shard that ever answered.
     pub reports: &'a [ShardReport],
-    /// Shards that run; a scrape whose shards did not all answer in time says so.
+    /// Shards that run.
     pub shards: usize,
+    /// Shards whose report is from this scrape (the others' are their previous one).
+    pub fresh: usize,
+    /// Access-log lines the writer could not write.
+    pub log_lines_lost: u64,
 }
 
 /// Writes the whole exposition.
@@ -51,9 +56,9 @@ fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
         out,
         SHARDS_REPORTING,
         "gauge",
-        "Shards whose metrics are in this scrape (fewer than coregate_shards if one was too busy to answer in time).",
+        "Shards that answered this scrape in time (the others are shown with their previous figures).",
     )?;
-    writeln!(out, "{SHARDS_REPORTING} {}", reports.len())?;
+    writeln!(out, "{SHARDS_REPORTING} {}", scrape.fresh)?;
 
     family(
         out,
@@ -263,6 +268,13 @@ fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
             r.shard, r.access_log_dropped
         )?;
     }
+    family(
+        out,
+        ACCESS_LOG_LINES_LOST,
+        "counter",
+        "Access-log lines the writer could not write (file missing, disk full).",
+    )?;
+    writeln!(out, "{ACCESS_LOG_LINES_LOST} {}", scrape.log_lines_lost)?;
     Ok(())
 }
 
@@ -488,6 +500,8 @@ mod tests {
         let text = render(&Scrape {
             reports: &[report(0, &[50, 200]), report(1, &[3000])],
             shards: 2,
+            fresh: 2,
+            log_lines_lost: 0,
         });
         let line = |prefix: &str| {
             text.lines()

@@ -53,8 +53,11 @@ pub struct RequestHeadInput<'a> {
     pub client_trusted: bool,
     /// Used as `Host` when an HTTP/1.0 client sent none.
     pub endpoint: std::net::SocketAddr,
-    /// Written as `x-request-id` when the client sent none.
+    /// The request's id: the client's when it is passed on, else written as `x-request-id`.
     pub request_id: &'a [u8],
+    /// The client sent an `X-Request-Id` that is not passed on (unsafe characters): it is
+    /// dropped and `request_id` written instead.
+    pub replace_request_id: bool,
     /// The protocol the client asks to switch to, when coregate relays the upgrade (written
     /// as `connection: upgrade` and `upgrade: <protocol>`).
     pub upgrade: Option<&'a [u8]>,
@@ -105,6 +108,7 @@ pub fn write_request_head(
                 continue;
             }
             FieldKind::Host if absolute_authority.is_some() => continue,
+            FieldKind::XRequestId if input.replace_request_id => continue,
             _ => {}
         }
         let name = field.name.of(buf);
@@ -179,7 +183,7 @@ pub fn write_request_head(
             }
         }
     }
-    if head.request_id.is_none() {
+    if head.request_id.is_none() || input.replace_request_id {
         w.field(b"x-request-id", input.request_id);
     }
     if let Some((name, value)) = input.identity {
@@ -381,6 +385,7 @@ mod tests {
             client_trusted: trusted,
             endpoint: "127.0.0.1:9001".parse().unwrap(),
             request_id: b"0123456789abcdef0123456789abcdef",
+            replace_request_id: false,
             upgrade: None,
             identity: None,
             claims: &[],

@@ -30,6 +30,7 @@ pub mod respond;
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -119,9 +120,41 @@ struct Request {
     body: RequestBody,
     expect_continue: bool,
     head_len: usize,
-    /// The client asked to switch protocols and coregate relays the request (`Upgrade`); the
-    /// connection becomes a tunnel if the upstream answers `101`.
-    upgrade: bool,
+    /// The protocols the client asked to switch to, when coregate relays the request
+    /// (`Upgrade`); the connection becomes a tunnel if the upstream answers `101` with one of
+    /// them.
+    upgrade: Option<Protocols>,
+}
+
+/// The value of a request's `Upgrade` field, kept for checking the upstream's `101` (the head
+/// it came from is gone by then). Longer lists than this are not relayed.
+#[derive(Clone, Copy)]
+struct Protocols {
+    bytes: [u8; Protocols::MAX],
+    len: u8,
+}
+
+impl Protocols {
+    const MAX: usize = 64;
+
+    fn new(value: &[u8]) -> Option<Protocols> {
+        let mut bytes = [0u8; Protocols::MAX];
+        bytes.get_mut(..value.len())?.copy_from_slice(value);
+        Some(Protocols {
+            bytes,
+            len: value.len() as u8,
+        })
+    }
+
+    /// Whether `chosen` (a `101`'s `Upgrade`) is one of these, compared as tokens without
+    /// regard to case (RFC 9110 sec. 7.8), and is not `h2c`.
+    fn offers(&self, chosen: &[u8]) -> bool {
+        let chosen = chosen.trim_ascii();
+        !names_h2c(chosen)
+            && self.bytes[..self.len as usize]
+                .split(|&b| b == b',')
+                .any(|offered| offered.trim_ascii().eq_ignore_ascii_case(chosen))
+    }
 }
 
 /// What to do with a request, decided synchronously right after its head was parsed.
@@ -183,6 +216,9 @@ struct Outcome {
     bytes: u64,
     /// From sending the request upstream to having its response head.
     upstream_time: Option<Duration>,
+    /// When the answer was complete, if that is before the exchange ends (a `101` is complete
+    /// when sent; the tunnel after it is not part of its latency).
+    finished: Option<Instant>,
     /// The request's text fields, copied only when the access log is on.
     log: LogFields,
 }
@@ -197,20 +233,27 @@ impl Outcome {
             endpoint: None,
             bytes: 0,
             upstream_time: None,
+            finished: None,
             log: LogFields::new(),
         }
     }
 
     fn elapsed(&self, shard: &Shard) -> Duration {
-        shard.io.now().saturating_duration_since(self.started)
+        self.finished
+            .unwrap_or_else(|| shard.io.now())
+            .saturating_duration_since(self.started)
     }
 }
 
 /// The request's text an access-log line shows, copied out of the connection buffer while the
 /// head is parsed (the buffer is reused before the line is written). Fixed size, each field cut
 /// at [`access_log::MAX_FIELD_BYTES`]: no allocation, whatever the request.
+///
+/// The bytes start uninitialised: every exchange builds one, and zeroing 2.5 KiB per request
+/// for a log that may be off is a cost for nothing. Only what [`LogFields::set`] wrote is ever
+/// read.
 struct LogFields {
-    bytes: [u8; LogField::COUNT * access_log::MAX_FIELD_BYTES],
+    bytes: [MaybeUninit<u8>; LogField::COUNT * access_log::MAX_FIELD_BYTES],
     lens: [u16; LogField::COUNT],
 }
 
@@ -230,7 +273,7 @@ impl LogField {
 impl LogFields {
     fn new() -> LogFields {
         LogFields {
-            bytes: [0; LogField::COUNT * access_log::MAX_FIELD_BYTES],
+            bytes: [const { MaybeUninit::uninit() }; LogField::COUNT * access_log::MAX_FIELD_BYTES],
             lens: [0; LogField::COUNT],
         }
     }
@@ -238,33 +281,33 @@ impl LogFields {
     fn set(&mut self, field: LogField, value: &[u8]) {
         let len = value.len().min(access_log::MAX_FIELD_BYTES);
         let start = field as usize * access_log::MAX_FIELD_BYTES;
-        self.bytes[start..start + len].copy_from_slice(&value[..len]);
+        let slot = &mut self.bytes[start..start + len];
+        for (dst, &src) in slot.iter_mut().zip(&value[..len]) {
+            dst.write(src);
+        }
         if len < value.len() && len >= 3 {
-            self.bytes[start + len - 3..start + len].copy_from_slice(b"...");
+            for (dst, &src) in slot[len - 3..].iter_mut().zip(b"...") {
+                dst.write(src);
+            }
         }
         self.lens[field as usize] = len as u16;
     }
 
     fn get(&self, field: LogField) -> &[u8] {
         let start = field as usize * access_log::MAX_FIELD_BYTES;
-        &self.bytes[start..start + self.lens[field as usize] as usize]
+        let len = self.lens[field as usize] as usize;
+        let written = &self.bytes[start..start + len];
+        // SAFETY: `set` initialised the first `len` bytes of this field's range before setting
+        // `len`; the other bytes are never read.
+        unsafe { std::slice::from_raw_parts(written.as_ptr().cast::<u8>(), len) }
     }
 
-    /// Copies what the line needs from a parsed head; `generated_id` when the client sent no
-    /// `X-Request-Id`.
-    fn capture(
-        &mut self,
-        buf: &[u8],
-        head: &RequestHead,
-        fields: &[http1::Field],
-        generated_id: &[u8],
-    ) {
+    /// Copies what the line needs from a parsed head, with the request's id (the client's when
+    /// it was safe to keep, else the one coregate made).
+    fn capture(&mut self, buf: &[u8], head: &RequestHead, fields: &[http1::Field], id: &[u8]) {
         self.set(LogField::Method, head.method_span.of(buf));
         self.set(LogField::Target, head.target.of(buf));
-        match head.request_id {
-            Some(id) => self.set(LogField::RequestId, id.of(buf)),
-            None => self.set(LogField::RequestId, generated_id),
-        }
+        self.set(LogField::RequestId, id);
         self.set(LogField::Referer, b"");
         self.set(LogField::UserAgent, b"");
         for field in &fields[..head.field_count.min(fields.len())] {
@@ -333,35 +376,42 @@ impl Session {
     /// that got no answer (the client left first) counts as 499, as NGINX logs it.
     fn record(&self, outcome: &Outcome) {
         let shard = &self.shard;
-        let Some(request) = &outcome.request else {
-            if outcome.status != 0 {
-                // Refused before its head could be parsed.
-                shard
-                    .metrics
-                    .response(None, outcome.status, outcome.elapsed(shard));
-            }
-            return;
-        };
-        let status = if outcome.status == 0 {
-            CLIENT_CLOSED_REQUEST
-        } else {
-            outcome.status
+        let status = match (&outcome.request, outcome.status) {
+            // The connection ended before a head arrived: nothing was asked.
+            (None, 0) => return,
+            (Some(_), 0) => CLIENT_CLOSED_REQUEST,
+            (_, status) => status,
         };
         let total_time = outcome.elapsed(shard);
         shard.metrics.response(outcome.route, status, total_time);
         if !shard.log.enabled() {
             return;
         }
+        // A request refused before its head parsed (400, 408, 414, 431) is logged with `-` for
+        // what is not known: those are the lines an attack leaves.
         let fields = &outcome.log;
+        let (method, version) = match &outcome.request {
+            Some(request) => (request.method, Some(request.version)),
+            None => (Method::Other, None),
+        };
+        let parsed = outcome.request.is_some();
         shard.metrics.with_route_name(outcome.route, |route_name| {
             shard.log.write(&access_log::Entry {
                 time: std::time::SystemTime::now(),
                 client: self.client.peer_addr(),
                 request_id: fields.get(LogField::RequestId),
-                method: request.method,
-                method_text: fields.get(LogField::Method),
-                target: fields.get(LogField::Target),
-                version: request.version,
+                method,
+                method_text: if parsed {
+                    fields.get(LogField::Method)
+                } else {
+                    b"-"
+                },
+                target: if parsed {
+                    fields.get(LogField::Target)
+                } else {
+                    b"-"
+                },
+                version,
                 route: route_name,
                 upstream: outcome.endpoint,
                 status,
@@ -472,13 +522,17 @@ impl Session {
             body: head.body,
             expect_continue: head.expect_continue,
             head_len: head.head_len,
-            upgrade: false,
+            upgrade: None,
         };
         outcome.request = Some(request);
         // The client's own id is passed on; otherwise one is made here, for the forwarded
         // request and the log line alike.
+        let client_id = head
+            .request_id
+            .map(|id| id.of(self.rb.data()))
+            .filter(|id| is_safe_request_id(id));
         let mut request_id = [0u8; 32];
-        if head.request_id.is_none() {
+        if client_id.is_none() {
             forward::request_id(
                 shard.request_id_seed,
                 shard.next_request_number(),
@@ -486,9 +540,12 @@ impl Session {
             );
         }
         if shard.log.enabled() {
-            outcome
-                .log
-                .capture(self.rb.data(), head, &shard.scratch().fields, &request_id);
+            outcome.log.capture(
+                self.rb.data(),
+                head,
+                &shard.scratch().fields,
+                client_id.unwrap_or(&request_id),
+            );
         }
         // A body left unread would be taken for the next request: close after answering early.
         let body_follows = !matches!(head.body, RequestBody::None | RequestBody::Length(0));
@@ -672,8 +729,10 @@ impl Session {
                 matches!(head.body, RequestBody::None | RequestBody::Length(0))
                     && !names_h2c(protocol)
             });
+        let protocols = upgrade.and_then(Protocols::new);
+        let upgrade = upgrade.filter(|_| protocols.is_some());
         let request = Request {
-            upgrade: upgrade.is_some(),
+            upgrade: protocols,
             ..request
         };
         outcome.request = Some(request);
@@ -688,7 +747,8 @@ impl Session {
                 .forwarding
                 .trusts(self.client.peer_addr().ip()),
             endpoint: endpoint.addr(),
-            request_id: &request_id,
+            request_id: client_id.unwrap_or(&request_id),
+            replace_request_id: head.request_id.is_some() && client_id.is_none(),
             upgrade,
             identity: policy
                 .and_then(|(_, policy)| policy.identity_header.as_deref())
@@ -1086,11 +1146,11 @@ impl Session {
                 return Step::Close;
             }
         }
-        if let Ok(carried) =
-            crate::io::join(&mut self.client, checkout.conn(), timeouts.tunnel_idle).await
-        {
-            outcome.bytes += carried.backward;
-        }
+        // The exchange's latency is the switch itself; the tunnel's life is not a response time.
+        outcome.finished = Some(shard.io.now());
+        let (carried, _ended) =
+            crate::io::join(&mut self.client, checkout.conn(), timeouts.tunnel_idle).await;
+        outcome.bytes += carried.backward;
         Step::Close
     }
 
@@ -1195,9 +1255,11 @@ impl Session {
         target: &RouteTarget,
     ) -> Result<(ResponsePlan, usize), ResponseFailure> {
         // A switch nobody asked for (or to a protocol nobody named) is a broken upstream.
-        let switching_to = match (head.status, head.upgrade) {
-            (101, Some(protocol)) if request.upgrade => Some(protocol.of(buf)),
-            (101, _) => return Err(ResponseFailure::Invalid),
+        let switching_to = match (head.status, head.upgrade, &request.upgrade) {
+            (101, Some(chosen), Some(offered)) if offered.offers(chosen.of(buf)) => {
+                Some(chosen.of(buf))
+            }
+            (101, _, _) => return Err(ResponseFailure::Invalid),
             _ => None,
         };
         let framing = match head.body {
@@ -1262,6 +1324,19 @@ fn field_value<'b>(buf: &'b [u8], fields: &[http1::Field], name: &[u8]) -> Optio
         .iter()
         .find(|field| field.name.of(buf).eq_ignore_ascii_case(name))
         .map(|field| field.value.of(buf))
+}
+
+/// The longest client `X-Request-Id` passed on.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// Whether a client's `X-Request-Id` may be passed on (and logged) as it is: 1 to 128 letters,
+/// digits and `-._:/+=` (UUIDs, trace ids, base64). Anything else is replaced by an id coregate
+/// makes, so an id can never carry spaces, quotes or bytes that would forge a log field.
+fn is_safe_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_BYTES).contains(&id.len())
+        && id
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._:/+=".contains(&b))
 }
 
 /// Wall-clock seconds since the Unix epoch, for token expiry.

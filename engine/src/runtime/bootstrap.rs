@@ -56,7 +56,7 @@ impl Accepting {
     fn open(&self, shard: &Rc<Shard>, sockets: Vec<ListenerSocket>) -> Vec<String> {
         let mut problems = Vec::new();
         for socket in sockets {
-            match shard.io.listener_from(socket.fd) {
+            match shard.io.listener_from(socket.fd, socket.config.backlog) {
                 Ok(listener) => {
                     let stop = Rc::new(LocalEvent::default());
                     self.loops.borrow_mut().push((socket.config, stop.clone()));
@@ -190,6 +190,9 @@ pub(crate) async fn run_shard(start: ShardStart) {
     })
     .await;
     shard.log.hand_off();
+    // Connections that went back to a pool during the drain are closed now: each holds a
+    // watch on the ring that would otherwise keep the driver from finishing.
+    shard.pools().clear_idle();
     io.stop();
     driver.await;
 }

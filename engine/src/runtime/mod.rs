@@ -23,7 +23,6 @@ pub mod signals;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -61,7 +60,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Server {
     plane: Arc<ControlPlane>,
     shard_threads: Vec<glommio::ExecutorJoinHandle<()>>,
-    admin: Option<(SocketAddr, JoinHandle<()>)>,
+    admin: Option<(SocketAddr, Vec<JoinHandle<()>>)>,
     log_writer: Option<JoinHandle<()>>,
     limits: Option<JoinHandle<()>>,
     log_sink: Arc<LogSink>,
@@ -109,10 +108,30 @@ impl Server {
         let io = io_settings(&config);
         // One seed and one clock origin for every shard's limiters (see `LimitClock`).
         let limit_clock = LimitClock::new();
-        let (ack_tx, ack_rx) = mpsc::channel();
-        let mut links: Vec<ShardLink> = Vec::with_capacity(shard_count);
-        let mut shard_threads: Vec<glommio::ExecutorJoinHandle<()>> =
-            Vec::with_capacity(shard_count);
+        let links = plan
+            .shards
+            .iter()
+            .zip(&mailboxes)
+            .map(|(shard_plan, mailbox)| ShardLink {
+                index: shard_plan.index,
+                cpu: shard_plan.cpu,
+                mailbox: mailbox.clone(),
+            })
+            .collect();
+        let plane = Arc::new(ControlPlane::new(
+            links,
+            config.clone(),
+            listeners,
+            log_sink.clone(),
+        ));
+        let mut server = Server {
+            plane,
+            shard_threads: Vec::with_capacity(shard_count),
+            admin: None,
+            log_writer: Some(log_writer),
+            limits: None,
+            log_sink,
+        };
         for ((shard_plan, sockets), mailbox) in plan.shards.iter().zip(per_shard).zip(mailboxes) {
             let glommio = &config.runtime.glommio;
             let mut builder = LocalExecutorBuilder::new(Placement::Fixed(shard_plan.cpu))
@@ -130,54 +149,24 @@ impl Server {
                 generation: 1,
                 io,
                 listeners: sockets,
-                mailbox: mailbox.clone(),
-                ack: ack_tx.clone(),
-                log_sink: log_sink.clone(),
+                mailbox,
+                ack: server.plane.ack_sender(),
+                log_sink: server.log_sink.clone(),
                 shard_count,
                 limit_clock,
             };
-            let thread = match builder.spawn(move || bootstrap::run_shard(start)) {
-                Ok(thread) => thread,
+            match builder.spawn(move || bootstrap::run_shard(start)) {
+                Ok(thread) => server.shard_threads.push(thread),
+                // Dropping the server stops the shards already started.
                 Err(err) => {
-                    // Shards already started are stopped: their mailboxes get a shutdown.
-                    for link in &links {
-                        let _ = link.mailbox.send(crate::control::Command::Shutdown {
-                            deadline: std::time::Instant::now(),
-                        });
-                    }
-                    for thread in shard_threads {
-                        let _ = thread.join();
-                    }
-                    log_sink.stop();
                     return Err(StartError(format!(
                         "cannot start shard {} on CPU {}: {err}",
                         shard_plan.index, shard_plan.cpu
                     )));
                 }
-            };
-            shard_threads.push(thread);
-            links.push(ShardLink {
-                index: shard_plan.index,
-                cpu: shard_plan.cpu,
-                mailbox,
-            });
+            }
         }
-        drop(ack_tx);
-        let plane = Arc::new(ControlPlane::new(
-            links,
-            config.clone(),
-            listeners,
-            log_sink.clone(),
-        ));
-        let mut server = Server {
-            plane,
-            shard_threads,
-            admin: None,
-            log_writer: Some(log_writer),
-            limits: None,
-            log_sink,
-        };
-        let problems = server.plane.await_acks(&ack_rx, 1, START_TIMEOUT);
+        let problems = server.plane.await_acks(1, START_TIMEOUT);
         if !problems.is_empty() {
             // Dropping the server stops the shards that did start.
             return Err(StartError(format!(
@@ -202,12 +191,19 @@ impl Server {
             let addr = listener
                 .local_addr()
                 .map_err(|err| StartError(format!("admin listener: {err}")))?;
-            let plane = server.plane.clone();
-            let thread = std::thread::Builder::new()
-                .name("coregate-admin".into())
-                .spawn(move || admin::serve(listener, plane))
-                .map_err(|err| StartError(format!("cannot start the admin thread: {err}")))?;
-            server.admin = Some((addr, thread));
+            let mut workers = Vec::with_capacity(admin::ADMIN_WORKERS);
+            for n in 0..admin::ADMIN_WORKERS {
+                let listener = listener
+                    .try_clone()
+                    .map_err(|err| StartError(format!("admin listener: {err}")))?;
+                let plane = server.plane.clone();
+                let worker = std::thread::Builder::new()
+                    .name(format!("coregate-admin-{n}"))
+                    .spawn(move || admin::serve(listener, plane))
+                    .map_err(|err| StartError(format!("cannot start an admin thread: {err}")))?;
+                workers.push(worker);
+            }
+            server.admin = Some((addr, workers));
         }
         Ok(server)
     }
@@ -255,9 +251,11 @@ impl Server {
         if let Some(limits) = self.limits.take() {
             let _ = limits.join();
         }
-        if let Some((_, admin)) = self.admin.take() {
-            // The admin loop sees the stop flag within one poll interval.
-            let _ = admin.join();
+        if let Some((_, workers)) = self.admin.take() {
+            // The admin loops see the stop flag within one poll interval.
+            for worker in workers {
+                let _ = worker.join();
+            }
         }
         self.log_sink.stop();
         if let Some(writer) = self.log_writer.take() {

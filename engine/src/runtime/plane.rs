@@ -16,14 +16,15 @@
 //! The rate-limit exchange runs on a thread of its own ([`ControlPlane::rebalance`], every
 //! [`LIMIT_ROUND_INTERVAL`]): two mailbox messages per shard per round, none per request.
 //!
-//! Reloads are serialised by the state lock; a scrape or a health check waits at most for the
-//! reload in progress.
+//! Reloads are serialised by a lock of their own, held for the whole reload; the state lock is
+//! only ever held for a few field reads or writes, so a health check or a scrape never waits
+//! for a reload (reading a file, resolving names, waiting for acknowledgements).
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -72,10 +73,30 @@ struct State {
     loaded_at: SystemTime,
 }
 
+/// What shards send back, on channels that live as long as the plane: an answer that comes
+/// after its waiter gave up is still counted the next time.
+struct Replies {
+    acks: Receiver<Ack>,
+    reports: Receiver<ShardReport>,
+    /// The latest report of each shard: a shard too busy to answer a scrape in time is shown
+    /// with its previous figures, so summed counters never go backwards.
+    last_reports: Vec<Option<ShardReport>>,
+    /// Shards asked for a report that has not come yet: they are not asked again until it
+    /// does, so a stalled shard's mailbox does not fill with collections.
+    collecting: Vec<bool>,
+}
+
 /// The control plane of one coregate process.
 pub struct ControlPlane {
     shards: Vec<ShardLink>,
+    /// Held for a whole reload, so reloads never overlap; nothing else takes it.
+    reloading: Mutex<()>,
+    /// Held briefly (never across a file read, a bind or a wait), so health checks and scrapes
+    /// do not wait for a reload.
     state: Mutex<State>,
+    replies: Mutex<Replies>,
+    acks: Sender<Ack>,
+    reports: Sender<ShardReport>,
     log_sink: Arc<LogSink>,
     stopping: AtomicBool,
 }
@@ -178,6 +199,8 @@ impl ShardGenerations {
 }
 
 impl ControlPlane {
+    /// The plane of `shards`, running `config` as generation 1. Returns the acknowledgement
+    /// channel the shards' start-up acks go to.
     pub(crate) fn new(
         shards: Vec<ShardLink>,
         config: Arc<Config>,
@@ -185,8 +208,11 @@ impl ControlPlane {
         log_sink: Arc<LogSink>,
     ) -> ControlPlane {
         let count = shards.len();
+        let (acks, acks_rx) = mpsc::channel();
+        let (reports, reports_rx) = mpsc::channel();
         ControlPlane {
             shards,
+            reloading: Mutex::new(()),
             state: Mutex::new(State {
                 config,
                 generation: 1,
@@ -194,15 +220,34 @@ impl ControlPlane {
                 listeners,
                 loaded_at: SystemTime::now(),
             }),
+            replies: Mutex::new(Replies {
+                acks: acks_rx,
+                reports: reports_rx,
+                last_reports: vec![None; count],
+                collecting: vec![false; count],
+            }),
+            acks,
+            reports,
             log_sink,
             stopping: AtomicBool::new(false),
         }
+    }
+
+    /// Where shards acknowledge configurations.
+    pub(crate) fn ack_sender(&self) -> Sender<Ack> {
+        self.acks.clone()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock would be a bug in this module; the state is still
         // consistent field by field, so keep serving rather than poison the whole process.
         self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn replies(&self) -> MutexGuard<'_, Replies> {
+        self.replies
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -226,7 +271,12 @@ impl ControlPlane {
     }
 
     pub fn generations(&self) -> ShardGenerations {
-        let state = self.state();
+        // Acknowledgements that came after their reload stopped waiting count now.
+        let late: Vec<Ack> = self.replies().acks.try_iter().collect();
+        let mut state = self.state();
+        for ack in late {
+            record_ack(&mut state, &ack);
+        }
         ShardGenerations {
             current: state.generation,
             shards: self
@@ -238,36 +288,27 @@ impl ControlPlane {
         }
     }
 
-    /// Records acknowledgements; returns the problems reported, and the shards still missing
-    /// after `timeout`.
-    pub(crate) fn await_acks(
-        &self,
-        acks: &Receiver<Ack>,
-        generation: u64,
-        timeout: Duration,
-    ) -> Vec<String> {
+    /// Waits up to `timeout` for every shard to acknowledge `generation`; returns the problems
+    /// shards reported and the shards that did not answer.
+    pub(crate) fn await_acks(&self, generation: u64, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         let mut answered = vec![false; self.shards.len()];
         let mut problems = Vec::new();
+        let replies = self.replies();
         while answered.iter().any(|a| !a) {
             let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(ack) = acks.recv_timeout(left) else {
+            let Ok(ack) = replies.acks.recv_timeout(left) else {
                 break;
             };
+            record_ack(&mut self.state(), &ack);
             if ack.generation != generation && ack.problem.is_none() {
                 continue;
             }
             if let Some(slot) = answered.get_mut(ack.shard) {
                 *slot = true;
             }
-            match ack.problem {
-                Some(problem) => problems.push(format!("shard {}: {problem}", ack.shard)),
-                None => {
-                    let mut state = self.state();
-                    if let Some(g) = state.acknowledged.get_mut(ack.shard) {
-                        *g = (*g).max(generation);
-                    }
-                }
+            if let Some(problem) = ack.problem {
+                problems.push(format!("shard {}: {problem}", ack.shard));
             }
         }
         for (shard, answered) in answered.iter().enumerate() {
@@ -283,23 +324,27 @@ impl ControlPlane {
     /// Reads the configuration file again and, if it is valid and can be applied live, runs it
     /// on every shard.
     pub fn reload(&self) -> Result<Reloaded, ReloadError> {
-        let mut state = self.state();
-        let path = state.config.origin.clone();
-        let new = Config::load(&path).map_err(ReloadError::Invalid)?;
-        let restart = restart_only_changes(&state.config, &new);
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (old, running) = {
+            let state = self.state();
+            (state.config.clone(), state.listeners.clone())
+        };
+        let new = Config::load(&old.origin).map_err(ReloadError::Invalid)?;
+        let restart = restart_only_changes(&old, &new);
         if !restart.is_empty() {
             return Err(ReloadError::NeedsRestart(restart));
         }
 
-        // Listeners: keep the unchanged, open the new (once per shard), close the rest.
+        // Listeners: keep the unchanged, bind the new (once per shard, not listening yet: the
+        // shards listen once they have their sockets, so nothing queues on a socket a refused
+        // reload would close), stop the rest.
         let mut kept = Vec::new();
         let mut opened: Vec<(RunningListener, Vec<ListenerSocket>)> = Vec::new();
         for listener in &new.listeners {
-            if let Some(running) = state
-                .listeners
-                .iter()
-                .find(|running| running.config == *listener)
-            {
+            if let Some(running) = running.iter().find(|running| running.config == *listener) {
                 kept.push(running.clone());
                 continue;
             }
@@ -313,16 +358,12 @@ impl ControlPlane {
                 sockets,
             ));
         }
-        let closed: Vec<ListenerConfig> = state
-            .listeners
+        let closed: Vec<ListenerConfig> = running
             .iter()
             .filter(|running| !new.listeners.contains(&running.config))
             .map(|running| running.config.clone())
             .collect();
 
-        let generation = state.generation + 1;
-        let config = Arc::new(new);
-        let (ack_tx, ack_rx) = mpsc::channel();
         // Hand each shard its own socket of every opened listener.
         let mut per_shard: Vec<Vec<ListenerSocket>> =
             (0..self.shards.len()).map(|_| Vec::new()).collect();
@@ -334,30 +375,29 @@ impl ControlPlane {
             running_opened.push(running);
         }
         let listeners_opened = running_opened.len();
-        let mut problems = Vec::new();
+        let config = Arc::new(new);
+        let generation = {
+            let mut state = self.state();
+            state.generation += 1;
+            state.config = config.clone();
+            state.loaded_at = SystemTime::now();
+            state.listeners = kept.into_iter().chain(running_opened).collect();
+            state.generation
+        };
         for (shard, open) in self.shards.iter().zip(per_shard) {
-            let apply = Apply {
+            shard.mailbox.send(Command::Apply(Box::new(Apply {
                 generation,
                 config: config.clone(),
                 open,
                 close: closed.clone(),
-                ack: ack_tx.clone(),
-            };
-            if shard.mailbox.send(Command::Apply(Box::new(apply))).is_err() {
-                problems.push(format!("shard {}: its mailbox is full", shard.index));
-            }
+                ack: self.acks.clone(),
+            })));
         }
-        drop(ack_tx);
-        state.generation = generation;
-        state.config = config.clone();
-        state.loaded_at = SystemTime::now();
-        state.listeners = kept.into_iter().chain(running_opened).collect();
         // The log writer follows the new path (and reopens: log rotation).
         self.log_sink
             .set_path(config.access_log.as_ref().map(|log| log.path.clone()));
-        drop(state);
 
-        problems.extend(self.await_acks(&ack_rx, generation, RELOAD_ACK_TIMEOUT));
+        let problems = self.await_acks(generation, RELOAD_ACK_TIMEOUT);
         if !problems.is_empty() {
             return Err(ReloadError::Incomplete {
                 generation,
@@ -372,43 +412,48 @@ impl ControlPlane {
         })
     }
 
-    /// Every shard's metrics, gathered through the mailboxes (a shard that does not answer
-    /// within [`COLLECT_TIMEOUT`] is left out).
-    pub fn collect(&self) -> Vec<ShardReport> {
-        let (tx, rx) = mpsc::channel();
-        let mut asked = 0;
-        for shard in &self.shards {
-            if shard.mailbox.send(Command::Collect(tx.clone())).is_ok() {
-                asked += 1;
+    /// Every shard's metrics, gathered through the mailboxes. A shard that does not answer
+    /// within [`COLLECT_TIMEOUT`] is shown with its last report; the second value says how many
+    /// answered this time.
+    pub fn collect(&self) -> (Vec<ShardReport>, usize) {
+        let mut replies = self.replies();
+        for (shard, collecting) in self.shards.iter().zip(replies.collecting.iter_mut()) {
+            if !*collecting {
+                shard.mailbox.send(Command::Collect(self.reports.clone()));
+                *collecting = true;
             }
         }
-        drop(tx);
         let deadline = Instant::now() + COLLECT_TIMEOUT;
-        let mut reports = Vec::with_capacity(asked);
-        while reports.len() < asked {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(report) => reports.push(report),
-                Err(_) => break,
+        let mut fresh = 0;
+        while replies.collecting.iter().any(|c| *c) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(report) = replies.reports.recv_timeout(left) else {
+                break;
+            };
+            let shard = report.shard;
+            if let Some(collecting) = replies.collecting.get_mut(shard) {
+                *collecting = false;
+                fresh += 1;
+            }
+            if let Some(slot) = replies.last_reports.get_mut(shard) {
+                *slot = Some(report);
             }
         }
-        reports.sort_by_key(|report| report.shard);
-        reports
+        (
+            replies.last_reports.iter().flatten().cloned().collect(),
+            fresh,
+        )
     }
 
     /// The Prometheus exposition of every shard's metrics.
     pub fn metrics_text(&self) -> String {
-        let reports = self.collect();
-        let mut text = exposition::render(&Scrape {
+        let (reports, fresh) = self.collect();
+        exposition::render(&Scrape {
             reports: &reports,
             shards: self.shards.len(),
-        });
-        text.push_str(&format!(
-            "# HELP {name} Access-log lines the writer could not write (file missing, disk full).\n\
-             # TYPE {name} counter\n{name} {}\n",
-            self.log_sink.lines_lost(),
-            name = crate::metrics::names::ACCESS_LOG_LINES_LOST,
-        ));
-        text
+            fresh,
+            log_lines_lost: self.log_sink.lines_lost(),
+        })
     }
 
     /// The effective configuration with a header saying which generation each shard runs.
@@ -458,9 +503,8 @@ impl ControlPlane {
         let (tx, rx) = mpsc::channel();
         let mut asked = 0;
         for shard in &self.shards {
-            if shard.mailbox.send(Command::TakeDemand(tx.clone())).is_ok() {
-                asked += 1;
-            }
+            shard.mailbox.send(Command::TakeDemand(tx.clone()));
+            asked += 1;
         }
         drop(tx);
         let deadline = Instant::now() + LIMIT_ROUND_TIMEOUT;
@@ -505,8 +549,7 @@ impl ControlPlane {
             }
         }
         for (shard, updates) in self.shards.iter().zip(updates) {
-            // A full mailbox: this shard keeps its shares until the next round.
-            let _ = shard.mailbox.send(Command::ApplyShares(updates));
+            shard.mailbox.send(Command::ApplyShares(updates));
         }
     }
 
@@ -515,8 +558,7 @@ impl ControlPlane {
         self.stopping.store(true, Ordering::Release);
         let deadline = Instant::now() + grace;
         for shard in &self.shards {
-            // A full mailbox means a shutdown is already queued.
-            let _ = shard.mailbox.send(Command::Shutdown { deadline });
+            shard.mailbox.send(Command::Shutdown { deadline });
         }
     }
 
@@ -526,8 +568,9 @@ impl ControlPlane {
     }
 }
 
-/// Binds `listener` once per shard with `SO_REUSEPORT`. The first socket fixes the port (`:0`
-/// picks one); the others share it.
+/// Binds `listener` once per shard with `SO_REUSEPORT`, without listening yet (each shard
+/// listens on its own socket when it takes it). The first socket fixes the port (`:0` picks
+/// one); the others share it.
 pub(crate) fn bind_per_shard(
     listener: &ListenerConfig,
     shards: usize,
@@ -539,7 +582,7 @@ pub(crate) fn bind_per_shard(
     let mut addr = listener.bind;
     let mut sockets = Vec::with_capacity(shards);
     for _ in 0..shards {
-        let fd = socket::bind_listener(addr, options)
+        let fd = socket::bind_unlistened(addr, options)
             .map_err(|err| format!("listener {:?}: cannot bind {addr}: {err}", listener.name))?;
         addr = socket::local_addr(fd.as_raw_fd())
             .map_err(|err| format!("listener {:?}: {err}", listener.name))?;
@@ -549,6 +592,15 @@ pub(crate) fn bind_per_shard(
         });
     }
     Ok((addr, sockets))
+}
+
+/// Notes what a shard acknowledged.
+fn record_ack(state: &mut State, ack: &Ack) {
+    if ack.problem.is_none()
+        && let Some(generation) = state.acknowledged.get_mut(ack.shard)
+    {
+        *generation = (*generation).max(ack.generation);
+    }
 }
 
 /// The keys whose change a running process cannot apply: its shards, rings and buffers are set

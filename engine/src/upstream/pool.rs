@@ -3,8 +3,11 @@
 //! Each shard has its own pool per endpoint: no locks, no sharing. Idle connections are reused
 //! last-in first-out (the most recently used one is the most likely to still be open and warm),
 //! dropped when idle longer than the idle timeout, and retired after a maximum number of
-//! requests. A pooled connection can still turn out dead when used (the upstream closed it while
-//! idle); the pipeline then retries an idempotent request once on a fresh connection.
+//! requests. While a connection idles, anything its upstream sends (or a close) is noticed (a
+//! poll on the shard's ring, see `io::Conn::watch_while_idle`), and such a connection is closed
+//! instead of reused: bytes that arrive unasked would be read as the next client's response. A
+//! pooled connection can still turn out dead when used (closed just then); the pipeline then
+//! retries an idempotent request once on a fresh connection.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -132,8 +135,11 @@ impl EndpointPool {
     pub fn take_idle(self: &Rc<Self>, now: Instant) -> Option<Checkout> {
         let idle_timeout = self.settings.get().idle_timeout;
         let mut idle = self.idle.borrow_mut();
-        while let Some(entry) = idle.pop() {
-            if now.saturating_duration_since(entry.since) < idle_timeout {
+        while let Some(mut entry) = idle.pop() {
+            // An upstream that sent anything while idle (or closed) is not asked again.
+            if now.saturating_duration_since(entry.since) < idle_timeout
+                && entry.conn.end_idle_watch()
+            {
                 let count = idle.len() as u64;
                 drop(idle);
                 self.update(|stats| {
@@ -191,10 +197,11 @@ impl EndpointPool {
         if retired || idle.len() >= settings.max_idle {
             return;
         }
-        let conn = checkout
+        let mut conn = checkout
             .conn
             .take()
             .expect("checkout holds its connection until given back");
+        conn.watch_while_idle();
         idle.push(Idle {
             conn,
             since: now,

@@ -71,7 +71,10 @@ wait_one() {
 		echo "   ok    $name: ${runs:-?} runs, ${cov:-cov: ?}"
 	else
 		echo "   FAIL  $name"
-		sed 's/^/      /' "$logs/$name.log" | grep -v '^      #' | tail -40
+		# The failed property (the panic message), then libFuzzer's summary and the input.
+		grep -A3 -m1 'panicked at' "$logs/$name.log" | sed 's/^/      /' || true
+		grep -E 'ERROR: |SUMMARY: |Failing input|artifacts/|Output of|^\s*\[' "$logs/$name.log" |
+			sed 's/^/      /' | head -12
 		failed+=("$name")
 	fi
 }

@@ -1124,8 +1124,8 @@ fn rfc9110_9_3_6_connect_is_refused() {
 ///   and the connection is not reused;
 /// - bytes left over after a complete response mean the connection is never reused (they would
 ///   be taken for the answer to the next request);
-/// - a final coding other than chunked, Transfer-Encoding in HTTP/1.0, bare LF and obs-fold
-///   are 502.
+/// - a final coding other than chunked, Transfer-Encoding in HTTP/1.0, bare LF, obs-fold and
+///   an invalid status line (RFC 9112 sec. 4) are 502.
 #[test]
 fn rfc9112_6_3_upstream_responses_are_framed_one_way_only() {
     for io in MECHANISMS {
@@ -1140,6 +1140,8 @@ fn rfc9112_6_3_upstream_responses_are_framed_one_way_only() {
                 "/te-1.0" => b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
                 "/bare-lf" => b"HTTP/1.1 200 OK\ncontent-length: 2\r\n\r\nok",
                 "/fold" => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx: a\r\n b\r\n\r\nok",
+                "/status" => b"HTTP/1.1 2000 OK\r\ncontent-length: 2\r\n\r\nok",
+                "/version" => b"HTTP/2 200 OK\r\ncontent-length: 2\r\n\r\nok",
                 _ => return Reply::Raw(ok(req.target.as_bytes())),
             };
             Reply::Raw(raw.to_vec())
@@ -1147,7 +1149,8 @@ fn rfc9112_6_3_upstream_responses_are_framed_one_way_only() {
         let proxy = start(io, &upstream, FORWARD_ALL);
         let mut client = Client::connect(proxy.addr());
         for path in [
-            "/dup-cl", "/list-cl", "/bad-cl", "/gzip", "/te-1.0", "/bare-lf", "/fold",
+            "/dup-cl", "/list-cl", "/bad-cl", "/gzip", "/te-1.0", "/bare-lf", "/fold", "/status",
+            "/version",
         ] {
             let response = client.get(path, &[]);
             assert_eq!(response.status, 502, "{io}: {path}");

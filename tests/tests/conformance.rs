@@ -960,10 +960,10 @@ upstream = "up"
     }
 }
 
-/// RFC 9112 sec. 9.3 and RFC 9110 sec. 15 (a server may answer before the request body
-/// arrived): once an upstream answered before it received the whole request body, what it does
+/// RFC 9112 sec. 9.3 and 9.5 (a client sending a body watches for a response arriving while it
+/// sends): once an upstream answered before it received the whole request body, what it does
 /// with the rest of the body is unknown (a naive server reads it as the next request), so that
-/// upstream connection must not be pooled. Here the body is itself a request; if the connection
+/// upstream connection must not be pooled. NGINX never caches such a connection either. Here the body is itself a request; if the connection
 /// were reused, the answer to that smuggled request would be taken for the next client's.
 #[test]
 #[ignore = "needs proxy change: an upstream answer arriving before the request body was fully sent must make that upstream connection non-reusable"]

@@ -1,6 +1,7 @@
 //! A real upstream for end-to-end tests: a blocking HTTP/1.1 server on its own threads that
-//! records every request it receives (connection, method, target, fields, body) and answers as
-//! the test's [`Behavior`] says, including misbehaving on purpose.
+//! records every request it receives (connection, method, target, fields, body) and every raw
+//! byte of every connection, and answers as the test's [`Behavior`] says, including
+//! misbehaving on purpose (see [`Upstream::start_early`] for one that answers before the body).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -104,6 +105,10 @@ struct Shared {
     requests: Mutex<Vec<Recorded>>,
     arrived: Condvar,
     connections: AtomicUsize,
+    /// Every byte received, per connection (indexed by [`Recorded::connection`]).
+    received: Mutex<Vec<Vec<u8>>>,
+    /// Answer after the head, without reading the body (see [`Upstream::start_early`]).
+    early: bool,
     stop: AtomicBool,
 }
 
@@ -116,12 +121,26 @@ pub struct Upstream {
 impl Upstream {
     /// Starts on an ephemeral loopback port.
     pub fn start(behavior: Behavior) -> Upstream {
+        Upstream::start_with(behavior, false)
+    }
+
+    /// Starts a naive upstream that answers each request as soon as its head arrived, without
+    /// reading the body: whatever follows the head on the connection is read as the next
+    /// request (a body that looks like a request is taken for one). Recorded bodies are empty.
+    /// Proxies must not reuse a connection to such a server after an early answer.
+    pub fn start_early(behavior: Behavior) -> Upstream {
+        Upstream::start_with(behavior, true)
+    }
+
+    fn start_with(behavior: Behavior, early: bool) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
         let addr = listener.local_addr().expect("upstream address");
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
             arrived: Condvar::new(),
             connections: AtomicUsize::new(0),
+            received: Mutex::new(Vec::new()),
+            early,
             stop: AtomicBool::new(false),
         });
         let accept_shared = shared.clone();
@@ -132,6 +151,7 @@ impl Upstream {
                 }
                 let Ok(stream) = stream else { continue };
                 let id = accept_shared.connections.fetch_add(1, Ordering::SeqCst);
+                accept_shared.received.lock().unwrap().push(Vec::new());
                 let shared = accept_shared.clone();
                 let behavior = behavior.clone();
                 thread::spawn(move || serve(stream, id, shared, behavior));
@@ -147,6 +167,22 @@ impl Upstream {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Every byte received so far on connection `connection` (0 for the first accepted).
+    pub fn received(&self, connection: usize) -> Vec<u8> {
+        self.shared
+            .received
+            .lock()
+            .unwrap()
+            .get(connection)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every byte received so far, all connections in the order they were accepted.
+    pub fn received_all(&self) -> Vec<u8> {
+        self.shared.received.lock().unwrap().concat()
     }
 
     /// Every request recorded so far.
@@ -174,11 +210,16 @@ impl Drop for Upstream {
     }
 }
 
-fn serve(mut stream: TcpStream, id: usize, shared: Arc<Shared>, behavior: Behavior) {
+fn serve(stream: TcpStream, id: usize, shared: Arc<Shared>, behavior: Behavior) {
     let _ = stream.set_nodelay(true);
+    let mut stream = Recording {
+        stream,
+        id,
+        shared: shared.clone(),
+    };
     let mut pending: Vec<u8> = Vec::new();
     loop {
-        let Some(request) = read_request(&mut stream, &mut pending, id) else {
+        let Some(request) = read_request(&mut stream, &mut pending, id, shared.early) else {
             return;
         };
         let reply = behavior(&request);
@@ -188,22 +229,22 @@ fn serve(mut stream: TcpStream, id: usize, shared: Arc<Shared>, behavior: Behavi
             shared.arrived.notify_all();
         }
         let ok = match reply {
-            Reply::Raw(bytes) => stream.write_all(&bytes).is_ok(),
+            Reply::Raw(bytes) => stream.stream.write_all(&bytes).is_ok(),
             Reply::RawThenClose(bytes) => {
-                let _ = stream.write_all(&bytes);
-                let _ = stream.shutdown(Shutdown::Both);
+                let _ = stream.stream.write_all(&bytes);
+                let _ = stream.stream.shutdown(Shutdown::Both);
                 false
             }
             Reply::Delayed(delay, bytes) => {
                 thread::sleep(delay);
-                stream.write_all(&bytes).is_ok()
+                stream.stream.write_all(&bytes).is_ok()
             }
             Reply::Close => {
-                let _ = stream.shutdown(Shutdown::Both);
+                let _ = stream.stream.shutdown(Shutdown::Both);
                 false
             }
             Reply::Reset => {
-                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                let _ = socket2::SockRef::from(&stream.stream).set_linger(Some(Duration::ZERO));
                 false
             }
         };
@@ -213,11 +254,30 @@ fn serve(mut stream: TcpStream, id: usize, shared: Arc<Shared>, behavior: Behavi
     }
 }
 
-/// Reads one request (head and body by Content-Length or chunked). `None` on close or garbage.
+/// An accepted connection whose received bytes are all logged in [`Shared::received`].
+struct Recording {
+    stream: TcpStream,
+    id: usize,
+    shared: Arc<Shared>,
+}
+
+impl Read for Recording {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.stream.read(buf)?;
+        if let Some(log) = self.shared.received.lock().unwrap().get_mut(self.id) {
+            log.extend_from_slice(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// Reads one request (head and body by Content-Length or chunked; only the head when `early`).
+/// `None` on close or garbage.
 fn read_request(
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     pending: &mut Vec<u8>,
     connection: usize,
+    early: bool,
 ) -> Option<Recorded> {
     let head_end = loop {
         if let Some(at) = find(pending, b"\r\n\r\n") {
@@ -253,7 +313,9 @@ fn read_request(
     };
     let chunked =
         field("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
-    let body = if chunked {
+    let body = if early {
+        Vec::new()
+    } else if chunked {
         read_chunked(stream, pending)?
     } else {
         let len: usize = field("content-length")
@@ -278,7 +340,7 @@ fn read_request(
     })
 }
 
-fn read_chunked(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<Vec<u8>> {
+fn read_chunked(stream: &mut impl Read, pending: &mut Vec<u8>) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let line_end = loop {
@@ -319,7 +381,7 @@ fn read_chunked(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<Vec<u8>
     }
 }
 
-fn fill(stream: &mut TcpStream, pending: &mut Vec<u8>) -> bool {
+fn fill(stream: &mut impl Read, pending: &mut Vec<u8>) -> bool {
     let mut chunk = [0u8; 16384];
     match stream.read(&mut chunk) {
         Ok(0) | Err(_) => false,

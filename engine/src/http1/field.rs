@@ -272,7 +272,9 @@ pub(crate) struct FieldSummary {
     pub upgrade_repeated: bool,
     pub expect: Option<Span>,
     pub expect_repeated: bool,
+    /// The first `X-Request-Id` value that is forwarded (not named by a `Connection` option).
     pub request_id: Option<Span>,
+    /// The first `X-Forwarded-For` value that is forwarded.
     pub forwarded_for: Option<Span>,
     /// A field spelled like a framing field with `_` for `-` (`Transfer_Encoding`).
     pub framing_lookalike: bool,
@@ -354,6 +356,17 @@ pub(crate) fn collect(
                 field.hop_by_hop = true;
             }
         }
+        // A request id or forwarding chain the client named as an option is not forwarded, so
+        // it must not count as the one the upstream gets: otherwise `Connection: x-request-id`
+        // would leave the upstream with no id at all.
+        let forwarded = |kind: FieldKind| {
+            out[..summary.count]
+                .iter()
+                .find(|f| f.kind == kind && !f.hop_by_hop)
+                .map(|f| f.value)
+        };
+        summary.request_id = forwarded(FieldKind::XRequestId);
+        summary.forwarded_for = forwarded(FieldKind::XForwardedFor);
     }
     summary.connection = options.flags;
     Ok(summary)
@@ -623,6 +636,20 @@ mod tests {
         );
         assert!(summary.connection.keep_alive && !summary.connection.close);
         assert_eq!(out[2].value.of(buf), b"2");
+    }
+
+    /// RFC 9110 sec. 7.6.1: a field named by a Connection option is not forwarded, so it is not
+    /// the request's id or forwarding chain either; a later field of the same name still is.
+    #[test]
+    fn rfc9110_7_6_1_named_fields_are_not_the_request_id() {
+        let mut out = [Field::EMPTY; 8];
+        let buf = b"X-Request-Id: theirs\r\nConnection: x-request-id, x-forwarded-for\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n";
+        let summary = summarise(buf, &mut out).unwrap();
+        assert_eq!(summary.request_id, None);
+        assert_eq!(summary.forwarded_for, None);
+        let buf = b"X-Request-Id: a\r\nX-Request-Id: b\r\nConnection: x-other\r\n\r\n";
+        let summary = summarise(buf, &mut out).unwrap();
+        assert_eq!(summary.request_id.map(|s| s.of(buf)), Some(&b"a"[..]));
     }
 
     #[test]

@@ -67,9 +67,10 @@ pub struct RequestHead {
     /// The `Upgrade` value when the client asks for a protocol switch (`Connection: upgrade`
     /// and an HTTP/1.1 request; RFC 9110 sec. 7.8).
     pub upgrade: Option<Span>,
-    /// The first `X-Request-Id` value.
+    /// The first `X-Request-Id` value that is forwarded: a client naming the field in
+    /// `Connection` has it dropped, and coregate then generates an id.
     pub request_id: Option<Span>,
-    /// The first `X-Forwarded-For` value.
+    /// The first forwarded `X-Forwarded-For` value.
     pub forwarded_for: Option<Span>,
 }
 

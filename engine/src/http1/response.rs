@@ -172,13 +172,14 @@ pub fn parse_response(
         _ => None,
     };
 
-    // RFC 9112 sec. 6.3, in its order.
-    let body = if request_method == Method::Head || matches!(status, 100..=199 | 204 | 304) {
-        // Step 1: no body, regardless of the fields; their values are not interpreted.
-        ResponseBody::None
-    } else if request_method == Method::Connect && (200..300).contains(&status) {
+    // RFC 9112 sec. 6.3, in its order, except that step 2 is checked first: a 204 to CONNECT
+    // has no body by step 1, but it is a 2xx, so the connection still becomes a tunnel.
+    let body = if request_method == Method::Connect && (200..300).contains(&status) {
         // Step 2: the connection becomes a tunnel and never returns to the pool.
         keep_alive = false;
+        ResponseBody::None
+    } else if request_method == Method::Head || matches!(status, 100..=199 | 204 | 304) {
+        // Step 1: no body, regardless of the fields; their values are not interpreted.
         ResponseBody::None
     } else if summary.transfer_encoding != TransferEncoding::Absent {
         // Sec. 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
@@ -358,6 +359,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(head.body, ResponseBody::Length(5));
+        // A 204 is bodiless by step 1 and still a 2xx: a tunnel, never pooled (found by the
+        // response_head fuzz target).
+        let head = parse_for(Method::Connect, b"HTTP/1.1 204 th: 4\r\n\r\n").unwrap();
+        assert_eq!(head.body, ResponseBody::None);
+        assert!(!head.keep_alive);
     }
 
     /// RFC 9112 sec. 6.3 step 3: with both fields, chunked wins and the connection is not

@@ -114,12 +114,21 @@ impl HeadScanner {
         // per line, which matters for the short lines of typical heads.
         for found in memchr_iter(b'\n', &window[from..]) {
             let lf = from + found;
+            let line_start = self.line_start as usize;
+            // An overlong start line is refused before its line end is looked at: a peer whose
+            // bytes arrive in smaller reads gets the 414 as soon as the line passes the limit
+            // (see the end of this function), so the whole-buffer answer must be the same.
+            if !self.start_line_done {
+                let has_cr = lf > line_start && window[lf - 1] == b'\r';
+                if lf - line_start - usize::from(has_cr) > limits.max_request_line {
+                    return Err(ScanError::StartLineTooLong);
+                }
+            }
             // Every line must end in CRLF. When the line is empty, `lf - 1` is the previous
             // line's LF (or there is no byte at all), so `\n\n` is caught here too.
             if lf == 0 || window[lf - 1] != b'\r' {
                 return Err(ScanError::BareLf);
             }
-            let line_start = self.line_start as usize;
             let cr = lf - 1;
             let line_len = cr - line_start;
             let pos = lf + 1;
@@ -131,9 +140,6 @@ impl HeadScanner {
                     // message's body): skip it. They still count towards `max_head_bytes`.
                     self.start_line = pos as u32;
                     continue;
-                }
-                if line_len > limits.max_request_line {
-                    return Err(ScanError::StartLineTooLong);
                 }
                 self.start_line_done = true;
                 self.start_line_end = cr as u32;
@@ -264,6 +270,29 @@ mod tests {
             scan_whole(b"GET /0123456789 \r\n\r\n", &limits),
             Ok(Scan::Complete(_))
         ));
+    }
+
+    /// The answer must not depend on how the bytes were split into reads: an overlong start
+    /// line ended by a bare LF is a 414 whether the LF arrives with it or after a read that
+    /// already passed the limit (found by the `request_split` fuzz target).
+    #[test]
+    fn an_overlong_start_line_is_414_however_it_ends() {
+        let limits = Limits {
+            max_request_line: 16,
+            ..LIMITS
+        };
+        let line = b"GET /0123456789abcdef HTTP/1.1\nHost: a\r\n\r\n";
+        assert_eq!(scan_whole(line, &limits), Err(ScanError::StartLineTooLong));
+        let mut scanner = HeadScanner::default();
+        assert_eq!(
+            scanner.scan(&line[..20], &limits),
+            Err(ScanError::StartLineTooLong)
+        );
+        // At the limit, a bare LF is still a bare LF.
+        assert_eq!(
+            scan_whole(b"GET /0123456789 \n\r\n", &limits),
+            Err(ScanError::BareLf)
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! The input is the origin-form path: the request target up to, not including, `?`. The HTTP/1
 //! parser has already refused bytes that may not appear in a request target.
 //!
-//! 1. The path must start with `/`; anything else is [`NormalizeError::NotOriginForm`].
+//! 1. The path must start with `/`; anything else is [`NormalizeError::NotOriginForm`], except
+//!    the empty path of an absolute-form target without one (`GET http://example.com HTTP/1.1`),
+//!    which is `/` (RFC 9110 sec. 4.2.3: for http(s) URIs an empty path is equivalent to `/`).
 //! 2. Percent-encoding normalisation (sec. 6.2.2.2): `%XX` of an unreserved character
 //!    (`ALPHA / DIGIT / "-" / "." / "_" / "~"`) is decoded (`%41` -> `A`, `%2e` -> `.`); every
 //!    other escape is kept, with its hex digits uppercased (`%3a` -> `%3A`) so that one
@@ -111,6 +113,11 @@ impl From<NormalizeError> for Error {
 /// [`Normalized::Unchanged`] `raw` already is the normal form and `out` is left as it was.
 pub fn normalize_path(raw: &[u8], out: &mut Vec<u8>) -> Result<Normalized, NormalizeError> {
     // Step 1.
+    if raw.is_empty() {
+        out.clear();
+        out.push(b'/');
+        return Ok(Normalized::Rewritten);
+    }
     if raw.first() != Some(&b'/') {
         return Err(NormalizeError::NotOriginForm);
     }
@@ -372,9 +379,17 @@ mod tests {
 
     #[test]
     fn only_origin_form_is_accepted() {
-        assert_eq!(normal(""), Err(NormalizeError::NotOriginForm));
         assert_eq!(normal("*"), Err(NormalizeError::NotOriginForm));
         assert_eq!(normal("a/b"), Err(NormalizeError::NotOriginForm));
+    }
+
+    /// RFC 9110 sec. 4.2.3: `http://example.com` and `http://example.com/` name the same
+    /// resource; the parser hands an absolute-form target without a path over as an empty path.
+    #[test]
+    fn an_empty_path_is_the_root() {
+        let mut out = b"stale".to_vec();
+        assert_eq!(normalize_path(b"", &mut out), Ok(Normalized::Rewritten));
+        assert_eq!(out, b"/");
     }
 
     #[test]

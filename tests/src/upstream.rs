@@ -55,6 +55,9 @@ pub enum Reply {
     RawThenClose(Vec<u8>),
     /// Wait, then send the bytes.
     Delayed(Duration, Vec<u8>),
+    /// Send the first bytes, wait, then send the second unasked (a misbehaving upstream whose
+    /// extra bytes arrive while the connection idles in a pool).
+    ThenLater(Vec<u8>, Duration, Vec<u8>),
     /// Close without answering.
     Close,
     /// Reset the connection (RST) without answering.
@@ -238,6 +241,11 @@ fn serve(stream: TcpStream, id: usize, shared: Arc<Shared>, behavior: Behavior) 
             Reply::Delayed(delay, bytes) => {
                 thread::sleep(delay);
                 stream.stream.write_all(&bytes).is_ok()
+            }
+            Reply::ThenLater(now, delay, later) => {
+                let sent = stream.stream.write_all(&now).is_ok();
+                thread::sleep(delay);
+                sent && stream.stream.write_all(&later).is_ok()
             }
             Reply::Close => {
                 let _ = stream.stream.shutdown(Shutdown::Both);

@@ -277,12 +277,15 @@ fn a_dead_pooled_connection_is_retried_for_idempotent_requests_only() {
 #[test]
 fn an_upstream_that_speaks_while_idle_is_not_reused() {
     for io in MECHANISMS {
-        // Each answer is followed, a moment later, by bytes nobody asked for: a second
-        // response. Reusing that connection would hand them to the next client.
+        // Each answer is followed, a moment later (while the connection idles in the pool), by
+        // bytes nobody asked for: a second response. Reusing that connection would hand them
+        // to the next client as its answer.
         let upstream = Upstream::start(Arc::new(|req: &Recorded| {
-            let mut answer = ok(req.target.as_bytes());
-            answer.extend_from_slice(&ok(b"stale"));
-            Reply::Raw(answer)
+            Reply::ThenLater(
+                ok(req.target.as_bytes()),
+                Duration::from_millis(50),
+                ok(b"stale"),
+            )
         }));
         let proxy = start(io, &upstream, FORWARD_ALL);
         let mut client = Client::connect(proxy.addr());
@@ -293,6 +296,7 @@ fn an_upstream_that_speaks_while_idle_is_not_reused() {
                 path.as_bytes(),
                 "{io}: never the stale answer"
             );
+            thread::sleep(Duration::from_millis(150));
         }
         assert_eq!(
             upstream.connections(),

@@ -95,6 +95,8 @@ fn serve(mut stream: TcpStream, record: Arc<Mutex<Vec<Seen>>>) {
         }
         let reply: &[u8] = if target == "/rogue" {
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        } else if target == "/ws-h2c" {
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
         } else {
             b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nplain"
         };
@@ -260,6 +262,26 @@ fn a_switch_nobody_asked_for_is_a_bad_gateway() {
     let proxy = Coregate::start(&config("uring", "0", upstream.addr, ROUTES));
     let mut client = Client::connect(proxy.addr());
     assert_eq!(client.get("/rogue", &[]).status, 502);
+}
+
+#[test]
+fn a_switch_to_a_protocol_the_client_did_not_offer_is_a_bad_gateway() {
+    for io in MECHANISMS {
+        let upstream = Switcher::start();
+        let proxy = Coregate::start(&config(io, "0", upstream.addr, ROUTES));
+        let mut client = Client::connect(proxy.addr());
+        // The client offers websocket; the upstream "switches" to h2c: never a tunnel.
+        client.send(
+            b"GET /ws-h2c HTTP/1.1\r\nhost: t\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n\
+              PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        );
+        let response = client.read_response(false).expect("an answer");
+        assert_eq!(response.status, 502, "{io}");
+        // The preface behind the request never reached the upstream.
+        let seen = upstream.seen();
+        assert_eq!(seen.len(), 1, "{io}");
+        assert!(seen[0].with_head.is_empty(), "{io}");
+    }
 }
 
 #[test]

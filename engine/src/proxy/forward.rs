@@ -21,8 +21,8 @@ use std::io::Write;
 use std::net::IpAddr;
 
 use crate::http1::{
-    Field, FieldKind, HeadTooLarge, HeadWriter, RequestBody, RequestHead, ResponseHead, TargetForm,
-    Version,
+    Field, FieldKind, HeadTooLarge, HeadWriter, Method, RequestBody, RequestHead, ResponseHead,
+    TargetForm, Version,
 };
 use crate::shard::{Edits, PathRewrite};
 
@@ -78,8 +78,17 @@ pub fn write_request_head(
 ) -> Result<usize, HeadTooLarge> {
     let mut w = HeadWriter::new(out);
     w.raw(head.method_span.of(buf)).raw(b" ");
+    // RFC 9112 sec. 3.2.4: an absolute-form OPTIONS with an empty path asks about the server,
+    // and goes on as `OPTIONS *`.
+    let server_wide = head.method == Method::Options
+        && matches!(head.form, TargetForm::Absolute { .. })
+        && head.path.is_empty()
+        && head.query.is_none();
     match head.form {
         TargetForm::Asterisk => {
+            w.raw(b"*");
+        }
+        _ if server_wide => {
             w.raw(b"*");
         }
         _ => {
@@ -112,6 +121,10 @@ pub fn write_request_head(
             _ => {}
         }
         let name = field.name.of(buf);
+        // Only meaningful with `Upgrade: h2c`, which is never relayed (RFC 9113 sec. 3.1).
+        if name.eq_ignore_ascii_case(b"http2-settings") {
+            continue;
+        }
         if input.edits.drops(name) {
             continue;
         }
@@ -430,6 +443,36 @@ mod tests {
             ),
             "{trusted}"
         );
+    }
+
+    #[test]
+    fn a_server_wide_options_goes_on_as_asterisk() {
+        let head = forward(
+            b"OPTIONS http://example.com:8001 HTTP/1.1\r\nHost: example.com:8001\r\n\r\n",
+            PathRewrite::None,
+            0,
+            Edits::default(),
+        );
+        assert!(head.starts_with("OPTIONS * HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("host: example.com:8001\r\n"), "{head}");
+        let head = forward(
+            b"OPTIONS http://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n",
+            PathRewrite::None,
+            0,
+            Edits::default(),
+        );
+        assert!(head.starts_with("OPTIONS /a HTTP/1.1\r\n"), "{head}");
+    }
+
+    #[test]
+    fn http2_settings_never_goes_upstream() {
+        let head = forward(
+            b"GET / HTTP/1.1\r\nHost: h\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n",
+            PathRewrite::None,
+            0,
+            Edits::default(),
+        );
+        assert!(!head.to_ascii_lowercase().contains("http2-settings"), "{head}");
     }
 
     #[test]

@@ -1170,7 +1170,7 @@ fn the_plan_prints_what_check_shows() {
          listeners    1\n  \
            public       127.0.0.1:8080         2 SO_REUSEPORT sockets (one per shard), backlog 4096\n\
          upstreams    1, 2 endpoints\n  \
-           api          2 endpoints, round_robin, up to 128 idle connections per shard\n\
+           api          2 endpoints, round_robin, up to 2048 idle connections per shard\n\
          routes       2"
     );
 }

@@ -472,7 +472,10 @@ mod tests {
             0,
             Edits::default(),
         );
-        assert!(!head.to_ascii_lowercase().contains("http2-settings"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("http2-settings"),
+            "{head}"
+        );
     }
 
     #[test]

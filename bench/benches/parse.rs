@@ -12,6 +12,20 @@
 //!   `httparse::parse_chunk_size`.
 //!
 //! Run: `cargo bench -p coregate-bench --bench parse -- --warm-up-time 1 --measurement-time 3`
+//!
+//! Measured on the 2-core development VM (criterion medians, 2026-12-01):
+//!
+//! | input | coregate | bare httparse | ratio |
+//! |---|---|---|---|
+//! | `request/small_get` (minimal GET) | 74.8 ns | 24.2 ns | 3.1x |
+//! | `request/20_fields` (browser-like) | 547 ns | 265 ns | 2.1x |
+//! | `request/8k_head` | 2.27 us | 1.59 us | 1.4x |
+//! | `response/8_fields` | 161 ns | 74.0 ns | 2.2x |
+//! | `chunked/64k_in_1k` (64 chunks) | 959 ns | 297 ns | 3.2x |
+//!
+//! The difference is the work httparse leaves to its caller: the end-of-head scan that lets a
+//! head be parsed once, field classification (framing, hop-by-hop, Host), the Connection options
+//! and the RFC 9112 checks; for chunked bodies, the CRLF after each chunk and the trailers.
 
 use std::hint::black_box;
 use std::mem::MaybeUninit;

@@ -104,8 +104,13 @@ fn check_forwarded(input: &[u8], head: &RequestHead, fields: &[coregate_engine::
         rewrite: &PathRewrite::None,
         edits: &edits,
         client_ip: "192.0.2.1".parse().expect("an address"),
+        client_trusted: false,
         endpoint: "127.0.0.1:9".parse().expect("an address"),
         request_id: &request_id,
+        replace_request_id: false,
+        upgrade: None,
+        identity: None,
+        claims: &[],
     };
     let mut out = vec![0u8; 64 * 1024];
     let Ok(out_len) = write_request_head(&mut out, input, head, fields, &forwarded) else {

@@ -100,6 +100,7 @@ fn check_client_head(
     let edits = Edits::default();
     let input_for_writer = ResponseHeadInput {
         framing,
+        switching_to: None,
         close,
         client_version,
         edits: &edits,

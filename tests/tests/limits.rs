@@ -118,6 +118,47 @@ fn over_the_limit_is_429_with_its_fields_and_never_reaches_the_upstream() {
     }
 }
 
+/// A request without the limit's header is keyed as having none, whatever an earlier request
+/// on the shard carried: the shard reuses its field slots, and the slots past this request's
+/// fields still hold the spans of the earlier one's.
+#[test]
+fn a_missing_key_header_never_reads_an_earlier_requests_fields() {
+    for io in MECHANISMS {
+        let upstream = counting_upstream();
+        let routes = "[[route]]\nname = \"api\"\npath_prefix = \"/\"\nupstream = \"up\"\n\
+                      rate_limit = { rate = \"1/m\", burst = 1, key = \"header:x-api-key\" }\n";
+        // One shard, so both connections share its field slots.
+        let proxy = Coregate::start(&config(io, "0", upstream.addr(), routes));
+        // Field 1 of this request: `x-api-key` at bytes 25..34, its value at 36..40.
+        let keyed = b"GET / HTTP/1.1\r\nHost: h\r\nx-api-key: KEY1\r\n\r\n";
+        let mut first = Client::connect(proxy.addr());
+        first.send(keyed);
+        assert_eq!(
+            first.read_response(false).expect("answer").status,
+            200,
+            "{io}"
+        );
+        first.send(keyed);
+        assert_eq!(
+            first.read_response(false).expect("answer").status,
+            429,
+            "{io}: KEY1 has used its burst"
+        );
+        // One field only, and the same bytes at 25..34 and 36..40, inside the target.
+        let unkeyed = b"GET /aaaaaaaaaaaaaaaaaaaax-api-key::KEY1 HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(&unkeyed[25..34], b"x-api-key");
+        assert_eq!(&unkeyed[36..40], b"KEY1");
+        let mut second = Client::connect(proxy.addr());
+        second.send(unkeyed);
+        assert_eq!(
+            second.read_response(false).expect("answer").status,
+            200,
+            "{io}: a request without the header has a budget of its own"
+        );
+        assert_eq!(upstream.requests().len(), 2, "{io}");
+    }
+}
+
 #[test]
 fn api_keys_identify_clients_who_cannot_forge_their_identity() {
     for io in MECHANISMS {

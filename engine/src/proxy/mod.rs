@@ -565,6 +565,9 @@ impl Session {
 
         let mut scratch = shard.scratch();
         let Scratch { fields, path } = &mut *scratch;
+        // The scratch holds `max_headers` slots; past `field_count` lie an earlier request's
+        // fields, whose spans mean nothing in this buffer.
+        let fields = &fields[..head.field_count];
         let buf = self.rb.data();
         let raw_path = head.path.of(buf);
         let routed: &[u8] = match head.form {

@@ -31,14 +31,13 @@
 //! `auth/api_key` 135 ns; `auth/jwt_hs256` 1.84 us, cached 344 ns; `auth/jwt_rs256` 20.3 us,
 //! cached 461 ns; `auth/jwt_es256` 52.3 us, cached 330 ns.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use coregate_bench::{CountingAllocator, allocations};
 use coregate_engine::auth::jwt::{Algorithm, JwtKey, JwtSettings, JwtVerifier, KeySet};
 use coregate_engine::auth::{ApiKeyAuth, ApiKeyEntry, ApiKeySettings, ApiKeys};
 use coregate_engine::ratelimit::{
@@ -47,24 +46,7 @@ use coregate_engine::ratelimit::{
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ring::{hmac, rand, signature};
 
-/// Counts allocations so the bench can prove the hot paths make none.
-struct CountingAllocator;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
+/// Counts allocations so the bench can prove the hot path makes none.
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
 
@@ -137,7 +119,7 @@ fn check_no_allocation(
     auth: &ApiKeyAuth,
     api_key: &str,
 ) {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     for key in keys {
         *now += STEP_NANOS;
         black_box(limiter.check(LimitKey::Header(key.as_bytes()), *now));
@@ -145,7 +127,7 @@ fn check_no_allocation(
     for _ in 0..100 {
         black_box(auth.authenticate(Some(api_key.as_bytes()), None).ok());
     }
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    let after = allocations();
     assert_eq!(after, before, "a limit or API key check allocated");
 }
 

@@ -32,10 +32,9 @@
 //! Normalisation: 26 ns for a 38-byte path that is already normal, 190 ns for a 52-byte path
 //! with dot segments, a duplicate slash and escapes.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use coregate_bench::{CountingAllocator, allocations};
 use coregate_engine::http1::{Method, MethodSet};
 use coregate_engine::router::{
     HostPattern, Lookup, Params, PathPattern, RouteSpec, RouteTable, normalize_path,
@@ -43,23 +42,6 @@ use coregate_engine::router::{
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 /// Counts allocations so the bench can prove the hot path makes none.
-struct CountingAllocator;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
 
@@ -170,14 +152,14 @@ fn template_matches(template: &str, path: &[u8]) -> bool {
 /// Lookups and fast-path normalisation must not allocate.
 fn check_no_allocation(table: &RouteTable<usize>, requests: &[(String, String)]) {
     let mut scratch = Vec::with_capacity(256);
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     for (host, path) in requests {
         let mut params = Params::new();
         black_box(table.lookup(host.as_bytes(), Method::Get, path.as_bytes(), &mut params));
         black_box(normalize_path(path.as_bytes(), &mut scratch).ok());
         black_box(normalize_path(b"/a/./b/../%41//c", &mut scratch).ok());
     }
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    let after = allocations();
     assert_eq!(after, before, "lookup or normalisation allocated");
 }
 

@@ -53,6 +53,8 @@
 
 pub mod access_log;
 pub mod admin;
+#[cfg(test)]
+mod alloc_count;
 pub mod auth;
 pub mod config;
 pub mod control;

@@ -413,7 +413,7 @@ impl ApiKeyAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ratelimit::alloc_count::allocations_during;
+    use crate::alloc_count::allocations_during;
 
     const FILE: &str = "# identity  key\r\n\
         alice\t6f1c0e2b9d3a4f57a8e1c2b3d4e5f607\r\n\

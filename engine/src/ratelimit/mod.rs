@@ -107,8 +107,6 @@ pub mod rebalance;
 mod table;
 
 #[cfg(test)]
-pub(crate) mod alloc_count;
-#[cfg(test)]
 mod proof;
 #[cfg(test)]
 mod simulation;

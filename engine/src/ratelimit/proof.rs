@@ -3,8 +3,8 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use super::alloc_count::allocations_during;
 use super::*;
+use crate::alloc_count::allocations_during;
 
 const SEED: HashSeed = HashSeed::new(0x5eed, 0xcafe);
 const MS: u64 = 1_000_000;

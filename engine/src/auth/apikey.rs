@@ -356,11 +356,7 @@ pub struct ApiKeyAuth {
 impl ApiKeyAuth {
     pub fn new(keys: ApiKeys, settings: ApiKeySettings) -> Result<ApiKeyAuth, ApiKeyError> {
         let header = settings.header;
-        if header.is_empty()
-            || !header
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        {
+        if header.is_empty() || !header.bytes().all(crate::http1::is_tchar) {
             return Err(ApiKeyError::BadHeader);
         }
         Ok(ApiKeyAuth {

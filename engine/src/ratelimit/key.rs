@@ -118,7 +118,7 @@ impl KeySpec {
                 if name.len() > MAX_HEADER_NAME_LEN {
                     return Err("header name is too long");
                 }
-                if !name.bytes().all(is_tchar) {
+                if !name.bytes().all(crate::http1::is_tchar) {
                     return Err(
                         "the header name after \"header:\" has a character a field name cannot have",
                     );
@@ -251,11 +251,6 @@ fn prefix_mask(prefix: u8) -> u128 {
         128.. => u128::MAX,
         bits => u128::MAX << (128 - u32::from(bits)),
     }
-}
-
-/// RFC 9110 token characters, the bytes a field name is made of.
-fn is_tchar(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 #[cfg(test)]

@@ -49,22 +49,11 @@ const EVEN: u16 = 0;
 /// Bytes a limiter takes per shard with `keys_per_shard` keys, everything it allocates
 /// included: the key table, the share table and the report list. Fixed at construction.
 pub const fn memory_cap_bytes(keys_per_shard: usize) -> usize {
-    let slots = table_slots(keys_per_shard);
+    let slots = super::table::slots_for(keys_per_shard);
     slots * SLOT_BYTES
         + SHARE_SLOTS * std::mem::size_of::<(u64, u16)>()
         + MAX_SHARED_KEYS * std::mem::size_of::<u64>()
         + MAX_SHARED_KEYS * std::mem::size_of::<Listed>()
-}
-
-const fn table_slots(keys: usize) -> usize {
-    let keys = if keys < super::table::PROBE_WINDOW {
-        super::table::PROBE_WINDOW
-    } else if keys > super::table::MAX_KEYS_PER_SHARD {
-        super::table::MAX_KEYS_PER_SHARD
-    } else {
-        keys
-    };
-    keys.next_power_of_two()
 }
 
 /// The memory cap of a limiter with the default key count: 312 KiB per shard.
@@ -425,10 +414,7 @@ impl Limiter {
     }
 
     pub fn counters(&self) -> LimiterCounters {
-        LimiterCounters {
-            unreported: self.counters.unreported,
-            ..self.counters
-        }
+        self.counters
     }
 
     /// Slots in the key table.

@@ -89,13 +89,24 @@ pub(super) struct KeyTable {
     mask: usize,
 }
 
+/// Slots of a table for `keys` keys: a power of two, at least [`PROBE_WINDOW`], at most
+/// [`MAX_KEYS_PER_SHARD`]. `const` for the memory cap computed from it.
+pub(super) const fn slots_for(keys: usize) -> usize {
+    let keys = if keys < PROBE_WINDOW {
+        PROBE_WINDOW
+    } else if keys > MAX_KEYS_PER_SHARD {
+        MAX_KEYS_PER_SHARD
+    } else {
+        keys
+    };
+    keys.next_power_of_two()
+}
+
 impl KeyTable {
     /// A table of at least `keys` slots (a power of two, at least [`PROBE_WINDOW`], at most
     /// [`MAX_KEYS_PER_SHARD`]).
     pub fn with_capacity(keys: usize) -> KeyTable {
-        let slots = keys
-            .clamp(PROBE_WINDOW, MAX_KEYS_PER_SHARD)
-            .next_power_of_two();
+        let slots = slots_for(keys);
         KeyTable {
             slots: vec![Slot::default(); slots].into_boxed_slice(),
             mask: slots - 1,

@@ -74,10 +74,7 @@ pub(super) fn validate_header_name(name: &str) -> Result<String, &'static str> {
     if name.is_empty() || name.len() > 128 {
         return Err("a forwarded header name has 1 to 128 characters");
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-    {
+    if !name.bytes().all(crate::http1::is_tchar) {
         return Err("a forwarded header name has a character a field name cannot have");
     }
     let lower = name.to_ascii_lowercase();

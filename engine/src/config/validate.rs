@@ -74,7 +74,7 @@ pub(super) fn validate(
         auth_names: Vec::new(),
         origin: origin.to_owned(),
     };
-    let config = v.config(&raw.file, origin);
+    let config = v.config(&raw.file);
     match (config, v.report.has_errors()) {
         (Some(config), false) => Ok(config),
         _ => Err(failed(v.report, origin)),
@@ -150,13 +150,13 @@ struct Validator<'s, 'r> {
 }
 
 impl Validator<'_, '_> {
-    fn config(&mut self, raw: &RawFile, origin: &str) -> Option<Config> {
+    fn config(&mut self, raw: &RawFile) -> Option<Config> {
         let runtime = self.runtime(raw.runtime.as_ref());
         let limits = self.limits(raw.limits.as_ref(), raw.runtime.as_ref(), runtime.as_ref());
         let timeouts = self.timeouts(raw.timeouts.as_ref());
         let listeners = self.listeners(&raw.listener);
         let upstreams = self.upstreams(&raw.upstream, timeouts.as_ref());
-        let auth = self.auth_policies(&raw.auth, origin);
+        let auth = self.auth_policies(&raw.auth);
         let routes = self.routes(&raw.route, &upstreams, limits.as_ref());
         let admin = self.admin(raw.admin.as_ref(), listeners.as_deref());
         let access_log = self.access_log(raw.access_log.as_ref());
@@ -172,7 +172,7 @@ impl Validator<'_, '_> {
             access_log: access_log?,
             forwarding: forwarding?,
             auth: auth.into_iter().collect::<Option<Vec<_>>>()?,
-            origin: origin.into(),
+            origin: self.origin.as_str().into(),
         })
     }
 
@@ -1768,8 +1768,7 @@ const MANAGED_HEADERS: [&str; 8] = [
 /// Why a header name cannot be used in an edit, if it cannot.
 fn header_name_problem(name: &str) -> Option<&'static str> {
     // RFC 9110 sec. 5.6.2: token = 1*tchar
-    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if name.is_empty() || !name.bytes().all(tchar) {
+    if name.is_empty() || !name.bytes().all(crate::http1::is_tchar) {
         return Some("not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)");
     }
     if MANAGED_HEADERS

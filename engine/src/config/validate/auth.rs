@@ -66,11 +66,7 @@ fn raw_field<'r>(raw: &'r RawAuth, name: &str) -> &'r Field {
 impl Validator<'_, '_> {
     /// Every `[[auth]]`, one entry each (`None` for those with mistakes, so routes can still
     /// find policies by name).
-    pub(super) fn auth_policies(
-        &mut self,
-        raw: &Tables<RawAuth>,
-        origin: &str,
-    ) -> Vec<Option<AuthConfig>> {
+    pub(super) fn auth_policies(&mut self, raw: &Tables<RawAuth>) -> Vec<Option<AuthConfig>> {
         let items = raw.as_ref().map_or(&[][..], |t| t.get_ref().as_slice());
         let mut names = Names::new("auth");
         let mut policies = Vec::new();
@@ -78,7 +74,7 @@ impl Validator<'_, '_> {
             let s = format!("auth[{}]", i + 1);
             let name = self.name(&item.get_ref().name, &s, &item.span(), &mut names);
             self.auth_names.push(name.as_deref().map(str::to_owned));
-            let policy = self.auth_policy(item, &s, origin);
+            let policy = self.auth_policy(item, &s);
             policies.push(match (name, policy) {
                 (Some(name), Some((method, identity_header))) => Some(AuthConfig {
                     name,
@@ -95,7 +91,6 @@ impl Validator<'_, '_> {
         &mut self,
         item: &Spanned<RawAuth>,
         s: &str,
-        origin: &str,
     ) -> Option<(AuthMethod, Option<Box<str>>)> {
         let header = item.span();
         let raw = item.get_ref();
@@ -134,9 +129,9 @@ impl Validator<'_, '_> {
         let identity_header =
             self.auth_header_name(&raw.identity_header, &key(s, "identity_header"));
         let method = if kind == "jwt" {
-            self.jwt(item, s, origin, realm?)
+            self.jwt(item, s, realm?)
         } else {
-            self.api_key(item, s, origin, realm?)
+            self.api_key(item, s, realm?)
         };
         if misplaced {
             return None;
@@ -154,13 +149,7 @@ impl Validator<'_, '_> {
             .optional()
     }
 
-    fn api_key(
-        &mut self,
-        item: &Spanned<RawAuth>,
-        s: &str,
-        origin: &str,
-        realm: Realm,
-    ) -> Option<AuthMethod> {
+    fn api_key(&mut self, item: &Spanned<RawAuth>, s: &str, realm: Realm) -> Option<AuthMethod> {
         let raw = item.get_ref();
         let mut entries = Vec::new();
         let mut ok = true;
@@ -183,7 +172,7 @@ impl Validator<'_, '_> {
             Got::Absent => {}
         }
         let file_key = key(s, "key_file");
-        match self.read_file(&raw.key_file, &file_key, origin) {
+        match self.read_file(&raw.key_file, &file_key) {
             Got::Value((bytes, path, span)) => match parse_key_file(&bytes) {
                 Ok(from_file) => entries.extend(from_file),
                 Err(errors) => {
@@ -304,13 +293,7 @@ impl Validator<'_, '_> {
         }
     }
 
-    fn jwt(
-        &mut self,
-        item: &Spanned<RawAuth>,
-        s: &str,
-        origin: &str,
-        realm: Realm,
-    ) -> Option<AuthMethod> {
+    fn jwt(&mut self, item: &Spanned<RawAuth>, s: &str, realm: Realm) -> Option<AuthMethod> {
         let raw = item.get_ref();
         let mut keys = Vec::new();
         let mut ok = true;
@@ -327,7 +310,7 @@ impl Validator<'_, '_> {
             ok = false;
         }
         let pem_key = key(s, "public_key_file");
-        match self.read_file(&raw.public_key_file, &pem_key, origin) {
+        match self.read_file(&raw.public_key_file, &pem_key) {
             Got::Value((bytes, path, span)) => match JwtKey::from_pem(&bytes, None) {
                 Ok(jwt_key) => keys.push(jwt_key),
                 Err(err) => {
@@ -341,7 +324,7 @@ impl Validator<'_, '_> {
         }
         let mut key_set = None;
         let jwks_key = key(s, "jwks_file");
-        match self.read_file(&raw.jwks_file, &jwks_key, origin) {
+        match self.read_file(&raw.jwks_file, &jwks_key) {
             Got::Value((bytes, path, span)) => match KeySet::from_jwks(&bytes) {
                 Ok((set, _summary)) => key_set = Some(set),
                 Err(err) => {
@@ -609,18 +592,13 @@ impl Validator<'_, '_> {
     }
 
     /// Reads a file named by `field`, relative to the configuration file's directory.
-    fn read_file(
-        &mut self,
-        field: &Field,
-        key: &str,
-        origin: &str,
-    ) -> Got<(Vec<u8>, PathBuf, Range<usize>)> {
+    fn read_file(&mut self, field: &Field, key: &str) -> Got<(Vec<u8>, PathBuf, Range<usize>)> {
         let (text, span) = match self.string(field, key) {
             Got::Value(value) => value,
             Got::Absent => return Got::Absent,
             Got::Invalid => return Got::Invalid,
         };
-        let path = super::relative_to_config(origin, text);
+        let path = super::relative_to_config(&self.origin, text);
         match std::fs::read(&path) {
             Ok(bytes) => Got::Value((bytes, path, span)),
             Err(err) => self.bad(span, key, format!("cannot read {}: {err}", path.display())),

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::access_log::LogSink;
@@ -271,8 +271,16 @@ impl ControlPlane {
     }
 
     pub fn generations(&self) -> ShardGenerations {
-        // Acknowledgements that came after their reload stopped waiting count now.
-        let late: Vec<Ack> = self.replies().acks.try_iter().collect();
+        // Acknowledgements that came after their reload stopped waiting count now. A reload or
+        // a collection in progress holds the replies for seconds: then they count on a later
+        // call, so that /readyz never waits behind a reload or a scrape.
+        let late: Vec<Ack> = match self.replies.try_lock() {
+            Ok(replies) => replies.acks.try_iter().collect(),
+            Err(TryLockError::Poisoned(poisoned)) => {
+                poisoned.into_inner().acks.try_iter().collect()
+            }
+            Err(TryLockError::WouldBlock) => Vec::new(),
+        };
         let mut state = self.state();
         for ack in late {
             record_ack(&mut state, &ack);

@@ -232,9 +232,15 @@ impl ShardLog {
                     let len = buf.len();
                     buf.reserve(capacity - len);
                 }
-                for _ in 0..SPARES_PER_SHARD {
-                    if self.sink.empty.push(Vec::with_capacity(capacity)).is_err() {
-                        break;
+                // Spares come with the log turning on or its buffers growing: a reload that
+                // keeps the settings already has them in the sink.
+                let had = self.settings.get().map(|s| buffer_capacity(s.buffer_size));
+                if had.is_none_or(|had| had < capacity) {
+                    for _ in 0..SPARES_PER_SHARD {
+                        if self.sink.empty.is_full() {
+                            break;
+                        }
+                        let _ = self.sink.empty.push(Vec::with_capacity(capacity));
                     }
                 }
             }

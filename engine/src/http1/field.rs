@@ -30,6 +30,8 @@ pub enum FieldKind {
     XForwardedProto,
     XForwardedHost,
     XRequestId,
+    /// Only meaningful with `Upgrade: h2c` (RFC 9113 sec. 3.1), which coregate never relays.
+    Http2Settings,
     #[default]
     Other,
 }
@@ -49,6 +51,7 @@ impl FieldKind {
             10 if is(b"keep-alive") => FieldKind::KeepAlive,
             12 if is(b"x-request-id") => FieldKind::XRequestId,
             14 if is(b"content-length") => FieldKind::ContentLength,
+            14 if is(b"http2-settings") => FieldKind::Http2Settings,
             15 if is(b"x-forwarded-for") => FieldKind::XForwardedFor,
             16 if is(b"proxy-connection") => FieldKind::ProxyConnection,
             16 if is(b"x-forwarded-host") => FieldKind::XForwardedHost,
@@ -466,6 +469,10 @@ mod tests {
         );
         assert_eq!(FieldKind::classify(b"TE"), FieldKind::Te);
         assert_eq!(FieldKind::classify(b"Keep-Alive"), FieldKind::KeepAlive);
+        assert_eq!(
+            FieldKind::classify(b"HTTP2-Settings"),
+            FieldKind::Http2Settings
+        );
         assert_eq!(FieldKind::classify(b"hosts"), FieldKind::Other);
         assert_eq!(FieldKind::classify(b""), FieldKind::Other);
     }

@@ -113,7 +113,8 @@ pub fn write_request_head(
             FieldKind::XForwardedFor
             | FieldKind::XForwardedProto
             | FieldKind::XForwardedHost
-            | FieldKind::Expect => {
+            | FieldKind::Expect
+            | FieldKind::Http2Settings => {
                 continue;
             }
             FieldKind::Host if absolute_authority.is_some() => continue,
@@ -121,10 +122,6 @@ pub fn write_request_head(
             _ => {}
         }
         let name = field.name.of(buf);
-        // Only meaningful with `Upgrade: h2c`, which is never relayed (RFC 9113 sec. 3.1).
-        if name.eq_ignore_ascii_case(b"http2-settings") {
-            continue;
-        }
         if input.edits.drops(name) {
             continue;
         }

@@ -841,20 +841,9 @@ impl Ring {
 
     /// Ends a watch; true when the socket stayed quiet (nothing arrived, no hang-up).
     pub(crate) fn end_watch(&self, id: u32) -> bool {
-        let fired = {
-            let mut slots = self.slots.borrow_mut();
-            let slot = slots.get(id);
-            match slot.state {
-                State::Done => {
-                    slots.release(id);
-                    true
-                }
-                _ => false,
-            }
-        };
-        if !fired {
-            self.orphan(id);
-        }
+        let fired = matches!(self.slots.borrow_mut().get(id).state, State::Done);
+        // A completed watch is released; one still in the kernel is cancelled.
+        self.orphan(id);
         !fired
     }
 

@@ -337,7 +337,6 @@ fn limits(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
             sum.allowed += counters.allowed;
             sum.limited += counters.limited;
             sum.evictions += counters.evictions;
-            sum.unreported += counters.unreported;
         }
     }
     family(

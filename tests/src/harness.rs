@@ -12,6 +12,9 @@ use std::time::Duration;
 use coregate_engine::config::{Config, Plan};
 use coregate_engine::runtime::Server;
 
+use crate::client::{Client, Response};
+use crate::upstream::Upstream;
+
 /// A running coregate.
 pub struct Coregate {
     server: Option<Server>,
@@ -80,6 +83,27 @@ impl Drop for Coregate {
             server.wait();
         }
     }
+}
+
+/// A route that sends every request to the upstream "up" of [`config`].
+pub const FORWARD_ALL: &str = "[[route]]\npath_prefix = \"/\"\nupstream = \"up\"\n";
+
+/// coregate on one shard (CPU 0) in front of `upstream`, with `extra` TOML (routes and any
+/// other sections).
+pub fn start(io: &str, upstream: &Upstream, extra: &str) -> Coregate {
+    Coregate::start(&config(io, "0", upstream.addr(), extra))
+}
+
+/// Sends raw `request` bytes on a new connection to `proxy`; the response and whether coregate
+/// then closed the connection.
+pub fn exchange(proxy: &Coregate, request: &[u8]) -> (Response, bool) {
+    let mut client = Client::connect(proxy.addr());
+    client.send(request);
+    let response = client
+        .read_response(false)
+        .unwrap_or_else(|| panic!("no response to {:?}", String::from_utf8_lossy(request)));
+    let closed = client.is_closed();
+    (response, closed)
 }
 
 /// A configuration with one listener on an ephemeral port, one upstream at `upstream` and the

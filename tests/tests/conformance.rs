@@ -21,26 +21,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coregate_tests::client::{Client, Response};
-use coregate_tests::harness::{Coregate, MECHANISMS, config, config_with_upstreams};
+use coregate_tests::client::Client;
+use coregate_tests::harness::{
+    Coregate, FORWARD_ALL, MECHANISMS, config_with_upstreams, exchange, start,
+};
 use coregate_tests::upstream::{Recorded, Reply, Upstream, echo, ok, ok_chunked};
-
-const FORWARD_ALL: &str = "[[route]]\npath_prefix = \"/\"\nupstream = \"up\"\n";
-
-fn start(io: &str, upstream: &Upstream, routes: &str) -> Coregate {
-    Coregate::start(&config(io, "0", upstream.addr(), routes))
-}
-
-/// Sends `request` on a new connection; the response and whether coregate then closed.
-fn exchange(proxy: &Coregate, request: &[u8]) -> (Response, bool) {
-    let mut client = Client::connect(proxy.addr());
-    client.send(request);
-    let response = client
-        .read_response(false)
-        .unwrap_or_else(|| panic!("no response to {:?}", String::from_utf8_lossy(request)));
-    let closed = client.is_closed();
-    (response, closed)
-}
 
 /// Each request, on its own connection, is answered `status` with `connection: close` and a
 /// short reason, and the connection closes. Returns nothing: the caller checks the upstream.
@@ -1274,15 +1259,8 @@ fn x_forwarded_for_is_kept_only_from_trusted_proxies() {
             ("[\"127.0.0.1/32\"]", "203.0.113.7, 127.0.0.1"),
         ] {
             let upstream = Upstream::start(echo());
-            let toml = format!(
-                "[runtime]\ncores = \"0\"\nio = \"{io}\"\nbuffers_per_shard = 512\n\
-                 [runtime.glommio]\nio_memory = \"1MiB\"\n\
-                 [[listener]]\nname = \"test\"\nbind = \"127.0.0.1:0\"\n\
-                 [forwarding]\ntrusted_proxies = {trusted}\n\
-                 [[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n{FORWARD_ALL}",
-                upstream.addr()
-            );
-            let proxy = Coregate::start(&toml);
+            let extra = format!("[forwarding]\ntrusted_proxies = {trusted}\n{FORWARD_ALL}");
+            let proxy = start(io, &upstream, &extra);
             let mut client = Client::connect(proxy.addr());
             client.get("/", &["x-forwarded-for: 203.0.113.7"]);
             let seen = upstream.wait_for(1);

@@ -9,23 +9,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use coregate_tests::client::Client;
-use coregate_tests::harness::{Coregate, MECHANISMS, config, config_with};
+use coregate_tests::harness::{
+    Coregate, FORWARD_ALL, MECHANISMS, config, config_with, exchange, start,
+};
 use coregate_tests::upstream::{Recorded, Reply, Upstream, echo, ok};
-
-const FORWARD_ALL: &str = "[[route]]\npath_prefix = \"/\"\nupstream = \"up\"\n";
-
-fn start(io: &str, upstream: &Upstream, extra: &str) -> Coregate {
-    Coregate::start(&config(io, "0", upstream.addr(), extra))
-}
-
-/// Sends raw bytes on a new connection and returns the response and whether coregate closed.
-fn exchange(proxy: &Coregate, request: &[u8]) -> (coregate_tests::client::Response, bool) {
-    let mut client = Client::connect(proxy.addr());
-    client.send(request);
-    let response = client.read_response(false).expect("a response");
-    let closed = client.is_closed();
-    (response, closed)
-}
 
 #[test]
 fn malformed_requests_get_400_and_close() {

@@ -4,19 +4,9 @@
 use std::time::{Duration, Instant};
 
 use coregate_tests::client::Client;
-use coregate_tests::harness::{Coregate, MECHANISMS, config};
+use coregate_tests::harness::{FORWARD_ALL, MECHANISMS, start};
 use coregate_tests::upstream::{Recorded, Reply, Upstream, echo, ok, ok_chunked};
 use std::sync::Arc;
-
-const FORWARD_ALL: &str = r#"
-[[route]]
-path_prefix = "/"
-upstream = "up"
-"#;
-
-fn start(io: &str, upstream: &Upstream, routes: &str) -> Coregate {
-    Coregate::start(&config(io, "0", upstream.addr(), routes))
-}
 
 #[test]
 fn a_get_is_forwarded_with_forwarding_fields() {

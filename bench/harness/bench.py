@@ -41,11 +41,11 @@ from pathlib import Path
 import loads
 import report
 from procs import HarnessError, Registry, cpu_seconds, pss_kib, rss_kib, run_bounded
-from targets import (BASELINE, BENCH_DIR, EXTRA_TARGETS, TARGETS, Layout, Upstream,
-                     coregate_missing, start)
+from targets import (BASELINE, BENCH_DIR, EXTRA_TARGETS, FEATURE_TARGETS, TARGETS, Layout,
+                     Upstream, coregate_missing, start)
 
 PHASES = ("throughput", "latency", "scaling", "idle", "k6", "overhead")
-OVERHEAD_TARGETS = ("coregate", "coregate-log", "coregate-scrape", "coregate-limit")
+OVERHEAD_TARGETS = ("coregate", *FEATURE_TARGETS)
 SCRAPE_INTERVAL_S = 1.0
 SCALING_CONNS = (1, 16, 64, 256, 1024)
 SMOKE_SCALING_CONNS = (1, 256)

@@ -30,10 +30,10 @@ BENCH_DIR = Path(__file__).resolve().parent.parent
 CONF_DIR = BENCH_DIR / "conf"
 
 TARGETS = ("direct", "coregate", "coregate-glommio", "nginx", "haproxy")
-EXTRA_TARGETS = ("coregate-1shard", "coregate-log", "coregate-scrape", "coregate-limit")
 # The variants the overhead phase compares with plain coregate, and the feature each turns on.
 FEATURE_TARGETS = {"coregate-log": "access_log", "coregate-scrape": "admin",
                    "coregate-limit": "rate_limit"}
+EXTRA_TARGETS = ("coregate-1shard", *FEATURE_TARGETS)
 BASELINE = "nginx"  # ratios are against NGINX measured in the same run
 
 # Port of each listener: port_base + offset.

@@ -37,8 +37,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from procs import HarnessError, Registry, Server, cpu_seconds, group_pids, port_in_use, rss_kib, run_bounded, wait_listening
-from targets import Layout, Upstream, preflight
+from procs import HarnessError, Registry, Server, cpu_seconds, group_pids, port_in_use, rss_kib
+from targets import Layout, Upstream, check_coregate, preflight, serve
 
 SLACK_RSS_KIB = 4096
 SLACK_FDS = 8
@@ -160,21 +160,13 @@ upstream = "origin"
 """
 
 
-def open_fds(pgid: int) -> int:
+def proc_entries(pgid: int, directory: str) -> int:
+    """Entries of /proc/PID/`directory` summed over the process group: "fd" counts open
+    descriptors, "task" threads."""
     total = 0
     for pid in group_pids(pgid):
         try:
-            total += len(os.listdir(f"/proc/{pid}/fd"))
-        except OSError:
-            pass
-    return total
-
-
-def threads(pgid: int) -> int:
-    total = 0
-    for pid in group_pids(pgid):
-        try:
-            total += len(os.listdir(f"/proc/{pid}/task"))
+            total += len(os.listdir(f"/proc/{pid}/{directory}"))
         except OSError:
             pass
     return total
@@ -256,15 +248,9 @@ def main() -> int:
             listen=f"{host}:{listen_port}", origin=f"{host}:{o.port_base}",
             reset="%s:%d" % faults["reset"].addr, hang="%s:%d" % faults["hang"].addr,
             garbage="%s:%d" % faults["garbage"].addr, dead=f"{host}:{dead_port(host)}"))
-        rc, out, err = run_bounded("coregate-check", [str(o.coregate_bin), "check", "--config", str(conf)],
-                                   registry, timeout=30)
-        if rc != 0:
-            raise HarnessError(f"coregate check refused {conf}:\n{(err or out).strip()[-600:]}")
-        coregate = Server("coregate", [str(o.coregate_bin), "run", "--config", str(conf)],
-                          o.run_dir / "coregate.log", registry)
-        coregate.start()
-        wait_listening(host, listen_port, coregate)
-        preflight("coregate", host, listen_port)
+        check_coregate("coregate", o.coregate_bin, conf, registry)
+        coregate = serve("coregate", [str(o.coregate_bin), "run", "--config", str(conf)],
+                         o.run_dir / "coregate.log", registry, host, listen_port)
 
         lua = Path(__file__).resolve().parent / "soak.lua"
         wrk = Server("wrk", ["wrk", "-t1", f"-c{o.conns}", f"-d{o.duration}s", "--timeout", "5s",
@@ -287,7 +273,7 @@ def main() -> int:
                 if now >= next_sample:
                     pgid = coregate.pgid
                     row = {"elapsed_s": round(now, 1), "rss_kib": rss_kib(pgid) or 0,
-                           "fds": open_fds(pgid), "threads": threads(pgid),
+                           "fds": proc_entries(pgid, "fd"), "threads": proc_entries(pgid, "task"),
                            "cpu_s": round(cpu_seconds(pgid) or 0.0, 2)}
                     rows.append(row)
                     out_csv.writerow(row.values())

@@ -215,30 +215,45 @@ def start(spec: Spec, layout: Layout, run_dir: Path, registry: Registry, coregat
         values["CORES"] = f"0-{spec.shards - 1}" if spec.shards > 1 else "0"
         values["FEATURE"] = feature_section(spec, layout, run_dir)
         conf = render(CONF_DIR / "coregate.toml", run_dir / f"{spec.name}.toml", values)
-        rc, out, err = run_bounded(f"{spec.name}-check", [str(coregate_bin), "check", "--config", str(conf)],
-                                   registry, timeout=30)
-        if rc != 0:
-            raise HarnessError(f"`coregate check --config {conf}` refused the config (status {rc}):\n"
-                               f"{(err or out).strip()[-600:]}")
+        check_coregate(spec.name, coregate_bin, conf, registry)
         argv = [str(coregate_bin), "run", "--config", str(conf)]
-    server = Server(spec.name, [*(wrap or []), *argv], log, registry)
+    server = serve(spec.name, [*(wrap or []), *argv], log, registry, layout.host, port,
+                   start_timeout)
+    admin = f"{layout.host}:{layout.port('admin')}" if spec.feature == "admin" else None
+    return Running(spec, port, server, admin)
+
+
+def check_coregate(name: str, coregate_bin: Path, conf: Path, registry: Registry) -> None:
+    """Runs `coregate check` on `conf`, so that a refused configuration fails with its reasons
+    rather than as a server that never listens."""
+    rc, out, err = run_bounded(f"{name}-check", [str(coregate_bin), "check", "--config", str(conf)],
+                               registry, timeout=30)
+    if rc != 0:
+        raise HarnessError(f"`coregate check --config {conf}` refused the config (status {rc}):\n"
+                           f"{(err or out).strip()[-600:]}")
+
+
+def serve(name: str, argv: list[str], log: Path, registry: Registry, host: str, port: int,
+          start_timeout: float = 10.0) -> Server:
+    """Starts `argv` and waits until it accepts on host:port and passes preflight; on failure
+    stops it, saying so when it exited by itself."""
+    server = Server(name, argv, log, registry)
     server.start()
     try:
-        wait_listening(layout.host, port, server, start_timeout)
-        preflight(spec.name, layout.host, port)
+        wait_listening(host, port, server, start_timeout)
+        preflight(name, host, port)
     except HarnessError as e:
         time.sleep(0.2)  # a server that refused its config may be exiting: say so if it did
         status = server.exit_status()
         server.stop()
         if status is not None:
-            raise HarnessError(f"{spec.name} exited with status {status} (log {log}):\n"
+            raise HarnessError(f"{name} exited with status {status} (log {log}):\n"
                                f"{server.log_tail()}") from e
         raise
     except BaseException:
         server.stop()
         raise
-    admin = f"{layout.host}:{layout.port('admin')}" if spec.feature == "admin" else None
-    return Running(spec, port, server, admin)
+    return server
 
 
 def feature_section(spec: Spec, layout: Layout, run_dir: Path) -> str:

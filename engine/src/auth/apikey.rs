@@ -30,10 +30,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use ring::digest::{SHA256, digest};
 use subtle::ConstantTimeEq;
 
-use super::{Challenge, Realm};
+use super::{Challenge, Realm, sha256};
 
 /// The request header a key is read from when the configuration does not say.
 pub const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
@@ -86,13 +85,6 @@ impl ApiKeyEntry {
     pub fn identity(&self) -> &str {
         &self.identity
     }
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    digest(&SHA256, bytes)
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes")
 }
 
 fn check_identity(identity: &[u8]) -> Result<(), &'static str> {

@@ -75,6 +75,14 @@ pub use apikey::{
 };
 pub use jwt::{JwtSettings, JwtVerifier, TokenRejection, VerifiedToken};
 
+/// SHA-256 of `bytes`: what API keys are compared by, and what the token cache is keyed by.
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
 /// The realm of challenges when the configuration does not say.
 pub const DEFAULT_REALM: &str = "coregate";
 

@@ -305,10 +305,7 @@ impl JwtVerifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenRejection::Malformed("the token is too long"));
         }
-        let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, token)
-            .as_ref()
-            .try_into()
-            .expect("SHA-256 is 32 bytes");
+        let digest = super::sha256(token);
         if let Some(index) = cache.get(&digest, now_unix) {
             return Ok(cache.token(index));
         }

@@ -176,10 +176,7 @@ impl Validator<'_, '_> {
             Got::Value((bytes, path, span)) => match parse_key_file(&bytes) {
                 Ok(from_file) => entries.extend(from_file),
                 Err(errors) => {
-                    let lines: Vec<String> = errors
-                        .iter()
-                        .map(|error| format!("line {}: {}", error.line, error.reason))
-                        .collect();
+                    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
                     self.report.invalid(
                         span,
                         &file_key,

@@ -21,8 +21,8 @@ use std::io::Write;
 use std::net::IpAddr;
 
 use crate::http1::{
-    Field, FieldKind, HeadTooLarge, HeadWriter, Method, RequestBody, RequestHead, ResponseHead,
-    TargetForm, Version,
+    Field, FieldKind, HeadTooLarge, HeadWriter, Method, RequestBody, RequestHead, ResponseBody,
+    ResponseHead, TargetForm, Version,
 };
 use crate::shard::{Edits, PathRewrite};
 
@@ -37,6 +37,24 @@ pub enum ClientFraming {
     Chunked,
     /// Until close (HTTP/1.0 client and a body of unknown length).
     UntilClose,
+}
+
+impl ClientFraming {
+    /// How a response body of this framing goes to a client of `client_version`: lengths are
+    /// kept, bodies of unknown length are chunked for HTTP/1.1 and sent until close for
+    /// HTTP/1.0, which knows no chunked coding (RFC 9112 sec. 7.1).
+    pub fn for_response(body: ResponseBody, client_version: Version) -> ClientFraming {
+        match body {
+            ResponseBody::None => ClientFraming::None,
+            ResponseBody::Length(length) => ClientFraming::Length(length),
+            ResponseBody::Chunked | ResponseBody::CloseDelimited
+                if client_version == Version::Http11 =>
+            {
+                ClientFraming::Chunked
+            }
+            ResponseBody::Chunked | ResponseBody::CloseDelimited => ClientFraming::UntilClose,
+        }
+    }
 }
 
 /// Everything the request head needs besides the parsed request.

@@ -1265,16 +1265,7 @@ impl Session {
             (101, _, _) => return Err(ResponseFailure::Invalid),
             _ => None,
         };
-        let framing = match head.body {
-            ResponseBody::None => ClientFraming::None,
-            ResponseBody::Length(length) => ClientFraming::Length(length),
-            ResponseBody::Chunked | ResponseBody::CloseDelimited
-                if request.version == Version::Http11 =>
-            {
-                ClientFraming::Chunked
-            }
-            ResponseBody::Chunked | ResponseBody::CloseDelimited => ClientFraming::UntilClose,
-        };
+        let framing = ClientFraming::for_response(head.body, request.version);
         let close =
             !request.keep_alive || framing == ClientFraming::UntilClose || self.shard.draining();
         let mut buf_out = self

@@ -86,16 +86,7 @@ fn check_client_head(
     if head.status == 101 || head.is_interim() {
         return; // never relayed as a final response
     }
-    let framing = match head.body {
-        ResponseBody::None => ClientFraming::None,
-        ResponseBody::Length(n) => ClientFraming::Length(n),
-        ResponseBody::Chunked | ResponseBody::CloseDelimited
-            if client_version == Version::Http11 =>
-        {
-            ClientFraming::Chunked
-        }
-        ResponseBody::Chunked | ResponseBody::CloseDelimited => ClientFraming::UntilClose,
-    };
+    let framing = ClientFraming::for_response(head.body, client_version);
     let close = framing == ClientFraming::UntilClose;
     let edits = Edits::default();
     let input_for_writer = ResponseHeadInput {

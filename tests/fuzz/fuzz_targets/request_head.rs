@@ -119,11 +119,7 @@ fn check_forwarded(input: &[u8], head: &RequestHead, fields: &[coregate_engine::
     let out = &out[..out_len];
 
     // Read it back as the upstream would, with room for the fields coregate added.
-    let generous = Limits {
-        max_request_line: 64 * 1024,
-        max_head_bytes: 64 * 1024,
-        max_headers: coregate_engine::http1::MAX_FIELDS,
-    };
+    let generous = common::generous();
     let mut again_fields = common::fields();
     let again = match parse_request(out, &mut HeadScanner::new(), &generous, &mut again_fields) {
         Ok(Parsed::Complete(again)) => again,

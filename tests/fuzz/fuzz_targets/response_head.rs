@@ -101,11 +101,7 @@ fn check_client_head(
         return;
     };
     let out = &out[..len];
-    let generous = coregate_engine::http1::Limits {
-        max_request_line: 64 * 1024,
-        max_head_bytes: 64 * 1024,
-        max_headers: coregate_engine::http1::MAX_FIELDS,
-    };
+    let generous = common::generous();
     let mut again_fields = common::fields();
     let again = match parse_response(
         out,

@@ -24,6 +24,15 @@ pub fn limits(selector: u8) -> Limits {
     }
 }
 
+/// Limits for reading back a head coregate wrote: room for everything coregate may add.
+pub fn generous() -> Limits {
+    Limits {
+        max_request_line: 64 * 1024,
+        max_head_bytes: 64 * 1024,
+        max_headers: coregate_engine::http1::MAX_FIELDS,
+    }
+}
+
 /// The scratch field array the proxy sizes from its limits.
 pub fn fields() -> Vec<Field> {
     vec![Field::EMPTY; coregate_engine::http1::MAX_FIELDS]

@@ -142,11 +142,7 @@ fn run(path: &Path, demo: Option<demo::DemoUpstream>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!(
-        "coregate: {} shard(s) running ({:?} io)",
-        server.shard_count(),
-        config.runtime.io
-    );
+    eprintln!("coregate: {} shard(s) running", server.shard_count());
     for listener in &config.listeners {
         if let Some(addr) = server.listener_addr(&listener.name) {
             eprintln!("coregate: listener {:?} on http://{addr}", listener.name);

@@ -347,8 +347,7 @@ impl Shard {
             latency_sum_us: self.metrics.latency_sum_us(),
             routes: self.metrics.routes(),
             endpoints,
-            ring: (self.io.mechanism() == crate::io::Mechanism::Uring)
-                .then(|| self.io.ring_stats()),
+            ring: self.io.ring_stats(),
             ring_in_flight: self.io.ring_in_flight(),
             buffers_total: buffers.count(),
             buffers_free: buffers.free_count(),

@@ -415,18 +415,16 @@ fn ten_thousand_faulty_exchanges_leave_pools_and_rings_as_they_were() {
             idle <= 4.0,
             "{io}: idle connections are at most what the four good-request streams left ({idle})"
         );
-        if io == "uring" {
-            // Standing operations, less the one watch each idle pooled connection holds.
-            let standing = |text: &str| {
-                metric_sum(text, "coregate_ring_operations_in_flight")
-                    - metric_sum(text, "coregate_upstream_idle_connections")
-            };
-            assert_eq!(
-                standing(&after),
-                standing(&before),
-                "{io}: no ring operation leaked"
-            );
-        }
+        // Standing operations, less the one watch each idle pooled connection holds.
+        let standing = |text: &str| {
+            metric_sum(text, "coregate_ring_operations_in_flight")
+                - metric_sum(text, "coregate_upstream_idle_connections")
+        };
+        assert_eq!(
+            standing(&after),
+            standing(&before),
+            "{io}: no ring operation leaked"
+        );
         let rejected = metric_sum(&after, "coregate_rejected_total");
         assert!(
             rejected >= 6000.0,

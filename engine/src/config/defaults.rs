@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use super::{AccessLogFormat, Balance, CoreSelection, IoMode};
+use super::{AccessLogFormat, Balance, CoreSelection};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -26,11 +26,6 @@ const fn secs(n: u64) -> Duration {
 /// One shard on every CPU this process may run on, like NGINX's `worker_processes auto`. The
 /// affinity mask is honoured, so `taskset` and cgroup cpusets narrow it without editing the file.
 pub const DEFAULT_CORES: CoreSelection = CoreSelection::All;
-
-/// Shards drive their sockets through their own io_uring (completion-based: multishot accept,
-/// provided-buffer receive, batched submission). glommio's `TcpStream` is kept selectable as
-/// the baseline: it uses io_uring for readiness only and costs about twice the CPU per request.
-pub const DEFAULT_IO: IoMode = IoMode::Uring;
 
 /// Submission queue entries of each shard's ring (the completion queue gets twice as many). At
 /// one receive, one send and the occasional accept per request in flight, 1024 entries let a
@@ -74,7 +69,7 @@ pub const DEFAULT_IDLE_WAIT: Duration = ms(50);
 /// Longer sleeps would delay timers noticeably.
 pub const MAX_IDLE_WAIT: Duration = secs(1);
 
-// [runtime.glommio] — the executor every shard runs on, in both io modes; the defaults are
+// [runtime.glommio] — the executor every shard runs on; the defaults are
 // glommio's own.
 
 /// Memory glommio reserves per executor for its registered I/O buffers (glommio's default).

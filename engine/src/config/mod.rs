@@ -114,8 +114,6 @@ pub struct RuntimeConfig {
     pub cores: CoreSelection,
     /// Where `cores` was written (none when defaulted), so the plan can point at it.
     pub cores_at: Option<Location>,
-    /// Which socket mechanism shards use.
-    pub io: IoMode,
     /// Submission queue entries of each shard's io_uring; a power of two.
     pub ring_entries: u32,
     /// Bytes per I/O buffer.
@@ -149,25 +147,6 @@ pub enum CoreSelection {
     All,
     /// These CPUs, ascending, no repeats.
     List(Vec<usize>),
-}
-
-/// How shards do socket I/O.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IoMode {
-    /// Each shard's own completion-based io_uring.
-    Uring,
-    /// glommio's `TcpStream` (readiness on io_uring, then plain `send`/`recv`).
-    Glommio,
-}
-
-impl IoMode {
-    /// The name the file uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IoMode::Uring => "uring",
-            IoMode::Glommio => "glommio",
-        }
-    }
 }
 
 /// `[limits]`: the sizes a client request may have. Exceeding one is answered with the status

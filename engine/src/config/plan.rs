@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use super::cores::CpuList;
 use super::units::Size;
-use super::{Balance, Config, ConfigError, ConfigErrors, CoreSelection, IoMode};
+use super::{Balance, Config, ConfigError, ConfigErrors, CoreSelection};
 
 /// Where the shards run and what each one gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,7 +21,6 @@ pub struct Plan {
     pub shards: Vec<ShardPlan>,
     /// The CPUs this process may run on, ascending.
     pub allowed: Vec<usize>,
-    pub io: IoMode,
     /// What each shard may use; the same for every shard.
     pub budget: ShardBudget,
     /// Each listener, opened once per shard.
@@ -136,7 +135,6 @@ impl Plan {
         let runtime = &config.runtime;
         Ok(Plan {
             allowed,
-            io: runtime.io,
             budget: ShardBudget {
                 ring_entries: runtime.ring_entries,
                 buffer_size: runtime.buffer_size,
@@ -209,8 +207,7 @@ impl fmt::Display for Plan {
         )?;
         writeln!(
             f,
-            "io           {}, {} io_uring entries per shard",
-            self.io.as_str(),
+            "io           io_uring, {} entries per shard",
             budget.ring_entries
         )?;
         writeln!(

@@ -33,7 +33,6 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
         CoreSelection::All => writeln!(out, "cores = \"all\"")?,
         CoreSelection::List(cpus) => writeln!(out, "cores = \"{}\"", CpuList(cpus))?,
     }
-    writeln!(out, "io = \"{}\"", r.io.as_str())?;
     writeln!(out, "ring_entries = {}", r.ring_entries)?;
     writeln!(out, "buffer_size = {}", size(r.buffer_size as u64))?;
     writeln!(out, "buffers_per_shard = {}", r.buffers_per_shard)?;

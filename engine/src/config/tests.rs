@@ -144,7 +144,6 @@ fn every_default_applies() {
     let r = &config.runtime;
     assert_eq!(r.cores, DEFAULT_CORES);
     assert_eq!(r.cores_at, None);
-    assert_eq!(r.io, DEFAULT_IO);
     assert_eq!(r.ring_entries, DEFAULT_RING_ENTRIES);
     assert_eq!(r.buffer_size, DEFAULT_BUFFER_SIZE);
     assert_eq!(r.buffers_per_shard, DEFAULT_BUFFERS_PER_SHARD);
@@ -215,7 +214,7 @@ fn every_key_is_read() {
     let text = r#"
 [runtime]
 cores = "0-1"
-io = "glommio"
+io = "uring"
 ring_entries = 256
 buffer_size = "32KiB"
 buffers_per_shard = 1024
@@ -287,7 +286,6 @@ strip_prefix = true
     let r = &config.runtime;
     assert_eq!(r.cores, CoreSelection::List(vec![0, 1]));
     assert_eq!(r.cores_at, Some(Location { line: 3, column: 9 }));
-    assert_eq!(r.io, IoMode::Glommio);
     assert_eq!(r.ring_entries, 256);
     assert_eq!(r.buffer_size, 32 * 1024);
     assert_eq!(r.buffers_per_shard, 1024);
@@ -589,7 +587,8 @@ fn runtime_values_are_bounded() {
         assert!(got.contains(&format!("runtime.{key}: ")), "{got}");
         assert!(got.contains(message), "{got} should contain {message}");
     };
-    check("io", "\"epoll\"", "must be \"uring\" or \"glommio\"");
+    check("io", "\"epoll\"", "must be \"uring\"");
+    check("io", "\"glommio\"", "glommio's TcpStream path was retired");
     check("ring_entries", "16", "must be from 32 to 32768");
     check("buffer_size", "\"2KiB\"", "must be from 4 KiB to 1 MiB");
     check("buffer_size", "\"16KB\"", "ambiguous unit");
@@ -1163,7 +1162,7 @@ fn the_plan_prints_what_check_shows() {
         plan.to_string(),
         "config       t.toml\n\
          shards       2, pinned to CPU 0-1 (this process may use CPU 0-1)\n\
-         io           uring, 1024 io_uring entries per shard\n\
+         io           io_uring, 1024 entries per shard\n\
          buffers      4096 x 16 KiB = 64 MiB per shard, 128 MiB in all (reserved, touched as used)\n\
          executor     10 MiB of glommio I/O memory per shard\n\
          connections  up to 16384 clients per shard, 32768 in all\n\

@@ -32,7 +32,7 @@ use super::file::{
 use super::units::{Millis, Size, parse_duration, parse_size};
 use super::{
     AccessLogConfig, AccessLogFormat, AdminConfig, Balance, Config, CoreSelection, Forwarding,
-    GlommioConfig, HeaderEdits, IoMode, IpPrefix, Limits, ListenerConfig, RouteAction, RouteConfig,
+    GlommioConfig, HeaderEdits, IpPrefix, Limits, ListenerConfig, RouteAction, RouteConfig,
     RuntimeConfig, Timeouts, UpstreamConfig,
 };
 use crate::http1::{Method, MethodSet};
@@ -191,14 +191,7 @@ impl Validator<'_, '_> {
         let raw = raw.map_or(&default, Spanned::get_ref);
         let s = "runtime";
         let cores = self.cores(&raw.cores, &key(s, "cores"));
-        let io = self
-            .string(&raw.io, &key(s, "io"))
-            .and_then(|(text, span)| match text {
-                "uring" => Got::Value(IoMode::Uring),
-                "glommio" => Got::Value(IoMode::Glommio),
-                _ => self.bad(span, &key(s, "io"), "must be \"uring\" or \"glommio\""),
-            })
-            .or(DEFAULT_IO);
+        let io = self.io_mechanism(&raw.io, &key(s, "io"));
         let ring_entries = self
             .power_of_two(
                 &raw.ring_entries,
@@ -243,13 +236,13 @@ impl Validator<'_, '_> {
             )
             .or(DEFAULT_IDLE_WAIT);
         let glommio = self.glommio(raw.glommio.as_ref());
+        io?;
         Some(RuntimeConfig {
             cores: cores?,
             cores_at: raw
                 .cores
                 .as_ref()
                 .map(|f| self.report.location(f.span().start)),
-            io: io?,
             ring_entries: ring_entries?,
             buffer_size: buffer_size?,
             buffers_per_shard: buffers_per_shard?,
@@ -300,6 +293,24 @@ impl Validator<'_, '_> {
                 None
             }
         }
+    }
+
+    /// `io` once chose between each shard's own io_uring and glommio's `TcpStream`; the ring is
+    /// the only mechanism left, and the key stays accepted with that value so files that name
+    /// it keep loading.
+    fn io_mechanism(&mut self, raw: &Field, name: &str) -> Option<()> {
+        self.string(raw, name)
+            .and_then(|(text, span)| match text {
+                "uring" => Got::Value(()),
+                "glommio" => self.bad(
+                    span,
+                    name,
+                    "glommio's TcpStream path was retired; every shard runs its own io_uring \
+                     (remove this key)",
+                ),
+                _ => self.bad(span, name, "must be \"uring\""),
+            })
+            .or(())
     }
 
     fn glommio(&mut self, raw: Option<&Spanned<RawGlommio>>) -> Option<GlommioConfig> {

@@ -1,5 +1,5 @@
 //! Cross-thread wake-ups for a shard: an eventfd the control plane writes and the shard waits on
-//! through its own I/O mechanism (a ring read with `uring`, glommio's reactor otherwise).
+//! with a read on its own ring.
 //!
 //! This is the doorbell of the control mailboxes; the messages themselves travel in a queue next
 //! to it (see `control`). Nothing on the request path touches it.
@@ -50,22 +50,10 @@ impl Notifier {
         if copy < 0 {
             return Err(io::Error::last_os_error());
         }
-        let glommio = match io.mechanism() {
-            // SAFETY: glommio takes ownership of the duplicated descriptor.
-            super::Mechanism::Glommio => {
-                Some(unsafe { glommio::io::BufferedFile::from_raw_fd(copy) })
-            }
-            super::Mechanism::Uring => None,
-        };
-        let fd = match glommio {
-            Some(_) => None,
-            // SAFETY: as above, owned by the receiver.
-            None => Some(unsafe { OwnedFd::from_raw_fd(copy) }),
-        };
         Ok(NotifyReceiver {
             io: io.clone(),
-            fd,
-            glommio,
+            // SAFETY: a fresh duplicate, owned by the receiver from here on.
+            fd: unsafe { OwnedFd::from_raw_fd(copy) },
         })
     }
 }
@@ -73,26 +61,13 @@ impl Notifier {
 /// The waiting side, owned by one shard.
 pub struct NotifyReceiver {
     io: Rc<IoShard>,
-    fd: Option<OwnedFd>,
-    glommio: Option<glommio::io::BufferedFile>,
+    fd: OwnedFd,
 }
 
 impl NotifyReceiver {
     /// Waits until notified at least once since the last wait; returns how many times.
     pub async fn wait(&mut self) -> io::Result<u64> {
-        if let Some(file) = &self.glommio {
-            let read = file.read_at(0, 8).await.map_err(io::Error::from)?;
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&read[..8.min(read.len())]);
-            return Ok(u64::from_ne_bytes(word));
-        }
-        let ring = self.io.ring();
-        let fd = self
-            .fd
-            .as_ref()
-            .expect("uring receiver keeps its descriptor")
-            .as_raw_fd();
-        let done = ring.read_eventfd(fd).await;
+        let done = self.io.ring().read_eventfd(self.fd.as_raw_fd()).await;
         super::check(done.res, done.timed_out)?;
         Ok(done.word)
     }

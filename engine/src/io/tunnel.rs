@@ -12,8 +12,9 @@ use std::io;
 use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::Conn;
 use super::buffer::{Buf, BufferPool};
 use super::uring::{MAX_PARTS, Op, Part, Ring};
 
@@ -33,8 +34,6 @@ fn shutdown_write(fd: RawFd) {
         libc::shutdown(fd, libc::SHUT_WR);
     }
 }
-
-// ---- the shard's ring ---------------------------------------------------------------------
 
 /// One direction on the ring: receiving into a provided buffer, then sending that buffer.
 enum Leg<'r> {
@@ -137,8 +136,16 @@ fn send(ring: &Ring, fd: RawFd, buf: Buf, start: u32, end: u32) -> Op<'_> {
     ring.send_parts(fd, &mut parts, None)
 }
 
-/// Joins `a` and `b` on the shard's ring.
-pub(super) async fn on_ring(
+/// Joins two connections after a protocol switch: what each sends goes to the other, until
+/// both finished, one failed, or neither sent anything for `idle`. Both must belong to the same
+/// shard. Returns what was carried whichever way it ended.
+pub async fn join(a: &mut Conn, b: &mut Conn, idle: Duration) -> (Carried, io::Result<()>) {
+    let shard = a.shard().clone();
+    on_ring(shard.ring(), shard.pool(), a.raw_fd(), b.raw_fd(), idle).await
+}
+
+/// Joins the sockets `a` and `b` on the shard's ring.
+async fn on_ring(
     ring: &Ring,
     pool: &std::rc::Rc<BufferPool>,
     a: RawFd,
@@ -180,135 +187,6 @@ pub(super) async fn on_ring(
     })
     .await;
     // Operations still pending are cancelled as their futures drop here.
-    let carried = Carried {
-        forward: forward.carried,
-        backward: backward.carried,
-    };
-    (carried, outcome)
-}
-
-// ---- glommio's TcpStream ------------------------------------------------------------------
-
-/// One direction through glommio's streams: a buffer filled by `poll_read`, drained by
-/// `poll_write`. Its own memory, not the shard's pool: glommio reads need a buffer while they
-/// wait, and idle tunnels must not starve the pool.
-struct Pump {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    eof: bool,
-    closed: bool,
-    carried: u64,
-}
-
-impl Pump {
-    fn advance(
-        &mut self,
-        from: &mut glommio::net::TcpStream,
-        to: &mut glommio::net::TcpStream,
-        cx: &mut Context<'_>,
-        moved: &mut bool,
-    ) -> Result<(), Broken> {
-        use futures_lite::{AsyncRead, AsyncWrite};
-        loop {
-            if self.start < self.end {
-                match Pin::new(&mut *to).poll_write(cx, &self.buf.as_slice()[self.start..self.end])
-                {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(Broken),
-                    Poll::Ready(Ok(n)) => {
-                        self.start += n;
-                        self.carried += n as u64;
-                        continue;
-                    }
-                    Poll::Pending => return Ok(()),
-                }
-            }
-            if self.eof {
-                if !self.closed {
-                    // glommio's close shuts down the write half only.
-                    match Pin::new(&mut *to).poll_close(cx) {
-                        Poll::Ready(_) => self.closed = true,
-                        Poll::Pending => return Ok(()),
-                    }
-                }
-                return Ok(());
-            }
-            match Pin::new(&mut *from).poll_read(cx, &mut self.buf) {
-                Poll::Ready(Ok(0)) => self.eof = true,
-                Poll::Ready(Ok(n)) => {
-                    self.start = 0;
-                    self.end = n;
-                    *moved = true;
-                }
-                Poll::Ready(Err(_)) => return Err(Broken),
-                Poll::Pending => return Ok(()),
-            }
-        }
-    }
-
-    fn finished(&self) -> bool {
-        self.closed
-    }
-}
-
-/// Joins two glommio streams.
-pub(super) async fn on_glommio(
-    buffer_size: usize,
-    a: &mut glommio::net::TcpStream,
-    b: &mut glommio::net::TcpStream,
-    idle: Duration,
-) -> (Carried, io::Result<()>) {
-    for stream in [&*a, &*b] {
-        // Earlier reads and writes left their own timeouts; the tunnel has one idle timeout.
-        let cleared = stream
-            .set_read_timeout(None)
-            .and_then(|()| stream.set_write_timeout(None));
-        if let Err(err) = cleared {
-            return (Carried::default(), Err(io::Error::from(err)));
-        }
-    }
-    let pump = || Pump {
-        buf: vec![0; buffer_size],
-        start: 0,
-        end: 0,
-        eof: false,
-        closed: false,
-        carried: 0,
-    };
-    let mut forward = pump();
-    let mut backward = pump();
-    let mut last_activity = Instant::now();
-    let mut timer = glommio::timer::Timer::new(idle);
-    let outcome = poll_fn(|cx| {
-        let mut moved = false;
-        if forward.advance(&mut *a, &mut *b, cx, &mut moved).is_err()
-            || backward.advance(&mut *b, &mut *a, cx, &mut moved).is_err()
-        {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                "a side of the tunnel failed",
-            )));
-        }
-        if forward.finished() && backward.finished() {
-            return Poll::Ready(Ok(()));
-        }
-        let now = Instant::now();
-        if moved {
-            last_activity = now;
-        }
-        while Pin::new(&mut timer).poll(cx).is_ready() {
-            let quiet = now.saturating_duration_since(last_activity);
-            if quiet >= idle {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the tunnel was idle too long",
-                )));
-            }
-            timer = glommio::timer::Timer::new(idle - quiet);
-        }
-        Poll::Pending
-    })
-    .await;
     let carried = Carried {
         forward: forward.carried,
         backward: backward.carried,

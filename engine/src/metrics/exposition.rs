@@ -209,48 +209,44 @@ fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
         )?;
     }
 
-    if reports.iter().any(|r| r.ring.is_some()) {
-        family(
+    family(
+        out,
+        RING_ENTERS,
+        "counter",
+        "io_uring_enter system calls (submission and reaping, batched).",
+    )?;
+    for r in reports {
+        writeln!(
             out,
-            RING_ENTERS,
-            "counter",
-            "io_uring_enter system calls (submission and reaping, batched).",
+            "{RING_ENTERS}{{shard=\"{}\"}} {}",
+            r.shard, r.ring.enters
         )?;
-        for r in reports {
-            if let Some(ring) = r.ring {
-                writeln!(
-                    out,
-                    "{RING_ENTERS}{{shard=\"{}\"}} {}",
-                    r.shard, ring.enters
-                )?;
-            }
-        }
-        family(
+    }
+    family(
+        out,
+        RING_IN_FLIGHT,
+        "gauge",
+        "io_uring operations submitted and not yet completed.",
+    )?;
+    for r in reports {
+        writeln!(
             out,
-            RING_IN_FLIGHT,
-            "gauge",
-            "io_uring operations submitted and not yet completed.",
+            "{RING_IN_FLIGHT}{{shard=\"{}\"}} {}",
+            r.shard, r.ring_in_flight
         )?;
-        for r in reports {
-            if let Some(in_flight) = r.ring_in_flight {
-                writeln!(out, "{RING_IN_FLIGHT}{{shard=\"{}\"}} {in_flight}", r.shard)?;
-            }
-        }
-        family(
+    }
+    family(
+        out,
+        RING_COMPLETIONS,
+        "counter",
+        "io_uring completions reaped.",
+    )?;
+    for r in reports {
+        writeln!(
             out,
-            RING_COMPLETIONS,
-            "counter",
-            "io_uring completions reaped.",
+            "{RING_COMPLETIONS}{{shard=\"{}\"}} {}",
+            r.shard, r.ring.completions
         )?;
-        for r in reports {
-            if let Some(ring) = r.ring {
-                writeln!(
-                    out,
-                    "{RING_COMPLETIONS}{{shard=\"{}\"}} {}",
-                    r.shard, ring.completions
-                )?;
-            }
-        }
     }
 
     limits(out, reports)?;
@@ -452,6 +448,7 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::RingStats;
     use crate::metrics::{Counters, EndpointReport, RouteCounters};
 
     fn report(shard: usize, latencies_us: &[u64]) -> ShardReport {
@@ -485,8 +482,8 @@ mod tests {
                     ..PoolStats::default()
                 },
             }],
-            ring: None,
-            ring_in_flight: None,
+            ring: RingStats::default(),
+            ring_in_flight: 0,
             buffers_total: 16,
             buffers_free: 10,
             access_log_dropped: 0,

@@ -144,11 +144,11 @@ pub struct ShardReport {
     pub latency_sum_us: u64,
     pub routes: Vec<RouteCounters>,
     pub endpoints: Vec<EndpointReport>,
-    /// The shard's ring, with the `uring` mechanism.
-    pub ring: Option<RingStats>,
-    /// Ring operations submitted and not yet completed (`uring`): steady while idle, so a leak
-    /// of operations shows as growth.
-    pub ring_in_flight: Option<usize>,
+    /// The shard's ring.
+    pub ring: RingStats,
+    /// Ring operations submitted and not yet completed: steady while idle, so a leak of
+    /// operations shows as growth.
+    pub ring_in_flight: usize,
     pub buffers_total: usize,
     pub buffers_free: usize,
     /// Access-log lines dropped because the writer fell behind or failed.

@@ -1152,7 +1152,7 @@ impl Session {
         // The exchange's latency is the switch itself; the tunnel's life is not a response time.
         outcome.finished = Some(shard.io.now());
         let (carried, _ended) =
-            crate::io::join(&mut self.client, checkout.conn(), timeouts.tunnel_idle).await;
+            crate::io::tunnel::join(&mut self.client, checkout.conn(), timeouts.tunnel_idle).await;
         outcome.bytes += carried.backward;
         Step::Close
     }

@@ -110,8 +110,8 @@ pub(crate) async fn run_shard(start: ShardStart) {
             acknowledge(
                 0,
                 vec![format!(
-                    "cannot set up {:?} I/O: {err}",
-                    io_settings.mechanism
+                    "cannot set up its io_uring ({err}); coregate needs Linux 6.1 or later \
+                     with io_uring enabled (kernel.io_uring_disabled = 0)"
                 )],
             );
             return;

@@ -30,9 +30,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::access_log::{self, LogSink};
 use crate::admin;
-use crate::config::{Config, IoMode, Plan};
+use crate::config::{Config, Plan};
 use crate::control::{ListenerSocket, Mailbox};
-use crate::io::{IoSettings, Mechanism};
+use crate::io::IoSettings;
 use crate::shard::LimitClock;
 
 pub use plane::{ControlPlane, ReloadError, Reloaded, ShardGenerations};
@@ -281,10 +281,6 @@ impl Drop for Server {
 pub(crate) fn io_settings(config: &Config) -> IoSettings {
     let runtime = &config.runtime;
     IoSettings {
-        mechanism: match runtime.io {
-            IoMode::Uring => Mechanism::Uring,
-            IoMode::Glommio => Mechanism::Glommio,
-        },
         ring_entries: runtime.ring_entries,
         buffer_size: runtime.buffer_size,
         buffers: runtime.buffers_per_shard,

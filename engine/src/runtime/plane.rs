@@ -622,7 +622,6 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         }
     };
     differs("cores", o.cores != n.cores);
-    differs("io", o.io != n.io);
     differs("ring_entries", o.ring_entries != n.ring_entries);
     differs("buffer_size", o.buffer_size != n.buffer_size);
     differs(

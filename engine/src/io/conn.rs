@@ -1,0 +1,202 @@
+//! A connected TCP socket on the shard's ring, client or upstream: receiving into a
+//! [`ReadBuf`], sending an [`Outbound`], watching for input while idle in a pool, and closing
+//! through the ring.
+//!
+//! [`Conn::recv`] and [`Conn::send`] are the two places every byte of a connection passes; a
+//! transport that transforms those bytes (TLS records) belongs behind them and nowhere else.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::{IoShard, Outbound, ReadBuf, check, no_buffer};
+
+/// A connected TCP socket (client or upstream).
+pub struct Conn {
+    shard: Rc<IoShard>,
+    fd: RawFd,
+    /// The slot of a watch for input while the connection idles in a pool.
+    watch: Option<u32>,
+    peer: SocketAddr,
+}
+
+impl Conn {
+    /// Takes ownership of a connected socket's descriptor.
+    pub(super) fn new(shard: Rc<IoShard>, fd: RawFd, peer: SocketAddr) -> Conn {
+        Conn {
+            shard,
+            fd,
+            watch: None,
+            peer,
+        }
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn shard(&self) -> &Rc<IoShard> {
+        &self.shard
+    }
+
+    /// The socket's descriptor, for shutting it down from outside its task (draining).
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// Whether the peer sent bytes not yet received, or closed: a non-blocking peek, one system
+    /// call. Used once per streamed request body, to notice an upstream that answered before it
+    /// had the whole request.
+    pub fn has_unread_input(&self) -> bool {
+        let mut byte = 0u8;
+        // SAFETY: a one-byte peek into a local on a descriptor this connection owns.
+        let n = unsafe {
+            libc::recv(
+                self.fd,
+                &mut byte as *mut u8 as *mut libc::c_void,
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        // n > 0: bytes wait; n == 0: the peer closed; -1: nothing yet (EAGAIN) or an error the
+        // next receive will report.
+        n >= 0
+    }
+
+    /// Starts noticing anything the peer sends (or a close) while this connection idles in a
+    /// pool: a poll submitted with the pass's batch.
+    pub fn watch_while_idle(&mut self) {
+        if self.watch.is_none() {
+            self.watch = Some(self.shard.ring().watch(self.fd));
+        }
+    }
+
+    /// Ends the idle watch; true when the peer stayed quiet, so the connection may carry a new
+    /// request. An upstream that sent bytes while idle (a second response, an answer to a body
+    /// it took for a request) or closed must not be reused: those bytes would be read as the
+    /// next client's response.
+    pub fn end_idle_watch(&mut self) -> bool {
+        match self.watch.take() {
+            Some(id) => self.shard.ring().end_watch(id),
+            None => true,
+        }
+    }
+
+    /// Receives more bytes into `rb`, appending after what it holds. Returns the number of new
+    /// bytes; 0 means the peer closed its side. With no buffer in `rb`, one is taken only when
+    /// data arrives (provided buffers), so waiting costs no memory.
+    pub fn recv<'a>(
+        &'a mut self,
+        rb: &'a mut ReadBuf,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = io::Result<usize>> + 'a {
+        receive(&self.shard, self.fd, rb, deadline, false)
+    }
+
+    /// Like [`Conn::recv`], when the peer is not expected to have sent anything yet: a keep-alive
+    /// connection waiting for its next request, an upstream that was just sent a request. The
+    /// ring then waits for readiness first instead of trying a receive bound to find nothing.
+    pub fn recv_later<'a>(
+        &'a mut self,
+        rb: &'a mut ReadBuf,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = io::Result<usize>> + 'a {
+        receive(&self.shard, self.fd, rb, deadline, true)
+    }
+
+    /// Sends every part of `out`, in order, as one gathered write. The parts stay in `out`
+    /// afterwards, unchanged, whether or not the send succeeded: the caller may send them again
+    /// (a retry on a fresh upstream connection) or clear them.
+    pub async fn send(&mut self, out: &mut Outbound, deadline: Option<Instant>) -> io::Result<()> {
+        let ring = self.shard.ring();
+        let ranges = out.ranges();
+        let total: usize = ranges
+            .iter()
+            .map(|(start, end)| (end - start) as usize)
+            .sum();
+        let mut sent = 0usize;
+        while sent < total {
+            // Skip what earlier (short) sends already delivered.
+            out.skip(&ranges, sent);
+            let mut done = ring.send_parts(self.fd, out.parts_mut(), deadline).await;
+            out.restore(&ranges, &mut done.bufs);
+            match check(done.res, done.timed_out)? {
+                0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "peer stopped reading",
+                    ));
+                }
+                n => sent += n,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The receive behind [`Conn::recv`]: an `async fn` of its own so a pending receive (what every
+/// idle connection holds) costs only what it needs, with no wrapping state copying the
+/// arguments again.
+async fn receive(
+    shard: &IoShard,
+    fd: RawFd,
+    rb: &mut ReadBuf,
+    deadline: Option<Instant>,
+    poll_first: bool,
+) -> io::Result<usize> {
+    let ring = shard.ring();
+    loop {
+        let done = match rb.take_buf() {
+            Some(buf) => {
+                let (buf, offset) = rb.make_room(buf)?;
+                let mut done = ring.recv_into(fd, buf, offset, deadline, poll_first).await;
+                rb.put_buf(done.bufs[0].take());
+                done
+            }
+            None => {
+                let mut done = ring.recv_provided(fd, deadline, poll_first).await;
+                if let Some(buf) = done.bufs[0].take() {
+                    rb.start_with(buf);
+                }
+                if done.res == -libc::ENOBUFS {
+                    // The kernel's ring ran dry: offer it more from now on, and receive this
+                    // time into a buffer of our own.
+                    shard.pool().grow_provided();
+                    let buf = shard.pool().take().ok_or_else(no_buffer)?;
+                    rb.start_with(buf);
+                    continue;
+                }
+                done
+            }
+        };
+        return match check(done.res, done.timed_out) {
+            Ok(n) => {
+                rb.received(n);
+                Ok(n)
+            }
+            Err(err) => {
+                rb.received(0);
+                Err(err)
+            }
+        };
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let ring = self.shard.ring();
+        if let Some(id) = self.watch {
+            ring.end_watch(id);
+        }
+        ring.close(self.fd);
+    }
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Conn({})", self.peer)
+    }
+}

@@ -1,0 +1,130 @@
+//! The buffer pieces of one gathered send: a head and the body bytes at hand leave together.
+
+use std::rc::Rc;
+
+use super::buffer::{Buf, BufferPool};
+use super::readbuf::ReadBuf;
+use super::uring::{MAX_PARTS, Part};
+
+/// Bytes of a body at most copied behind its head rather than sent as a second piece: below
+/// this, one contiguous `send` costs less than gathering two buffers.
+pub const COALESCE_LIMIT: usize = 2048;
+
+/// Each part's `(start, end)`, kept across a send that may deliver only some of the bytes.
+pub(super) type Ranges = [(u32, u32); MAX_PARTS];
+
+/// Buffers queued for one send: up to [`MAX_PARTS`] pieces, sent in order.
+#[derive(Default)]
+pub struct Outbound {
+    parts: [Option<Part>; MAX_PARTS],
+}
+
+impl Outbound {
+    pub fn new() -> Outbound {
+        Outbound::default()
+    }
+
+    /// Queues `buf[start..end]`. Returns false (dropping nothing) when all slots are taken.
+    pub fn push(&mut self, buf: Buf, start: u32, end: u32) -> bool {
+        self.push_part(Part { buf, start, end })
+    }
+
+    /// Queues the first `n` bytes of `rb`. A few bytes (at most [`COALESCE_LIMIT`]) that fit
+    /// after the last queued part are copied there, so a small body leaves in one contiguous
+    /// buffer with its head; otherwise the buffer itself is queued (no copy). Returns false when
+    /// no I/O buffer is free or no part slot is left.
+    pub fn take_from(&mut self, rb: &mut ReadBuf, n: usize, pool: &Rc<BufferPool>) -> bool {
+        let n = n.min(rb.len());
+        if n == 0 {
+            return true;
+        }
+        if n <= COALESCE_LIMIT
+            && let Some(last) = self.parts.iter_mut().flatten().last()
+            && (last.end as usize) + n <= last.buf.capacity()
+        {
+            let end = last.end as usize;
+            last.buf.as_mut_slice()[end..end + n].copy_from_slice(&rb.data()[..n]);
+            last.end += n as u32;
+            rb.consume(n);
+            return true;
+        }
+        match rb.take_prefix(n, pool) {
+            Some(part) => self.push_part(part),
+            None => false,
+        }
+    }
+
+    pub fn push_part(&mut self, part: Part) -> bool {
+        match self.parts.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => {
+                *slot = Some(part);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(Option::is_none)
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.parts.iter().all(Option::is_some)
+    }
+
+    pub fn len_bytes(&self) -> usize {
+        self.parts
+            .iter()
+            .flatten()
+            .map(|p| (p.end - p.start) as usize)
+            .sum()
+    }
+
+    pub fn clear(&mut self) {
+        self.parts = Default::default();
+    }
+
+    pub(super) fn ranges(&self) -> Ranges {
+        let mut ranges = [(0u32, 0u32); MAX_PARTS];
+        for (range, part) in ranges.iter_mut().zip(&self.parts) {
+            if let Some(part) = part {
+                *range = (part.start, part.end);
+            }
+        }
+        ranges
+    }
+
+    /// Moves each part's start past what the first `sent` bytes of `ranges` delivered.
+    pub(super) fn skip(&mut self, ranges: &Ranges, sent: usize) {
+        let mut skip = sent;
+        for (part, &(start, end)) in self.parts.iter_mut().zip(ranges) {
+            let Some(part) = part else { continue };
+            let skipped = skip.min((end - start) as usize);
+            part.start = start + skipped as u32;
+            skip -= skipped;
+        }
+    }
+
+    /// Puts back the buffers a send operation returned and the ranges it started from.
+    pub(super) fn restore(&mut self, ranges: &Ranges, returned: &mut [Option<Buf>; MAX_PARTS]) {
+        for (slot, returned) in self.parts.iter_mut().zip(returned.iter_mut()) {
+            if let Some(buf) = returned.take() {
+                *slot = Some(Part {
+                    buf,
+                    start: 0,
+                    end: 0,
+                });
+            }
+        }
+        for (part, &(start, end)) in self.parts.iter_mut().zip(ranges) {
+            if let Some(part) = part {
+                part.start = start;
+                part.end = end;
+            }
+        }
+    }
+
+    pub(super) fn parts_mut(&mut self) -> &mut [Option<Part>; MAX_PARTS] {
+        &mut self.parts
+    }
+}

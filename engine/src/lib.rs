@@ -57,6 +57,7 @@ pub mod admin;
 mod alloc_count;
 pub mod auth;
 pub mod config;
+pub mod context;
 pub mod control;
 pub mod error;
 pub mod event;
@@ -70,6 +71,7 @@ pub mod ratelimit;
 pub mod router;
 pub mod runtime;
 pub mod shard;
+pub mod task;
 pub mod upstream;
 
 pub use error::{Error, ErrorKind, Result, Side};

@@ -13,18 +13,26 @@ use std::time::Duration;
 
 use futures_lite::future;
 
+use crate::context::{ConnContext, ListenerInfo};
 use crate::event::LocalEvent;
 use crate::io::Listener;
 use crate::proxy;
-use crate::runtime::bootstrap::spawn;
 use crate::shard::Shard;
+use crate::task::spawn;
 
 /// First pause after running out of descriptors or reaching the connection cap.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(5);
 /// Longest pause between attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
-pub async fn accept_loop(shard: Rc<Shard>, mut listener: Listener, stop: Rc<LocalEvent>) {
+/// Accepts on `listener` until the shard drains or `stop` fires; every connection is served
+/// with `info` as its listener's facts.
+pub async fn accept_loop(
+    shard: Rc<Shard>,
+    mut listener: Listener,
+    info: Rc<ListenerInfo>,
+    stop: Rc<LocalEvent>,
+) {
     let mut backoff = MIN_BACKOFF;
     loop {
         if shard.draining() || stop.has_fired() {
@@ -45,7 +53,10 @@ pub async fn accept_loop(shard: Rc<Shard>, mut listener: Listener, stop: Rc<Loca
             None => break,
             Some(Ok(conn)) => {
                 backoff = MIN_BACKOFF;
-                spawn(proxy::serve(shard.clone(), conn));
+                let context = ConnContext {
+                    listener: info.clone(),
+                };
+                spawn(proxy::serve(shard.clone(), conn, context));
             }
             Some(Err(err)) if is_resource_exhaustion(&err) => {
                 eprintln!(

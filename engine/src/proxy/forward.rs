@@ -20,6 +20,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 
+use crate::context::Scheme;
 use crate::http1::{
     Field, FieldKind, HeadTooLarge, HeadWriter, Method, RequestBody, RequestHead, ResponseBody,
     ResponseHead, TargetForm, Version,
@@ -66,6 +67,9 @@ pub struct RequestHeadInput<'a> {
     pub rewrite: &'a PathRewrite,
     pub edits: &'a Edits,
     pub client_ip: IpAddr,
+    /// The scheme the client spoke to coregate: `x-forwarded-proto` unless a trusted proxy
+    /// said otherwise.
+    pub scheme: Scheme,
     /// The client is a trusted proxy (`forwarding.trusted_proxies`): its `X-Forwarded-*`
     /// fields are extended and kept rather than replaced.
     pub client_trusted: bool,
@@ -199,7 +203,7 @@ pub fn write_request_head(
     };
     w.field(
         b"x-forwarded-proto",
-        passed_on(FieldKind::XForwardedProto).unwrap_or(b"http"),
+        passed_on(FieldKind::XForwardedProto).unwrap_or(input.scheme.as_bytes()),
     );
     match passed_on(FieldKind::XForwardedHost) {
         Some(host) => {
@@ -410,6 +414,7 @@ mod tests {
             rewrite: &rewrite,
             edits: &edits,
             client_ip: "192.0.2.7".parse().unwrap(),
+            scheme: Scheme::Http,
             client_trusted: trusted,
             endpoint: "127.0.0.1:9001".parse().unwrap(),
             request_id: b"0123456789abcdef0123456789abcdef",

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use crate::access_log;
 use crate::auth::VerifiedToken;
 use crate::config::AuthMethod;
+use crate::context::ConnContext;
 use crate::frame::in_frame;
 use crate::http1::{
     self, CONTINUE_100, ChunkedDecoder, HeadScanner, Method, Parsed, RequestBody, RequestHead,
@@ -70,11 +71,12 @@ pub enum Step {
 ///
 /// Not an `async fn`: its arguments would stay in the task's future beside the session they are
 /// moved into, and that future is what every idle connection costs.
-pub fn serve(shard: Rc<Shard>, client: Conn) -> impl Future<Output = ()> {
+pub fn serve(shard: Rc<Shard>, client: Conn, context: ConnContext) -> impl Future<Output = ()> {
     let key = shard.register(client.raw_fd());
     let mut session = Session {
         shard,
         client,
+        context,
         rb: ReadBuf::new(),
         scanner: HeadScanner::new(),
         key,
@@ -101,6 +103,8 @@ pub fn serve(shard: Rc<Shard>, client: Conn) -> impl Future<Output = ()> {
 struct Session {
     shard: Rc<Shard>,
     client: Conn,
+    /// The listener that accepted the connection.
+    context: ConnContext,
     rb: ReadBuf,
     scanner: HeadScanner,
     /// Key in the shard's connection registry.
@@ -745,6 +749,7 @@ impl Session {
             rewrite,
             edits: &target.request_headers,
             client_ip: self.client.peer_addr().ip(),
+            scheme: self.context.scheme(),
             client_trusted: snapshot
                 .config
                 .forwarding
@@ -1353,12 +1358,13 @@ fn names_h2c(protocols: &[u8]) -> bool {
 mod tests {
     use std::rc::Rc;
 
+    use crate::context::ConnContext;
     use crate::io::Conn;
     use crate::shard::Shard;
 
     fn future_size<F, Fut>(_: F) -> usize
     where
-        F: Fn(Rc<Shard>, Conn) -> Fut,
+        F: Fn(Rc<Shard>, Conn, ConnContext) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }

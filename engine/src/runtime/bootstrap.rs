@@ -11,24 +11,19 @@ use std::time::{Duration, Instant};
 
 use crate::access_log::LogSink;
 use crate::config::{Config, ListenerConfig};
+use crate::context::{ListenerInfo, Scheme};
 use crate::control::{Ack, Apply, Command, ListenerSocket, Mailbox, ShardDemand};
 use crate::event::LocalEvent;
-use crate::io::{IoSettings, IoShard, Tracked, note_local_wake};
+use crate::io::{IoSettings, IoShard, Tracked};
 use crate::listener;
 use crate::shard::{LimitClock, Shard};
+use crate::task::spawn;
 
 /// How often a draining shard checks whether its connections are gone.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 /// How often the flush timer looks again while the access log is off.
 const LOG_OFF_POLL: Duration = Duration::from_secs(1);
-
-/// Spawns a task on the current shard. The I/O driver is told, so it does not sleep before the
-/// new task had its first turn.
-pub fn spawn<F: Future<Output = ()> + 'static>(task: F) {
-    glommio::spawn_local(Tracked::new(task)).detach();
-    note_local_wake();
-}
 
 /// Everything a shard starts from, sent to its thread.
 pub(crate) struct ShardStart {
@@ -59,8 +54,13 @@ impl Accepting {
             match shard.io.listener_from(socket.fd, socket.config.backlog) {
                 Ok(listener) => {
                     let stop = Rc::new(LocalEvent::default());
+                    let info = Rc::new(ListenerInfo {
+                        name: socket.config.name.clone(),
+                        local: listener.local_addr(),
+                        scheme: Scheme::Http,
+                    });
                     self.loops.borrow_mut().push((socket.config, stop.clone()));
-                    spawn(listener::accept_loop(shard.clone(), listener, stop));
+                    spawn(listener::accept_loop(shard.clone(), listener, info, stop));
                 }
                 Err(err) => problems.push(format!("listener {:?}: {err}", socket.config.name)),
             }

@@ -1,0 +1,50 @@
+//! What coregate knows about a client connection besides its bytes: the listener that took it
+//! (its name, address and scheme) and, from the socket, the peer. Built once per listener by
+//! the accept loop and shared by every connection it accepts; read by `x-forwarded-proto`, the
+//! access log and rate-limit keys, never by the I/O below them.
+//!
+//! A TLS listener adds here what each handshake establishes (SNI, ALPN, version, a client
+//! certificate's identity), beside the listener's facts.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+/// The scheme a listener's clients speak, as `x-forwarded-proto` and logs name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    /// A listener that terminates TLS.
+    Https,
+}
+
+impl Scheme {
+    pub fn as_bytes(self) -> &'static [u8] {
+        match self {
+            Scheme::Http => b"http",
+            Scheme::Https => b"https",
+        }
+    }
+}
+
+/// One listener as its connections see it.
+#[derive(Debug)]
+pub struct ListenerInfo {
+    /// The `[[listener]]` name.
+    pub name: Box<str>,
+    /// The address the shard's socket is bound to.
+    pub local: SocketAddr,
+    pub scheme: Scheme,
+}
+
+/// A client connection's context: a pointer to its listener's facts, so an idle connection
+/// pays one word for it.
+#[derive(Clone, Debug)]
+pub struct ConnContext {
+    pub listener: Rc<ListenerInfo>,
+}
+
+impl ConnContext {
+    pub fn scheme(&self) -> Scheme {
+        self.listener.scheme
+    }
+}

@@ -21,7 +21,7 @@ usage: bench/run.sh [options]
   --smoke              a few seconds per target, 1 repeat, fewer scenarios (CI)
   --repeats N          rounds of every phase, targets interleaved in each (default 3)
   --duration S         seconds per measurement (default 10)
-  --targets a,b,...    direct,coregate,coregate-glommio,nginx,haproxy (default: all)
+  --targets a,b,...    direct,coregate,nginx,haproxy (default: all)
   --only p,...         throughput,latency,scaling,idle,k6,overhead (default: all)
   --rate R             fixed rate of the latency phase (default: half NGINX's max req/s)
   --workers N          workers of every proxy = coregate shards (default: nproc)

@@ -1,11 +1,10 @@
 """The targets a run compares, how each is configured and started, and the check it must pass.
 
     direct            the origin hit directly: the ceiling of the box, no proxy
-    coregate          coregate, io = "uring" (its completion-based io_uring path)
-    coregate-glommio  coregate, io = "glommio" (glommio's own TcpStream)
+    coregate          coregate
     nginx             NGINX as a reverse proxy
     haproxy           HAProxy as a reverse proxy
-    coregate-1shard   coregate, io = "uring", one shard (scaling curves only)
+    coregate-1shard   coregate with one shard (scaling curves only)
     coregate-log      coregate with the access log on (JSON lines to the run directory)
     coregate-scrape   coregate with the admin API on, scraped every second during the load
     coregate-limit    coregate with a rate limit on the route, configured but never reached
@@ -29,7 +28,7 @@ from procs import HarnessError, Registry, Server, port_in_use, run_bounded, wait
 BENCH_DIR = Path(__file__).resolve().parent.parent
 CONF_DIR = BENCH_DIR / "conf"
 
-TARGETS = ("direct", "coregate", "coregate-glommio", "nginx", "haproxy")
+TARGETS = ("direct", "coregate", "nginx", "haproxy")
 # The variants the overhead phase compares with plain coregate, and the feature each turns on.
 FEATURE_TARGETS = {"coregate-log": "access_log", "coregate-scrape": "admin",
                    "coregate-limit": "rate_limit"}
@@ -37,7 +36,7 @@ EXTRA_TARGETS = ("coregate-1shard", *FEATURE_TARGETS)
 BASELINE = "nginx"  # ratios are against NGINX measured in the same run
 
 # Port of each listener: port_base + offset.
-PORT_OFFSETS = {"upstream": 0, "coregate": 1, "coregate-glommio": 2, "nginx": 3, "haproxy": 4,
+PORT_OFFSETS = {"upstream": 0, "coregate": 1, "nginx": 3, "haproxy": 4,
                 "coregate-1shard": 5, "coregate-log": 6, "coregate-scrape": 7, "admin": 8, "coregate-limit": 9}
 
 # The origin's fixed bodies: path -> length. /post answers "done\n" to any POST.
@@ -55,7 +54,6 @@ def body(n: int) -> str:
 class Spec:
     name: str
     kind: str          # "direct", "nginx", "haproxy" or "coregate"
-    io: str | None     # coregate's io mechanism
     shards: int
     feature: str | None = None  # a coregate feature turned on (see FEATURE_TARGETS)
 
@@ -87,17 +85,15 @@ class Layout:
 
     def spec(self, name: str) -> Spec:
         if name == "direct":
-            return Spec(name, "direct", None, 0)
+            return Spec(name, "direct", 0)
         if name in ("nginx", "haproxy"):
-            return Spec(name, name, None, self.workers)
+            return Spec(name, name, self.workers)
         if name == "coregate":
-            return Spec(name, "coregate", "uring", self.workers)
-        if name == "coregate-glommio":
-            return Spec(name, "coregate", "glommio", self.workers)
+            return Spec(name, "coregate", self.workers)
         if name == "coregate-1shard":
-            return Spec(name, "coregate", "uring", 1)
+            return Spec(name, "coregate", 1)
         if name in FEATURE_TARGETS:
-            return Spec(name, "coregate", "uring", self.workers, FEATURE_TARGETS[name])
+            return Spec(name, "coregate", self.workers, FEATURE_TARGETS[name])
         raise HarnessError(f"unknown target {name!r}")
 
 
@@ -211,7 +207,6 @@ def start(spec: Spec, layout: Layout, run_dir: Path, registry: Registry, coregat
         missing = coregate_missing(coregate_bin)
         if missing:
             raise HarnessError(missing)
-        values["IO"] = spec.io
         values["CORES"] = f"0-{spec.shards - 1}" if spec.shards > 1 else "0"
         values["FEATURE"] = feature_section(spec, layout, run_dir)
         conf = render(CONF_DIR / "coregate.toml", run_dir / f"{spec.name}.toml", values)

@@ -2,6 +2,8 @@
 
     direct            the origin hit directly: the ceiling of the box, no proxy
     coregate          coregate
+    coregate-base     coregate from a second binary (--baseline-bin), configured exactly like
+                      `coregate`: the same change measured before and after, side by side
     nginx             NGINX as a reverse proxy
     haproxy           HAProxy as a reverse proxy
     coregate-1shard   coregate with one shard (scaling curves only)
@@ -28,7 +30,9 @@ from procs import HarnessError, Registry, Server, port_in_use, run_bounded, wait
 BENCH_DIR = Path(__file__).resolve().parent.parent
 CONF_DIR = BENCH_DIR / "conf"
 
-TARGETS = ("direct", "coregate", "nginx", "haproxy")
+TARGETS = ("direct", "coregate", "coregate-base", "nginx", "haproxy")
+# coregate from the binary given by --baseline-bin: a default target only when one is given.
+BASE_TARGET = "coregate-base"
 # The variants the overhead phase compares with plain coregate, and the feature each turns on.
 FEATURE_TARGETS = {"coregate-log": "access_log", "coregate-scrape": "admin",
                    "coregate-limit": "rate_limit"}
@@ -36,7 +40,7 @@ EXTRA_TARGETS = ("coregate-1shard", *FEATURE_TARGETS)
 BASELINE = "nginx"  # ratios are against NGINX measured in the same run
 
 # Port of each listener: port_base + offset.
-PORT_OFFSETS = {"upstream": 0, "coregate": 1, "nginx": 3, "haproxy": 4,
+PORT_OFFSETS = {"upstream": 0, "coregate": 1, "coregate-base": 2, "nginx": 3, "haproxy": 4,
                 "coregate-1shard": 5, "coregate-log": 6, "coregate-scrape": 7, "admin": 8, "coregate-limit": 9}
 
 # The origin's fixed bodies: path -> length. /post answers "done\n" to any POST.
@@ -56,6 +60,7 @@ class Spec:
     kind: str          # "direct", "nginx", "haproxy" or "coregate"
     shards: int
     feature: str | None = None  # a coregate feature turned on (see FEATURE_TARGETS)
+    baseline: bool = False      # coregate run from the --baseline-bin binary
 
 
 @dataclass
@@ -90,6 +95,8 @@ class Layout:
             return Spec(name, name, self.workers)
         if name == "coregate":
             return Spec(name, "coregate", self.workers)
+        if name == BASE_TARGET:
+            return Spec(name, "coregate", self.workers, baseline=True)
         if name == "coregate-1shard":
             return Spec(name, "coregate", 1)
         if name in FEATURE_TARGETS:
@@ -171,17 +178,19 @@ class Running:
             self.server.stop()
 
 
-def coregate_missing(binary: Path) -> str | None:
+def coregate_missing(binary: Path, option: str = "--coregate-bin") -> str | None:
     if not binary.is_file() or not os.access(binary, os.X_OK):
         return (f"binary not found at {binary} (build it with `cargo build --release -p "
-                f"coregate-bins`, or point --coregate-bin at one)")
+                f"coregate-bins`, or point {option} at one)")
     return None
 
 
 def start(spec: Spec, layout: Layout, run_dir: Path, registry: Registry, coregate_bin: Path,
-          wrap: list[str] | None = None, start_timeout: float = 10.0) -> Running:
+          wrap: list[str] | None = None, start_timeout: float = 10.0,
+          baseline_bin: Path | None = None) -> Running:
     """Starts a target on its port, waits until it accepts connections and passes preflight.
-    `wrap` prefixes the proxy's command line (profile.py runs it under valgrind that way)."""
+    `wrap` prefixes the proxy's command line (profile.py runs it under valgrind that way).
+    A baseline spec runs `baseline_bin` instead of `coregate_bin`, with the same config."""
     port = layout.port(spec.name)
     if spec.kind == "direct":
         preflight(spec.name, layout.host, port)
@@ -204,7 +213,11 @@ def start(spec: Spec, layout: Layout, run_dir: Path, registry: Registry, coregat
         conf = render(CONF_DIR / "haproxy.cfg", run_dir / "haproxy.cfg", values)
         argv = ["haproxy", "-db", "-f", str(conf)]
     else:
-        missing = coregate_missing(coregate_bin)
+        if spec.baseline:
+            if baseline_bin is None:
+                raise HarnessError(f"{spec.name} runs the binary given by --baseline-bin, and none was given")
+            coregate_bin = baseline_bin
+        missing = coregate_missing(coregate_bin, "--baseline-bin" if spec.baseline else "--coregate-bin")
         if missing:
             raise HarnessError(missing)
         values["CORES"] = f"0-{spec.shards - 1}" if spec.shards > 1 else "0"

@@ -482,6 +482,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                          "as coregate (default: $COREGATE_BASE_BIN)")
     ap.add_argument("--results", type=Path, help="markdown file to update between the harness markers")
     ap.add_argument("--command", help=argparse.SUPPRESS)  # the command line as the user typed it
+    ap.add_argument("--check-args", action="store_true", help=argparse.SUPPRESS)  # run.sh: parse, exit
     o = ap.parse_args(argv)
 
     if o.baseline_bin is not None:
@@ -524,6 +525,8 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str]) -> int:
     o = parse_args(argv)
+    if o.check_args:
+        return 0
     o.run_dir.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _interrupt)
     run = Run(o)

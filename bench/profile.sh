@@ -18,7 +18,7 @@ usage() {
 	cat <<'USAGE'
 usage: bench/profile.sh [options]
 
-  --target T           coregate, coregate-glommio, nginx or haproxy (default coregate)
+  --target T           coregate, nginx or haproxy (default coregate)
   --duration S         seconds of load sampled (default 10)
   --conns N            wrk client connections (default 64)
   --path P             path requested (default /5b; /1k, /16k, /64b also exist)

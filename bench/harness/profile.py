@@ -25,7 +25,7 @@ from pathlib import Path
 
 import loads
 from procs import HarnessError, Registry, group_pids, pinned, run_bounded, thread_cpu
-from targets import TARGETS, Layout, Upstream, start
+from targets import BASE_TARGET, TARGETS, Layout, Upstream, start
 
 
 def busiest_threads(before: dict[str, float], after: dict[str, float]) -> list[str]:
@@ -120,7 +120,9 @@ def callgrind_profile(o, layout: Layout, registry: Registry, running) -> int:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="bench/profile.sh", description=__doc__.split("\n\n")[0])
     ap.add_argument("--run-dir", type=Path, required=True)
-    ap.add_argument("--target", default="coregate", choices=[t for t in TARGETS if t != "direct"])
+    # Another build is profiled as `coregate` with --coregate-bin.
+    ap.add_argument("--target", default="coregate",
+                    choices=[t for t in TARGETS if t not in ("direct", BASE_TARGET)])
     ap.add_argument("--duration", type=int, default=10, help="seconds of sampled load")
     ap.add_argument("--conns", type=int, default=64)
     ap.add_argument("--path", default="/5b")

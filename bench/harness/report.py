@@ -103,7 +103,9 @@ def markdown(run_dir: Path) -> str:
         "",
         f"- machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem_gib']} GiB, kernel {m['kernel']}, {m['os']}",
         f"- command: `{meta['command']}`",
-        f"- coregate {v['coregate']}; nginx {v['nginx']}, HAProxy {v['haproxy']}, wrk {v['wrk']}, "
+        f"- coregate {v['coregate']}; "
+        + (f"coregate-base {v['coregate-base']}; " if v.get("coregate-base") else "")
+        + f"nginx {v['nginx']}, HAProxy {v['haproxy']}, wrk {v['wrk']}, "
         f"oha {v['oha']}, k6 {v['k6']}",
         f"- layout: each proxy {meta['workers']} workers/threads/shards"
         + (f" pinned one per CPU; load generator on CPU {meta['loadgen_cpus']}, origin "

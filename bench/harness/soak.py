@@ -108,7 +108,6 @@ CONFIG = """\
 # The soak's coregate (bench/harness/soak.py): the origin and four faulty upstreams.
 [runtime]
 cores = "{cores}"
-io = "{io}"
 
 [timeouts]
 upstream_connect = "1s"
@@ -217,7 +216,6 @@ def main() -> int:
     ap.add_argument("--interval", type=float, default=10.0, help="seconds between samples (default 10)")
     ap.add_argument("--warmup", type=float, default=None,
                     help="seconds ignored by the verdict (default: 10 %% of the duration, at least 60)")
-    ap.add_argument("--io", default="uring", choices=("uring", "glommio"))
     ap.add_argument("--cores", default=None, help="coregate's runtime.cores (default: all CPUs)")
     ap.add_argument("--port-base", type=int, default=29000)
     ap.add_argument("--command", default="bench/soak.sh")
@@ -244,7 +242,7 @@ def main() -> int:
         conf = o.run_dir / "coregate.toml"
         cores = o.cores or (f"0-{ncpu - 1}" if ncpu > 1 else "0")
         conf.write_text(CONFIG.format(
-            cores=cores, io=o.io,
+            cores=cores,
             listen=f"{host}:{listen_port}", origin=f"{host}:{o.port_base}",
             reset="%s:%d" % faults["reset"].addr, hang="%s:%d" % faults["hang"].addr,
             garbage="%s:%d" % faults["garbage"].addr, dead=f"{host}:{dead_port(host)}"))
@@ -309,7 +307,7 @@ def main() -> int:
     seconds = load["duration_us"] / 1e6
     result.update({
         "command": o.command, "started": started_at.isoformat(timespec="seconds"),
-        "duration_s": o.duration, "rate": o.rate, "conns": o.conns, "io": o.io,
+        "duration_s": o.duration, "rate": o.rate, "conns": o.conns,
         "requests": load["requests"], "achieved_rps": round(load["requests"] / seconds, 1),
         "statuses": dict(sorted(statuses.items())), "wrk_errors": load["errors"],
         "latency_us": load["latency_us"], "faults_served": {k: s.served for k, s in faults.items()},

@@ -1,11 +1,12 @@
 """The targets a run compares, how each is configured and started, and the check it must pass.
 
     direct            the origin hit directly: the ceiling of the box, no proxy
-    coregate          coregate, io = "uring" (its completion-based io_uring path)
-    coregate-glommio  coregate, io = "glommio" (glommio's own TcpStream)
+    coregate          coregate
+    coregate-base     coregate from a second binary (--baseline-bin), configured exactly like
+                      `coregate`: the same change measured before and after, side by side
     nginx             NGINX as a reverse proxy
     haproxy           HAProxy as a reverse proxy
-    coregate-1shard   coregate, io = "uring", one shard (scaling curves only)
+    coregate-1shard   coregate with one shard (scaling curves only)
     coregate-log      coregate with the access log on (JSON lines to the run directory)
     coregate-scrape   coregate with the admin API on, scraped every second during the load
     coregate-limit    coregate with a rate limit on the route, configured but never reached
@@ -29,7 +30,9 @@ from procs import HarnessError, Registry, Server, port_in_use, run_bounded, wait
 BENCH_DIR = Path(__file__).resolve().parent.parent
 CONF_DIR = BENCH_DIR / "conf"
 
-TARGETS = ("direct", "coregate", "coregate-glommio", "nginx", "haproxy")
+TARGETS = ("direct", "coregate", "coregate-base", "nginx", "haproxy")
+# coregate from the binary given by --baseline-bin: a default target only when one is given.
+BASE_TARGET = "coregate-base"
 # The variants the overhead phase compares with plain coregate, and the feature each turns on.
 FEATURE_TARGETS = {"coregate-log": "access_log", "coregate-scrape": "admin",
                    "coregate-limit": "rate_limit"}
@@ -37,7 +40,7 @@ EXTRA_TARGETS = ("coregate-1shard", *FEATURE_TARGETS)
 BASELINE = "nginx"  # ratios are against NGINX measured in the same run
 
 # Port of each listener: port_base + offset.
-PORT_OFFSETS = {"upstream": 0, "coregate": 1, "coregate-glommio": 2, "nginx": 3, "haproxy": 4,
+PORT_OFFSETS = {"upstream": 0, "coregate": 1, "coregate-base": 2, "nginx": 3, "haproxy": 4,
                 "coregate-1shard": 5, "coregate-log": 6, "coregate-scrape": 7, "admin": 8, "coregate-limit": 9}
 
 # The origin's fixed bodies: path -> length. /post answers "done\n" to any POST.
@@ -55,9 +58,9 @@ def body(n: int) -> str:
 class Spec:
     name: str
     kind: str          # "direct", "nginx", "haproxy" or "coregate"
-    io: str | None     # coregate's io mechanism
     shards: int
     feature: str | None = None  # a coregate feature turned on (see FEATURE_TARGETS)
+    baseline: bool = False      # coregate run from the --baseline-bin binary
 
 
 @dataclass
@@ -87,17 +90,17 @@ class Layout:
 
     def spec(self, name: str) -> Spec:
         if name == "direct":
-            return Spec(name, "direct", None, 0)
+            return Spec(name, "direct", 0)
         if name in ("nginx", "haproxy"):
-            return Spec(name, name, None, self.workers)
+            return Spec(name, name, self.workers)
         if name == "coregate":
-            return Spec(name, "coregate", "uring", self.workers)
-        if name == "coregate-glommio":
-            return Spec(name, "coregate", "glommio", self.workers)
+            return Spec(name, "coregate", self.workers)
+        if name == BASE_TARGET:
+            return Spec(name, "coregate", self.workers, baseline=True)
         if name == "coregate-1shard":
-            return Spec(name, "coregate", "uring", 1)
+            return Spec(name, "coregate", 1)
         if name in FEATURE_TARGETS:
-            return Spec(name, "coregate", "uring", self.workers, FEATURE_TARGETS[name])
+            return Spec(name, "coregate", self.workers, FEATURE_TARGETS[name])
         raise HarnessError(f"unknown target {name!r}")
 
 
@@ -175,17 +178,19 @@ class Running:
             self.server.stop()
 
 
-def coregate_missing(binary: Path) -> str | None:
+def coregate_missing(binary: Path, option: str = "--coregate-bin") -> str | None:
     if not binary.is_file() or not os.access(binary, os.X_OK):
         return (f"binary not found at {binary} (build it with `cargo build --release -p "
-                f"coregate-bins`, or point --coregate-bin at one)")
+                f"coregate-bins`, or point {option} at one)")
     return None
 
 
 def start(spec: Spec, layout: Layout, run_dir: Path, registry: Registry, coregate_bin: Path,
-          wrap: list[str] | None = None, start_timeout: float = 10.0) -> Running:
+          wrap: list[str] | None = None, start_timeout: float = 10.0,
+          baseline_bin: Path | None = None) -> Running:
     """Starts a target on its port, waits until it accepts connections and passes preflight.
-    `wrap` prefixes the proxy's command line (profile.py runs it under valgrind that way)."""
+    `wrap` prefixes the proxy's command line (profile.py runs it under valgrind that way).
+    A baseline spec runs `baseline_bin` instead of `coregate_bin`, with the same config."""
     port = layout.port(spec.name)
     if spec.kind == "direct":
         preflight(spec.name, layout.host, port)
@@ -208,10 +213,13 @@ def start(spec: Spec, layout: Layout, run_dir: Path, registry: Registry, coregat
         conf = render(CONF_DIR / "haproxy.cfg", run_dir / "haproxy.cfg", values)
         argv = ["haproxy", "-db", "-f", str(conf)]
     else:
-        missing = coregate_missing(coregate_bin)
+        if spec.baseline:
+            if baseline_bin is None:
+                raise HarnessError(f"{spec.name} runs the binary given by --baseline-bin, and none was given")
+            coregate_bin = baseline_bin
+        missing = coregate_missing(coregate_bin, "--baseline-bin" if spec.baseline else "--coregate-bin")
         if missing:
             raise HarnessError(missing)
-        values["IO"] = spec.io
         values["CORES"] = f"0-{spec.shards - 1}" if spec.shards > 1 else "0"
         values["FEATURE"] = feature_section(spec, layout, run_dir)
         conf = render(CONF_DIR / "coregate.toml", run_dir / f"{spec.name}.toml", values)

@@ -22,8 +22,8 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::control::plane::{ControlPlane, ReloadError};
 use crate::http1::{self, Field, HeadScanner, Limits, Method, Parsed};
-use crate::runtime::{ControlPlane, ReloadError};
 
 /// Threads serving the admin API.
 pub const ADMIN_WORKERS: usize = 4;

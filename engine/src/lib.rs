@@ -44,7 +44,7 @@
 //!
 //! ```text
 //! runtime::Server::start         bind, start shards, wait for every shard's first ack
-//! runtime::plane::ControlPlane   reload (validate, bind, Apply to every shard, await acks),
+//! control::plane::ControlPlane   reload (validate, bind, Apply to every shard, await acks),
 //!                                collect (Collect to every shard, merge), shutdown
 //! runtime::bootstrap::run_shard  a shard's mailbox loop: Shard::apply swaps the snapshot
 //! admin::serve                   /healthz /readyz /config /reload /metrics

@@ -1,9 +1,10 @@
 //! The only path between cores: one mailbox per shard, from the control plane (main thread,
-//! admin thread) to the shard, plus the reply channels some commands carry.
+//! admin thread) to the shard, plus the reply channels some commands carry; and the control
+//! plane itself ([`plane`]), which sends every command there is.
 //!
 //! A mailbox is an unbounded lock-free queue with an eventfd doorbell ([`crate::io::Notifier`]). The
 //! control plane pushes a [`Command`] and rings; the shard's control task wakes through its own
-//! I/O mechanism, drains the queue and acts between requests. Nothing here runs per request.
+//! ring, drains the queue and acts between requests. Nothing here runs per request.
 //!
 //! Commands:
 //! - [`Command::Apply`]: run a new configuration (generation number, validated snapshot, the
@@ -17,6 +18,8 @@
 //!   its share, and receives its new shares (see [`crate::ratelimit`]).
 //! - [`Command::Shutdown`]: stop accepting, finish in-flight requests, close idle connections,
 //!   exit by the deadline.
+
+pub mod plane;
 
 use std::io;
 use std::os::fd::OwnedFd;

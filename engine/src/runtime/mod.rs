@@ -15,10 +15,9 @@
 //!
 //! The control plane's threads: the admin API, the access-log writer and the rate-limit
 //! exchange. The main thread waits for signals ([`signals`]) and turns them into control-plane
-//! operations ([`plane`]): reload, drain.
+//! operations ([`crate::control::plane`]): reload, drain.
 
 pub mod bootstrap;
-pub mod plane;
 pub mod signals;
 
 use std::net::{SocketAddr, TcpListener};
@@ -35,10 +34,10 @@ use crate::control::{ListenerSocket, Mailbox};
 use crate::io::IoSettings;
 use crate::shard::LimitClock;
 
-pub use plane::{ControlPlane, ReloadError, Reloaded, ShardGenerations};
+pub use crate::control::plane::{ControlPlane, ReloadError, Reloaded, ShardGenerations};
 
+use crate::control::plane::{self, RunningListener, ShardLink, bind_per_shard};
 use bootstrap::ShardStart;
-use plane::{RunningListener, ShardLink, bind_per_shard};
 
 /// Why coregate could not start: a sentence naming what failed (the listener and address, the
 /// shard and its CPU) and the operating system's reason.

@@ -28,10 +28,10 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::{Ack, Apply, Command, ListenerSocket, Mailbox};
 use crate::access_log::LogSink;
 use crate::config::defaults::{COLLECT_TIMEOUT, RELOAD_ACK_TIMEOUT};
 use crate::config::{Config, ConfigErrors, ListenerConfig, RateLimitConfig};
-use crate::control::{Ack, Apply, Command, ListenerSocket, Mailbox};
 use crate::io::{ListenOptions, socket};
 use crate::metrics::ShardReport;
 use crate::metrics::exposition::{self, Scrape};

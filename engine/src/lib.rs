@@ -67,10 +67,13 @@ pub mod io;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
+pub mod random;
 pub mod ratelimit;
+pub mod request;
 pub mod router;
 pub mod runtime;
 pub mod shard;
+pub mod snapshot;
 pub mod task;
 pub mod upstream;
 

@@ -1,638 +1,375 @@
-//! Writing the heads coregate sends: the request head forwarded upstream and the response head
-//! returned to the client. Pure functions over parsed spans, run synchronously right after a
-//! parse (the spans and the shard's field scratch are only valid until the next await).
+//! `forward`: sends the request upstream and waits for the response head. Takes a pooled
+//! connection to the picked endpoint (or connects), sends the head and the body bytes at hand
+//! in one write, streams the rest of the body, and reads the response head.
 //!
-//! What is written, in order:
-//!
-//! | request to the upstream | response to the client |
-//! |---|---|
-//! | `METHOD path?query HTTP/1.1` (path normalised, then rewritten by the route) | `HTTP/1.1 status reason` |
-//! | every client field except hop-by-hop ones, the ones the route drops or sets, `Expect`, `X-Forwarded-*` | every upstream field except hop-by-hop ones and the ones the route drops or sets |
-//! | `host` from an absolute-form target, or the endpoint when an HTTP/1.0 client sent none | `content-length` for HEAD and 304 answers as the upstream sent it |
-//! | the framing coregate chose: `content-length: n` or `transfer-encoding: chunked` | the framing coregate chose for the client |
-//! | `x-forwarded-for`, `x-forwarded-proto`, `x-forwarded-host`: from a trusted proxy, its chain with its address appended and its proto and host kept; from anyone else, replaced (the client's address, `http`, the routed host) | `connection: close` / `keep-alive` as decided |
-//! | `x-request-id` (the client's, or a new one) | the route's added fields |
-//! | the route's added fields | |
-//!
-//! Raw framing bytes of a peer never pass through: `Content-Length`, `Transfer-Encoding` and
-//! `Connection` are hop-by-hop for the parser and regenerated here.
+//! Retries are decided in one place, [`retries`], from the failed attempt's [`Error`]: its
+//! side, and whether the upstream cannot have processed the request (`retryable`: a pooled
+//! connection the upstream had dropped while it idled), together with whether the request can
+//! be sent again as it was (an idempotent method whose whole body is still at hand).
 
-use std::io::Write;
-use std::net::IpAddr;
+use std::rc::Rc;
 
-use crate::context::Scheme;
-use crate::http1::{
-    Field, FieldKind, HeadTooLarge, HeadWriter, Method, RequestBody, RequestHead, ResponseBody,
-    ResponseHead, TargetForm, Version,
-};
-use crate::shard::{Edits, PathRewrite};
+use crate::error::{Error, ErrorKind, Side};
+use crate::http1::{CONTINUE_100, ChunkedDecoder, RequestBody};
+use crate::io::{Buf, Outbound, ReadBuf};
+use crate::snapshot::{RouteTarget, Snapshot};
+use crate::upstream::{Checkout, EndpointPool, UpstreamGroup};
 
-/// How the response body reaches the client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientFraming {
-    /// No body (HEAD, 1xx, 204, 304).
-    None,
-    /// `content-length: n`, bytes relayed as they come.
-    Length(u64),
-    /// Re-framed as chunks (upstream sent chunked or close-delimited; HTTP/1.1 client).
-    Chunked,
-    /// Until close (HTTP/1.0 client and a body of unknown length).
-    UntilClose,
+use super::record::Outcome;
+use super::relay::{self, Ends, Pace, RelayError, Stop};
+use super::respond::{BodyState, Refusal};
+use super::response::{ResponsePlan, no_buffer};
+use super::upgrade::Protocols;
+use super::{Request, Session, Step};
+
+/// Attempts per request: the first, and one more on a fresh connection.
+const MAX_ATTEMPTS: u32 = 2;
+
+/// What the synchronous phases decided for a request that goes upstream.
+pub struct Forwarding<'s> {
+    pub target: &'s RouteTarget,
+    pub upstream: &'s UpstreamGroup,
+    pub endpoint: Rc<EndpointPool>,
+    /// The head written for the upstream.
+    pub head: Buf,
+    pub head_len: usize,
+    /// The protocols of an upgrade coregate relays.
+    pub upgrade: Option<Protocols>,
 }
 
-impl ClientFraming {
-    /// How a response body of this framing goes to a client of `client_version`: lengths are
-    /// kept, bodies of unknown length are chunked for HTTP/1.1 and sent until close for
-    /// HTTP/1.0, which knows no chunked coding (RFC 9112 sec. 7.1).
-    pub fn for_response(body: ResponseBody, client_version: Version) -> ClientFraming {
-        match body {
-            ResponseBody::None => ClientFraming::None,
-            ResponseBody::Length(length) => ClientFraming::Length(length),
-            ResponseBody::Chunked | ResponseBody::CloseDelimited
-                if client_version == Version::Http11 =>
-            {
-                ClientFraming::Chunked
-            }
-            ResponseBody::Chunked | ResponseBody::CloseDelimited => ClientFraming::UntilClose,
-        }
-    }
+/// What the upstream is asked, and where.
+pub struct Asked<'a> {
+    pub request: &'a Request,
+    pub upgrade: Option<&'a Protocols>,
+    pub target: &'a RouteTarget,
+    pub upstream: &'a UpstreamGroup,
+    pub endpoint: &'a Rc<EndpointPool>,
+    /// The request can be sent again as it was: an idempotent method, the whole body at hand.
+    pub replayable: bool,
 }
 
-/// Everything the request head needs besides the parsed request.
-pub struct RequestHeadInput<'a> {
-    /// The routed (normalised) path.
-    pub path: &'a [u8],
-    /// Bytes of `path` the matching prefix route covered.
-    pub matched_prefix_len: usize,
-    pub rewrite: &'a PathRewrite,
-    pub edits: &'a Edits,
-    pub client_ip: IpAddr,
-    /// The scheme the client spoke to coregate: `x-forwarded-proto` unless a trusted proxy
-    /// said otherwise.
-    pub scheme: Scheme,
-    /// The client is a trusted proxy (`forwarding.trusted_proxies`): its `X-Forwarded-*`
-    /// fields are extended and kept rather than replaced.
-    pub client_trusted: bool,
-    /// Used as `Host` when an HTTP/1.0 client sent none.
-    pub endpoint: std::net::SocketAddr,
-    /// The request's id: the client's when it is passed on, else written as `x-request-id`.
-    pub request_id: &'a [u8],
-    /// The client sent an `X-Request-Id` that is not passed on (unsafe characters): it is
-    /// dropped and `request_id` written instead.
-    pub replace_request_id: bool,
-    /// The protocol the client asks to switch to, when coregate relays the upgrade (written
-    /// as `connection: upgrade` and `upgrade: <protocol>`).
-    pub upgrade: Option<&'a [u8]>,
-    /// What authentication established, for the upstream: the identity in its header, and
-    /// forwarded claims. The client's own fields of these names were dropped by the route's
-    /// edits.
-    pub identity: Option<(&'a [u8], &'a [u8])>,
-    pub claims: &'a [(Box<str>, Box<[u8]>)],
+/// A request the upstream answered: what the relay of the response needs.
+pub struct Exchange {
+    pub checkout: Checkout,
+    /// Bytes of the response received after its head.
+    pub urb: ReadBuf,
+    pub plan: ResponsePlan,
+    /// The upstream answered (or closed) before it had the whole request body: its connection
+    /// may take the rest for another request, so it is not reused (RFC 9112 sec. 9.3).
+    pub answered_early: bool,
+    /// How long the response body may pause (the upstream's body timeout).
+    pub body_timeout: std::time::Duration,
 }
 
-/// Writes the request head for the upstream into `out`; returns its length.
-pub fn write_request_head(
-    out: &mut [u8],
-    buf: &[u8],
-    head: &RequestHead,
-    fields: &[Field],
-    input: &RequestHeadInput<'_>,
-) -> Result<usize, HeadTooLarge> {
-    let mut w = HeadWriter::new(out);
-    w.raw(head.method_span.of(buf)).raw(b" ");
-    // RFC 9112 sec. 3.2.4: an absolute-form OPTIONS with an empty path asks about the server,
-    // and goes on as `OPTIONS *`.
-    let server_wide = head.method == Method::Options
-        && matches!(head.form, TargetForm::Absolute { .. })
-        && head.path.is_empty()
-        && head.query.is_none();
-    match head.form {
-        TargetForm::Asterisk => {
-            w.raw(b"*");
-        }
-        _ if server_wide => {
-            w.raw(b"*");
-        }
-        _ => {
-            write_path(&mut w, input);
-            if let Some(query) = head.query {
-                w.raw(b"?").raw(query.of(buf));
-            }
-        }
-    }
-    w.raw(b" ").raw(Version::Http11.as_bytes()).raw(b"\r\n");
-
-    let absolute_authority = match head.form {
-        TargetForm::Absolute { authority, .. } => Some(authority),
-        _ => None,
-    };
-    let fields = &fields[..head.field_count];
-    for field in fields {
-        if field.hop_by_hop {
-            continue;
-        }
-        match field.kind {
-            FieldKind::XForwardedFor
-            | FieldKind::XForwardedProto
-            | FieldKind::XForwardedHost
-            | FieldKind::Expect
-            | FieldKind::Http2Settings => {
-                continue;
-            }
-            FieldKind::Host if absolute_authority.is_some() => continue,
-            FieldKind::XRequestId if input.replace_request_id => continue,
-            _ => {}
-        }
-        let name = field.name.of(buf);
-        if input.edits.drops(name) {
-            continue;
-        }
-        w.field(name, field.value.of(buf));
-    }
-    match (absolute_authority, head.host) {
-        (Some(authority), _) => {
-            w.field(b"host", authority.of(buf));
-        }
-        (None, None) => {
-            let mut text = [0u8; 64];
-            let len = display(&mut text, &input.endpoint);
-            w.field(b"host", &text[..len]);
-        }
-        (None, Some(_)) => {}
-    }
-    match head.body {
-        RequestBody::None => {}
-        RequestBody::Length(n) => {
-            w.field_u64(b"content-length", n);
-        }
-        RequestBody::Chunked => {
-            w.field(b"transfer-encoding", b"chunked");
-        }
-    }
-    if let Some(protocol) = input.upgrade {
-        w.field(b"connection", b"upgrade");
-        w.field(b"upgrade", protocol);
-    }
-
-    // x-forwarded-for: a trusted proxy's chain (every field, in order), then the client.
-    w.raw(b"x-forwarded-for: ");
-    if input.client_trusted {
-        for field in fields
-            .iter()
-            .filter(|f| f.kind == FieldKind::XForwardedFor && !f.hop_by_hop)
-        {
-            let value = field.value.of(buf);
-            if !value.is_empty() {
-                w.raw(value).raw(b", ");
-            }
-        }
-    }
-    let mut ip = [0u8; 64];
-    let ip_len = format_ip(&input.client_ip.to_canonical(), &mut ip);
-    w.raw(&ip[..ip_len]).raw(b"\r\n");
-    let passed_on = |kind: FieldKind| {
-        input
-            .client_trusted
-            .then(|| {
-                fields
-                    .iter()
-                    .find(|f| f.kind == kind && !f.hop_by_hop && !f.value.of(buf).is_empty())
-            })
-            .flatten()
-            .map(|f| f.value.of(buf))
-    };
-    w.field(
-        b"x-forwarded-proto",
-        passed_on(FieldKind::XForwardedProto).unwrap_or(input.scheme.as_bytes()),
-    );
-    match passed_on(FieldKind::XForwardedHost) {
-        Some(host) => {
-            w.field(b"x-forwarded-host", host);
-        }
-        None => {
-            if let Some(host) = head.route_host() {
-                w.field(b"x-forwarded-host", host.of(buf));
-            }
-        }
-    }
-    if head.request_id.is_none() || input.replace_request_id {
-        w.field(b"x-request-id", input.request_id);
-    }
-    if let Some((name, value)) = input.identity {
-        w.field(name, value);
-    }
-    for (name, value) in input.claims {
-        w.field(name.as_bytes(), value);
-    }
-    for (name, value) in &input.edits.add {
-        w.field(name, value);
-    }
-    w.finish()
+/// A failed attempt: the error, and whether the client's body is still on its connection.
+struct Failure {
+    error: Error,
+    body: BodyState,
 }
 
-/// The path part of the request line: the routed path with the route's prefix rewrite.
-fn write_path(w: &mut HeadWriter<'_>, input: &RequestHeadInput<'_>) {
-    let path = input.path;
-    let matched = input.matched_prefix_len.min(path.len());
-    match input.rewrite {
-        PathRewrite::None => {
-            w.raw(path);
-        }
-        PathRewrite::StripPrefix => {
-            let rest = &path[matched..];
-            if !rest.starts_with(b"/") {
-                w.raw(b"/");
-            }
-            w.raw(rest);
-        }
-        PathRewrite::ReplacePrefix(replacement) => {
-            let rest = &path[matched..];
-            w.raw(replacement);
-            // Avoid `//` where the replacement ends and the rest begins with a slash.
-            if replacement.ends_with(b"/") && rest.starts_with(b"/") {
-                w.raw(&rest[1..]);
-            } else {
-                w.raw(rest);
-            }
-        }
-    }
+/// The request body as it stands once the head is queued.
+struct Body {
+    /// Bytes of a `Content-Length` body still to come.
+    remaining: u64,
+    decoder: ChunkedDecoder,
+    /// Consumed: the whole body is queued behind the head.
+    state: BodyState,
 }
 
-/// What the response head needs besides the parsed upstream response.
-pub struct ResponseHeadInput<'a> {
-    pub framing: ClientFraming,
-    /// A `101` switching to this protocol: written with `connection: upgrade` and
-    /// `upgrade: <protocol>` instead of framing.
-    pub switching_to: Option<&'a [u8]>,
-    /// The client connection closes after this response.
-    pub close: bool,
-    pub client_version: Version,
-    pub edits: &'a Edits,
+/// Whether a failed attempt is tried again on a fresh connection: only upstream failures that
+/// left the request unprocessed, of a request that can be sent again as it was, and only once.
+fn retries(err: &Error, attempt: u32, replayable: bool) -> bool {
+    attempt < MAX_ATTEMPTS && replayable && err.side == Side::Upstream && err.retryable
 }
 
-/// Writes the response head for the client into `out`; returns its length.
-pub fn write_response_head(
-    out: &mut [u8],
-    buf: &[u8],
-    head: &ResponseHead,
-    fields: &[Field],
-    input: &ResponseHeadInput<'_>,
-) -> Result<usize, HeadTooLarge> {
-    let mut w = HeadWriter::new(out);
-    w.status_line(Version::Http11, head.status, head.reason.of(buf));
-    for field in &fields[..head.field_count] {
-        if field.hop_by_hop {
-            continue;
-        }
-        let name = field.name.of(buf);
-        if input.edits.drops(name) {
-            continue;
-        }
-        w.field(name, field.value.of(buf));
-    }
-    match input.framing {
-        ClientFraming::None => {
-            // HEAD and 304 answers carry the length the body would have (RFC 9110 sec. 8.6).
-            if let Some(length) = head.content_length
-                && head.status != 204
-                && !(100..200).contains(&head.status)
-            {
-                w.field_u64(b"content-length", length);
-            }
-        }
-        ClientFraming::Length(n) => {
-            w.field_u64(b"content-length", n);
-        }
-        ClientFraming::Chunked => {
-            w.field(b"transfer-encoding", b"chunked");
-        }
-        ClientFraming::UntilClose => {}
-    }
-    match input.switching_to {
-        Some(protocol) => {
-            w.field(b"connection", b"upgrade");
-            w.field(b"upgrade", protocol);
-        }
-        None => write_connection(&mut w, input.close, input.client_version),
-    }
-    for (name, value) in &input.edits.add {
-        w.field(name, value);
-    }
-    w.finish()
-}
-
-/// `connection: close` when closing; `connection: keep-alive` for an HTTP/1.0 client that keeps
-/// the connection (its default is to close).
-pub fn write_connection(w: &mut HeadWriter<'_>, close: bool, client_version: Version) {
-    if close {
-        w.field(b"connection", b"close");
-    } else if client_version == Version::Http10 {
-        w.field(b"connection", b"keep-alive");
-    }
-}
-
-/// Formats an address into a stack buffer: IPv4 by hand (this runs for every request, and the
-/// formatting machinery costs several times more), IPv6 with `Display`.
-fn format_ip(ip: &IpAddr, out: &mut [u8; 64]) -> usize {
-    let IpAddr::V4(v4) = ip else {
-        return display(out, ip);
-    };
-    let mut len = 0;
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            out[len] = b'.';
-            len += 1;
-        }
-        if octet >= 100 {
-            out[len] = b'0' + octet / 100;
-            len += 1;
-        }
-        if octet >= 10 {
-            out[len] = b'0' + octet / 10 % 10;
-            len += 1;
-        }
-        out[len] = b'0' + octet % 10;
-        len += 1;
-    }
-    len
-}
-
-/// Formats a value with `Display` into a stack buffer (no allocation); returns the length.
-fn display(out: &mut [u8], value: &dyn std::fmt::Display) -> usize {
-    let capacity = out.len();
-    let mut cursor: &mut [u8] = out;
-    // An address never exceeds the buffer; if it did, the truncated text is still no CR/LF.
-    let _ = write!(cursor, "{value}");
-    capacity - cursor.len()
-}
-
-/// Writes a request id: 32 lowercase hex digits from the shard's seed and a counter.
-pub fn request_id(seed: u64, number: u64, out: &mut [u8; 32]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    // A cheap mix (splitmix64) so ids from consecutive numbers do not look sequential.
-    let mut z = number
-        .wrapping_add(seed)
-        .wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    for (i, word) in [seed, z].iter().enumerate() {
-        for j in 0..16 {
-            out[i * 16 + j] = HEX[((word >> (60 - 4 * j)) & 0xf) as usize];
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::http1::Method;
-    use crate::http1::{HeadScanner, Limits, Parsed, parse_request, parse_response};
-
-    fn forward(request: &[u8], rewrite: PathRewrite, matched: usize, edits: Edits) -> String {
-        forward_from(request, rewrite, matched, edits, true)
-    }
-
-    fn forward_from(
-        request: &[u8],
-        rewrite: PathRewrite,
-        matched: usize,
-        edits: Edits,
-        trusted: bool,
-    ) -> String {
-        let mut fields = vec![Field::EMPTY; 100];
-        let mut scanner = HeadScanner::new();
-        let head =
-            match parse_request(request, &mut scanner, &Limits::default(), &mut fields).unwrap() {
-                Parsed::Complete(head) => head,
-                Parsed::Partial => panic!("partial"),
-            };
-        let path = head.path.of(request).to_vec();
-        let input = RequestHeadInput {
-            path: &path,
-            matched_prefix_len: matched,
-            rewrite: &rewrite,
-            edits: &edits,
-            client_ip: "192.0.2.7".parse().unwrap(),
-            scheme: Scheme::Http,
-            client_trusted: trusted,
-            endpoint: "127.0.0.1:9001".parse().unwrap(),
-            request_id: b"0123456789abcdef0123456789abcdef",
-            replace_request_id: false,
-            upgrade: None,
-            identity: None,
-            claims: &[],
-        };
-        let mut out = vec![0u8; 4096];
-        let len = write_request_head(&mut out, request, &head, &fields, &input).unwrap();
-        String::from_utf8(out[..len].to_vec()).unwrap()
-    }
-
-    #[test]
-    fn hop_by_hop_fields_go_and_forwarding_fields_are_added() {
-        let head = forward(
-            b"GET /a?x=1 HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, x-secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
-            PathRewrite::None,
-            0,
-            Edits::default(),
-        );
-        assert_eq!(
+impl Session {
+    /// Sends the request and returns once the upstream's response head arrived; on failure the
+    /// client is answered (502, 504, ...) and the step after that is returned.
+    pub(super) async fn forward(
+        &mut self,
+        snapshot: &Snapshot,
+        request: &Request,
+        forwarding: Forwarding<'_>,
+        outcome: &mut Outcome,
+    ) -> Result<Exchange, Step> {
+        let Forwarding {
+            target,
+            upstream,
+            endpoint,
             head,
-            "GET /a?x=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.1, 192.0.2.7\r\n\
-             x-forwarded-proto: http\r\nx-forwarded-host: example.com\r\nx-request-id: 0123456789abcdef0123456789abcdef\r\n\r\n"
-        );
-    }
-
-    #[test]
-    fn an_untrusted_client_cannot_supply_forwarding_fields() {
-        let request = b"GET / HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 10.0.0.1\r\n\
-                        X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.test\r\n\r\n";
-        let untrusted = forward_from(request, PathRewrite::None, 0, Edits::default(), false);
-        assert!(
-            untrusted.contains(
-                "x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: http\r\n\
-                                x-forwarded-host: example.com\r\n"
-            ),
-            "{untrusted}"
-        );
-        let trusted = forward_from(request, PathRewrite::None, 0, Edits::default(), true);
-        assert!(
-            trusted.contains(
-                "x-forwarded-for: 10.0.0.1, 192.0.2.7\r\nx-forwarded-proto: https\r\n\
-                              x-forwarded-host: evil.test\r\n"
-            ),
-            "{trusted}"
-        );
-    }
-
-    #[test]
-    fn a_server_wide_options_goes_on_as_asterisk() {
-        let head = forward(
-            b"OPTIONS http://example.com:8001 HTTP/1.1\r\nHost: example.com:8001\r\n\r\n",
-            PathRewrite::None,
-            0,
-            Edits::default(),
-        );
-        assert!(head.starts_with("OPTIONS * HTTP/1.1\r\n"), "{head}");
-        assert!(head.contains("host: example.com:8001\r\n"), "{head}");
-        let head = forward(
-            b"OPTIONS http://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n",
-            PathRewrite::None,
-            0,
-            Edits::default(),
-        );
-        assert!(head.starts_with("OPTIONS /a HTTP/1.1\r\n"), "{head}");
-    }
-
-    #[test]
-    fn http2_settings_never_goes_upstream() {
-        let head = forward(
-            b"GET / HTTP/1.1\r\nHost: h\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n",
-            PathRewrite::None,
-            0,
-            Edits::default(),
-        );
-        assert!(
-            !head.to_ascii_lowercase().contains("http2-settings"),
-            "{head}"
-        );
-    }
-
-    #[test]
-    fn framing_is_regenerated() {
-        let head = forward(
-            b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n",
-            PathRewrite::None,
-            0,
-            Edits::default(),
-        );
-        assert!(head.contains("content-length: 5\r\n"), "{head}");
-        assert!(!head.contains("Content-Length"), "{head}");
-        let head = forward(
-            b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
-            PathRewrite::None,
-            0,
-            Edits::default(),
-        );
-        assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
-        assert!(!head.contains("Transfer-Encoding"), "{head}");
-    }
-
-    #[test]
-    fn prefixes_are_stripped_or_replaced() {
-        let strip = forward(
-            b"GET /api/users HTTP/1.1\r\nHost: h\r\n\r\n",
-            PathRewrite::StripPrefix,
-            5,
-            Edits::default(),
-        );
-        assert!(strip.starts_with("GET /users HTTP/1.1\r\n"), "{strip}");
-        let strip_all = forward(
-            b"GET /api HTTP/1.1\r\nHost: h\r\n\r\n",
-            PathRewrite::StripPrefix,
-            4,
-            Edits::default(),
-        );
-        assert!(strip_all.starts_with("GET / HTTP/1.1\r\n"), "{strip_all}");
-        let replace = forward(
-            b"GET /api/users HTTP/1.1\r\nHost: h\r\n\r\n",
-            PathRewrite::ReplacePrefix(b"/v2/".as_slice().into()),
-            5,
-            Edits::default(),
-        );
-        assert!(
-            replace.starts_with("GET /v2/users HTTP/1.1\r\n"),
-            "{replace}"
-        );
-    }
-
-    #[test]
-    fn route_edits_drop_and_set_fields() {
-        let edits = Edits {
-            drop: vec![b"x-remove".as_slice().into(), b"x-set".as_slice().into()],
-            add: vec![(b"x-set".as_slice().into(), b"mine".as_slice().into())],
+            head_len,
+            upgrade,
+        } = forwarding;
+        outcome.endpoint = Some(endpoint.addr());
+        let mut out = Outbound::new();
+        out.push(head, 0, head_len as u32);
+        let mut body = match self.queue_body_at_hand(request, target, &mut out) {
+            Ok(body) => body,
+            Err(refusal) => {
+                return Err(self
+                    .refuse(&refusal, Some(request), BodyState::Unread, outcome)
+                    .await);
+            }
         };
-        let head = forward(
-            b"GET / HTTP/1.1\r\nHost: h\r\nX-Remove: a\r\nX-Set: theirs\r\n\r\n",
-            PathRewrite::None,
-            0,
-            edits,
-        );
-        assert!(
-            !head.contains("X-Remove") && !head.contains("theirs"),
-            "{head}"
-        );
-        assert!(head.ends_with("x-set: mine\r\n\r\n"), "{head}");
-    }
-
-    #[test]
-    fn an_absolute_target_becomes_origin_form_with_its_host() {
-        let head = forward(
-            b"GET http://example.org/x HTTP/1.1\r\nHost: other\r\n\r\n",
-            PathRewrite::None,
-            0,
-            Edits::default(),
-        );
-        assert!(head.starts_with("GET /x HTTP/1.1\r\n"), "{head}");
-        assert!(
-            head.contains("host: example.org\r\n") && !head.contains("other"),
-            "{head}"
-        );
-    }
-
-    #[test]
-    fn response_heads_get_coregate_framing() {
-        let response = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nServer: up\r\n\r\nhello";
-        let mut fields = vec![Field::EMPTY; 100];
-        let mut scanner = HeadScanner::new();
-        let head = parse_response(
-            response,
-            &mut scanner,
-            &Limits::default(),
-            &mut fields,
-            Method::Get,
-        )
-        .unwrap()
-        .complete()
-        .unwrap();
-        let input = ResponseHeadInput {
-            framing: ClientFraming::Length(5),
-            switching_to: None,
-            close: true,
-            client_version: Version::Http11,
-            edits: &Edits::default(),
+        if request.expect_continue
+            && body.state == BodyState::Unread
+            && self.rb.is_empty()
+            && self.send_continue(snapshot).await.is_err()
+        {
+            return Err(Step::Close);
+        }
+        let asked = Asked {
+            request,
+            upgrade: upgrade.as_ref(),
+            target,
+            upstream,
+            endpoint: &endpoint,
+            replayable: request.method.is_idempotent() && body.state == BodyState::Consumed,
         };
-        let mut out = vec![0u8; 1024];
-        let len = write_response_head(&mut out, response, &head, &fields, &input).unwrap();
-        assert_eq!(
-            std::str::from_utf8(&out[..len]).unwrap(),
-            "HTTP/1.1 200 OK\r\nServer: up\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"
-        );
-    }
-
-    #[test]
-    fn addresses_format_like_display() {
-        for text in [
-            "0.0.0.0",
-            "192.0.2.7",
-            "10.100.9.255",
-            "255.255.255.255",
-            "::1",
-            "2001:db8::5",
-        ] {
-            let ip: IpAddr = text.parse().unwrap();
-            let mut out = [0u8; 64];
-            let len = format_ip(&ip, &mut out);
-            assert_eq!(&out[..len], text.as_bytes());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let attempted = self
+                .attempt(snapshot, &asked, &mut out, &mut body, outcome)
+                .await;
+            match attempted {
+                Ok(exchange) => return Ok(exchange),
+                Err(failure) if retries(&failure.error, attempt, asked.replayable) => {
+                    self.shard.metrics.upstream_retry();
+                }
+                Err(failure) => return Err(self.fail(failure, request, outcome).await),
+            }
         }
     }
 
-    #[test]
-    fn request_ids_are_hex_and_differ() {
-        let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
-        request_id(42, 1, &mut a);
-        request_id(42, 2, &mut b);
-        assert_ne!(a, b);
-        assert!(a.iter().all(|c| c.is_ascii_hexdigit()));
+    /// Queues the body bytes that arrived with the head behind it; refuses a chunked body
+    /// that is malformed or already over the route's limit.
+    fn queue_body_at_hand(
+        &mut self,
+        request: &Request,
+        target: &RouteTarget,
+        out: &mut Outbound,
+    ) -> Result<Body, Refusal<'static>> {
+        let pool = self.shard.io.pool();
+        let mut body = Body {
+            remaining: 0,
+            decoder: ChunkedDecoder::new(),
+            state: BodyState::Consumed,
+        };
+        match request.body {
+            RequestBody::None => {}
+            RequestBody::Length(length) => {
+                let at_hand = length.min(self.rb.len() as u64) as usize;
+                if !out.take_from(&mut self.rb, at_hand, pool) {
+                    return Err(Refusal::NO_BUFFER);
+                }
+                body.remaining = length - at_hand as u64;
+            }
+            RequestBody::Chunked => {
+                let mut frame = pool.take().ok_or(Refusal::NO_BUFFER)?;
+                let step =
+                    relay::rechunk(&mut body.decoder, &mut self.rb, frame.as_mut_slice(), true)
+                        .map_err(|err| Refusal::bad_request(relay::chunk_error_text(err)))?;
+                if target.max_body_bytes.is_some_and(|max| step.data > max) {
+                    return Err(Refusal::BODY_TOO_LARGE);
+                }
+                if step.written > 0 {
+                    out.push(frame, 0, step.written as u32);
+                }
+                if step.stop != Stop::Done {
+                    body.state = BodyState::Unread;
+                }
+            }
+        }
+        if body.remaining > 0 {
+            body.state = BodyState::Unread;
+        }
+        Ok(body)
+    }
+
+    /// Tells a client waiting for `100 Continue` to send its body.
+    async fn send_continue(&mut self, snapshot: &Snapshot) -> Result<(), ()> {
+        let mut interim = self.shard.io.pool().take().ok_or(())?;
+        interim.as_mut_slice()[..CONTINUE_100.len()].copy_from_slice(CONTINUE_100);
+        let mut out = Outbound::new();
+        out.push(interim, 0, CONTINUE_100.len() as u32);
+        let deadline = self.shard.io.now() + snapshot.timeouts.send;
+        self.client
+            .send(&mut out, Some(deadline))
+            .await
+            .map_err(|_| ())
+    }
+
+    /// One attempt: a connection, the queued head and body, the rest of the body, the response
+    /// head.
+    async fn attempt(
+        &mut self,
+        snapshot: &Snapshot,
+        asked: &Asked<'_>,
+        out: &mut Outbound,
+        body: &mut Body,
+        outcome: &mut Outcome,
+    ) -> Result<Exchange, Failure> {
+        let shard = self.shard.clone();
+        let endpoint = asked.endpoint;
+        let timeouts = asked.upstream.timeouts;
+        let unread = body.state;
+        let fail = |error: Error| Failure {
+            error,
+            body: unread,
+        };
+        let started = shard.io.now();
+        let mut checkout = match endpoint.take_idle(started) {
+            Some(checkout) => checkout,
+            None => endpoint
+                .connect(&shard.io, started + timeouts.connect)
+                .await
+                .map_err(|err| fail(connect_error(&err)))?,
+        };
+        let sent = checkout
+            .conn()
+            .send(out, Some(started + timeouts.body))
+            .await;
+        if sent.is_err() {
+            // On a pooled connection: one the upstream dropped while it idled.
+            let error = UPSTREAM_CLOSED;
+            return Err(fail(if checkout.reused() {
+                error.retryable()
+            } else {
+                error
+            }));
+        }
+        // What was sent is kept only while it may be sent again (see `retries`).
+        if !(asked.replayable && checkout.reused()) {
+            out.clear();
+        }
+        let mut answered_early = false;
+        if body.state == BodyState::Unread {
+            out.clear();
+            answered_early = self
+                .relay_body(snapshot, asked, &mut checkout, out, body)
+                .await
+                .map_err(fail)?;
+            body.state = BodyState::Consumed;
+        }
+        let mut urb = ReadBuf::new();
+        let deadline = shard.io.now() + timeouts.response;
+        let plan = self
+            .read_response(&mut checkout, &mut urb, asked, snapshot, deadline)
+            .await
+            .map_err(|error| Failure {
+                error,
+                body: BodyState::Consumed,
+            })?;
+        outcome.upstream_time = Some(shard.io.now().saturating_duration_since(started));
+        Ok(Exchange {
+            checkout,
+            urb,
+            plan,
+            answered_early,
+            body_timeout: timeouts.body,
+        })
+    }
+
+    /// Streams the rest of the request body upstream; returns whether the upstream spoke
+    /// before the body was complete.
+    async fn relay_body(
+        &mut self,
+        snapshot: &Snapshot,
+        asked: &Asked<'_>,
+        checkout: &mut Checkout,
+        out: &mut Outbound,
+        body: &mut Body,
+    ) -> Result<bool, Error> {
+        let shard = self.shard.clone();
+        let pool = shard.io.pool().clone();
+        let mut ends = Ends {
+            from: &mut self.client,
+            from_rb: &mut self.rb,
+            to: checkout.conn(),
+            out,
+            pool: &pool,
+            io: &shard.io,
+            pace: Pace {
+                read: snapshot.timeouts.body,
+                write: asked.upstream.timeouts.body,
+            },
+            sent: 0,
+            watch_sink: true,
+            sink_spoke: false,
+        };
+        let relayed = match asked.request.body {
+            RequestBody::Length(_) => relay::by_length(&mut ends, body.remaining).await,
+            RequestBody::Chunked => {
+                let limit = asked.target.max_body_bytes;
+                relay::chunked(&mut ends, &mut body.decoder, limit, true)
+                    .await
+                    .map(|_| ())
+            }
+            RequestBody::None => Ok(()),
+        };
+        let spoke = ends.sink_spoke;
+        relayed.map(|()| spoke).map_err(body_error)
+    }
+
+    /// Answers a failed exchange (or just closes, when the client is gone).
+    async fn fail(&mut self, failure: Failure, request: &Request, outcome: &mut Outcome) -> Step {
+        match Refusal::of_error(&failure.error) {
+            Some(refusal) => {
+                self.refuse(&refusal, Some(request), failure.body, outcome)
+                    .await
+            }
+            None => Step::Close,
+        }
+    }
+}
+
+/// The upstream closed or reset the connection while the request went out.
+const UPSTREAM_CLOSED: Error = Error::new(
+    ErrorKind::Closed,
+    Side::Upstream,
+    "upstream closed or reset the connection",
+);
+
+/// A connection attempt that failed: a timeout is answered 504, anything else 502.
+fn connect_error(err: &std::io::Error) -> Error {
+    let kind = if err.kind() == std::io::ErrorKind::TimedOut {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Connect
+    };
+    let message = match kind {
+        ErrorKind::Timeout => "upstream did not answer in time",
+        _ => "upstream unavailable",
+    };
+    Error {
+        os: err.raw_os_error(),
+        ..Error::new(kind, Side::Upstream, message)
+    }
+}
+
+/// What stopped a request body on its way upstream, and whose fault it was.
+fn body_error(err: RelayError) -> Error {
+    match err {
+        RelayError::Source(err) if err.kind() == std::io::ErrorKind::TimedOut => Error::new(
+            ErrorKind::Timeout,
+            Side::Downstream,
+            "request body not received in time",
+        ),
+        RelayError::Source(_) | RelayError::SourceClosed => Error::new(
+            ErrorKind::Closed,
+            Side::Downstream,
+            "client closed the connection",
+        ),
+        RelayError::Sink => UPSTREAM_CLOSED,
+        RelayError::Framing(err) => Error::new(
+            ErrorKind::Protocol,
+            Side::Downstream,
+            relay::chunk_error_text(err),
+        ),
+        RelayError::TooLarge => {
+            Error::new(ErrorKind::Limit, Side::Downstream, "request body too large")
+        }
+        RelayError::NoBuffer => no_buffer(),
     }
 }

@@ -1,6 +1,7 @@
-//! Moving bodies from one connection to the other as they arrive, never buffering a whole body:
-//! by length (zero-copy: the received buffer itself is sent), chunked (decoded and re-framed:
-//! a peer's chunk framing is never forwarded) and until close.
+//! `relay`: the response to the client, and the body relays both directions use. Bodies move
+//! from one connection to the other as they arrive, never buffered whole: by length (zero-copy:
+//! the received buffer itself is sent), chunked (decoded and re-framed: a peer's chunk framing
+//! is never forwarded) and until close.
 //!
 //! Every loop starts by sending what is already queued in `out` (typically the head just
 //! written) together with the body bytes already at hand, so a small response leaves in one
@@ -10,11 +11,18 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::http1::ResponseBody;
 use crate::http1::{
     CHUNK_END, ChunkError, ChunkStep, ChunkedDecoder, LAST_CHUNK, MAX_CHUNK_HEADER,
     write_chunk_header,
 };
 use crate::io::{Buf, BufferPool, Conn, IoShard, Outbound, ReadBuf};
+use crate::snapshot::Snapshot;
+
+use super::forward::Exchange;
+use super::head::ClientFraming;
+use super::record::Outcome;
+use super::{Session, Step};
 
 /// Why a relay stopped early.
 #[derive(Debug)]
@@ -24,7 +32,7 @@ pub enum RelayError {
     /// The source closed before the body ended.
     SourceClosed,
     /// Writing to the sink failed or timed out.
-    Sink(io::Error),
+    Sink,
     /// The chunked framing was invalid.
     Framing(ChunkError),
     /// The body exceeded the limit.
@@ -80,7 +88,7 @@ impl Ends<'_> {
             self.sent += self.out.len_bytes() as u64;
         }
         self.out.clear();
-        result.map_err(RelayError::Sink)
+        result.map_err(|_| RelayError::Sink)
     }
 
     /// Sends what is queued and receives more, concurrently. Both must succeed.
@@ -93,7 +101,7 @@ impl Ends<'_> {
             self.sent += self.out.len_bytes() as u64;
         }
         self.out.clear();
-        sent.map_err(RelayError::Sink)?;
+        sent.map_err(|_| RelayError::Sink)?;
         match received {
             Ok(0) => Err(RelayError::SourceClosed),
             Ok(_) => Ok(()),
@@ -110,6 +118,77 @@ impl Ends<'_> {
             Ok(0) => Err(RelayError::SourceClosed),
             Ok(_) => Ok(()),
             Err(err) => Err(RelayError::Source(err)),
+        }
+    }
+}
+
+impl Session {
+    /// Sends the client the response head with the body bytes at hand in one write, streams
+    /// the rest of the body, and gives the upstream connection back to its pool when the
+    /// exchange left it clean. A body cut short closes the client connection, so a truncated
+    /// body is never mistaken for a complete one.
+    pub(super) async fn relay(
+        &mut self,
+        snapshot: &Snapshot,
+        exchange: Exchange,
+        outcome: &mut Outcome,
+    ) -> Step {
+        let Exchange {
+            mut checkout,
+            mut urb,
+            plan,
+            answered_early,
+            body_timeout,
+        } = exchange;
+        let shard = self.shard.clone();
+        let pool = shard.io.pool().clone();
+        let mut out = Outbound::new();
+        out.push(plan.head, 0, plan.head_len as u32);
+        let mut ends = Ends {
+            from: checkout.conn(),
+            from_rb: &mut urb,
+            to: &mut self.client,
+            out: &mut out,
+            pool: &pool,
+            io: &shard.io,
+            pace: Pace {
+                read: body_timeout,
+                write: snapshot.timeouts.send,
+            },
+            sent: 0,
+            watch_sink: false,
+            sink_spoke: false,
+        };
+        outcome.status = plan.status;
+        let relayed = match (plan.body, plan.framing) {
+            (_, ClientFraming::None) | (ResponseBody::None, _) => by_length(&mut ends, 0).await,
+            (ResponseBody::Length(length), _) => by_length(&mut ends, length).await,
+            (ResponseBody::Chunked, framing) => {
+                let reframe = framing == ClientFraming::Chunked;
+                chunked(&mut ends, &mut ChunkedDecoder::new(), None, reframe)
+                    .await
+                    .map(|_| ())
+            }
+            (ResponseBody::CloseDelimited, framing) => {
+                until_close(&mut ends, framing == ClientFraming::Chunked).await
+            }
+        };
+        outcome.bytes = ends.sent;
+        if relayed.is_err() {
+            return Step::Close;
+        }
+        let reusable = plan.upstream_keep_alive
+            && urb.is_empty()
+            && plan.body != ResponseBody::CloseDelimited
+            && !answered_early;
+        if reusable {
+            let pool = checkout.pool().clone();
+            pool.give_back(checkout, shard.io.now());
+        }
+        if plan.close {
+            Step::Close
+        } else {
+            Step::Continue
         }
     }
 }
@@ -209,6 +288,19 @@ pub async fn until_close(ends: &mut Ends<'_>, rechunk: bool) -> Result<(), Relay
         queue(ends.out, frame, LAST_CHUNK.len());
     }
     ends.flush().await
+}
+
+/// The 400 text for a malformed chunked body.
+pub fn chunk_error_text(err: ChunkError) -> &'static str {
+    match err {
+        ChunkError::InvalidSize => "invalid chunk size",
+        ChunkError::SizeOverflow => "chunk size too large",
+        ChunkError::InvalidExtension => "invalid chunk extension",
+        ChunkError::LineTooLong => "chunk size line too long",
+        ChunkError::MissingCrlf => "chunk data not followed by CRLF",
+        ChunkError::InvalidTrailer => "invalid trailer field",
+        _ => "invalid chunked body",
+    }
 }
 
 fn queue(out: &mut Outbound, buf: Buf, len: usize) {

@@ -1,187 +1,127 @@
-//! Responses coregate writes itself: a route's direct answer and every early exit (400, 404,
-//! 405, 408, 413, 414, 431, 500, 501, 502, 503, 504), through one place and one format: a short
-//! plain-text body, `connection: close` whenever the connection will not carry another request.
+//! `respond`: every answer coregate writes itself goes through here, with one format and one
+//! rule for whether the client connection stays open afterwards.
+//!
+//! - A [`Refusal`] is what a phase decides when it stops a request: a status, a short text for
+//!   the plain-text body, the metrics reason and, for a few statuses, a detail borrowed from the
+//!   snapshot (the methods a path allows, an authentication challenge, the rate-limit fields).
+//!   It is written into a buffer at once ([`answer_refusal`]), so nothing larger than an
+//!   [`Answer`] waits for the client's socket.
+//! - A route's [`DirectResponse`] is written by [`answer_direct`].
+//! - [`stays_open`] is the one place that decides whether the connection carries another
+//!   request: only when the request asked for it, its body was consumed, the answer casts no
+//!   doubt on its framing, and the shard is not draining.
 
-use crate::http1::{self, HeadWriter, Method, MethodSet, Version};
-use crate::io::{Buf, Conn, Outbound};
+use std::cell::RefCell;
+use std::future::Future;
+
+use crate::auth::Challenge;
+use crate::error::{Error, ErrorKind, Side};
+use crate::http1::{self, HeadWriter, Method, MethodSet, RequestBody, RequestError, Version};
+use crate::io::{Buf, Outbound};
 use crate::metrics::Reject;
-use crate::shard::{Edits, Shard};
+use crate::ratelimit::{Decision, Limiter};
+use crate::shard::Shard;
+use crate::snapshot::{Action, DirectResponse, Edits, RouteTarget};
 
-use super::forward::write_connection;
+use super::head::write_connection;
+use super::record::Outcome;
+use super::{Request, Session, Step};
 
-/// An early exit: the status, the short text for the body, and why (for the metrics).
-#[derive(Clone, Copy, Debug)]
-pub struct Early {
+/// Why a request is answered by coregate itself.
+#[derive(Clone, Copy)]
+pub struct Refusal<'a> {
     pub status: u16,
+    /// The plain-text body: a short fixed sentence.
     pub text: &'static str,
     pub reason: Reject,
-    /// For 405: the methods the path allows.
-    pub allow: MethodSet,
-    /// Fields the answer carries besides its framing: `WWW-Authenticate` of a 401 or 403,
-    /// `Retry-After` and the `RateLimit` fields of a 429.
-    pub fields: ExtraFields,
+    /// The request's framing (or coregate's own state) is in doubt: the connection closes
+    /// whatever the request asked for.
+    pub closes: bool,
+    pub detail: Detail<'a>,
 }
 
-/// Fields most a canned answer carries.
-const MAX_EXTRA_FIELDS: usize = 3;
-/// Bytes of their values together: enough for a `WWW-Authenticate` with an error description.
-const EXTRA_FIELD_BYTES: usize = 384;
-
-/// A few response fields, their values copied inline: building an early answer allocates
-/// nothing.
+/// Fields an answer carries besides its framing.
 #[derive(Clone, Copy)]
-pub struct ExtraFields {
-    names: [&'static str; MAX_EXTRA_FIELDS],
-    ends: [u16; MAX_EXTRA_FIELDS],
-    count: usize,
-    bytes: [u8; EXTRA_FIELD_BYTES],
+pub enum Detail<'a> {
+    None,
+    /// 405: `Allow`.
+    Allow(MethodSet),
+    /// 401 / 403: `WWW-Authenticate`.
+    Challenge(Challenge<'a>),
+    /// 429: `Retry-After`, `RateLimit-Policy` and `RateLimit`, formatted from the limiter's
+    /// decision when the answer is written.
+    RateLimited {
+        limiter: &'a RefCell<Limiter>,
+        decision: Decision,
+    },
 }
 
-impl ExtraFields {
-    pub const NONE: ExtraFields = ExtraFields {
-        names: [""; MAX_EXTRA_FIELDS],
-        ends: [0; MAX_EXTRA_FIELDS],
-        count: 0,
-        bytes: [0; EXTRA_FIELD_BYTES],
-    };
-
-    /// Adds a field; `false` (and nothing added) when there is no room or the value is not
-    /// visible ASCII and spaces (it goes into a head as it is).
-    pub fn push(&mut self, name: &'static str, value: &[u8]) -> bool {
-        let start = self.ends[..self.count].last().copied().unwrap_or(0) as usize;
-        let end = start + value.len();
-        if self.count == MAX_EXTRA_FIELDS
-            || end > EXTRA_FIELD_BYTES
-            || !value
-                .iter()
-                .all(|&b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
-        {
-            return false;
-        }
-        self.bytes[start..end].copy_from_slice(value);
-        self.names[self.count] = name;
-        self.ends[self.count] = end as u16;
-        self.count += 1;
-        true
-    }
-
-    /// Adds a field whose value is written by `Display` (a challenge), without allocating.
-    pub fn push_display(&mut self, name: &'static str, value: impl std::fmt::Display) -> bool {
-        let mut text = [0u8; EXTRA_FIELD_BYTES];
-        let mut cursor = SliceWriter {
-            out: &mut text,
-            len: 0,
-        };
-        if std::fmt::Write::write_fmt(&mut cursor, format_args!("{value}")).is_err() {
-            return false;
-        }
-        let len = cursor.len;
-        self.push(name, &text[..len])
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
-        (0..self.count).map(move |i| {
-            let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-            let value = &self.bytes[start..self.ends[i] as usize];
-            // Checked as ASCII by `push`.
-            (self.names[i], std::str::from_utf8(value).unwrap_or(""))
-        })
-    }
-}
-
-impl std::fmt::Debug for ExtraFields {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map().entries(self.iter()).finish()
-    }
-}
-
-/// `fmt::Write` into a fixed slice; fails when it is full.
-struct SliceWriter<'a> {
-    out: &'a mut [u8],
-    len: usize,
-}
-
-impl std::fmt::Write for SliceWriter<'_> {
-    fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        let end = self.len + text.len();
-        let dst = self.out.get_mut(self.len..end).ok_or(std::fmt::Error)?;
-        dst.copy_from_slice(text.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
-
-impl Early {
-    pub const fn new(status: u16, text: &'static str, reason: Reject) -> Early {
-        Early {
+impl Refusal<'static> {
+    /// A refusal that leaves the connection usable when the request allows.
+    pub const fn of_policy(status: u16, text: &'static str, reason: Reject) -> Refusal<'static> {
+        Refusal {
             status,
             text,
             reason,
-            allow: MethodSet::EMPTY,
-            fields: ExtraFields::NONE,
+            closes: false,
+            detail: Detail::None,
         }
     }
 
-    /// The same answer with one more field.
-    pub fn with_field(mut self, name: &'static str, value: &[u8]) -> Early {
-        self.fields.push(name, value);
-        self
+    /// A refusal after which nothing more is read from the connection.
+    pub const fn closing(status: u16, text: &'static str, reason: Reject) -> Refusal<'static> {
+        Refusal {
+            closes: true,
+            ..Refusal::of_policy(status, text, reason)
+        }
     }
 
-    pub const NOT_FOUND: Early = Early::new(404, "no route for this request", Reject::NoRoute);
-    pub const UNAUTHORIZED_KEY: Early =
-        Early::new(401, "missing or invalid API key", Reject::Unauthorized);
-    pub const RATE_LIMITED: Early =
-        Early::new(429, "rate limit exceeded, retry later", Reject::RateLimited);
-    pub const BODY_TOO_LARGE: Early =
-        Early::new(413, "request body too large", Reject::BodyTooLarge);
-    pub const HEAD_TIMEOUT: Early = Early::new(
+    pub const NOT_FOUND: Refusal<'static> =
+        Refusal::of_policy(404, "no route for this request", Reject::NoRoute);
+    pub const BODY_TOO_LARGE: Refusal<'static> =
+        Refusal::closing(413, "request body too large", Reject::BodyTooLarge);
+    pub const HEAD_TIMEOUT: Refusal<'static> = Refusal::closing(
         408,
         "request head not received in time",
         Reject::ClientTimeout,
     );
-    pub const BODY_TIMEOUT: Early = Early::new(
+    pub const BODY_TIMEOUT: Refusal<'static> = Refusal::closing(
         408,
         "request body not received in time",
         Reject::ClientTimeout,
     );
-    pub const NO_BUFFER: Early =
-        Early::new(503, "proxy out of buffers, try again", Reject::Unavailable);
-    pub const HEAD_TOO_LARGE: Early = Early::new(
+    pub const NO_BUFFER: Refusal<'static> =
+        Refusal::closing(503, "proxy out of buffers, try again", Reject::Unavailable);
+    pub const HEAD_TOO_LARGE: Refusal<'static> = Refusal::closing(
         431,
         "forwarded request head too large",
         Reject::HeadersTooLarge,
     );
-    pub const CONNECT: Early = Early::new(
+    pub const CONNECT: Refusal<'static> = Refusal::closing(
         501,
         "CONNECT is not supported by this reverse proxy",
         Reject::NotImplemented,
     );
-    pub const UPSTREAM_REFUSED: Early = Early::new(502, "upstream unavailable", Reject::BadGateway);
-    pub const UPSTREAM_FAILED: Early = Early::new(
-        502,
-        "upstream closed or reset the connection",
-        Reject::BadGateway,
+    pub const DIRECT_TOO_LARGE: Refusal<'static> = Refusal::closing(
+        500,
+        "configured response too large for a buffer",
+        Reject::Unavailable,
     );
-    pub const UPSTREAM_INVALID: Early =
-        Early::new(502, "upstream sent an invalid response", Reject::BadGateway);
-    pub const UPSTREAM_TIMEOUT: Early = Early::new(
-        504,
-        "upstream did not answer in time",
-        Reject::GatewayTimeout,
-    );
-    pub const RESPONSE_TOO_LARGE: Early =
-        Early::new(502, "upstream response head too large", Reject::BadGateway);
 
-    pub fn method_not_allowed(allow: MethodSet) -> Early {
-        Early {
-            allow,
-            ..Early::new(405, "method not allowed", Reject::MethodNotAllowed)
+    pub fn method_not_allowed(allow: MethodSet) -> Refusal<'static> {
+        Refusal {
+            detail: Detail::Allow(allow),
+            ..Refusal::of_policy(405, "method not allowed", Reject::MethodNotAllowed)
         }
     }
 
-    /// The metrics reason for a parser refusal.
-    pub fn from_request_error(err: http1::RequestError) -> Early {
+    /// 400 for a request whose path, body framing or fields break a rule.
+    pub const fn bad_request(text: &'static str) -> Refusal<'static> {
+        Refusal::closing(400, text, Reject::BadRequest)
+    }
+
+    /// The parser's refusal of a head.
+    pub fn of_head(err: RequestError) -> Refusal<'static> {
         let reason = match err.status {
             414 => Reject::UriTooLong,
             431 => Reject::HeadersTooLarge,
@@ -189,87 +129,225 @@ impl Early {
             400 => Reject::BadRequest,
             _ => Reject::NotImplemented,
         };
-        Early::new(err.status, err.reason, reason)
+        Refusal::closing(err.status, err.reason, reason)
+    }
+
+    /// The answer to a failed exchange, by the side at fault: 504 for an upstream timeout, 502
+    /// for any other upstream failure, 503 when coregate ran out of buffers, 408 / 400 / 413
+    /// for a request body that came too slowly, malformed or too large; `None` when the client
+    /// is gone and there is no one to answer. The text is the error's own sentence.
+    pub fn of_error(err: &Error) -> Option<Refusal<'static>> {
+        Some(match (err.side, err.kind) {
+            (Side::Internal, _) => Refusal::NO_BUFFER,
+            (Side::Downstream, ErrorKind::Timeout) => Refusal::BODY_TIMEOUT,
+            (Side::Downstream, ErrorKind::Protocol) => Refusal::bad_request(err.message),
+            (Side::Downstream, ErrorKind::Limit) => Refusal::BODY_TOO_LARGE,
+            (Side::Downstream, _) => return None,
+            (_, ErrorKind::Timeout) => Refusal::of_policy(504, err.message, Reject::GatewayTimeout),
+            _ => Refusal::of_policy(502, err.message, Reject::BadGateway),
+        })
     }
 }
 
-/// Writes an early-exit response into a buffer; `None` when no buffer is free (the caller then
-/// just closes).
-pub fn early_response(shard: &Shard, early: &Early, close: bool) -> Option<(Buf, usize)> {
-    let mut buf = shard.io.pool().take()?;
-    let mut allow_text = [0u8; 96];
-    let allow_len = write_allow(early.allow, &mut allow_text);
-    let mut extra: [(&str, &str); MAX_EXTRA_FIELDS + 1] = [("", ""); MAX_EXTRA_FIELDS + 1];
-    let mut count = 0;
-    if allow_len > 0 {
-        // The text is ASCII by construction.
-        extra[0] = (
-            "allow",
-            std::str::from_utf8(&allow_text[..allow_len]).unwrap_or("GET"),
-        );
-        count = 1;
+impl<'a> Refusal<'a> {
+    pub fn with_detail(self, detail: Detail<'a>) -> Refusal<'a> {
+        Refusal { detail, ..self }
     }
-    for field in early.fields.iter() {
-        extra[count] = field;
-        count += 1;
-    }
-    let len = http1::write_response(
-        early.status,
-        early.text,
-        close,
-        &extra[..count],
-        buf.as_mut_slice(),
-    )
-    .ok()?;
-    Some((buf, len))
 }
 
-/// Sends an early-exit response and records it. Errors sending are ignored: the connection is
-/// closed by the caller anyway when `close` is set, and a failed send ends it otherwise.
-pub(super) async fn send_early(
+/// Whether the request's body is off the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyState {
+    /// Read to its end (or there was none): the next bytes are the next request.
+    Consumed,
+    /// Some of it may still arrive: reading on would take it for a request.
+    Unread,
+}
+
+/// Whether the client connection carries another request after an answer: only when the head
+/// was parsed and asked to keep the connection, the body is off the connection and the shard
+/// is not draining.
+pub fn stays_open(request: Option<&Request>, body: BodyState, draining: bool) -> bool {
+    request.is_some_and(|request| request.keep_alive) && body == BodyState::Consumed && !draining
+}
+
+/// An answer written and ready to send.
+pub struct Answer {
+    buf: Buf,
+    len: u32,
+    status: u16,
+    close: bool,
+}
+
+/// Writes the answer to `refusal` (counted in the metrics), closing the connection when the
+/// refusal or [`stays_open`] says so. `None` when no buffer is free: the connection then just
+/// closes.
+pub fn answer_refusal(
     shard: &Shard,
-    client: &mut Conn,
-    early: &Early,
+    refusal: &Refusal<'_>,
+    request: Option<&Request>,
+    body: BodyState,
+) -> Result<Answer, u16> {
+    shard.metrics.reject(refusal.reason);
+    let close = refusal.closes || !stays_open(request, body, shard.draining());
+    let head_only = request.is_some_and(|request| request.method == Method::Head);
+    let Some(mut buf) = shard.io.pool().take() else {
+        return Err(refusal.status);
+    };
+    match write_refusal(refusal, close, head_only, buf.as_mut_slice()) {
+        Ok(len) => Ok(Answer {
+            buf,
+            len: len as u32,
+            status: refusal.status,
+            close,
+        }),
+        Err(_) => Err(refusal.status),
+    }
+}
+
+/// Writes a refusal's head and (unless `head_only`) its text; returns the length.
+fn write_refusal(
+    refusal: &Refusal<'_>,
     close: bool,
     head_only: bool,
-    outcome: &mut super::Outcome,
-) {
-    shard.metrics.reject(early.reason);
-    outcome.status = early.status;
-    let Some((buf, len)) = early_response(shard, early, close) else {
-        return;
-    };
-    let len = if head_only {
-        len - early.text.len() - 1
+    out: &mut [u8],
+) -> Result<usize, http1::HeadTooLarge> {
+    let mut detail = [0u8; 512];
+    let mut written = DetailText::new(&mut detail);
+    let mut fields: [(&str, &str); 3] = [("", ""); 3];
+    let count = written.fill(&refusal.detail, &mut fields);
+    let len = http1::write_response(refusal.status, refusal.text, close, &fields[..count], out)?;
+    Ok(if head_only {
+        len - refusal.text.len() - 1
     } else {
         len
-    };
-    let mut out = Outbound::new();
-    out.push(buf, 0, len as u32);
-    let deadline = shard.io.now() + shard.snapshot().timeouts.send;
-    if client.send(&mut out, Some(deadline)).await.is_ok() {
-        outcome.bytes += len as u64;
+    })
+}
+
+/// The text of a detail's fields, formatted into a stack buffer (no allocation).
+struct DetailText<'b> {
+    out: &'b mut [u8],
+}
+
+impl<'b> DetailText<'b> {
+    fn new(out: &'b mut [u8]) -> DetailText<'b> {
+        DetailText { out }
+    }
+
+    /// Writes each field of `detail` and fills `fields` with them; returns how many.
+    fn fill<'f>(&'f mut self, detail: &Detail<'_>, fields: &mut [(&'f str, &'f str); 3]) -> usize {
+        let mut rest: &'f mut [u8] = self.out;
+        let mut count = 0;
+        let mut push = |name: &'static str, value: std::fmt::Arguments<'_>| {
+            let (text, after) = format_into(std::mem::take(&mut rest), value);
+            rest = after;
+            if let Some(text) = text {
+                fields[count] = (name, text);
+                count += 1;
+            }
+        };
+        match detail {
+            Detail::None => {}
+            Detail::Allow(allow) => push("allow", format_args!("{}", AllowList(*allow))),
+            Detail::Challenge(challenge) => {
+                push("www-authenticate", format_args!("{challenge}"));
+            }
+            Detail::RateLimited { limiter, decision } => {
+                let limiter = limiter.borrow();
+                if let Some(retry_after) = decision.retry_after() {
+                    push(
+                        "retry-after",
+                        format_args!("{}", Ascii(retry_after.as_bytes())),
+                    );
+                }
+                let policy = limiter.policy_value();
+                push(
+                    "ratelimit-policy",
+                    format_args!("{}", Ascii(policy.as_bytes())),
+                );
+                let limit = limiter.rate_limit_value(decision);
+                push("ratelimit", format_args!("{}", Ascii(limit.as_bytes())));
+            }
+        }
+        count
+    }
+}
+
+/// Formats `value` at the start of `out`; returns the text (when it fit and is a safe field
+/// value: visible ASCII and spaces) and the rest of `out`.
+fn format_into<'o>(
+    out: &'o mut [u8],
+    value: std::fmt::Arguments<'_>,
+) -> (Option<&'o str>, &'o mut [u8]) {
+    let capacity = out.len();
+    let mut cursor: &mut [u8] = &mut out[..];
+    let fitted = std::io::Write::write_fmt(&mut cursor, value).is_ok();
+    let len = capacity - cursor.len();
+    let (text, rest) = out.split_at_mut(len);
+    let safe = text
+        .iter()
+        .all(|&b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
+    let text = (fitted && safe)
+        .then(|| std::str::from_utf8(text).ok())
+        .flatten();
+    (text, rest)
+}
+
+/// `GET, HEAD, ...` for the `Allow` field.
+struct AllowList(MethodSet);
+
+impl std::fmt::Display for AllowList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names = self.0.iter().filter_map(|method| method.as_str());
+        if let Some(first) = names.next() {
+            f.write_str(first)?;
+        }
+        for name in names {
+            write!(f, ", {name}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes already checked as ASCII field values, written as they are.
+struct Ascii<'b>(&'b [u8]);
+
+impl std::fmt::Display for Ascii<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::str::from_utf8(self.0).unwrap_or(""))
     }
 }
 
 /// Writes a route's direct answer: its status, configured fields, the route's response edits,
-/// `content-length` and the body (omitted for HEAD). Returns `None` if it does not fit a buffer.
-pub fn direct_response(
+/// `content-length` and the body (omitted for HEAD). `None` if it does not fit a buffer.
+pub fn answer_direct(
     shard: &Shard,
-    status: u16,
-    body: &[u8],
-    headers: &[(Box<[u8]>, Box<[u8]>)],
+    response: &DirectResponse,
     edits: &Edits,
-    method: Method,
+    request: &Request,
     close: bool,
-    client_version: Version,
-) -> Option<(Buf, usize)> {
+) -> Option<Answer> {
     let mut buf = shard.io.pool().take()?;
-    let out = buf.as_mut_slice();
+    let len = write_direct(response, edits, request, close, buf.as_mut_slice())?;
+    Some(Answer {
+        buf,
+        len: len as u32,
+        status: response.status,
+        close,
+    })
+}
+
+fn write_direct(
+    response: &DirectResponse,
+    edits: &Edits,
+    request: &Request,
+    close: bool,
+    out: &mut [u8],
+) -> Option<usize> {
     let mut w = HeadWriter::new(out);
-    let reason = http1::reason_phrase(status).unwrap_or("");
-    w.status_line(Version::Http11, status, reason.as_bytes());
-    for (name, value) in headers {
+    let reason = http1::reason_phrase(response.status).unwrap_or("");
+    w.status_line(Version::Http11, response.status, reason.as_bytes());
+    for (name, value) in &response.headers {
         if !edits.drops(name) {
             w.field(name, value);
         }
@@ -277,47 +355,154 @@ pub fn direct_response(
     for (name, value) in &edits.add {
         w.field(name, value);
     }
-    w.field_u64(b"content-length", body.len() as u64);
-    write_connection(&mut w, close, client_version);
+    w.field_u64(b"content-length", response.body.len() as u64);
+    write_connection(&mut w, close, request.version);
     let head_len = w.finish().ok()?;
-    if method == Method::Head {
-        return Some((buf, head_len));
+    if request.method == Method::Head {
+        return Some(head_len);
     }
-    let end = head_len.checked_add(body.len())?;
-    buf.as_mut_slice()
-        .get_mut(head_len..end)?
-        .copy_from_slice(body);
-    Some((buf, end))
+    let end = head_len.checked_add(response.body.len())?;
+    out.get_mut(head_len..end)?.copy_from_slice(&response.body);
+    Some(end)
 }
 
-/// `GET, HEAD, ...` for the `Allow` field; returns the length written.
-fn write_allow(allow: MethodSet, out: &mut [u8]) -> usize {
-    let mut len = 0;
-    for method in allow.iter() {
-        let Some(name) = method.as_str() else {
-            continue;
-        };
-        let sep: &[u8] = if len == 0 { b"" } else { b", " };
-        if len + sep.len() + name.len() > out.len() {
-            break;
+impl Session {
+    /// Sends an answer coregate wrote; the connection goes on unless the answer closes it or
+    /// the send failed.
+    pub(super) async fn respond(&mut self, answer: Answer, outcome: &mut Outcome) -> Step {
+        outcome.status = answer.status;
+        let close = answer.close;
+        let mut out = Outbound::new();
+        out.push(answer.buf, 0, answer.len);
+        let deadline = self.shard.io.now() + self.shard.snapshot().timeouts.send;
+        match self.client.send(&mut out, Some(deadline)).await {
+            Ok(()) => {
+                outcome.bytes += answer.len as u64;
+                if close { Step::Close } else { Step::Continue }
+            }
+            Err(_) => Step::Close,
         }
-        out[len..len + sep.len()].copy_from_slice(sep);
-        len += sep.len();
-        out[len..len + name.len()].copy_from_slice(name.as_bytes());
-        len += name.len();
     }
-    len
+
+    /// Answers from the route itself. The connection stays open only if the request's body
+    /// (if any) is already here to skip.
+    pub(super) async fn answer_route(
+        &mut self,
+        request: &Request,
+        target: &RouteTarget,
+        outcome: &mut Outcome,
+    ) -> Step {
+        let Action::Respond(response) = &target.action else {
+            return self
+                .refuse(
+                    &Refusal::DIRECT_TOO_LARGE,
+                    Some(request),
+                    BodyState::Unread,
+                    outcome,
+                )
+                .await;
+        };
+        let body = match request.body {
+            RequestBody::None => BodyState::Consumed,
+            RequestBody::Length(length) if length <= self.rb.len() as u64 => {
+                self.rb.consume(length as usize);
+                BodyState::Consumed
+            }
+            _ => BodyState::Unread,
+        };
+        let close = !stays_open(Some(request), body, self.shard.draining());
+        let answer = answer_direct(
+            &self.shard,
+            response,
+            &target.response_headers,
+            request,
+            close,
+        );
+        match answer {
+            Some(answer) => self.respond(answer, outcome).await,
+            None => {
+                self.refuse(
+                    &Refusal::DIRECT_TOO_LARGE,
+                    Some(request),
+                    BodyState::Unread,
+                    outcome,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Answers `refusal` and says what the connection does next. Writes synchronously, so the
+    /// refusal (which may borrow the request's head) is gone before the send awaits.
+    pub(super) fn refuse<'a>(
+        &'a mut self,
+        refusal: &Refusal<'_>,
+        request: Option<&Request>,
+        body: BodyState,
+        outcome: &'a mut Outcome,
+    ) -> impl Future<Output = Step> + 'a {
+        let answer = answer_refusal(&self.shard, refusal, request, body);
+        self.send_refusal(answer, outcome)
+    }
+
+    /// Sends a written refusal; without one (no buffer was free) the connection just closes.
+    pub(super) async fn send_refusal(
+        &mut self,
+        answer: Result<Answer, u16>,
+        outcome: &mut Outcome,
+    ) -> Step {
+        match answer {
+            Ok(answer) => self.respond(answer, outcome).await,
+            Err(status) => {
+                outcome.status = status;
+                Step::Close
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn written(refusal: &Refusal<'_>, close: bool) -> String {
+        let mut out = [0u8; 2048];
+        let len = write_refusal(refusal, close, false, &mut out).unwrap();
+        String::from_utf8(out[..len].to_vec()).unwrap()
+    }
+
     #[test]
     fn allow_lists_methods_in_order() {
-        let mut out = [0u8; 96];
         let set: MethodSet = [Method::Post, Method::Get].into_iter().collect();
-        let len = write_allow(set, &mut out);
-        assert_eq!(&out[..len], b"GET, POST");
+        let text = written(&Refusal::method_not_allowed(set), false);
+        assert!(text.contains("allow: GET, POST\r\n"), "{text}");
+    }
+
+    #[test]
+    fn a_closing_refusal_says_so() {
+        let text = written(&Refusal::BODY_TOO_LARGE, true);
+        assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        assert!(text.ends_with("request body too large\n"), "{text}");
+    }
+
+    #[test]
+    fn the_connection_stays_open_only_when_everything_allows() {
+        let request = Request {
+            method: Method::Get,
+            version: Version::Http11,
+            keep_alive: true,
+            body: http1::RequestBody::None,
+            expect_continue: false,
+        };
+        assert!(stays_open(Some(&request), BodyState::Consumed, false));
+        assert!(!stays_open(Some(&request), BodyState::Unread, false));
+        assert!(!stays_open(Some(&request), BodyState::Consumed, true));
+        assert!(!stays_open(None, BodyState::Consumed, false));
+        let closing = Request {
+            keep_alive: false,
+            ..request
+        };
+        assert!(!stays_open(Some(&closing), BodyState::Consumed, false));
     }
 }

@@ -121,3 +121,36 @@ pub use limiter::{
 pub use rate::{Per, Quota, Rate, default_burst};
 pub use rebalance::{FLOOR_PERCENT_OF_EVEN, SharePlan, water_fill};
 pub use table::{DEFAULT_KEYS_PER_SHARD, MAX_KEYS_PER_SHARD, PROBE_WINDOW, SLOT_BYTES};
+
+/// What every shard shares about rate limits, fixed for the process: the key hash seed (so
+/// shards hash a key alike and their reports name the same keys) and the clock origin limiters
+/// count nanoseconds from.
+#[derive(Clone, Copy)]
+pub struct LimitClock {
+    pub seed: HashSeed,
+    pub origin: std::time::Instant,
+}
+
+impl LimitClock {
+    /// A fresh random seed and the clock now.
+    pub fn new() -> LimitClock {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&crate::random::seed().to_ne_bytes());
+        bytes[8..].copy_from_slice(&crate::random::seed().to_ne_bytes());
+        LimitClock {
+            seed: HashSeed::from_bytes(bytes),
+            origin: std::time::Instant::now(),
+        }
+    }
+
+    /// Nanoseconds from the origin to `now`: the time limiters count in.
+    pub fn nanos(&self, now: std::time::Instant) -> u64 {
+        now.saturating_duration_since(self.origin).as_nanos() as u64
+    }
+}
+
+impl Default for LimitClock {
+    fn default() -> LimitClock {
+        LimitClock::new()
+    }
+}

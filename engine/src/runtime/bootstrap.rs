@@ -16,7 +16,8 @@ use crate::control::{Ack, Apply, Command, ListenerSocket, Mailbox, ShardDemand};
 use crate::event::LocalEvent;
 use crate::io::{IoSettings, IoShard, Tracked};
 use crate::listener;
-use crate::shard::{LimitClock, Shard};
+use crate::ratelimit::LimitClock;
+use crate::shard::Shard;
 use crate::task::spawn;
 
 /// How often a draining shard checks whether its connections are gone.

@@ -32,7 +32,7 @@ use crate::admin;
 use crate::config::{Config, Plan};
 use crate::control::{ListenerSocket, Mailbox};
 use crate::io::IoSettings;
-use crate::shard::LimitClock;
+use crate::ratelimit::LimitClock;
 
 pub use crate::control::plane::{ControlPlane, ReloadError, Reloaded, ShardGenerations};
 

@@ -1,5 +1,5 @@
-//! Upstreams as one shard sees them: named groups of endpoints, each endpoint with the shard's own
-//! keep-alive pool, and the choice of endpoint per request.
+//! Upstreams as one shard sees them: named groups of endpoints with their timeouts, each
+//! endpoint with the shard's own keep-alive pool, and the choice of endpoint per request.
 //!
 //! Pools outlive configuration snapshots: [`Pools`] keeps one pool per endpoint address, and a new
 //! snapshot that still names an endpoint gets the same pool back (no reconnect storm on reload).
@@ -10,14 +10,29 @@ pub mod pool;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Duration;
 
 pub use balance::RoundRobin;
 pub use pool::{Checkout, EndpointPool, PoolSettings, PoolStats};
+
+use crate::request::RequestView;
+
+/// How long each step of an exchange with an upstream may take.
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamTimeouts {
+    /// To establish a connection.
+    pub connect: Duration,
+    /// From the request's last byte to the response head.
+    pub response: Duration,
+    /// For the next piece of either body to move.
+    pub body: Duration,
+}
 
 /// One configured upstream, as built for one snapshot on one shard.
 pub struct UpstreamGroup {
     pub name: Box<str>,
     endpoints: Vec<Rc<EndpointPool>>,
+    pub timeouts: UpstreamTimeouts,
     balance: RoundRobin,
 }
 
@@ -25,19 +40,22 @@ impl UpstreamGroup {
     pub fn new(
         name: Box<str>,
         endpoints: Vec<Rc<EndpointPool>>,
+        timeouts: UpstreamTimeouts,
         shard_index: usize,
     ) -> UpstreamGroup {
         debug_assert!(!endpoints.is_empty(), "validated configs have endpoints");
         UpstreamGroup {
             name,
             endpoints,
+            timeouts,
             balance: RoundRobin::starting_at(shard_index),
         }
     }
 
-    /// The endpoint for the next request.
-    pub fn pick(&self) -> &Rc<EndpointPool> {
-        &self.endpoints[self.balance.pick(self.endpoints.len())]
+    /// The endpoint for `request`. Policies that hash (a header, a cookie, the client's
+    /// address) read the request; round-robin does not.
+    pub fn pick(&self, request: &RequestView<'_>) -> &Rc<EndpointPool> {
+        &self.endpoints[self.balance.pick(self.endpoints.len(), request)]
     }
 
     pub fn endpoints(&self) -> &[Rc<EndpointPool>] {

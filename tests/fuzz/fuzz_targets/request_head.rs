@@ -5,7 +5,7 @@
 //! - it never panics, whatever the bytes and limits (the first input byte picks the limits);
 //! - an accepted head lies inside the input: `head_len` and every span are within it, the field
 //!   count is within the limits, and an HTTP/1.1 request has exactly one Host;
-//! - the head written by `proxy::forward::write_request_head` (after `router::normalize_path`,
+//! - the head written by `proxy::head::write_request_head` (after `router::normalize_path`,
 //!   as the proxy does) is accepted by the same parser, with the same method, the normalised
 //!   path, the same body framing carried by exactly one framing field that coregate wrote, no
 //!   hop-by-hop field, and exactly one `x-forwarded-for`, `x-forwarded-proto` and `host`.
@@ -19,9 +19,10 @@ use coregate_engine::http1::{
     FieldKind, HeadScanner, Limits, Parsed, RequestBody, RequestHead, TargetForm, Version,
     parse_request,
 };
-use coregate_engine::proxy::forward::{RequestHeadInput, write_request_head};
+use coregate_engine::proxy::head::{RequestHeadInput, write_request_head};
 use coregate_engine::router::{Normalized, normalize_path};
-use coregate_engine::shard::{Edits, PathRewrite};
+use coregate_engine::context::Scheme;
+use coregate_engine::snapshot::{Edits, PathRewrite};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -104,6 +105,7 @@ fn check_forwarded(input: &[u8], head: &RequestHead, fields: &[coregate_engine::
         rewrite: &PathRewrite::None,
         edits: &edits,
         client_ip: "192.0.2.1".parse().expect("an address"),
+        scheme: Scheme::Http,
         client_trusted: false,
         endpoint: "127.0.0.1:9".parse().expect("an address"),
         request_id: &request_id,

@@ -9,7 +9,7 @@
 //! - the framing decision is self-consistent: no body for HEAD, 1xx, 204 and 304; a `Length`
 //!   body equals `content_length`; a close-delimited body, a 101 and a tunnel are never
 //!   `keep_alive` (the upstream connection is not pooled);
-//! - the head `proxy::forward::write_response_head` writes for the client parses again, with the
+//! - the head `proxy::head::write_response_head` writes for the client parses again, with the
 //!   same status, at most one framing field (none when the client reads until close or there
 //!   is no body), never `chunked` for an HTTP/1.0 client, and no hop-by-hop field but the
 //!   `connection` coregate wrote itself.
@@ -21,8 +21,8 @@ mod common;
 use coregate_engine::http1::{
     HeadScanner, Method, Parsed, ResponseBody, ResponseHead, Version, parse_response,
 };
-use coregate_engine::proxy::forward::{ClientFraming, ResponseHeadInput, write_response_head};
-use coregate_engine::shard::Edits;
+use coregate_engine::proxy::head::{ClientFraming, ResponseHeadInput, write_response_head};
+use coregate_engine::snapshot::Edits;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,8 @@
 //! The access log: one line per request, gathered per shard and written by a thread of its own,
 //! so that neither formatting a line nor a slow, full or missing disk holds up a request.
 //!
-//! Owns the line formats ([`Entry`], JSON lines or NGINX-`combined`-like), the shard's buffer
+//! Owns the line formats ([`Entry`], JSON lines or NGINX-`combined`-like), the request's text
+//! captured for its line ([`Capture`]), the shard's buffer
 //! ([`ShardLog`]), the handoff between shards and the writer ([`LogSink`]) and the writer's loop
 //! ([`run_writer`], started by `runtime`, the only module that spawns threads).
 //!
@@ -15,6 +16,10 @@
 //! request is never made to wait for the log. When the file cannot be opened (missing directory) or written (full
 //! disk), the writer says so on stderr (at most once per [`ERROR_REPORT_INTERVAL`]), counts the
 //! lines it could not write and tries again: the log resumes by itself once the disk is back.
+
+mod capture;
+
+pub use capture::{Capture, CapturedField};
 
 use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};

@@ -1,0 +1,217 @@
+//! The synchronous phases over a parsed HTTP/1.1 head: the protocol-neutral [`RequestView`]
+//! is built from the head, `route`, `admit` and `pick` decide, and for a request that goes
+//! upstream the forwarded head is written. All of it runs before any await: the head's spans
+//! and the shard's field scratch are valid only until then.
+
+use crate::http1::{Field, Method, RequestHead};
+use crate::request::{Body, Fields, RequestView};
+use crate::shard::Scratch;
+use crate::snapshot::{Action, PathRewrite, RouteTarget, Snapshot};
+
+use super::admit::{Admitted, Credentials, admit};
+use super::forward::Forwarding;
+use super::head::{self, RequestHeadInput};
+use super::pick::pick;
+use super::record::Outcome;
+use super::respond::{Answer, BodyState, Refusal, answer_refusal};
+use super::route::{Routed, route, routing_path};
+use super::upgrade;
+use super::{Request, Session};
+
+/// What to do with a parsed request.
+pub enum Decision<'s> {
+    /// coregate answers itself: a refusal, written (`Err`: no buffer to write it, close).
+    Refused(Result<Answer, u16>),
+    /// The route answers with its configured response.
+    Direct(&'s RouteTarget),
+    /// Forward upstream.
+    Forward(Forwarding<'s>),
+}
+
+/// The longest client `X-Request-Id` passed on.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// Whether a client's `X-Request-Id` may be passed on (and logged) as it is: 1 to 128 letters,
+/// digits and `-._:/+=` (UUIDs, trace ids, base64). Anything else is replaced by an id coregate
+/// makes, so an id can never carry spaces, quotes or bytes that would forge a log field.
+fn is_safe_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_BYTES).contains(&id.len())
+        && id
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._:/+=".contains(&b))
+}
+
+/// A request's id: the client's when it is safe to pass on, else one made here.
+struct RequestId<'b> {
+    client: Option<&'b [u8]>,
+    made: [u8; 32],
+}
+
+impl RequestId<'_> {
+    fn bytes(&self) -> &[u8] {
+        self.client.unwrap_or(&self.made)
+    }
+}
+
+impl Session {
+    /// Decides what to do with a parsed request: routes and admits it, and for a request that
+    /// goes upstream, picks the endpoint and writes the head to send.
+    pub(super) fn decide<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        head: &RequestHead,
+        request: &Request,
+        outcome: &mut Outcome,
+    ) -> Decision<'s> {
+        let shard = &self.shard;
+        shard.metrics.request();
+        let buf = self.rb.data();
+        let mut scratch = shard.scratch();
+        let Scratch { fields, path } = &mut *scratch;
+        // The scratch holds `max_headers` slots; past `field_count` lie an earlier request's
+        // fields, whose spans mean nothing in this buffer.
+        let head_fields = &fields[..head.field_count];
+        let fields = Fields::new(buf, head_fields);
+        let id = self.request_id(head, buf);
+        outcome.capture(
+            shard,
+            head.method_span.of(buf),
+            head.target.of(buf),
+            id.bytes(),
+            fields,
+        );
+        // A body left unread would be taken for the next request: refused requests with one
+        // close the connection.
+        let body = Body::from(head.body);
+        let unread = if body.follows() {
+            BodyState::Unread
+        } else {
+            BodyState::Consumed
+        };
+        let refused = |refusal: &Refusal<'_>| {
+            Decision::Refused(answer_refusal(shard, refusal, Some(request), unread))
+        };
+        if head.method == Method::Connect {
+            return refused(&Refusal::CONNECT);
+        }
+        let path = match routing_path(head.form, head.path.of(buf), path) {
+            Ok(path) => path,
+            Err(refusal) => return refused(&refusal),
+        };
+        let view = RequestView {
+            method: head.method,
+            scheme: self.context.scheme(),
+            authority: head.route_host().map_or(&b""[..], |host| host.of(buf)),
+            path,
+            query: head.query.map(|query| query.of(buf)),
+            fields,
+            body,
+            client: self.client.peer_addr().ip(),
+        };
+        let routed = match route(snapshot, &view) {
+            Ok(routed) => routed,
+            Err(refusal) => return refused(&refusal),
+        };
+        outcome.route = Some(routed.target.stats);
+        let mut credentials = Credentials::default();
+        let admitted = match admit(shard, snapshot, routed.target, &view, &mut credentials) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return refused(&refusal),
+        };
+        let (upstream, rewrite) = match &routed.target.action {
+            Action::Respond(_) => return Decision::Direct(routed.target),
+            Action::Forward { upstream, rewrite } => (*upstream, rewrite),
+        };
+        let forward = Forward {
+            head,
+            fields: head_fields,
+            view: &view,
+            routed: &routed,
+            rewrite,
+            admitted: &admitted,
+            id: &id,
+        };
+        match self.plan_forward(snapshot, upstream, &forward) {
+            Ok(forwarding) => Decision::Forward(forwarding),
+            Err(refusal) => refused(&refusal),
+        }
+    }
+
+    /// The client's `X-Request-Id` when it is safe to keep, else a new one.
+    fn request_id<'b>(&self, head: &RequestHead, buf: &'b [u8]) -> RequestId<'b> {
+        let client = head
+            .request_id
+            .map(|id| id.of(buf))
+            .filter(|id| is_safe_request_id(id));
+        let mut made = [0u8; 32];
+        if client.is_none() {
+            head::request_id(
+                self.shard.request_id_seed,
+                self.shard.next_request_number(),
+                &mut made,
+            );
+        }
+        RequestId { client, made }
+    }
+
+    /// Picks the endpoint and writes the head it is sent.
+    fn plan_forward<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        upstream: usize,
+        forward: &Forward<'_, 's>,
+    ) -> Result<Forwarding<'s>, Refusal<'static>> {
+        let Forward {
+            head,
+            fields,
+            view,
+            routed,
+            rewrite,
+            admitted,
+            id,
+        } = *forward;
+        let picked = pick(snapshot, upstream, view)?;
+        let mut out = self.shard.io.pool().take().ok_or(Refusal::NO_BUFFER)?;
+        let buf = self.rb.data();
+        let relayed = upgrade::relayed(head.upgrade, buf, view.body);
+        let client_ip = self.client.peer_addr().ip();
+        let input = RequestHeadInput {
+            path: view.path,
+            matched_prefix_len: routed.matched_prefix_len,
+            rewrite,
+            edits: &routed.target.request_headers,
+            client_ip,
+            scheme: view.scheme,
+            client_trusted: snapshot.forwarding.trusts(client_ip),
+            endpoint: picked.endpoint.addr(),
+            request_id: id.bytes(),
+            replace_request_id: head.request_id.is_some() && id.client.is_none(),
+            upgrade: relayed.map(|(protocols, _)| protocols),
+            identity: admitted.identity_header.zip(admitted.identity),
+            claims: admitted.token.map_or(&[], |token| &token.headers[..]),
+        };
+        let head_len = head::write_request_head(out.as_mut_slice(), buf, head, fields, &input)
+            .map_err(|_| Refusal::HEAD_TOO_LARGE)?;
+        Ok(Forwarding {
+            target: routed.target,
+            upstream: picked.upstream,
+            endpoint: picked.endpoint,
+            head: out,
+            head_len,
+            upgrade: relayed.map(|(_, protocols)| protocols),
+        })
+    }
+}
+
+/// What writing the forwarded head draws on.
+#[derive(Clone, Copy)]
+struct Forward<'a, 's> {
+    head: &'a RequestHead,
+    /// The head's parsed fields, for writing the forwarded head.
+    fields: &'a [Field],
+    view: &'a RequestView<'a>,
+    routed: &'a Routed<'s>,
+    rewrite: &'s PathRewrite,
+    admitted: &'a Admitted<'a>,
+    id: &'a RequestId<'a>,
+}

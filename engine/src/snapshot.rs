@@ -1,0 +1,331 @@
+//! What one configuration generation compiles into on one shard: the route table and each
+//! route's target, the upstream groups with their timeouts, the authentication policies, the
+//! forwarding rules, the head limits and the client timeouts.
+//!
+//! Built off the request path (at start and on every `Apply`) by [`SnapshotBuilder`], then only
+//! read: a request takes the shard's current snapshot once, at its start, and runs on it to its
+//! end, while the next request may already run on a newer one. The pipeline reads the snapshot,
+//! never the raw [`Config`].
+//!
+//! Some of what a snapshot holds outlives it, owned by the shard and handed back to each new
+//! snapshot: endpoint pools (kept with their idle connections when a reload still names the
+//! endpoint), rate limiters (kept when the route's limit is unchanged) and route counters.
+//! The token caches are per snapshot: a reload may change the verifier they belong to.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::auth::jwt::TokenCache;
+use crate::config::{
+    AuthConfig, AuthMethod, Config, Forwarding, HeaderEdits, RateLimitConfig, RouteAction,
+    RouteConfig, UpstreamConfig,
+};
+use crate::http1;
+use crate::metrics::{RouteStatsId, ShardMetrics};
+use crate::ratelimit::{LimitClock, Limiter, LimiterSettings};
+use crate::router::{RouteSpec, RouteTable};
+use crate::upstream::{PoolSettings, Pools, UpstreamGroup, UpstreamTimeouts};
+
+/// One configuration as one shard runs it.
+pub struct Snapshot {
+    pub routes: RouteTable<RouteTarget>,
+    /// Indexed by [`Action::Forward::upstream`].
+    pub upstreams: Vec<UpstreamGroup>,
+    /// Indexed by [`RouteTarget::auth`].
+    pub auth: Vec<AuthPolicy>,
+    /// Whose `X-Forwarded-*` fields are believed.
+    pub forwarding: Forwarding,
+    pub limits: http1::Limits,
+    pub timeouts: ClientTimeouts,
+}
+
+/// A route as one shard uses it: the route's action and edits, copied from the configuration.
+pub struct RouteTarget {
+    pub name: Box<str>,
+    /// Where this route's responses are counted on this shard.
+    pub stats: RouteStatsId,
+    /// Index into [`Snapshot::auth`].
+    pub auth: Option<usize>,
+    /// The route's rate limit on this shard; kept across reloads that leave it unchanged.
+    pub limiter: Option<Rc<RefCell<Limiter>>>,
+    pub action: Action,
+    pub request_headers: Edits,
+    pub response_headers: Edits,
+    /// `None`: unlimited.
+    pub max_body_bytes: Option<u64>,
+}
+
+/// What a matched route does.
+pub enum Action {
+    Forward {
+        /// Index into [`Snapshot::upstreams`].
+        upstream: usize,
+        rewrite: PathRewrite,
+    },
+    Respond(DirectResponse),
+}
+
+/// A response a route answers with itself.
+pub struct DirectResponse {
+    pub status: u16,
+    pub body: Box<[u8]>,
+    pub headers: Vec<HeaderLine>,
+}
+
+/// A field a configuration writes: name and value, as bytes.
+pub type HeaderLine = (Box<[u8]>, Box<[u8]>);
+
+/// How the forwarded path differs from the routed one.
+pub enum PathRewrite {
+    None,
+    /// Drop the matched prefix (keeping a leading `/`).
+    StripPrefix,
+    /// Replace the matched prefix.
+    ReplacePrefix(Box<[u8]>),
+}
+
+/// Header edits as bytes, names lowercase for comparison.
+#[derive(Default)]
+pub struct Edits {
+    /// Names of fields to drop: the removed ones and the ones `add` replaces.
+    pub drop: Vec<Box<[u8]>>,
+    pub add: Vec<HeaderLine>,
+}
+
+impl Edits {
+    fn from_config(edits: &HeaderEdits) -> Edits {
+        let lowercase = |name: &str| name.to_ascii_lowercase().into_bytes().into_boxed_slice();
+        let drop = edits
+            .remove
+            .iter()
+            .map(|name| lowercase(name))
+            .chain(edits.add.iter().map(|(name, _)| lowercase(name)))
+            .collect();
+        let add = edits
+            .add
+            .iter()
+            .map(|(name, value)| (name.as_bytes().into(), value.as_bytes().into()))
+            .collect();
+        Edits { drop, add }
+    }
+
+    /// Whether a field named `name` must not be passed on.
+    pub fn drops(&self, name: &[u8]) -> bool {
+        self.drop
+            .iter()
+            .any(|dropped| dropped.eq_ignore_ascii_case(name))
+    }
+}
+
+/// One `[[auth]]` policy as a shard runs it.
+pub struct AuthPolicy {
+    pub method: AuthMethod,
+    /// The upstream header that carries the authenticated identity.
+    pub identity_header: Option<Box<[u8]>>,
+    /// Verified JWTs this shard remembers (`None` for API keys and caches of size 0).
+    pub token_cache: Option<RefCell<TokenCache>>,
+}
+
+impl AuthPolicy {
+    fn new(auth: &AuthConfig) -> AuthPolicy {
+        let token_cache = match &auth.method {
+            AuthMethod::Jwt {
+                verifier,
+                cache_entries,
+                cache_ttl,
+                ..
+            } if *cache_entries > 0 => Some(RefCell::new(
+                verifier.new_cache(*cache_entries, cache_ttl.as_secs()),
+            )),
+            _ => None,
+        };
+        AuthPolicy {
+            method: auth.method.clone(),
+            identity_header: auth
+                .identity_header
+                .as_ref()
+                .map(|name| name.as_bytes().into()),
+            token_cache,
+        }
+    }
+}
+
+/// How long a client connection may take for each step of an exchange.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientTimeouts {
+    /// To receive a whole request head.
+    pub header: Duration,
+    /// Idle between requests.
+    pub keepalive: Duration,
+    /// For the next piece of a request body.
+    pub body: Duration,
+    /// For the client to take more response bytes.
+    pub send: Duration,
+    /// A tunnel with no traffic either way.
+    pub tunnel_idle: Duration,
+}
+
+/// A shard's limiters by route name, with the settings each was built with.
+pub type Limiters = HashMap<Box<str>, (RateLimitConfig, Rc<RefCell<Limiter>>)>;
+
+/// What building a snapshot draws on: the shard's state that outlives snapshots.
+pub struct SnapshotBuilder<'a> {
+    /// The shard's index: where its round-robin rotations start.
+    pub shard_index: usize,
+    /// Reused for endpoints the shard already knows.
+    pub pools: &'a mut Pools,
+    /// Route counters, reused for route names the shard already knows.
+    pub metrics: &'a ShardMetrics,
+    /// Reused for routes whose rate limit did not change; the others are dropped.
+    pub limiters: &'a mut Limiters,
+    /// Shards enforcing each limit together.
+    pub shard_count: usize,
+    pub clock: LimitClock,
+}
+
+impl SnapshotBuilder<'_> {
+    /// Compiles `config` for this shard. Pools of endpoints `config` no longer names are
+    /// closed; limiters of routes it no longer limits (or limits differently) are dropped.
+    pub fn build(&mut self, config: &Config) -> Snapshot {
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|upstream| self.upstream(upstream))
+            .collect();
+        self.pools.retain(|addr| {
+            config
+                .upstreams
+                .iter()
+                .any(|upstream| upstream.endpoints.contains(addr))
+        });
+        self.keep_limiters(config);
+        let specs = config
+            .routes
+            .iter()
+            .map(|route| RouteSpec {
+                host: route.host.clone(),
+                methods: route.methods,
+                path: route.path.clone(),
+                target: self.target(config, route),
+            })
+            .collect();
+        // The configuration was validated with the same table builder, so this cannot fail; an
+        // empty table (answering 404) is the safe fallback if it ever did.
+        let routes = RouteTable::build(specs)
+            .unwrap_or_else(|_| RouteTable::build(Vec::new()).expect("an empty table builds"));
+        Snapshot {
+            routes,
+            upstreams,
+            auth: config.auth.iter().map(AuthPolicy::new).collect(),
+            forwarding: config.forwarding.clone(),
+            limits: http1::Limits {
+                max_request_line: config.limits.max_request_line,
+                max_head_bytes: config.limits.max_head_bytes,
+                max_headers: config.limits.max_headers,
+            },
+            timeouts: ClientTimeouts {
+                header: config.timeouts.header,
+                keepalive: config.timeouts.keepalive,
+                body: config.timeouts.body,
+                send: config.timeouts.send,
+                tunnel_idle: config.timeouts.tunnel_idle,
+            },
+        }
+    }
+
+    fn upstream(&mut self, upstream: &UpstreamConfig) -> UpstreamGroup {
+        let settings = PoolSettings {
+            max_idle: upstream.max_idle_per_endpoint,
+            idle_timeout: upstream.idle_timeout,
+            max_requests: upstream.max_requests_per_connection.unwrap_or(0),
+        };
+        let endpoints = upstream
+            .endpoints
+            .iter()
+            .map(|addr| self.pools.get_or_create(*addr, settings))
+            .collect();
+        let timeouts = UpstreamTimeouts {
+            connect: upstream.connect_timeout,
+            response: upstream.response_timeout,
+            body: upstream.body_timeout,
+        };
+        UpstreamGroup::new(upstream.name.clone(), endpoints, timeouts, self.shard_index)
+    }
+
+    /// Keeps the limiters of routes whose limit did not change, builds the others.
+    fn keep_limiters(&mut self, config: &Config) {
+        let mut kept = Limiters::new();
+        for route in &config.routes {
+            let Some(limit) = &route.rate_limit else {
+                continue;
+            };
+            let limiter = match self.limiters.remove(&route.name) {
+                Some((settings, limiter)) if settings == *limit => limiter,
+                _ => {
+                    let mut settings =
+                        LimiterSettings::new(limit.quota, limit.key.clone(), self.shard_count);
+                    settings.keys_per_shard = limit.keys_per_shard;
+                    settings.policy_name = route.name.to_string();
+                    Rc::new(RefCell::new(Limiter::new(&settings, self.clock.seed)))
+                }
+            };
+            kept.insert(route.name.clone(), (limit.clone(), limiter));
+        }
+        *self.limiters = kept;
+    }
+
+    fn target(&self, config: &Config, route: &RouteConfig) -> RouteTarget {
+        let mut request_headers = Edits::from_config(&route.request_headers);
+        // A client's own copies of the headers authentication writes are removed, so a client
+        // cannot pose as an identity or claim.
+        if let Some(auth) = route.auth.and_then(|i| config.auth.get(i)) {
+            request_headers
+                .drop
+                .extend(auth.written_headers().map(|name| name.as_bytes().into()));
+        }
+        RouteTarget {
+            name: route.name.clone(),
+            stats: self.metrics.route_stats_id(&route.name),
+            auth: route.auth,
+            limiter: self
+                .limiters
+                .get(&route.name)
+                .map(|(_, limiter)| limiter.clone()),
+            action: action(&route.action),
+            request_headers,
+            response_headers: Edits::from_config(&route.response_headers),
+            max_body_bytes: route.max_body_bytes,
+        }
+    }
+}
+
+fn action(action: &RouteAction) -> Action {
+    match action {
+        RouteAction::Upstream {
+            upstream,
+            strip_prefix,
+            prefix_rewrite,
+        } => Action::Forward {
+            upstream: *upstream,
+            rewrite: match (strip_prefix, prefix_rewrite) {
+                (_, Some(replacement)) => PathRewrite::ReplacePrefix(replacement.as_bytes().into()),
+                (true, None) => PathRewrite::StripPrefix,
+                (false, None) => PathRewrite::None,
+            },
+        },
+        RouteAction::Respond {
+            status,
+            body,
+            headers,
+        } => Action::Respond(DirectResponse {
+            status: *status,
+            body: body.clone(),
+            headers: headers
+                .iter()
+                .map(|(name, value)| (name.as_bytes().into(), value.as_bytes().into()))
+                .collect(),
+        }),
+    }
+}

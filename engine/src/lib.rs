@@ -1,55 +1,83 @@
 //! coregate's engine: a thread-per-core HTTP/1.1 reverse proxy on io_uring.
 //!
-//! Crate map, one line per module:
+//! Crate map, one line per module (lower modules never name higher ones):
 //!
 //! - [`error`]    one error type: kind, side at fault, retryable
-//! - [`auth`]     API keys and JWT bearer tokens: identities, 401 / 403 outcomes, forwarded claims
-//! - [`config`]   TOML file -> raw structs -> validated, immutable [`config::Config`]; the plan
-//! - [`runtime`]  process shape: binds listeners, starts one pinned glommio executor per core and
-//!   the control plane (reload, collection, drain); the only module that spawns threads
-//! - [`control`]  per-shard mailboxes, the only path between cores
-//! - [`shard`]    everything one core owns: snapshot (routes, upstreams), pools, metrics, scratch
-//! - [`listener`] a shard's accept loop: connection cap, back-off on EMFILE
-//! - [`io`]       the only module touching sockets: the shard's own io_uring, or glommio's
-//!   `TcpStream`; buffers; cross-thread doorbells
+//! - [`random`]   seeds from the kernel's random source
+//! - [`io`]       the only module touching sockets: the shard's own io_uring, buffers, the
+//!   connection type every byte passes through, cross-thread doorbells
+//! - [`task`]     spawning shard-local tasks (told to the ring driver)
+//! - [`event`]    a shard-local one-shot event (drain started)
 //! - [`frame`]    pooled memory for the futures of exchanges in progress
 //! - [`http1`]    sans-io HTTP/1.1: request/response heads, framing, chunked, head writing
+//! - [`context`]  what a client connection is besides its bytes: its listener, scheme, peer
+//! - [`request`]  the protocol-neutral request view route, admit and pick read
 //! - [`router`]   host -> path -> method lookup and path normalisation, built per snapshot
-//! - [`proxy`]    the request pipeline of one client connection, and body relays
+//! - [`auth`]     API keys and JWT bearer tokens: identities, 401 / 403 outcomes, forwarded claims
 //! - [`ratelimit`] per-core token counters: node-wide limits by key, shares rebalanced in the background
-//! - [`upstream`] per-shard keep-alive pools per endpoint, endpoint choice
-//! - [`metrics`]  per-shard counters and latency histogram, metric names
-//! - [`event`]    a shard-local one-shot event (drain started)
-//! - [`access_log`] one line per request: per-shard buffers, a writer thread, JSON or combined
-//! - [`admin`]    the admin API on the control plane's thread: health, readiness, config, reload, metrics
+//! - [`upstream`] per-shard keep-alive pools per endpoint, groups with their timeouts, endpoint choice
+//! - [`metrics`]  per-shard counters and latency histogram, metric names, exposition
+//! - [`access_log`] one line per request: captured fields, per-shard buffers, a writer thread
+//! - [`config`]   TOML file -> raw structs -> validated, immutable [`config::Config`]; the plan
+//! - [`snapshot`] what a configuration generation compiles into on one shard (read-only)
+//! - [`shard`]    what one core mutates: its snapshot cell, pools, limiters, metrics, scratch,
+//!   connection registry
+//! - [`proxy`]    the request pipeline of one client connection, phase by phase
+//! - [`listener`] a shard's accept loop: connection cap, back-off on EMFILE
+//! - [`control`]  per-shard mailboxes, the only path between cores, and the control plane
+//! - [`admin`]    the admin API on the control plane's threads: health, readiness, config, reload, metrics
+//! - [`runtime`]  process shape: binds listeners, starts one pinned glommio executor per core and
+//!   the control plane's threads; the only module that spawns threads
 //!
-//! The request flow, with the file of each step:
+//! The request flow, with the file of each step (phases are verbs; see [`proxy`]):
 //!
 //! ```text
-//! listener::accept_loop          accept on the shard's SO_REUSEPORT socket, spawn a task
-//! proxy::serve                   idle wait for the next request (no buffer held)
-//!   proxy::Session::read_head    receive into the connection buffer, http1::parse_request
-//!   proxy::Session::decide       router::normalize_path, RouteTable::lookup, limits,
-//!                                proxy::forward::write_request_head (synchronous)
-//!   proxy::Session::forward      upstream::EndpointPool checkout, send head + body at hand,
-//!                                proxy::relay the rest of the body
-//!   proxy::Session::read_response  http1::parse_response, forward::write_response_head
-//!   proxy::relay                 response body by length / chunked / until close
-//!   EndpointPool::give_back      after a clean exchange; the client connection loops
-//!   proxy::Session::record       metrics and the access-log line, once per exchange
-//! proxy::respond                 every early exit (4xx/5xx) in one format
+//! listener::accept_loop        accept on the shard's SO_REUSEPORT socket, spawn a task with
+//!                              the listener's context::ConnContext
+//! proxy::serve                 one task per connection; idle between requests (no buffer held)
+//!   read_head    proxy/read_head.rs   receive into the connection buffer, http1::parse_request
+//!   decide       proxy/decide.rs      build request::RequestView from the head, then:
+//!     route      proxy/route.rs         router::normalize_path, RouteTable::lookup (400/404/405)
+//!     admit      proxy/admit.rs         body size (413), auth (401/403), rate limit (429)
+//!     pick       proxy/pick.rs          UpstreamGroup::pick(request) (upstream/balance.rs)
+//!     (head)     proxy/head.rs          write_request_head, synchronously, before any await
+//!   forward      proxy/forward.rs     EndpointPool checkout or connect, head + body at hand in one
+//!                                     write, the rest of the body, the response head
+//!                                     (proxy/response.rs); the one retry rule
+//!   relay        proxy/relay.rs       response head + body to the client; give the connection back
+//!   tunnel       proxy/upgrade.rs     after a 101: the connections joined
+//!   respond      proxy/respond.rs     every answer coregate writes, and whether the connection stays
+//!   record       proxy/record.rs      metrics and the access-log line, once per exchange
 //! ```
 //!
 //! And the control plane, off the request path:
 //!
 //! ```text
-//! runtime::Server::start         bind, start shards, wait for every shard's first ack
-//! control::plane::ControlPlane   reload (validate, bind, Apply to every shard, await acks),
-//!                                collect (Collect to every shard, merge), shutdown
-//! runtime::bootstrap::run_shard  a shard's mailbox loop: Shard::apply swaps the snapshot
-//! admin::serve                   /healthz /readyz /config /reload /metrics
-//! access_log::run_writer         appends the shards' line buffers to the file
+//! runtime::Server::start          bind, start shards, wait for every shard's first ack
+//! control::plane::ControlPlane    reload (validate, bind, Apply to every shard, await acks),
+//!                                 collect (Collect to every shard, merge), shutdown
+//! runtime::bootstrap::run_shard   a shard's mailbox loop: Shard::apply builds a Snapshot, swaps it
+//! admin::serve                    /healthz /readyz /config /reload /metrics
+//! access_log::run_writer          appends the shards' line buffers to the file
 //! ```
+//!
+//! # How to add
+//!
+//! - **A load-balancing policy** (a hash on a header, say): the policy in
+//!   `upstream/balance.rs`, which receives the [`request::RequestView`] (fields, client
+//!   address) and the endpoints; its configuration key in `config/` (`Balance`, validation,
+//!   defaults) and the choice in `UpstreamGroup::new` (`upstream/mod.rs`), built off the
+//!   request path by `snapshot.rs`. Nothing in `proxy/` changes.
+//! - **A listener protocol** (TLS): the listener's [`context::Scheme`] and the handshake's
+//!   facts in `context.rs` (set by the accept loop in `listener.rs` from the listener's
+//!   configuration); the record layer behind `io::Conn::recv` and `io::Conn::send`
+//!   (`io/conn.rs`), the only places a connection's bytes pass. `x-forwarded-proto`, the
+//!   access log and rate-limit keys read the context as they are.
+//! - **A phase** (an access rule on a header, say): a function over the
+//!   [`request::RequestView`] that returns `Result<_, Refusal>` in a file of its own under
+//!   `proxy/`, called from `Session::decide` (`proxy/decide.rs`) in its place in the order;
+//!   its settings compiled into the route's target in `snapshot.rs`. The refusal goes through
+//!   `respond`, which writes it and decides about the connection.
 
 pub mod access_log;
 pub mod admin;

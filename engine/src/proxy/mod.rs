@@ -1,5 +1,5 @@
 //! The request pipeline: one task per client connection, running its requests one after the
-//! other (pipelined requests are answered in order). [`Session::run_exchange`] is the list of
+//! other (pipelined requests are answered in order). `Session::run_exchange` is the list of
 //! phases; each phase is a verb and a file:
 //!
 //! | phase | file | what happens |
@@ -13,7 +13,7 @@
 //! | `relay` | `relay.rs` | the response head and body bytes at hand in one write, then the rest by length, chunked (re-framed) or until close; the upstream connection goes back to its pool only after a clean exchange |
 //! | `tunnel` | `upgrade.rs` | after a `101`: the two connections joined |
 //! | `respond` | `respond.rs` | every answer coregate writes itself (refusals, failures, a route's direct answer), and the one rule for whether the connection stays open |
-//! | `record` | `record.rs` | once per exchange, from its [`Outcome`](record::Outcome): responses by route and status class, latency, the access-log line |
+//! | `record` | `record.rs` | once per exchange, from its `Outcome`: responses by route and status class, latency, the access-log line |
 //!
 //! `head.rs` writes the heads coregate sends (the forwarded request, the client's response).
 //!
@@ -67,7 +67,7 @@ pub enum Step {
 
 /// Serves one client connection until it closes.
 ///
-/// While the connection idles between requests, this task holds only the [`Session`] and a
+/// While the connection idles between requests, this task holds only the `Session` and a
 /// pending receive; each exchange runs in a frame from the shard's pool (see [`crate::frame`]),
 /// so the state of a request in progress costs memory only while a request is in progress.
 ///

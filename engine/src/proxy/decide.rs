@@ -6,7 +6,7 @@
 use crate::http1::{Field, Method, RequestHead};
 use crate::request::{Body, Fields, RequestView};
 use crate::shard::Scratch;
-use crate::snapshot::{Action, PathRewrite, RouteTarget, Snapshot};
+use crate::snapshot::{Action, DirectResponse, Edits, PathRewrite, Snapshot};
 
 use super::admit::{Admitted, Credentials, admit};
 use super::forward::Forwarding;
@@ -22,8 +22,8 @@ use super::{Request, Session};
 pub enum Decision<'s> {
     /// coregate answers itself: a refusal, written (`Err`: no buffer to write it, close).
     Refused(Result<Answer, u16>),
-    /// The route answers with its configured response.
-    Direct(&'s RouteTarget),
+    /// The route answers with its configured response, edited by its response edits.
+    Direct(&'s DirectResponse, &'s Edits),
     /// Forward upstream.
     Forward(Forwarding<'s>),
 }
@@ -119,7 +119,9 @@ impl Session {
             Err(refusal) => return refused(&refusal),
         };
         let (upstream, rewrite) = match &routed.target.action {
-            Action::Respond(_) => return Decision::Direct(routed.target),
+            Action::Respond(response) => {
+                return Decision::Direct(response, &routed.target.response_headers);
+            }
             Action::Forward { upstream, rewrite } => (*upstream, rewrite),
         };
         let forward = Forward {

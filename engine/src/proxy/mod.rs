@@ -170,7 +170,9 @@ impl Session {
         };
         let forwarding = match decision {
             Decision::Refused(answer) => return self.send_refusal(answer, outcome).await,
-            Decision::Direct(target) => return self.answer_route(&request, target, outcome).await,
+            Decision::Direct(response, edits) => {
+                return self.answer_route(&request, response, edits, outcome).await;
+            }
             Decision::Forward(forwarding) => forwarding,
         };
         let mut exchange = match self.forward(snapshot, &request, forwarding, outcome).await {

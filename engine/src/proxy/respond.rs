@@ -21,7 +21,7 @@ use crate::io::{Buf, Outbound};
 use crate::metrics::Reject;
 use crate::ratelimit::{Decision, Limiter};
 use crate::shard::Shard;
-use crate::snapshot::{Action, DirectResponse, Edits, RouteTarget};
+use crate::snapshot::{DirectResponse, Edits};
 
 use super::head::write_connection;
 use super::record::Outcome;
@@ -389,19 +389,10 @@ impl Session {
     pub(super) async fn answer_route(
         &mut self,
         request: &Request,
-        target: &RouteTarget,
+        response: &DirectResponse,
+        edits: &Edits,
         outcome: &mut Outcome,
     ) -> Step {
-        let Action::Respond(response) = &target.action else {
-            return self
-                .refuse(
-                    &Refusal::DIRECT_TOO_LARGE,
-                    Some(request),
-                    BodyState::Unread,
-                    outcome,
-                )
-                .await;
-        };
         let body = match request.body {
             RequestBody::None => BodyState::Consumed,
             RequestBody::Length(length) if length <= self.rb.len() as u64 => {
@@ -411,13 +402,7 @@ impl Session {
             _ => BodyState::Unread,
         };
         let close = !stays_open(Some(request), body, self.shard.draining());
-        let answer = answer_direct(
-            &self.shard,
-            response,
-            &target.response_headers,
-            request,
-            close,
-        );
+        let answer = answer_direct(&self.shard, response, edits, request, close);
         match answer {
             Some(answer) => self.respond(answer, outcome).await,
             None => {

@@ -98,123 +98,16 @@ pub fn write_request_head(
     fields: &[Field],
     input: &RequestHeadInput<'_>,
 ) -> Result<usize, HeadTooLarge> {
+    let request = Parsed {
+        buf,
+        head,
+        fields: &fields[..head.field_count],
+    };
     let mut w = HeadWriter::new(out);
-    w.raw(head.method_span.of(buf)).raw(b" ");
-    // RFC 9112 sec. 3.2.4: an absolute-form OPTIONS with an empty path asks about the server,
-    // and goes on as `OPTIONS *`.
-    let server_wide = head.method == Method::Options
-        && matches!(head.form, TargetForm::Absolute { .. })
-        && head.path.is_empty()
-        && head.query.is_none();
-    match head.form {
-        TargetForm::Asterisk => {
-            w.raw(b"*");
-        }
-        _ if server_wide => {
-            w.raw(b"*");
-        }
-        _ => {
-            write_path(&mut w, input);
-            if let Some(query) = head.query {
-                w.raw(b"?").raw(query.of(buf));
-            }
-        }
-    }
-    w.raw(b" ").raw(Version::Http11.as_bytes()).raw(b"\r\n");
-
-    let absolute_authority = match head.form {
-        TargetForm::Absolute { authority, .. } => Some(authority),
-        _ => None,
-    };
-    let fields = &fields[..head.field_count];
-    for field in fields {
-        if field.hop_by_hop {
-            continue;
-        }
-        match field.kind {
-            FieldKind::XForwardedFor
-            | FieldKind::XForwardedProto
-            | FieldKind::XForwardedHost
-            | FieldKind::Expect
-            | FieldKind::Http2Settings => {
-                continue;
-            }
-            FieldKind::Host if absolute_authority.is_some() => continue,
-            FieldKind::XRequestId if input.replace_request_id => continue,
-            _ => {}
-        }
-        let name = field.name.of(buf);
-        if input.edits.drops(name) {
-            continue;
-        }
-        w.field(name, field.value.of(buf));
-    }
-    match (absolute_authority, head.host) {
-        (Some(authority), _) => {
-            w.field(b"host", authority.of(buf));
-        }
-        (None, None) => {
-            let mut text = [0u8; 64];
-            let len = display(&mut text, &input.endpoint);
-            w.field(b"host", &text[..len]);
-        }
-        (None, Some(_)) => {}
-    }
-    match head.body {
-        RequestBody::None => {}
-        RequestBody::Length(n) => {
-            w.field_u64(b"content-length", n);
-        }
-        RequestBody::Chunked => {
-            w.field(b"transfer-encoding", b"chunked");
-        }
-    }
-    if let Some(protocol) = input.upgrade {
-        w.field(b"connection", b"upgrade");
-        w.field(b"upgrade", protocol);
-    }
-
-    // x-forwarded-for: a trusted proxy's chain (every field, in order), then the client.
-    w.raw(b"x-forwarded-for: ");
-    if input.client_trusted {
-        for field in fields
-            .iter()
-            .filter(|f| f.kind == FieldKind::XForwardedFor && !f.hop_by_hop)
-        {
-            let value = field.value.of(buf);
-            if !value.is_empty() {
-                w.raw(value).raw(b", ");
-            }
-        }
-    }
-    let mut ip = [0u8; 64];
-    let ip_len = format_ip(&input.client_ip.to_canonical(), &mut ip);
-    w.raw(&ip[..ip_len]).raw(b"\r\n");
-    let passed_on = |kind: FieldKind| {
-        input
-            .client_trusted
-            .then(|| {
-                fields
-                    .iter()
-                    .find(|f| f.kind == kind && !f.hop_by_hop && !f.value.of(buf).is_empty())
-            })
-            .flatten()
-            .map(|f| f.value.of(buf))
-    };
-    w.field(
-        b"x-forwarded-proto",
-        passed_on(FieldKind::XForwardedProto).unwrap_or(input.scheme.as_bytes()),
-    );
-    match passed_on(FieldKind::XForwardedHost) {
-        Some(host) => {
-            w.field(b"x-forwarded-host", host);
-        }
-        None => {
-            if let Some(host) = head.route_host() {
-                w.field(b"x-forwarded-host", host.of(buf));
-            }
-        }
-    }
+    write_request_line(&mut w, &request, input);
+    write_client_fields(&mut w, &request, input);
+    write_framing(&mut w, &request, input);
+    write_forwarding(&mut w, &request, input);
     if head.request_id.is_none() || input.replace_request_id {
         w.field(b"x-request-id", input.request_id);
     }
@@ -228,6 +121,145 @@ pub fn write_request_head(
         w.field(name, value);
     }
     w.finish()
+}
+
+/// A parsed request head with the bytes its spans point into.
+struct Parsed<'a> {
+    buf: &'a [u8],
+    head: &'a RequestHead,
+    /// The head's own fields.
+    fields: &'a [Field],
+}
+
+impl Parsed<'_> {
+    /// The authority of an absolute-form target, which replaces `Host` (RFC 9112 sec. 3.2.2).
+    fn absolute_authority(&self) -> Option<crate::http1::Span> {
+        match self.head.form {
+            TargetForm::Absolute { authority, .. } => Some(authority),
+            _ => None,
+        }
+    }
+
+    /// The value of the first non-empty field of `kind` a trusted proxy sent.
+    fn passed_on(&self, kind: FieldKind, trusted: bool) -> Option<&[u8]> {
+        if !trusted {
+            return None;
+        }
+        self.fields
+            .iter()
+            .find(|f| f.kind == kind && !f.hop_by_hop && !f.value.of(self.buf).is_empty())
+            .map(|f| f.value.of(self.buf))
+    }
+}
+
+/// `METHOD target HTTP/1.1`: the routed path (rewritten by the route) and the query.
+fn write_request_line(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &RequestHeadInput<'_>) {
+    let head = request.head;
+    w.raw(head.method_span.of(request.buf)).raw(b" ");
+    // RFC 9112 sec. 3.2.4: an absolute-form OPTIONS with an empty path asks about the server,
+    // and goes on as `OPTIONS *`.
+    let server_wide = head.method == Method::Options
+        && matches!(head.form, TargetForm::Absolute { .. })
+        && head.path.is_empty()
+        && head.query.is_none();
+    if head.form == TargetForm::Asterisk || server_wide {
+        w.raw(b"*");
+    } else {
+        write_path(w, input);
+        if let Some(query) = head.query {
+            w.raw(b"?").raw(query.of(request.buf));
+        }
+    }
+    w.raw(b" ").raw(Version::Http11.as_bytes()).raw(b"\r\n");
+}
+
+/// The client's fields, less hop-by-hop ones, the ones coregate writes itself and the ones the
+/// route drops.
+fn write_client_fields(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &RequestHeadInput<'_>) {
+    let absolute = request.absolute_authority().is_some();
+    for field in request.fields {
+        if field.hop_by_hop {
+            continue;
+        }
+        match field.kind {
+            FieldKind::XForwardedFor
+            | FieldKind::XForwardedProto
+            | FieldKind::XForwardedHost
+            | FieldKind::Expect
+            | FieldKind::Http2Settings => continue,
+            FieldKind::Host if absolute => continue,
+            FieldKind::XRequestId if input.replace_request_id => continue,
+            _ => {}
+        }
+        let name = field.name.of(request.buf);
+        if !input.edits.drops(name) {
+            w.field(name, field.value.of(request.buf));
+        }
+    }
+}
+
+/// `host` where the client's own does not serve, the framing coregate chose, and the upgrade
+/// being relayed.
+fn write_framing(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &RequestHeadInput<'_>) {
+    match (request.absolute_authority(), request.head.host) {
+        (Some(authority), _) => {
+            w.field(b"host", authority.of(request.buf));
+        }
+        (None, None) => {
+            let mut text = [0u8; 64];
+            let len = display(&mut text, &input.endpoint);
+            w.field(b"host", &text[..len]);
+        }
+        (None, Some(_)) => {}
+    }
+    match request.head.body {
+        RequestBody::None => {}
+        RequestBody::Length(n) => {
+            w.field_u64(b"content-length", n);
+        }
+        RequestBody::Chunked => {
+            w.field(b"transfer-encoding", b"chunked");
+        }
+    }
+    if let Some(protocol) = input.upgrade {
+        w.field(b"connection", b"upgrade");
+        w.field(b"upgrade", protocol);
+    }
+}
+
+/// `x-forwarded-for`, `-proto` and `-host`: a trusted proxy's are extended and kept, anyone
+/// else's replaced.
+fn write_forwarding(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &RequestHeadInput<'_>) {
+    let buf = request.buf;
+    // x-forwarded-for: a trusted proxy's chain (every field, in order), then the client.
+    w.raw(b"x-forwarded-for: ");
+    if input.client_trusted {
+        for field in request
+            .fields
+            .iter()
+            .filter(|f| f.kind == FieldKind::XForwardedFor && !f.hop_by_hop)
+        {
+            let value = field.value.of(buf);
+            if !value.is_empty() {
+                w.raw(value).raw(b", ");
+            }
+        }
+    }
+    let mut ip = [0u8; 64];
+    let ip_len = format_ip(&input.client_ip.to_canonical(), &mut ip);
+    w.raw(&ip[..ip_len]).raw(b"\r\n");
+    let trusted = input.client_trusted;
+    let proto = request.passed_on(FieldKind::XForwardedProto, trusted);
+    w.field(
+        b"x-forwarded-proto",
+        proto.unwrap_or(input.scheme.as_bytes()),
+    );
+    let host = request
+        .passed_on(FieldKind::XForwardedHost, trusted)
+        .or_else(|| request.head.route_host().map(|host| host.of(buf)));
+    if let Some(host) = host {
+        w.field(b"x-forwarded-host", host);
+    }
 }
 
 /// The path part of the request line: the routed path with the route's prefix rewrite.

@@ -1247,6 +1247,32 @@ fn rfc3986_6_2_2_paths_are_routed_as_the_upstream_reads_them() {
     }
 }
 
+/// RFC 3986 sec. 2 has no place for a raw `\` in a URI, and servers disagree on it: IIS, the
+/// WHATWG URL parser (Node, browsers) and GURL-based normalisers read it as `/`, so
+/// `/public\..\admin` is `/admin` to them while a byte-comparing router sees one segment under
+/// `/public`. coregate's choice: refuse it in the path (400, close), as it refuses `%5C`,
+/// rather than rewrite it to `/` for routing and forwarding alike. A `\` in the query is data
+/// and passes.
+#[test]
+fn rfc3986_2_a_raw_backslash_in_the_path_is_refused() {
+    refuses_all(
+        400,
+        &[
+            b"GET /public\\..\\admin HTTP/1.1\r\nhost: a\r\n\r\n",
+            b"GET /public/..\\admin HTTP/1.1\r\nhost: a\r\n\r\n",
+            b"GET /a\\b?x=1 HTTP/1.1\r\nhost: a\r\n\r\n",
+            b"GET http://a/public\\..\\admin HTTP/1.1\r\nhost: a\r\n\r\n",
+        ],
+    );
+    for io in MECHANISMS {
+        let upstream = Upstream::start(echo());
+        let proxy = start(io, &upstream, FORWARD_ALL);
+        let (response, _) = exchange(&proxy, b"GET /a?q=b\\c HTTP/1.1\r\nhost: a\r\n\r\n");
+        assert_eq!(response.status, 200, "{io}");
+        assert_eq!(upstream.wait_for(1)[0].target, "/a?q=b\\c", "{io}");
+    }
+}
+
 /// The `X-Forwarded-For` chain is only as good as the hop that wrote it: coregate keeps a
 /// client's chain only when the client is a proxy it trusts, and otherwise replaces it with the
 /// client's own address, so a client cannot make the upstream believe it came from elsewhere.

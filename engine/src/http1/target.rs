@@ -10,7 +10,9 @@
 //! request-target). httparse already refuses controls, space and DEL; raw non-ASCII bytes are
 //! refused here, since no conforming client sends them unencoded and the router compares bytes.
 //! Printable characters RFC 3986 does not list (`"`, `<`, `{`, `|`...) are accepted, as NGINX
-//! and hyper accept them: they cannot change framing or routing.
+//! and hyper accept them: they cannot change framing. The one that can change routing, `\`
+//! (a separator to some servers), is refused in the path by `router::normalize`, which owns
+//! what a path means; in the query it is data.
 
 use super::field::parse_decimal;
 use super::{Method, Span};

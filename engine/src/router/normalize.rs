@@ -15,6 +15,13 @@
 //! 1. The path must start with `/`; anything else is [`NormalizeError::NotOriginForm`], except
 //!    the empty path of an absolute-form target without one (`GET http://example.com HTTP/1.1`),
 //!    which is `/` (RFC 9110 sec. 4.2.3: for http(s) URIs an empty path is equivalent to `/`).
+//!    A raw `\` anywhere in the path is [`NormalizeError::Backslash`]. RFC 3986 does not allow
+//!    it in a URI at all, and servers disagree on what it is: IIS, the WHATWG URL parser (Node,
+//!    browsers) and GURL-based normalisers read it as `/`, so `/public\..\admin` is `/admin`
+//!    to them and a segment named `public\..\admin` to everyone else. Reading it as `/` here
+//!    would only be safe if the forwarded path were rewritten the same way and every upstream
+//!    agreed; an edge that cannot know which server is behind a route refuses it instead, as
+//!    it refuses the encoded `%5C` in step 2.
 //! 2. Percent-encoding normalisation (sec. 6.2.2.2): `%XX` of an unreserved character
 //!    (`ALPHA / DIGIT / "-" / "." / "_" / "~"`) is decoded (`%41` -> `A`, `%2e` -> `.`); every
 //!    other escape is kept, with its hex digits uppercased (`%3a` -> `%3A`) so that one
@@ -74,6 +81,8 @@ pub enum NormalizeError {
     EncodedNul,
     /// `..;x` or `.;x`: a dot segment hidden behind path parameters.
     DotSegmentWithParams,
+    /// A raw `\`, which some servers read as `/`.
+    Backslash,
 }
 
 impl NormalizeError {
@@ -88,6 +97,7 @@ impl NormalizeError {
             NormalizeError::DotSegmentWithParams => {
                 "request path has a dot segment with parameters ('..;')"
             }
+            NormalizeError::Backslash => "request path has a '\\'",
         }
     }
 }
@@ -123,6 +133,10 @@ pub fn normalize_path(raw: &[u8], out: &mut Vec<u8>) -> Result<Normalized, Norma
     }
     if is_normal(raw) {
         return Ok(Normalized::Unchanged);
+    }
+    // Also step 1: the fast path sent every path holding a `\` here.
+    if memchr(b'\\', raw).is_some() {
+        return Err(NormalizeError::Backslash);
     }
     out.clear();
     // Decoding only shrinks and step 4 only removes, so this is the most the output needs; a
@@ -178,16 +192,16 @@ pub fn normalize_path(raw: &[u8], out: &mut Vec<u8>) -> Result<Normalized, Norma
     Ok(Normalized::Rewritten)
 }
 
-/// True when no step can change `path`: no escape, no empty segment, no segment starting with
-/// `.` (which covers `.`, `..` and `..;`). Some normal paths (`/.well-known/x`) take the slow
-/// path, which then reproduces them byte for byte.
+/// True when no step can change or refuse `path`: no escape, no `\`, no empty segment, no
+/// segment starting with `.` (which covers `.`, `..` and `..;`). Some normal paths
+/// (`/.well-known/x`) take the slow path, which then reproduces them byte for byte.
 ///
 /// One plain pass: for request paths of typical length (tens of bytes) it measured faster than
 /// a memchr for `%` followed by a memchr walk over the slashes, whose per-call set-up dominates.
 fn is_normal(path: &[u8]) -> bool {
     let mut after_slash = false;
     for &byte in path {
-        if byte == b'%' || (after_slash && (byte == b'/' || byte == b'.')) {
+        if byte == b'%' || byte == b'\\' || (after_slash && matches!(byte, b'/' | b'.')) {
             return false;
         }
         after_slash = byte == b'/';
@@ -237,10 +251,9 @@ fn classify(segment: &[u8]) -> Segment {
             // Path parameters start at the first `;` (RFC 2396 sec. 3.3, as servlet containers
             // read it).
             let base = memchr(b';', segment).map_or(segment, |semi| &segment[..semi]);
-            if matches!(base, b"." | b"..") {
-                Segment::DotWithParams
-            } else {
-                Segment::Name
+            match base {
+                b"." | b".." => Segment::DotWithParams,
+                _ => Segment::Name,
             }
         }
     }
@@ -375,6 +388,15 @@ mod tests {
             Err(NormalizeError::DotSegmentWithParams)
         );
         assert_eq!(normal("/api/..a;/b").as_deref(), Ok("/api/..a;/b"));
+    }
+
+    /// A raw `\` is `/` to IIS and WHATWG parsers and data to everyone else: refused wherever
+    /// it is, like the encoded `%5C`.
+    #[test]
+    fn raw_backslashes_are_refused() {
+        for raw in ["/public\\..\\admin", "/a\\b", "/a/\\", "/%41\\"] {
+            assert_eq!(normal(raw), Err(NormalizeError::Backslash), "{raw}");
+        }
     }
 
     #[test]

@@ -14,9 +14,9 @@
 //!   the very same bytes;
 //! - the normal form starts with `/`, is never longer than the input (except that an empty
 //!   path, an absolute-form target without one, becomes `/`), and has no `.` or `..` segment,
-//!   no empty segment but a trailing one, no `%2F`, `%5C` or `%00`, and every `%` starts an
-//!   uppercase escape of a byte that is not unreserved: one resource, one spelling, so the
-//!   table can compare bytes;
+//!   no empty segment but a trailing one, no raw `\`, no `%2F`, `%5C` or `%00`, and every `%`
+//!   starts an uppercase escape of a byte that is not unreserved: one resource, one spelling,
+//!   so the table can compare bytes;
 //! - the trie answers what the reference answers (the rules in `router`'s module doc, applied
 //!   by scanning every route): the same route, the same `matched_prefix_len`, the same template
 //!   parameters, the same 405 `Allow` set, or 404;
@@ -364,6 +364,7 @@ fn check_normal_form(raw: &[u8], normal: &[u8]) {
             "empty segment left in {normal:?}"
         );
     }
+    assert!(!normal.contains(&b'\\'), "raw backslash in {normal:?}");
     let mut rest = normal;
     while let Some(at) = rest.iter().position(|&b| b == b'%') {
         let escape = rest.get(at + 1..at + 3).expect("a complete escape");

@@ -239,6 +239,23 @@ fn rfc9112_3_2_host_must_be_single_and_valid() {
     }
 }
 
+/// RFC 3986 sec. 3.2.2 lets a reg-name be percent-encoded, but coregate routes on the host as
+/// sent while an upstream may decode it: `ex%61mple.com` would be routed as one name and served
+/// as another. coregate's choice: refuse `%` in Host and in an absolute-form authority (400,
+/// close) rather than decode it; no HTTP client encodes a host name.
+#[test]
+fn rfc3986_3_2_2_percent_encoded_hosts_are_refused() {
+    refuses_all(
+        400,
+        &[
+            b"GET / HTTP/1.1\r\nhost: ex%61mple.com\r\n\r\n",
+            b"GET / HTTP/1.1\r\nhost: admin%2eexample.com:80\r\n\r\n",
+            b"GET / HTTP/1.0\r\nhost: %41\r\n\r\n",
+            b"GET http://ex%61mple.com/ HTTP/1.1\r\nhost: example.com\r\n\r\n",
+        ],
+    );
+}
+
 /// RFC 9112 sec. 3.2.2: with an absolute-form target the authority is the host, overriding
 /// Host. coregate forwards origin-form, with exactly one Host, generated from the authority, and
 /// that authority in `x-forwarded-host`. An http URI without a path means `/` (RFC 9110

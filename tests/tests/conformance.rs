@@ -168,7 +168,8 @@ fn rfc9110_5_5_nul_and_controls_are_refused() {
 // --- RFC 9112 sec. 3: request line, target, Host ---------------------------------------------
 
 /// RFC 9112 sec. 3 and RFC 9110 sec. 9.1: method = token, single SP between the parts,
-/// HTTP-version is `HTTP/1.0` or `HTTP/1.1` exactly (400, close).
+/// HTTP-version is `HTTP/` DIGIT `.` DIGIT of major version 1 (400, close; for `HTTP/1.2` and
+/// up, see `rfc9110_2_5_http_1_2_is_processed_as_http_1_1`).
 #[test]
 fn rfc9112_3_invalid_request_lines_are_refused() {
     refuses_all(
@@ -186,6 +187,43 @@ fn rfc9112_3_invalid_request_lines_are_refused() {
             b" GET / HTTP/1.1\r\nhost: a\r\n\r\n",
         ],
     );
+}
+
+/// RFC 9110 sec. 2.5: a recipient SHOULD process a message with a higher minor version than it
+/// implements as the highest minor version it conforms to (505 is for refusing a major
+/// version). coregate's choice: follow the SHOULD. `HTTP/1.2` is read with every HTTP/1.1 rule
+/// (a missing Host is still 400), forwarded as `HTTP/1.1`, answered `HTTP/1.1`, and the
+/// connection persists as for HTTP/1.1.
+#[test]
+fn rfc9110_2_5_http_1_2_is_processed_as_http_1_1() {
+    refuses_all(
+        400,
+        &[
+            b"GET / HTTP/1.2\r\n\r\n",
+            b"GET / HTTP/1.2\r\nhost: a\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+        ],
+    );
+    for io in MECHANISMS {
+        let upstream = Upstream::start(echo());
+        let proxy = start(io, &upstream, FORWARD_ALL);
+        let mut client = Client::connect(proxy.addr());
+        client.send(b"POST /one HTTP/1.2\r\nhost: a\r\ncontent-length: 5\r\n\r\nhello");
+        let response = client.read_response(false).expect("a response");
+        assert_eq!((response.status, response.version), (200, 1), "{io}");
+        assert_eq!(response.field("connection"), None, "{io}");
+        client.send(b"GET /two HTTP/1.9\r\nhost: a\r\n\r\n");
+        let response = client.read_response(false).expect("a second response");
+        assert_eq!(response.status, 200, "{io}");
+        let seen = upstream.wait_for(2);
+        assert_eq!((seen[0].version, seen[1].version), (1, 1), "{io}");
+        assert_eq!(seen[0].target, "/one", "{io}");
+        assert_eq!(seen[0].body, b"hello", "{io}");
+        assert!(
+            seen[0].raw_head.starts_with(b"POST /one HTTP/1.1\r\n"),
+            "{io}: {:?}",
+            String::from_utf8_lossy(&seen[0].raw_head)
+        );
+    }
 }
 
 /// RFC 9112 sec. 3.2: the request-target is origin-, absolute-, authority- (CONNECT only) or

@@ -127,6 +127,8 @@ impl Span {
 }
 
 /// The protocol version of a message. HTTP/1.x only; anything else is rejected by the parser.
+/// A request of `HTTP/1.2` to `HTTP/1.9` is processed as [`Version::Http11`] (RFC 9110
+/// sec. 2.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Version {
     Http10,

@@ -670,6 +670,45 @@ fn rfc9112_7_1_1_chunk_extensions_are_bounded_and_dropped() {
     }
 }
 
+/// RFC 9112 sec. 7.1.1: a server ought to limit the total length of chunk extensions it
+/// receives and answer 4xx beyond it. Each size line is capped at 4 KiB, but a client sending
+/// endless lines of extensions around one-byte chunks makes coregate read bytes that no body
+/// limit counts (the class of CVE-2023-39326 and CVE-2024-22019). coregate bounds extensions
+/// and trailers together at 16 KiB per body (`http1::MAX_CHUNK_METADATA`): beyond it, 400 and
+/// close, and the upstream never gets a complete request.
+#[test]
+fn rfc9112_7_1_1_chunk_extensions_are_bounded_per_body() {
+    let chunk = format!("1;{}\r\na\r\n", "x".repeat(2000));
+    let over = format!(
+        "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n{}0\r\n\r\n",
+        chunk.repeat(9)
+    );
+    let with_trailers = format!(
+        "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n{}0\r\nx-t: {}\r\n\r\n",
+        chunk.repeat(5),
+        "v".repeat(7000)
+    );
+    refuses_body(
+        400,
+        &[over.as_bytes(), with_trailers.as_bytes()],
+        &["xxxxxxxx", "vvvvvvvv"],
+    );
+    for io in MECHANISMS {
+        let upstream = Upstream::start(echo());
+        let proxy = start(io, &upstream, FORWARD_ALL);
+        let under = format!(
+            "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n{}0\r\n\r\n",
+            chunk.repeat(7)
+        );
+        let mut client = Client::connect(proxy.addr());
+        client.send(under.as_bytes());
+        let response = client.read_response(false).expect("a response");
+        assert_eq!(response.status, 200, "{io}");
+        assert_eq!(response.field("connection"), None, "{io}: kept open");
+        assert_eq!(upstream.wait_for(1)[0].body, b"aaaaaaa", "{io}");
+    }
+}
+
 // --- RFC 9110 sec. 7.6 and 7.8: hop-by-hop fields and Upgrade --------------------------------
 
 /// RFC 9110 sec. 7.6.1: a proxy removes Connection, every field it names, and the hop-by-hop

@@ -50,7 +50,7 @@ mod target;
 pub use canned::{CONTINUE_100, reason_phrase, write_response};
 pub use chunked::{
     CHUNK_END, ChunkError, ChunkStep, ChunkedDecoder, LAST_CHUNK, MAX_CHUNK_HEADER, MAX_CHUNK_LINE,
-    MAX_TRAILER_BYTES, write_chunk_header,
+    MAX_CHUNK_METADATA, MAX_TRAILER_BYTES, write_chunk_header,
 };
 pub use encode::{HeadTooLarge, HeadWriter, InvalidField};
 pub use field::{Field, FieldKind, MAX_CONNECTION_OPTIONS};

@@ -1341,6 +1341,29 @@ fn rfc3986_6_2_2_paths_are_routed_as_the_upstream_reads_them() {
     }
 }
 
+/// RFC 3986 sec. 3.3: a path is a sequence of segments, and a prefix route covers whole ones.
+/// With a byte prefix `/api` and `strip_prefix`, `/apiadmin` was forwarded as `/admin` and
+/// `/api../x` as `/../x`: a path the upstream reads as outside the route, reached through it.
+/// coregate matches `/api` against `/api` and `/api/...` only; other requests fall to the
+/// routes they name (here none: 404), and what is stripped is always a whole segment.
+#[test]
+fn rfc3986_3_3_prefix_routes_cover_whole_segments() {
+    for io in MECHANISMS {
+        let upstream = Upstream::start(echo());
+        let routes = "[[route]]\npath_prefix = \"/api\"\nupstream = \"up\"\nstrip_prefix = true\n";
+        let proxy = start(io, &upstream, routes);
+        let mut client = Client::connect(proxy.addr());
+        for path in ["/apiadmin", "/api../x", "/api2/x", "/api.json"] {
+            assert_eq!(client.get(path, &[]).status, 404, "{io}: {path}");
+        }
+        for path in ["/api/x", "/api", "/api/", "/api/admin/../x"] {
+            assert_eq!(client.get(path, &[]).status, 200, "{io}: {path}");
+        }
+        let targets: Vec<String> = upstream.wait_for(4).into_iter().map(|r| r.target).collect();
+        assert_eq!(targets, ["/x", "/", "/", "/x"], "{io}");
+    }
+}
+
 /// RFC 3986 sec. 2 has no place for a raw `\` in a URI, and servers disagree on it: IIS, the
 /// WHATWG URL parser (Node, browsers) and GURL-based normalisers read it as `/`, so
 /// `/public\..\admin` is `/admin` to them while a byte-comparing router sees one segment under

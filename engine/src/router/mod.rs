@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`spec`] | route patterns as configured (`HostPattern`, `PathPattern`), parsed in one place |
 //! | [`normalize`] | the normal form of a request path, which is what is routed *and* forwarded |
+//! | [`rewrite`] | the path a prefix route forwards after `strip_prefix` / `prefix_rewrite`, never outside the route |
 //! | [`table`] | `RouteTable::build` (grouping, conflict checks) and `RouteTable::lookup` |
 //! | `host` | the label trie from a host name to its host group |
 //! | `path` | the byte trie (exact paths, prefixes) and the segment trie (templates) of a group |
@@ -38,10 +39,12 @@
 //! |---|---|---|---|
 //! | 1 | exact `/users/me` | that path only | - |
 //! | 2 | template `/users/{id}` | one non-empty segment per `{param}` | a literal segment beats a parameter at the first segment where they differ, left to right: `/users/me/{x}` > `/users/{id}/posts` > `/{kind}/me/posts` |
-//! | 3 | prefix `/static/` | every path starting with those bytes | the longest prefix wins |
+//! | 3 | prefix `/static/`, `/api` | by segment: every path starting with `/static/`; `/api` and every path starting with `/api/` | the longest prefix wins |
 //!
-//! A trailing slash is part of the path (`/a/` is not `/a`), and a prefix is a byte prefix
-//! (`/api` also covers `/api2`; write `/api/` for segment semantics). Templates that differ only
+//! A trailing slash is part of the path (`/a/` is not `/a`). A prefix matches whole segments:
+//! `/api` does not cover `/api2`, `/apiadmin` or `/api../x`, so bytes glued to a prefix's last
+//! segment can neither reach its route nor, once `strip_prefix` cuts the prefix off, come out
+//! as another path (see [`rewrite`]). Templates that differ only
 //! in parameter names (`/u/{id}`, `/u/{name}`) are the same pattern. The order is total, so the
 //! result never depends on the order in which routes were configured; routes that would tie are
 //! refused when the table is built.
@@ -116,6 +119,7 @@
 //! ```
 pub mod normalize;
 pub mod params;
+pub mod rewrite;
 pub mod spec;
 pub mod table;
 
@@ -128,5 +132,6 @@ mod reference;
 
 pub use normalize::{NormalizeError, Normalized, normalize_path};
 pub use params::Params;
+pub use rewrite::{PrefixRewrite, RewriteError, rewrite_path};
 pub use spec::{HostPattern, MAX_TEMPLATE_PARAMS, PathPattern};
 pub use table::{BuildError, Lookup, RouteProblem, RouteSpec, RouteTable};

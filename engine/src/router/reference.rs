@@ -52,9 +52,13 @@ fn host_rank(pattern: &HostPattern, host: &[u8]) -> Option<(u8, usize)> {
 fn path_rank(pattern: &PathPattern, path: &[u8]) -> Option<(u8, Vec<usize>)> {
     match pattern {
         PathPattern::Exact(exact) => (exact.as_bytes() == path).then(|| (0, Vec::new())),
-        PathPattern::Prefix(prefix) => path
-            .starts_with(prefix.as_bytes())
-            .then(|| (2, vec![usize::MAX - prefix.len()])),
+        PathPattern::Prefix(prefix) => {
+            let prefix = prefix.as_bytes();
+            let by_segment = prefix.ends_with(b"/")
+                || path.len() == prefix.len()
+                || path.get(prefix.len()) == Some(&b'/');
+            (path.starts_with(prefix) && by_segment).then(|| (2, vec![usize::MAX - prefix.len()]))
+        }
         PathPattern::Template(template) => {
             let path = path.strip_prefix(b"/")?;
             let segments: Vec<&[u8]> = path.split(|&b| b == b'/').collect();

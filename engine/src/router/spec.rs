@@ -68,8 +68,9 @@ impl fmt::Display for HostPattern {
 pub enum PathPattern {
     /// `path = "/healthz"`: exactly this path.
     Exact(Box<str>),
-    /// `path_prefix = "/api/"`: this path and everything below it. A prefix ending in `/` matches
-    /// by segment naturally; `/api` also matches `/api2` (plain byte prefix), as in Envoy.
+    /// `path_prefix = "/api/"`: this path and everything below it, by segment. A prefix ending
+    /// in `/` matches every path starting with it; `/api` matches `/api` and `/api/...`, never
+    /// `/api2` or `/api../x`, so no request reaches it by gluing bytes to its last segment.
     Prefix(Box<str>),
     /// `path = "/users/{id}/orders"`: segments in braces match any one non-empty segment.
     Template(Box<str>),

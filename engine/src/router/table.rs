@@ -551,10 +551,32 @@ mod tests {
         assert_eq!(answer(&t, "", Get, "/api/v1/users"), "v1");
         assert_eq!(prefix_len(&t, Get, "/api/v1/users"), Some(8));
         assert_eq!(answer(&t, "", Get, "/api/v2"), "api");
-        assert_eq!(answer(&t, "", Get, "/api2"), "api");
-        assert_eq!(prefix_len(&t, Get, "/api2"), Some(4));
+        assert_eq!(prefix_len(&t, Get, "/api/v2"), Some(4));
+        assert_eq!(answer(&t, "", Get, "/api"), "api");
         assert_eq!(answer(&t, "", Get, "/other"), "root");
         assert_eq!(prefix_len(&t, Get, "/"), Some(1));
+    }
+
+    /// A prefix matches by segment: `/api` covers `/api` and `/api/...`, so a request cannot
+    /// reach it by gluing bytes to its last segment (`/apiadmin`, `/api../x`), and a more
+    /// specific route is never skipped that way.
+    #[test]
+    fn prefixes_match_whole_segments() {
+        let t = table(vec![
+            route("", &[], "/*", "root"),
+            route("", &[], "/api*", "api"),
+            route("", &[], "/static/*", "static"),
+        ]);
+        for path in ["/api2", "/apiadmin", "/api../x", "/api.json"] {
+            assert_eq!(answer(&t, "", Get, path), "root", "{path}");
+        }
+        assert_eq!(answer(&t, "", Get, "/api/"), "api");
+        assert_eq!(answer(&t, "", Get, "/api/x"), "api");
+        assert_eq!(answer(&t, "", Get, "/static/a"), "static");
+        assert_eq!(answer(&t, "", Get, "/staticx"), "root");
+        assert_eq!(answer(&t, "", Get, "/static"), "root");
+        let t = table(vec![route("", &[], "/api*", "api")]);
+        assert_eq!(answer(&t, "", Get, "/apiadmin"), "404");
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! routes on the normalised path).
 //!
 //! The input is `[method selector, host bytes..., LF, path bytes...]`. The table is fixed and
-//! built once: exact paths, templates that overlap, byte and segment prefixes, an exact host, a
-//! wildcard host and a nested wildcard, method sets that fall through and that give 405, and
-//! `/admin` as its own route beside `/api/`.
+//! built once: exact paths, templates that overlap, prefixes with and without a trailing `/`,
+//! an exact host, a wildcard host and a nested wildcard, method sets that fall through and that
+//! give 405, and `/admin` as its own route beside `/api/`.
 //!
 //! Properties checked:
 //! - neither normalising nor a lookup ever panics, whatever the bytes;
@@ -184,6 +184,13 @@ fn template_match<'a>(template: &'a str, path: &'a [u8]) -> Option<Vec<(&'a str,
     Some(params)
 }
 
+/// A prefix covers whole segments: one ending in `/` every path starting with it, any other
+/// itself and the paths continuing it with `/`.
+fn prefix_match(prefix: &[u8], path: &[u8]) -> bool {
+    path.starts_with(prefix)
+        && (prefix.ends_with(b"/") || matches!(path.get(prefix.len()), None | Some(b'/')))
+}
+
 /// Literal beats parameter at the first segment where two templates differ, left to right.
 fn template_order(a: &str, b: &str) -> std::cmp::Ordering {
     for (x, y) in a.split('/').zip(b.split('/')) {
@@ -219,7 +226,7 @@ fn reference(host: &[u8], method: Method, path: &[u8]) -> Answer {
         match &route.path {
             PathPattern::Exact(p) if p.as_bytes() == path => exact.push(route),
             PathPattern::Template(t) if template_match(t, path).is_some() => templates.push(route),
-            PathPattern::Prefix(p) if path.starts_with(p.as_bytes()) => prefixes.push(route),
+            PathPattern::Prefix(p) if prefix_match(p.as_bytes(), path) => prefixes.push(route),
             _ => {}
         }
     }

@@ -1364,6 +1364,52 @@ fn rfc3986_3_3_prefix_routes_cover_whole_segments() {
     }
 }
 
+/// RFC 3986 sec. 3.3 leaves `;` inside a segment to the scheme; servlet containers (Tomcat,
+/// Jetty) read a segment's `;params` as not part of the path, so `/admin;x/secret` is
+/// `/admin/secret` to them, and a router comparing bytes sent it past the `/admin/` route to
+/// the catch-all. coregate's choice (the other would be refusing `;` outright, which breaks
+/// `;jsessionid=`): match each segment without its parameters and forward the path as sent.
+/// A segment of parameters alone (`/;x/admin`), which servlet containers drop, is 400.
+#[test]
+fn rfc3986_3_3_path_parameters_do_not_change_the_route() {
+    for io in MECHANISMS {
+        let public = Upstream::start(echo());
+        let admin = Upstream::start(echo());
+        let upstreams = format!(
+            "[[upstream]]\nname = \"public\"\nendpoints = [\"{}\"]\n\
+             [[upstream]]\nname = \"admin\"\nendpoints = [\"{}\"]\n",
+            public.addr(),
+            admin.addr()
+        );
+        let routes = "[[route]]\npath_prefix = \"/\"\nupstream = \"public\"\n\
+                      [[route]]\npath_prefix = \"/admin/\"\nupstream = \"admin\"\n";
+        let proxy = Coregate::start(&config_with_upstreams(io, "0", &upstreams, routes));
+        let mut client = Client::connect(proxy.addr());
+        for path in ["/admin;x/secret", "/admin;a=1;b/x;y", "/page;jsessionid=1"] {
+            assert_eq!(client.get(path, &[]).status, 200, "{io}: {path}");
+        }
+        let targets = |upstream: &Upstream, n: usize| -> Vec<String> {
+            upstream.wait_for(n).into_iter().map(|r| r.target).collect()
+        };
+        assert_eq!(
+            targets(&admin, 2),
+            ["/admin;x/secret", "/admin;a=1;b/x;y"],
+            "{io}"
+        );
+        assert_eq!(targets(&public, 1), ["/page;jsessionid=1"], "{io}");
+        assert_refused(
+            io,
+            &proxy,
+            400,
+            &[
+                b"GET /;x/admin/secret HTTP/1.1\r\nhost: a\r\n\r\n",
+                b"GET /admin/..;/x HTTP/1.1\r\nhost: a\r\n\r\n",
+            ],
+        );
+        assert_eq!(public.requests().len(), 1, "{io}");
+    }
+}
+
 /// RFC 3986 sec. 2 has no place for a raw `\` in a URI, and servers disagree on it: IIS, the
 /// WHATWG URL parser (Node, browsers) and GURL-based normalisers read it as `/`, so
 /// `/public\..\admin` is `/admin` to them while a byte-comparing router sees one segment under

@@ -862,6 +862,14 @@ fn a_route_matches_exactly_one_path() {
           for templates (found \"/{id}/\")"
         ]
     );
+    // Requests are matched without their path parameters, so a pattern with `;` never matches.
+    assert_eq!(
+        route_errors("path_prefix = \"/admin;x/\"\nupstream = \"api\"\n"),
+        [
+            "t.toml:9:15: route[1].path_prefix: path must not contain ';': path parameters are \
+          ignored when matching (found \"/admin;x/\")"
+        ]
+    );
     assert_eq!(
         route_errors("host = \"a.*.com\"\npath = \"/\"\nupstream = \"api\"\n"),
         [

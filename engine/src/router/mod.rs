@@ -10,6 +10,7 @@
 //! | [`table`] | `RouteTable::build` (grouping, conflict checks) and `RouteTable::lookup` |
 //! | `host` | the label trie from a host name to its host group |
 //! | `path` | the byte trie (exact paths, prefixes) and the segment trie (templates) of a group |
+//! | `routed` | the bytes a path is matched on: each segment without its `;params` |
 //! | `branch` | the children of a trie node keyed by label or segment, found without hashing |
 //! | [`params`] | the fixed-capacity template parameters a lookup fills |
 //!
@@ -48,6 +49,13 @@
 //! in parameter names (`/u/{id}`, `/u/{name}`) are the same pattern. The order is total, so the
 //! result never depends on the order in which routes were configured; routes that would tie are
 //! refused when the table is built.
+//!
+//! Each segment is matched up to its first `;`: `/admin;x/secret` is matched as
+//! `/admin/secret`, the path a servlet container serves for it, so it cannot slip past an
+//! `/admin/` route into a catch-all. The path keeps its parameters when it is forwarded, a
+//! template parameter's value leaves them out (`/users/7;v=1` gives `id` = `7`), and a
+//! prefix's `matched_prefix_len` covers those of its last segment. Configured paths hold no
+//! `;`. Why this reading, and not refusing `;`: see `routed.rs`.
 //!
 //! **3. Method.** The routes of one pattern have disjoint method sets (overlaps are refused at
 //! build time). The first pattern in the order above with a route allowing the method wins. If
@@ -126,6 +134,7 @@ pub mod table;
 mod branch;
 mod host;
 mod path;
+mod routed;
 
 #[cfg(test)]
 mod reference;

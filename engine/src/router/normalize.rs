@@ -42,7 +42,11 @@
 //!    Servlet containers (Tomcat, Jetty) cut path parameters before resolving dot segments, so
 //!    `/public/..;/admin` is `/admin` to them but `/public/..;/admin` to everyone else. Rather
 //!    than guess which kind of upstream is behind a route, coregate refuses the request: no
-//!    legitimate client sends such a segment. Other `;` uses (`/a;v=1/b`) are left alone.
+//!    legitimate client sends such a segment. A segment that is nothing but parameters (`/;x/a`)
+//!    is refused for the same reason ([`NormalizeError::EmptySegmentWithParams`]): cut, it
+//!    leaves an empty segment that servlet containers drop and the router would not. Other `;`
+//!    uses (`/a;v=1/b`) stay in the normal form and are forwarded as sent; the router matches
+//!    each segment without its parameters (see [`super`]).
 //!
 //! # Cost
 //!
@@ -81,6 +85,8 @@ pub enum NormalizeError {
     EncodedNul,
     /// `..;x` or `.;x`: a dot segment hidden behind path parameters.
     DotSegmentWithParams,
+    /// `/;x`: a segment with parameters and no name.
+    EmptySegmentWithParams,
     /// A raw `\`, which some servers read as `/`.
     Backslash,
 }
@@ -96,6 +102,9 @@ impl NormalizeError {
             NormalizeError::EncodedNul => "request path has an encoded NUL byte",
             NormalizeError::DotSegmentWithParams => {
                 "request path has a dot segment with parameters ('..;')"
+            }
+            NormalizeError::EmptySegmentWithParams => {
+                "request path has a segment of parameters only ('/;')"
             }
             NormalizeError::Backslash => "request path has a '\\'",
         }
@@ -183,6 +192,7 @@ pub fn normalize_path(raw: &[u8], out: &mut Vec<u8>) -> Result<Normalized, Norma
             }
             // Step 5.
             Segment::DotWithParams => return Err(NormalizeError::DotSegmentWithParams),
+            Segment::EmptyWithParams => return Err(NormalizeError::EmptySegmentWithParams),
         }
         if last {
             break;
@@ -193,7 +203,7 @@ pub fn normalize_path(raw: &[u8], out: &mut Vec<u8>) -> Result<Normalized, Norma
 }
 
 /// True when no step can change or refuse `path`: no escape, no `\`, no empty segment, no
-/// segment starting with `.` (which covers `.`, `..` and `..;`). Some normal paths
+/// segment starting with `.` (which covers `.`, `..` and `..;`) or `;`. Some normal paths
 /// (`/.well-known/x`) take the slow path, which then reproduces them byte for byte.
 ///
 /// One plain pass: for request paths of typical length (tens of bytes) it measured faster than
@@ -201,7 +211,7 @@ pub fn normalize_path(raw: &[u8], out: &mut Vec<u8>) -> Result<Normalized, Norma
 fn is_normal(path: &[u8]) -> bool {
     let mut after_slash = false;
     for &byte in path {
-        if byte == b'%' || byte == b'\\' || (after_slash && matches!(byte, b'/' | b'.')) {
+        if byte == b'%' || byte == b'\\' || (after_slash && matches!(byte, b'/' | b'.' | b';')) {
             return false;
         }
         after_slash = byte == b'/';
@@ -240,6 +250,7 @@ enum Segment {
     Dot,
     DotDot,
     DotWithParams,
+    EmptyWithParams,
 }
 
 fn classify(segment: &[u8]) -> Segment {
@@ -253,6 +264,7 @@ fn classify(segment: &[u8]) -> Segment {
             let base = memchr(b';', segment).map_or(segment, |semi| &segment[..semi]);
             match base {
                 b"." | b".." => Segment::DotWithParams,
+                b"" => Segment::EmptyWithParams,
                 _ => Segment::Name,
             }
         }
@@ -397,6 +409,19 @@ mod tests {
         for raw in ["/public\\..\\admin", "/a\\b", "/a/\\", "/%41\\"] {
             assert_eq!(normal(raw), Err(NormalizeError::Backslash), "{raw}");
         }
+    }
+
+    /// A segment of parameters only is empty to a servlet container, which then drops it.
+    #[test]
+    fn segments_of_parameters_only_are_refused() {
+        for raw in ["/;x/admin", "/a/;/b", "/a/;jsessionid=1", "//;x"] {
+            assert_eq!(
+                normal(raw),
+                Err(NormalizeError::EmptySegmentWithParams),
+                "{raw}"
+            );
+        }
+        assert_eq!(normal("/a;x/b;y").as_deref(), Ok("/a;x/b;y"));
     }
 
     #[test]

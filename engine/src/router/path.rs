@@ -23,6 +23,7 @@
 use memchr::memchr;
 
 use super::branch::Branches;
+use super::routed::RoutedPath;
 use super::spec::MAX_TEMPLATE_PARAMS;
 
 /// Exact paths and prefixes of one host group.
@@ -145,21 +146,23 @@ impl LiteralTrie {
     }
 
     /// Walks `path` once: the exact pattern and the deepest prefix matching by segment.
-    pub(crate) fn walk(&self, path: &[u8]) -> LiteralMatch {
+    pub(crate) fn walk(&self, path: RoutedPath<'_>) -> LiteralMatch {
         let mut found = LiteralMatch {
             exact: None,
             longest_prefix: None,
         };
         let mut index = 0;
         let mut node = &self.nodes[0];
+        // The raw offset of the matched byte at `node.depth`.
+        let mut pos = path.start();
         loop {
-            let next = path.get(node.depth);
+            let next = path.byte_at(pos);
             if node.prefix.is_some()
                 && (ends_segment(&node.edge) || matches!(next, None | Some(b'/')))
             {
                 found.longest_prefix = Some(index);
             }
-            let Some(&byte) = next else {
+            let Some(byte) = next else {
                 found.exact = node.exact;
                 return found;
             };
@@ -168,13 +171,15 @@ impl LiteralTrie {
             };
             index = node.children[slot];
             node = &self.nodes[index as usize];
-            if !path[node.depth - node.edge.len()..].starts_with(&node.edge) {
-                return found;
+            match path.match_edge(pos, &node.edge) {
+                Some(after) => pos = after,
+                None => return found,
             }
         }
     }
 
-    /// The prefix patterns a walk matched, longest first, each with the bytes it covers.
+    /// The prefix patterns a walk matched, longest first, each with the number of matched bytes
+    /// it covers (see [`RoutedPath::raw_offset`] for the bytes of the path as sent).
     pub(crate) fn prefixes(&self, found: LiteralMatch) -> impl Iterator<Item = (u32, usize)> + '_ {
         let mut next = found.longest_prefix;
         std::iter::from_fn(move || {
@@ -263,12 +268,13 @@ impl TemplateTrie {
     }
 
     /// Calls `visit` with each pattern matching `path`, most specific first, and the spans of
-    /// its parameter segments, until `visit` returns true. Returns whether it did.
-    pub(crate) fn search<F>(&self, path: &[u8], visit: &mut F) -> bool
+    /// its parameter segments (without their `;params`), until `visit` returns true. Returns
+    /// whether it did.
+    pub(crate) fn search<F>(&self, path: RoutedPath<'_>, visit: &mut F) -> bool
     where
         F: FnMut(u32, &[(usize, usize)]) -> bool,
     {
-        if self.is_empty() || path.first() != Some(&b'/') {
+        if self.is_empty() || path.raw().first() != Some(&b'/') {
             return false;
         }
         let mut spans: Spans = [(0, 0); MAX_TEMPLATE_PARAMS];
@@ -280,7 +286,7 @@ impl TemplateTrie {
     fn descend<F>(
         &self,
         node: u32,
-        path: &[u8],
+        path: RoutedPath<'_>,
         start: Option<usize>,
         spans: &mut Spans,
         params: usize,
@@ -296,9 +302,11 @@ impl TemplateTrie {
                 None => false,
             };
         };
-        let end = memchr(b'/', &path[start..]).map_or(path.len(), |slash| start + slash);
-        let segment = &path[start..end];
-        let next = (end < path.len()).then_some(end + 1);
+        let raw = path.raw();
+        let end = memchr(b'/', &raw[start..]).map_or(raw.len(), |slash| start + slash);
+        let name_end = path.name_end(start, end);
+        let segment = &raw[start..name_end];
+        let next = (end < raw.len()).then_some(end + 1);
         if let Some(child) = node.literals.find(segment, false) {
             if self.descend(child, path, next, spans, params, visit) {
                 return true;
@@ -309,7 +317,7 @@ impl TemplateTrie {
         // build-time invariant rather than a reason to panic.
         if let (Some(child), false) = (node.param, segment.is_empty()) {
             if let Some(slot) = spans.get_mut(params) {
-                *slot = (start, end);
+                *slot = (start, name_end);
                 if self.descend(child, path, next, spans, params + 1, visit) {
                     return true;
                 }
@@ -336,7 +344,11 @@ mod tests {
     }
 
     fn prefixes(trie: &LiteralTrie, path: &str) -> Vec<(u32, usize)> {
-        trie.prefixes(trie.walk(path.as_bytes())).collect()
+        trie.prefixes(trie.walk(routed(path))).collect()
+    }
+
+    fn routed(path: &str) -> RoutedPath<'_> {
+        RoutedPath::new(path.as_bytes())
     }
 
     #[test]
@@ -348,10 +360,10 @@ mod tests {
             ("/api/v1/users", Some(4), None),
             ("/apx", Some(5), None),
         ]);
-        assert_eq!(trie.walk(b"/api").exact, Some(1));
-        assert_eq!(trie.walk(b"/api/v1/users").exact, Some(4));
-        assert_eq!(trie.walk(b"/api/v1/user").exact, None);
-        assert_eq!(trie.walk(b"/apx").exact, Some(5));
+        assert_eq!(trie.walk(routed("/api")).exact, Some(1));
+        assert_eq!(trie.walk(routed("/api/v1/users")).exact, Some(4));
+        assert_eq!(trie.walk(routed("/api/v1/user")).exact, None);
+        assert_eq!(trie.walk(routed("/apx")).exact, Some(5));
         assert_eq!(
             prefixes(&trie, "/api/v1/users"),
             vec![(3, 5), (2, 4), (0, 1)]
@@ -389,14 +401,14 @@ mod tests {
     #[test]
     fn empty_literal_trie_matches_nothing() {
         let trie = literal_trie(&[]);
-        assert_eq!(trie.walk(b"/x").exact, None);
+        assert_eq!(trie.walk(routed("/x")).exact, None);
         assert!(prefixes(&trie, "/x").is_empty());
     }
 
     /// Every (pattern, spans) the search offers for `path`, in order.
     fn offered(trie: &TemplateTrie, path: &str) -> Vec<(u32, Vec<(usize, usize)>)> {
         let mut seen = Vec::new();
-        trie.search(path.as_bytes(), &mut |pattern, spans| {
+        trie.search(routed(path), &mut |pattern, spans| {
             seen.push((pattern, spans.to_vec()));
             false
         });

@@ -143,6 +143,11 @@ fn check_path_chars(text: &str) -> Result<(), &'static str> {
     if text.contains('%') {
         return Err("path must not be percent-encoded; write the decoded characters");
     }
+    // Requests are matched with each segment's `;params` left out (see `router::routed`), so a
+    // pattern holding `;` could never match.
+    if text.contains(';') {
+        return Err("path must not contain ';': path parameters are ignored when matching");
+    }
     Ok(())
 }
 
@@ -189,5 +194,7 @@ mod tests {
         assert!(PathPattern::prefix("api/").is_err());
         assert!(PathPattern::prefix("/api/../x").is_err());
         assert!(PathPattern::prefix("/a%2fb").is_err());
+        assert!(PathPattern::prefix("/admin;x/").is_err());
+        assert!(PathPattern::exact_or_template("/a;v=1").is_err());
     }
 }

@@ -18,9 +18,10 @@
 //!   starts an uppercase escape of a byte that is not unreserved: one resource, one spelling,
 //!   so the table can compare bytes;
 //! - the trie answers what the reference answers (the rules in `router`'s module doc, applied
-//!   by scanning every route): the same route, the same `matched_prefix_len`, the same template
-//!   parameters, the same 405 `Allow` set, or 404;
-//! - after normalisation, the `/admin` routes match only paths that are `/admin` or below it,
+//!   by scanning every route, each segment read without its `;params`): the same route, the
+//!   same `matched_prefix_len`, the same template parameters, the same 405 `Allow` set, or 404;
+//! - after normalisation, the `/admin` routes match only paths that are `/admin` or below it
+//!   (once segments' parameters are left out),
 //!   and such a path reaches nothing else but the one template whose first segment is a
 //!   parameter (`/{kind}/me/posts`, more specific than a prefix by the documented order): dot
 //!   segments and escapes cannot carry a request past its route.
@@ -213,10 +214,33 @@ enum Answer {
     NotFound,
 }
 
-fn reference(host: &[u8], method: Method, path: &[u8]) -> Answer {
+/// The bytes the router matches (each segment up to its first `;`), and for each count `k` of
+/// them the offset in `raw` of the `k`-th, or the end of `raw`.
+fn without_params(raw: &[u8]) -> (Vec<u8>, Vec<usize>) {
+    let mut matched = Vec::new();
+    let mut offsets = Vec::new();
+    let mut in_params = false;
+    for (i, &byte) in raw.iter().enumerate() {
+        match byte {
+            b'/' => in_params = false,
+            b';' => in_params = true,
+            _ => {}
+        }
+        if !in_params {
+            matched.push(byte);
+            offsets.push(i);
+        }
+    }
+    offsets.push(raw.len());
+    (matched, offsets)
+}
+
+fn reference(host: &[u8], method: Method, raw: &[u8]) -> Answer {
     let Some(group) = group_of(host) else {
         return Answer::NotFound;
     };
+    let (path, offsets) = without_params(raw);
+    let path = path.as_slice();
     let routes: Vec<&Spec> = all().iter().filter(|s| s.host == group).collect();
     // Patterns matching the path, most specific first.
     let mut exact = Vec::new();
@@ -241,7 +265,7 @@ fn reference(host: &[u8], method: Method, path: &[u8]) -> Answer {
             continue;
         }
         let (prefix_len, params) = match &route.path {
-            PathPattern::Prefix(p) => (p.len(), Vec::new()),
+            PathPattern::Prefix(p) => (offsets[p.len()], Vec::new()),
             PathPattern::Template(t) => (
                 0,
                 template_match(t, path)
@@ -327,7 +351,8 @@ fuzz_target!(|data: &[u8]| {
     };
     check_normal_form(raw, path);
     let answer = check(host, method, path);
-    let below_admin = path == b"/admin" || path.starts_with(b"/admin/");
+    let (matched, _) = without_params(path);
+    let below_admin = matched == b"/admin" || matched.starts_with(b"/admin/");
     if let Answer::Matched { target, .. } = answer {
         let admin_route = matches!(target, "admin" | "admin-tree");
         let any_host = group_of(host) == Some(HostPattern::Any);

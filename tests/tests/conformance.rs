@@ -21,6 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use coregate_engine::config::Config;
 use coregate_tests::client::Client;
 use coregate_tests::harness::{
     Coregate, FORWARD_ALL, MECHANISMS, config_with_upstreams, exchange, start,
@@ -333,6 +334,53 @@ fn rfc9112_3_2_2_absolute_form_takes_host_from_its_authority() {
             "{io}: the overridden Host was forwarded"
         );
     }
+}
+
+/// RFC 9112 sec. 3.2: a request carries exactly one Host, and a server answers 400 to more. A
+/// route adding `Host` would have coregate forward two for absolute-form and HTTP/1.0 requests
+/// (the one it writes and the route's), and one adding `X-Forwarded-Proto` or `X-Request-Id`
+/// would put the route's value beside coregate's. coregate's choice: refuse such edits when
+/// the configuration is read (never emit both), naming file, line, column and key.
+#[test]
+fn rfc9112_3_2_route_edits_cannot_add_a_second_host_or_forwarding_field() {
+    let upstream = Upstream::start(echo());
+    for (edit, key) in [
+        (
+            "add_request_headers = { \"Host\" = \"internal\" }",
+            "route[1].add_request_headers.Host",
+        ),
+        (
+            "add_request_headers = { \"X-Forwarded-Proto\" = \"https\" }",
+            "route[1].add_request_headers.X-Forwarded-Proto",
+        ),
+        (
+            "add_request_headers = { \"x-request-id\" = \"fixed\" }",
+            "route[1].add_request_headers.x-request-id",
+        ),
+        (
+            "remove_request_headers = [\"X-Request-Id\"]",
+            "route[1].remove_request_headers[1]",
+        ),
+    ] {
+        let text = config_with_upstreams(
+            "uring",
+            "0",
+            &format!(
+                "[[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n",
+                upstream.addr()
+            ),
+            &format!("{FORWARD_ALL}{edit}\n"),
+        );
+        let errors = match Config::parse(&text, "edits.toml") {
+            Ok(_) => panic!("{edit} was accepted"),
+            Err(errors) => errors.to_string(),
+        };
+        assert!(
+            errors.contains(&format!(": {key}: ")) && errors.starts_with("edits.toml:"),
+            "{edit}: {errors}"
+        );
+    }
+    assert_untouched("config", &upstream);
 }
 
 // --- RFC 9112 sec. 3 / RFC 6585 sec. 5: limits -----------------------------------------------

@@ -1241,6 +1241,41 @@ fn rfc9110_9_3_6_connect_is_refused() {
     );
 }
 
+/// RFC 9110 sec. 8.6: a server MUST NOT send Content-Length in a 204, and in a 304 only the
+/// length the representation would have in a 200 (sec. 15.4.5), which a route's own answer
+/// does not have. So a `respond` route answering 204 or 304 sends neither `content-length`
+/// nor a body (`http1::status_allows_content_length`); validation already refuses a body on
+/// them. A 200 keeps its `content-length: 0`.
+#[test]
+#[ignore = "wired with the proxy reshaping"]
+fn rfc9110_8_6_direct_204_and_304_carry_no_content_length() {
+    for io in MECHANISMS {
+        let upstream = Upstream::start(echo());
+        let routes = "[[route]]\npath = \"/none\"\nrespond = { status = 204 }\n\
+                      [[route]]\npath = \"/same\"\nrespond = { status = 304 }\n\
+                      [[route]]\npath = \"/empty\"\nrespond = { status = 200 }\n";
+        let proxy = start(io, &upstream, routes);
+        let mut client = Client::connect(proxy.addr());
+        for (path, status) in [("/none", 204), ("/same", 304)] {
+            let response = client.get(path, &[]);
+            assert_eq!(response.status, status, "{io}");
+            assert_eq!(
+                response.field("content-length"),
+                None,
+                "{io}: {:?}",
+                String::from_utf8_lossy(&response.raw_head)
+            );
+        }
+        let response = client.get("/empty", &[]);
+        assert_eq!(
+            response.status, 200,
+            "{io}: the connection is still in step"
+        );
+        assert_eq!(response.field("content-length"), Some("0"), "{io}");
+        assert_untouched(io, &upstream);
+    }
+}
+
 // --- RFC 9112 sec. 6.3: upstream responses -----------------------------------------------------
 
 /// RFC 9112 sec. 6.3, applied to upstream responses as strictly as to requests:

@@ -927,6 +927,15 @@ fn responses_are_checked() {
         route_errors("path = \"/\"\nrespond = { status = 204, body = \"x\" }\n"),
         ["t.toml:10:34: route[1].respond.body: a 204 response cannot have a body (found \"x\")"]
     );
+    assert_eq!(
+        route_errors("path = \"/\"\nrespond = { status = 304, body = \"x\" }\n"),
+        ["t.toml:10:34: route[1].respond.body: a 304 response cannot have a body (found \"x\")"]
+    );
+    // 1xx are interim responses, never a route's answer.
+    assert!(
+        route_errors("path = \"/\"\nrespond = { status = 103 }\n")[0]
+            .starts_with("t.toml:10:22: route[1].respond.status: ")
+    );
     let all = route_errors(
         "path = \"/\"\nrespond = { status = 200, headers = { \"Content-Length\" = \"1\", \
          \"X-A\" = \"a\\r\\nb\", \"Bad Name\" = \"v\", \"X-B\" = 1 } }\n",

@@ -53,7 +53,7 @@ pub use chunked::{
     MAX_CHUNK_METADATA, MAX_TRAILER_BYTES, write_chunk_header,
 };
 pub use encode::{HeadTooLarge, HeadWriter, InvalidField};
-pub use field::{Field, FieldKind, MAX_CONNECTION_OPTIONS};
+pub use field::{Field, FieldKind, MAX_CONNECTION_OPTIONS, RepeatedFields};
 pub use method::{Method, MethodSet};
 pub use request::{RequestBody, RequestError, RequestHead, parse_request};
 pub use response::{ResponseBody, ResponseError, ResponseHead, parse_response};

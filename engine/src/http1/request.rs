@@ -19,7 +19,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::field::{self, ContentLength, Field, FieldError, TransferEncoding};
+use super::field::{self, ContentLength, Field, FieldError, RepeatedFields, TransferEncoding};
 use super::scan::{HeadBounds, HeadScanner, Scan, ScanError};
 use super::target::{self, TargetForm};
 use super::{Limits, MAX_FIELDS, Method, Parsed, Span, Version, is_tchar};
@@ -73,6 +73,10 @@ pub struct RequestHead {
     pub request_id: Option<Span>,
     /// The first forwarded `X-Forwarded-For` value.
     pub forwarded_for: Option<Span>,
+    /// Whether `Authorization` or `X-Request-Id` came more than once. The parser accepts such
+    /// requests; whoever reads one copy (authentication, the request id) decides whether the
+    /// others may be forwarded, which is why they are flagged here rather than found again.
+    pub repeated: RepeatedFields,
 }
 
 impl RequestHead {
@@ -366,6 +370,7 @@ fn decide(
         upgrade,
         request_id: summary.request_id,
         forwarded_for: summary.forwarded_for,
+        repeated: summary.repeated,
     })
 }
 
@@ -1020,6 +1025,25 @@ mod tests {
         );
         let err: Error = TOO_MANY_FIELDS.into();
         assert_eq!(err.kind, ErrorKind::Limit);
+    }
+
+    /// Repeated credentials or request ids are accepted by the parser and flagged for the
+    /// proxy, which reads one copy and decides about the others.
+    #[test]
+    fn repeated_singletons_are_flagged_on_the_head() {
+        let head = parse(&with_fields(
+            "Authorization: Bearer a\r\nAuthorization: Bearer b\r\n",
+        ))
+        .unwrap();
+        assert!(head.repeated.authorization && !head.repeated.request_id);
+        let head = parse(&with_fields("X-Request-Id: a\r\nX-Request-Id: b\r\n")).unwrap();
+        assert!(head.repeated.request_id && !head.repeated.authorization);
+        assert_eq!(
+            parse(&with_fields("Authorization: x\r\n"))
+                .unwrap()
+                .repeated,
+            RepeatedFields::default()
+        );
     }
 
     #[test]

@@ -81,6 +81,32 @@ fn check_names_file_line_and_key_of_each_error() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/coregate.toml"));
 }
 
+/// Route header edits naming a field coregate writes itself (Host, X-Forwarded-*,
+/// X-Request-Id) would forward two values; `check` names each one and fails.
+#[test]
+fn check_refuses_route_edits_of_fields_coregate_writes() {
+    let bad = GOOD.replace(
+        "upstream = \"api\"",
+        "upstream = \"api\"\nadd_request_headers = { \"Host\" = \"internal\", \"X-Forwarded-Proto\" = \"https\" }",
+    );
+    let path = write_config("edits.toml", &bad);
+    let out = Command::new(env!("CARGO_BIN_EXE_coregate"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("edits.toml:") && stderr.contains("route[1].add_request_headers.Host: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("route[1].add_request_headers.X-Forwarded-Proto: "),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn run_serves_and_drains_on_sigterm() {
     let path = write_config("run.toml", GOOD);

@@ -21,6 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use coregate_engine::config::Config;
 use coregate_tests::client::Client;
 use coregate_tests::harness::{
     Coregate, FORWARD_ALL, MECHANISMS, config_with_upstreams, exchange, start,
@@ -168,7 +169,8 @@ fn rfc9110_5_5_nul_and_controls_are_refused() {
 // --- RFC 9112 sec. 3: request line, target, Host ---------------------------------------------
 
 /// RFC 9112 sec. 3 and RFC 9110 sec. 9.1: method = token, single SP between the parts,
-/// HTTP-version is `HTTP/1.0` or `HTTP/1.1` exactly (400, close).
+/// HTTP-version is `HTTP/` DIGIT `.` DIGIT of major version 1 (400, close; for `HTTP/1.2` and
+/// up, see `rfc9110_2_5_http_1_2_is_processed_as_http_1_1`).
 #[test]
 fn rfc9112_3_invalid_request_lines_are_refused() {
     refuses_all(
@@ -186,6 +188,43 @@ fn rfc9112_3_invalid_request_lines_are_refused() {
             b" GET / HTTP/1.1\r\nhost: a\r\n\r\n",
         ],
     );
+}
+
+/// RFC 9110 sec. 2.5: a recipient SHOULD process a message with a higher minor version than it
+/// implements as the highest minor version it conforms to (505 is for refusing a major
+/// version). coregate's choice: follow the SHOULD. `HTTP/1.2` is read with every HTTP/1.1 rule
+/// (a missing Host is still 400), forwarded as `HTTP/1.1`, answered `HTTP/1.1`, and the
+/// connection persists as for HTTP/1.1.
+#[test]
+fn rfc9110_2_5_http_1_2_is_processed_as_http_1_1() {
+    refuses_all(
+        400,
+        &[
+            b"GET / HTTP/1.2\r\n\r\n",
+            b"GET / HTTP/1.2\r\nhost: a\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+        ],
+    );
+    for io in MECHANISMS {
+        let upstream = Upstream::start(echo());
+        let proxy = start(io, &upstream, FORWARD_ALL);
+        let mut client = Client::connect(proxy.addr());
+        client.send(b"POST /one HTTP/1.2\r\nhost: a\r\ncontent-length: 5\r\n\r\nhello");
+        let response = client.read_response(false).expect("a response");
+        assert_eq!((response.status, response.version), (200, 1), "{io}");
+        assert_eq!(response.field("connection"), None, "{io}");
+        client.send(b"GET /two HTTP/1.9\r\nhost: a\r\n\r\n");
+        let response = client.read_response(false).expect("a second response");
+        assert_eq!(response.status, 200, "{io}");
+        let seen = upstream.wait_for(2);
+        assert_eq!((seen[0].version, seen[1].version), (1, 1), "{io}");
+        assert_eq!(seen[0].target, "/one", "{io}");
+        assert_eq!(seen[0].body, b"hello", "{io}");
+        assert!(
+            seen[0].raw_head.starts_with(b"POST /one HTTP/1.1\r\n"),
+            "{io}: {:?}",
+            String::from_utf8_lossy(&seen[0].raw_head)
+        );
+    }
 }
 
 /// RFC 9112 sec. 3.2: the request-target is origin-, absolute-, authority- (CONNECT only) or
@@ -239,6 +278,23 @@ fn rfc9112_3_2_host_must_be_single_and_valid() {
     }
 }
 
+/// RFC 3986 sec. 3.2.2 lets a reg-name be percent-encoded, but coregate routes on the host as
+/// sent while an upstream may decode it: `ex%61mple.com` would be routed as one name and served
+/// as another. coregate's choice: refuse `%` in Host and in an absolute-form authority (400,
+/// close) rather than decode it; no HTTP client encodes a host name.
+#[test]
+fn rfc3986_3_2_2_percent_encoded_hosts_are_refused() {
+    refuses_all(
+        400,
+        &[
+            b"GET / HTTP/1.1\r\nhost: ex%61mple.com\r\n\r\n",
+            b"GET / HTTP/1.1\r\nhost: admin%2eexample.com:80\r\n\r\n",
+            b"GET / HTTP/1.0\r\nhost: %41\r\n\r\n",
+            b"GET http://ex%61mple.com/ HTTP/1.1\r\nhost: example.com\r\n\r\n",
+        ],
+    );
+}
+
 /// RFC 9112 sec. 3.2.2: with an absolute-form target the authority is the host, overriding
 /// Host. coregate forwards origin-form, with exactly one Host, generated from the authority, and
 /// that authority in `x-forwarded-host`. An http URI without a path means `/` (RFC 9110
@@ -278,6 +334,53 @@ fn rfc9112_3_2_2_absolute_form_takes_host_from_its_authority() {
             "{io}: the overridden Host was forwarded"
         );
     }
+}
+
+/// RFC 9112 sec. 3.2: a request carries exactly one Host, and a server answers 400 to more. A
+/// route adding `Host` would have coregate forward two for absolute-form and HTTP/1.0 requests
+/// (the one it writes and the route's), and one adding `X-Forwarded-Proto` or `X-Request-Id`
+/// would put the route's value beside coregate's. coregate's choice: refuse such edits when
+/// the configuration is read (never emit both), naming file, line, column and key.
+#[test]
+fn rfc9112_3_2_route_edits_cannot_add_a_second_host_or_forwarding_field() {
+    let upstream = Upstream::start(echo());
+    for (edit, key) in [
+        (
+            "add_request_headers = { \"Host\" = \"internal\" }",
+            "route[1].add_request_headers.Host",
+        ),
+        (
+            "add_request_headers = { \"X-Forwarded-Proto\" = \"https\" }",
+            "route[1].add_request_headers.X-Forwarded-Proto",
+        ),
+        (
+            "add_request_headers = { \"x-request-id\" = \"fixed\" }",
+            "route[1].add_request_headers.x-request-id",
+        ),
+        (
+            "remove_request_headers = [\"X-Request-Id\"]",
+            "route[1].remove_request_headers[1]",
+        ),
+    ] {
+        let text = config_with_upstreams(
+            "uring",
+            "0",
+            &format!(
+                "[[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n",
+                upstream.addr()
+            ),
+            &format!("{FORWARD_ALL}{edit}\n"),
+        );
+        let errors = match Config::parse(&text, "edits.toml") {
+            Ok(_) => panic!("{edit} was accepted"),
+            Err(errors) => errors.to_string(),
+        };
+        assert!(
+            errors.contains(&format!(": {key}: ")) && errors.starts_with("edits.toml:"),
+            "{edit}: {errors}"
+        );
+    }
+    assert_untouched("config", &upstream);
 }
 
 // --- RFC 9112 sec. 3 / RFC 6585 sec. 5: limits -----------------------------------------------
@@ -612,6 +715,45 @@ fn rfc9112_7_1_1_chunk_extensions_are_bounded_and_dropped() {
             !raw.contains("name=value") && !raw.contains("last=1") && !raw.contains("x-trailer"),
             "{io}: client chunk framing was forwarded: {raw:?}"
         );
+    }
+}
+
+/// RFC 9112 sec. 7.1.1: a server ought to limit the total length of chunk extensions it
+/// receives and answer 4xx beyond it. Each size line is capped at 4 KiB, but a client sending
+/// endless lines of extensions around one-byte chunks makes coregate read bytes that no body
+/// limit counts (the class of CVE-2023-39326 and CVE-2024-22019). coregate bounds extensions
+/// and trailers together at 16 KiB per body (`http1::MAX_CHUNK_METADATA`): beyond it, 400 and
+/// close, and the upstream never gets a complete request.
+#[test]
+fn rfc9112_7_1_1_chunk_extensions_are_bounded_per_body() {
+    let chunk = format!("1;{}\r\na\r\n", "x".repeat(2000));
+    let over = format!(
+        "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n{}0\r\n\r\n",
+        chunk.repeat(9)
+    );
+    let with_trailers = format!(
+        "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n{}0\r\nx-t: {}\r\n\r\n",
+        chunk.repeat(5),
+        "v".repeat(7000)
+    );
+    refuses_body(
+        400,
+        &[over.as_bytes(), with_trailers.as_bytes()],
+        &["xxxxxxxx", "vvvvvvvv"],
+    );
+    for io in MECHANISMS {
+        let upstream = Upstream::start(echo());
+        let proxy = start(io, &upstream, FORWARD_ALL);
+        let under = format!(
+            "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n{}0\r\n\r\n",
+            chunk.repeat(7)
+        );
+        let mut client = Client::connect(proxy.addr());
+        client.send(under.as_bytes());
+        let response = client.read_response(false).expect("a response");
+        assert_eq!(response.status, 200, "{io}");
+        assert_eq!(response.field("connection"), None, "{io}: kept open");
+        assert_eq!(upstream.wait_for(1)[0].body, b"aaaaaaa", "{io}");
     }
 }
 
@@ -1099,6 +1241,41 @@ fn rfc9110_9_3_6_connect_is_refused() {
     );
 }
 
+/// RFC 9110 sec. 8.6: a server MUST NOT send Content-Length in a 204, and in a 304 only the
+/// length the representation would have in a 200 (sec. 15.4.5), which a route's own answer
+/// does not have. So a `respond` route answering 204 or 304 sends neither `content-length`
+/// nor a body (`http1::status_allows_content_length`); validation already refuses a body on
+/// them. A 200 keeps its `content-length: 0`.
+#[test]
+#[ignore = "wired with the proxy reshaping"]
+fn rfc9110_8_6_direct_204_and_304_carry_no_content_length() {
+    for io in MECHANISMS {
+        let upstream = Upstream::start(echo());
+        let routes = "[[route]]\npath = \"/none\"\nrespond = { status = 204 }\n\
+                      [[route]]\npath = \"/same\"\nrespond = { status = 304 }\n\
+                      [[route]]\npath = \"/empty\"\nrespond = { status = 200 }\n";
+        let proxy = start(io, &upstream, routes);
+        let mut client = Client::connect(proxy.addr());
+        for (path, status) in [("/none", 204), ("/same", 304)] {
+            let response = client.get(path, &[]);
+            assert_eq!(response.status, status, "{io}");
+            assert_eq!(
+                response.field("content-length"),
+                None,
+                "{io}: {:?}",
+                String::from_utf8_lossy(&response.raw_head)
+            );
+        }
+        let response = client.get("/empty", &[]);
+        assert_eq!(
+            response.status, 200,
+            "{io}: the connection is still in step"
+        );
+        assert_eq!(response.field("content-length"), Some("0"), "{io}");
+        assert_untouched(io, &upstream);
+    }
+}
+
 // --- RFC 9112 sec. 6.3: upstream responses -----------------------------------------------------
 
 /// RFC 9112 sec. 6.3, applied to upstream responses as strictly as to requests:
@@ -1244,6 +1421,101 @@ fn rfc3986_6_2_2_paths_are_routed_as_the_upstream_reads_them() {
             !String::from_utf8_lossy(&api.received_all()).contains("admin"),
             "{io}: the /api/ upstream saw an admin path"
         );
+    }
+}
+
+/// RFC 3986 sec. 3.3: a path is a sequence of segments, and a prefix route covers whole ones.
+/// With a byte prefix `/api` and `strip_prefix`, `/apiadmin` was forwarded as `/admin` and
+/// `/api../x` as `/../x`: a path the upstream reads as outside the route, reached through it.
+/// coregate matches `/api` against `/api` and `/api/...` only; other requests fall to the
+/// routes they name (here none: 404), and what is stripped is always a whole segment.
+#[test]
+fn rfc3986_3_3_prefix_routes_cover_whole_segments() {
+    for io in MECHANISMS {
+        let upstream = Upstream::start(echo());
+        let routes = "[[route]]\npath_prefix = \"/api\"\nupstream = \"up\"\nstrip_prefix = true\n";
+        let proxy = start(io, &upstream, routes);
+        let mut client = Client::connect(proxy.addr());
+        for path in ["/apiadmin", "/api../x", "/api2/x", "/api.json"] {
+            assert_eq!(client.get(path, &[]).status, 404, "{io}: {path}");
+        }
+        for path in ["/api/x", "/api", "/api/", "/api/admin/../x"] {
+            assert_eq!(client.get(path, &[]).status, 200, "{io}: {path}");
+        }
+        let targets: Vec<String> = upstream.wait_for(4).into_iter().map(|r| r.target).collect();
+        assert_eq!(targets, ["/x", "/", "/", "/x"], "{io}");
+    }
+}
+
+/// RFC 3986 sec. 3.3 leaves `;` inside a segment to the scheme; servlet containers (Tomcat,
+/// Jetty) read a segment's `;params` as not part of the path, so `/admin;x/secret` is
+/// `/admin/secret` to them, and a router comparing bytes sent it past the `/admin/` route to
+/// the catch-all. coregate's choice (the other would be refusing `;` outright, which breaks
+/// `;jsessionid=`): match each segment without its parameters and forward the path as sent.
+/// A segment of parameters alone (`/;x/admin`), which servlet containers drop, is 400.
+#[test]
+fn rfc3986_3_3_path_parameters_do_not_change_the_route() {
+    for io in MECHANISMS {
+        let public = Upstream::start(echo());
+        let admin = Upstream::start(echo());
+        let upstreams = format!(
+            "[[upstream]]\nname = \"public\"\nendpoints = [\"{}\"]\n\
+             [[upstream]]\nname = \"admin\"\nendpoints = [\"{}\"]\n",
+            public.addr(),
+            admin.addr()
+        );
+        let routes = "[[route]]\npath_prefix = \"/\"\nupstream = \"public\"\n\
+                      [[route]]\npath_prefix = \"/admin/\"\nupstream = \"admin\"\n";
+        let proxy = Coregate::start(&config_with_upstreams(io, "0", &upstreams, routes));
+        let mut client = Client::connect(proxy.addr());
+        for path in ["/admin;x/secret", "/admin;a=1;b/x;y", "/page;jsessionid=1"] {
+            assert_eq!(client.get(path, &[]).status, 200, "{io}: {path}");
+        }
+        let targets = |upstream: &Upstream, n: usize| -> Vec<String> {
+            upstream.wait_for(n).into_iter().map(|r| r.target).collect()
+        };
+        assert_eq!(
+            targets(&admin, 2),
+            ["/admin;x/secret", "/admin;a=1;b/x;y"],
+            "{io}"
+        );
+        assert_eq!(targets(&public, 1), ["/page;jsessionid=1"], "{io}");
+        assert_refused(
+            io,
+            &proxy,
+            400,
+            &[
+                b"GET /;x/admin/secret HTTP/1.1\r\nhost: a\r\n\r\n",
+                b"GET /admin/..;/x HTTP/1.1\r\nhost: a\r\n\r\n",
+            ],
+        );
+        assert_eq!(public.requests().len(), 1, "{io}");
+    }
+}
+
+/// RFC 3986 sec. 2 has no place for a raw `\` in a URI, and servers disagree on it: IIS, the
+/// WHATWG URL parser (Node, browsers) and GURL-based normalisers read it as `/`, so
+/// `/public\..\admin` is `/admin` to them while a byte-comparing router sees one segment under
+/// `/public`. coregate's choice: refuse it in the path (400, close), as it refuses `%5C`,
+/// rather than rewrite it to `/` for routing and forwarding alike. A `\` in the query is data
+/// and passes.
+#[test]
+fn rfc3986_2_a_raw_backslash_in_the_path_is_refused() {
+    refuses_all(
+        400,
+        &[
+            b"GET /public\\..\\admin HTTP/1.1\r\nhost: a\r\n\r\n",
+            b"GET /public/..\\admin HTTP/1.1\r\nhost: a\r\n\r\n",
+            b"GET /a\\b?x=1 HTTP/1.1\r\nhost: a\r\n\r\n",
+            b"GET http://a/public\\..\\admin HTTP/1.1\r\nhost: a\r\n\r\n",
+        ],
+    );
+    for io in MECHANISMS {
+        let upstream = Upstream::start(echo());
+        let proxy = start(io, &upstream, FORWARD_ALL);
+        let (response, _) = exchange(&proxy, b"GET /a?q=b\\c HTTP/1.1\r\nhost: a\r\n\r\n");
+        assert_eq!(response.status, 200, "{io}");
+        assert_eq!(upstream.wait_for(1)[0].target, "/a?q=b\\c", "{io}");
     }
 }
 

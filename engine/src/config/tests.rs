@@ -861,6 +861,14 @@ fn a_route_matches_exactly_one_path() {
           for templates (found \"/{id}/\")"
         ]
     );
+    // Requests are matched without their path parameters, so a pattern with `;` never matches.
+    assert_eq!(
+        route_errors("path_prefix = \"/admin;x/\"\nupstream = \"api\"\n"),
+        [
+            "t.toml:9:15: route[1].path_prefix: path must not contain ';': path parameters are \
+          ignored when matching (found \"/admin;x/\")"
+        ]
+    );
     assert_eq!(
         route_errors("host = \"a.*.com\"\npath = \"/\"\nupstream = \"api\"\n"),
         [
@@ -918,6 +926,15 @@ fn responses_are_checked() {
         route_errors("path = \"/\"\nrespond = { status = 204, body = \"x\" }\n"),
         ["t.toml:10:34: route[1].respond.body: a 204 response cannot have a body (found \"x\")"]
     );
+    assert_eq!(
+        route_errors("path = \"/\"\nrespond = { status = 304, body = \"x\" }\n"),
+        ["t.toml:10:34: route[1].respond.body: a 304 response cannot have a body (found \"x\")"]
+    );
+    // 1xx are interim responses, never a route's answer.
+    assert!(
+        route_errors("path = \"/\"\nrespond = { status = 103 }\n")[0]
+            .starts_with("t.toml:10:22: route[1].respond.status: ")
+    );
     let all = route_errors(
         "path = \"/\"\nrespond = { status = 200, headers = { \"Content-Length\" = \"1\", \
          \"X-A\" = \"a\\r\\nb\", \"Bad Name\" = \"v\", \"X-B\" = 1 } }\n",
@@ -969,6 +986,47 @@ fn header_edits_are_checked() {
           `upstream` (nothing is forwarded)"
         ]
     );
+}
+
+/// Host, X-Forwarded-*, X-Request-Id and Forwarded are written by coregate on every forwarded
+/// request: a route adding one would have the upstream see two, a route removing one would
+/// leave it with none or change nothing. Refused with the key and value, all at once.
+#[test]
+fn route_edits_cannot_name_forwarding_fields() {
+    let all = route_errors(
+        "path_prefix = \"/\"\nupstream = \"api\"\n\
+         add_request_headers = { \"Host\" = \"h\", \"X-Forwarded-Proto\" = \"https\", \
+         \"x-request-id\" = \"1\", \"Forwarded\" = \"for=1.2.3.4\", \"X-Env\" = \"prod\" }\n\
+         remove_request_headers = [\"X-Forwarded-For\", \"forwarded\", \"X-Request-ID\"]\n",
+    );
+    assert_eq!(
+        all,
+        [
+            "t.toml:11:34: route[1].add_request_headers.Host: coregate forwards the request's \
+             own Host (or its absolute-form authority); a route cannot set another (found \"h\")",
+            "t.toml:11:61: route[1].add_request_headers.X-Forwarded-Proto: coregate writes this \
+             header on every forwarded request (see [forwarding]); a route cannot set or remove \
+             it (found \"https\")",
+            "t.toml:11:87: route[1].add_request_headers.x-request-id: coregate passes the \
+             client's X-Request-Id on or generates one; a route cannot set or remove it \
+             (found \"1\")",
+            "t.toml:11:106: route[1].add_request_headers.Forwarded: Forwarded describes the hops \
+             a request took, which a route cannot vouch for; it can only remove the client's \
+             copy (found \"for=1.2.3.4\")",
+            "t.toml:12:27: route[1].remove_request_headers[1]: coregate writes this header on \
+             every forwarded request (see [forwarding]); a route cannot set or remove it \
+             (found \"X-Forwarded-For\")",
+            "t.toml:12:59: route[1].remove_request_headers[3]: coregate passes the client's \
+             X-Request-Id on or generates one; a route cannot set or remove it \
+             (found \"X-Request-ID\")",
+        ]
+    );
+    // The same names are fine on responses, which coregate does not write them on.
+    valid(&with_base(
+        "[[route]]\npath_prefix = \"/\"\nupstream = \"api\"\n\
+         add_response_headers = { \"X-Request-Id\" = \"1\", \"Forwarded\" = \"x\" }\n\
+         remove_request_headers = [\"Forwarded\"]\n",
+    ));
 }
 
 #[test]
@@ -1620,6 +1678,15 @@ fn auth_mistakes_name_their_key() {
     assert!(
         bad.contains("auth[1].key_file: ") && bad.contains("line 1: "),
         "{bad}"
+    );
+    // The headers a policy writes upstream are additions like a route's.
+    let forwarding = error(&policy(
+        "kind = \"api_key\"\nkeys = [{ identity = \"a\", key = \"0123456789abcdef\" }]\n\
+         identity_header = \"X-Forwarded-For\"\n",
+    ));
+    assert!(
+        forwarding.contains("auth[1].identity_header: coregate writes this header"),
+        "{forwarding}"
     );
     let unknown = error(&with_base(
         "[[route]]\npath = \"/\"\nupstream = \"api\"\nauth = \"nobody\"\n",

@@ -1154,7 +1154,7 @@ impl Validator<'_, '_> {
                 format!("a {status} response cannot have a body"),
             );
         }
-        let headers = self.header_table(&raw.headers, &key(s, "headers"));
+        let headers = self.header_table(&raw.headers, &key(s, "headers"), header_name_problem);
         Some(RouteAction::Respond {
             status: status? as u16,
             body: body?.0.into(),
@@ -1219,7 +1219,11 @@ impl Validator<'_, '_> {
         s: &str,
         side: &str,
     ) -> Option<HeaderEdits> {
-        let add = self.header_table(add, &key(s, &format!("add_{side}_headers")));
+        let (added_problem, removed_problem): (NameCheck, NameCheck) = match side {
+            "request" => (added_request_header_problem, removed_request_header_problem),
+            _ => (header_name_problem, header_name_problem),
+        };
+        let add = self.header_table(add, &key(s, &format!("add_{side}_headers")), added_problem);
         let remove_key = key(s, &format!("remove_{side}_headers"));
         let remove = match self.array(remove, &remove_key, "an array of header names") {
             Got::Absent => Some(Vec::new()),
@@ -1234,17 +1238,12 @@ impl Validator<'_, '_> {
                         ok = false;
                         continue;
                     };
-                    let lower = name.to_ascii_lowercase();
-                    let problem = header_name_problem(name).or_else(|| {
-                        (side == "request" && lower == "host")
-                            .then_some("an HTTP/1.1 request must keep its Host header")
-                    });
-                    match problem {
+                    match removed_problem(name) {
                         Some(message) => {
                             self.report.invalid(item.span(), &item_key, message);
                             ok = false;
                         }
-                        None => names.push(lower.into_boxed_str()),
+                        None => names.push(name.to_ascii_lowercase().into_boxed_str()),
                     }
                 }
                 ok.then_some(names)
@@ -1256,8 +1255,14 @@ impl Validator<'_, '_> {
         })
     }
 
-    /// A table of header names to values: `{ "X-Env" = "prod" }`.
-    fn header_table(&mut self, field: &Field, key: &str) -> Option<Vec<(Box<str>, Box<str>)>> {
+    /// A table of header names to values: `{ "X-Env" = "prod" }`, each name passing
+    /// `name_problem`.
+    fn header_table(
+        &mut self,
+        field: &Field,
+        key: &str,
+        name_problem: NameCheck,
+    ) -> Option<Vec<(Box<str>, Box<str>)>> {
         let entries = match self.table(field, key, "a table of header names to values") {
             Got::Absent => return Some(Vec::new()),
             Got::Invalid => return None,
@@ -1268,7 +1273,7 @@ impl Validator<'_, '_> {
         for (name, value) in entries {
             let mut entry_key = format!("{key}.");
             push_key(&mut entry_key, name);
-            let problem = header_name_problem(name).or_else(|| {
+            let problem = name_problem(name).or_else(|| {
                 headers
                     .iter()
                     .any(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -1776,6 +1781,9 @@ const MANAGED_HEADERS: [&str; 8] = [
     "upgrade",
 ];
 
+/// A rule for the header names of one kind of edit: why a name cannot be used, if it cannot.
+type NameCheck = fn(&str) -> Option<&'static str>;
+
 /// Why a header name cannot be used in an edit, if it cannot.
 fn header_name_problem(name: &str) -> Option<&'static str> {
     // RFC 9110 sec. 5.6.2: token = 1*tchar
@@ -1789,6 +1797,52 @@ fn header_name_problem(name: &str) -> Option<&'static str> {
         return Some(
             "coregate manages this header (connection handling and framing); a route cannot \
              set or remove it",
+        );
+    }
+    None
+}
+
+/// Why a route (or an auth policy) cannot set `name` on the forwarded request, if it cannot.
+fn added_request_header_problem(name: &str) -> Option<&'static str> {
+    header_name_problem(name).or_else(|| forwarding_header_problem(name, true))
+}
+
+/// Why a route cannot remove `name` from the forwarded request, if it cannot.
+fn removed_request_header_problem(name: &str) -> Option<&'static str> {
+    header_name_problem(name).or_else(|| forwarding_header_problem(name, false))
+}
+
+/// The request fields coregate writes itself when it forwards: an edit adding one would leave
+/// the upstream two values to choose from (two `Host` fields for an absolute-form request,
+/// `x-forwarded-proto: http` beside the route's `https`), and removing one would drop nothing
+/// but the client's copy, or leave the upstream without the field. `Forwarded` (RFC 7239) is
+/// refused in additions for the same reason; removing the client's copy is allowed.
+fn forwarding_header_problem(name: &str, adding: bool) -> Option<&'static str> {
+    let is = |managed: &str| name.eq_ignore_ascii_case(managed);
+    if is("host") {
+        return Some(if adding {
+            "coregate forwards the request's own Host (or its absolute-form authority); a route \
+             cannot set another"
+        } else {
+            "an HTTP/1.1 request must keep its Host header"
+        });
+    }
+    if is("x-forwarded-for") || is("x-forwarded-proto") || is("x-forwarded-host") {
+        return Some(
+            "coregate writes this header on every forwarded request (see [forwarding]); a route \
+             cannot set or remove it",
+        );
+    }
+    if is("x-request-id") {
+        return Some(
+            "coregate passes the client's X-Request-Id on or generates one; a route cannot set \
+             or remove it",
+        );
+    }
+    if is("forwarded") && adding {
+        return Some(
+            "Forwarded describes the hops a request took, which a route cannot vouch for; it \
+             can only remove the client's copy",
         );
     }
     None

@@ -69,6 +69,19 @@ pub const fn reason_phrase(status: u16) -> Option<&'static str> {
     })
 }
 
+/// Whether a response coregate writes itself (a canned one, or a route's `respond`) may carry
+/// `Content-Length` with `status`.
+///
+/// Not a 1xx or a 204: RFC 9110 sec. 8.6 says a server MUST NOT send the field in them. Not a
+/// 304 either: there it may only state the length the selected representation would have in a
+/// 200 (sec. 8.6, 15.4.5), which a response coregate makes up has no way to know. None of the
+/// three has content (sec. 6.4.1), so a writer leaves the body out too. Relayed upstream
+/// responses are not this rule's business: their `Content-Length` on a 304 or to HEAD is the
+/// upstream's, forwarded as sent.
+pub const fn status_allows_content_length(status: u16) -> bool {
+    !matches!(status, 100..=199 | 204 | 304)
+}
+
 /// Writes a complete plain-text response into `out` and returns its length:
 ///
 /// ```text
@@ -132,6 +145,20 @@ mod tests {
             written(429, "slow down", false, &[("retry-after", "1")]),
             "HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\ncontent-length: 10\r\nretry-after: 1\r\n\r\nslow down\n"
         );
+    }
+
+    /// RFC 9110 sec. 8.6: no Content-Length in a 1xx or 204, and in a 304 only the length of a
+    /// representation coregate does not have (sec. 15.4.5).
+    #[test]
+    fn rfc9110_8_6_no_content_length_on_1xx_204_or_304() {
+        let without: Vec<u16> = (100..600)
+            .filter(|&status| !status_allows_content_length(status))
+            .collect();
+        let informational: Vec<u16> = (100..200).collect();
+        assert_eq!(without, [&informational[..], &[204, 304]].concat());
+        for status in [200, 201, 205, 206, 301, 400, 404, 500, 503] {
+            assert!(status_allows_content_length(status), "{status}");
+        }
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - whitespace after the size is accepted only before a `;` (BWS of a chunk extension);
 //!   extensions are skipped, bounded by [`MAX_CHUNK_LINE`] per size line, and may contain no
 //!   control character other than HTAB.
+//! - the extensions and the trailer section of one body are bounded together by
+//!   [`MAX_CHUNK_METADATA`], as RFC 9112 sec. 7.1.1 asks.
 //! - every chunk's data must be followed by CRLF; line ends are always CRLF (no bare LF).
 //! - trailer fields are checked for field-line syntax, bounded by [`MAX_TRAILER_BYTES`], and
 //!   discarded, as RFC 9110 sec. 6.5.1 permits a recipient that removes the chunked coding.
@@ -28,6 +30,18 @@ pub const MAX_CHUNK_LINE: usize = 4 * 1024;
 
 /// The most bytes of trailer section accepted (all trailer lines and the final CRLF).
 pub const MAX_TRAILER_BYTES: usize = 8 * 1024;
+
+/// The most bytes of chunk extensions and trailer section one body may carry, counted together:
+/// every byte of a size line after the chunk size but its CRLF, and every byte of the trailer
+/// section.
+///
+/// RFC 9112 sec. 7.1.1 asks a server to limit the total length of the extensions it receives.
+/// [`MAX_CHUNK_LINE`] bounds one size line, but without a total a client can send endless 4 KiB
+/// extensions around one-byte chunks: bytes coregate must read and discard, which no body or
+/// head limit counts (the class of CVE-2023-39326 in Go's net/http and CVE-2024-22019 in
+/// Node.js). 16 KiB is what hyper allows for the extensions of one body; honest senders use
+/// a few bytes, if any.
+pub const MAX_CHUNK_METADATA: usize = 16 * 1024;
 
 /// The longest chunk header [`write_chunk_header`] writes: 16 hex digits and CRLF.
 pub const MAX_CHUNK_HEADER: usize = 18;
@@ -69,6 +83,8 @@ pub enum ChunkError {
     InvalidTrailer,
     /// More than [`MAX_TRAILER_BYTES`] of trailers.
     TrailersTooLarge,
+    /// More than [`MAX_CHUNK_METADATA`] of extensions and trailers in one body.
+    MetadataTooLarge,
 }
 
 impl ChunkError {
@@ -82,6 +98,7 @@ impl ChunkError {
             ChunkError::MissingCrlf => "chunk not ended by CRLF",
             ChunkError::InvalidTrailer => "invalid trailer field",
             ChunkError::TrailersTooLarge => "trailer section too large",
+            ChunkError::MetadataTooLarge => "chunk extensions and trailers too large",
         }
     }
 }
@@ -159,8 +176,12 @@ pub struct ChunkedDecoder {
     state: State,
     /// Bytes of the current size line so far, for [`MAX_CHUNK_LINE`].
     line_len: usize,
-    /// Bytes of the trailer section so far, for [`MAX_TRAILER_BYTES`].
+    /// Bytes of the trailer section so far, for [`MAX_TRAILER_BYTES`] and
+    /// [`MAX_CHUNK_METADATA`].
     trailer_len: usize,
+    /// Bytes of chunk extensions so far, every size line of the body together, for
+    /// [`MAX_CHUNK_METADATA`].
+    extension_len: usize,
 }
 
 impl Default for ChunkedDecoder {
@@ -178,6 +199,7 @@ impl ChunkedDecoder {
             },
             line_len: 0,
             trailer_len: 0,
+            extension_len: 0,
         }
     }
 
@@ -246,11 +268,12 @@ impl ChunkedDecoder {
                 if self.trailer_len > MAX_TRAILER_BYTES {
                     return Err(ChunkError::TrailersTooLarge);
                 }
+                self.check_metadata()?;
             }
             _ => {}
         }
 
-        self.state = match (self.state, byte) {
+        let next = match (self.state, byte) {
             (State::Size { size, .. }, b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F') => {
                 let digit = (byte as char).to_digit(16).unwrap_or(0) as u64;
                 if size > u64::MAX >> 4 {
@@ -311,6 +334,20 @@ impl ChunkedDecoder {
             // `decode` never hands these states a byte.
             (State::Data { .. } | State::Done | State::Failed(_), _) => self.state,
         };
+        // The byte that leads into an extension (`;` or BWS) counts, as does every byte of it.
+        if matches!(next, State::SizeSpace { .. } | State::Extension { .. }) {
+            self.extension_len += 1;
+            self.check_metadata()?;
+        }
+        self.state = next;
+        Ok(())
+    }
+
+    /// [`MAX_CHUNK_METADATA`] over the extensions and trailers seen so far.
+    fn check_metadata(&self) -> Result<(), ChunkError> {
+        if self.extension_len + self.trailer_len > MAX_CHUNK_METADATA {
+            return Err(ChunkError::MetadataTooLarge);
+        }
         Ok(())
     }
 }
@@ -514,6 +551,58 @@ mod tests {
         ]
         .concat();
         assert_eq!(decode(&big), Err(ChunkError::TrailersTooLarge));
+    }
+
+    /// `chunk` repeated `count` times, then `end`.
+    fn repeated(chunk: &[u8], count: usize, end: &[u8]) -> Vec<u8> {
+        let mut body = chunk.repeat(count);
+        body.extend_from_slice(end);
+        body
+    }
+
+    /// RFC 9112 sec. 7.1.1: a server ought to limit the total length of chunk extensions; the
+    /// extensions of every size line and the trailers count together (the class of
+    /// CVE-2023-39326 and CVE-2024-22019: endless extensions at one data byte per chunk).
+    #[test]
+    fn rfc9112_7_1_1_extensions_and_trailers_are_bounded_per_body() {
+        // `;` and 1023 more bytes: 1 KiB of extension per chunk, far below the per-line limit.
+        let chunk = [b"1;".as_slice(), &[b'x'; 1023], b"\r\na\r\n"].concat();
+        let per_body = MAX_CHUNK_METADATA / 1024;
+        let last = b"0\r\n\r\n";
+        assert_eq!(
+            decode(&repeated(&chunk, per_body - 1, last)).unwrap().len(),
+            per_body - 1
+        );
+        assert_eq!(
+            decode(&repeated(&chunk, per_body, last)),
+            Err(ChunkError::MetadataTooLarge),
+            "the final CRLF belongs to the trailer section"
+        );
+        let over = repeated(&chunk, per_body + 1, last);
+        assert_eq!(decode(&over), Err(ChunkError::MetadataTooLarge));
+        // However the body is cut into reads.
+        assert_eq!(
+            decode_in_pieces(&over, 7),
+            Err(ChunkError::MetadataTooLarge)
+        );
+        // Whitespace before `;` counts as extension.
+        let spaced = [b"1".as_slice(), &[b' '; 1023], b";\r\na\r\n"].concat();
+        assert_eq!(
+            decode(&repeated(&spaced, per_body + 1, last)),
+            Err(ChunkError::MetadataTooLarge)
+        );
+        // Trailers add to the extensions before them, each below its own limit.
+        let trailer = [b"0\r\nX: ".as_slice(), &[b'v'; 2000], b"\r\n\r\n"].concat();
+        assert_eq!(
+            decode(&repeated(&chunk, per_body - 1, &trailer)),
+            Err(ChunkError::MetadataTooLarge)
+        );
+        assert_eq!(
+            decode(&repeated(&chunk, per_body - 3, &trailer))
+                .unwrap()
+                .len(),
+            per_body - 3
+        );
     }
 
     #[test]

@@ -30,6 +30,16 @@ pub enum FieldKind {
     XForwardedProto,
     XForwardedHost,
     XRequestId,
+    Authorization,
+    /// RFC 7239.
+    Forwarded,
+    XRealIp,
+    XForwardedPort,
+    XForwardedPrefix,
+    /// Read by IIS and Symfony-style applications as the path actually requested.
+    XOriginalUrl,
+    /// Like [`FieldKind::XOriginalUrl`].
+    XRewriteUrl,
     /// Only meaningful with `Upgrade: h2c` (RFC 9113 sec. 3.1), which coregate never relays.
     Http2Settings,
     #[default]
@@ -47,18 +57,46 @@ impl FieldKind {
             6 if is(b"expect") => FieldKind::Expect,
             7 if is(b"upgrade") => FieldKind::Upgrade,
             7 if is(b"trailer") => FieldKind::Trailer,
+            9 if is(b"forwarded") => FieldKind::Forwarded,
+            9 if is(b"x-real-ip") => FieldKind::XRealIp,
             10 if is(b"connection") => FieldKind::Connection,
             10 if is(b"keep-alive") => FieldKind::KeepAlive,
             12 if is(b"x-request-id") => FieldKind::XRequestId,
+            13 if is(b"authorization") => FieldKind::Authorization,
+            13 if is(b"x-rewrite-url") => FieldKind::XRewriteUrl,
             14 if is(b"content-length") => FieldKind::ContentLength,
             14 if is(b"http2-settings") => FieldKind::Http2Settings,
+            14 if is(b"x-original-url") => FieldKind::XOriginalUrl,
             15 if is(b"x-forwarded-for") => FieldKind::XForwardedFor,
             16 if is(b"proxy-connection") => FieldKind::ProxyConnection,
             16 if is(b"x-forwarded-host") => FieldKind::XForwardedHost,
+            16 if is(b"x-forwarded-port") => FieldKind::XForwardedPort,
             17 if is(b"transfer-encoding") => FieldKind::TransferEncoding,
             17 if is(b"x-forwarded-proto") => FieldKind::XForwardedProto,
+            18 if is(b"x-forwarded-prefix") => FieldKind::XForwardedPrefix,
             _ => FieldKind::Other,
         }
+    }
+
+    /// Fields in which a client, or a proxy before coregate, says where the request came from or
+    /// what it originally was: the client's address, scheme, host, port or path prefix
+    /// (`X-Forwarded-*`, `X-Real-IP`, `Forwarded`), or the path to serve instead of the one
+    /// routed (`X-Original-URL`, `X-Rewrite-URL`). An upstream may believe them, so they are
+    /// only worth passing on from a trusted proxy; which of them coregate replaces, drops or
+    /// extends is the forwarder's decision, not the parser's.
+    pub const fn is_forwarding_claim(self) -> bool {
+        matches!(
+            self,
+            FieldKind::XForwardedFor
+                | FieldKind::XForwardedProto
+                | FieldKind::XForwardedHost
+                | FieldKind::XForwardedPort
+                | FieldKind::XForwardedPrefix
+                | FieldKind::XRealIp
+                | FieldKind::Forwarded
+                | FieldKind::XOriginalUrl
+                | FieldKind::XRewriteUrl
+        )
     }
 
     /// Fields that never cross coregate (RFC 9110 sec. 7.6.1 and the de-facto `Keep-Alive` and
@@ -281,6 +319,17 @@ pub(crate) struct FieldSummary {
     pub forwarded_for: Option<Span>,
     /// A field spelled like a framing field with `_` for `-` (`Transfer_Encoding`).
     pub framing_lookalike: bool,
+    pub repeated: RepeatedFields,
+}
+
+/// Fields that only make sense once, sent more than once: whoever reads one copy (the first)
+/// must not forward the others unread. Counted as sent, `Connection` options regardless.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepeatedFields {
+    /// `Authorization`: authentication reads one credential, the upstream may read another.
+    pub authorization: bool,
+    /// `X-Request-Id`: one id is vetted and logged, the upstream may log another.
+    pub request_id: bool,
 }
 
 /// Turns httparse's headers into [`Field`]s in `out` and summarises them. `buf` is the buffer
@@ -306,7 +355,9 @@ pub(crate) fn collect(
         request_id: None,
         forwarded_for: None,
         framing_lookalike: false,
+        repeated: RepeatedFields::default(),
     };
+    let (mut authorization_seen, mut request_id_seen) = (false, false);
     let mut te_chunked_seen = false;
     let mut options = ConnectionOptions::NONE;
 
@@ -340,6 +391,12 @@ pub(crate) fn collect(
             }
             FieldKind::XRequestId => {
                 summary.request_id.get_or_insert(value);
+                summary.repeated.request_id |= request_id_seen;
+                request_id_seen = true;
+            }
+            FieldKind::Authorization => {
+                summary.repeated.authorization |= authorization_seen;
+                authorization_seen = true;
             }
             FieldKind::XForwardedFor => {
                 summary.forwarded_for.get_or_insert(value);
@@ -475,6 +532,44 @@ mod tests {
         );
         assert_eq!(FieldKind::classify(b"hosts"), FieldKind::Other);
         assert_eq!(FieldKind::classify(b""), FieldKind::Other);
+    }
+
+    /// RFC 7239 and the de-facto forwarding fields are told apart from other fields, so the
+    /// forwarder can decide what an untrusted client may say about the request's origin.
+    #[test]
+    fn forwarding_claims_are_classified() {
+        for (name, kind) in [
+            (&b"Forwarded"[..], FieldKind::Forwarded),
+            (b"X-Real-IP", FieldKind::XRealIp),
+            (b"x-forwarded-port", FieldKind::XForwardedPort),
+            (b"X-Forwarded-Prefix", FieldKind::XForwardedPrefix),
+            (b"X-Original-URL", FieldKind::XOriginalUrl),
+            (b"x-rewrite-url", FieldKind::XRewriteUrl),
+            (b"X-Forwarded-For", FieldKind::XForwardedFor),
+            (b"x-forwarded-proto", FieldKind::XForwardedProto),
+            (b"X-Forwarded-Host", FieldKind::XForwardedHost),
+        ] {
+            assert_eq!(FieldKind::classify(name), kind);
+            assert!(kind.is_forwarding_claim(), "{kind:?}");
+            assert!(
+                !kind.is_hop_by_hop(),
+                "{kind:?} is forwarded or replaced, not dropped"
+            );
+        }
+        assert_eq!(
+            FieldKind::classify(b"AUTHORIZATION"),
+            FieldKind::Authorization
+        );
+        for kind in [
+            FieldKind::Host,
+            FieldKind::XRequestId,
+            FieldKind::Authorization,
+            FieldKind::Other,
+        ] {
+            assert!(!kind.is_forwarding_claim(), "{kind:?}");
+        }
+        assert_eq!(FieldKind::classify(b"x-forwarded-fo"), FieldKind::Other);
+        assert_eq!(FieldKind::classify(b"forwarded-for"), FieldKind::Other);
     }
 
     #[test]
@@ -657,6 +752,29 @@ mod tests {
         let buf = b"X-Request-Id: a\r\nX-Request-Id: b\r\nConnection: x-other\r\n\r\n";
         let summary = summarise(buf, &mut out).unwrap();
         assert_eq!(summary.request_id.map(|s| s.of(buf)), Some(&b"a"[..]));
+    }
+
+    /// Singletons sent twice are flagged, whichever other fields come between the copies.
+    #[test]
+    fn repeated_singletons_are_flagged() {
+        let mut out = [Field::EMPTY; 8];
+        let buf = b"Authorization: Bearer a\r\nX-Request-Id: 1\r\nauthorization: Bearer b\r\n\r\n";
+        let summary = summarise(buf, &mut out).unwrap();
+        assert_eq!(
+            summary.repeated,
+            RepeatedFields {
+                authorization: true,
+                request_id: false
+            }
+        );
+        let buf = b"X-Request-Id: 1\r\nConnection: x-request-id\r\nx-request-id: 2\r\n\r\n";
+        let summary = summarise(buf, &mut out).unwrap();
+        assert!(summary.repeated.request_id && !summary.repeated.authorization);
+        let buf = b"Authorization: Basic x\r\nX-Request-Id: 1\r\n\r\n";
+        assert_eq!(
+            summarise(buf, &mut out).unwrap().repeated,
+            RepeatedFields::default()
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! | `response.rs` | [`parse_response`]: the response head and its framing decision |
 //! | `chunked.rs`  | [`ChunkedDecoder`] and the chunk framing coregate writes itself |
 //! | `encode.rs`   | [`HeadWriter`]: a cursor that writes a head into a byte slice |
-//! | `canned.rs`   | coregate's own short responses (errors, `100 Continue`) |
+//! | `canned.rs`   | coregate's own short responses (errors, `100 Continue`), and which statuses may carry `Content-Length` when coregate writes them |
 //! | `proptests.rs`| (tests) whole, split and byte-by-byte input give the same result |
 //!
 //! How a connection task uses it, synchronously between two awaits:
@@ -47,13 +47,13 @@ mod response;
 mod scan;
 mod target;
 
-pub use canned::{CONTINUE_100, reason_phrase, write_response};
+pub use canned::{CONTINUE_100, reason_phrase, status_allows_content_length, write_response};
 pub use chunked::{
     CHUNK_END, ChunkError, ChunkStep, ChunkedDecoder, LAST_CHUNK, MAX_CHUNK_HEADER, MAX_CHUNK_LINE,
-    MAX_TRAILER_BYTES, write_chunk_header,
+    MAX_CHUNK_METADATA, MAX_TRAILER_BYTES, write_chunk_header,
 };
 pub use encode::{HeadTooLarge, HeadWriter, InvalidField};
-pub use field::{Field, FieldKind, MAX_CONNECTION_OPTIONS};
+pub use field::{Field, FieldKind, MAX_CONNECTION_OPTIONS, RepeatedFields};
 pub use method::{Method, MethodSet};
 pub use request::{RequestBody, RequestError, RequestHead, parse_request};
 pub use response::{ResponseBody, ResponseError, ResponseHead, parse_response};
@@ -127,6 +127,8 @@ impl Span {
 }
 
 /// The protocol version of a message. HTTP/1.x only; anything else is rejected by the parser.
+/// A request of `HTTP/1.2` to `HTTP/1.9` is processed as [`Version::Http11`] (RFC 9110
+/// sec. 2.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Version {
     Http10,

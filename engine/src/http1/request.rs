@@ -12,16 +12,17 @@
 //!    400); until then the answer is `Partial`.
 //! 2. httparse, in its strict default configuration, parses the head into spans. It refuses bare
 //!    CR, NUL and other controls, obs-fold, whitespace before a field's colon, an invalid method
-//!    token and anything but HTTP/1.0 and HTTP/1.1 (400).
+//!    token and anything but HTTP/1.0 and HTTP/1.1 (400). `HTTP/1.2` to `HTTP/1.9` are then
+//!    read here and processed as HTTP/1.1 (RFC 9110 sec. 2.5, see `parse_later_minor`).
 //! 3. `field.rs` classifies every field and summarises `Host`, framing and `Connection`.
 //! 4. This file decides: target form, `Host`, body framing, keep-alive, `Expect`, `Upgrade`.
 
 use std::mem::MaybeUninit;
 
-use super::field::{self, ContentLength, Field, FieldError, TransferEncoding};
-use super::scan::{HeadScanner, Scan, ScanError};
+use super::field::{self, ContentLength, Field, FieldError, RepeatedFields, TransferEncoding};
+use super::scan::{HeadBounds, HeadScanner, Scan, ScanError};
 use super::target::{self, TargetForm};
-use super::{Limits, MAX_FIELDS, Method, Parsed, Span, Version};
+use super::{Limits, MAX_FIELDS, Method, Parsed, Span, Version, is_tchar};
 use crate::error::{Error, ErrorKind, Side};
 
 /// How the request body is framed (RFC 9112 sec. 6.3).
@@ -72,6 +73,10 @@ pub struct RequestHead {
     pub request_id: Option<Span>,
     /// The first forwarded `X-Forwarded-For` value.
     pub forwarded_for: Option<Span>,
+    /// Whether `Authorization` or `X-Request-Id` came more than once. The parser accepts such
+    /// requests; whoever reads one copy (authentication, the request id) decides whether the
+    /// others may be forwarded, which is why they are flagged here rather than found again.
+    pub repeated: RepeatedFields,
 }
 
 impl RequestHead {
@@ -178,25 +183,113 @@ pub fn parse_request(
         Ok(httparse::Status::Complete(len)) if len == bounds.head_len => {}
         // The scanner and httparse disagree on where the head ends: refuse rather than pick one.
         Ok(_) => return Err(RequestError::bad("malformed request head")),
+        // httparse knows HTTP/1.0 and HTTP/1.1 only; see `parse_later_minor`.
+        Err(httparse::Error::Version) => {
+            return parse_later_minor(buf, &bounds, max_fields, fields).map(Parsed::Complete);
+        }
         Err(err) => return Err(from_httparse(err)),
     }
-    let (Some(method_token), Some(target_str), Some(minor)) =
-        (request.method, request.path, request.version)
+    let (Some(method), Some(target), Some(minor)) = (request.method, request.path, request.version)
     else {
         return Err(RequestError::bad("malformed request line"));
     };
-
-    let method = Method::from_token(method_token.as_bytes());
-    let version = if minor == 0 {
-        Version::Http10
-    } else {
-        Version::Http11
+    let line = RequestLine {
+        method: method.as_bytes(),
+        target: target.as_bytes(),
+        version: if minor == 0 {
+            Version::Http10
+        } else {
+            Version::Http11
+        },
     };
-    let method_span = Span::within(buf, method_token.as_bytes());
-    let target_span = Span::within(buf, target_str.as_bytes());
+    decide(buf, &bounds, line, request.headers, fields).map(Parsed::Complete)
+}
+
+/// The parts of a request line.
+struct RequestLine<'b> {
+    method: &'b [u8],
+    target: &'b [u8],
+    /// The version the request is processed as.
+    version: Version,
+}
+
+/// RFC 9110 sec. 2.5: a recipient SHOULD process a message whose minor version is higher than
+/// any it implements as the highest minor version of that major version it conforms to. So
+/// `HTTP/1.2` to `HTTP/1.9` are processed, and forwarded, as HTTP/1.1. coregate follows the
+/// SHOULD rather than answer 505, which the RFC reserves for refusing a *major* version.
+///
+/// httparse refuses any version but 1.0 and 1.1, so this reads such a request line itself, as
+/// strictly as httparse reads the others (a token, one space, visible ASCII, one space, the
+/// version), and hands the field lines to httparse alone. Any other version stays a 400. Only
+/// requests that httparse refused for their version come here: nothing on the usual path.
+#[cold]
+fn parse_later_minor(
+    buf: &[u8],
+    bounds: &HeadBounds,
+    max_fields: usize,
+    fields: &mut [Field],
+) -> Result<RequestHead, RequestError> {
+    let Some(line) = later_minor_line(bounds.start_line.of(buf)) else {
+        return Err(from_httparse(httparse::Error::Version));
+    };
+    // Field lines start after the request line's CRLF; the scanner found both.
+    let start = bounds.start_line.end as usize + 2;
+    let lines = buf.get(start..bounds.head_len).unwrap_or_default();
+    // `parse_headers` takes initialised slots; this path is rare enough to pay for that.
+    let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let headers = match httparse::parse_headers(lines, &mut slots[..max_fields]) {
+        Ok(httparse::Status::Complete((len, headers))) if start + len == bounds.head_len => headers,
+        Ok(_) => return Err(RequestError::bad("malformed request head")),
+        Err(err) => return Err(from_httparse(err)),
+    };
+    decide(buf, bounds, line, headers, fields)
+}
+
+/// `method SP request-target SP HTTP/1.D` with D from 2 to 9 (RFC 9112 sec. 3), or `None`.
+fn later_minor_line(line: &[u8]) -> Option<RequestLine<'_>> {
+    let (rest, version) = line.split_at(line.len().checked_sub(b" HTTP/1.2".len())?);
+    if !matches!(
+        version,
+        [b' ', b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9']
+    ) {
+        return None;
+    }
+    let space = rest.iter().position(|&b| b == b' ')?;
+    let (method, target) = (&rest[..space], &rest[space + 1..]);
+    let is_target_byte = |b: &u8| (b'!'..=b'~').contains(b);
+    if method.is_empty()
+        || !method.iter().all(|&b| is_tchar(b))
+        || target.is_empty()
+        || !target.iter().all(is_target_byte)
+    {
+        return None;
+    }
+    Some(RequestLine {
+        method,
+        target,
+        version: Version::Http11,
+    })
+}
+
+/// Step 4 of the module doc: what the request line and the field lines say, decided.
+fn decide(
+    buf: &[u8],
+    bounds: &HeadBounds,
+    line: RequestLine<'_>,
+    headers: &[httparse::Header<'_>],
+    fields: &mut [Field],
+) -> Result<RequestHead, RequestError> {
+    let RequestLine {
+        method: method_token,
+        target: target_bytes,
+        version,
+    } = line;
+    let method = Method::from_token(method_token);
+    let method_span = Span::within(buf, method_token);
+    let target_span = Span::within(buf, target_bytes);
     let target = target::parse_target(buf, target_span, method).map_err(RequestError::bad)?;
 
-    let summary = field::collect(buf, request.headers, fields).map_err(|err| match err {
+    let summary = field::collect(buf, headers, fields).map_err(|err| match err {
         FieldError::InvalidConnection => RequestError::bad("invalid connection header"),
         FieldError::TooManyConnectionOptions => RequestError::bad("too many connection options"),
     })?;
@@ -260,7 +353,7 @@ pub fn parse_request(
         .upgrade
         .filter(|_| summary.connection.upgrade && version == Version::Http11);
 
-    Ok(Parsed::Complete(RequestHead {
+    Ok(RequestHead {
         method,
         method_span,
         target: target_span,
@@ -277,7 +370,8 @@ pub fn parse_request(
         upgrade,
         request_id: summary.request_id,
         forwarded_for: summary.forwarded_for,
-    }))
+        repeated: summary.repeated,
+    })
 }
 
 const EXPECTATION_FAILED: RequestError = RequestError {
@@ -495,6 +589,55 @@ mod tests {
         assert_eq!(status(b" GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
         let head = parse(b"PROPFIND /x HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
         assert_eq!(head.method, Method::Other);
+    }
+
+    /// RFC 9110 sec. 2.5: a higher minor version of HTTP/1 is processed as HTTP/1.1, with every
+    /// HTTP/1.1 rule (Host, framing, field syntax) applied as strictly; other versions stay 400.
+    #[test]
+    fn rfc9110_2_5_a_higher_minor_version_is_processed_as_http11() {
+        let buf = b"POST /x?q HTTP/1.2\r\nHost: a\r\nTransfer-Encoding: chunked\r\nX: 1\r\n\r\n";
+        let mut scanner = HeadScanner::default();
+        let mut fields = fields();
+        let head = parse_request(buf, &mut scanner, &Limits::DEFAULT, &mut fields)
+            .unwrap()
+            .complete()
+            .unwrap();
+        assert_eq!(head.version, Version::Http11);
+        assert_eq!(head.method, Method::Post);
+        assert_eq!(head.method_span.of(buf), b"POST");
+        assert_eq!(head.path.of(buf), b"/x");
+        assert_eq!(head.query.map(|q| q.of(buf)), Some(&b"q"[..]));
+        assert_eq!(head.body, RequestBody::Chunked);
+        assert_eq!(head.head_len, buf.len());
+        assert!(head.keep_alive);
+        assert_eq!(fields[2].name.of(buf), b"X");
+        assert_eq!(fields[2].value.of(buf), b"1");
+        assert_eq!(
+            parse(b"GET / HTTP/1.9\r\nHost: a\r\n\r\n").map(|h| h.version),
+            Ok(Version::Http11)
+        );
+        for bad in [
+            &b"GET / HTTP/1.2\r\n\r\n"[..],
+            b"GET / HTTP/1.2\r\nHost : a\r\n\r\n",
+            b"GET / HTTP/1.2\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"G@T / HTTP/1.2\r\nHost: a\r\n\r\n",
+            b"GET  / HTTP/1.2\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.2 \r\nHost: a\r\n\r\n",
+            b"GET /a#b HTTP/1.2\r\nHost: a\r\n\r\n",
+            b"GET  HTTP/1.2\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.10\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.x\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/3.0\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/0.9\r\nHost: a\r\n\r\n",
+            b"HTTP/1.2\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(status(bad), 400, "{:?}", String::from_utf8_lossy(bad));
+        }
+        let many: String = (0..Limits::DEFAULT_MAX_HEADERS)
+            .map(|i| format!("X-{i}: v\r\n"))
+            .collect();
+        let buf = format!("GET / HTTP/1.2\r\nHost: a\r\n{many}\r\n");
+        assert_eq!(status(buf.as_bytes()), 431);
     }
 
     /// RFC 9112 sec. 3.2: the target forms, and which method may use which.
@@ -882,6 +1025,25 @@ mod tests {
         );
         let err: Error = TOO_MANY_FIELDS.into();
         assert_eq!(err.kind, ErrorKind::Limit);
+    }
+
+    /// Repeated credentials or request ids are accepted by the parser and flagged for the
+    /// proxy, which reads one copy and decides about the others.
+    #[test]
+    fn repeated_singletons_are_flagged_on_the_head() {
+        let head = parse(&with_fields(
+            "Authorization: Bearer a\r\nAuthorization: Bearer b\r\n",
+        ))
+        .unwrap();
+        assert!(head.repeated.authorization && !head.repeated.request_id);
+        let head = parse(&with_fields("X-Request-Id: a\r\nX-Request-Id: b\r\n")).unwrap();
+        assert!(head.repeated.request_id && !head.repeated.authorization);
+        assert_eq!(
+            parse(&with_fields("Authorization: x\r\n"))
+                .unwrap()
+                .repeated,
+            RepeatedFields::default()
+        );
     }
 
     #[test]

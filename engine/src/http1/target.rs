@@ -10,7 +10,9 @@
 //! request-target). httparse already refuses controls, space and DEL; raw non-ASCII bytes are
 //! refused here, since no conforming client sends them unencoded and the router compares bytes.
 //! Printable characters RFC 3986 does not list (`"`, `<`, `{`, `|`...) are accepted, as NGINX
-//! and hyper accept them: they cannot change framing or routing.
+//! and hyper accept them: they cannot change framing. The one that can change routing, `\`
+//! (a separator to some servers), is refused in the path by `router::normalize`, which owns
+//! what a path means; in the query it is data.
 
 use super::field::parse_decimal;
 use super::{Method, Span};
@@ -171,31 +173,20 @@ pub(crate) fn is_valid_authority(authority: &[u8], port_required: bool) -> bool 
     }
 }
 
-/// `reg-name` (which also covers IPv4 addresses), required non-empty:
-/// `unreserved / pct-encoded / sub-delims`.
+/// `reg-name` (which also covers IPv4 addresses), required non-empty, without percent-encoding:
+/// `unreserved / sub-delims`.
+///
+/// RFC 3986 sec. 3.2.2 allows `pct-encoded` in a reg-name, but for an http(s) host it can only
+/// spell bytes a DNS name does not hold, or spell ordinary ones a second way (`ex%61mple.com`).
+/// The router compares the host as sent, and an upstream that decodes it would see another
+/// name: coregate refuses `%` in `Host` and in an absolute-form authority (400) rather than
+/// route one spelling and forward another.
 fn is_reg_name(host: &[u8]) -> bool {
-    if host.is_empty() {
-        return false;
-    }
-    let mut i = 0;
-    while let Some(&b) = host.get(i) {
-        if REG_NAME[b as usize] {
-            i += 1;
-        } else if b == b'%'
-            && host
-                .get(i + 1..i + 3)
-                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
-        {
-            i += 3;
-        } else {
-            return false;
-        }
-    }
-    true
+    !host.is_empty() && host.iter().all(|&b| REG_NAME[b as usize])
 }
 
-/// The bytes of a reg-name other than `%`: unreserved and sub-delims (RFC 3986 sec. 2.2, 2.3).
-/// A table because Host is checked on every request.
+/// The bytes of a reg-name coregate accepts: unreserved and sub-delims (RFC 3986 sec. 2.2,
+/// 2.3). A table because Host is checked on every request.
 static REG_NAME: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
@@ -381,7 +372,6 @@ mod tests {
             "[::1]:443",
             "[v1.fe80::a+en1]",
             "xn--bcher-kva.example",
-            "ex%41mple.com",
             "host:",
         ] {
             assert!(is_valid_authority(good.as_bytes(), false), "{good}");
@@ -405,5 +395,15 @@ mod tests {
         ] {
             assert!(!is_valid_authority(bad.as_bytes(), false), "{bad}");
         }
+    }
+
+    /// RFC 3986 sec. 3.2.2 allows percent-encoding in a reg-name; coregate refuses it, since the
+    /// router compares the host as sent and an upstream may decode it into another name.
+    #[test]
+    fn rfc3986_3_2_2_percent_encoded_hosts_are_refused() {
+        for bad in ["ex%41mple.com", "%61", "a%2eb:80", "a%00", "%"] {
+            assert!(!is_valid_authority(bad.as_bytes(), false), "{bad}");
+        }
+        assert!(parse(Method::Get, "http://ex%61mple.com/").is_err());
     }
 }

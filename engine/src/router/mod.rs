@@ -6,9 +6,11 @@
 //! |---|---|
 //! | [`spec`] | route patterns as configured (`HostPattern`, `PathPattern`), parsed in one place |
 //! | [`normalize`] | the normal form of a request path, which is what is routed *and* forwarded |
+//! | [`rewrite`] | the path a prefix route forwards after `strip_prefix` / `prefix_rewrite`, never outside the route |
 //! | [`table`] | `RouteTable::build` (grouping, conflict checks) and `RouteTable::lookup` |
 //! | `host` | the label trie from a host name to its host group |
 //! | `path` | the byte trie (exact paths, prefixes) and the segment trie (templates) of a group |
+//! | `routed` | the bytes a path is matched on: each segment without its `;params` |
 //! | `branch` | the children of a trie node keyed by label or segment, found without hashing |
 //! | [`params`] | the fixed-capacity template parameters a lookup fills |
 //!
@@ -38,13 +40,22 @@
 //! |---|---|---|---|
 //! | 1 | exact `/users/me` | that path only | - |
 //! | 2 | template `/users/{id}` | one non-empty segment per `{param}` | a literal segment beats a parameter at the first segment where they differ, left to right: `/users/me/{x}` > `/users/{id}/posts` > `/{kind}/me/posts` |
-//! | 3 | prefix `/static/` | every path starting with those bytes | the longest prefix wins |
+//! | 3 | prefix `/static/`, `/api` | by segment: every path starting with `/static/`; `/api` and every path starting with `/api/` | the longest prefix wins |
 //!
-//! A trailing slash is part of the path (`/a/` is not `/a`), and a prefix is a byte prefix
-//! (`/api` also covers `/api2`; write `/api/` for segment semantics). Templates that differ only
+//! A trailing slash is part of the path (`/a/` is not `/a`). A prefix matches whole segments:
+//! `/api` does not cover `/api2`, `/apiadmin` or `/api../x`, so bytes glued to a prefix's last
+//! segment can neither reach its route nor, once `strip_prefix` cuts the prefix off, come out
+//! as another path (see [`rewrite`]). Templates that differ only
 //! in parameter names (`/u/{id}`, `/u/{name}`) are the same pattern. The order is total, so the
 //! result never depends on the order in which routes were configured; routes that would tie are
 //! refused when the table is built.
+//!
+//! Each segment is matched up to its first `;`: `/admin;x/secret` is matched as
+//! `/admin/secret`, the path a servlet container serves for it, so it cannot slip past an
+//! `/admin/` route into a catch-all. The path keeps its parameters when it is forwarded, a
+//! template parameter's value leaves them out (`/users/7;v=1` gives `id` = `7`), and a
+//! prefix's `matched_prefix_len` covers those of its last segment. Configured paths hold no
+//! `;`. Why this reading, and not refusing `;`: see `routed.rs`.
 //!
 //! **3. Method.** The routes of one pattern have disjoint method sets (overlaps are refused at
 //! build time). The first pattern in the order above with a route allowing the method wins. If
@@ -116,17 +127,20 @@
 //! ```
 pub mod normalize;
 pub mod params;
+pub mod rewrite;
 pub mod spec;
 pub mod table;
 
 mod branch;
 mod host;
 mod path;
+mod routed;
 
 #[cfg(test)]
 mod reference;
 
 pub use normalize::{NormalizeError, Normalized, normalize_path};
 pub use params::Params;
+pub use rewrite::{PrefixRewrite, RewriteError, rewrite_path};
 pub use spec::{HostPattern, MAX_TEMPLATE_PARAMS, PathPattern};
 pub use table::{BuildError, Lookup, RouteProblem, RouteSpec, RouteTable};

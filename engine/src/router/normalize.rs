@@ -15,6 +15,13 @@
 //! 1. The path must start with `/`; anything else is [`NormalizeError::NotOriginForm`], except
 //!    the empty path of an absolute-form target without one (`GET http://example.com HTTP/1.1`),
 //!    which is `/` (RFC 9110 sec. 4.2.3: for http(s) URIs an empty path is equivalent to `/`).
+//!    A raw `\` anywhere in the path is [`NormalizeError::Backslash`]. RFC 3986 does not allow
+//!    it in a URI at all, and servers disagree on what it is: IIS, the WHATWG URL parser (Node,
+//!    browsers) and GURL-based normalisers read it as `/`, so `/public\..\admin` is `/admin`
+//!    to them and a segment named `public\..\admin` to everyone else. Reading it as `/` here
+//!    would only be safe if the forwarded path were rewritten the same way and every upstream
+//!    agreed; an edge that cannot know which server is behind a route refuses it instead, as
+//!    it refuses the encoded `%5C` in step 2.
 //! 2. Percent-encoding normalisation (sec. 6.2.2.2): `%XX` of an unreserved character
 //!    (`ALPHA / DIGIT / "-" / "." / "_" / "~"`) is decoded (`%41` -> `A`, `%2e` -> `.`); every
 //!    other escape is kept, with its hex digits uppercased (`%3a` -> `%3A`) so that one
@@ -35,7 +42,11 @@
 //!    Servlet containers (Tomcat, Jetty) cut path parameters before resolving dot segments, so
 //!    `/public/..;/admin` is `/admin` to them but `/public/..;/admin` to everyone else. Rather
 //!    than guess which kind of upstream is behind a route, coregate refuses the request: no
-//!    legitimate client sends such a segment. Other `;` uses (`/a;v=1/b`) are left alone.
+//!    legitimate client sends such a segment. A segment that is nothing but parameters (`/;x/a`)
+//!    is refused for the same reason ([`NormalizeError::EmptySegmentWithParams`]): cut, it
+//!    leaves an empty segment that servlet containers drop and the router would not. Other `;`
+//!    uses (`/a;v=1/b`) stay in the normal form and are forwarded as sent; the router matches
+//!    each segment without its parameters (see [`super`]).
 //!
 //! # Cost
 //!
@@ -74,6 +85,10 @@ pub enum NormalizeError {
     EncodedNul,
     /// `..;x` or `.;x`: a dot segment hidden behind path parameters.
     DotSegmentWithParams,
+    /// `/;x`: a segment with parameters and no name.
+    EmptySegmentWithParams,
+    /// A raw `\`, which some servers read as `/`.
+    Backslash,
 }
 
 impl NormalizeError {
@@ -88,6 +103,10 @@ impl NormalizeError {
             NormalizeError::DotSegmentWithParams => {
                 "request path has a dot segment with parameters ('..;')"
             }
+            NormalizeError::EmptySegmentWithParams => {
+                "request path has a segment of parameters only ('/;')"
+            }
+            NormalizeError::Backslash => "request path has a '\\'",
         }
     }
 }
@@ -123,6 +142,10 @@ pub fn normalize_path(raw: &[u8], out: &mut Vec<u8>) -> Result<Normalized, Norma
     }
     if is_normal(raw) {
         return Ok(Normalized::Unchanged);
+    }
+    // Also step 1: the fast path sent every path holding a `\` here.
+    if memchr(b'\\', raw).is_some() {
+        return Err(NormalizeError::Backslash);
     }
     out.clear();
     // Decoding only shrinks and step 4 only removes, so this is the most the output needs; a
@@ -169,6 +192,7 @@ pub fn normalize_path(raw: &[u8], out: &mut Vec<u8>) -> Result<Normalized, Norma
             }
             // Step 5.
             Segment::DotWithParams => return Err(NormalizeError::DotSegmentWithParams),
+            Segment::EmptyWithParams => return Err(NormalizeError::EmptySegmentWithParams),
         }
         if last {
             break;
@@ -178,16 +202,16 @@ pub fn normalize_path(raw: &[u8], out: &mut Vec<u8>) -> Result<Normalized, Norma
     Ok(Normalized::Rewritten)
 }
 
-/// True when no step can change `path`: no escape, no empty segment, no segment starting with
-/// `.` (which covers `.`, `..` and `..;`). Some normal paths (`/.well-known/x`) take the slow
-/// path, which then reproduces them byte for byte.
+/// True when no step can change or refuse `path`: no escape, no `\`, no empty segment, no
+/// segment starting with `.` (which covers `.`, `..` and `..;`) or `;`. Some normal paths
+/// (`/.well-known/x`) take the slow path, which then reproduces them byte for byte.
 ///
 /// One plain pass: for request paths of typical length (tens of bytes) it measured faster than
 /// a memchr for `%` followed by a memchr walk over the slashes, whose per-call set-up dominates.
 fn is_normal(path: &[u8]) -> bool {
     let mut after_slash = false;
     for &byte in path {
-        if byte == b'%' || (after_slash && (byte == b'/' || byte == b'.')) {
+        if byte == b'%' || byte == b'\\' || (after_slash && matches!(byte, b'/' | b'.' | b';')) {
             return false;
         }
         after_slash = byte == b'/';
@@ -226,6 +250,7 @@ enum Segment {
     Dot,
     DotDot,
     DotWithParams,
+    EmptyWithParams,
 }
 
 fn classify(segment: &[u8]) -> Segment {
@@ -237,10 +262,10 @@ fn classify(segment: &[u8]) -> Segment {
             // Path parameters start at the first `;` (RFC 2396 sec. 3.3, as servlet containers
             // read it).
             let base = memchr(b';', segment).map_or(segment, |semi| &segment[..semi]);
-            if matches!(base, b"." | b"..") {
-                Segment::DotWithParams
-            } else {
-                Segment::Name
+            match base {
+                b"." | b".." => Segment::DotWithParams,
+                b"" => Segment::EmptyWithParams,
+                _ => Segment::Name,
             }
         }
     }
@@ -375,6 +400,28 @@ mod tests {
             Err(NormalizeError::DotSegmentWithParams)
         );
         assert_eq!(normal("/api/..a;/b").as_deref(), Ok("/api/..a;/b"));
+    }
+
+    /// A raw `\` is `/` to IIS and WHATWG parsers and data to everyone else: refused wherever
+    /// it is, like the encoded `%5C`.
+    #[test]
+    fn raw_backslashes_are_refused() {
+        for raw in ["/public\\..\\admin", "/a\\b", "/a/\\", "/%41\\"] {
+            assert_eq!(normal(raw), Err(NormalizeError::Backslash), "{raw}");
+        }
+    }
+
+    /// A segment of parameters only is empty to a servlet container, which then drops it.
+    #[test]
+    fn segments_of_parameters_only_are_refused() {
+        for raw in ["/;x/admin", "/a/;/b", "/a/;jsessionid=1", "//;x"] {
+            assert_eq!(
+                normal(raw),
+                Err(NormalizeError::EmptySegmentWithParams),
+                "{raw}"
+            );
+        }
+        assert_eq!(normal("/a;x/b;y").as_deref(), Ok("/a;x/b;y"));
     }
 
     #[test]

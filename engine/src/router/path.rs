@@ -3,8 +3,15 @@
 //!
 //! - [`LiteralTrie`] holds exact paths and prefixes, byte by byte (a radix tree: runs of bytes
 //!   without branches are one edge). One walk along the request path finds the exact pattern, if
-//!   any, and the deepest prefix; every node also points at the next shorter prefix above it,
-//!   so the matching prefixes can be listed longest first without a stack.
+//!   any, and the deepest matching prefix; every node also points at the next shorter prefix
+//!   above it that a path through the node matches, so the matching prefixes can be listed
+//!   longest first without a stack.
+//!
+//! A prefix matches by segment: one ending in `/` matches every path starting with it; any
+//! other (`/api`) matches itself and the paths continuing with `/` (`/api/x`), never
+//! `/apix` or `/api../x`. Whether a prefix above a node qualifies depends only on the node's
+//! own key (the byte after the prefix is part of it), so the chain is fixed at build time; only
+//! the deepest node a walk reaches is checked against the request's next byte.
 //! - [`TemplateTrie`] holds templates segment by segment; a node has literal children
 //!   ([`Branches`]) and at most one parameter child. A depth-first search that tries the
 //!   literal child before the parameter child visits the matching templates in precedence order
@@ -16,6 +23,7 @@
 use memchr::memchr;
 
 use super::branch::Branches;
+use super::routed::RoutedPath;
 use super::spec::MAX_TEMPLATE_PARAMS;
 
 /// Exact paths and prefixes of one host group.
@@ -39,8 +47,9 @@ struct LiteralNode {
     exact: Option<u32>,
     /// Pattern whose prefix is this key.
     prefix: Option<u32>,
-    /// The nearest node above this one holding a prefix: the next candidate when this node's
-    /// prefix pattern does not allow the method.
+    /// The nearest node above this one holding a prefix that every path through this node
+    /// matches by segment: the next candidate when this node's prefix does not match or does
+    /// not allow the method.
     shorter_prefix: Option<u32>,
 }
 
@@ -48,7 +57,7 @@ struct LiteralNode {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LiteralMatch {
     pub(crate) exact: Option<u32>,
-    /// Deepest node with a prefix that the path starts with; start of the chain for
+    /// Deepest node with a prefix that matches the path by segment; start of the chain for
     /// [`LiteralTrie::prefixes`].
     longest_prefix: Option<u32>,
 }
@@ -72,26 +81,31 @@ impl LiteralTrie {
     pub(crate) fn build(keys: &[LiteralKey]) -> LiteralTrie {
         debug_assert!(keys.windows(2).all(|w| w[0].key < w[1].key));
         let mut trie = LiteralTrie { nodes: Vec::new() };
-        trie.build_node(keys, 0, 0, None);
+        trie.build_node(keys, 0, 0, &mut Vec::new());
         trie
     }
 
     /// Adds the node for `keys`, which all share their first `depth` bytes; its edge starts at
-    /// `edge_start`. Returns its number.
+    /// `edge_start`. `above` holds the nodes above it that hold a prefix, nearest last. Returns
+    /// its number.
     fn build_node(
         &mut self,
         keys: &[LiteralKey],
         edge_start: usize,
         depth: usize,
-        above: Option<u32>,
+        above: &mut Vec<u32>,
     ) -> u32 {
         let index = self.nodes.len();
+        let key: &[u8] = keys.first().map_or(&[], |k| &k.key[..depth]);
+        // A path through this node continues each prefix above it with this key's next byte.
+        let shorter_prefix = above.iter().rev().copied().find(|&node| {
+            let node = &self.nodes[node as usize];
+            ends_segment(&node.edge) || key.get(node.depth) == Some(&b'/')
+        });
         self.nodes.push(LiteralNode {
-            edge: keys
-                .first()
-                .map_or(Box::default(), |k| k.key[edge_start..depth].into()),
+            edge: key[edge_start..].into(),
             depth,
-            shorter_prefix: above,
+            shorter_prefix,
             ..LiteralNode::default()
         });
         let mut rest = keys;
@@ -101,11 +115,10 @@ impl LiteralTrie {
             self.nodes[index].prefix = first.patterns.prefix;
             rest = &keys[1..];
         }
-        let below = if self.nodes[index].prefix.is_some() {
-            Some(index as u32)
-        } else {
-            above
-        };
+        let holds_prefix = self.nodes[index].prefix.is_some();
+        if holds_prefix {
+            above.push(index as u32);
+        }
         let (mut first_bytes, mut children) = (Vec::new(), Vec::new());
         while let Some(head) = rest.first() {
             let byte = head.key[depth];
@@ -120,8 +133,11 @@ impl LiteralTrie {
                 .take_while(|(a, b)| a == b)
                 .count();
             first_bytes.push(byte);
-            children.push(self.build_node(group, depth, common, below));
+            children.push(self.build_node(group, depth, common, above));
             rest = tail;
+        }
+        if holds_prefix {
+            above.pop();
         }
         let node = &mut self.nodes[index];
         node.first_bytes = first_bytes.into();
@@ -129,19 +145,24 @@ impl LiteralTrie {
         index as u32
     }
 
-    /// Walks `path` once: the exact pattern and the deepest matching prefix.
-    pub(crate) fn walk(&self, path: &[u8]) -> LiteralMatch {
+    /// Walks `path` once: the exact pattern and the deepest prefix matching by segment.
+    pub(crate) fn walk(&self, path: RoutedPath<'_>) -> LiteralMatch {
         let mut found = LiteralMatch {
             exact: None,
             longest_prefix: None,
         };
         let mut index = 0;
         let mut node = &self.nodes[0];
+        // The raw offset of the matched byte at `node.depth`.
+        let mut pos = path.start();
         loop {
-            if node.prefix.is_some() {
+            let next = path.byte_at(pos);
+            if node.prefix.is_some()
+                && (ends_segment(&node.edge) || matches!(next, None | Some(b'/')))
+            {
                 found.longest_prefix = Some(index);
             }
-            let Some(&byte) = path.get(node.depth) else {
+            let Some(byte) = next else {
                 found.exact = node.exact;
                 return found;
             };
@@ -150,13 +171,15 @@ impl LiteralTrie {
             };
             index = node.children[slot];
             node = &self.nodes[index as usize];
-            if !path[node.depth - node.edge.len()..].starts_with(&node.edge) {
-                return found;
+            match path.match_edge(pos, &node.edge) {
+                Some(after) => pos = after,
+                None => return found,
             }
         }
     }
 
-    /// The prefix patterns a walk matched, longest first, each with the bytes it covers.
+    /// The prefix patterns a walk matched, longest first, each with the number of matched bytes
+    /// it covers (see [`RoutedPath::raw_offset`] for the bytes of the path as sent).
     pub(crate) fn prefixes(&self, found: LiteralMatch) -> impl Iterator<Item = (u32, usize)> + '_ {
         let mut next = found.longest_prefix;
         std::iter::from_fn(move || {
@@ -165,6 +188,12 @@ impl LiteralTrie {
             Some((node.prefix?, node.depth))
         })
     }
+}
+
+/// Whether a key ending with `edge` ends a segment, so that it matches every path starting with
+/// it. Only the root has an empty edge, and it holds no prefix.
+fn ends_segment(edge: &[u8]) -> bool {
+    edge.last() == Some(&b'/')
 }
 
 /// Templates of one host group, one trie level per path segment.
@@ -239,12 +268,13 @@ impl TemplateTrie {
     }
 
     /// Calls `visit` with each pattern matching `path`, most specific first, and the spans of
-    /// its parameter segments, until `visit` returns true. Returns whether it did.
-    pub(crate) fn search<F>(&self, path: &[u8], visit: &mut F) -> bool
+    /// its parameter segments (without their `;params`), until `visit` returns true. Returns
+    /// whether it did.
+    pub(crate) fn search<F>(&self, path: RoutedPath<'_>, visit: &mut F) -> bool
     where
         F: FnMut(u32, &[(usize, usize)]) -> bool,
     {
-        if self.is_empty() || path.first() != Some(&b'/') {
+        if self.is_empty() || path.raw().first() != Some(&b'/') {
             return false;
         }
         let mut spans: Spans = [(0, 0); MAX_TEMPLATE_PARAMS];
@@ -256,7 +286,7 @@ impl TemplateTrie {
     fn descend<F>(
         &self,
         node: u32,
-        path: &[u8],
+        path: RoutedPath<'_>,
         start: Option<usize>,
         spans: &mut Spans,
         params: usize,
@@ -272,9 +302,11 @@ impl TemplateTrie {
                 None => false,
             };
         };
-        let end = memchr(b'/', &path[start..]).map_or(path.len(), |slash| start + slash);
-        let segment = &path[start..end];
-        let next = (end < path.len()).then_some(end + 1);
+        let raw = path.raw();
+        let end = memchr(b'/', &raw[start..]).map_or(raw.len(), |slash| start + slash);
+        let name_end = path.name_end(start, end);
+        let segment = &raw[start..name_end];
+        let next = (end < raw.len()).then_some(end + 1);
         if let Some(child) = node.literals.find(segment, false) {
             if self.descend(child, path, next, spans, params, visit) {
                 return true;
@@ -285,7 +317,7 @@ impl TemplateTrie {
         // build-time invariant rather than a reason to panic.
         if let (Some(child), false) = (node.param, segment.is_empty()) {
             if let Some(slot) = spans.get_mut(params) {
-                *slot = (start, end);
+                *slot = (start, name_end);
                 if self.descend(child, path, next, spans, params + 1, visit) {
                     return true;
                 }
@@ -312,7 +344,11 @@ mod tests {
     }
 
     fn prefixes(trie: &LiteralTrie, path: &str) -> Vec<(u32, usize)> {
-        trie.prefixes(trie.walk(path.as_bytes())).collect()
+        trie.prefixes(trie.walk(routed(path))).collect()
+    }
+
+    fn routed(path: &str) -> RoutedPath<'_> {
+        RoutedPath::new(path.as_bytes())
     }
 
     #[test]
@@ -324,30 +360,55 @@ mod tests {
             ("/api/v1/users", Some(4), None),
             ("/apx", Some(5), None),
         ]);
-        assert_eq!(trie.walk(b"/api").exact, Some(1));
-        assert_eq!(trie.walk(b"/api/v1/users").exact, Some(4));
-        assert_eq!(trie.walk(b"/api/v1/user").exact, None);
-        assert_eq!(trie.walk(b"/apx").exact, Some(5));
+        assert_eq!(trie.walk(routed("/api")).exact, Some(1));
+        assert_eq!(trie.walk(routed("/api/v1/users")).exact, Some(4));
+        assert_eq!(trie.walk(routed("/api/v1/user")).exact, None);
+        assert_eq!(trie.walk(routed("/apx")).exact, Some(5));
         assert_eq!(
             prefixes(&trie, "/api/v1/users"),
             vec![(3, 5), (2, 4), (0, 1)]
         );
-        assert_eq!(prefixes(&trie, "/api2"), vec![(2, 4), (0, 1)]);
+        assert_eq!(prefixes(&trie, "/api"), vec![(2, 4), (0, 1)]);
+        assert_eq!(prefixes(&trie, "/api/"), vec![(3, 5), (2, 4), (0, 1)]);
         assert_eq!(prefixes(&trie, "/ap"), vec![(0, 1)]);
         assert_eq!(prefixes(&trie, ""), vec![]);
+    }
+
+    /// A prefix not ending in `/` matches itself and what continues it with `/`, never a longer
+    /// segment: `/api` is not a prefix of `/api2`, `/apiadmin` or `/api../x`.
+    #[test]
+    fn prefixes_match_by_segment() {
+        let trie = literal_trie(&[
+            ("/", None, Some(0)),
+            ("/api", None, Some(1)),
+            ("/api/v", None, Some(2)),
+            ("/api/v1/", None, Some(3)),
+            ("/apiadmin/", None, Some(4)),
+        ]);
+        for path in ["/api2", "/apiadmin", "/api../x", "/api.json"] {
+            assert_eq!(prefixes(&trie, path), vec![(0, 1)], "{path}");
+        }
+        assert_eq!(prefixes(&trie, "/apiadmin/x"), vec![(4, 10), (0, 1)]);
+        assert_eq!(prefixes(&trie, "/api/v1"), vec![(1, 4), (0, 1)]);
+        assert_eq!(prefixes(&trie, "/api/v/x"), vec![(2, 6), (1, 4), (0, 1)]);
+        assert_eq!(prefixes(&trie, "/api/v1/x"), vec![(3, 8), (1, 4), (0, 1)]);
+        // The chain above a deeper match skips prefixes the path does not continue by segment.
+        let trie = literal_trie(&[("/a", None, Some(0)), ("/ab/", None, Some(1))]);
+        assert_eq!(prefixes(&trie, "/ab/c"), vec![(1, 4)]);
+        assert_eq!(prefixes(&trie, "/a/b"), vec![(0, 2)]);
     }
 
     #[test]
     fn empty_literal_trie_matches_nothing() {
         let trie = literal_trie(&[]);
-        assert_eq!(trie.walk(b"/x").exact, None);
+        assert_eq!(trie.walk(routed("/x")).exact, None);
         assert!(prefixes(&trie, "/x").is_empty());
     }
 
     /// Every (pattern, spans) the search offers for `path`, in order.
     fn offered(trie: &TemplateTrie, path: &str) -> Vec<(u32, Vec<(usize, usize)>)> {
         let mut seen = Vec::new();
-        trie.search(path.as_bytes(), &mut |pattern, spans| {
+        trie.search(routed(path), &mut |pattern, spans| {
             seen.push((pattern, spans.to_vec()));
             false
         });

@@ -68,8 +68,9 @@ impl fmt::Display for HostPattern {
 pub enum PathPattern {
     /// `path = "/healthz"`: exactly this path.
     Exact(Box<str>),
-    /// `path_prefix = "/api/"`: this path and everything below it. A prefix ending in `/` matches
-    /// by segment naturally; `/api` also matches `/api2` (plain byte prefix), as in Envoy.
+    /// `path_prefix = "/api/"`: this path and everything below it, by segment. A prefix ending
+    /// in `/` matches every path starting with it; `/api` matches `/api` and `/api/...`, never
+    /// `/api2` or `/api../x`, so no request reaches it by gluing bytes to its last segment.
     Prefix(Box<str>),
     /// `path = "/users/{id}/orders"`: segments in braces match any one non-empty segment.
     Template(Box<str>),
@@ -142,6 +143,11 @@ fn check_path_chars(text: &str) -> Result<(), &'static str> {
     if text.contains('%') {
         return Err("path must not be percent-encoded; write the decoded characters");
     }
+    // Requests are matched with each segment's `;params` left out (see `router::routed`), so a
+    // pattern holding `;` could never match.
+    if text.contains(';') {
+        return Err("path must not contain ';': path parameters are ignored when matching");
+    }
     Ok(())
 }
 
@@ -188,5 +194,7 @@ mod tests {
         assert!(PathPattern::prefix("api/").is_err());
         assert!(PathPattern::prefix("/api/../x").is_err());
         assert!(PathPattern::prefix("/a%2fb").is_err());
+        assert!(PathPattern::prefix("/admin;x/").is_err());
+        assert!(PathPattern::exact_or_template("/a;v=1").is_err());
     }
 }

@@ -13,6 +13,7 @@ use std::fmt;
 use super::host::{HostIndex, host_name};
 use super::params::Params;
 use super::path::{KeyPatterns, LiteralKey, LiteralTrie, TemplateTrie};
+use super::routed::RoutedPath;
 use super::spec::{HostPattern, PathPattern};
 use crate::http1::{Method, MethodSet};
 
@@ -32,8 +33,11 @@ pub struct RouteSpec<T> {
 pub enum Lookup<'t, T> {
     Matched {
         target: &'t T,
-        /// Bytes at the start of the routed path covered by the matching prefix pattern, for
-        /// `strip_prefix` and prefix rewrites; 0 when an exact path or a template matched.
+        /// Bytes at the start of the path given to the lookup covered by the matching prefix
+        /// pattern, for `strip_prefix` and prefix rewrites (see [`super::rewrite_path`]); 0 when
+        /// an exact path or a template matched. It always ends a segment, and covers the
+        /// `;params` of the prefix's last segment (`/admin;x/y` under `/admin` covers
+        /// `/admin;x`).
         matched_prefix_len: usize,
     },
     /// Some pattern matched the path but none of the matching patterns allows the method: answer
@@ -305,7 +309,8 @@ impl<T> RouteTable<T> {
 
     /// Finds the route for a request. `host` is the raw `Host` value (or the authority of an
     /// absolute-form target), `path` the normalised path (see [`super::normalize`]) without the
-    /// query. Fills `params` when a template matches. Allocates nothing.
+    /// query, matched segment by segment without each segment's `;params`. Fills `params` when
+    /// a template matches (a value without its `;params`). Allocates nothing.
     pub fn lookup<'t>(
         &'t self,
         host: &[u8],
@@ -321,6 +326,8 @@ impl<T> RouteTable<T> {
         // Methods of every pattern that matched the path without allowing `method`.
         let mut allow = MethodSet::EMPTY;
 
+        // Each segment is matched without its `;params` (see `router::routed`).
+        let path = RoutedPath::new(path);
         // 1. The exact path.
         let literal = group.literals.walk(path);
         if let Some(route) = literal.exact.and_then(|p| self.pick(p, method, &mut allow)) {
@@ -354,7 +361,7 @@ impl<T> RouteTable<T> {
             if let Some(route) = self.pick(pattern, method, &mut allow) {
                 return Lookup::Matched {
                     target: &route.target,
-                    matched_prefix_len: covered,
+                    matched_prefix_len: path.raw_offset(covered),
                 };
             }
         }
@@ -551,10 +558,32 @@ mod tests {
         assert_eq!(answer(&t, "", Get, "/api/v1/users"), "v1");
         assert_eq!(prefix_len(&t, Get, "/api/v1/users"), Some(8));
         assert_eq!(answer(&t, "", Get, "/api/v2"), "api");
-        assert_eq!(answer(&t, "", Get, "/api2"), "api");
-        assert_eq!(prefix_len(&t, Get, "/api2"), Some(4));
+        assert_eq!(prefix_len(&t, Get, "/api/v2"), Some(4));
+        assert_eq!(answer(&t, "", Get, "/api"), "api");
         assert_eq!(answer(&t, "", Get, "/other"), "root");
         assert_eq!(prefix_len(&t, Get, "/"), Some(1));
+    }
+
+    /// A prefix matches by segment: `/api` covers `/api` and `/api/...`, so a request cannot
+    /// reach it by gluing bytes to its last segment (`/apiadmin`, `/api../x`), and a more
+    /// specific route is never skipped that way.
+    #[test]
+    fn prefixes_match_whole_segments() {
+        let t = table(vec![
+            route("", &[], "/*", "root"),
+            route("", &[], "/api*", "api"),
+            route("", &[], "/static/*", "static"),
+        ]);
+        for path in ["/api2", "/apiadmin", "/api../x", "/api.json"] {
+            assert_eq!(answer(&t, "", Get, path), "root", "{path}");
+        }
+        assert_eq!(answer(&t, "", Get, "/api/"), "api");
+        assert_eq!(answer(&t, "", Get, "/api/x"), "api");
+        assert_eq!(answer(&t, "", Get, "/static/a"), "static");
+        assert_eq!(answer(&t, "", Get, "/staticx"), "root");
+        assert_eq!(answer(&t, "", Get, "/static"), "root");
+        let t = table(vec![route("", &[], "/api*", "api")]);
+        assert_eq!(answer(&t, "", Get, "/apiadmin"), "404");
     }
 
     #[test]
@@ -778,6 +807,40 @@ mod tests {
             }
         ));
         assert!(params.is_empty());
+    }
+
+    /// RFC 3986 sec. 3.3 leaves `;` to the scheme, and servlet containers cut a segment's
+    /// `;params` off before resolving it: each segment is matched without them, so
+    /// `/admin;x/secret` cannot fall past the `/admin/` route into a catch-all.
+    #[test]
+    fn path_parameters_are_ignored_when_matching() {
+        let t = table(vec![
+            route("", &[], "/*", "root"),
+            route("", &[], "/admin", "admin"),
+            route("", &[], "/admin/*", "admin-tree"),
+            route("", &[], "/api*", "api"),
+            route("", &[Get], "/users/{id}/posts", "posts"),
+        ]);
+        assert_eq!(answer(&t, "", Get, "/admin;x/secret"), "admin-tree");
+        assert_eq!(prefix_len(&t, Get, "/admin;x/secret"), Some(9));
+        assert_eq!(answer(&t, "", Get, "/admin;x"), "admin");
+        assert_eq!(answer(&t, "", Get, "/admin;a;b/x;y/z"), "admin-tree");
+        assert_eq!(answer(&t, "", Get, "/api;v=2/x"), "api");
+        assert_eq!(prefix_len(&t, Get, "/api;v=2/x"), Some(8));
+        assert_eq!(prefix_len(&t, Get, "/api;v=2"), Some(8));
+        assert_eq!(answer(&t, "", Get, "/apix;v=2"), "root");
+        // An encoded `;` is data.
+        assert_eq!(answer(&t, "", Get, "/admin%3Bx/secret"), "root");
+        let path = b"/users/7;v=1/posts;page=2";
+        let mut params = Params::new();
+        assert!(matches!(
+            t.lookup(b"", Get, path, &mut params),
+            Lookup::Matched {
+                target: &"posts",
+                ..
+            }
+        ));
+        assert_eq!(params.get("id", path), Some(&b"7"[..]));
     }
 
     #[test]

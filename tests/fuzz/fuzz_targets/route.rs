@@ -4,9 +4,9 @@
 //! routes on the normalised path).
 //!
 //! The input is `[method selector, host bytes..., LF, path bytes...]`. The table is fixed and
-//! built once: exact paths, templates that overlap, byte and segment prefixes, an exact host, a
-//! wildcard host and a nested wildcard, method sets that fall through and that give 405, and
-//! `/admin` as its own route beside `/api/`.
+//! built once: exact paths, templates that overlap, prefixes with and without a trailing `/`,
+//! an exact host, a wildcard host and a nested wildcard, method sets that fall through and that
+//! give 405, and `/admin` as its own route beside `/api/`.
 //!
 //! Properties checked:
 //! - neither normalising nor a lookup ever panics, whatever the bytes;
@@ -14,13 +14,14 @@
 //!   the very same bytes;
 //! - the normal form starts with `/`, is never longer than the input (except that an empty
 //!   path, an absolute-form target without one, becomes `/`), and has no `.` or `..` segment,
-//!   no empty segment but a trailing one, no `%2F`, `%5C` or `%00`, and every `%` starts an
-//!   uppercase escape of a byte that is not unreserved: one resource, one spelling, so the
-//!   table can compare bytes;
+//!   no empty segment but a trailing one, no raw `\`, no `%2F`, `%5C` or `%00`, and every `%`
+//!   starts an uppercase escape of a byte that is not unreserved: one resource, one spelling,
+//!   so the table can compare bytes;
 //! - the trie answers what the reference answers (the rules in `router`'s module doc, applied
-//!   by scanning every route): the same route, the same `matched_prefix_len`, the same template
-//!   parameters, the same 405 `Allow` set, or 404;
-//! - after normalisation, the `/admin` routes match only paths that are `/admin` or below it,
+//!   by scanning every route, each segment read without its `;params`): the same route, the
+//!   same `matched_prefix_len`, the same template parameters, the same 405 `Allow` set, or 404;
+//! - after normalisation, the `/admin` routes match only paths that are `/admin` or below it
+//!   (once segments' parameters are left out),
 //!   and such a path reaches nothing else but the one template whose first segment is a
 //!   parameter (`/{kind}/me/posts`, more specific than a prefix by the documented order): dot
 //!   segments and escapes cannot carry a request past its route.
@@ -184,6 +185,13 @@ fn template_match<'a>(template: &'a str, path: &'a [u8]) -> Option<Vec<(&'a str,
     Some(params)
 }
 
+/// A prefix covers whole segments: one ending in `/` every path starting with it, any other
+/// itself and the paths continuing it with `/`.
+fn prefix_match(prefix: &[u8], path: &[u8]) -> bool {
+    path.starts_with(prefix)
+        && (prefix.ends_with(b"/") || matches!(path.get(prefix.len()), None | Some(b'/')))
+}
+
 /// Literal beats parameter at the first segment where two templates differ, left to right.
 fn template_order(a: &str, b: &str) -> std::cmp::Ordering {
     for (x, y) in a.split('/').zip(b.split('/')) {
@@ -206,10 +214,33 @@ enum Answer {
     NotFound,
 }
 
-fn reference(host: &[u8], method: Method, path: &[u8]) -> Answer {
+/// The bytes the router matches (each segment up to its first `;`), and for each count `k` of
+/// them the offset in `raw` of the `k`-th, or the end of `raw`.
+fn without_params(raw: &[u8]) -> (Vec<u8>, Vec<usize>) {
+    let mut matched = Vec::new();
+    let mut offsets = Vec::new();
+    let mut in_params = false;
+    for (i, &byte) in raw.iter().enumerate() {
+        match byte {
+            b'/' => in_params = false,
+            b';' => in_params = true,
+            _ => {}
+        }
+        if !in_params {
+            matched.push(byte);
+            offsets.push(i);
+        }
+    }
+    offsets.push(raw.len());
+    (matched, offsets)
+}
+
+fn reference(host: &[u8], method: Method, raw: &[u8]) -> Answer {
     let Some(group) = group_of(host) else {
         return Answer::NotFound;
     };
+    let (path, offsets) = without_params(raw);
+    let path = path.as_slice();
     let routes: Vec<&Spec> = all().iter().filter(|s| s.host == group).collect();
     // Patterns matching the path, most specific first.
     let mut exact = Vec::new();
@@ -219,7 +250,7 @@ fn reference(host: &[u8], method: Method, path: &[u8]) -> Answer {
         match &route.path {
             PathPattern::Exact(p) if p.as_bytes() == path => exact.push(route),
             PathPattern::Template(t) if template_match(t, path).is_some() => templates.push(route),
-            PathPattern::Prefix(p) if path.starts_with(p.as_bytes()) => prefixes.push(route),
+            PathPattern::Prefix(p) if prefix_match(p.as_bytes(), path) => prefixes.push(route),
             _ => {}
         }
     }
@@ -234,7 +265,7 @@ fn reference(host: &[u8], method: Method, path: &[u8]) -> Answer {
             continue;
         }
         let (prefix_len, params) = match &route.path {
-            PathPattern::Prefix(p) => (p.len(), Vec::new()),
+            PathPattern::Prefix(p) => (offsets[p.len()], Vec::new()),
             PathPattern::Template(t) => (
                 0,
                 template_match(t, path)
@@ -320,7 +351,8 @@ fuzz_target!(|data: &[u8]| {
     };
     check_normal_form(raw, path);
     let answer = check(host, method, path);
-    let below_admin = path == b"/admin" || path.starts_with(b"/admin/");
+    let (matched, _) = without_params(path);
+    let below_admin = matched == b"/admin" || matched.starts_with(b"/admin/");
     if let Answer::Matched { target, .. } = answer {
         let admin_route = matches!(target, "admin" | "admin-tree");
         let any_host = group_of(host) == Some(HostPattern::Any);
@@ -364,6 +396,7 @@ fn check_normal_form(raw: &[u8], normal: &[u8]) {
             "empty segment left in {normal:?}"
         );
     }
+    assert!(!normal.contains(&b'\\'), "raw backslash in {normal:?}");
     let mut rest = normal;
     while let Some(at) = rest.iter().position(|&b| b == b'%') {
         let escape = rest.get(at + 1..at + 3).expect("a complete escape");

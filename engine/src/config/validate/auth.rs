@@ -142,10 +142,12 @@ impl Validator<'_, '_> {
     /// A header coregate writes upstream: an HTTP token, not one coregate manages itself.
     fn auth_header_name(&mut self, field: &Field, key: &str) -> Option<Option<Box<str>>> {
         self.string(field, key)
-            .and_then(|(text, span)| match super::header_name_problem(text) {
-                Some(message) => self.bad(span, key, message),
-                None => Got::Value(Box::<str>::from(text.to_ascii_lowercase())),
-            })
+            .and_then(
+                |(text, span)| match super::added_request_header_problem(text) {
+                    Some(message) => self.bad(span, key, message),
+                    None => Got::Value(Box::<str>::from(text.to_ascii_lowercase())),
+                },
+            )
             .optional()
     }
 
@@ -566,7 +568,7 @@ impl Validator<'_, '_> {
                 ok = false;
                 continue;
             };
-            if let Some(message) = super::header_name_problem(header) {
+            if let Some(message) = super::added_request_header_problem(header) {
                 self.report.invalid(value.span(), &entry_key, message);
                 ok = false;
                 continue;

@@ -1247,7 +1247,6 @@ fn rfc9110_9_3_6_connect_is_refused() {
 /// nor a body (`http1::status_allows_content_length`); validation already refuses a body on
 /// them. A 200 keeps its `content-length: 0`.
 #[test]
-#[ignore = "wired with the proxy reshaping"]
 fn rfc9110_8_6_direct_204_and_304_carry_no_content_length() {
     for io in MECHANISMS {
         let upstream = Upstream::start(echo());

@@ -3,10 +3,10 @@
 //! upstream the forwarded head is written. All of it runs before any await: the head's spans
 //! and the shard's field scratch are valid only until then.
 
-use crate::http1::{Field, Method, RequestHead};
+use crate::http1::{Field, Method, RequestHead, TargetForm};
 use crate::request::{Body, Fields, RequestView};
 use crate::shard::Scratch;
-use crate::snapshot::{Action, DirectResponse, Edits, PathRewrite, Snapshot};
+use crate::snapshot::{Action, DirectResponse, Edits, Snapshot};
 
 use super::admit::{Admitted, Credentials, admit};
 use super::forward::Forwarding;
@@ -14,7 +14,7 @@ use super::head::{self, RequestHeadInput};
 use super::pick::pick;
 use super::record::Outcome;
 use super::respond::{Answer, BodyState, Refusal, answer_refusal};
-use super::route::{Routed, route, routing_path};
+use super::route::{Routed, forwarded_path, route, routing_path};
 use super::upgrade;
 use super::{Request, Session};
 
@@ -67,7 +67,11 @@ impl Session {
         shard.metrics.request();
         let buf = self.rb.data();
         let mut scratch = shard.scratch();
-        let Scratch { fields, path } = &mut *scratch;
+        let Scratch {
+            fields,
+            path,
+            forwarded,
+        } = &mut *scratch;
         // The scratch holds `max_headers` slots; past `field_count` lie an earlier request's
         // fields, whose spans mean nothing in this buffer.
         let head_fields = &fields[..head.field_count];
@@ -118,18 +122,25 @@ impl Session {
             Ok(admitted) => admitted,
             Err(refusal) => return refused(&refusal),
         };
-        let (upstream, rewrite) = match &routed.target.action {
+        let upstream = match &routed.target.action {
             Action::Respond(response) => {
                 return Decision::Direct(response, &routed.target.response_headers);
             }
-            Action::Forward { upstream, rewrite } => (*upstream, rewrite),
+            Action::Forward { upstream, .. } => *upstream,
+        };
+        let path = match head.form {
+            TargetForm::Asterisk => view.path,
+            _ => match forwarded_path(&routed, view.path, forwarded) {
+                Ok(path) => path,
+                Err(refusal) => return refused(&refusal),
+            },
         };
         let forward = Forward {
             head,
             fields: head_fields,
             view: &view,
+            path,
             routed: &routed,
-            rewrite,
             admitted: &admitted,
             id: &id,
         };
@@ -167,8 +178,8 @@ impl Session {
             head,
             fields,
             view,
+            path,
             routed,
-            rewrite,
             admitted,
             id,
         } = *forward;
@@ -178,9 +189,7 @@ impl Session {
         let relayed = upgrade::relayed(head.upgrade, buf, view.body);
         let client_ip = self.client.peer_addr().ip();
         let input = RequestHeadInput {
-            path: view.path,
-            matched_prefix_len: routed.matched_prefix_len,
-            rewrite,
+            path,
             edits: &routed.target.request_headers,
             client_ip,
             scheme: view.scheme,
@@ -212,8 +221,9 @@ struct Forward<'a, 's> {
     /// The head's parsed fields, for writing the forwarded head.
     fields: &'a [Field],
     view: &'a RequestView<'a>,
+    /// The path to forward (the route's rewrite applied).
+    path: &'a [u8],
     routed: &'a Routed<'s>,
-    rewrite: &'s PathRewrite,
     admitted: &'a Admitted<'a>,
     id: &'a RequestId<'a>,
 }

@@ -169,7 +169,7 @@ impl Session {
                 let mut frame = pool.take().ok_or(Refusal::NO_BUFFER)?;
                 let step =
                     relay::rechunk(&mut body.decoder, &mut self.rb, frame.as_mut_slice(), true)
-                        .map_err(|err| Refusal::bad_request(relay::chunk_error_text(err)))?;
+                        .map_err(|err| Refusal::bad_request(err.reason()))?;
                 if target.max_body_bytes.is_some_and(|max| step.data > max) {
                     return Err(Refusal::BODY_TOO_LARGE);
                 }
@@ -362,11 +362,7 @@ fn body_error(err: RelayError) -> Error {
             "client closed the connection",
         ),
         RelayError::Sink => UPSTREAM_CLOSED,
-        RelayError::Framing(err) => Error::new(
-            ErrorKind::Protocol,
-            Side::Downstream,
-            relay::chunk_error_text(err),
-        ),
+        RelayError::Framing(err) => Error::new(ErrorKind::Protocol, Side::Downstream, err.reason()),
         RelayError::TooLarge => {
             Error::new(ErrorKind::Limit, Side::Downstream, "request body too large")
         }

@@ -25,7 +25,7 @@ use crate::http1::{
     Field, FieldKind, HeadTooLarge, HeadWriter, Method, RequestBody, RequestHead, ResponseBody,
     ResponseHead, TargetForm, Version,
 };
-use crate::snapshot::{Edits, PathRewrite};
+use crate::snapshot::Edits;
 
 /// How the response body reaches the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,11 +60,9 @@ impl ClientFraming {
 
 /// Everything the request head needs besides the parsed request.
 pub struct RequestHeadInput<'a> {
-    /// The routed (normalised) path.
+    /// The path to forward: the routed (normalised) path, with the route's prefix rewrite
+    /// applied (see `router::rewrite_path`).
     pub path: &'a [u8],
-    /// Bytes of `path` the matching prefix route covered.
-    pub matched_prefix_len: usize,
-    pub rewrite: &'a PathRewrite,
     pub edits: &'a Edits,
     pub client_ip: IpAddr,
     /// The scheme the client spoke to coregate: `x-forwarded-proto` unless a trusted proxy
@@ -165,7 +163,7 @@ fn write_request_line(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &Requ
     if head.form == TargetForm::Asterisk || server_wide {
         w.raw(b"*");
     } else {
-        write_path(w, input);
+        w.raw(input.path);
         if let Some(query) = head.query {
             w.raw(b"?").raw(query.of(request.buf));
         }
@@ -259,34 +257,6 @@ fn write_forwarding(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &Reques
         .or_else(|| request.head.route_host().map(|host| host.of(buf)));
     if let Some(host) = host {
         w.field(b"x-forwarded-host", host);
-    }
-}
-
-/// The path part of the request line: the routed path with the route's prefix rewrite.
-fn write_path(w: &mut HeadWriter<'_>, input: &RequestHeadInput<'_>) {
-    let path = input.path;
-    let matched = input.matched_prefix_len.min(path.len());
-    match input.rewrite {
-        PathRewrite::None => {
-            w.raw(path);
-        }
-        PathRewrite::StripPrefix => {
-            let rest = &path[matched..];
-            if !rest.starts_with(b"/") {
-                w.raw(b"/");
-            }
-            w.raw(rest);
-        }
-        PathRewrite::ReplacePrefix(replacement) => {
-            let rest = &path[matched..];
-            w.raw(replacement);
-            // Avoid `//` where the replacement ends and the rest begins with a slash.
-            if replacement.ends_with(b"/") && rest.starts_with(b"/") {
-                w.raw(&rest[1..]);
-            } else {
-                w.raw(rest);
-            }
-        }
     }
 }
 
@@ -421,17 +391,11 @@ mod tests {
     use crate::http1::Method;
     use crate::http1::{HeadScanner, Limits, Parsed, parse_request, parse_response};
 
-    fn forward(request: &[u8], rewrite: PathRewrite, matched: usize, edits: Edits) -> String {
-        forward_from(request, rewrite, matched, edits, true)
+    fn forward(request: &[u8], edits: Edits) -> String {
+        forward_from(request, edits, true)
     }
 
-    fn forward_from(
-        request: &[u8],
-        rewrite: PathRewrite,
-        matched: usize,
-        edits: Edits,
-        trusted: bool,
-    ) -> String {
+    fn forward_from(request: &[u8], edits: Edits, trusted: bool) -> String {
         let mut fields = vec![Field::EMPTY; 100];
         let mut scanner = HeadScanner::new();
         let head =
@@ -442,8 +406,6 @@ mod tests {
         let path = head.path.of(request).to_vec();
         let input = RequestHeadInput {
             path: &path,
-            matched_prefix_len: matched,
-            rewrite: &rewrite,
             edits: &edits,
             client_ip: "192.0.2.7".parse().unwrap(),
             scheme: Scheme::Http,
@@ -464,8 +426,6 @@ mod tests {
     fn hop_by_hop_fields_go_and_forwarding_fields_are_added() {
         let head = forward(
             b"GET /a?x=1 HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, x-secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
-            PathRewrite::None,
-            0,
             Edits::default(),
         );
         assert_eq!(
@@ -479,7 +439,7 @@ mod tests {
     fn an_untrusted_client_cannot_supply_forwarding_fields() {
         let request = b"GET / HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 10.0.0.1\r\n\
                         X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.test\r\n\r\n";
-        let untrusted = forward_from(request, PathRewrite::None, 0, Edits::default(), false);
+        let untrusted = forward_from(request, Edits::default(), false);
         assert!(
             untrusted.contains(
                 "x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: http\r\n\
@@ -487,7 +447,7 @@ mod tests {
             ),
             "{untrusted}"
         );
-        let trusted = forward_from(request, PathRewrite::None, 0, Edits::default(), true);
+        let trusted = forward_from(request, Edits::default(), true);
         assert!(
             trusted.contains(
                 "x-forwarded-for: 10.0.0.1, 192.0.2.7\r\nx-forwarded-proto: https\r\n\
@@ -501,16 +461,12 @@ mod tests {
     fn a_server_wide_options_goes_on_as_asterisk() {
         let head = forward(
             b"OPTIONS http://example.com:8001 HTTP/1.1\r\nHost: example.com:8001\r\n\r\n",
-            PathRewrite::None,
-            0,
             Edits::default(),
         );
         assert!(head.starts_with("OPTIONS * HTTP/1.1\r\n"), "{head}");
         assert!(head.contains("host: example.com:8001\r\n"), "{head}");
         let head = forward(
             b"OPTIONS http://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n",
-            PathRewrite::None,
-            0,
             Edits::default(),
         );
         assert!(head.starts_with("OPTIONS /a HTTP/1.1\r\n"), "{head}");
@@ -520,8 +476,6 @@ mod tests {
     fn http2_settings_never_goes_upstream() {
         let head = forward(
             b"GET / HTTP/1.1\r\nHost: h\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n",
-            PathRewrite::None,
-            0,
             Edits::default(),
         );
         assert!(
@@ -534,48 +488,16 @@ mod tests {
     fn framing_is_regenerated() {
         let head = forward(
             b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n",
-            PathRewrite::None,
-            0,
             Edits::default(),
         );
         assert!(head.contains("content-length: 5\r\n"), "{head}");
         assert!(!head.contains("Content-Length"), "{head}");
         let head = forward(
             b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
-            PathRewrite::None,
-            0,
             Edits::default(),
         );
         assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
         assert!(!head.contains("Transfer-Encoding"), "{head}");
-    }
-
-    #[test]
-    fn prefixes_are_stripped_or_replaced() {
-        let strip = forward(
-            b"GET /api/users HTTP/1.1\r\nHost: h\r\n\r\n",
-            PathRewrite::StripPrefix,
-            5,
-            Edits::default(),
-        );
-        assert!(strip.starts_with("GET /users HTTP/1.1\r\n"), "{strip}");
-        let strip_all = forward(
-            b"GET /api HTTP/1.1\r\nHost: h\r\n\r\n",
-            PathRewrite::StripPrefix,
-            4,
-            Edits::default(),
-        );
-        assert!(strip_all.starts_with("GET / HTTP/1.1\r\n"), "{strip_all}");
-        let replace = forward(
-            b"GET /api/users HTTP/1.1\r\nHost: h\r\n\r\n",
-            PathRewrite::ReplacePrefix(b"/v2/".as_slice().into()),
-            5,
-            Edits::default(),
-        );
-        assert!(
-            replace.starts_with("GET /v2/users HTTP/1.1\r\n"),
-            "{replace}"
-        );
     }
 
     #[test]
@@ -586,8 +508,6 @@ mod tests {
         };
         let head = forward(
             b"GET / HTTP/1.1\r\nHost: h\r\nX-Remove: a\r\nX-Set: theirs\r\n\r\n",
-            PathRewrite::None,
-            0,
             edits,
         );
         assert!(
@@ -601,8 +521,6 @@ mod tests {
     fn an_absolute_target_becomes_origin_form_with_its_host() {
         let head = forward(
             b"GET http://example.org/x HTTP/1.1\r\nHost: other\r\n\r\n",
-            PathRewrite::None,
-            0,
             Edits::default(),
         );
         assert!(head.starts_with("GET /x HTTP/1.1\r\n"), "{head}");

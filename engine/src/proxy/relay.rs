@@ -290,19 +290,6 @@ pub async fn until_close(ends: &mut Ends<'_>, rechunk: bool) -> Result<(), Relay
     ends.flush().await
 }
 
-/// The 400 text for a malformed chunked body.
-pub fn chunk_error_text(err: ChunkError) -> &'static str {
-    match err {
-        ChunkError::InvalidSize => "invalid chunk size",
-        ChunkError::SizeOverflow => "chunk size too large",
-        ChunkError::InvalidExtension => "invalid chunk extension",
-        ChunkError::LineTooLong => "chunk size line too long",
-        ChunkError::MissingCrlf => "chunk data not followed by CRLF",
-        ChunkError::InvalidTrailer => "invalid trailer field",
-        _ => "invalid chunked body",
-    }
-}
-
 fn queue(out: &mut Outbound, buf: Buf, len: usize) {
     let queued = out.push(buf, 0, len as u32);
     debug_assert!(queued, "relays queue at most one frame besides the head");

@@ -319,7 +319,9 @@ impl std::fmt::Display for Ascii<'_> {
 }
 
 /// Writes a route's direct answer: its status, configured fields, the route's response edits,
-/// `content-length` and the body (omitted for HEAD). `None` if it does not fit a buffer.
+/// `content-length` and the body (omitted for HEAD). A status that has no content (204, 304,
+/// 1xx; RFC 9110 sec. 8.6) carries neither: validation refuses a body for one. `None` if it
+/// does not fit a buffer.
 pub fn answer_direct(
     shard: &Shard,
     response: &DirectResponse,
@@ -355,10 +357,13 @@ fn write_direct(
     for (name, value) in &edits.add {
         w.field(name, value);
     }
-    w.field_u64(b"content-length", response.body.len() as u64);
+    let has_content = http1::status_allows_content_length(response.status);
+    if has_content {
+        w.field_u64(b"content-length", response.body.len() as u64);
+    }
     write_connection(&mut w, close, request.version);
     let head_len = w.finish().ok()?;
-    if request.method == Method::Head {
+    if request.method == Method::Head || !has_content {
         return Some(head_len);
     }
     let end = head_len.checked_add(response.body.len())?;

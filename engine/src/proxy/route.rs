@@ -4,9 +4,12 @@
 //! path's routes do not take the method.
 
 use crate::http1::TargetForm;
+use crate::metrics::Reject;
 use crate::request::RequestView;
-use crate::router::{Lookup, Normalized, Params, normalize_path};
-use crate::snapshot::{RouteTarget, Snapshot};
+use crate::router::{
+    Lookup, Normalized, Params, PrefixRewrite, RewriteError, normalize_path, rewrite_path,
+};
+use crate::snapshot::{PathRewrite, RouteTarget, Snapshot};
 
 use super::respond::Refusal;
 
@@ -53,5 +56,31 @@ pub fn route<'s>(
         }),
         Lookup::NotFound => Err(Refusal::NOT_FOUND),
         Lookup::MethodNotAllowed { allow } => Err(Refusal::method_not_allowed(allow)),
+    }
+}
+
+/// The path the upstream gets: the routed path, or for a route that strips or replaces its
+/// prefix, the rest normalised again under the replacement (written into `scratch`), so a
+/// forwarded path never escapes the prefix it was routed under (see `router::rewrite`).
+pub fn forwarded_path<'a>(
+    routed: &'a Routed<'_>,
+    path: &'a [u8],
+    scratch: &'a mut Vec<u8>,
+) -> Result<&'a [u8], Refusal<'static>> {
+    let rewrite = match &routed.target.action {
+        crate::snapshot::Action::Forward { rewrite, .. } => rewrite,
+        crate::snapshot::Action::Respond(_) => return Ok(path),
+    };
+    let rewrite = match rewrite {
+        PathRewrite::None => return Ok(path),
+        PathRewrite::StripPrefix => PrefixRewrite::Strip,
+        PathRewrite::ReplacePrefix(replacement) => PrefixRewrite::Replace(replacement),
+    };
+    match rewrite_path(path, routed.matched_prefix_len, rewrite, scratch) {
+        Ok(()) => Ok(scratch.as_slice()),
+        Err(RewriteError::Path(err)) => Err(Refusal::bad_request(err.as_str())),
+        // The table reports prefixes at segment ends and validation checks replacements:
+        // a broken invariant is coregate's fault, not the client's.
+        Err(err) => Err(Refusal::closing(500, err.as_str(), Reject::Unavailable)),
     }
 }

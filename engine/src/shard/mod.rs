@@ -30,6 +30,8 @@ pub struct Scratch {
     pub fields: Vec<Field>,
     /// The normalised request path when it differs from the original.
     pub path: Vec<u8>,
+    /// The path forwarded by a route that strips or replaces its prefix.
+    pub forwarded: Vec<u8>,
 }
 
 /// One shard's state.
@@ -271,6 +273,7 @@ impl Scratch {
         Scratch {
             fields: vec![Field::EMPTY; config.limits.max_headers.min(http1::MAX_FIELDS)],
             path: Vec::with_capacity(config.limits.max_request_line),
+            forwarded: Vec::with_capacity(config.limits.max_request_line),
         }
     }
 
@@ -281,8 +284,10 @@ impl Scratch {
             self.fields.resize(fields, Field::EMPTY);
         }
         let path = config.limits.max_request_line;
-        if self.path.capacity() < path {
-            self.path.reserve(path - self.path.len());
+        for scratch in [&mut self.path, &mut self.forwarded] {
+            if scratch.capacity() < path {
+                scratch.reserve(path - scratch.len());
+            }
         }
     }
 }

@@ -22,7 +22,7 @@ use coregate_engine::http1::{
 use coregate_engine::proxy::head::{RequestHeadInput, write_request_head};
 use coregate_engine::router::{Normalized, normalize_path};
 use coregate_engine::context::Scheme;
-use coregate_engine::snapshot::{Edits, PathRewrite};
+use coregate_engine::snapshot::Edits;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -101,8 +101,6 @@ fn check_forwarded(input: &[u8], head: &RequestHead, fields: &[coregate_engine::
     let request_id = [b'0'; 32];
     let forwarded = RequestHeadInput {
         path: routed,
-        matched_prefix_len: 0,
-        rewrite: &PathRewrite::None,
         edits: &edits,
         client_ip: "192.0.2.1".parse().expect("an address"),
         scheme: Scheme::Http,

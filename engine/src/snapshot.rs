@@ -35,8 +35,8 @@ pub struct Snapshot {
     pub upstreams: Vec<UpstreamGroup>,
     /// Indexed by [`RouteTarget::auth`].
     pub auth: Vec<AuthPolicy>,
-    /// Whose `X-Forwarded-*` fields are believed.
-    pub forwarding: Forwarding,
+    /// Whose fields about a request's origin are believed, and which fields coregate writes.
+    pub forwarding: ForwardingRules,
     pub limits: http1::Limits,
     pub timeouts: ClientTimeouts,
 }
@@ -86,36 +86,92 @@ pub enum PathRewrite {
     ReplacePrefix(Box<[u8]>),
 }
 
-/// Header edits as bytes, names lowercase for comparison.
+/// Field names, matched without regard to case. Checked for every field of every request, so
+/// a mask of the names' lengths turns most misses into one test.
+#[derive(Default)]
+pub struct NameSet {
+    /// Lowercase.
+    names: Vec<Box<[u8]>>,
+    /// Bit `n` set: a name of `n` bytes is in the set; bit 63 stands for every longer name.
+    lengths: u64,
+}
+
+impl NameSet {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> NameSet {
+        let mut set = NameSet::default();
+        for name in names {
+            set.insert(name.as_bytes());
+        }
+        set
+    }
+
+    pub fn insert(&mut self, name: &[u8]) {
+        self.lengths |= 1 << name.len().min(63);
+        self.names
+            .push(name.to_ascii_lowercase().into_boxed_slice());
+    }
+
+    pub fn contains(&self, name: &[u8]) -> bool {
+        self.lengths & (1 << name.len().min(63)) != 0
+            && self
+                .names
+                .iter()
+                .any(|known| known.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Header edits as bytes.
 #[derive(Default)]
 pub struct Edits {
     /// Names of fields to drop: the removed ones and the ones `add` replaces.
-    pub drop: Vec<Box<[u8]>>,
+    pub drop: NameSet,
     pub add: Vec<HeaderLine>,
 }
 
 impl Edits {
     fn from_config(edits: &HeaderEdits) -> Edits {
-        let lowercase = |name: &str| name.to_ascii_lowercase().into_bytes().into_boxed_slice();
-        let drop = edits
-            .remove
-            .iter()
-            .map(|name| lowercase(name))
-            .chain(edits.add.iter().map(|(name, _)| lowercase(name)))
-            .collect();
+        let removed = edits.remove.iter().map(|name| &**name);
+        let replaced = edits.add.iter().map(|(name, _)| &**name);
         let add = edits
             .add
             .iter()
             .map(|(name, value)| (name.as_bytes().into(), value.as_bytes().into()))
             .collect();
-        Edits { drop, add }
+        Edits {
+            drop: NameSet::new(removed.chain(replaced)),
+            add,
+        }
     }
 
     /// Whether a field named `name` must not be passed on.
     pub fn drops(&self, name: &[u8]) -> bool {
-        self.drop
-            .iter()
-            .any(|dropped| dropped.eq_ignore_ascii_case(name))
+        self.drop.contains(name)
+    }
+}
+
+/// `[forwarding]` as the head writer applies it.
+pub struct ForwardingRules {
+    settings: Forwarding,
+    /// Fields removed from a client that is not a trusted proxy.
+    pub untrusted_drop: NameSet,
+}
+
+impl ForwardingRules {
+    fn new(settings: &Forwarding) -> ForwardingRules {
+        ForwardingRules {
+            untrusted_drop: NameSet::new(settings.drop_from_untrusted.iter().map(|name| &**name)),
+            settings: settings.clone(),
+        }
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.settings.trusts(ip)
+    }
+
+    /// Whether coregate writes an RFC 7239 `Forwarded` field.
+    pub fn forwarded_header(&self) -> bool {
+        self.settings.forwarded_header
     }
 }
 
@@ -219,7 +275,7 @@ impl SnapshotBuilder<'_> {
             routes,
             upstreams,
             auth: config.auth.iter().map(AuthPolicy::new).collect(),
-            forwarding: config.forwarding.clone(),
+            forwarding: ForwardingRules::new(&config.forwarding),
             limits: http1::Limits {
                 max_request_line: config.limits.max_request_line,
                 max_head_bytes: config.limits.max_head_bytes,
@@ -281,9 +337,9 @@ impl SnapshotBuilder<'_> {
         // A client's own copies of the headers authentication writes are removed, so a client
         // cannot pose as an identity or claim.
         if let Some(auth) = route.auth.and_then(|i| config.auth.get(i)) {
-            request_headers
-                .drop
-                .extend(auth.written_headers().map(|name| name.as_bytes().into()));
+            for name in auth.written_headers() {
+                request_headers.drop.insert(name.as_bytes());
+            }
         }
         RouteTarget {
             name: route.name.clone(),

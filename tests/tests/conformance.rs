@@ -1543,3 +1543,74 @@ fn x_forwarded_for_is_kept_only_from_trusted_proxies() {
         }
     }
 }
+
+/// Beyond `X-Forwarded-*`, applications believe other fields about where a request came from
+/// (`Forwarded` of RFC 7239, `X-Real-IP`, `X-Forwarded-Port`, `-Prefix`) and which path it
+/// asked for (`X-Original-URL`, `X-Rewrite-URL`: IIS- and Symfony-style applications serve
+/// that path instead of the request line's, so a request routed as `/public` would be served
+/// as `/admin`). From a client that is not a trusted proxy coregate removes them
+/// (`forwarding.drop_from_untrusted`); a trusted proxy's pass on.
+#[test]
+fn forwarding_claims_pass_only_from_trusted_proxies() {
+    let claims = [
+        "forwarded: for=203.0.113.7;proto=https",
+        "x-real-ip: 203.0.113.7",
+        "x-forwarded-port: 443",
+        "x-forwarded-prefix: /admin",
+        "x-original-url: /admin/users",
+        "x-rewrite-url: /admin/users",
+        "true-client-ip: 203.0.113.7",
+    ];
+    for io in MECHANISMS {
+        for trusted in ["[]", "[\"127.0.0.1/32\"]"] {
+            let upstream = Upstream::start(echo());
+            let extra = format!("[forwarding]\ntrusted_proxies = {trusted}\n{FORWARD_ALL}");
+            let proxy = start(io, &upstream, &extra);
+            let mut client = Client::connect(proxy.addr());
+            assert_eq!(client.get("/public", &claims).status, 200, "{io}");
+            let seen = &upstream.wait_for(1)[0];
+            assert_eq!(seen.target, "/public", "{io}");
+            for claim in claims {
+                let (name, value) = claim.split_once(": ").unwrap();
+                let expected: &[&str] = if trusted == "[]" { &[] } else { &[value] };
+                assert_eq!(
+                    seen.fields_named(name),
+                    expected,
+                    "{io}: trusted_proxies = {trusted}: {name}"
+                );
+            }
+        }
+    }
+}
+
+/// `forwarding.forwarded_header` writes RFC 7239's `Forwarded` for this hop: `for` the client's
+/// address (quoted when IPv6, sec. 6), `host` the routed host, `proto` the scheme the client
+/// spoke; a trusted proxy's elements come first, anyone else's are replaced.
+#[test]
+fn rfc7239_forwarded_is_written_when_configured() {
+    for io in MECHANISMS {
+        for (trusted, expected) in [
+            ("[]", "for=127.0.0.1;host=\"example.com:8080\";proto=http"),
+            (
+                "[\"127.0.0.1/32\"]",
+                "for=203.0.113.7;proto=https, for=127.0.0.1;host=\"example.com:8080\";proto=http",
+            ),
+        ] {
+            let upstream = Upstream::start(echo());
+            let extra = format!(
+                "[forwarding]\ntrusted_proxies = {trusted}\nforwarded_header = true\n{FORWARD_ALL}"
+            );
+            let proxy = start(io, &upstream, &extra);
+            let request = b"GET / HTTP/1.1\r\nhost: example.com:8080\r\n\
+                            forwarded: for=203.0.113.7;proto=https\r\n\r\n";
+            let (response, _) = exchange(&proxy, request);
+            assert_eq!(response.status, 200, "{io}");
+            let seen = &upstream.wait_for(1)[0];
+            assert_eq!(
+                seen.fields_named("forwarded"),
+                [expected],
+                "{io}: trusted_proxies = {trusted}"
+            );
+        }
+    }
+}

@@ -292,3 +292,25 @@ pub const DEFAULT_ROUTE_NAME_PREFIX: &str = "route-";
 
 /// `respond` without `body` answers with an empty body.
 pub const DEFAULT_RESPOND_BODY: &str = "";
+
+// [forwarding]
+
+/// Fields that claim where a request came from or which path it asked for, beyond the
+/// `X-Forwarded-*` trio coregate always replaces. Applications and frameworks believe them:
+/// `X-Original-URL` and `X-Rewrite-URL` make IIS- and Symfony-style applications serve another
+/// path than the one routed, the others name a client address or scheme. From a client that
+/// is not a trusted proxy they are removed.
+pub const DEFAULT_DROP_FROM_UNTRUSTED: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+];
+
+/// `X-Forwarded-*` is what most upstreams read; `Forwarded` (RFC 7239) is written on request.
+pub const DEFAULT_FORWARDED_HEADER: bool = false;

@@ -105,6 +105,8 @@ pub(super) struct RawAdmin {
 #[serde(deny_unknown_fields, expecting = "a table, written [forwarding]")]
 pub(super) struct RawForwarding {
     pub trusted_proxies: Field,
+    pub drop_from_untrusted: Field,
+    pub forwarded_header: Field,
 }
 
 /// `[access_log]`

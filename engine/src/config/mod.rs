@@ -199,15 +199,35 @@ pub struct AdminConfig {
     pub token: Option<Box<str>>,
 }
 
-/// `[forwarding]`: how coregate writes `X-Forwarded-For`, `-Proto` and `-Host`.
+/// `[forwarding]`: which fields about a request's origin coregate believes, and which it
+/// writes.
 ///
 /// A client whose address is in `trusted_proxies` is another proxy (a load balancer, a TLS
-/// terminator): its `X-Forwarded-For` chain is kept and the client's address appended, and its
-/// `X-Forwarded-Proto` / `-Host` are passed on. Any other client's `X-Forwarded-*` fields are
-/// replaced, so a client cannot make an upstream believe it comes from elsewhere.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// terminator): its `X-Forwarded-For` chain is kept and the client's address appended, its
+/// `X-Forwarded-Proto` / `-Host` are passed on, and so are the fields of
+/// `drop_from_untrusted`. Any other client's `X-Forwarded-*` fields are replaced and its fields
+/// of `drop_from_untrusted` removed, so a client cannot make an upstream believe it comes from
+/// elsewhere, or asked for another path than the one routed.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Forwarding {
     pub trusted_proxies: Vec<IpPrefix>,
+    /// Lowercase names of the fields only a trusted proxy may send.
+    pub drop_from_untrusted: Vec<Box<str>>,
+    /// Also write an RFC 7239 `Forwarded` field.
+    pub forwarded_header: bool,
+}
+
+impl Default for Forwarding {
+    fn default() -> Forwarding {
+        Forwarding {
+            trusted_proxies: Vec::new(),
+            drop_from_untrusted: defaults::DEFAULT_DROP_FROM_UNTRUSTED
+                .iter()
+                .map(|&name| name.into())
+                .collect(),
+            forwarded_header: defaults::DEFAULT_FORWARDED_HEADER,
+        }
+    }
 }
 
 impl Forwarding {

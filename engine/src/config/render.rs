@@ -91,15 +91,22 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
         writeln!(out, "flush_interval = {}", duration(log.flush_interval))?;
     }
 
-    if !config.forwarding.trusted_proxies.is_empty() {
+    let forwarding = &config.forwarding;
+    if *forwarding != super::Forwarding::default() {
         writeln!(out, "\n[forwarding]")?;
-        let prefixes: Vec<String> = config
-            .forwarding
+        let prefixes: Vec<String> = forwarding
             .trusted_proxies
             .iter()
             .map(|prefix| format!("\"{prefix}\""))
             .collect();
         writeln!(out, "trusted_proxies = [{}]", prefixes.join(", "))?;
+        let names: Vec<String> = forwarding
+            .drop_from_untrusted
+            .iter()
+            .map(|name| quote(name))
+            .collect();
+        writeln!(out, "drop_from_untrusted = [{}]", names.join(", "))?;
+        writeln!(out, "forwarded_header = {}", forwarding.forwarded_header)?;
     }
 
     for listener in &config.listeners {

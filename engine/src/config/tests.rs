@@ -1547,6 +1547,40 @@ fn trusted_proxies_are_prefixes() {
 }
 
 #[test]
+fn forwarding_names_what_only_a_trusted_proxy_may_send() {
+    let defaults = valid(BASE).forwarding;
+    assert!(
+        defaults
+            .drop_from_untrusted
+            .iter()
+            .any(|name| &**name == "x-original-url")
+    );
+    assert!(!defaults.forwarded_header);
+    let config = valid(&with_base(
+        "[forwarding]\ndrop_from_untrusted = [\"X-Real-IP\", \"CF-Connecting-IP\"]\n\
+         forwarded_header = true\n",
+    ));
+    let names: Vec<&str> = config
+        .forwarding
+        .drop_from_untrusted
+        .iter()
+        .map(|name| &**name)
+        .collect();
+    assert_eq!(names, ["x-real-ip", "cf-connecting-ip"]);
+    assert!(config.forwarding.forwarded_header);
+    assert_eq!(
+        error(&with_base(
+            "[forwarding]\ndrop_from_untrusted = [\"x real ip\"]\n"
+        )),
+        "t.toml:9:24: forwarding.drop_from_untrusted[1]: not a valid header name (letters, \
+         digits and !#$%&'*+-.^_`|~ only) (found \"x real ip\")"
+    );
+    assert_renders_to_itself(&with_base(
+        "[forwarding]\ndrop_from_untrusted = []\nforwarded_header = true\n",
+    ));
+}
+
+#[test]
 fn rate_limits_read_their_keys() {
     let config = valid(&with_base(
         "[[route]]\npath_prefix = \"/\"\nupstream = \"api\"\n\

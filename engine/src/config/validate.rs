@@ -1225,34 +1225,45 @@ impl Validator<'_, '_> {
         };
         let add = self.header_table(add, &key(s, &format!("add_{side}_headers")), added_problem);
         let remove_key = key(s, &format!("remove_{side}_headers"));
-        let remove = match self.array(remove, &remove_key, "an array of header names") {
-            Got::Absent => Some(Vec::new()),
-            Got::Invalid => None,
-            Got::Value(items) => {
-                let mut names = Vec::new();
-                let mut ok = true;
-                for (i, item) in items.iter().enumerate() {
-                    let item_key = format!("{remove_key}[{}]", i + 1);
-                    let Value::String(name) = item.get_ref() else {
-                        self.bad::<()>(item.span(), &item_key, "expected a header name");
-                        ok = false;
-                        continue;
-                    };
-                    match removed_problem(name) {
-                        Some(message) => {
-                            self.report.invalid(item.span(), &item_key, message);
-                            ok = false;
-                        }
-                        None => names.push(name.to_ascii_lowercase().into_boxed_str()),
-                    }
-                }
-                ok.then_some(names)
-            }
-        };
+        let remove = self
+            .header_names(remove, &remove_key, removed_problem)
+            .or(Vec::new());
         Some(HeaderEdits {
             remove: remove?,
             add: add?,
         })
+    }
+
+    /// An array of header names, each passing `name_problem`; lowercase.
+    fn header_names(
+        &mut self,
+        field: &Field,
+        key: &str,
+        name_problem: NameCheck,
+    ) -> Got<Vec<Box<str>>> {
+        let items = match self.array(field, key, "an array of header names") {
+            Got::Absent => return Got::Absent,
+            Got::Invalid => return Got::Invalid,
+            Got::Value(items) => items,
+        };
+        let mut names = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let item_key = format!("{key}[{}]", i + 1);
+            let Value::String(name) = item.get_ref() else {
+                self.bad::<()>(item.span(), &item_key, "expected a header name");
+                ok = false;
+                continue;
+            };
+            match name_problem(name) {
+                Some(message) => {
+                    self.report.invalid(item.span(), &item_key, message);
+                    ok = false;
+                }
+                None => names.push(name.to_ascii_lowercase().into_boxed_str()),
+            }
+        }
+        if ok { Got::Value(names) } else { Got::Invalid }
     }
 
     /// A table of header names to values: `{ "X-Env" = "prod" }`, each name passing
@@ -1401,13 +1412,36 @@ impl Validator<'_, '_> {
         let Some(raw) = raw else {
             return Some(Forwarding::default());
         };
+        let raw = raw.get_ref();
+        let trusted = self.trusted_proxies(&raw.trusted_proxies);
+        let drop_key = key("forwarding", "drop_from_untrusted");
+        let drop = match self.header_names(&raw.drop_from_untrusted, &drop_key, header_name_problem)
+        {
+            Got::Absent => Some(Forwarding::default().drop_from_untrusted),
+            Got::Invalid => None,
+            Got::Value(names) => Some(names),
+        };
+        let forwarded_header = self
+            .boolean(
+                &raw.forwarded_header,
+                &key("forwarding", "forwarded_header"),
+            )
+            .or(DEFAULT_FORWARDED_HEADER);
+        Some(Forwarding {
+            trusted_proxies: trusted?,
+            drop_from_untrusted: drop?,
+            forwarded_header: forwarded_header?,
+        })
+    }
+
+    fn trusted_proxies(&mut self, field: &Field) -> Option<Vec<IpPrefix>> {
         let list_key = key("forwarding", "trusted_proxies");
         let items = match self.array(
-            &raw.get_ref().trusted_proxies,
+            field,
             &list_key,
             "an array of addresses or prefixes, like [\"10.0.0.0/8\"]",
         ) {
-            Got::Absent => return Some(Forwarding::default()),
+            Got::Absent => return Some(Vec::new()),
             Got::Invalid => return None,
             Got::Value(items) => items,
         };
@@ -1433,9 +1467,7 @@ impl Validator<'_, '_> {
                 }
             }
         }
-        ok.then_some(Forwarding {
-            trusted_proxies: trusted,
-        })
+        ok.then_some(trusted)
     }
 
     // -----------------------------------------------------------------------------------------

@@ -194,6 +194,8 @@ impl Session {
             client_ip,
             scheme: view.scheme,
             client_trusted: snapshot.forwarding.trusts(client_ip),
+            untrusted_drop: &snapshot.forwarding.untrusted_drop,
+            forwarded_header: snapshot.forwarding.forwarded_header(),
             endpoint: picked.endpoint.addr(),
             request_id: id.bytes(),
             replace_request_id: head.request_id.is_some() && id.client.is_none(),

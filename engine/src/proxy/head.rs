@@ -25,7 +25,7 @@ use crate::http1::{
     Field, FieldKind, HeadTooLarge, HeadWriter, Method, RequestBody, RequestHead, ResponseBody,
     ResponseHead, TargetForm, Version,
 };
-use crate::snapshot::Edits;
+use crate::snapshot::{Edits, NameSet};
 
 /// How the response body reaches the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,8 +69,13 @@ pub struct RequestHeadInput<'a> {
     /// said otherwise.
     pub scheme: Scheme,
     /// The client is a trusted proxy (`forwarding.trusted_proxies`): its `X-Forwarded-*`
-    /// fields are extended and kept rather than replaced.
+    /// fields are extended and kept rather than replaced, and its fields of
+    /// `untrusted_drop` passed on.
     pub client_trusted: bool,
+    /// Fields only a trusted proxy may send (`forwarding.drop_from_untrusted`).
+    pub untrusted_drop: &'a NameSet,
+    /// Write an RFC 7239 `Forwarded` field (`forwarding.forwarded_header`).
+    pub forwarded_header: bool,
     /// Used as `Host` when an HTTP/1.0 client sent none.
     pub endpoint: std::net::SocketAddr,
     /// The request's id: the client's when it is passed on, else written as `x-request-id`.
@@ -171,8 +176,8 @@ fn write_request_line(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &Requ
     w.raw(b" ").raw(Version::Http11.as_bytes()).raw(b"\r\n");
 }
 
-/// The client's fields, less hop-by-hop ones, the ones coregate writes itself and the ones the
-/// route drops.
+/// The client's fields, less hop-by-hop ones, the ones coregate writes itself, the ones only a
+/// trusted proxy may send (from anyone else) and the ones the route drops.
 fn write_client_fields(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &RequestHeadInput<'_>) {
     let absolute = request.absolute_authority().is_some();
     for field in request.fields {
@@ -187,10 +192,12 @@ fn write_client_fields(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &Req
             | FieldKind::Http2Settings => continue,
             FieldKind::Host if absolute => continue,
             FieldKind::XRequestId if input.replace_request_id => continue,
+            FieldKind::Forwarded if input.forwarded_header => continue,
             _ => {}
         }
         let name = field.name.of(request.buf);
-        if !input.edits.drops(name) {
+        let claim_dropped = !input.client_trusted && input.untrusted_drop.contains(name);
+        if !claim_dropped && !input.edits.drops(name) {
             w.field(name, field.value.of(request.buf));
         }
     }
@@ -258,6 +265,41 @@ fn write_forwarding(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &Reques
     if let Some(host) = host {
         w.field(b"x-forwarded-host", host);
     }
+    if input.forwarded_header {
+        write_forwarded(w, request, input);
+    }
+}
+
+/// `forwarded` (RFC 7239): a trusted proxy's elements, then this hop's: `for` the client's
+/// address, `host` the routed host, `proto` the scheme the client spoke. Values are quoted
+/// where a token cannot hold them (sec. 4: IPv6 addresses, hosts with a port).
+fn write_forwarded(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &RequestHeadInput<'_>) {
+    let buf = request.buf;
+    w.raw(b"forwarded: ");
+    if input.client_trusted {
+        for field in request
+            .fields
+            .iter()
+            .filter(|f| f.kind == FieldKind::Forwarded && !f.hop_by_hop)
+        {
+            let value = field.value.of(buf);
+            if !value.is_empty() {
+                w.raw(value).raw(b", ");
+            }
+        }
+    }
+    let client = input.client_ip.to_canonical();
+    let mut ip = [0u8; 64];
+    let ip_len = format_ip(&client, &mut ip);
+    match client {
+        std::net::IpAddr::V4(_) => w.raw(b"for=").raw(&ip[..ip_len]),
+        std::net::IpAddr::V6(_) => w.raw(b"for=\"[").raw(&ip[..ip_len]).raw(b"]\""),
+    };
+    if let Some(host) = request.head.route_host() {
+        // A host is a reg-name or address, with no `"` or `\\` (the parser refuses them).
+        w.raw(b";host=\"").raw(host.of(buf)).raw(b"\"");
+    }
+    w.raw(b";proto=").raw(input.scheme.as_bytes()).raw(b"\r\n");
 }
 
 /// What the response head needs besides the parsed upstream response.
@@ -409,6 +451,12 @@ mod tests {
             edits: &edits,
             client_ip: "192.0.2.7".parse().unwrap(),
             scheme: Scheme::Http,
+            untrusted_drop: &NameSet::new(
+                crate::config::defaults::DEFAULT_DROP_FROM_UNTRUSTED
+                    .iter()
+                    .copied(),
+            ),
+            forwarded_header: false,
             client_trusted: trusted,
             endpoint: "127.0.0.1:9001".parse().unwrap(),
             request_id: b"0123456789abcdef0123456789abcdef",
@@ -503,7 +551,7 @@ mod tests {
     #[test]
     fn route_edits_drop_and_set_fields() {
         let edits = Edits {
-            drop: vec![b"x-remove".as_slice().into(), b"x-set".as_slice().into()],
+            drop: NameSet::new(["x-remove", "x-set"]),
             add: vec![(b"x-set".as_slice().into(), b"mine".as_slice().into())],
         };
         let head = forward(

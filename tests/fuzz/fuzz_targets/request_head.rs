@@ -22,7 +22,8 @@ use coregate_engine::http1::{
 use coregate_engine::proxy::head::{RequestHeadInput, write_request_head};
 use coregate_engine::router::{Normalized, normalize_path};
 use coregate_engine::context::Scheme;
-use coregate_engine::snapshot::Edits;
+use coregate_engine::config::defaults::DEFAULT_DROP_FROM_UNTRUSTED;
+use coregate_engine::snapshot::{Edits, NameSet};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -98,6 +99,7 @@ fn check_forwarded(input: &[u8], head: &RequestHead, fields: &[coregate_engine::
         },
     };
     let edits = Edits::default();
+    let untrusted_drop = NameSet::new(DEFAULT_DROP_FROM_UNTRUSTED.iter().copied());
     let request_id = [b'0'; 32];
     let forwarded = RequestHeadInput {
         path: routed,
@@ -105,6 +107,9 @@ fn check_forwarded(input: &[u8], head: &RequestHead, fields: &[coregate_engine::
         client_ip: "192.0.2.1".parse().expect("an address"),
         scheme: Scheme::Http,
         client_trusted: false,
+        untrusted_drop: &untrusted_drop,
+        // Written, so its value is read back like every other field.
+        forwarded_header: true,
         endpoint: "127.0.0.1:9".parse().expect("an address"),
         request_id: &request_id,
         replace_request_id: false,

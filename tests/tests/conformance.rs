@@ -1614,3 +1614,38 @@ fn rfc7239_forwarded_is_written_when_configured() {
         }
     }
 }
+
+/// A field that only makes sense once, sent twice, is read one way by coregate and possibly
+/// the other way by the upstream: authentication checks one `Authorization` (or API key)
+/// while the application reads the other, the log records one `X-Request-Id` while the
+/// upstream traces the other. Such requests are refused with 400 and never reach the upstream,
+/// as RFC 9112 has a repeated `Host` or `Content-Length` refused.
+#[test]
+fn repeated_singleton_fields_are_refused() {
+    for io in MECHANISMS {
+        let upstream = Upstream::start(echo());
+        let extra = "[[auth]]\nname = \"partners\"\nkind = \"api_key\"\n\
+                     keys = [{ identity = \"acme\", key = \"acme-key-0123456789\" }]\n\
+                     [[route]]\npath_prefix = \"/keyed\"\nupstream = \"up\"\nauth = \"partners\"\n\
+                     [[route]]\npath_prefix = \"/\"\nupstream = \"up\"\n";
+        let proxy = start(io, &upstream, extra);
+        assert_refused(
+            io,
+            &proxy,
+            400,
+            &[
+                b"GET / HTTP/1.1\r\nhost: a\r\nauthorization: Bearer a\r\n\
+                  authorization: Bearer b\r\n\r\n",
+                b"GET / HTTP/1.1\r\nhost: a\r\nx-request-id: one\r\nx-request-id: two\r\n\r\n",
+                b"GET /keyed HTTP/1.1\r\nhost: a\r\nx-api-key: acme-key-0123456789\r\n\
+                  x-api-key: other-key-0123456789\r\n\r\n",
+            ],
+        );
+        assert_untouched(io, &upstream);
+        let (response, _) = exchange(
+            &proxy,
+            b"GET /keyed HTTP/1.1\r\nhost: a\r\nx-api-key: acme-key-0123456789\r\n\r\n",
+        );
+        assert_eq!(response.status, 200, "{io}: one key is fine");
+    }
+}

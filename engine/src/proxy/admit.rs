@@ -73,7 +73,12 @@ fn authenticate<'a, 's: 'a>(
     let identity_header = policy.identity_header.as_deref();
     match &policy.method {
         AuthMethod::ApiKey(keys) => {
-            let presented = request.fields.get(keys.header_name().as_bytes());
+            let name = keys.header_name().as_bytes();
+            // Two keys: which one the upstream reads is anyone's guess.
+            if request.fields.all(name).nth(1).is_some() {
+                return Err(Refusal::bad_request("repeated API key field"));
+            }
+            let presented = request.fields.get(name);
             match keys.authenticate(presented, authorization) {
                 Ok(who) => Ok(Admitted {
                     identity: Some(who.as_bytes()),

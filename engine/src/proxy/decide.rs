@@ -41,6 +41,19 @@ fn is_safe_request_id(id: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || b"-._:/+=".contains(&b))
 }
 
+/// A field that must appear once, sent twice: coregate would vet one copy while the upstream
+/// may read the other (the class of a repeated `Host` or `Content-Length`, RFC 9112 sec. 3.2
+/// and 6.3), so such a request is refused rather than forwarded with either copy.
+fn repeated_singleton(head: &RequestHead) -> Option<Refusal<'static>> {
+    if head.repeated.authorization {
+        return Some(Refusal::bad_request("repeated Authorization field"));
+    }
+    if head.repeated.request_id {
+        return Some(Refusal::bad_request("repeated X-Request-Id field"));
+    }
+    None
+}
+
 /// A request's id: the client's when it is safe to pass on, else one made here.
 struct RequestId<'b> {
     client: Option<&'b [u8]>,
@@ -97,6 +110,9 @@ impl Session {
         };
         if head.method == Method::Connect {
             return refused(&Refusal::CONNECT);
+        }
+        if let Some(refusal) = repeated_singleton(head) {
+            return refused(&refusal);
         }
         let path = match routing_path(head.form, head.path.of(buf), path) {
             Ok(path) => path,

@@ -18,6 +18,8 @@ pub struct Response {
     /// The head bytes as received.
     pub raw_head: Vec<u8>,
     pub chunked: bool,
+    /// The heads of interim (1xx) answers that came first, as received.
+    pub interim: Vec<Vec<u8>>,
 }
 
 impl Response {
@@ -87,6 +89,7 @@ impl Client {
     /// Reads one response. `head_request` says the request was HEAD (no body follows).
     /// `None` if the connection closed before a complete head arrived.
     pub fn read_response(&mut self, head_request: bool) -> Option<Response> {
+        let mut interim = Vec::new();
         loop {
             let head_end = loop {
                 if let Some(at) = find(&self.pending, b"\r\n\r\n") {
@@ -116,6 +119,7 @@ impl Client {
                 .collect();
             self.pending.drain(..head_end);
             if (100..200).contains(&status) && status != 101 {
+                interim.push(raw_head);
                 continue; // informational: the final response follows
             }
             let field = |name: &str| {
@@ -151,6 +155,7 @@ impl Client {
                 body,
                 raw_head,
                 chunked,
+                interim,
             });
         }
     }

@@ -1649,3 +1649,45 @@ fn repeated_singleton_fields_are_refused() {
         assert_eq!(response.status, 200, "{io}: one key is fine");
     }
 }
+
+/// RFC 9110 sec. 15.2: a proxy forwards the 1xx answers it did not ask for (`103 Early Hints`,
+/// `102 Processing`), several of them if they come, to HTTP/1.1 clients, and never to HTTP/1.0
+/// ones, who cannot read them. `100 Continue` is coregate's own business (it answers `Expect`
+/// and never asks an upstream for one), so an upstream's is not passed on.
+#[test]
+fn rfc9110_15_2_interim_answers_reach_http_1_1_clients() {
+    for io in MECHANISMS {
+        let upstream = Upstream::start(Arc::new(|_: &Recorded| {
+            Reply::Raw(
+                b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n\
+                  HTTP/1.1 100 Continue\r\n\r\n\
+                  HTTP/1.1 102 Processing\r\n\r\n\
+                  HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                    .to_vec(),
+            )
+        }));
+        let proxy = start(io, &upstream, FORWARD_ALL);
+        let mut client = Client::connect(proxy.addr());
+        let response = client.get("/", &[]);
+        assert_eq!(response.status, 200, "{io}");
+        assert_eq!(response.body, b"ok", "{io}");
+        let interim: Vec<String> = response
+            .interim
+            .iter()
+            .map(|head| String::from_utf8_lossy(head).into_owned())
+            .collect();
+        assert_eq!(interim.len(), 2, "{io}: {interim:?}");
+        assert!(interim[0].starts_with("HTTP/1.1 103 "), "{io}: {interim:?}");
+        assert!(
+            interim[0].contains("link: </a.css>; rel=preload\r\n"),
+            "{io}: {interim:?}"
+        );
+        assert!(interim[1].starts_with("HTTP/1.1 102 "), "{io}: {interim:?}");
+        assert_eq!(client.get("/", &[]).interim.len(), 2, "{io}: in step");
+
+        client.send(b"GET / HTTP/1.0\r\nhost: a\r\n\r\n");
+        let old = client.read_response(false).expect("an answer");
+        assert_eq!(old.status, 200, "{io}");
+        assert!(old.interim.is_empty(), "{io}: HTTP/1.0 gets no 1xx");
+    }
+}

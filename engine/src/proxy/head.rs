@@ -365,6 +365,23 @@ pub fn write_response_head(
     w.finish()
 }
 
+/// Writes an interim (1xx) answer for the client: its status line and the upstream's fields
+/// less hop-by-hop ones (`Link` of a `103 Early Hints`, say); returns its length. No framing:
+/// an interim answer has no body.
+pub fn write_interim_head(
+    out: &mut [u8],
+    buf: &[u8],
+    head: &ResponseHead,
+    fields: &[Field],
+) -> Result<usize, HeadTooLarge> {
+    let mut w = HeadWriter::new(out);
+    w.status_line(Version::Http11, head.status, head.reason.of(buf));
+    for field in fields[..head.field_count].iter().filter(|f| !f.hop_by_hop) {
+        w.field(field.name.of(buf), field.value.of(buf));
+    }
+    w.finish()
+}
+
 /// `connection: close` when closing; `connection: keep-alive` for an HTTP/1.0 client that keeps
 /// the connection (its default is to close).
 pub fn write_connection(w: &mut HeadWriter<'_>, close: bool, client_version: Version) {

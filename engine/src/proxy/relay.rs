@@ -173,7 +173,7 @@ impl Session {
                 until_close(&mut ends, framing == ClientFraming::Chunked).await
             }
         };
-        outcome.bytes = ends.sent;
+        outcome.bytes = plan.interim_bytes + ends.sent;
         if relayed.is_err() {
             return Step::Close;
         }

@@ -6,8 +6,8 @@ use std::io;
 use std::time::Instant;
 
 use crate::error::{Error, ErrorKind, Side};
-use crate::http1::{self, HeadScanner, Parsed, ResponseBody};
-use crate::io::{Buf, ReadBuf};
+use crate::http1::{self, HeadScanner, Parsed, ResponseBody, Version};
+use crate::io::{Buf, Outbound, ReadBuf};
 use crate::snapshot::Snapshot;
 use crate::upstream::Checkout;
 
@@ -26,6 +26,8 @@ pub struct ResponsePlan {
     pub close: bool,
     pub head: Buf,
     pub head_len: usize,
+    /// Bytes of interim (1xx) answers the client was sent before this one.
+    pub interim_bytes: u64,
 }
 
 /// The upstream closed (or reset) before sending a byte of its answer. On a pooled connection
@@ -39,17 +41,35 @@ fn closed_early(reused: bool) -> Error {
     if reused { err.retryable() } else { err }
 }
 
+const HEAD_TOO_LARGE: Error = Error::new(
+    ErrorKind::Limit,
+    Side::Upstream,
+    "upstream response head too large",
+);
+
 const INVALID: Error = Error::new(
     ErrorKind::Protocol,
     Side::Upstream,
     "upstream sent an invalid response",
 );
 
+/// What the bytes received so far hold.
+enum Received {
+    /// Not a whole head yet.
+    Partial,
+    /// An interim (1xx) head, consumed; written for the client when it is to be forwarded.
+    Interim(Option<(Buf, usize)>),
+    /// The final head, consumed and planned.
+    Final(ResponsePlan),
+}
+
 impl Session {
-    /// Receives and parses the upstream's response head (dropping interim 1xx answers other
-    /// than a switch) and writes the client's head.
+    /// Receives and parses the upstream's response head and writes the client's head. Interim
+    /// answers other than a switch go to an HTTP/1.1 client as they arrive (RFC 9110 sec.
+    /// 15.2: a proxy forwards 1xx it did not ask for), except `100 Continue`: coregate answers
+    /// `Expect` itself and never asks an upstream for one. An HTTP/1.0 client gets none.
     pub(super) async fn read_response(
-        &self,
+        &mut self,
         checkout: &mut Checkout,
         urb: &mut ReadBuf,
         asked: &Asked<'_>,
@@ -57,11 +77,22 @@ impl Session {
         deadline: Instant,
     ) -> Result<ResponsePlan, Error> {
         let mut scanner = HeadScanner::new();
+        let mut interim_bytes = 0u64;
         loop {
-            if !urb.is_empty()
-                && let Some(plan) = self.parse_response(urb, &mut scanner, asked, snapshot)?
-            {
-                return Ok(plan);
+            if !urb.is_empty() {
+                match self.parse_response(urb, &mut scanner, asked, snapshot)? {
+                    Received::Final(mut plan) => {
+                        plan.interim_bytes = interim_bytes;
+                        return Ok(plan);
+                    }
+                    Received::Interim(Some((head, len))) => {
+                        self.send_interim(head, len, snapshot).await?;
+                        interim_bytes += len as u64;
+                        continue;
+                    }
+                    Received::Interim(None) => continue,
+                    Received::Partial => {}
+                }
             }
             // Nothing of the answer can be there yet the first time: wait for readiness first.
             let received = if urb.is_empty() {
@@ -69,8 +100,10 @@ impl Session {
             } else {
                 checkout.conn().recv(urb, Some(deadline)).await
             };
+            // Once the client saw an interim answer, the request cannot be sent again.
+            let unanswered = checkout.reused() && interim_bytes == 0;
             match received {
-                Ok(0) if urb.is_empty() => return Err(closed_early(checkout.reused())),
+                Ok(0) if urb.is_empty() => return Err(closed_early(unanswered)),
                 Ok(0) => return Err(INVALID),
                 Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::TimedOut => {
@@ -83,53 +116,80 @@ impl Session {
                 Err(err) if err.kind() == io::ErrorKind::OutOfMemory => {
                     return Err(no_buffer());
                 }
-                Err(_) if urb.is_empty() => return Err(closed_early(checkout.reused())),
+                Err(_) if urb.is_empty() => return Err(closed_early(unanswered)),
                 Err(_) => return Err(INVALID),
             }
         }
     }
 
-    /// Parses what arrived; `None` until a final head is complete. Interim answers (1xx other
-    /// than a switch) are dropped: coregate answered `Expect` itself.
+    /// Sends the client an interim answer.
+    async fn send_interim(
+        &mut self,
+        head: Buf,
+        len: usize,
+        snapshot: &Snapshot,
+    ) -> Result<(), Error> {
+        let mut out = Outbound::new();
+        out.push(head, 0, len as u32);
+        let deadline = self.shard.io.now() + snapshot.timeouts.send;
+        self.client
+            .send(&mut out, Some(deadline))
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Closed,
+                    Side::Downstream,
+                    "client closed the connection",
+                )
+            })
+    }
+
+    /// Parses what arrived: at most one head, consumed from `urb` when complete.
     fn parse_response(
         &self,
         urb: &mut ReadBuf,
         scanner: &mut HeadScanner,
         asked: &Asked<'_>,
         snapshot: &Snapshot,
-    ) -> Result<Option<ResponsePlan>, Error> {
-        loop {
-            let planned = {
-                let mut scratch = self.shard.scratch();
-                let parsed = http1::parse_response(
-                    urb.data(),
-                    scanner,
-                    &snapshot.limits,
-                    &mut scratch.fields,
-                    asked.request.method,
-                )
-                .map_err(|_| INVALID)?;
-                match parsed {
-                    Parsed::Partial => return Ok(None),
-                    Parsed::Complete(head) if head.is_interim() => Err(head.head_len),
-                    Parsed::Complete(head) => {
-                        Ok(self.plan_response(&head, &scratch.fields, urb.data(), asked)?)
-                    }
-                }
+    ) -> Result<Received, Error> {
+        let mut scratch = self.shard.scratch();
+        let parsed = http1::parse_response(
+            urb.data(),
+            scanner,
+            &snapshot.limits,
+            &mut scratch.fields,
+            asked.request.method,
+        )
+        .map_err(|_| INVALID)?;
+        let head = match parsed {
+            Parsed::Partial => return Ok(Received::Partial),
+            Parsed::Complete(head) => head,
+        };
+        let received = if head.is_interim() {
+            let forwarded = head.status != 100 && asked.request.version == Version::Http11;
+            let written = match forwarded {
+                true => Some(self.write_interim(&head, &scratch.fields, urb.data())?),
+                false => None,
             };
-            match planned {
-                Err(interim_len) => {
-                    urb.consume(interim_len);
-                    if urb.is_empty() {
-                        return Ok(None);
-                    }
-                }
-                Ok((plan, head_len)) => {
-                    urb.consume(head_len);
-                    return Ok(Some(plan));
-                }
-            }
-        }
+            Received::Interim(written)
+        } else {
+            Received::Final(self.plan_response(&head, &scratch.fields, urb.data(), asked)?)
+        };
+        urb.consume(head.head_len);
+        Ok(received)
+    }
+
+    /// Writes an interim answer for the client.
+    fn write_interim(
+        &self,
+        head: &http1::ResponseHead,
+        fields: &[http1::Field],
+        buf: &[u8],
+    ) -> Result<(Buf, usize), Error> {
+        let mut out = self.shard.io.pool().take().ok_or_else(no_buffer)?;
+        let len = head::write_interim_head(out.as_mut_slice(), buf, head, fields)
+            .map_err(|_| HEAD_TOO_LARGE)?;
+        Ok((out, len))
     }
 
     /// Chooses the client's framing and writes the client's response head.
@@ -139,7 +199,7 @@ impl Session {
         fields: &[http1::Field],
         buf: &[u8],
         asked: &Asked<'_>,
-    ) -> Result<(ResponsePlan, usize), Error> {
+    ) -> Result<ResponsePlan, Error> {
         let request = asked.request;
         // A switch nobody asked for (or to a protocol nobody named) is a broken upstream.
         let switching_to = match (head.status, head.upgrade, asked.upgrade) {
@@ -161,13 +221,7 @@ impl Session {
             edits: &asked.target.response_headers,
         };
         let head_len = head::write_response_head(out.as_mut_slice(), buf, head, fields, &input)
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::Limit,
-                    Side::Upstream,
-                    "upstream response head too large",
-                )
-            })?;
+            .map_err(|_| HEAD_TOO_LARGE)?;
         let plan = ResponsePlan {
             status: head.status,
             switching: switching_to.is_some(),
@@ -177,8 +231,9 @@ impl Session {
             close,
             head: out,
             head_len,
+            interim_bytes: 0,
         };
-        Ok((plan, head.head_len))
+        Ok(plan)
     }
 }
 

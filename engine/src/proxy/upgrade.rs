@@ -81,6 +81,7 @@ impl Session {
         let shard = self.shard.clone();
         let pool = shard.io.pool().clone();
         outcome.status = plan.status;
+        let plan_interim = plan.interim_bytes;
         let mut out = Outbound::new();
         out.push(plan.head, 0, plan.head_len as u32);
         if !urb.is_empty() && !out.take_from(urb, urb.len(), &pool) {
@@ -91,7 +92,7 @@ impl Session {
         if self.client.send(&mut out, deadline).await.is_err() {
             return Step::Close;
         }
-        outcome.bytes = sent_head;
+        outcome.bytes = plan_interim + sent_head;
         out.clear();
         if !self.rb.is_empty() {
             let early = self.rb.len();

@@ -88,82 +88,91 @@ impl Session {
         // The scratch holds `max_headers` slots; past `field_count` lie an earlier request's
         // fields, whose spans mean nothing in this buffer.
         let head_fields = &fields[..head.field_count];
-        let fields = Fields::new(buf, head_fields);
         let id = self.request_id(head, buf);
         outcome.capture(
             shard,
             head.method_span.of(buf),
             head.target.of(buf),
             id.bytes(),
-            fields,
+            Fields::new(buf, head_fields),
         );
         // A body left unread would be taken for the next request: refused requests with one
         // close the connection.
-        let body = Body::from(head.body);
-        let unread = if body.follows() {
+        let unread = if Body::from(head.body).follows() {
             BodyState::Unread
         } else {
             BodyState::Consumed
         };
-        let refused = |refusal: &Refusal<'_>| {
-            Decision::Refused(answer_refusal(shard, refusal, Some(request), unread))
+        let parsed = Parsed {
+            head,
+            fields: head_fields,
+            id: &id,
         };
+        match self.run_phases(snapshot, &parsed, path, forwarded, outcome) {
+            Ok(decision) => decision,
+            Err(refusal) => {
+                Decision::Refused(answer_refusal(shard, &refusal, Some(request), unread))
+            }
+        }
+    }
+
+    /// `route`, `admit` and `pick` over the request's view, and the forwarded head.
+    fn run_phases<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        parsed: &Parsed<'_>,
+        path_scratch: &mut Vec<u8>,
+        forwarded_scratch: &mut Vec<u8>,
+        outcome: &mut Outcome,
+    ) -> Result<Decision<'s>, Refusal<'s>> {
+        let head = parsed.head;
+        let buf = self.rb.data();
         if head.method == Method::Connect {
-            return refused(&Refusal::CONNECT);
+            return Err(Refusal::CONNECT);
         }
         if let Some(refusal) = repeated_singleton(head) {
-            return refused(&refusal);
+            return Err(refusal);
         }
-        let path = match routing_path(head.form, head.path.of(buf), path) {
-            Ok(path) => path,
-            Err(refusal) => return refused(&refusal),
-        };
         let view = RequestView {
             method: head.method,
             scheme: self.context.scheme(),
             authority: head.route_host().map_or(&b""[..], |host| host.of(buf)),
-            path,
+            path: routing_path(head.form, head.path.of(buf), path_scratch)?,
             query: head.query.map(|query| query.of(buf)),
-            fields,
-            body,
+            fields: Fields::new(buf, parsed.fields),
+            body: Body::from(head.body),
             client: self.client.peer_addr().ip(),
         };
-        let routed = match route(snapshot, &view) {
-            Ok(routed) => routed,
-            Err(refusal) => return refused(&refusal),
-        };
+        let routed = route(snapshot, &view)?;
         outcome.route = Some(routed.target.stats);
         let mut credentials = Credentials::default();
-        let admitted = match admit(shard, snapshot, routed.target, &view, &mut credentials) {
-            Ok(admitted) => admitted,
-            Err(refusal) => return refused(&refusal),
-        };
+        let admitted = admit(
+            &self.shard,
+            snapshot,
+            routed.target,
+            &view,
+            &mut credentials,
+        )?;
         let upstream = match &routed.target.action {
             Action::Respond(response) => {
-                return Decision::Direct(response, &routed.target.response_headers);
+                return Ok(Decision::Direct(response, &routed.target.response_headers));
             }
             Action::Forward { upstream, .. } => *upstream,
         };
         let path = match head.form {
             TargetForm::Asterisk => view.path,
-            _ => match forwarded_path(&routed, view.path, forwarded) {
-                Ok(path) => path,
-                Err(refusal) => return refused(&refusal),
-            },
+            _ => forwarded_path(&routed, view.path, forwarded_scratch)?,
         };
         let forward = Forward {
-            head,
-            fields: head_fields,
+            parsed,
             view: &view,
             path,
             routed: &routed,
             admitted: &admitted,
-            id: &id,
         };
-        match self.plan_forward(snapshot, upstream, &forward) {
-            Ok(forwarding) => Decision::Forward(forwarding),
-            Err(refusal) => refused(&refusal),
-        }
+        Ok(Decision::Forward(
+            self.plan_forward(snapshot, upstream, &forward)?,
+        ))
     }
 
     /// The client's `X-Request-Id` when it is safe to keep, else a new one.
@@ -191,14 +200,13 @@ impl Session {
         forward: &Forward<'_, 's>,
     ) -> Result<Forwarding<'s>, Refusal<'static>> {
         let Forward {
-            head,
-            fields,
+            parsed,
             view,
             path,
             routed,
             admitted,
-            id,
         } = *forward;
+        let Parsed { head, fields, id } = *parsed;
         let picked = pick(snapshot, upstream, view)?;
         let mut out = self.shard.io.pool().take().ok_or(Refusal::NO_BUFFER)?;
         let buf = self.rb.data();
@@ -232,16 +240,22 @@ impl Session {
     }
 }
 
+/// The parsed head, with its fields and the request's id.
+#[derive(Clone, Copy)]
+struct Parsed<'a> {
+    head: &'a RequestHead,
+    /// The head's own fields (not the rest of the scratch).
+    fields: &'a [Field],
+    id: &'a RequestId<'a>,
+}
+
 /// What writing the forwarded head draws on.
 #[derive(Clone, Copy)]
 struct Forward<'a, 's> {
-    head: &'a RequestHead,
-    /// The head's parsed fields, for writing the forwarded head.
-    fields: &'a [Field],
+    parsed: &'a Parsed<'a>,
     view: &'a RequestView<'a>,
     /// The path to forward (the route's rewrite applied).
     path: &'a [u8],
     routed: &'a Routed<'s>,
     admitted: &'a Admitted<'a>,
-    id: &'a RequestId<'a>,
 }

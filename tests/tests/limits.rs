@@ -270,9 +270,12 @@ auth = "users"
         expired["exp"] = serde_json::json!(now() - 3600);
         let mut wrong_issuer = good.clone();
         wrong_issuer["iss"] = serde_json::json!("https://elsewhere.test");
+        // The signature's last character changed: to 'Q' from 'A', else to 'A' (both keep the
+        // unused low bits zero, so the token stays canonical base64url and only the signature
+        // is wrong).
         let mut tampered = hs256(&good);
-        tampered.pop();
-        tampered.push(if tampered.ends_with('A') { 'B' } else { 'A' });
+        let last = tampered.pop();
+        tampered.push(if last == Some('A') { 'Q' } else { 'A' });
         for (what, authorization) in [
             ("missing", None),
             ("expired", Some(hs256(&expired))),

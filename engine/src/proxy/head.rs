@@ -239,16 +239,7 @@ fn write_forwarding(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &Reques
     // x-forwarded-for: a trusted proxy's chain (every field, in order), then the client.
     w.raw(b"x-forwarded-for: ");
     if input.client_trusted {
-        for field in request
-            .fields
-            .iter()
-            .filter(|f| f.kind == FieldKind::XForwardedFor && !f.hop_by_hop)
-        {
-            let value = field.value.of(buf);
-            if !value.is_empty() {
-                w.raw(value).raw(b", ");
-            }
-        }
+        write_chain(w, request, FieldKind::XForwardedFor);
     }
     let mut ip = [0u8; 64];
     let ip_len = format_ip(&input.client_ip.to_canonical(), &mut ip);
@@ -270,6 +261,20 @@ fn write_forwarding(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &Reques
     }
 }
 
+/// A trusted proxy's chain of a list field (every field of `kind`, in order), each element
+/// followed by `, `: this hop's element comes next.
+fn write_chain(w: &mut HeadWriter<'_>, request: &Parsed<'_>, kind: FieldKind) {
+    let elements = request
+        .fields
+        .iter()
+        .filter(|f| f.kind == kind && !f.hop_by_hop)
+        .map(|f| f.value.of(request.buf))
+        .filter(|value| !value.is_empty());
+    for value in elements {
+        w.raw(value).raw(b", ");
+    }
+}
+
 /// `forwarded` (RFC 7239): a trusted proxy's elements, then this hop's: `for` the client's
 /// address, `host` the routed host, `proto` the scheme the client spoke. Values are quoted
 /// where a token cannot hold them (sec. 4: IPv6 addresses, hosts with a port).
@@ -277,16 +282,7 @@ fn write_forwarded(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &Request
     let buf = request.buf;
     w.raw(b"forwarded: ");
     if input.client_trusted {
-        for field in request
-            .fields
-            .iter()
-            .filter(|f| f.kind == FieldKind::Forwarded && !f.hop_by_hop)
-        {
-            let value = field.value.of(buf);
-            if !value.is_empty() {
-                w.raw(value).raw(b", ");
-            }
-        }
+        write_chain(w, request, FieldKind::Forwarded);
     }
     let client = input.client_ip.to_canonical();
     let mut ip = [0u8; 64];

@@ -49,7 +49,7 @@ fn clients_queued_at_the_connection_cap_are_all_served() {
                     Some(response) => response.status.to_string(),
                     None => {
                         let mut byte = [0u8; 1];
-                        match std::io::Read::read(&mut &*client.stream(), &mut byte) {
+                        match std::io::Read::read(&mut client.stream(), &mut byte) {
                             Err(err) if err.kind() == ErrorKind::ConnectionReset => "reset".into(),
                             other => format!("closed ({other:?})"),
                         }
@@ -81,10 +81,7 @@ fn the_largest_ring_the_configuration_accepts_runs() {
         match proxy {
             Ok(status) => assert_eq!(status, 200, "{io}"),
             Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .unwrap_or_default();
+                let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
                 panic!("{io}: {message}");
             }
         }

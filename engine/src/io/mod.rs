@@ -51,8 +51,7 @@ pub use readbuf::ReadBuf;
 pub use socket::ListenOptions;
 pub use tunnel::Carried;
 pub use uring::{
-    MAX_PARTS, Part, Ring, RingStats, Tracked, completion_entries, in_tracked_task,
-    note_local_wake,
+    MAX_PARTS, Part, Ring, RingStats, Tracked, completion_entries, in_tracked_task, note_local_wake,
 };
 
 /// Sizes a shard's I/O is set up with.

@@ -76,11 +76,7 @@ impl Outbound {
     }
 
     pub fn len_bytes(&self) -> usize {
-        self.parts
-            .iter()
-            .flatten()
-            .map(Part::len)
-            .sum()
+        self.parts.iter().flatten().map(Part::len).sum()
     }
 
     pub fn clear(&mut self) {

@@ -114,7 +114,7 @@ where
     within(limit, what, move || {
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .io_memory(1 << 20)
-            .spawn(move || make())
+            .spawn(make)
             .expect("start an executor")
             .join()
             .expect("the executor's future panicked");

@@ -44,7 +44,10 @@ enum Place {
     /// Due at or before the wheel's position: fires on the next expiry.
     Ready,
     /// In a wheel slot; `due` holds the tick.
-    Wheel { level: u8, slot: u8 },
+    Wheel {
+        level: u8,
+        slot: u8,
+    },
 }
 
 #[derive(Clone, Copy)]
@@ -283,7 +286,10 @@ impl Wheel {
             let slot_range = 1u64 << shift;
             let level_range = slot_range << SLOT_BITS;
             let now_slot = ((self.elapsed >> shift) as usize) & (SLOTS - 1);
-            let zeros = level.occupied.rotate_right(now_slot as u32).trailing_zeros() as usize;
+            let zeros = level
+                .occupied
+                .rotate_right(now_slot as u32)
+                .trailing_zeros() as usize;
             let slot = (now_slot + zeros) % SLOTS;
             let level_start = self.elapsed & !(level_range - 1);
             let mut start = level_start + slot as u64 * slot_range;
@@ -346,7 +352,9 @@ mod tests {
     #[test]
     fn far_deadlines_move_down_the_levels_and_fire_on_time() {
         let (mut wheel, origin) = wheel(64);
-        let dues = [1u64, 63, 64, 65, 4095, 4096, 4097, 70_000, 300_000, 5_000_000];
+        let dues = [
+            1u64, 63, 64, 65, 4095, 4096, 4097, 70_000, 300_000, 5_000_000,
+        ];
         for (id, due) in dues.iter().enumerate() {
             wheel.add(id as u32, origin + Duration::from_millis(*due));
         }

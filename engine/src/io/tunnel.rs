@@ -257,7 +257,10 @@ mod tests {
                 std::task::Poll::Ready((_, Err(err))) => {
                     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionAborted, "{err}");
                 }
-                other => panic!("the tunnel went on: {:?}", other.map(|(c, r)| (c, r.is_ok()))),
+                other => panic!(
+                    "the tunnel went on: {:?}",
+                    other.map(|(c, r)| (c, r.is_ok()))
+                ),
             }
         });
     }

@@ -279,7 +279,10 @@ impl Slots {
     fn release(&mut self, id: u32) {
         let slot = self.get(id);
         debug_assert!(slot.state != State::Free);
-        debug_assert!(!slot.has_deadline, "a released slot left its deadline behind");
+        debug_assert!(
+            !slot.has_deadline,
+            "a released slot left its deadline behind"
+        );
         slot.state = State::Free;
         slot.waker = None;
         slot.cancel_sent = false;
@@ -999,7 +1002,11 @@ impl Ring {
             check_range(&part.buf, part.start, part.end);
         }
         self.start(deadline, move |slot| {
-            let non_empty = parts.iter().flatten().filter(|part| !part.is_empty()).count();
+            let non_empty = parts
+                .iter()
+                .flatten()
+                .filter(|part| !part.is_empty())
+                .count();
             if non_empty == 1 {
                 let index = parts
                     .iter()
@@ -1308,7 +1315,6 @@ impl<F: Future> Future for Tracked<F> {
     }
 }
 
-
 #[cfg(test)]
 impl Ring {
     /// One pass of the driver, by hand: deadlines, submit and wait up to `wait` for a
@@ -1438,8 +1444,9 @@ mod tests {
                 async move {
                     // The second submission a full queue forces fails with EBUSY.
                     ring.fail_submit_in.set(2);
-                    let mut sleeps: Vec<_> =
-                        (0..70).map(|_| ring.sleep(Duration::from_secs(10))).collect();
+                    let mut sleeps: Vec<_> = (0..70)
+                        .map(|_| ring.sleep(Duration::from_secs(10)))
+                        .collect();
                     std::future::poll_fn(|cx| {
                         let _ = std::future::Future::poll(std::pin::Pin::new(&mut sleeps[0]), cx);
                         Poll::<()>::Pending
@@ -1507,10 +1514,7 @@ mod tests {
                 other => break other,
             }
         };
-        assert!(
-            matches!(read, Ok(0)),
-            "the peer sees no close: {read:?}"
-        );
+        assert!(matches!(read, Ok(0)), "the peer sees no close: {read:?}");
     }
 
     /// A ring dropped with operations in flight (a shard unwinding) must not free memory the
@@ -1556,7 +1560,10 @@ mod tests {
             driver.await;
             assert_eq!(ring.stats().abandoned, 1);
             drop(ring);
-            assert!(pool.upgrade().is_some(), "memory the kernel may own was freed");
+            assert!(
+                pool.upgrade().is_some(),
+                "memory the kernel may own was freed"
+            );
         });
     }
 

@@ -248,7 +248,7 @@ fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
             r.shard, r.ring.completions
         )?;
     }
-    let ring_counters: [(&str, &str, fn(&ShardReport) -> u64); 4] = [
+    let ring_counters: [RingCounter; 4] = [
         (
             RING_CQ_OVERFLOWS,
             "Passes that found the io_uring completion queue full: the kernel kept completions \
@@ -462,6 +462,9 @@ fn upstreams(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
     }
     Ok(())
 }
+
+/// A ring counter's name, help text and reading.
+type RingCounter = (&'static str, &'static str, fn(&ShardReport) -> u64);
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) -> std::fmt::Result {
     writeln!(out, "# HELP {name} {help}")?;

@@ -13,11 +13,14 @@
 //! | [`ReadBuf`] | `readbuf.rs` | bytes received and not yet consumed, holding no buffer while empty |
 //! | [`Outbound`] | `outbound.rs` | the buffer pieces of one gathered send |
 //! | [`tunnel::join`] | `tunnel.rs` | two connections joined after a protocol switch |
+//! | [`Ring`] | `uring.rs` | the io_uring itself: operation slots, submission, reaping, closes |
+//! | (deadlines) | `timer.rs` | the ring's timer wheel over operation slots |
 //!
 //! The parser, router, pools and pipeline see only bytes in a [`ReadBuf`] and buffers to send in
 //! an [`Outbound`]. A transport that changes the bytes on the wire (TLS) plugs in behind
 //! [`Conn::recv`] and [`Conn::send`], the two places every byte passes. Deadlines are absolute
-//! `Instant`s; a passed deadline surfaces as an `io::ErrorKind::TimedOut` error.
+//! `Instant`s; a passed deadline surfaces as an `io::ErrorKind::TimedOut` error, never before
+//! the deadline. Every descriptor an entry on the ring may name is closed through the ring.
 //!
 //! glommio's own `TcpStream` was a second mechanism here until it had answered its question: the
 //! ring path costs less than half its CPU per request (see bench/RESULTS.md, "glommio's

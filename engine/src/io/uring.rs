@@ -24,7 +24,7 @@
 //! ring dropped while the kernel still owns operations (a shard unwinding, completions the kernel
 //! dropped) leaks its slot arena and buffer pool rather than free them (see `Drop for Ring`).
 //! Descriptors named by queued entries are closed through the ring, after those entries (see
-//! [`Ring::close`]).
+//! `Ring::close`).
 //!
 //! Completions: the completion queue is sized for the operations a shard may have in flight
 //! ([`completion_entries`]). Should it fill anyway, the kernel keeps completions in its overflow
@@ -32,7 +32,7 @@
 //! reports `EBADR` and counts them ([`RingStats::dropped`], logged). A stopping ring waits for
 //! every operation the kernel owns, except those whose completion it reported dropped.
 //!
-//! Deadlines are per operation: a [timer wheel](super::timer) over slot ids, advanced once per
+//! Deadlines are per operation: a timer wheel (`timer.rs`) over slot ids, advanced once per
 //! pass; a passed deadline cancels its operation, which then completes as a timeout. Deadlines
 //! never fire early (they are rounded up to the wheel's tick and pushed back by however far the
 //! pass clock lagged), and no timer is allocated per request.

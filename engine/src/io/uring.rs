@@ -1538,6 +1538,18 @@ mod tests {
         assert!(pool.upgrade().is_none(), "a clean ring leaked its pool");
     }
 
+    /// The kernel writes wherever a receive's range says: an offset at the end of the buffer
+    /// (or past it) is refused in every build. Before: only a `debug_assert!` checked it (a
+    /// different panic in test builds, none in release).
+    #[test]
+    #[should_panic(expected = "a receive at 4096 in a 4096-byte buffer")]
+    fn a_receive_at_the_end_of_its_buffer_is_refused() {
+        let ring = ring(64);
+        let (near, _far) = tcp_pair();
+        let buf = ring.pool().take().expect("a buffer");
+        let _op = ring.recv_into(near.as_raw_fd(), buf, 4096, None, false);
+    }
+
     /// A stopping ring whose only operations left are those whose completions the kernel
     /// reported dropped gives up on them after a short settle, and leaks their memory rather
     /// than free it. Before: the driver waited for them for ever.

@@ -1,9 +1,10 @@
 //! The accept loop of one listener on one shard: takes client connections from the shard's
 //! `SO_REUSEPORT` socket and starts a connection task for each, up to the shard's connection cap.
 //!
-//! At the cap, or when the process runs out of descriptors (EMFILE/ENFILE) or memory, the loop
-//! stops taking connections (they wait in the kernel's backlog) and retries after a pause that
-//! doubles up to [`MAX_BACKOFF`]; it never spins and never exits. Draining ends the loop, and
+//! Never more accepts are in flight than the room left below the cap, so at the cap the kernel
+//! keeps new clients in its backlog; none is accepted and then closed. At the cap, or when the
+//! process runs out of descriptors (EMFILE/ENFILE) or memory, the loop stops taking connections
+//! and retries after a pause that doubles up to [`MAX_BACKOFF`]; it never spins and never exits. Draining ends the loop, and
 //! so does the listener's own stop event (a reload removed or changed the listener): the
 //! socket closes, the connections it accepted carry on.
 
@@ -38,19 +39,24 @@ pub async fn accept_loop(
         if shard.draining() || stop.has_fired() {
             break;
         }
-        if shard.open_connections() >= shard.max_connections() {
+        let (open, max) = (shard.open_connections(), shard.max_connections());
+        if open >= max {
             listener.pause();
             shard.io.sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
         }
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
+        let accepted = future::or(async { Some(listener.accept(max - open).await) }, async {
             future::or(shard.drain_started(), stop.wait()).await;
             None
         })
         .await;
         match accepted {
             None => break,
+            Some(Ok(conn)) if shard.open_connections() >= shard.max_connections() => {
+                // Another listener of the shard took the last room meanwhile: this one waits.
+                listener.hold(conn);
+            }
             Some(Ok(conn)) => {
                 backoff = MIN_BACKOFF;
                 let context = ConnContext {
@@ -73,7 +79,7 @@ pub async fn accept_loop(
             Some(Err(_)) => {}
         }
     }
-    listener.pause();
+    // Dropping the listener cancels its accepts and closes its socket through the ring.
 }
 
 fn is_resource_exhaustion(err: &io::Error) -> bool {

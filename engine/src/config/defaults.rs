@@ -27,13 +27,15 @@ const fn secs(n: u64) -> Duration {
 /// affinity mask is honoured, so `taskset` and cgroup cpusets narrow it without editing the file.
 pub const DEFAULT_CORES: CoreSelection = CoreSelection::All;
 
-/// Submission queue entries of each shard's ring (the completion queue gets twice as many). At
-/// one receive, one send and the occasional accept per request in flight, 1024 entries let a
-/// shard submit a full batch for several hundred busy connections per wake-up.
+/// Submission queue entries of each shard's ring (the completion queue is sized from this and
+/// `max_connections`, see `io::completion_entries`). At one receive, one send and the occasional
+/// accept per request in flight, 1024 entries let a shard submit a full batch for several hundred
+/// busy connections per wake-up.
 pub const DEFAULT_RING_ENTRIES: u32 = 1024;
 /// Smaller rings end a batch early on every busy wake-up.
 pub const MIN_RING_ENTRIES: u32 = 32;
-/// The kernel's limit (`IORING_MAX_ENTRIES`).
+/// The kernel's limit (`IORING_MAX_ENTRIES`). Every power of two up to it starts: the
+/// completion queue is kept within the kernel's own limit (see `io::completion_entries`).
 pub const MAX_RING_ENTRIES: u32 = 32768;
 
 /// Size of each I/O buffer. A request head must fit in one buffer (see

@@ -12,11 +12,13 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
+use super::uring::WatchEnd;
 use super::{IoShard, Outbound, ReadBuf, check, no_buffer};
 
 /// A connected TCP socket (client or upstream).
 pub struct Conn {
     shard: Rc<IoShard>,
+    /// Owned; closed through the ring on drop. -1 once handed back ([`Conn::into_raw_fd`]).
     fd: RawFd,
     /// The slot of a watch for input while the connection idles in a pool.
     watch: Option<u32>,
@@ -32,6 +34,15 @@ impl Conn {
             watch: None,
             peer,
         }
+    }
+
+    /// Gives the descriptor back without closing it (a connection accepted beyond the cap goes
+    /// back to its listener).
+    pub(super) fn into_raw_fd(mut self) -> RawFd {
+        if let Some(id) = self.watch.take() {
+            self.shard.ring().end_watch(id);
+        }
+        std::mem::replace(&mut self.fd, -1)
     }
 
     pub fn peer_addr(&self) -> SocketAddr {
@@ -70,17 +81,22 @@ impl Conn {
     /// pool: a poll submitted with the pass's batch.
     pub fn watch_while_idle(&mut self) {
         if self.watch.is_none() {
-            self.watch = Some(self.shard.ring().watch(self.fd));
+            self.watch = self.shard.ring().watch(self.fd);
         }
     }
 
     /// Ends the idle watch; true when the peer stayed quiet, so the connection may carry a new
     /// request. An upstream that sent bytes while idle (a second response, an answer to a body
     /// it took for a request) or closed must not be reused: those bytes would be read as the
-    /// next client's response.
+    /// next client's response. When the watch's completion may still be on its way (the kernel
+    /// had completion work pending), the socket itself is asked (a peek).
     pub fn end_idle_watch(&mut self) -> bool {
         match self.watch.take() {
-            Some(id) => self.shard.ring().end_watch(id),
+            Some(id) => match self.shard.ring().end_watch(id) {
+                WatchEnd::Fired => false,
+                WatchEnd::Quiet => true,
+                WatchEnd::Unsure => !self.has_unread_input(),
+            },
             None => true,
         }
     }
@@ -149,11 +165,16 @@ async fn receive(
 ) -> io::Result<usize> {
     let ring = shard.ring();
     loop {
-        let done = match rb.take_buf() {
-            Some(buf) => {
-                let (buf, offset) = rb.make_room(buf)?;
+        let done = match rb.make_room()? {
+            Some(offset) => {
+                // While the kernel holds the buffer, `rb` is empty: should this future be
+                // dropped now, the bytes go with the buffer and `rb` stays consistent.
+                let lent = rb.lend().expect("make_room found a buffer");
+                let buf = lent.buf;
                 let mut done = ring.recv_into(fd, buf, offset, deadline, poll_first).await;
-                rb.put_buf(done.bufs[0].take());
+                if let Some(buf) = done.bufs[0].take() {
+                    rb.restore(buf, lent.start, lent.end);
+                }
                 done
             }
             None => {
@@ -191,12 +212,69 @@ impl Drop for Conn {
         if let Some(id) = self.watch {
             ring.end_watch(id);
         }
-        ring.close(self.fd);
+        if self.fd >= 0 {
+            ring.close(self.fd);
+        }
     }
 }
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Conn({})", self.peer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    use std::time::Duration;
+
+    use super::super::testing::{self, poll_once, tcp_pair};
+    use super::super::{Outbound, ReadBuf};
+    use super::Conn;
+
+    /// Bytes that reached an idle pooled connection but whose watch completion the kernel has
+    /// not posted yet (deferred task work) must still make the connection unfit for reuse.
+    /// Before: the watch looked quiet.
+    #[test]
+    fn a_watch_whose_completion_is_pending_is_not_quiet() {
+        let shard = testing::shard();
+        let (near, mut far) = tcp_pair();
+        let peer = near.peer_addr().unwrap();
+        let fd = near.as_raw_fd();
+        let mut conn = Conn::new(shard.clone(), near.into_raw_fd(), peer);
+        conn.watch_while_idle();
+        shard.ring().turn(Duration::ZERO);
+        far.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+        assert!(testing::readable(fd, Duration::from_secs(5)));
+        assert!(
+            !conn.end_idle_watch(),
+            "unsolicited bytes were taken for a quiet connection"
+        );
+    }
+
+    /// Dropping a receive while the kernel holds the read buffer leaves the `ReadBuf`
+    /// consistent. Before: it claimed 3 bytes while holding no buffer ("left: 3, right: 0"),
+    /// and taking them panicked.
+    #[test]
+    fn a_receive_dropped_in_flight_leaves_the_read_buffer_consistent() {
+        let shard = testing::shard();
+        let (near, mut far) = tcp_pair();
+        let peer = near.peer_addr().unwrap();
+        let mut conn = Conn::new(shard.clone(), near.into_raw_fd(), peer);
+        let mut rb = ReadBuf::new();
+        far.write_all(b"GET").unwrap();
+        let n = testing::run(&shard, conn.recv(&mut rb, None)).unwrap();
+        assert_eq!(n, 3);
+        {
+            let mut more = std::pin::pin!(conn.recv(&mut rb, None));
+            assert!(poll_once(more.as_mut()).is_pending());
+            shard.ring().turn(Duration::ZERO);
+        }
+        assert_eq!(rb.len(), rb.data().len());
+        let mut out = Outbound::new();
+        let len = rb.len();
+        assert!(out.take_from(&mut rb, len, shard.pool()));
     }
 }

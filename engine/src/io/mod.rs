@@ -13,11 +13,14 @@
 //! | [`ReadBuf`] | `readbuf.rs` | bytes received and not yet consumed, holding no buffer while empty |
 //! | [`Outbound`] | `outbound.rs` | the buffer pieces of one gathered send |
 //! | [`tunnel::join`] | `tunnel.rs` | two connections joined after a protocol switch |
+//! | [`Ring`] | `uring.rs` | the io_uring itself: operation slots, submission, reaping, closes |
+//! | (deadlines) | `timer.rs` | the ring's timer wheel over operation slots |
 //!
 //! The parser, router, pools and pipeline see only bytes in a [`ReadBuf`] and buffers to send in
 //! an [`Outbound`]. A transport that changes the bytes on the wire (TLS) plugs in behind
 //! [`Conn::recv`] and [`Conn::send`], the two places every byte passes. Deadlines are absolute
-//! `Instant`s; a passed deadline surfaces as an `io::ErrorKind::TimedOut` error.
+//! `Instant`s; a passed deadline surfaces as an `io::ErrorKind::TimedOut` error, never before
+//! the deadline. Every descriptor an entry on the ring may name is closed through the ring.
 //!
 //! glommio's own `TcpStream` was a second mechanism here until it had answered its question: the
 //! ring path costs less than half its CPU per request (see bench/RESULTS.md, "glommio's
@@ -30,6 +33,9 @@ pub mod notify;
 mod outbound;
 mod readbuf;
 pub mod socket;
+#[cfg(test)]
+pub(crate) mod testing;
+mod timer;
 pub mod tunnel;
 pub mod uring;
 
@@ -47,7 +53,9 @@ pub use outbound::{COALESCE_LIMIT, Outbound};
 pub use readbuf::ReadBuf;
 pub use socket::ListenOptions;
 pub use tunnel::Carried;
-pub use uring::{MAX_PARTS, Part, Ring, RingStats, Tracked, in_tracked_task, note_local_wake};
+pub use uring::{
+    MAX_PARTS, Part, Ring, RingStats, Tracked, completion_entries, in_tracked_task, note_local_wake,
+};
 
 /// Sizes a shard's I/O is set up with.
 #[derive(Clone, Copy, Debug)]
@@ -66,10 +74,13 @@ pub struct IoShard {
 }
 
 impl IoShard {
-    /// Sets up the shard's I/O. Must run on the shard's own thread, inside its executor.
-    pub fn new(settings: &IoSettings) -> io::Result<Rc<IoShard>> {
+    /// Sets up the shard's I/O for up to `connections` client connections (what its completion
+    /// queue is sized for, see [`completion_entries`]). Must run on the shard's own thread,
+    /// inside its executor.
+    pub fn new(settings: &IoSettings, connections: usize) -> io::Result<Rc<IoShard>> {
         let ring = Ring::new(
             settings.ring_entries,
+            completion_entries(settings.ring_entries, connections),
             settings.buffer_size,
             settings.buffers,
             settings.idle_wait,
@@ -90,7 +101,7 @@ impl IoShard {
         self.ring.now()
     }
 
-    /// Operations in flight on the shard's ring.
+    /// Operations the kernel owns on the shard's ring.
     pub fn ring_in_flight(&self) -> usize {
         self.ring.in_flight()
     }
@@ -128,24 +139,39 @@ impl IoShard {
     ) -> io::Result<Listener> {
         socket::listen(&fd, backlog)?;
         let local = socket::local_addr(fd.as_raw_fd())?;
-        Ok(Listener::new(self.clone(), fd, local))
+        Ok(Listener::new(self.clone(), socket::release(fd), local))
     }
 
-    /// Connects to `addr`, giving up at `deadline`.
+    /// Connects to `addr`, giving up at `deadline`. Dropped before it finished, the socket is
+    /// closed through the ring (after the queued connect that names it).
     pub async fn connect(self: &Rc<Self>, addr: SocketAddr, deadline: Instant) -> io::Result<Conn> {
-        let fd = socket::upstream_socket(addr)?;
+        let socket = RingFd {
+            shard: self,
+            fd: socket::release(socket::upstream_socket(addr)?),
+        };
         let target = socket2::SockAddr::from(addr);
-        let done = self
-            .ring
-            .connect(fd.as_raw_fd(), &target, Some(deadline))
-            .await;
+        let done = self.ring.connect(socket.fd, &target, Some(deadline)).await;
         check(done.res, done.timed_out)?;
-        Ok(Conn::new(self.clone(), socket::release(fd), addr))
+        let fd = socket.fd;
+        std::mem::forget(socket);
+        Ok(Conn::new(self.clone(), fd, addr))
     }
 
     /// Sleeps for `duration` without allocating a timer (a ring timeout).
     pub async fn sleep(&self, duration: Duration) {
         self.ring.sleep(duration).await;
+    }
+}
+
+/// A descriptor entries on the ring may name: closed through the ring when dropped.
+struct RingFd<'a> {
+    shard: &'a IoShard,
+    fd: std::os::fd::RawFd,
+}
+
+impl Drop for RingFd<'_> {
+    fn drop(&mut self) {
+        self.shard.ring.close(self.fd);
     }
 }
 
@@ -162,4 +188,39 @@ fn check(res: i32, timed_out: bool) -> io::Result<usize> {
 
 fn no_buffer() -> io::Error {
     io::Error::new(io::ErrorKind::OutOfMemory, "no I/O buffer free")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::os::fd::AsRawFd;
+    use std::pin::pin;
+    use std::time::{Duration, Instant};
+
+    use socket2::{Domain, Socket, Type};
+
+    use super::testing::{self, poll_once};
+
+    /// A connect dropped before its entry reached the kernel keeps its socket until the ring
+    /// took the entry, so a socket that reuses the number is never connected by it. Before:
+    /// the socket closed with the future, the next socket got its number, and the queued
+    /// connect connected that one.
+    #[test]
+    fn a_dropped_connect_never_lands_on_a_reused_descriptor() {
+        let shard = testing::shard();
+        let target = TcpListener::bind("127.0.0.1:0").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        {
+            let mut connect = pin!(shard.connect(target.local_addr().unwrap(), deadline));
+            assert!(poll_once(connect.as_mut()).is_pending());
+        }
+        let next = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        shard.ring().turn(Duration::ZERO);
+        shard.ring().turn(Duration::from_millis(20));
+        assert!(
+            next.peer_addr().is_err(),
+            "a socket nobody connected is connected (fd {})",
+            next.as_raw_fd()
+        );
+    }
 }

@@ -25,8 +25,11 @@ impl Outbound {
     }
 
     /// Queues `buf[start..end]`. Returns false (dropping nothing) when all slots are taken.
+    ///
+    /// # Panics
+    /// Unless `start <= end <= buf.capacity()` (see [`Part::new`]).
     pub fn push(&mut self, buf: Buf, start: u32, end: u32) -> bool {
-        self.push_part(Part { buf, start, end })
+        self.push_part(Part::new(buf, start, end))
     }
 
     /// Queues the first `n` bytes of `rb`. A few bytes (at most [`COALESCE_LIMIT`]) that fit
@@ -40,11 +43,11 @@ impl Outbound {
         }
         if n <= COALESCE_LIMIT
             && let Some(last) = self.parts.iter_mut().flatten().last()
-            && (last.end as usize) + n <= last.buf.capacity()
+            && (last.end() as usize) + n <= last.buf().capacity()
         {
-            let end = last.end as usize;
-            last.buf.as_mut_slice()[end..end + n].copy_from_slice(&rb.data()[..n]);
-            last.end += n as u32;
+            let end = last.end() as usize;
+            last.buf_mut().as_mut_slice()[end..end + n].copy_from_slice(&rb.data()[..n]);
+            last.set_range(last.start(), (end + n) as u32);
             rb.consume(n);
             return true;
         }
@@ -73,11 +76,7 @@ impl Outbound {
     }
 
     pub fn len_bytes(&self) -> usize {
-        self.parts
-            .iter()
-            .flatten()
-            .map(|p| (p.end - p.start) as usize)
-            .sum()
+        self.parts.iter().flatten().map(Part::len).sum()
     }
 
     pub fn clear(&mut self) {
@@ -88,7 +87,7 @@ impl Outbound {
         let mut ranges = [(0u32, 0u32); MAX_PARTS];
         for (range, part) in ranges.iter_mut().zip(&self.parts) {
             if let Some(part) = part {
-                *range = (part.start, part.end);
+                *range = (part.start(), part.end());
             }
         }
         ranges
@@ -100,31 +99,51 @@ impl Outbound {
         for (part, &(start, end)) in self.parts.iter_mut().zip(ranges) {
             let Some(part) = part else { continue };
             let skipped = skip.min((end - start) as usize);
-            part.start = start + skipped as u32;
+            part.set_range(start + skipped as u32, end);
             skip -= skipped;
         }
     }
 
     /// Puts back the buffers a send operation returned and the ranges it started from.
     pub(super) fn restore(&mut self, ranges: &Ranges, returned: &mut [Option<Buf>; MAX_PARTS]) {
-        for (slot, returned) in self.parts.iter_mut().zip(returned.iter_mut()) {
+        for ((slot, returned), &(start, end)) in
+            self.parts.iter_mut().zip(returned.iter_mut()).zip(ranges)
+        {
             if let Some(buf) = returned.take() {
-                *slot = Some(Part {
-                    buf,
-                    start: 0,
-                    end: 0,
-                });
-            }
-        }
-        for (part, &(start, end)) in self.parts.iter_mut().zip(ranges) {
-            if let Some(part) = part {
-                part.start = start;
-                part.end = end;
+                *slot = Some(Part::new(buf, start, end));
+            } else if let Some(part) = slot {
+                part.set_range(start, end);
             }
         }
     }
 
     pub(super) fn parts_mut(&mut self) -> &mut [Option<Part>; MAX_PARTS] {
         &mut self.parts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::BufferPool;
+    use super::Outbound;
+
+    /// The kernel sends whatever range a part names: a part past its buffer would send the
+    /// bytes of the buffers next to it (another connection's). Before: accepted silently.
+    #[test]
+    #[should_panic(expected = "a part 0..4097 outside its 4096-byte buffer")]
+    fn a_part_past_its_buffer_is_refused() {
+        let pool = BufferPool::new(4096, 2).unwrap();
+        let buf = pool.take().unwrap();
+        let mut out = Outbound::new();
+        out.push(buf, 0, 4097);
+    }
+
+    #[test]
+    #[should_panic(expected = "a part 10..5 outside its 4096-byte buffer")]
+    fn a_part_that_ends_before_it_starts_is_refused() {
+        let pool = BufferPool::new(4096, 2).unwrap();
+        let buf = pool.take().unwrap();
+        let mut out = Outbound::new();
+        out.push(buf, 10, 5);
     }
 }

@@ -55,11 +55,7 @@ impl ReadBuf {
     /// Moves all unconsumed bytes out as a send part, without copying.
     pub fn take_all(&mut self) -> Option<Part> {
         let buf = self.buf.take()?;
-        let part = Part {
-            buf,
-            start: self.start,
-            end: self.end,
-        };
+        let part = Part::new(buf, self.start, self.end);
         self.start = 0;
         self.end = 0;
         Some(part)
@@ -75,23 +71,32 @@ impl ReadBuf {
         let mut copy = pool.take()?;
         copy.as_mut_slice()[..n].copy_from_slice(&self.data()[..n]);
         self.consume(n);
-        Some(Part {
-            buf: copy,
-            start: 0,
-            end: n as u32,
-        })
+        Some(Part::new(copy, 0, n as u32))
     }
 
     // ---- for the receive operation (see `conn.rs`) ----
 
-    /// Lends the buffer to a receive into its free tail.
-    pub(super) fn take_buf(&mut self) -> Option<Buf> {
-        self.buf.take()
+    /// Lends the buffer, with its bytes, to a receive into its free tail. Until
+    /// [`ReadBuf::restore`] the `ReadBuf` is empty: if the receive is dropped in flight, the
+    /// bytes are gone with the buffer, and the `ReadBuf` still says what it holds.
+    pub(super) fn lend(&mut self) -> Option<Lent> {
+        let buf = self.buf.take()?;
+        let lent = Lent {
+            buf,
+            start: self.start,
+            end: self.end,
+        };
+        self.start = 0;
+        self.end = 0;
+        Some(lent)
     }
 
-    /// Takes the buffer back after a receive.
-    pub(super) fn put_buf(&mut self, buf: Option<Buf>) {
-        self.buf = buf;
+    /// Takes a lent buffer back after its receive.
+    pub(super) fn restore(&mut self, buf: Buf, start: u32, end: u32) {
+        debug_assert!(self.buf.is_none() && start <= end && end as usize <= buf.capacity());
+        self.buf = Some(buf);
+        self.start = start;
+        self.end = end;
     }
 
     /// Starts over with a fresh, empty buffer (one the kernel picked, or one of our own).
@@ -115,14 +120,16 @@ impl ReadBuf {
         }
     }
 
-    /// Ensures free space after `end`, moving unconsumed bytes to the front when needed; returns
-    /// the buffer and the offset a receive appends at.
-    pub(super) fn make_room(&mut self, mut buf: Buf) -> io::Result<(Buf, usize)> {
+    /// Ensures free space after `end` in the buffer held, moving unconsumed bytes to the front
+    /// when needed; returns the offset a receive appends at, or `None` when no buffer is held.
+    pub(super) fn make_room(&mut self) -> io::Result<Option<usize>> {
+        let Some(buf) = self.buf.as_mut() else {
+            return Ok(None);
+        };
         if (self.end as usize) < buf.capacity() {
-            return Ok((buf, self.end as usize));
+            return Ok(Some(self.end as usize));
         }
         if self.start == 0 {
-            self.buf = Some(buf);
             return Err(io::Error::new(
                 io::ErrorKind::OutOfMemory,
                 "read buffer full",
@@ -132,6 +139,13 @@ impl ReadBuf {
         buf.as_mut_slice().copy_within(start..end, 0);
         self.end -= self.start;
         self.start = 0;
-        Ok((buf, self.end as usize))
+        Ok(Some(self.end as usize))
     }
+}
+
+/// A buffer lent to a receive, with the range of unconsumed bytes it holds.
+pub(super) struct Lent {
+    pub buf: Buf,
+    pub start: u32,
+    pub end: u32,
 }

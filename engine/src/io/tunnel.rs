@@ -132,7 +132,7 @@ impl<'r> Direction<'r> {
 
 fn send(ring: &Ring, fd: RawFd, buf: Buf, start: u32, end: u32) -> Op<'_> {
     let mut parts: [Option<Part>; MAX_PARTS] = Default::default();
-    parts[0] = Some(Part { buf, start, end });
+    parts[0] = Some(Part::new(buf, start, end));
     ring.send_parts(fd, &mut parts, None)
 }
 
@@ -173,7 +173,14 @@ async fn on_ring(
         if moved {
             last_activity = now;
         }
-        while Pin::new(&mut timer).poll(cx).is_ready() {
+        while let Poll::Ready(done) = Pin::new(&mut timer).poll(cx) {
+            if done.res == -libc::ECANCELED {
+                // The ring stops: every new timer would complete at once, so this is the end.
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the shard's I/O stopped",
+                )));
+            }
             let quiet = now.saturating_duration_since(last_activity);
             if quiet >= idle {
                 return Poll::Ready(Err(io::Error::new(
@@ -192,4 +199,69 @@ async fn on_ring(
         backward: backward.carried,
     };
     (carried, outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::pin::pin;
+    use std::time::Duration;
+
+    use super::super::testing::{self, poll_once, tcp_pair, within};
+    use super::on_ring;
+
+    /// A tunnel whose idle timer completes in the pass in which the ring stops must end, not
+    /// spin: every operation started after `stop()` completes at once. Before: its poll never
+    /// returned ("the tunnel did not finish within 5s").
+    #[test]
+    fn a_tunnel_ends_when_the_ring_stops() {
+        within(Duration::from_secs(5), "the tunnel", || {
+            let shard = testing::shard();
+            let ring = shard.ring();
+            let (a, mut a_peer) = tcp_pair();
+            let (b, mut b_peer) = tcp_pair();
+            let (waker, wakes) = testing::waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            ring.turn(Duration::ZERO);
+            let tunnel = on_ring(
+                ring,
+                shard.pool(),
+                a.as_raw_fd(),
+                b.as_raw_fd(),
+                Duration::from_millis(100),
+            );
+            let mut tunnel = pin!(tunnel);
+            assert!(tunnel.as_mut().poll(&mut cx).is_pending());
+            // Some quiet, then one byte through: the tunnel is active, not idle.
+            ring.turn(Duration::from_millis(30));
+            a_peer.write_all(b"x").unwrap();
+            let mut byte = [0u8; 1];
+            loop {
+                ring.turn(Duration::from_millis(5));
+                assert!(tunnel.as_mut().poll(&mut cx).is_pending());
+                if testing::readable(b_peer.as_raw_fd(), Duration::ZERO) {
+                    break;
+                }
+            }
+            b_peer.read_exact(&mut byte).unwrap();
+            ring.turn(Duration::ZERO);
+            assert!(tunnel.as_mut().poll(&mut cx).is_pending());
+            // The idle timer completes; before the tunnel runs again, the ring stops.
+            let before = wakes.get();
+            while wakes.get() == before {
+                ring.turn(Duration::from_millis(20));
+            }
+            ring.stop();
+            match poll_once(tunnel.as_mut()) {
+                std::task::Poll::Ready((_, Err(err))) => {
+                    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionAborted, "{err}");
+                }
+                other => panic!(
+                    "the tunnel went on: {:?}",
+                    other.map(|(c, r)| (c, r.is_ok()))
+                ),
+            }
+        });
+    }
 }

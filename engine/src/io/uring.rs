@@ -3,23 +3,39 @@
 //! One [`Ring`] per shard, set up `SINGLE_ISSUER | COOP_TASKRUN | DEFER_TASKRUN | TASKRUN_FLAG`:
 //! only the shard's thread touches it, and the kernel runs completion work only when that thread
 //! asks (no interrupts, no IPIs). Operations are pushed into the submission queue by whichever
-//! task needs them; the [driver](drive) task submits the whole batch and reaps every completion
-//! with one `io_uring_enter`, wakes the tasks concerned, yields so they run, and repeats. When a
-//! full pass finds no completion and no task ran, the driver sleeps in its own ring
-//! (`io_uring_enter` waiting for one completion, bounded by `idle_wait`) instead of letting glommio
-//! park: glommio's park re-arms timers, allocates and issues a `membarrier` each time, which is
-//! where a naive glommio proxy loses to epoll.
+//! task needs them; the [driver](Ring::drive) task submits the whole batch and reaps every
+//! completion with one `io_uring_enter`, wakes the tasks concerned, yields so they run, and
+//! repeats. When a full pass finds no completion and no task ran, the driver sleeps in its own
+//! ring (`io_uring_enter` waiting for one completion, bounded by `idle_wait` and the next
+//! deadline) instead of letting glommio park: glommio's park re-arms timers, allocates and issues
+//! a `membarrier` each time, which is where a naive glommio proxy loses to epoll.
+//!
+//! Only the driver reaps. A task that finds the submission queue full submits it (one system
+//! call, no reaping); if the kernel refuses, the entry waits in a backlog the driver flushes at
+//! the start of its next pass. So every task a completion wakes is woken by the driver's own
+//! reap, and runs before the driver next decides whether to sleep.
 //!
 //! Ownership: every in-flight operation has a [`Slot`] in a chunked arena whose memory never moves,
 //! so the kernel can be given pointers into it (iovecs, `msghdr`, socket addresses). Buffers an
 //! operation reads from or writes into are moved into its slot and handed back on completion. If
 //! the future waiting for an operation is dropped (timeout, cancelled connection), the slot is
 //! orphaned: a cancel is submitted and the slot, with its buffers, is recycled only when the
-//! kernel's final completion arrives. Nothing the kernel may still touch is ever freed early.
+//! kernel's final completion arrives. Nothing the kernel may still touch is ever freed early: a
+//! ring dropped while the kernel still owns operations (a shard unwinding, completions the kernel
+//! dropped) leaks its slot arena and buffer pool rather than free them (see `Drop for Ring`).
+//! Descriptors named by queued entries are closed through the ring, after those entries (see
+//! `Ring::close`).
 //!
-//! Deadlines are per operation and coarse: slots carry an `Instant`, the driver sweeps in-flight
-//! slots every [`SWEEP_INTERVAL`] and cancels the late ones, which then complete as timeouts. No
-//! timer is allocated per request.
+//! Completions: the completion queue is sized for the operations a shard may have in flight
+//! ([`completion_entries`]). Should it fill anyway, the kernel keeps completions in its overflow
+//! list (counted in [`RingStats::cq_overflows`]); if it cannot even do that it drops them,
+//! reports `EBADR` and counts them ([`RingStats::dropped`], logged). A stopping ring waits for
+//! every operation the kernel owns, except those whose completion it reported dropped.
+//!
+//! Deadlines are per operation: a timer wheel (`timer.rs`) over slot ids, advanced once per
+//! pass; a passed deadline cancels its operation, which then completes as a timeout. Deadlines
+//! never fire early (they are rounded up to the wheel's tick and pushed back by however far the
+//! pass clock lagged), and no timer is allocated per request.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -34,9 +50,7 @@ use std::time::{Duration, Instant};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::buffer::{Buf, BufferPool, PROVIDED_GROUP};
-
-/// How often in-flight deadlines are checked. Timeouts fire up to this much late.
-pub const SWEEP_INTERVAL: Duration = Duration::from_millis(25);
+use super::timer::{TICK, Wheel};
 
 /// Slots per arena chunk. Chunks are allocated when concurrency first exceeds what exists, never
 /// in steady state.
@@ -51,6 +65,27 @@ const TAG_IGNORE: u64 = u64::MAX;
 /// `IORING_RECVSEND_POLL_FIRST` (linux/io_uring.h): wait for readiness before the first attempt.
 const RECVSEND_POLL_FIRST: u16 = 1 << 0;
 
+/// The kernel's largest completion queue (`IORING_MAX_CQ_ENTRIES`, twice its largest submission
+/// queue).
+pub const MAX_CQ_ENTRIES: u32 = 65536;
+
+/// Completion entries per submission entry, at least: a full batch of submissions plus the
+/// completions of operations submitted earlier fit.
+const CQ_PER_SQ: u32 = 4;
+
+/// Operations one client connection may have in flight at once (its receive or send, its
+/// upstream connection's receive or send, an idle upstream's watch); the completion queue is
+/// sized so that every connection's completions fit at once (a drain ends them all together).
+pub const OPS_PER_CONNECTION: u32 = 3;
+
+/// How long a stopping ring waits, once the only operations left are those whose completion the
+/// kernel reported dropped, before it gives up on them.
+const STOP_SETTLE: Duration = Duration::from_millis(100);
+
+/// Times a refused submission is retried at once (`EINTR`, `EBADR`) before the entry waits for
+/// the next pass.
+const SUBMIT_RETRIES: usize = 3;
+
 /// A receive's `ioprio`: with `poll_first`, the kernel arms readiness at once instead of first
 /// trying a receive that would find nothing (a keep-alive wait, a reply not yet sent).
 fn recv_priority(poll_first: bool) -> u16 {
@@ -61,11 +96,83 @@ fn recv_priority(poll_first: bool) -> u16 {
 const ENTER_GETEVENTS: u32 = 1 << 0;
 const ENTER_EXT_ARG: u32 = 1 << 3;
 
-/// A buffer piece to send: bytes `start..end` of `buf`.
+/// The completion queue for a ring of `ring_entries` serving up to `connections` connections:
+/// room for [`OPS_PER_CONNECTION`] completions per connection and at least [`CQ_PER_SQ`] per
+/// submission entry, as a power of two, within the kernel's [`MAX_CQ_ENTRIES`].
+pub fn completion_entries(ring_entries: u32, connections: usize) -> u32 {
+    let per_connection = (connections as u64).saturating_mul(u64::from(OPS_PER_CONNECTION));
+    let per_entry = u64::from(ring_entries) * u64::from(CQ_PER_SQ);
+    per_connection
+        .max(per_entry)
+        .checked_next_power_of_two()
+        .unwrap_or(u64::MAX)
+        .min(u64::from(MAX_CQ_ENTRIES)) as u32
+}
+
+/// A buffer piece to send: bytes `start..end` of `buf`. The kernel sends exactly that range, so
+/// it is checked when the part is made ([`Part::new`]) and can change only through methods that
+/// check it again: `start <= end <= capacity` always holds.
 pub struct Part {
-    pub buf: Buf,
-    pub start: u32,
-    pub end: u32,
+    buf: Buf,
+    start: u32,
+    end: u32,
+}
+
+impl Part {
+    /// Bytes `start..end` of `buf`.
+    ///
+    /// # Panics
+    /// Unless `start <= end <= buf.capacity()`: a range past the buffer would have the kernel
+    /// send the bytes of the buffers next to it.
+    pub fn new(buf: Buf, start: u32, end: u32) -> Part {
+        check_range(&buf, start, end);
+        Part { buf, start, end }
+    }
+
+    pub fn start(&self) -> u32 {
+        self.start
+    }
+
+    pub fn end(&self) -> u32 {
+        self.end
+    }
+
+    /// Bytes in the part.
+    pub fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub fn buf(&self) -> &Buf {
+        &self.buf
+    }
+
+    pub fn into_buf(self) -> Buf {
+        self.buf
+    }
+
+    /// The buffer, for writing bytes after `end` before [`Part::set_range`] takes them in.
+    pub(super) fn buf_mut(&mut self) -> &mut Buf {
+        &mut self.buf
+    }
+
+    /// Changes the range, with the same check as [`Part::new`].
+    pub(super) fn set_range(&mut self, start: u32, end: u32) {
+        check_range(&self.buf, start, end);
+        self.start = start;
+        self.end = end;
+    }
+}
+
+fn check_range(buf: &Buf, start: u32, end: u32) {
+    assert!(
+        start <= end && end as usize <= buf.capacity(),
+        "a part {start}..{end} outside its {}-byte buffer",
+        buf.capacity()
+    );
 }
 
 /// What an operation left behind: the kernel's result and any buffers it owned.
@@ -80,9 +187,10 @@ pub(crate) struct Completion {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
     Free,
-    /// Submitted; a future waits for it.
+    /// Submitted (or waiting in the backlog); the kernel owns it until its completion.
     InFlight,
-    /// The final completion arrived; the future has not collected it yet.
+    /// The final completion arrived (or the ring was stopping and nothing was submitted); the
+    /// future has not collected it yet.
     Done,
     /// The future was dropped before completion; recycle on the final completion.
     Orphaned,
@@ -93,16 +201,16 @@ pub(crate) struct Slot {
     state: State,
     cancel_sent: bool,
     timed_out: bool,
-    multishot: bool,
+    /// A non-negative result is a new descriptor (accept): closed if nobody takes it.
+    creates_fd: bool,
+    /// The operation's deadline is in the timer wheel.
+    has_deadline: bool,
     res: i32,
     waker: Option<Waker>,
-    deadline: Option<Instant>,
     /// Buffers owned by the operation (receive target, send parts).
     bufs: [Option<Buf>; MAX_PARTS],
     /// Memory the kernel reads or writes for this kind of operation.
     memory: OpMemory,
-    /// Results of a multishot operation not yet taken (accepted sockets).
-    queue: Option<Box<VecDeque<i32>>>,
 }
 
 /// The per-kind memory of an operation. Its variant is set before submission and not changed
@@ -125,18 +233,13 @@ impl Slot {
             state: State::Free,
             cancel_sent: false,
             timed_out: false,
-            multishot: false,
+            creates_fd: false,
+            has_deadline: false,
             res: 0,
             waker: None,
-            deadline: None,
             bufs: Default::default(),
             memory: OpMemory::None,
-            queue: None,
         }
-    }
-
-    fn queue(&mut self) -> &mut VecDeque<i32> {
-        self.queue.get_or_insert_with(Default::default)
     }
 }
 
@@ -144,14 +247,21 @@ impl Slot {
 struct Slots {
     chunks: Vec<Box<[Slot]>>,
     free: Vec<u32>,
-    in_flight: usize,
-    with_deadline: usize,
+    /// Slots allocated (in flight, or done and not yet collected).
+    in_use: usize,
+    /// Slots the kernel owns: submitted (or in the backlog) and not finally completed. Only
+    /// these keep a stopping ring's driver running.
+    in_kernel: usize,
 }
 
 impl Slots {
     fn get(&mut self, id: u32) -> &mut Slot {
         let id = id as usize;
         &mut self.chunks[id / CHUNK][id % CHUNK]
+    }
+
+    fn capacity(&self) -> usize {
+        self.chunks.len() * CHUNK
     }
 
     fn alloc(&mut self) -> u32 {
@@ -162,25 +272,25 @@ impl Slots {
                 .extend((base..base + CHUNK).rev().map(|i| i as u32));
         }
         let id = self.free.pop().expect("a chunk was just added");
-        self.in_flight += 1;
+        self.in_use += 1;
         id
     }
 
     fn release(&mut self, id: u32) {
         let slot = self.get(id);
         debug_assert!(slot.state != State::Free);
-        if slot.deadline.take().is_some() {
-            self.with_deadline -= 1;
-        }
-        let slot = self.get(id);
+        debug_assert!(
+            !slot.has_deadline,
+            "a released slot left its deadline behind"
+        );
         slot.state = State::Free;
         slot.waker = None;
         slot.cancel_sent = false;
         slot.timed_out = false;
-        slot.multishot = false;
+        slot.creates_fd = false;
         slot.bufs = Default::default();
         slot.memory = OpMemory::None;
-        self.in_flight -= 1;
+        self.in_use -= 1;
         self.free.push(id);
     }
 }
@@ -198,19 +308,54 @@ pub struct RingStats {
     pub parks: u64,
     /// Operations cancelled because their deadline passed.
     pub timeouts: u64,
+    /// Passes that found the completion queue full: the kernel kept completions aside in its
+    /// overflow list (nothing lost, but the queue is too small for the load).
+    pub cq_overflows: u64,
+    /// Completions the kernel dropped because it could not even keep them aside (`EBADR`). Each
+    /// leaves an operation that never completes.
+    pub dropped: u64,
+    /// Operations a stopping ring gave up waiting for because their completion was dropped.
+    pub abandoned: u64,
+    /// Submissions the kernel refused (other than a full completion queue), left for the next
+    /// pass.
+    pub submit_errors: u64,
+}
+
+/// How an idle watch ended (see [`Ring::end_watch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WatchEnd {
+    /// Input or a hang-up arrived.
+    Fired,
+    /// Nothing arrived.
+    Quiet,
+    /// The watch has not completed, but completions may be waiting in the kernel (deferred
+    /// completion work, or a queue not reaped yet): ask the socket itself.
+    Unsure,
 }
 
 /// A shard's ring, its operation slots and its buffers.
+///
+/// Field order is drop order: the io_uring closes before the memory it was given goes.
 pub struct Ring {
     uring: RefCell<IoUring>,
     slots: RefCell<Slots>,
+    /// Deadlines of operations in flight.
+    wheel: RefCell<Wheel>,
+    /// Entries the submission queue could not take yet, in order; flushed each pass.
+    backlog: RefCell<VecDeque<squeue::Entry>>,
     pool: Rc<BufferPool>,
     idle_wait: Duration,
-    next_sweep: Cell<Instant>,
     /// The time at the start of the current pass (see [`Ring::now`]).
     now: Cell<Instant>,
     stats: Cell<RingStats>,
     stopping: Cell<bool>,
+    /// When `stop` was called, or the last completion after it arrived.
+    quiet_since: Cell<Instant>,
+    /// The kernel's count of dropped completions, as last read.
+    dropped_seen: Cell<u32>,
+    /// Tests: the n-th submission from now fails with `EBUSY` (0: none does).
+    #[cfg(test)]
+    fail_submit_in: Cell<u32>,
 }
 
 thread_local! {
@@ -224,9 +369,9 @@ thread_local! {
 ///
 /// The driver sleeps (submitting and waiting in one `io_uring_enter`) right after a scheduling
 /// pass: every task its completions woke has run by then, because the driver yields to the back
-/// of the run queue. The only tasks that can still be runnable are those woken during the pass
-/// by something else, and every such place in coregate calls this. `idle_wait` bounds the delay
-/// should one ever be missed.
+/// of the run queue, and only the driver reaps completions. The only tasks that can still be
+/// runnable are those woken during the pass by something else, and every such place in coregate
+/// calls this. `idle_wait` bounds the delay should one ever be missed.
 pub fn note_local_wake() {
     LOCAL_WAKE.with(|flag| flag.set(true));
 }
@@ -236,10 +381,12 @@ fn take_local_wake() -> bool {
 }
 
 impl Ring {
-    /// Sets up the shard's ring with `entries` submission slots and registers its provided-buffer
-    /// ring.
+    /// Sets up the shard's ring with `entries` submission slots and a completion queue of
+    /// `cq_entries` (see [`completion_entries`]; clamped to the kernel's limits), and registers
+    /// its provided-buffer ring.
     pub fn new(
         entries: u32,
+        cq_entries: u32,
         pool_buf_size: usize,
         pool_count: usize,
         idle_wait: Duration,
@@ -249,7 +396,8 @@ impl Ring {
             .setup_coop_taskrun()
             .setup_taskrun_flag()
             .setup_defer_taskrun()
-            .setup_cqsize(entries.saturating_mul(4))
+            .setup_clamp()
+            .setup_cqsize(cq_entries.clamp(entries, MAX_CQ_ENTRIES))
             .build(entries)?;
         let ring_entries = (pool_count / 2)
             .next_power_of_two()
@@ -259,26 +407,33 @@ impl Ring {
             .provided_ring_addr()
             .expect("pool built with a provided ring");
         // SAFETY: the ring memory belongs to `pool`, which the `Ring` keeps alive; the ring is
-        // unregistered (by closing the io_uring) before the pool is dropped (field order).
+        // unregistered (by closing the io_uring) before the pool is dropped (field order), and
+        // the pool is leaked instead if the kernel may still use it (see `Drop for Ring`).
         unsafe {
             uring
                 .submitter()
                 .register_buf_ring_with_flags(addr, count, PROVIDED_GROUP, 0)?;
         }
+        let now = Instant::now();
         Ok(Rc::new(Ring {
             uring: RefCell::new(uring),
             slots: RefCell::new(Slots {
                 chunks: Vec::new(),
                 free: Vec::new(),
-                in_flight: 0,
-                with_deadline: 0,
+                in_use: 0,
+                in_kernel: 0,
             }),
+            wheel: RefCell::new(Wheel::new(now)),
+            backlog: RefCell::new(VecDeque::new()),
             pool,
             idle_wait,
-            next_sweep: Cell::new(Instant::now() + SWEEP_INTERVAL),
-            now: Cell::new(Instant::now()),
+            now: Cell::new(now),
             stats: Cell::new(RingStats::default()),
             stopping: Cell::new(false),
+            quiet_since: Cell::new(now),
+            dropped_seen: Cell::new(0),
+            #[cfg(test)]
+            fail_submit_in: Cell::new(0),
         }))
     }
 
@@ -288,7 +443,8 @@ impl Ring {
 
     /// The clock as read when the current pass began: what deadlines and latencies are measured
     /// with. One clock read per pass instead of several per request; stale by at most the
-    /// duration of a pass (the work done since the last wake-up).
+    /// duration of a pass (the work done since the last wake-up). Deadlines computed from it are
+    /// pushed back by that staleness, so they never fire early.
     pub fn now(&self) -> Instant {
         self.now.get()
     }
@@ -297,18 +453,29 @@ impl Ring {
         self.stats.get()
     }
 
-    /// Operations submitted and not yet completed.
+    /// Operations the kernel owns: submitted and not yet completed.
     pub fn in_flight(&self) -> usize {
-        self.slots.borrow().in_flight
+        self.slots.borrow().in_kernel
+    }
+
+    /// The completion queue's size.
+    pub fn completion_queue_entries(&self) -> u32 {
+        self.uring.borrow().params().cq_entries()
     }
 
     /// Cancels every operation in flight and refuses new ones (they complete at once with
-    /// `ECANCELED`); the driver returns once nothing is in flight any more.
+    /// `ECANCELED`, without reaching the kernel); the driver returns once the kernel owns no
+    /// operation any more.
     pub fn stop(&self) {
         if !self.stopping.replace(true) {
+            self.quiet_since.set(Instant::now());
             let cancel_all = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
             self.fire_and_forget(cancel_all);
         }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get()
     }
 
     fn bump(&self, f: impl FnOnce(&mut RingStats)) {
@@ -317,32 +484,83 @@ impl Ring {
         self.stats.set(stats);
     }
 
-    /// Queues an entry; submits first if the queue is full.
+    /// Queues an entry. When the submission queue is full, submits it (one system call, no
+    /// reaping) and queues again; if the kernel refuses, the entry waits in the backlog (as does
+    /// every entry after it, to keep their order) for the driver's next pass.
     fn push(&self, entry: &squeue::Entry) {
-        let mut uring = self.uring.borrow_mut();
-        loop {
+        let mut backlog = self.backlog.borrow_mut();
+        if backlog.is_empty() {
+            let mut uring = self.uring.borrow_mut();
             // SAFETY: every pointer inside `entry` refers to slot or buffer memory that stays
             // valid and untouched until the operation's final completion (see module docs).
-            let pushed = unsafe { uring.submission().push(entry) };
-            if pushed.is_ok() {
+            if unsafe { uring.submission().push(entry) }.is_ok() {
                 return;
             }
-            match uring.submit() {
-                Ok(n) => self.bump(|s| {
-                    s.enters += 1;
-                    s.submitted += n as u64;
-                }),
-                Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
-                    // The completion queue is full: reap before we can submit more.
-                    drop(uring);
-                    self.reap();
-                    uring = self.uring.borrow_mut();
+            if self.submit(&uring).is_ok_and(|n| n > 0)
+                // SAFETY: as above.
+                && unsafe { uring.submission().push(entry) }.is_ok()
+            {
+                return;
+            }
+        }
+        backlog.push_back(entry.clone());
+    }
+
+    /// Moves backlogged entries into the submission queue, submitting as it fills; stops when the
+    /// kernel refuses (the next pass tries again).
+    fn flush_backlog(&self) {
+        let mut backlog = self.backlog.borrow_mut();
+        if backlog.is_empty() {
+            return;
+        }
+        let mut uring = self.uring.borrow_mut();
+        while let Some(entry) = backlog.front() {
+            // SAFETY: as in `push`; the entry's memory is still owned by its slot.
+            if unsafe { uring.submission().push(entry) }.is_ok() {
+                backlog.pop_front();
+            } else if !self.submit(&uring).is_ok_and(|n| n > 0) {
+                return;
+            }
+        }
+    }
+
+    /// Submits the queued entries without waiting or reaping. `EINTR` is retried, `EBADR`
+    /// (completions were dropped) is counted, logged and retried; anything else is returned.
+    fn submit(&self, uring: &IoUring) -> io::Result<usize> {
+        let mut result = Ok(0);
+        for _ in 0..SUBMIT_RETRIES {
+            #[cfg(test)]
+            let submitted = match self.fail_submit_in.get() {
+                1 => {
+                    self.fail_submit_in.set(0);
+                    Err(io::Error::from_raw_os_error(libc::EBUSY))
                 }
-                Err(_) => {
-                    // EINTR and friends: try again.
+                0 => uring.submit(),
+                n => {
+                    self.fail_submit_in.set(n - 1);
+                    uring.submit()
+                }
+            };
+            #[cfg(not(test))]
+            let submitted = uring.submit();
+            self.bump(|s| s.enters += 1);
+            match submitted {
+                Ok(n) => {
+                    self.bump(|s| s.submitted += n as u64);
+                    return Ok(n);
+                }
+                Err(err) if err.raw_os_error() == Some(libc::EINTR) => result = Err(err),
+                Err(err) if err.raw_os_error() == Some(libc::EBADR) => {
+                    self.account_dropped(uring);
+                    result = Err(err);
+                }
+                Err(err) => {
+                    self.bump(|s| s.submit_errors += 1);
+                    return Err(err);
                 }
             }
         }
+        result
     }
 
     /// Starts an operation: allocates a slot, lets `prepare` fill the slot's memory and build the
@@ -355,31 +573,30 @@ impl Ring {
         let id = {
             let mut slots = self.slots.borrow_mut();
             let id = slots.alloc();
-            if deadline.is_some() {
-                slots.with_deadline += 1;
-            }
+            self.wheel.borrow_mut().reserve(slots.capacity());
             id
         };
         let entry = {
             let mut slots = self.slots.borrow_mut();
             let slot = slots.get(id);
             slot.state = State::InFlight;
-            slot.deadline = deadline;
             slot.res = 0;
             let entry = prepare(slot).user_data(id as u64);
             if self.stopping.get() {
                 // Shutting down: nothing new reaches the kernel.
                 slot.state = State::Done;
                 slot.res = -libc::ECANCELED;
-                if slot.multishot {
-                    slot.queue().push_back(-libc::ECANCELED);
-                }
                 None
             } else {
+                slot.has_deadline = deadline.is_some();
+                slots.in_kernel += 1;
                 Some(entry)
             }
         };
         if let Some(entry) = entry {
+            if let Some(deadline) = deadline {
+                self.wheel.borrow_mut().add(id, deadline);
+            }
             self.push(&entry);
         }
         Op {
@@ -394,7 +611,10 @@ impl Ring {
         self.push(&entry.user_data(TAG_IGNORE));
     }
 
-    /// Closes a file descriptor through the ring, batched with the other submissions.
+    /// Closes a file descriptor through the ring, batched with the other submissions and after
+    /// every entry queued before it, so no queued entry can name a number the kernel already
+    /// gave to a new descriptor. A close queued after the driver returned is submitted when the
+    /// ring drops.
     pub(crate) fn close(&self, fd: RawFd) {
         self.fire_and_forget(opcode::Close::new(types::Fd(fd)).build());
     }
@@ -417,7 +637,8 @@ impl Ring {
     }
 
     /// One `io_uring_enter`: submits everything queued, runs deferred completion work and, when
-    /// `wait` is given, sleeps until `min_complete` completions or the timeout.
+    /// `wait` is given, sleeps until `min_complete` completions or the timeout. Errors other
+    /// than the expected ones are counted and logged; `EBADR` accounts the dropped completions.
     fn enter(&self, min_complete: u32, wait: Option<Duration>) {
         let uring = self.uring.borrow();
         let to_submit = {
@@ -448,17 +669,46 @@ impl Ring {
                     .enter::<libc::sigset_t>(to_submit, min_complete, flags, None)
             },
         };
-        let mut stats = self.stats.get();
-        stats.enters += 1;
+        self.bump(|s| s.enters += 1);
         match result {
-            Ok(submitted) => stats.submitted += submitted as u64,
-            // ETIME: the wait timed out; EINTR: a signal; EBUSY: completions must be reaped first.
-            Err(_) => {}
+            Ok(submitted) => self.bump(|s| s.submitted += submitted as u64),
+            Err(err) => match err.raw_os_error() {
+                // The wait timed out; a signal; the kernel is short of memory for a moment, or
+                // (older kernels) completions must be reaped first: the next pass tries again.
+                Some(libc::ETIME | libc::EINTR | libc::EAGAIN | libc::EBUSY) => {}
+                Some(libc::EBADR) => self.account_dropped(&uring),
+                _ => {
+                    self.bump(|s| s.submit_errors += 1);
+                    let errors = self.stats.get().submit_errors;
+                    if errors.is_power_of_two() {
+                        eprintln!("coregate: io_uring_enter failed ({err}); {errors} times so far");
+                    }
+                }
+            },
         }
-        self.stats.set(stats);
+        // SAFETY: as above; only the flags are read.
+        if unsafe { uring.submission_shared() }.cq_overflow() {
+            self.bump(|s| s.cq_overflows += 1);
+        }
     }
 
-    /// Moves every available completion into its slot and wakes the waiting tasks.
+    /// Reads the kernel's count of dropped completions; counts and logs any new ones.
+    fn account_dropped(&self, uring: &IoUring) {
+        // SAFETY: only the overflow counter is read; no other completion queue handle is alive.
+        let seen = unsafe { uring.completion_shared() }.overflow();
+        let new = seen.wrapping_sub(self.dropped_seen.replace(seen));
+        if new > 0 {
+            self.bump(|s| s.dropped += u64::from(new));
+            eprintln!(
+                "coregate: the kernel dropped {new} io_uring completions (completion queue of {} \
+                 full and no memory to keep them aside); their operations never complete",
+                uring.params().cq_entries()
+            );
+        }
+    }
+
+    /// Moves every available completion into its slot and wakes the waiting tasks. Only the
+    /// driver (and the ring's own teardown) calls this.
     fn reap(&self) -> usize {
         let mut reaped = 0;
         loop {
@@ -489,7 +739,11 @@ impl Ring {
         if reaped > 0 {
             self.bump(|s| s.completions += reaped as u64);
             self.pool.refill_provided();
+            if self.stopping.get() {
+                self.quiet_since.set(Instant::now());
+            }
         }
+        self.account_dropped(&self.uring.borrow());
         reaped
     }
 
@@ -499,113 +753,128 @@ impl Ring {
         }
         let id = user_data as u32;
         let provided = cqueue::buffer_select(flags).map(|bid| self.pool.adopt_provided(bid));
-        let mut slots = self.slots.borrow_mut();
-        let slot = slots.get(id);
-        if slot.multishot {
-            let more = cqueue::more(flags);
+        let mut close = None;
+        {
+            let mut slots = self.slots.borrow_mut();
+            let slot = slots.get(id);
+            if slot.has_deadline {
+                slot.has_deadline = false;
+                self.wheel.borrow_mut().remove(id);
+            }
             match slot.state {
-                State::Orphaned => {
-                    if res >= 0 {
-                        // An accepted socket nobody will take: close it.
-                        // SAFETY: the descriptor was just created for us and is owned by no one.
-                        unsafe { libc::close(res) };
-                    }
-                    if !more {
-                        slots.release(id);
-                    }
-                }
-                _ => {
-                    slot.queue().push_back(res);
-                    if !more {
-                        slot.state = State::Done;
-                        slot.res = res;
+                State::InFlight => {
+                    slot.res = res;
+                    slot.state = State::Done;
+                    if let Some(buf) = provided {
+                        slot.bufs[0] = Some(buf);
                     }
                     if let Some(waker) = slot.waker.take() {
                         waker.wake();
                     }
+                    slots.in_kernel -= 1;
                 }
-            }
-            return;
-        }
-        match slot.state {
-            State::InFlight => {
-                slot.res = res;
-                slot.state = State::Done;
-                if let Some(buf) = provided {
-                    slot.bufs[0] = Some(buf);
+                State::Orphaned => {
+                    if slot.creates_fd && res >= 0 {
+                        // A connection nobody will take.
+                        close = Some(res);
+                    }
+                    drop(provided);
+                    slots.release(id);
+                    slots.in_kernel -= 1;
                 }
-                if let Some(waker) = slot.waker.take() {
-                    waker.wake();
+                State::Free | State::Done => {
+                    debug_assert!(false, "completion for slot {id} in state {:?}", slot.state);
                 }
-            }
-            State::Orphaned => {
-                drop(provided);
-                slots.release(id);
-            }
-            State::Free | State::Done => {
-                debug_assert!(false, "completion for slot {id} in state {:?}", slot.state);
             }
         }
+        if let Some(fd) = close {
+            self.close(fd);
+        }
+    }
+
+    /// Pushes the deadlines added during the pass that just ended into the wheel, each moved
+    /// back by how far the pass clock lagged behind `now`.
+    fn settle_deadlines(&self, now: Instant) {
+        let lag = now.saturating_duration_since(self.now.get());
+        self.wheel.borrow_mut().settle(lag);
     }
 
     /// Cancels in-flight operations whose deadline passed.
-    fn sweep_deadlines(&self, now: Instant) {
-        if now < self.next_sweep.get() {
-            return;
-        }
-        self.next_sweep.set(now + SWEEP_INTERVAL);
-        let mut late: [u32; 64] = [0; 64];
-        let mut found = 0;
+    fn expire_deadlines(&self, now: Instant) {
+        let mut found = 0u64;
         {
+            let mut wheel = self.wheel.borrow_mut();
             let mut slots = self.slots.borrow_mut();
-            if slots.with_deadline == 0 {
-                return;
-            }
-            let count = slots.chunks.len() * CHUNK;
-            for id in 0..count as u32 {
+            wheel.expire(now, |id| {
                 let slot = slots.get(id);
-                if slot.state == State::InFlight
-                    && !slot.cancel_sent
-                    && slot.deadline.is_some_and(|deadline| deadline <= now)
-                {
+                slot.has_deadline = false;
+                if slot.state == State::InFlight && !slot.cancel_sent {
                     slot.cancel_sent = true;
                     slot.timed_out = true;
-                    late[found] = id;
+                    // Queueing the cancel touches neither the slots nor the wheel.
+                    self.cancel(id);
                     found += 1;
-                    if found == late.len() {
-                        break;
-                    }
                 }
-            }
-        }
-        for &id in &late[..found] {
-            self.cancel(id);
+            });
         }
         if found > 0 {
-            self.bump(|s| s.timeouts += found as u64);
-        }
-        if found == late.len() {
-            // More may be late: look again on the next pass rather than holding a long borrow.
-            self.next_sweep.set(now);
+            self.bump(|s| s.timeouts += found);
         }
     }
 
+    /// How long the driver may sleep: until the next deadline, at most `idle_wait`; briefly
+    /// when entries wait in the backlog or a stopping ring waits on dropped completions.
     fn park_timeout(&self, now: Instant) -> Duration {
-        if self.slots.borrow().with_deadline > 0 {
-            self.next_sweep
-                .get()
-                .saturating_duration_since(now)
-                .min(self.idle_wait)
-        } else {
-            self.idle_wait
+        let mut timeout = self.idle_wait;
+        if let Some(due) = self.wheel.borrow().next_due() {
+            timeout = timeout.min(due.saturating_duration_since(now));
         }
+        if !self.backlog.borrow().is_empty() {
+            timeout = timeout.min(TICK);
+        }
+        if self.stopping.get() {
+            timeout = timeout.min(STOP_SETTLE);
+        }
+        timeout
     }
 
-    /// Sleeps in the ring until a completion arrives or the timeout passes.
-    fn park(&self, now: Instant) {
-        let timeout = self.park_timeout(now);
-        self.bump(|s| s.parks += 1);
-        self.enter(1, Some(timeout));
+    /// One pass of the driver: deadlines, the backlog, one `io_uring_enter` (sleeping up to
+    /// `wait` for a completion, or not at all), the pass clock, reaping.
+    fn pass(&self, wait: Option<Duration>) {
+        let now = Instant::now();
+        self.settle_deadlines(now);
+        self.expire_deadlines(now);
+        self.flush_backlog();
+        match wait {
+            Some(wait) => {
+                self.bump(|s| s.parks += 1);
+                self.enter(1, Some(wait));
+            }
+            None => self.enter_if_needed(),
+        }
+        self.now.set(Instant::now());
+        self.reap();
+    }
+
+    /// Whether a stopping ring is done: the kernel owns no operation, or only operations whose
+    /// completion it reported dropped and nothing arrived for [`STOP_SETTLE`]. Those are given
+    /// up on (counted in [`RingStats::abandoned`]); their memory is leaked when the ring drops.
+    fn finished(&self) -> bool {
+        let in_kernel = self.slots.borrow().in_kernel as u64;
+        if in_kernel == 0 {
+            return true;
+        }
+        let stats = self.stats.get();
+        let unaccounted = stats.dropped.saturating_sub(stats.abandoned);
+        if in_kernel <= unaccounted && self.quiet_since.get().elapsed() >= STOP_SETTLE {
+            self.bump(|s| s.abandoned += in_kernel);
+            eprintln!(
+                "coregate: {in_kernel} io_uring operations never completed (their completions \
+                 were dropped); their memory is left allocated"
+            );
+            return true;
+        }
+        false
     }
 
     fn poll_op(&self, id: u32, cx: &mut Context<'_>) -> Poll<Completion> {
@@ -632,20 +901,22 @@ impl Ring {
         Poll::Ready(completion)
     }
 
+    /// Gives up on an operation: a completed one is released; one still in the kernel is
+    /// cancelled and released when its final completion arrives.
     fn orphan(&self, id: u32) {
+        let mut close = None;
         let send_cancel = {
             let mut slots = self.slots.borrow_mut();
             let slot = slots.get(id);
+            if slot.has_deadline {
+                slot.has_deadline = false;
+                self.wheel.borrow_mut().remove(id);
+            }
             match slot.state {
                 State::Done => {
                     // Completed but never collected: nothing in the kernel any more.
-                    if slot.multishot {
-                        for fd in slot.queue().drain(..) {
-                            if fd >= 0 {
-                                // SAFETY: accepted descriptors nobody took.
-                                unsafe { libc::close(fd) };
-                            }
-                        }
+                    if slot.creates_fd && slot.res >= 0 {
+                        close = Some(slot.res);
                     }
                     slots.release(id);
                     false
@@ -653,14 +924,6 @@ impl Ring {
                 State::InFlight => {
                     slot.state = State::Orphaned;
                     slot.waker = None;
-                    if slot.multishot {
-                        for fd in slot.queue().drain(..) {
-                            if fd >= 0 {
-                                // SAFETY: as above.
-                                unsafe { libc::close(fd) };
-                            }
-                        }
-                    }
                     let send = !slot.cancel_sent;
                     slot.cancel_sent = true;
                     send
@@ -671,11 +934,17 @@ impl Ring {
         if send_cancel {
             self.cancel(id);
         }
+        if let Some(fd) = close {
+            self.close(fd);
+        }
     }
 
     // ---- the operations the io module builds on ----
 
-    /// Receives into the free tail of `buf` (which the operation owns until it completes).
+    /// Receives into `buf[offset..]` (the operation owns `buf` until it completes).
+    ///
+    /// # Panics
+    /// Unless `offset < buf.capacity()`: the kernel writes wherever the range says.
     pub(crate) fn recv_into(
         &self,
         fd: RawFd,
@@ -684,9 +953,14 @@ impl Ring {
         deadline: Option<Instant>,
         poll_first: bool,
     ) -> Op<'_> {
+        assert!(
+            offset < buf.capacity(),
+            "a receive at {offset} in a {}-byte buffer",
+            buf.capacity()
+        );
         let len = buf.capacity() - offset;
-        // SAFETY: offset < capacity, checked by the caller's contract (debug-asserted).
-        debug_assert!(offset < buf.capacity());
+        // SAFETY: offset < capacity (asserted above), so the pointer and the `len` bytes after
+        // it are inside the buffer, which the slot owns until the final completion.
         let ptr = unsafe { buf.as_mut_ptr().add(offset) };
         self.start(deadline, move |slot| {
             slot.bufs[0] = Some(buf);
@@ -723,19 +997,24 @@ impl Ring {
         deadline: Option<Instant>,
     ) -> Op<'_> {
         const FLAGS: i32 = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
+        for part in parts.iter().flatten() {
+            // Parts are checked when made; the kernel trusts this range, so check it again.
+            check_range(&part.buf, part.start, part.end);
+        }
         self.start(deadline, move |slot| {
             let non_empty = parts
                 .iter()
                 .flatten()
-                .filter(|part| part.end > part.start)
+                .filter(|part| !part.is_empty())
                 .count();
             if non_empty == 1 {
                 let index = parts
                     .iter()
-                    .position(|p| p.as_ref().is_some_and(|part| part.end > part.start))
+                    .position(|p| p.as_ref().is_some_and(|part| !part.is_empty()))
                     .expect("one part is not empty");
                 let part = parts[index].take().expect("just found");
-                // SAFETY: start < end <= capacity, so the range is inside the buffer.
+                // SAFETY: start < end <= capacity (checked above), so the range is inside the
+                // buffer, which the slot owns until the final completion.
                 let ptr = unsafe { part.buf.as_ptr().add(part.start as usize) };
                 let len = part.end - part.start;
                 slot.bufs[index] = Some(part.buf);
@@ -753,14 +1032,15 @@ impl Ring {
             };
             let mut count = 0;
             for (index, entry) in parts.iter_mut().enumerate() {
-                let Some(part) = entry.take_if(|part| part.end > part.start) else {
+                let Some(part) = entry.take_if(|part| !part.is_empty()) else {
                     continue;
                 };
                 iov[count] = libc::iovec {
-                    // SAFETY: start < end <= capacity, so the range is inside the buffer.
+                    // SAFETY: start < end <= capacity (checked above), so the range is inside
+                    // the buffer, which the slot owns until the final completion.
                     iov_base: unsafe { part.buf.as_ptr().add(part.start as usize) }
                         as *mut libc::c_void,
-                    iov_len: (part.end - part.start) as usize,
+                    iov_len: part.len(),
                 };
                 slot.bufs[index] = Some(part.buf);
                 count += 1;
@@ -804,7 +1084,8 @@ impl Ring {
         })
     }
 
-    /// Sleeps for `duration` (a ring timeout; no timer allocation).
+    /// Sleeps for `duration` (a ring timeout; no timer allocation). Completes with `-ETIME`, or
+    /// `-ECANCELED` when the ring stops.
     pub(crate) fn sleep(&self, duration: Duration) -> Op<'_> {
         self.start(None, move |slot| {
             slot.memory = OpMemory::Timeout(types::Timespec::from(duration));
@@ -827,32 +1108,51 @@ impl Ring {
     }
 
     /// Starts watching an idle socket: a one-shot poll that completes when input or a hang-up
-    /// arrives. Returns its slot, for [`Ring::end_watch`]. Costs a submission, no system call
-    /// of its own (it goes out with the pass's batch).
-    pub(crate) fn watch(&self, fd: RawFd) -> u32 {
+    /// arrives. Returns its slot, for [`Ring::end_watch`], or `None` while the ring stops (the
+    /// connection will not be reused). Costs a submission, no system call of its own (it goes
+    /// out with the pass's batch).
+    pub(crate) fn watch(&self, fd: RawFd) -> Option<u32> {
+        if self.stopping.get() {
+            return None;
+        }
         let op = self.start(None, move |_| {
             opcode::PollAdd::new(types::Fd(fd), (libc::POLLIN | libc::POLLRDHUP) as u32).build()
         });
         let id = op.id;
         // The watch is ended by `end_watch`, never awaited.
         std::mem::forget(op);
-        id
+        Some(id)
     }
 
-    /// Ends a watch; true when the socket stayed quiet (nothing arrived, no hang-up).
-    pub(crate) fn end_watch(&self, id: u32) -> bool {
+    /// Ends a watch and says what it saw. A watch that has not completed is [`WatchEnd::Quiet`]
+    /// only when no completion can be waiting: none deferred in the kernel (the `TASKRUN`
+    /// flag), none in the queue unreaped, none aside in the overflow list.
+    pub(crate) fn end_watch(&self, id: u32) -> WatchEnd {
         let fired = matches!(self.slots.borrow_mut().get(id).state, State::Done);
         // A completed watch is released; one still in the kernel is cancelled.
         self.orphan(id);
-        !fired
+        if fired {
+            return WatchEnd::Fired;
+        }
+        let mut uring = self.uring.borrow_mut();
+        let pending = {
+            let sq = uring.submission();
+            sq.taskrun() || sq.cq_overflow()
+        };
+        if pending || !uring.completion().is_empty() {
+            WatchEnd::Unsure
+        } else {
+            WatchEnd::Quiet
+        }
     }
 
-    /// Starts a multishot accept on a listening socket.
-    pub(crate) fn accept_multi(&self, fd: RawFd) -> u32 {
+    /// Starts one accept on a listening socket; its result is the new connection's descriptor.
+    /// Collect it with [`Ring::poll_accept`]; give up on it with [`Ring::abandon`] (a connection
+    /// it brings later is closed).
+    pub(crate) fn accept(&self, fd: RawFd) -> u32 {
         let op = self.start(None, move |slot| {
-            slot.multishot = true;
-            slot.queue().clear();
-            opcode::AcceptMulti::new(types::Fd(fd))
+            slot.creates_fd = true;
+            opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
                 .flags(libc::SOCK_CLOEXEC)
                 .build()
         });
@@ -861,56 +1161,71 @@ impl Ring {
         id
     }
 
-    /// Takes the next accepted socket (or error) of a multishot accept, or `None` when the
-    /// multishot ended (the caller starts a new one). Registers the waker otherwise.
-    pub(crate) fn poll_accepted(&self, id: u32, cx: &mut Context<'_>) -> Poll<Option<i32>> {
-        let mut slots = self.slots.borrow_mut();
-        let slot = slots.get(id);
-        if let Some(res) = slot.queue().pop_front() {
-            return Poll::Ready(Some(res));
-        }
-        if slot.state == State::Done {
-            slots.release(id);
-            return Poll::Ready(None);
-        }
-        match &slot.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => slot.waker = Some(cx.waker().clone()),
-        }
-        Poll::Pending
+    /// The result of an accept once it completed (a descriptor the caller now owns, or
+    /// `-errno`); registers the waker otherwise.
+    pub(crate) fn poll_accept(&self, id: u32, cx: &mut Context<'_>) -> Poll<i32> {
+        self.poll_op(id, cx).map(|done| done.res)
     }
 
-    /// Stops a multishot accept (its slot is recycled when the kernel confirms).
-    pub(crate) fn cancel_accept(&self, id: u32) {
+    /// Asks the kernel to cancel an operation that is still awaited: it completes (with
+    /// `-ECANCELED`, or its result if it finished first) and is collected as usual.
+    pub(crate) fn cancel_awaited(&self, id: u32) {
+        let send = {
+            let mut slots = self.slots.borrow_mut();
+            let slot = slots.get(id);
+            let send = slot.state == State::InFlight && !slot.cancel_sent;
+            slot.cancel_sent |= send;
+            send
+        };
+        if send {
+            self.cancel(id);
+        }
+    }
+
+    /// Gives up on an operation started without a future ([`Ring::accept`]).
+    pub(crate) fn abandon(&self, id: u32) {
         self.orphan(id);
     }
 }
 
 impl Ring {
-    /// Runs the ring until [`Ring::stop`] was called and every operation completed.
+    /// Runs the ring until [`Ring::stop`] was called and the kernel owns no operation.
     ///
     /// Each pass: submit what the tasks queued and, unless a task is known to be runnable, wait
-    /// in the same `io_uring_enter` for at least one completion (or `idle_wait`); reap every
-    /// completion, waking its task; yield so the woken tasks run and queue their next
-    /// operations. Under load the wait returns at once with a batch of completions, so a pass
-    /// costs one system call for many requests.
+    /// in the same `io_uring_enter` for at least one completion (or the next deadline, or
+    /// `idle_wait`); reap every completion, waking its task; yield so the woken tasks run and
+    /// queue their next operations. Under load the wait returns at once with a batch of
+    /// completions, so a pass costs one system call for many requests.
     pub async fn drive(self: Rc<Self>) {
         loop {
-            let now = Instant::now();
-            self.sweep_deadlines(now);
-            if self.stopping.get() && self.in_flight() == 0 {
+            if self.stopping.get() && self.finished() {
                 // Flush the closes the last tasks queued.
+                self.flush_backlog();
                 self.enter(0, None);
                 return;
             }
             if take_local_wake() {
-                self.enter_if_needed();
+                self.pass(None);
             } else {
-                self.park(now);
+                self.pass(Some(self.park_timeout(Instant::now())));
             }
-            self.now.set(Instant::now());
-            self.reap();
             yield_now().await;
+        }
+    }
+}
+
+impl Drop for Ring {
+    /// Submits what is still queued (closes made after the driver returned), then, if the
+    /// kernel still owns operations (a shard unwinding, completions the kernel dropped), leaks
+    /// the slot arena and the buffer pool: closing the io_uring cancels those operations only
+    /// asynchronously, and until then the kernel may still write into that memory.
+    fn drop(&mut self) {
+        self.flush_backlog();
+        self.enter(0, None);
+        let slots = self.slots.get_mut();
+        if slots.in_kernel > 0 {
+            std::mem::forget(std::mem::take(&mut slots.chunks));
+            std::mem::forget(self.pool.clone());
         }
     }
 }
@@ -1001,7 +1316,312 @@ impl<F: Future> Future for Tracked<F> {
 }
 
 #[cfg(test)]
+impl Ring {
+    /// One pass of the driver, by hand: deadlines, submit and wait up to `wait` for a
+    /// completion, reap.
+    pub(super) fn turn(&self, wait: Duration) {
+        self.pass(Some(wait));
+    }
+}
+
+#[cfg(test)]
 mod tests {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::pin::pin;
+    use std::rc::Rc;
+    use std::task::Poll;
+    use std::time::{Duration, Instant};
+
+    use io_uring::{opcode, types};
+
+    use super::super::testing::{on_executor, poll_once, tcp_pair};
+    use super::{OpMemory, Ring, State, completion_entries};
+
+    fn ring(entries: u32) -> Rc<Ring> {
+        Ring::new(
+            entries,
+            completion_entries(entries, 0),
+            4096,
+            64,
+            Duration::from_millis(5),
+        )
+        .expect("a test ring")
+    }
+
+    fn eventfd(count: u32) -> OwnedFd {
+        // SAFETY: plain eventfd creation; checked below.
+        let fd = unsafe { libc::eventfd(count, libc::EFD_CLOEXEC) };
+        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        // SAFETY: a fresh descriptor owned by nobody else.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
+    /// `check` and `run` agree: every size the configuration accepts (powers of two from 32 to
+    /// 32768) sets up a ring. Before: 32768 failed with EINVAL (a completion queue of 4 x 32768
+    /// is beyond the kernel's 65536).
+    #[test]
+    fn every_ring_size_the_configuration_accepts_starts() {
+        for shift in 5..=15 {
+            let entries = 1u32 << shift;
+            let cq = completion_entries(entries, 16384);
+            if let Err(err) = Ring::new(entries, cq, 4096, 64, Duration::from_millis(5)) {
+                panic!("ring_entries = {entries}: {err}");
+            }
+        }
+    }
+
+    /// A connection given back to a pool after `stop()` starts a watch; the driver must still
+    /// finish. Before: the watch's slot was counted in flight for ever and the driver never
+    /// returned ("the driver did not finish within 5s").
+    #[test]
+    fn a_watch_started_after_stop_does_not_keep_the_driver_running() {
+        on_executor(Duration::from_secs(5), "the driver", || async {
+            let ring = ring(64);
+            let (near, _far) = tcp_pair();
+            let driver = glommio::spawn_local(ring.clone().drive());
+            ring.stop();
+            let _ = ring.watch(near.as_raw_fd());
+            driver.await;
+        });
+    }
+
+    /// A mass completion (a drain closing ten thousand idle connections at once) fits the
+    /// completion queue: nothing waits in the kernel's overflow list. Before: the queue held
+    /// 4 x 1024 and the kernel had to keep the rest aside.
+    #[test]
+    fn ten_thousand_completions_at_once_fit_the_completion_queue() {
+        let ring = Ring::new(
+            1024,
+            completion_entries(1024, 10_000),
+            4096,
+            64,
+            Duration::from_millis(5),
+        )
+        .expect("a test ring");
+        let ops: Vec<_> = (0..10_000)
+            .map(|_| ring.sleep(Duration::from_millis(20)))
+            .collect();
+        // Wait in the ring until every timer fired (or a second passed).
+        ring.enter(10_000, Some(Duration::from_secs(1)));
+        let overflowed = ring.uring.borrow_mut().submission().cq_overflow();
+        assert!(
+            !overflowed,
+            "the kernel kept completions in its overflow list"
+        );
+        assert_eq!(ring.stats().cq_overflows, 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for op in ops {
+            let mut op = pin!(op);
+            loop {
+                if poll_once(op.as_mut()).is_ready() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "a completion was lost");
+                ring.turn(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// A task woken by completions reaped while another task's submission found the queue full
+    /// must run before the driver sleeps. Before: it waited the whole `idle_wait` (2 s).
+    #[test]
+    fn a_task_woken_while_the_submission_queue_is_full_runs_before_the_driver_sleeps() {
+        on_executor(Duration::from_secs(10), "the test", || async {
+            let ring = Ring::new(32, 128, 4096, 64, Duration::from_secs(2)).expect("a test ring");
+            let ready = eventfd(1);
+            let started = Instant::now();
+            let woken = glommio::spawn_local({
+                let ring = ring.clone();
+                let fd = ready.as_raw_fd();
+                async move {
+                    // Completes as soon as it is submitted: the eventfd counts 1.
+                    ring.read_eventfd(fd).await;
+                    started.elapsed()
+                }
+            });
+            let filler = glommio::spawn_local({
+                let ring = ring.clone();
+                async move {
+                    // The second submission a full queue forces fails with EBUSY.
+                    ring.fail_submit_in.set(2);
+                    let mut sleeps: Vec<_> = (0..70)
+                        .map(|_| ring.sleep(Duration::from_secs(10)))
+                        .collect();
+                    std::future::poll_fn(|cx| {
+                        let _ = std::future::Future::poll(std::pin::Pin::new(&mut sleeps[0]), cx);
+                        Poll::<()>::Pending
+                    })
+                    .await;
+                }
+            })
+            .detach();
+            let driver = glommio::spawn_local(ring.clone().drive());
+            let waited = woken.await;
+            assert!(
+                waited < Duration::from_millis(500),
+                "the woken task waited {waited:?}"
+            );
+            filler.cancel();
+            ring.stop();
+            driver.await;
+        });
+    }
+
+    /// A deadline computed late in a pass (from the pass's clock) must not cut the operation's
+    /// time short. Before: a 40 ms deadline set 30 ms into a pass fired after about 10-35 ms.
+    #[test]
+    fn a_deadline_set_late_in_a_pass_never_fires_early() {
+        let ring = ring(64);
+        ring.turn(Duration::ZERO);
+        // The pass began 30 ms ago: its tasks have been running since.
+        ring.now.set(Instant::now() - Duration::from_millis(30));
+        let asked = Instant::now();
+        let op = ring.start(Some(ring.now() + Duration::from_millis(40)), |slot| {
+            slot.memory = OpMemory::Timeout(types::Timespec::from(Duration::from_secs(10)));
+            let OpMemory::Timeout(timespec) = &slot.memory else {
+                unreachable!("just set")
+            };
+            opcode::Timeout::new(timespec as *const types::Timespec).build()
+        });
+        let mut op = pin!(op);
+        let done = loop {
+            if let Poll::Ready(done) = poll_once(op.as_mut()) {
+                break done;
+            }
+            assert!(asked.elapsed() < Duration::from_secs(5), "never timed out");
+            ring.turn(Duration::from_millis(2));
+        };
+        let waited = asked.elapsed();
+        assert!(done.timed_out, "{}", done.res);
+        assert!(
+            waited >= Duration::from_millis(40),
+            "fired after {waited:?} of 40 ms"
+        );
+    }
+
+    /// A close queued after the driver returned is still made when the ring goes. Before: it
+    /// was never submitted and the descriptor leaked.
+    #[test]
+    fn a_close_queued_before_the_ring_is_dropped_is_made() {
+        let ring = ring(64);
+        let (near, mut far) = tcp_pair();
+        ring.close(std::os::fd::IntoRawFd::into_raw_fd(near));
+        drop(ring);
+        let mut byte = [0u8; 1];
+        let read = loop {
+            match std::io::Read::read(&mut far, &mut byte) {
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        assert!(matches!(read, Ok(0)), "the peer sees no close: {read:?}");
+    }
+
+    /// A ring dropped with operations in flight (a shard unwinding) must not free memory the
+    /// kernel may still write: its slots and buffer pool are leaked instead. Without operations
+    /// in flight nothing is leaked. Before: the pool was freed either way.
+    #[test]
+    fn a_ring_dropped_with_operations_in_flight_leaks_what_the_kernel_may_touch() {
+        let (near, _far) = tcp_pair();
+        let ring = ring(64);
+        let pool = Rc::downgrade(ring.pool());
+        let buf = ring.pool().take().expect("a buffer");
+        let op = ring.recv_into(near.as_raw_fd(), buf, 0, None, false);
+        std::mem::forget(op);
+        ring.turn(Duration::ZERO);
+        drop(ring);
+        assert!(pool.upgrade().is_some(), "the pool was freed");
+
+        let ring = self::ring(64);
+        let pool = Rc::downgrade(ring.pool());
+        drop(ring);
+        assert!(pool.upgrade().is_none(), "a clean ring leaked its pool");
+    }
+
+    /// The kernel writes wherever a receive's range says: an offset at the end of the buffer
+    /// (or past it) is refused in every build. Before: only a `debug_assert!` checked it (a
+    /// different panic in test builds, none in release).
+    #[test]
+    #[should_panic(expected = "a receive at 4096 in a 4096-byte buffer")]
+    fn a_receive_at_the_end_of_its_buffer_is_refused() {
+        let ring = ring(64);
+        let (near, _far) = tcp_pair();
+        let buf = ring.pool().take().expect("a buffer");
+        let _op = ring.recv_into(near.as_raw_fd(), buf, 4096, None, false);
+    }
+
+    /// A stopping ring whose only operations left are those whose completions the kernel
+    /// reported dropped gives up on them after a short settle, and leaks their memory rather
+    /// than free it. Before: the driver waited for them for ever.
+    #[test]
+    fn a_stopping_ring_gives_up_on_completions_the_kernel_dropped() {
+        on_executor(Duration::from_secs(5), "the driver", || async {
+            let ring = ring(64);
+            {
+                // An operation the kernel owns but will never complete: its completion was
+                // dropped, and the kernel said so (as `account_dropped` records it).
+                let mut slots = ring.slots.borrow_mut();
+                let id = slots.alloc();
+                slots.get(id).state = State::InFlight;
+                slots.in_kernel += 1;
+            }
+            ring.bump(|s| s.dropped += 1);
+            let pool = Rc::downgrade(ring.pool());
+            let driver = glommio::spawn_local(ring.clone().drive());
+            ring.stop();
+            driver.await;
+            assert_eq!(ring.stats().abandoned, 1);
+            drop(ring);
+            assert!(
+                pool.upgrade().is_some(),
+                "memory the kernel may own was freed"
+            );
+        });
+    }
+
+    /// The deadline sweep's cost with 10,000 idle connections, each with a receive whose
+    /// deadline is a minute away (see bench/RESULTS.md, "Deadline sweep"). Run by hand:
+    /// `cargo test --release -p coregate-engine --lib sweep_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn sweep_cost_with_ten_thousand_idle_connections() {
+        const IDLE: usize = 10_000;
+        const PASSES: u32 = 2_400;
+        let ring = Ring::new(
+            1024,
+            completion_entries(1024, IDLE),
+            4096,
+            64,
+            Duration::from_millis(5),
+        )
+        .expect("a test ring");
+        let start = Instant::now();
+        let ops: Vec<_> = (0..IDLE)
+            .map(|_| {
+                ring.start(Some(start + Duration::from_secs(60)), |slot| {
+                    slot.memory =
+                        OpMemory::Timeout(types::Timespec::from(Duration::from_secs(600)));
+                    let OpMemory::Timeout(timespec) = &slot.memory else {
+                        unreachable!("just set")
+                    };
+                    opcode::Timeout::new(timespec as *const types::Timespec).build()
+                })
+            })
+            .collect();
+        ring.turn(Duration::ZERO);
+        // One sweep per 25 ms of (simulated) time for 60 s, up to just before the deadlines:
+        // nothing expires, so this is what idle connections cost the sweep, moving the
+        // deadlines down the wheel's levels (twice each on the way) included.
+        let began = Instant::now();
+        for pass in 0..PASSES {
+            ring.expire_deadlines(start + Duration::from_millis(25) * pass);
+        }
+        let per_pass = began.elapsed() / PASSES;
+        assert_eq!(ring.stats().timeouts, 0);
+        println!("sweep with {IDLE} idle deadlines: {per_pass:?} per 25 ms sweep");
+        drop(ops);
+    }
+
     /// Every idle connection keeps one receive in flight, so a slot is part of what an idle
     /// connection costs (see the idle-memory figures in bench/RESULTS.md).
     #[test]

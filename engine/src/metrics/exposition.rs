@@ -226,7 +226,7 @@ fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
         out,
         RING_IN_FLIGHT,
         "gauge",
-        "io_uring operations submitted and not yet completed.",
+        "io_uring operations the kernel owns: submitted and not yet completed.",
     )?;
     for r in reports {
         writeln!(
@@ -247,6 +247,37 @@ fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
             "{RING_COMPLETIONS}{{shard=\"{}\"}} {}",
             r.shard, r.ring.completions
         )?;
+    }
+    let ring_counters: [RingCounter; 4] = [
+        (
+            RING_CQ_OVERFLOWS,
+            "Passes that found the io_uring completion queue full: the kernel kept completions \
+             aside in its overflow list (none lost; the queue is small for the load).",
+            |r| r.ring.cq_overflows,
+        ),
+        (
+            RING_COMPLETIONS_DROPPED,
+            "io_uring completions the kernel dropped (its queue full and no memory to keep them \
+             aside): each leaves an operation that never completes. Should stay 0.",
+            |r| r.ring.dropped,
+        ),
+        (
+            RING_OPERATIONS_ABANDONED,
+            "io_uring operations a stopping shard gave up on because their completion was \
+             dropped.",
+            |r| r.ring.abandoned,
+        ),
+        (
+            RING_SUBMIT_ERRORS,
+            "io_uring submissions the kernel refused (retried on the next pass).",
+            |r| r.ring.submit_errors,
+        ),
+    ];
+    for (name, help, value) in ring_counters {
+        family(out, name, "counter", help)?;
+        for r in reports {
+            writeln!(out, "{name}{{shard=\"{}\"}} {}", r.shard, value(r))?;
+        }
     }
 
     limits(out, reports)?;
@@ -431,6 +462,9 @@ fn upstreams(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
     }
     Ok(())
 }
+
+/// A ring counter's name, help text and reading.
+type RingCounter = (&'static str, &'static str, fn(&ShardReport) -> u64);
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) -> std::fmt::Result {
     writeln!(out, "# HELP {name} {help}")?;

@@ -105,7 +105,7 @@ pub(crate) async fn run_shard(start: ShardStart) {
             problem,
         });
     };
-    let io = match IoShard::new(&io_settings) {
+    let io = match IoShard::new(&io_settings, config.runtime.max_connections) {
         Ok(io) => io,
         Err(err) => {
             acknowledge(
@@ -184,6 +184,11 @@ pub(crate) async fn run_shard(start: ShardStart) {
 
     // Drain: stop accepting, close idle connections, let busy ones finish their response.
     shard.start_drain();
+    // Upstream connections given back from now on are closed, not pooled: a pooled one holds a
+    // watch, and a draining shard reuses nothing.
+    for pool in shard.pools().iter() {
+        pool.stop_pooling();
+    }
     Tracked::new(async {
         while shard.open_connections() > 0 && Instant::now() < deadline {
             io.sleep(DRAIN_POLL).await;
@@ -196,6 +201,13 @@ pub(crate) async fn run_shard(start: ShardStart) {
     shard.pools().clear_idle();
     io.stop();
     driver.await;
+    let stats = io.ring_stats();
+    if stats.dropped > 0 || stats.abandoned > 0 {
+        eprintln!(
+            "coregate: shard {index}: its ring lost {} completions and stopped with {}              operations unfinished",
+            stats.dropped, stats.abandoned
+        );
+    }
 }
 
 /// Hands the shard's access-log lines to the writer every flush interval, so lines reach the

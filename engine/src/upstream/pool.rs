@@ -55,6 +55,8 @@ pub struct EndpointPool {
     idle: RefCell<Vec<Idle>>,
     settings: Cell<PoolSettings>,
     stats: Cell<PoolStats>,
+    /// The shard drains: connections given back are closed (see [`EndpointPool::stop_pooling`]).
+    closed: Cell<bool>,
 }
 
 /// A connection taken from (or made for) a pool. Give it back with [`EndpointPool::give_back`]
@@ -97,6 +99,7 @@ impl EndpointPool {
             idle: RefCell::new(Vec::with_capacity(settings.max_idle)),
             settings: Cell::new(settings),
             stats: Cell::new(PoolStats::default()),
+            closed: Cell::new(false),
         })
     }
 
@@ -188,13 +191,14 @@ impl EndpointPool {
     }
 
     /// Returns a connection after a complete, clean exchange. It is closed instead when the pool
-    /// is full or the connection served its maximum number of requests.
+    /// is full, the connection served its maximum number of requests, or the pool stopped
+    /// pooling (the shard drains).
     pub fn give_back(&self, mut checkout: Checkout, now: Instant) {
         let settings = self.settings.get();
         let served = checkout.served.saturating_add(1);
         let retired = settings.max_requests != 0 && served >= settings.max_requests;
         let mut idle = self.idle.borrow_mut();
-        if retired || idle.len() >= settings.max_idle {
+        if retired || idle.len() >= settings.max_idle || self.closed.get() {
             return;
         }
         let mut conn = checkout
@@ -212,9 +216,49 @@ impl EndpointPool {
         self.update(|stats| stats.idle = count);
     }
 
+    /// Closes every idle connection and every connection given back from now on: the shard
+    /// drains, so nothing will be reused, and an idle connection's watch would only keep the
+    /// shard's ring busy while it stops.
+    pub fn stop_pooling(&self) {
+        self.closed.set(true);
+        self.clear();
+    }
+
     /// Closes every idle connection (shutdown, or the endpoint left the configuration).
     pub fn clear(&self) {
         self.idle.borrow_mut().clear();
         self.update(|stats| stats.idle = 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    use super::{EndpointPool, PoolSettings};
+    use crate::io::testing;
+
+    /// A connection given back once the shard drains is closed, not pooled: a pooled one would
+    /// start a watch on a ring that is stopping. Before: it went back to the pool after the
+    /// drain had cleared it (`idle` 1).
+    #[test]
+    fn a_connection_given_back_while_draining_is_closed() {
+        let shard = testing::shard();
+        let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+        let pool = EndpointPool::new(
+            upstream.local_addr().unwrap(),
+            PoolSettings {
+                max_idle: 8,
+                idle_timeout: Duration::from_secs(60),
+                max_requests: 0,
+            },
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let checkout = testing::run(&shard, pool.connect(&shard, deadline)).unwrap();
+        pool.stop_pooling();
+        pool.give_back(checkout, shard.now());
+        assert_eq!(pool.stats().idle, 0);
+        assert_eq!(shard.ring_in_flight(), 0, "no watch was started");
     }
 }

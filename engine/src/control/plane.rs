@@ -561,6 +561,14 @@ impl ControlPlane {
         }
     }
 
+    /// Sends the same health verdicts to every shard.
+    pub(crate) fn broadcast_health(&self, verdicts: Vec<crate::upstream::Verdict>) {
+        let verdicts: Arc<[crate::upstream::Verdict]> = verdicts.into();
+        for shard in &self.shards {
+            shard.mailbox.send(Command::Health(verdicts.clone()));
+        }
+    }
+
     /// Asks every shard to drain and exit within `grace`.
     pub fn shutdown(&self, grace: Duration) {
         self.stopping.store(true, Ordering::Release);

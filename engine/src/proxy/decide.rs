@@ -172,7 +172,8 @@ impl Session {
             admitted,
             id,
         } = *forward;
-        let picked = pick(snapshot, upstream, view)?;
+        let picked = pick(snapshot, upstream, view, self.shard.io.now())?;
+        let endpoint = picked.upstream.endpoint(picked.choice.index).addr();
         let mut out = self.shard.io.pool().take().ok_or(Refusal::NO_BUFFER)?;
         let buf = self.rb.data();
         let relayed = upgrade::relayed(head.upgrade, buf, view.body);
@@ -185,7 +186,7 @@ impl Session {
             client_ip,
             scheme: view.scheme,
             client_trusted: snapshot.forwarding.trusts(client_ip),
-            endpoint: picked.endpoint.addr(),
+            endpoint,
             request_id: id.bytes(),
             replace_request_id: head.request_id.is_some() && id.client.is_none(),
             upgrade: relayed.map(|(protocols, _)| protocols),
@@ -197,7 +198,7 @@ impl Session {
         Ok(Forwarding {
             target: routed.target,
             upstream: picked.upstream,
-            endpoint: picked.endpoint,
+            choice: picked.choice,
             head: out,
             head_len,
             upgrade: relayed.map(|(_, protocols)| protocols),

@@ -13,8 +13,9 @@
 //! 4. wait for every shard's acknowledgement (a shard that cannot start fails start-up), then
 //!    serve the admin API.
 //!
-//! The control plane's threads: the admin API, the access-log writer and the rate-limit
-//! exchange. The main thread waits for signals ([`signals`]) and turns them into control-plane
+//! The control plane's threads: the admin API, the access-log writer, the rate-limit exchange
+//! and upstream health (`control::health`: passive ejections decided for every shard, active
+//! checks). The main thread waits for signals ([`signals`]) and turns them into control-plane
 //! operations ([`crate::control::plane`]): reload, drain.
 
 pub mod bootstrap;
@@ -62,6 +63,8 @@ pub struct Server {
     admin: Option<(SocketAddr, Vec<JoinHandle<()>>)>,
     log_writer: Option<JoinHandle<()>>,
     limits: Option<JoinHandle<()>>,
+    /// The health thread: passive ejections relayed, active checks, verdicts to every shard.
+    health: Option<JoinHandle<()>>,
     log_sink: Arc<LogSink>,
 }
 
@@ -100,8 +103,9 @@ impl Server {
             .map_err(|err| StartError(format!("cannot start the access-log writer: {err}")))?;
 
         // Every mailbox before any shard, so a failure here leaves no shard running.
+        let (health_reports, reports) = std::sync::mpsc::channel();
         let mailboxes = (0..shard_count)
-            .map(|_| Mailbox::new())
+            .map(|_| Mailbox::new(health_reports.clone()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| StartError(format!("cannot create a shard mailbox: {err}")))?;
         let io = io_settings(&config);
@@ -129,6 +133,7 @@ impl Server {
             admin: None,
             log_writer: Some(log_writer),
             limits: None,
+            health: None,
             log_sink,
         };
         for ((shard_plan, sockets), mailbox) in plan.shards.iter().zip(per_shard).zip(mailboxes) {
@@ -185,6 +190,13 @@ impl Server {
                     }
                 })
                 .map_err(|err| StartError(format!("cannot start the rate-limit thread: {err}")))?,
+        );
+        let plane = server.plane.clone();
+        server.health = Some(
+            std::thread::Builder::new()
+                .name("coregate-health".into())
+                .spawn(move || crate::control::health::run(&plane, reports))
+                .map_err(|err| StartError(format!("cannot start the health thread: {err}")))?,
         );
         if let Some(listener) = admin_listener {
             let addr = listener
@@ -250,6 +262,9 @@ impl Server {
         if let Some(limits) = self.limits.take() {
             let _ = limits.join();
         }
+        if let Some(health) = self.health.take() {
+            let _ = health.join();
+        }
         if let Some((_, workers)) = self.admin.take() {
             // The admin loops see the stop flag within one poll interval.
             for worker in workers {
@@ -269,6 +284,7 @@ impl Drop for Server {
             || self.admin.is_some()
             || self.log_writer.is_some()
             || self.limits.is_some()
+            || self.health.is_some()
         {
             self.plane.shutdown(Duration::ZERO);
             self.join_all();

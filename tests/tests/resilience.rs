@@ -1,0 +1,363 @@
+//! Upstream resilience end to end, with fault-injecting upstreams: what the client sees, what
+//! each endpoint receives, and how fast coregate routes around a failure.
+//!
+//! Default configuration unless a test says otherwise: the defaults must at least do what NGINX
+//! does with none (a refused connect tried on the next endpoint, a failed endpoint out of
+//! rotation for a while).
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use coregate_tests::client::Client;
+use coregate_tests::harness::{Coregate, FORWARD_ALL, admin, config_with_upstreams};
+use coregate_tests::upstream::{Recorded, Reply, Upstream, ok};
+
+/// An upstream that answers every request at once with a small body.
+fn fast() -> coregate_tests::upstream::Behavior {
+    Arc::new(|_: &Recorded| Reply::Raw(ok(b"ok")))
+}
+
+/// An address nothing listens on (connects are refused).
+fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// coregate on `cores` in front of one upstream "up" with these endpoints; `upstream_extra` is
+/// added to the upstream's table, `extra` after it (routes default to forwarding everything).
+fn proxy(cores: &str, endpoints: &[SocketAddr], upstream_extra: &str, extra: &str) -> Coregate {
+    let list: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
+    let upstreams = format!(
+        "[[upstream]]\nname = \"up\"\nendpoints = [{}]\n{upstream_extra}\n",
+        list.join(", ")
+    );
+    let extra = if extra.contains("[[route]]") {
+        extra.to_owned()
+    } else {
+        format!("{extra}\n{FORWARD_ALL}")
+    };
+    Coregate::start(&config_with_upstreams("uring", cores, &upstreams, &extra))
+}
+
+/// The scenario, shortened from 6 s to 3 s with the same shape: three endpoints,
+/// eight keep-alive clients, one endpoint killed after a third of the run, default settings.
+/// NGINX failed none of its requests; coregate must fail none later than a second after the
+/// kill and under 0.5% overall.
+#[test]
+fn killing_one_of_three_endpoints_under_load_fails_nothing_a_second_later() {
+    let upstreams: Vec<Upstream> = (0..3).map(|_| Upstream::start(fast())).collect();
+    let addrs: Vec<SocketAddr> = upstreams.iter().map(Upstream::addr).collect();
+    let proxy = proxy("0-1", &addrs, "", "");
+    let started = Instant::now();
+    let end = started + Duration::from_secs(3);
+    let outcomes: Arc<Mutex<Vec<(Instant, bool)>>> = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let outcomes = outcomes.clone();
+            let addr = proxy.addr();
+            thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                while Instant::now() < end {
+                    client.send(b"GET /item HTTP/1.1\r\nhost: test\r\n\r\n");
+                    let response = client.read_response(false);
+                    let fine = response.as_ref().is_some_and(|r| r.status == 200);
+                    outcomes.lock().unwrap().push((Instant::now(), fine));
+                    let closing = response
+                        .as_ref()
+                        .is_none_or(|r| r.field("connection") == Some("close"));
+                    if closing {
+                        client = Client::connect(addr);
+                    }
+                    // Paced, as real clients are: about 800 requests a second in all.
+                    thread::sleep(Duration::from_millis(10));
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(1));
+    let before_kill = upstreams[1].requests().len();
+    upstreams[1].kill();
+    let killed_at = Instant::now();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let outcomes = outcomes.lock().unwrap();
+    let failed: Vec<Duration> = outcomes
+        .iter()
+        .filter(|(_, fine)| !fine)
+        .map(|(at, _)| at.saturating_duration_since(killed_at))
+        .collect();
+    let total = outcomes.len();
+    let late = failed
+        .iter()
+        .filter(|after| **after > Duration::from_secs(1))
+        .count();
+    eprintln!("{total} requests, {} failed: {failed:?}", failed.len());
+    assert!(total > 1_000, "the clients kept going ({total} requests)");
+    assert!(
+        before_kill > 100,
+        "the killed endpoint served before ({before_kill})"
+    );
+    assert_eq!(
+        late, 0,
+        "failed more than a second after the kill: {failed:?}"
+    );
+    assert!(
+        (failed.len() as f64) < total as f64 * 0.005,
+        "{} of {total} failed",
+        failed.len()
+    );
+    // The two survivors took everything after the kill.
+    let after: usize = [0, 2].iter().map(|&i| upstreams[i].requests().len()).sum();
+    assert!(after + before_kill >= total - failed.len());
+}
+
+/// Nothing was sent on a connect that failed, so it is tried on the next endpoint whatever
+/// the method, body included.
+#[test]
+fn a_refused_connect_is_tried_on_another_endpoint_whatever_the_method() {
+    let alive = Upstream::start(Arc::new(|req: &Recorded| {
+        Reply::Raw(ok(format!("{} {}", req.method, req.body.len()).as_bytes()))
+    }));
+    // Consecutive failures are not counted here, so the dead endpoint stays in rotation and
+    // every other request meets it.
+    let proxy = proxy(
+        "0",
+        &[closed_port(), alive.addr()],
+        "[upstream.outlier]\nconsecutive_failures = 0\n",
+        "",
+    );
+    let mut client = Client::connect(proxy.addr());
+    for i in 0..6 {
+        let body = "x".repeat(100 + i);
+        let request = format!(
+            "POST /orders HTTP/1.1\r\nhost: test\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        client.send(request.as_bytes());
+        let response = client.read_response(false).expect("an answer");
+        assert_eq!(response.status, 200, "attempt {i}");
+        assert_eq!(response.body_text(), format!("POST {}", 100 + i));
+    }
+    assert_eq!(
+        alive.requests().len(),
+        6,
+        "each POST reached the live endpoint once"
+    );
+}
+
+/// One failed connect takes the endpoint out of rotation (NGINX's `max_fails=1`) on every
+/// shard, through the control plane, within 100 ms; the shard that saw it never asked the
+/// others anything.
+#[test]
+fn an_ejection_reaches_every_shard_within_100_ms() {
+    let alive: Vec<Upstream> = (0..2).map(|_| Upstream::start(fast())).collect();
+    let dead = closed_port();
+    let proxy = proxy(
+        "0-1",
+        &[dead, alive[0].addr(), alive[1].addr()],
+        "",
+        "[admin]\nbind = \"127.0.0.1:0\"\n",
+    );
+    // One connection lands on one shard; three requests meet every endpoint there.
+    let mut client = Client::connect(proxy.addr());
+    for _ in 0..3 {
+        assert_eq!(client.get("/", &[]).status, 200);
+    }
+    let seen = Instant::now();
+    let dead_text = dead.to_string();
+    loop {
+        let reply = admin(proxy.admin_addr(), "GET", "/upstreams", None);
+        assert_eq!(reply.status, 200);
+        let view: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        let states: Vec<&str> = view["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|shard| shard["upstreams"][0]["endpoints"].as_array().unwrap())
+            .filter(|e| e["address"] == dead_text.as_str())
+            .map(|e| e["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(states.len(), 2, "two shards report: {}", reply.body);
+        if states.iter().all(|s| *s == "ejected") {
+            break;
+        }
+        assert!(
+            seen.elapsed() < Duration::from_millis(100),
+            "not every shard ejected it within 100 ms: {}",
+            reply.body
+        );
+    }
+    // Only one shard's outcomes ejected it.
+    let metrics = admin(proxy.admin_addr(), "GET", "/metrics", None).body;
+    let line =
+        format!("coregate_upstream_ejections_total{{upstream=\"up\",endpoint=\"{dead}\"}} 1");
+    assert!(metrics.contains(&line), "{metrics}");
+}
+
+/// An ejection ends by itself after `base_ejection_time`; the endpoint then gets requests
+/// again.
+#[test]
+fn an_ejected_endpoint_returns_when_its_ejection_ends() {
+    let first = Upstream::start(fast());
+    let second = Upstream::start(fast());
+    let addr = first.addr();
+    let proxy = proxy(
+        "0",
+        &[addr, second.addr()],
+        "[upstream.outlier]\nbase_ejection_time = \"300ms\"\n",
+        "",
+    );
+    first.kill();
+    let mut client = Client::connect(proxy.addr());
+    for _ in 0..4 {
+        assert_eq!(client.get("/", &[]).status, 200);
+    }
+    let back = Upstream::start_at(addr, fast());
+    let restarted = Instant::now();
+    while back.requests().is_empty() {
+        assert_eq!(client.get("/", &[]).status, 200);
+        assert!(
+            restarted.elapsed() < Duration::from_secs(2),
+            "the endpoint did not return"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        restarted.elapsed() >= Duration::from_millis(200),
+        "not before its ejection ended"
+    );
+}
+
+/// A fresh connection reset before any response byte is retried elsewhere for an idempotent
+/// request (NGINX's `error`); a POST is answered 502, since the upstream may have acted on it.
+#[test]
+fn a_reset_before_any_byte_is_retried_for_idempotent_requests_only() {
+    let resets = Upstream::start(Arc::new(|_: &Recorded| Reply::Reset));
+    let fine = Upstream::start(fast());
+    let proxy = proxy(
+        "0",
+        &[resets.addr(), fine.addr()],
+        "[upstream.outlier]\nconsecutive_failures = 0\n",
+        "",
+    );
+    let mut client = Client::connect(proxy.addr());
+    // The rotation starts at the resetting endpoint.
+    client.send(b"POST /pay HTTP/1.1\r\nhost: test\r\ncontent-length: 2\r\n\r\nhi");
+    assert_eq!(client.read_response(false).unwrap().status, 502);
+    let mut client = Client::connect(proxy.addr());
+    for _ in 0..4 {
+        assert_eq!(client.get("/", &[]).status, 200);
+    }
+    // A retry moves the rotation on: each GET first meets the resetting endpoint but one.
+    assert_eq!(resets.requests().len(), 4, "the POST and three GETs met it");
+    assert_eq!(
+        fine.requests().len(),
+        4,
+        "every GET was answered by the other"
+    );
+}
+
+/// `502`/`503`/`504` from an upstream are passed on by default, as NGINX does; a route that
+/// lists them has them retried on another endpoint.
+#[test]
+fn listed_statuses_are_retried_elsewhere() {
+    let unavailable = Upstream::start(Arc::new(|_: &Recorded| {
+        Reply::Raw(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n".to_vec())
+    }));
+    let fine = Upstream::start(fast());
+    let endpoints = [unavailable.addr(), fine.addr()];
+    let outlier = "[upstream.outlier]\nconsecutive_5xx = 0\n";
+    let plain = proxy("0", &endpoints, outlier, "");
+    let mut client = Client::connect(plain.addr());
+    let statuses: Vec<u16> = (0..2).map(|_| client.get("/", &[]).status).collect();
+    assert_eq!(statuses, vec![503, 200], "passed on");
+    drop(plain);
+    let retrying = proxy(
+        "0",
+        &endpoints,
+        outlier,
+        "[[route]]\npath_prefix = \"/\"\nupstream = \"up\"\nretry = { on = [\"503\"] }\n",
+    );
+    let mut client = Client::connect(retrying.addr());
+    for _ in 0..4 {
+        let response = client.get("/", &[]);
+        assert_eq!((response.status, response.body_text()), (200, "ok".into()));
+    }
+}
+
+/// With every endpoint out and panic mode off, requests get `503` with `Retry-After` saying
+/// when the first ejection ends, counted as `no_endpoint`.
+#[test]
+fn no_endpoint_left_is_503_with_retry_after() {
+    let proxy = proxy(
+        "0",
+        &[closed_port()],
+        "panic_threshold = 0\n",
+        "[admin]\nbind = \"127.0.0.1:0\"\n",
+    );
+    let mut client = Client::connect(proxy.addr());
+    assert_eq!(
+        client.get("/", &[]).status,
+        502,
+        "the failed connect itself"
+    );
+    let response = client.get("/", &[]);
+    assert_eq!(response.status, 503);
+    let retry_after: u64 = response.field("retry-after").unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry_after), "{retry_after}");
+    let metrics = admin(proxy.admin_addr(), "GET", "/metrics", None).body;
+    assert!(
+        metrics.contains("coregate_rejected_total{reason=\"no_endpoint\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// With the default panic threshold, a single endpoint that failed still gets requests: a
+/// proxy with nothing else to try does not refuse on its own account.
+#[test]
+fn a_lone_failed_endpoint_is_still_tried_in_panic_mode() {
+    let upstream = Upstream::start(fast());
+    let addr = upstream.addr();
+    let proxy = proxy("0", &[addr], "", "");
+    upstream.kill();
+    let mut client = Client::connect(proxy.addr());
+    assert_eq!(client.get("/", &[]).status, 502);
+    let back = Upstream::start_at(addr, fast());
+    assert_eq!(
+        client.get("/", &[]).status,
+        200,
+        "tried at once, not refused"
+    );
+    assert_eq!(back.requests().len(), 1);
+}
+
+/// Retries are counted by the failure they follow. A retry moves the rotation on, so with the
+/// dead endpoint kept in rotation every request meets it first.
+#[test]
+fn retries_are_counted_by_reason() {
+    static SEEN: AtomicUsize = AtomicUsize::new(0);
+    let fine = Upstream::start(Arc::new(|_: &Recorded| {
+        SEEN.fetch_add(1, Ordering::SeqCst);
+        Reply::Raw(ok(b"ok"))
+    }));
+    let proxy = proxy(
+        "0",
+        &[closed_port(), fine.addr()],
+        "[upstream.outlier]\nconsecutive_failures = 0\n",
+        "[admin]\nbind = \"127.0.0.1:0\"\n",
+    );
+    let mut client = Client::connect(proxy.addr());
+    for _ in 0..4 {
+        assert_eq!(client.get("/", &[]).status, 200);
+    }
+    assert_eq!(SEEN.load(Ordering::SeqCst), 4);
+    let metrics = admin(proxy.admin_addr(), "GET", "/metrics", None).body;
+    assert!(
+        metrics.contains("coregate_upstream_retries_by_reason_total{reason=\"connect_failure\"} 4"),
+        "{metrics}"
+    );
+}

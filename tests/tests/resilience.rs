@@ -361,3 +361,124 @@ fn retries_are_counted_by_reason() {
         "{metrics}"
     );
 }
+
+/// Weights shape the rotation: 3 to 1 gives three requests in four to the first endpoint,
+/// spread out rather than in a burst.
+#[test]
+fn weights_share_the_rotation() {
+    let heavy = Upstream::start(fast());
+    let light = Upstream::start(fast());
+    let upstreams = format!(
+        "[[upstream]]\nname = \"up\"\nendpoints = [{{ address = \"{}\", weight = 3 }}, \"{}\"]\n",
+        heavy.addr(),
+        light.addr()
+    );
+    let proxy = Coregate::start(&config_with_upstreams(
+        "uring",
+        "0",
+        &upstreams,
+        FORWARD_ALL,
+    ));
+    let mut client = Client::connect(proxy.addr());
+    for _ in 0..40 {
+        assert_eq!(client.get("/", &[]).status, 200);
+    }
+    assert_eq!((heavy.requests().len(), light.requests().len()), (30, 10));
+}
+
+/// `ring_hash` and `maglev` on a header: every request of a user lands on the same endpoint,
+/// and the users spread over all of them.
+#[test]
+fn hashing_on_a_header_keeps_each_user_on_one_endpoint() {
+    for balance in ["ring_hash", "maglev"] {
+        let upstreams: Vec<Upstream> = (0..3).map(|_| Upstream::start(fast())).collect();
+        let addrs: Vec<SocketAddr> = upstreams.iter().map(Upstream::addr).collect();
+        let proxy = proxy(
+            "0",
+            &addrs,
+            &format!("balance = \"{balance}\"\nhash_on = \"header:x-user\"\n"),
+            "",
+        );
+        let mut client = Client::connect(proxy.addr());
+        let mut homes = Vec::new();
+        for user in 0..30 {
+            let header = format!("x-user: user-{user}");
+            for _ in 0..3 {
+                assert_eq!(client.get("/", &[&header]).status, 200);
+            }
+            let home: Vec<usize> = upstreams
+                .iter()
+                .map(|u| {
+                    u.requests()
+                        .iter()
+                        .filter(|r| r.field("x-user") == Some(&format!("user-{user}")))
+                        .count()
+                })
+                .collect();
+            assert!(home.contains(&3), "{balance}: user-{user} split: {home:?}");
+            homes.push(home.iter().position(|&n| n == 3).unwrap());
+        }
+        for endpoint in 0..3 {
+            assert!(
+                homes.contains(&endpoint),
+                "{balance}: no user on endpoint {endpoint}: {homes:?}"
+            );
+        }
+    }
+}
+
+/// One endpoint of three answers 20 ms slower: `least_request` sends it a smaller share than
+/// `round_robin` does (its requests stay in flight longer, so two draws rarely prefer it), and
+/// the clients' p99 drops. Eight clients, 600 requests, one shard; the counts are printed.
+#[test]
+fn least_request_shifts_load_off_a_slow_endpoint() {
+    let mut shares = Vec::new();
+    for balance in ["round_robin", "least_request"] {
+        let slow = Upstream::start(Arc::new(|_: &Recorded| {
+            Reply::Delayed(Duration::from_millis(20), ok(b"slow"))
+        }));
+        let fast_ones: Vec<Upstream> = (0..2).map(|_| Upstream::start(fast())).collect();
+        let addrs = [slow.addr(), fast_ones[0].addr(), fast_ones[1].addr()];
+        let proxy = proxy("0", &addrs, &format!("balance = \"{balance}\"\n"), "");
+        let latencies: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                let addr = proxy.addr();
+                let latencies = latencies.clone();
+                thread::spawn(move || {
+                    let mut client = Client::connect(addr);
+                    for _ in 0..75 {
+                        let started = Instant::now();
+                        assert_eq!(client.get("/", &[]).status, 200);
+                        latencies.lock().unwrap().push(started.elapsed());
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().unwrap();
+        }
+        let mut latencies = latencies.lock().unwrap().clone();
+        latencies.sort();
+        let p99 = latencies[latencies.len() * 99 / 100];
+        let p90 = latencies[latencies.len() * 90 / 100];
+        let mean = latencies.iter().sum::<Duration>() / latencies.len() as u32;
+        let counts = [
+            slow.requests().len(),
+            fast_ones[0].requests().len(),
+            fast_ones[1].requests().len(),
+        ];
+        eprintln!(
+            "{balance}: requests per endpoint (slow first) {counts:?}, mean {mean:?}, \
+             p90 {p90:?}, p99 {p99:?}"
+        );
+        shares.push(counts[0] as f64 / 600.0);
+    }
+    assert!((0.30..0.37).contains(&shares[0]), "round_robin: {shares:?}");
+    assert!(
+        shares[1] < shares[0] * 0.6,
+        "least_request gave the slow endpoint {:.2}, round_robin {:.2}",
+        shares[1],
+        shares[0]
+    );
+}

@@ -119,14 +119,16 @@ impl Policy {
     }
 
     /// The key of `request`: its hash for hashing policies (a random number when it lacks the
-    /// header or cookie), a random number for the others.
+    /// header or cookie), a random number for `random` and `least_request`, nothing for the
+    /// rotation.
     #[inline]
     pub fn key(&self, request: &RequestView<'_>, rng: &Rng) -> u64 {
         match self {
             Policy::RingHash { on, .. } | Policy::Maglev { on, .. } => {
                 on.key(request).unwrap_or_else(|| rng.next())
             }
-            _ => rng.next(),
+            Policy::RoundRobin(_) => 0,
+            Policy::Random(_) | Policy::LeastRequest(_) => rng.next(),
         }
     }
 

@@ -24,8 +24,14 @@ pub const MAX_POINTS: u64 = 1 << 16;
 /// The ring of one upstream.
 #[derive(Debug)]
 pub struct Ring {
-    /// `(point, endpoint index)`, sorted by point.
-    points: Box<[(u64, u32)]>,
+    /// The points, ascending.
+    points: Box<[u64]>,
+    /// The endpoint owning each point.
+    owners: Box<[u32]>,
+    /// `buckets[b]`: the first point whose top `bits` bits are `b` or more, so a lookup
+    /// searches only the few points of its bucket (about one per bucket), not the whole ring.
+    buckets: Box<[u32]>,
+    bits: u32,
     /// Bounded load: an endpoint takes a request only while its requests in flight stay within
     /// this percentage of the average (at least 100); `None` turns the bound off.
     balance_factor: Option<u32>,
@@ -61,10 +67,33 @@ impl Ring {
             }
         }
         points.sort_unstable();
+        let bits = (points.len().max(2).next_power_of_two().trailing_zeros()).min(20);
+        let mut buckets = Vec::with_capacity((1 << bits) + 1);
+        let mut at = 0usize;
+        for bucket in 0..(1u64 << bits) {
+            let floor = bucket << (64 - bits);
+            while at < points.len() && points[at].0 < floor {
+                at += 1;
+            }
+            buckets.push(at as u32);
+        }
+        buckets.push(points.len() as u32);
         Ring {
-            points: points.into_boxed_slice(),
+            owners: points.iter().map(|&(_, owner)| owner).collect(),
+            points: points.iter().map(|&(point, _)| point).collect(),
+            buckets: buckets.into_boxed_slice(),
+            bits,
             balance_factor,
         }
+    }
+
+    /// The position of the first point at or after `key` (the ring's length past the last).
+    #[inline]
+    fn position(&self, key: u64) -> usize {
+        let bucket = (key >> (64 - self.bits)) as usize;
+        let low = self.buckets[bucket] as usize;
+        let high = self.buckets[bucket + 1] as usize;
+        low + self.points[low..high].partition_point(|&point| point < key)
     }
 
     pub fn len(&self) -> usize {
@@ -89,7 +118,7 @@ impl Ring {
         if len == 0 {
             return None;
         }
-        let start = self.points.partition_point(|&(point, _)| point < key);
+        let start = self.position(key);
         let capacity = match (self.balance_factor, load) {
             (Some(factor), Some(load)) => Some(capacity(factor, load)),
             _ => None,
@@ -100,7 +129,7 @@ impl Ring {
             if at >= len {
                 at -= len;
             }
-            let index = self.points[at].1 as usize;
+            let index = self.owners[at] as usize;
             if !ok(index) {
                 continue;
             }
@@ -169,6 +198,18 @@ mod tests {
             let skipped = owners(&full, 20_000, |i| i != n - 1);
             assert_eq!(skipped, after, "n={n}: ejection is removal");
         }
+    }
+
+    #[test]
+    fn the_bucket_index_finds_what_a_search_of_the_whole_ring_finds() {
+        let ring = Ring::new(&addrs(37), &[1; 37], None);
+        for k in 0..50_000u64 {
+            let key = mix(k);
+            let whole = ring.points.partition_point(|&point| point < key);
+            assert_eq!(ring.position(key), whole);
+        }
+        assert_eq!(ring.position(u64::MAX), ring.points.len());
+        assert_eq!(ring.position(0), 0);
     }
 
     #[test]

@@ -482,3 +482,119 @@ fn least_request_shifts_load_off_a_slow_endpoint() {
         shares[0]
     );
 }
+
+/// The endpoint states of upstream "up" on every shard, from the admin API.
+fn states(proxy: &Coregate, endpoint: SocketAddr) -> Vec<String> {
+    let reply = admin(proxy.admin_addr(), "GET", "/upstreams", None);
+    let view: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    view["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|shard| shard["upstreams"][0]["endpoints"].as_array().unwrap())
+        .filter(|e| e["address"] == endpoint.to_string().as_str())
+        .map(|e| e["state"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Polls the admin API until every shard sees `endpoint` in `state`; fails after `within`.
+fn wait_for_state(proxy: &Coregate, endpoint: SocketAddr, state: &str, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let now = states(proxy, endpoint);
+        if !now.is_empty() && now.iter().all(|s| s == state) {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "{endpoint} not {state} on every shard within {within:?}: {now:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Active checks run from the control plane, once per endpoint (not once per shard): `fall`
+/// failures take an endpoint down on every shard within an interval of the last one, `rise`
+/// passes bring it back; meanwhile no request goes to it.
+#[test]
+fn active_checks_take_an_endpoint_down_and_bring_it_back() {
+    let sick = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let checks = Arc::new(AtomicUsize::new(0));
+    let (sick_flag, check_count) = (sick.clone(), checks.clone());
+    let flaky = Upstream::start(Arc::new(move |req: &Recorded| {
+        if req.target == "/healthz" {
+            check_count.fetch_add(1, Ordering::SeqCst);
+            if sick_flag.load(Ordering::SeqCst) {
+                return Reply::Raw(
+                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n".to_vec(),
+                );
+            }
+        }
+        Reply::Raw(ok(b"ok"))
+    }));
+    let fine = Upstream::start(fast());
+    let started = Instant::now();
+    let proxy = proxy(
+        "0-1",
+        &[flaky.addr(), fine.addr()],
+        "[upstream.health_check]\npath = \"/healthz\"\ninterval = \"100ms\"\nrise = 2\nfall = 2\n",
+        "[admin]\nbind = \"127.0.0.1:0\"\n",
+    );
+    // Two failed checks, 100 ms apart, the first within the first interval.
+    wait_for_state(&proxy, flaky.addr(), "down", Duration::from_millis(600));
+    let served_before = flaky
+        .requests()
+        .iter()
+        .filter(|r| r.target != "/healthz")
+        .count();
+    let mut client = Client::connect(proxy.addr());
+    for _ in 0..6 {
+        assert_eq!(client.get("/work", &[]).status, 200);
+    }
+    let served = |u: &Upstream| u.requests().iter().filter(|r| r.target == "/work").count();
+    assert_eq!(
+        served(&flaky),
+        served_before,
+        "nothing sent to a down endpoint"
+    );
+    assert_eq!(served(&fine), 6);
+    sick.store(false, Ordering::SeqCst);
+    wait_for_state(&proxy, flaky.addr(), "serving", Duration::from_millis(600));
+    for _ in 0..6 {
+        assert_eq!(client.get("/work", &[]).status, 200);
+    }
+    assert_eq!(served(&flaky), 3, "back in the rotation");
+    // One check per interval for the whole process, not one per shard (two shards here).
+    let intervals = started.elapsed().as_millis() as usize / 100 + 1;
+    let made = checks.load(Ordering::SeqCst);
+    assert!(made <= intervals, "{made} checks in {intervals} intervals");
+}
+
+/// Five 5xx in a row eject an endpoint (Envoy's `consecutive_5xx`), on every shard.
+#[test]
+fn consecutive_5xx_eject_an_endpoint() {
+    let failing = Upstream::start(Arc::new(|_: &Recorded| {
+        Reply::Raw(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n".to_vec())
+    }));
+    let fine = Upstream::start(fast());
+    let proxy = proxy(
+        "0",
+        &[failing.addr(), fine.addr()],
+        "",
+        "[admin]\nbind = \"127.0.0.1:0\"\n",
+    );
+    let mut client = Client::connect(proxy.addr());
+    let statuses: Vec<u16> = (0..14).map(|_| client.get("/", &[]).status).collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 500).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert!(statuses[10..].iter().all(|&s| s == 200), "{statuses:?}");
+    wait_for_state(
+        &proxy,
+        failing.addr(),
+        "ejected",
+        Duration::from_millis(100),
+    );
+}

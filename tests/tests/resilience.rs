@@ -598,3 +598,78 @@ fn consecutive_5xx_eject_an_endpoint() {
         Duration::from_millis(100),
     );
 }
+
+/// Answers `svc.test` with the addresses the test sets; none set is a resolver failure.
+struct Dns(Mutex<Vec<SocketAddr>>);
+
+impl coregate_engine::config::Resolve for Dns {
+    fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        let addrs = self.0.lock().unwrap().clone();
+        if host != "svc.test" || addrs.is_empty() {
+            return Err(std::io::Error::other("no such host"));
+        }
+        Ok(addrs
+            .into_iter()
+            .map(|a| SocketAddr::new(a.ip(), port))
+            .collect())
+    }
+}
+
+/// With `resolve_every`, an endpoint behind a name follows the name without a reload; a name
+/// that stops resolving keeps its last addresses. Changes and failures are counted.
+#[test]
+fn a_re_resolved_name_moves_its_endpoint_and_survives_a_resolver_outage() {
+    // Both upstreams on one port of two loopback addresses, so the name's port is the same.
+    let first = Upstream::start(fast());
+    let port = first.addr().port();
+    let second = match TcpListener::bind(("127.0.0.2", port)) {
+        Ok(probe) => {
+            drop(probe);
+            Upstream::start_at(SocketAddr::new("127.0.0.2".parse().unwrap(), port), fast())
+        }
+        // The port is taken on the second address: nothing to test on this machine.
+        Err(_) => return,
+    };
+    let dns = Arc::new(Dns(Mutex::new(vec![first.addr()])));
+    let upstreams = format!(
+        "[[upstream]]\nname = \"up\"\nendpoints = [\"svc.test:{port}\"]\nresolve_every = \"1s\"\n"
+    );
+    let extra = format!("[admin]\nbind = \"127.0.0.1:0\"\n{FORWARD_ALL}");
+    let proxy = Coregate::start_with_resolver(
+        &config_with_upstreams("uring", "0", &upstreams, &extra),
+        dns.clone(),
+    );
+    let mut client = Client::connect(proxy.addr());
+    assert_eq!(client.get("/", &[]).status, 200);
+    assert_eq!(first.requests().len(), 1);
+    *dns.0.lock().unwrap() = vec![second.addr()];
+    let changed = Instant::now();
+    while second.requests().is_empty() {
+        assert_eq!(client.get("/", &[]).status, 200);
+        assert!(
+            changed.elapsed() < Duration::from_secs(3),
+            "the new address was not used"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // The resolver fails from now on: the last addresses stay.
+    dns.0.lock().unwrap().clear();
+    let failing = Instant::now();
+    let metrics = loop {
+        let metrics = admin(proxy.admin_addr(), "GET", "/metrics", None).body;
+        if metrics.contains("coregate_upstream_resolve_failures_total{upstream=\"up\"} 1") {
+            break metrics;
+        }
+        assert!(failing.elapsed() < Duration::from_secs(3), "{metrics}");
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        metrics.contains("coregate_upstream_resolve_changes_total{upstream=\"up\"} 1"),
+        "{metrics}"
+    );
+    let before = second.requests().len();
+    for _ in 0..3 {
+        assert_eq!(client.get("/", &[]).status, 200);
+    }
+    assert_eq!(second.requests().len(), before + 3);
+}

@@ -81,9 +81,14 @@ impl Config {
     /// Reads and validates a configuration file, resolving upstream host names with the
     /// system resolver.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_with(path, &SystemResolver)
+    }
+
+    /// [`Config::load`] with a chosen resolver for upstream host names.
+    pub fn load_with(path: &Path, resolver: &dyn Resolve) -> Result<Config, ConfigErrors> {
         let origin = path.display().to_string();
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, &origin),
+            Ok(text) => Config::parse_with(&text, &origin, resolver),
             Err(err) => Err(ConfigErrors::from_vec(vec![ConfigError {
                 origin: origin.into(),
                 location: None,
@@ -384,6 +389,8 @@ pub struct NamedEndpoint {
     pub host: Box<str>,
     pub port: u16,
     pub weight: u32,
+    /// What the name last resolved to (each is also in `UpstreamConfig::endpoints`).
+    pub addrs: Vec<SocketAddr>,
 }
 
 /// One `[[route]]`: what it matches and what it does.

@@ -43,7 +43,7 @@ use crate::router::{RouteProblem, RouteSpec, RouteTable};
 use upstream::{Endpoints, host_name, unknown_policy};
 
 /// Turns an upstream endpoint's host name into addresses. Called once per name when a file is
-/// loaded; coregate does not re-resolve while running.
+/// loaded, and by the control plane every `resolve_every` for upstreams that set it.
 pub trait Resolve {
     fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>>;
 }
@@ -747,6 +747,7 @@ impl Validator<'_, '_> {
                             host: host.into(),
                             port,
                             weight,
+                            addrs: resolved.clone(),
                         });
                     }
                     for addr in resolved {

@@ -26,6 +26,7 @@
 pub mod health;
 pub mod plane;
 mod probe;
+pub mod resolve;
 
 use std::io;
 use std::os::fd::OwnedFd;

@@ -38,6 +38,8 @@ pub struct Scrape<'a> {
     pub fresh: usize,
     /// Access-log lines the writer could not write.
     pub log_lines_lost: u64,
+    /// Per upstream: address changes and failures of its re-resolved names.
+    pub resolutions: &'a [(Box<str>, u64, u64)],
 }
 
 /// Writes the whole exposition.
@@ -206,6 +208,33 @@ fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
     }
 
     health(out, reports)?;
+
+    family(
+        out,
+        UPSTREAM_RESOLVE_CHANGES,
+        "counter",
+        "Endpoint names whose addresses changed when resolved again (resolve_every).",
+    )?;
+    for (upstream, changes, _) in scrape.resolutions {
+        writeln!(
+            out,
+            "{UPSTREAM_RESOLVE_CHANGES}{{upstream=\"{}\"}} {changes}",
+            escape(upstream)
+        )?;
+    }
+    family(
+        out,
+        UPSTREAM_RESOLVE_FAILURES,
+        "counter",
+        "Endpoint names that did not resolve when resolved again (their last addresses are kept).",
+    )?;
+    for (upstream, _, failures) in scrape.resolutions {
+        writeln!(
+            out,
+            "{UPSTREAM_RESOLVE_FAILURES}{{upstream=\"{}\"}} {failures}",
+            escape(upstream)
+        )?;
+    }
 
     family(
         out,
@@ -638,6 +667,7 @@ mod tests {
             shards: 2,
             fresh: 2,
             log_lines_lost: 0,
+            resolutions: &[],
         });
         let line = |prefix: &str| {
             text.lines()

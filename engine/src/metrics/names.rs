@@ -32,3 +32,5 @@ pub const UPSTREAM_ENDPOINT_WEIGHT: &str = "coregate_upstream_endpoint_weight";
 pub const UPSTREAM_EJECTIONS: &str = "coregate_upstream_ejections_total";
 pub const UPSTREAM_REQUESTS_IN_FLIGHT: &str = "coregate_upstream_requests_in_flight";
 pub const UPSTREAM_OVERFLOWS: &str = "coregate_upstream_overflows_total";
+pub const UPSTREAM_RESOLVE_CHANGES: &str = "coregate_upstream_resolve_changes_total";
+pub const UPSTREAM_RESOLVE_FAILURES: &str = "coregate_upstream_resolve_failures_total";

@@ -731,7 +731,11 @@ retry_min_concurrency = 1
             vec![NamedEndpoint {
                 host: "backend.test".into(),
                 port: 81,
-                weight: 3
+                weight: 3,
+                addrs: vec![
+                    "10.0.0.8:81".parse().unwrap(),
+                    "10.0.0.9:81".parse().unwrap()
+                ],
             }]
         );
         assert_eq!(u.balance, Balance::RingHash);

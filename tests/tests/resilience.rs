@@ -673,3 +673,177 @@ fn a_re_resolved_name_moves_its_endpoint_and_survives_a_resolver_outage() {
     }
     assert_eq!(second.requests().len(), before + 3);
 }
+
+/// A route with a per-try timeout and `timeout` in its policy tries a slow endpoint only that
+/// long, then another endpoint; an overall deadline bounds every attempt together.
+#[test]
+fn per_try_timeouts_and_the_deadline_bound_each_attempt_and_all_of_them() {
+    let slow = Upstream::start(Arc::new(|_: &Recorded| {
+        Reply::Delayed(Duration::from_millis(600), ok(b"slow"))
+    }));
+    let fine = Upstream::start(fast());
+    let route = |retry: &str| {
+        format!("[[route]]\npath_prefix = \"/\"\nupstream = \"up\"\nretry = {{ {retry} }}\n")
+    };
+    let outlier = "[upstream.outlier]\nconsecutive_failures = 0\n";
+    let proxy_a = proxy(
+        "0",
+        &[slow.addr(), fine.addr()],
+        outlier,
+        &route("on = [\"timeout\"], per_try_timeout = \"100ms\""),
+    );
+    let mut client = Client::connect(proxy_a.addr());
+    let started = Instant::now();
+    let response = client.get("/", &[]);
+    let took = started.elapsed();
+    assert_eq!((response.status, response.body_text()), (200, "ok".into()));
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_millis(500),
+        "{took:?}"
+    );
+    drop(proxy_a);
+
+    // Both endpoints slow: the first attempt ends at its 200 ms, the second at the 300 ms
+    // deadline, not at its own 200 ms.
+    let slower = Upstream::start(Arc::new(|_: &Recorded| {
+        Reply::Delayed(Duration::from_millis(600), ok(b"slow"))
+    }));
+    let proxy_b = proxy(
+        "0",
+        &[slow.addr(), slower.addr()],
+        outlier,
+        &route("on = [\"timeout\"], per_try_timeout = \"200ms\", deadline = \"300ms\""),
+    );
+    let mut client = Client::connect(proxy_b.addr());
+    let started = Instant::now();
+    let response = client.get("/", &[]);
+    let took = started.elapsed();
+    assert_eq!(response.status, 504);
+    assert!(
+        took >= Duration::from_millis(280) && took < Duration::from_millis(450),
+        "{took:?}"
+    );
+}
+
+/// `non_idempotent = true` lets a POST that was reset be sent again.
+#[test]
+fn a_route_may_retry_non_idempotent_requests() {
+    let resets = Upstream::start(Arc::new(|_: &Recorded| Reply::Reset));
+    let fine = Upstream::start(Arc::new(|req: &Recorded| {
+        Reply::Raw(ok(format!("{} {}", req.method, req.body.len()).as_bytes()))
+    }));
+    let proxy = proxy(
+        "0",
+        &[resets.addr(), fine.addr()],
+        "",
+        "[[route]]\npath_prefix = \"/\"\nupstream = \"up\"\nretry = { non_idempotent = true }\n",
+    );
+    let mut client = Client::connect(proxy.addr());
+    client.send(b"POST /pay HTTP/1.1\r\nhost: test\r\ncontent-length: 2\r\n\r\nhi");
+    let response = client.read_response(false).unwrap();
+    assert_eq!(
+        (response.status, response.body_text()),
+        (200, "POST 2".into())
+    );
+}
+
+/// One endpoint of two answers every request 503 and is kept in rotation; the route retries
+/// 503. Without a budget every other request costs two attempts (1.5x); the default budget's
+/// 20% holds the attempts the upstream sees to about 1.2x the client requests.
+#[test]
+fn the_retry_budget_caps_the_attempts_an_outage_causes() {
+    let mut ratios = Vec::new();
+    for percent in [100, 20] {
+        let failing = Upstream::start(Arc::new(|_: &Recorded| {
+            Reply::Raw(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n".to_vec())
+        }));
+        let fine = Upstream::start(Arc::new(|_: &Recorded| {
+            Reply::Delayed(Duration::from_millis(5), ok(b"ok"))
+        }));
+        let proxy = proxy(
+            "0",
+            &[failing.addr(), fine.addr()],
+            &format!(
+                "[upstream.outlier]\nconsecutive_5xx = 0\n[upstream.limits]\n\
+                 retry_budget_percent = {percent}\nretry_min_concurrency = 0\n"
+            ),
+            "[[route]]\npath_prefix = \"/\"\nupstream = \"up\"\nretry = { on = [\"503\"] }\n",
+        );
+        let clients: Vec<_> = (0..10)
+            .map(|_| {
+                let addr = proxy.addr();
+                thread::spawn(move || {
+                    let mut client = Client::connect(addr);
+                    (0..50)
+                        .filter(|_| client.get("/", &[]).status == 200)
+                        .count()
+                })
+            })
+            .collect();
+        let succeeded: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+        let attempts = failing.requests().len() + fine.requests().len();
+        let ratio = attempts as f64 / 500.0;
+        eprintln!(
+            "budget {percent}%: {attempts} attempts for 500 requests, {succeeded} answered 200"
+        );
+        ratios.push(ratio);
+    }
+    assert!(
+        ratios[0] > 1.4,
+        "without a budget every 503 is retried: {ratios:?}"
+    );
+    assert!(
+        ratios[1] <= 1.22,
+        "the budget holds attempts to 1.2x: {ratios:?}"
+    );
+}
+
+/// `max_requests`: requests beyond it are answered 503 at once, counted, and the breaker
+/// closes when the requests in flight finish.
+#[test]
+fn a_breaker_answers_overflow_at_once_and_closes_again() {
+    let slow = Upstream::start(Arc::new(|_: &Recorded| {
+        Reply::Delayed(Duration::from_millis(300), ok(b"ok"))
+    }));
+    let proxy = proxy(
+        "0",
+        &[slow.addr()],
+        "[upstream.limits]\nmax_requests = 2\n",
+        "[admin]\nbind = \"127.0.0.1:0\"\n",
+    );
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let addr = proxy.addr();
+            thread::spawn(move || {
+                // Staggered so the first two are in flight when the others arrive.
+                thread::sleep(Duration::from_millis(50 * (i / 2)));
+                let mut client = Client::connect(addr);
+                let started = Instant::now();
+                let status = client.get("/", &[]).status;
+                (status, started.elapsed())
+            })
+        })
+        .collect();
+    let outcomes: Vec<(u16, Duration)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let refused: Vec<&(u16, Duration)> = outcomes.iter().filter(|(s, _)| *s == 503).collect();
+    assert_eq!(refused.len(), 2, "{outcomes:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|(_, took)| *took < Duration::from_millis(100)),
+        "answered at once: {outcomes:?}"
+    );
+    let mut client = Client::connect(proxy.addr());
+    assert_eq!(client.get("/", &[]).status, 200, "closed again");
+    let metrics = admin(proxy.admin_addr(), "GET", "/metrics", None).body;
+    assert!(
+        metrics.contains(
+            "coregate_upstream_overflows_total{upstream=\"up\",limit=\"max_requests\"} 2"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("coregate_rejected_total{reason=\"upstream_overflow\"} 2"),
+        "{metrics}"
+    );
+}

@@ -847,3 +847,38 @@ fn a_breaker_answers_overflow_at_once_and_closes_again() {
         "{metrics}"
     );
 }
+
+/// `max_connections`: a request that would need one more connection is answered 503 at once,
+/// and the refusal says nothing about the endpoint (it is not ejected).
+#[test]
+fn a_connection_breaker_refusal_does_not_blame_the_endpoint() {
+    let slow = Upstream::start(Arc::new(|_: &Recorded| {
+        Reply::Delayed(Duration::from_millis(300), ok(b"ok"))
+    }));
+    let proxy = proxy(
+        "0",
+        &[slow.addr()],
+        "[upstream.limits]\nmax_connections = 1\n",
+        "[admin]\nbind = \"127.0.0.1:0\"\n",
+    );
+    let addr = proxy.addr();
+    let first = thread::spawn(move || Client::connect(addr).get("/", &[]).status);
+    // The first request holds the only connection for 300 ms.
+    let started = Instant::now();
+    while slow.requests().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(2));
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mut client = Client::connect(proxy.addr());
+    assert_eq!(client.get("/", &[]).status, 503);
+    assert_eq!(first.join().unwrap(), 200);
+    assert_eq!(states(&proxy, slow.addr()), vec!["serving"]);
+    assert_eq!(client.get("/", &[]).status, 200, "the pooled connection is free again");
+    let metrics = admin(proxy.admin_addr(), "GET", "/metrics", None).body;
+    assert!(
+        metrics.contains(
+            "coregate_upstream_overflows_total{upstream=\"up\",limit=\"max_connections\"} 1"
+        ),
+        "{metrics}"
+    );
+}

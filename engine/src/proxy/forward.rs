@@ -24,9 +24,7 @@ use crate::io::{Buf, Outbound, ReadBuf};
 use crate::snapshot::{RouteTarget, Snapshot};
 use crate::upstream::load::{Connecting, Retrying};
 use crate::upstream::retry::{self, Attempts, Failed, Next};
-use crate::upstream::{
-    Checkout, Choice, Endpoint, InFlight, Observed, RetryOn, Tried, UpstreamGroup,
-};
+use crate::upstream::{Checkout, Choice, Endpoint, InFlight, Observed, Tried, UpstreamGroup};
 
 use super::pick::OVERFLOW;
 use super::record::Outcome;
@@ -116,6 +114,8 @@ fn observed(attempted: &Result<Exchange, Failure>) -> Option<Observed> {
     match attempted {
         Ok(exchange) if exchange.plan.status >= 500 => Some(Observed::ServerError),
         Ok(_) => Some(Observed::Success),
+        // A breaker that refused says nothing about the endpoint.
+        Err(failure) if failure.refusal.is_some() => None,
         Err(failure) => match failure.failed {
             Failed::Connect | Failed::Reset | Failed::Timeout => Some(Observed::GatewayFailure),
             Failed::Other if failure.error.side == Side::Upstream => Some(Observed::GatewayFailure),
@@ -162,21 +162,13 @@ impl Session {
         let policy = &target.retry;
         let replayable = (request.method.is_idempotent() || policy.non_idempotent)
             && body.state == BodyState::Consumed;
-        let after_send = RetryOn::RESET
-            .with(RetryOn::TIMEOUT)
-            .with(RetryOn::STATUS_502)
-            .with(RetryOn::STATUS_503)
-            .with(RetryOn::STATUS_504);
         let asked = Asked {
             request,
             upgrade: upgrade.as_ref(),
             target,
             upstream,
             replayable,
-            keep_sent: policy.retries > 0
-                && RetryOn::NAMES
-                    .iter()
-                    .any(|(on, _)| after_send.contains(*on) && policy.on.contains(*on)),
+            keep_sent: policy.retries > 0 && policy.on.after_send(),
             deadline: policy.deadline.map(|d| self.shard.io.now() + d),
         };
         let mut tries = Tries {
@@ -191,7 +183,9 @@ impl Session {
             retrying: None,
         };
         loop {
-            tries.tried.add(tries.index);
+            if !tries.tried.contains(tries.index) {
+                tries.tried.add(tries.index);
+            }
             let endpoint = upstream.endpoint(tries.index);
             outcome.endpoint = Some(endpoint.addr());
             let attempted = self

@@ -71,6 +71,12 @@ impl RetryOn {
         }
     }
 
+    /// Whether any condition listed can happen after the request was sent (a reset, a
+    /// timeout, a status): then the sent bytes are worth keeping for another attempt.
+    pub fn after_send(self) -> bool {
+        self.0 & !RetryOn::CONNECT_FAILURE.0 != 0
+    }
+
     /// Whether the policy retries an answer with `status`.
     pub fn retries_status(self, status: u16) -> bool {
         self.contains(RetryOn::status(status))
@@ -305,6 +311,17 @@ mod tests {
         assert!(backoff(&POLICY, 3, u64::MAX) <= Duration::from_millis(50));
         assert!(backoff(&POLICY, 30, u64::MAX) <= Duration::from_millis(250));
         assert_eq!(backoff(&POLICY, 3, 0), Duration::ZERO);
+    }
+
+    #[test]
+    fn only_conditions_after_a_send_keep_the_sent_bytes() {
+        assert!(!RetryOn::CONNECT_FAILURE.after_send());
+        assert!(!RetryOn::NONE.after_send());
+        assert!(
+            RetryOn::CONNECT_FAILURE
+                .with(RetryOn::STATUS_504)
+                .after_send()
+        );
     }
 
     #[test]

@@ -67,6 +67,8 @@
 //! control::health::run            upstream health: shards' ejections confirmed or refused,
 //!                                 ejections ended, active checks (control/probe.rs); verdicts
 //!                                 pushed to every shard's mailbox
+//! control::resolve::run           names with resolve_every resolved again; a change runs as
+//!                                 the next generation (ControlPlane::amend, a reload's Apply)
 //! admin::serve                    /healthz /readyz /config /reload /metrics /upstreams
 //! access_log::run_writer          appends the shards' line buffers to the file
 //! ```

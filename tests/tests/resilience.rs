@@ -183,6 +183,7 @@ fn an_ejection_reaches_every_shard_within_100_ms() {
             .collect();
         assert_eq!(states.len(), 2, "two shards report: {}", reply.body);
         if states.iter().all(|s| *s == "ejected") {
+            eprintln!("every shard saw the ejection within {:?}", seen.elapsed());
             break;
         }
         assert!(
@@ -873,7 +874,11 @@ fn a_connection_breaker_refusal_does_not_blame_the_endpoint() {
     assert_eq!(client.get("/", &[]).status, 503);
     assert_eq!(first.join().unwrap(), 200);
     assert_eq!(states(&proxy, slow.addr()), vec!["serving"]);
-    assert_eq!(client.get("/", &[]).status, 200, "the pooled connection is free again");
+    assert_eq!(
+        client.get("/", &[]).status,
+        200,
+        "the pooled connection is free again"
+    );
     let metrics = admin(proxy.admin_addr(), "GET", "/metrics", None).body;
     assert!(
         metrics.contains(

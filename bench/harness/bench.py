@@ -13,6 +13,9 @@ target started fresh for its slot so no idle proxy shares the box with the one m
                 with one shard
     idle        proxy memory per idle keep-alive client connection (idle_conns.py)
     k6          k6 constant-arrival-rate run with p99/p99.9 thresholds
+    failover    coregate in front of three endpoints at a constant arrival rate (k6), one
+                killed a third of the way through and brought back at two thirds: failures
+                and p99 before, during and after (failover.py)
     overhead    what coregate's optional features cost: wrk -t1 -c64 GET 5 B through plain
                 coregate, with the access log on, with /metrics scraped every second, and with
                 a rate limit configured but not reached
@@ -38,13 +41,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import failover as failover_scenario
 import loads
 import report
 from procs import HarnessError, Registry, cpu_seconds, pss_kib, rss_kib, run_bounded
 from targets import (BASE_TARGET, BASELINE, BENCH_DIR, EXTRA_TARGETS, FEATURE_TARGETS, TARGETS,
                      Layout, Upstream, coregate_missing, start)
 
-PHASES = ("throughput", "latency", "scaling", "idle", "k6", "overhead")
+PHASES = ("throughput", "latency", "scaling", "idle", "k6", "failover", "overhead")
 OVERHEAD_TARGETS = ("coregate", *FEATURE_TARGETS)
 SCRAPE_INTERVAL_S = 1.0
 SCALING_CONNS = (1, 16, 64, 256, 1024)
@@ -246,6 +250,35 @@ class Run:
 
         self.rounds("k6", o.targets, measure)
 
+    def failover(self) -> None:
+        o = self.o
+        if "coregate" not in o.targets or "coregate" in self.skipped or "coregate" in self.failed:
+            say("[failover] skipped: it measures the target coregate, which is not in this run")
+            return
+        duration = 6 if o.smoke else max(30, 3 * o.duration)
+        kill_at, restore_at = duration / 3, 2 * duration / 3
+        for r in range(1, o.repeats + 1):
+            say(f"[failover {r}/{o.repeats}] coregate, {o.k6_rate} req/s for {duration} s, endpoint "
+                f"2 of 3 killed at {kill_at:g} s, back at {restore_at:g} s")
+            try:
+                shards = self.layout.workers
+                cores = f"0-{shards - 1}" if shards > 1 else "0"
+                res = failover_scenario.run(o.coregate_bin, self.run_dir, self.registry,
+                                            self.layout.host, self.layout.port_base, o.k6_rate,
+                                            duration, kill_at, restore_at, cores,
+                                            self.layout.loadgen_cpus, self.layout.upstream_cpus,
+                                            o.k6_p99)
+            except HarnessError as e:
+                self.failed["coregate"] = f"failover: {e}"
+                say(f"  coregate: FAILED: {e}")
+                return
+            self.record("failover", r, "coregate", **res)
+            for phase, p in res["phases"].items():
+                p99 = "-" if p["p99_ms"] is None else f"{p['p99_ms']:.2f} ms"
+                say(f"  {phase:<10} {p['requests']:>8,} requests  {p['failed_rate'] * 100:7.3f}% failed"
+                    f"  p99 {p99}")
+            say(f"  thresholds {'passed' if res['passed'] else 'FAILED'}")
+
     def overhead(self) -> None:
         if "coregate" in self.skipped:
             say(f"[overhead] skipped: {self.skipped['coregate']}")
@@ -372,7 +405,7 @@ class Scraper(threading.Thread):
 # -- environment ------------------------------------------------------------------------------
 
 TOOLS = {"throughput": ["wrk"], "latency": ["wrk", "oha"], "scaling": ["wrk"], "idle": ["wrk"],
-         "k6": ["k6"], "overhead": ["wrk"]}
+         "k6": ["k6"], "failover": ["k6"], "overhead": ["wrk"]}
 
 
 def missing_tools(phase: str) -> list[str]:

@@ -223,6 +223,26 @@ def markdown(run_dir: Path) -> str:
                 f" | {sum(1 for p in runs.values() if p)}/{len(runs)} |")
         lines.append("")
 
+    fail = [r for r in t.rows if r["phase"] == "failover"]
+    if fail:
+        first = fail[0]
+        lines += [
+            f"#### Failover: {f_int(first['rate'])} req/s for {first['duration_s']} s, endpoint 2 "
+            f"of 3 killed at {first['kill_at_s']:g} s and back at {first['restore_at_s']:g} s, "
+            "default resilience settings (k6, `bench/k6/failover.js`)",
+            "",
+            "| repeat | phase | requests | failed | p99 ms | thresholds held |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in fail:
+            for phase, p in r["phases"].items():
+                lines.append(
+                    f"| {r['repeat']} | {phase} | {f_int(p['requests'])} | "
+                    f"{p['failed_rate'] * 100:.3f}% | {f_ms(p['p99_ms'])} | "
+                    f"{'yes' if r['passed'] else 'no'} |")
+        lines += ["", "Per second: `failover.svg` (p99 and failed requests; the kill and the "
+                  "return marked).", ""]
+
     over = t.targets("overhead")
     if over:
         lines += [
@@ -330,6 +350,8 @@ def write(run_dir: Path, results: Path | None) -> str:
             ("latency.svg", "latency.gp", latency, f"latency by percentile at {meta.get('fixed_rate')} req/s")):
         if plot(script, series, run_dir / name, title):
             charts.append(name)
+    if (run_dir / "failover.svg").is_file():
+        charts.append("failover.svg")
     update_results(run_dir / "RESULTS.md", block)
     if results is not None:
         update_results(results, block)

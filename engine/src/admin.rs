@@ -12,6 +12,7 @@
 //! | `/config` | GET | the effective configuration (TOML) and the generation each shard runs |
 //! | `/reload` | POST | reloads the configuration file: `200`, or `400` with every mistake, `409` when only a restart can apply it, `503` when a shard did not acknowledge |
 //! | `/metrics` | GET | Prometheus text format, merged from every shard |
+//! | `/upstreams` | GET | JSON: each shard's view of each upstream endpoint (state, weight share, ejection, requests in flight) and each upstream's load |
 //!
 //! With `admin.token` set, every endpoint but `/healthz` and `/readyz` (which probes call)
 //! wants `Authorization: Bearer <token>`, compared in constant time; otherwise `401`.
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::control::plane::{ControlPlane, ReloadError};
 use crate::http1::{self, Field, HeadScanner, Limits, Method, Parsed};
+use crate::upstream::Overflow;
 
 /// Threads serving the admin API.
 pub const ADMIN_WORKERS: usize = 4;
@@ -144,12 +146,12 @@ fn handle(mut stream: TcpStream, plane: &ControlPlane) -> io::Result<()> {
 fn route(plane: &ControlPlane, method: Method, path: &str, authorized: bool) -> Reply {
     let read = matches!(method, Method::Get | Method::Head);
     let allowed = match path {
-        "/healthz" | "/readyz" | "/config" | "/metrics" => read,
+        "/healthz" | "/readyz" | "/config" | "/metrics" | "/upstreams" => read,
         "/reload" => method == Method::Post,
         _ => {
             return Reply::text(
                 404,
-                "no such admin endpoint; try /healthz /readyz /config /reload /metrics",
+                "no such admin endpoint; try /healthz /readyz /config /reload /metrics /upstreams",
             );
         }
     };
@@ -204,6 +206,11 @@ fn route(plane: &ControlPlane, method: Method, path: &str, authorized: bool) -> 
             reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
             reply
         }
+        "/upstreams" => {
+            let mut reply = Reply::text(200, upstreams(plane));
+            reply.content_type = "application/json";
+            reply
+        }
         "/reload" => match plane.reload() {
             Ok(reloaded) => {
                 eprintln!("coregate: {reloaded} (admin API)");
@@ -221,6 +228,57 @@ fn route(plane: &ControlPlane, method: Method, path: &str, authorized: bool) -> 
         },
         _ => Reply::text(404, "no such admin endpoint"),
     }
+}
+
+/// Every shard's view of every upstream, as JSON (collected through the mailboxes).
+fn upstreams(plane: &ControlPlane) -> String {
+    let (reports, _) = plane.collect();
+    let shards: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|report| {
+            let upstreams: Vec<serde_json::Value> = report
+                .upstreams
+                .iter()
+                .map(|upstream| {
+                    let load = &upstream.load;
+                    let overflows: serde_json::Map<String, serde_json::Value> = Overflow::ALL
+                        .iter()
+                        .map(|o| (o.label().to_owned(), load.overflows[*o as usize].into()))
+                        .collect();
+                    let endpoints: Vec<serde_json::Value> = upstream
+                        .endpoints
+                        .iter()
+                        .map(|e| {
+                            serde_json::json!({
+                                "address": e.endpoint.to_string(),
+                                "state": e.standing.label(),
+                                "weight": e.weight,
+                                "share_percent": e.share_percent,
+                                "ejected_for_ms": e.ejected_for.map(|d| d.as_millis() as u64),
+                                "ejections": e.ejections,
+                                "ejected_by_this_shard": e.trips,
+                                "in_flight": e.in_flight,
+                            })
+                        })
+                        .collect();
+                    serde_json::json!({
+                        "name": &*upstream.upstream,
+                        "requests_in_flight": load.requests,
+                        "pending": load.pending,
+                        "connections_busy": load.connections,
+                        "retries_in_flight": load.retries,
+                        "retries": load.retried,
+                        "overflows": overflows,
+                        "endpoints": endpoints,
+                    })
+                })
+                .collect();
+            serde_json::json!({ "shard": report.shard, "upstreams": upstreams })
+        })
+        .collect();
+    let mut text = serde_json::json!({ "shards": shards }).to_string();
+    text.push('\n');
+    text
 }
 
 /// Whether the request may use protected endpoints: no token configured, or the right one.

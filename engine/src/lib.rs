@@ -15,7 +15,9 @@
 //! - [`router`]   host -> path -> method lookup and path normalisation, built per snapshot
 //! - [`auth`]     API keys and JWT bearer tokens: identities, 401 / 403 outcomes, forwarded claims
 //! - [`ratelimit`] per-core token counters: node-wide limits by key, shares rebalanced in the background
-//! - [`upstream`] per-shard keep-alive pools per endpoint, groups with their timeouts, endpoint choice
+//! - [`upstream`] upstreams as a shard sees them: groups, endpoint health (passive outlier rules,
+//!   verdicts applied), balancing policies, per-shard keep-alive pools, breakers and the retry
+//!   rule
 //! - [`metrics`]  per-shard counters and latency histogram, metric names, exposition
 //! - [`access_log`] one line per request: captured fields, per-shard buffers, a writer thread
 //! - [`config`]   TOML file -> raw structs -> validated, immutable [`config::Config`]; the plan
@@ -24,7 +26,8 @@
 //!   connection registry
 //! - [`proxy`]    the request pipeline of one client connection, phase by phase
 //! - [`listener`] a shard's accept loop: connection cap, back-off on EMFILE
-//! - [`control`]  per-shard mailboxes, the only path between cores, and the control plane
+//! - [`control`]  per-shard mailboxes, the only path between cores, and the control plane:
+//!   reloads, collection, and upstream health (verdicts for every shard, active checks)
 //! - [`admin`]    the admin API on the control plane's threads: health, readiness, config, reload, metrics
 //! - [`runtime`]  process shape: binds listeners, starts one pinned glommio executor per core and
 //!   the control plane's threads; the only module that spawns threads
@@ -39,11 +42,14 @@
 //!   decide       proxy/decide.rs      build request::RequestView from the head, then:
 //!     route      proxy/route.rs         router::normalize_path, RouteTable::lookup (400/404/405)
 //!     admit      proxy/admit.rs         body size (413), auth (401/403), rate limit (429)
-//!     pick       proxy/pick.rs          UpstreamGroup::pick(request) (upstream/balance.rs)
+//!     pick       proxy/pick.rs          UpstreamGroup::pick(request) (upstream/mod.rs, balance/):
+//!                                       health applied, breakers checked (503 at once)
 //!     (head)     proxy/head.rs          write_request_head, synchronously, before any await
 //!   forward      proxy/forward.rs     EndpointPool checkout or connect, head + body at hand in one
 //!                                     write, the rest of the body, the response head
-//!                                     (proxy/response.rs); the one retry rule
+//!                                     (proxy/response.rs); each attempt's outcome counted for
+//!                                     outlier detection; retries by the one rule
+//!                                     (upstream/retry.rs), to another endpoint
 //!   relay        proxy/relay.rs       response head + body to the client; give the connection back
 //!   tunnel       proxy/upgrade.rs     after a 101: the connections joined
 //!   respond      proxy/respond.rs     every answer coregate writes, and whether the connection stays
@@ -56,18 +62,25 @@
 //! runtime::Server::start          bind, start shards, wait for every shard's first ack
 //! control::plane::ControlPlane    reload (validate, bind, Apply to every shard, await acks),
 //!                                 collect (Collect to every shard, merge), shutdown
-//! runtime::bootstrap::run_shard   a shard's mailbox loop: Shard::apply builds a Snapshot, swaps it
-//! admin::serve                    /healthz /readyz /config /reload /metrics
+//! runtime::bootstrap::run_shard   a shard's mailbox loop: Shard::apply builds a Snapshot, swaps it;
+//!                                 Shard::apply_health applies health verdicts
+//! control::health::run            upstream health: shards' ejections confirmed or refused,
+//!                                 ejections ended, active checks (control/probe.rs); verdicts
+//!                                 pushed to every shard's mailbox
+//! control::resolve::run           names with resolve_every resolved again; a change runs as
+//!                                 the next generation (ControlPlane::amend, a reload's Apply)
+//! admin::serve                    /healthz /readyz /config /reload /metrics /upstreams
 //! access_log::run_writer          appends the shards' line buffers to the file
 //! ```
 //!
 //! # How to add
 //!
-//! - **A load-balancing policy** (a hash on a header, say): the policy in
-//!   `upstream/balance.rs`, which receives the [`request::RequestView`] (fields, client
-//!   address) and the endpoints; its configuration key in `config/` (`Balance`, validation,
-//!   defaults) and the choice in `UpstreamGroup::new` (`upstream/mod.rs`), built off the
-//!   request path by `snapshot.rs`. Nothing in `proxy/` changes.
+//! - **A load-balancing policy**: a file in `upstream/balance/` and a variant of `Policy`
+//!   (`balance/mod.rs`): built from the endpoints and their weights when the snapshot is built
+//!   (`Policy::build`), and at pick time given the request's key and a predicate saying which
+//!   endpoints may take the request (health, retries). Its name in `Balance`, so the file
+//!   accepts it; its settings beside `hash_on` in `config/validate/upstream.rs`. Nothing in
+//!   `proxy/` changes.
 //! - **A listener protocol** (TLS): the listener's [`context::Scheme`] and the handshake's
 //!   facts in `context.rs` (set by the accept loop in `listener.rs` from the listener's
 //!   configuration); the record layer behind `io::Conn::recv` and `io::Conn::send`

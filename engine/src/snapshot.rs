@@ -26,7 +26,9 @@ use crate::http1;
 use crate::metrics::{RouteStatsId, ShardMetrics};
 use crate::ratelimit::{LimitClock, Limiter, LimiterSettings};
 use crate::router::{RouteSpec, RouteTable};
-use crate::upstream::{PoolSettings, Pools, UpstreamGroup, UpstreamTimeouts};
+use crate::upstream::{
+    Endpoint, HealthRecords, PoolSettings, Pools, RetryPolicy, UpstreamGroup, UpstreamTimeouts,
+};
 
 /// One configuration as one shard runs it.
 pub struct Snapshot {
@@ -55,6 +57,8 @@ pub struct RouteTarget {
     pub response_headers: Edits,
     /// `None`: unlimited.
     pub max_body_bytes: Option<u64>,
+    /// Which failed attempts are sent again.
+    pub retry: RetryPolicy,
 }
 
 /// What a matched route does.
@@ -232,6 +236,8 @@ pub struct SnapshotBuilder<'a> {
     pub shard_index: usize,
     /// Reused for endpoints the shard already knows.
     pub pools: &'a mut Pools,
+    /// Health records, reused for the upstreams and endpoints the shard already knows.
+    pub health: &'a mut HealthRecords,
     /// Route counters, reused for route names the shard already knows.
     pub metrics: &'a ShardMetrics,
     /// Reused for routes whose rate limit did not change; the others are dropped.
@@ -255,6 +261,12 @@ impl SnapshotBuilder<'_> {
                 .upstreams
                 .iter()
                 .any(|upstream| upstream.endpoints.contains(addr))
+        });
+        self.health.retain(|name, addr| {
+            config
+                .upstreams
+                .iter()
+                .any(|upstream| &*upstream.name == name && upstream.endpoints.contains(addr))
         });
         self.keep_limiters(config);
         let specs = config
@@ -297,17 +309,37 @@ impl SnapshotBuilder<'_> {
             idle_timeout: upstream.idle_timeout,
             max_requests: upstream.max_requests_per_connection.unwrap_or(0),
         };
+        // An endpoint a reload adds to a running upstream starts its slow start now; the
+        // endpoints of a new upstream all start together, at full share.
+        let (state, fresh) = self.health.upstream(&upstream.name);
+        let added = (!fresh).then(std::time::Instant::now);
         let endpoints = upstream
             .endpoints
             .iter()
-            .map(|addr| self.pools.get_or_create(*addr, settings))
+            .zip(&upstream.weights)
+            .map(|(addr, &weight)| {
+                Endpoint::new(
+                    self.pools.get_or_create(*addr, settings),
+                    state.endpoint(*addr, added),
+                    weight,
+                )
+            })
             .collect();
         let timeouts = UpstreamTimeouts {
             connect: upstream.connect_timeout,
             response: upstream.response_timeout,
             body: upstream.body_timeout,
         };
-        UpstreamGroup::new(upstream.name.clone(), endpoints, timeouts, self.shard_index)
+        UpstreamGroup::new(
+            upstream.name.clone(),
+            endpoints,
+            timeouts,
+            upstream.balance,
+            upstream.hashing.as_ref(),
+            upstream.settings,
+            state,
+            self.shard_index,
+        )
     }
 
     /// Keeps the limiters of routes whose limit did not change, builds the others.
@@ -353,6 +385,7 @@ impl SnapshotBuilder<'_> {
             request_headers,
             response_headers: Edits::from_config(&route.response_headers),
             max_body_bytes: route.max_body_bytes,
+            retry: route.retry,
         }
     }
 }

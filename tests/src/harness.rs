@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use coregate_engine::config::{Config, Plan};
+use coregate_engine::config::{Config, Plan, Resolve};
 use coregate_engine::runtime::Server;
 
 use crate::client::{Client, Response};
@@ -27,6 +27,25 @@ impl Coregate {
         let config = Config::parse(toml, "test.toml")
             .unwrap_or_else(|errors| panic!("test config invalid:\n{errors}"));
         Coregate::start_config(config)
+    }
+
+    /// Starts coregate with `toml`, resolving upstream names with `resolver` (when the file
+    /// loads, on reloads and for `resolve_every`).
+    pub fn start_with_resolver(toml: &str, resolver: Arc<dyn Resolve + Send + Sync>) -> Coregate {
+        let config = Config::parse_with(toml, "test.toml", &*resolver)
+            .unwrap_or_else(|errors| panic!("test config invalid:\n{errors}"));
+        let plan = Plan::for_config(&config)
+            .unwrap_or_else(|errors| panic!("test plan invalid:\n{errors}"));
+        let name = config.listeners[0].name.clone();
+        let server = Server::start_with(Arc::new(config), &plan, resolver)
+            .unwrap_or_else(|err| panic!("coregate did not start: {err}"));
+        let addr = server
+            .listener_addr(&name)
+            .expect("the first listener is bound");
+        Coregate {
+            server: Some(server),
+            addr,
+        }
     }
 
     /// Starts coregate from a file, as `coregate run` does, so that it can be reloaded.

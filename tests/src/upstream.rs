@@ -113,6 +113,11 @@ struct Shared {
     /// Answer after the head, without reading the body (see [`Upstream::start_early`]).
     early: bool,
     stop: AtomicBool,
+    /// A second handle on each connection still served (indexed by connection), so
+    /// [`Upstream::kill`] can close them; dropped when its connection ends.
+    open: Mutex<Vec<Option<TcpStream>>>,
+    /// The accept loop, joined by [`Upstream::kill`] so the port is closed when it returns.
+    acceptor: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
 /// A running recording upstream. Dropping it stops accepting.
@@ -135,8 +140,18 @@ impl Upstream {
         Upstream::start_with(behavior, true)
     }
 
+    /// Starts on `addr`: the address of an upstream that was killed, to bring it back.
+    pub fn start_at(addr: SocketAddr, behavior: Behavior) -> Upstream {
+        let listener = TcpListener::bind(addr).expect("bind the upstream's address again");
+        Upstream::serve_on(listener, behavior, false)
+    }
+
     fn start_with(behavior: Behavior, early: bool) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Upstream::serve_on(listener, behavior, early)
+    }
+
+    fn serve_on(listener: TcpListener, behavior: Behavior, early: bool) -> Upstream {
         let addr = listener.local_addr().expect("upstream address");
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
@@ -145,14 +160,21 @@ impl Upstream {
             received: Mutex::new(Vec::new()),
             early,
             stop: AtomicBool::new(false),
+            open: Mutex::new(Vec::new()),
+            acceptor: Mutex::new(None),
         });
         let accept_shared = shared.clone();
-        thread::spawn(move || {
+        let acceptor = thread::spawn(move || {
             for stream in listener.incoming() {
                 if accept_shared.stop.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
+                accept_shared
+                    .open
+                    .lock()
+                    .unwrap()
+                    .push(stream.try_clone().ok());
                 let id = accept_shared.connections.fetch_add(1, Ordering::SeqCst);
                 accept_shared.received.lock().unwrap().push(Vec::new());
                 let shared = accept_shared.clone();
@@ -160,7 +182,22 @@ impl Upstream {
                 thread::spawn(move || serve(stream, id, shared, behavior));
             }
         });
+        *shared.acceptor.lock().unwrap() = Some(acceptor);
         Upstream { addr, shared }
+    }
+
+    /// Stops as a crashed server would: the port is closed (connects are refused from the
+    /// moment this returns) and every open connection is closed.
+    pub fn kill(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag, and wait until it closed the listener.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(acceptor) = self.shared.acceptor.lock().unwrap().take() {
+            let _ = acceptor.join();
+        }
+        for stream in self.shared.open.lock().unwrap().drain(..).flatten() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -207,13 +244,23 @@ impl Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        if self.shared.stop.swap(true, Ordering::SeqCst) {
+            return;
+        }
         // Wake the accept loop so it sees the flag.
         let _ = TcpStream::connect(self.addr);
     }
 }
 
+/// Serves one connection, then lets go of the second handle [`Upstream::kill`] keeps.
 fn serve(stream: TcpStream, id: usize, shared: Arc<Shared>, behavior: Behavior) {
+    serve_requests(stream, id, shared.clone(), behavior);
+    if let Some(slot) = shared.open.lock().unwrap().get_mut(id) {
+        *slot = None;
+    }
+}
+
+fn serve_requests(stream: TcpStream, id: usize, shared: Arc<Shared>, behavior: Behavior) {
     let _ = stream.set_nodelay(true);
     let mut stream = Recording {
         stream,

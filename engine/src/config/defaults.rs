@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::{AccessLogFormat, Balance, CoreSelection};
+use crate::upstream::{RetryOn, RetryPolicy};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -197,8 +198,121 @@ pub const DEFAULT_DEFER_ACCEPT: bool = false;
 // ---------------------------------------------------------------------------------------------
 // [[upstream]]
 
-/// The only policy for now: each shard walks the endpoints in turn.
+/// Smooth weighted round-robin, NGINX's default: each shard walks the endpoints in turn, in
+/// proportion to their weights, heavy ones spread out rather than served in bursts.
 pub const DEFAULT_BALANCE: Balance = Balance::RoundRobin;
+
+/// An endpoint's weight when the file gives none (NGINX's and Envoy's 1).
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Envoy's ceiling: a weight above 128 is almost always a share better written as a ratio of
+/// smaller numbers.
+pub const MAX_WEIGHT: u32 = 128;
+
+/// Endpoints (addresses, after names resolve) in one upstream. A Maglev table names at most
+/// 65,535, and a pick is cheap at any count; this bound keeps per-shard tables small.
+pub const MAX_ENDPOINTS_PER_UPSTREAM: usize = 4096;
+
+/// `ring_hash` and `maglev` hash the client's address unless told otherwise: every request of a
+/// client lands on the same endpoint with nothing to configure.
+pub const DEFAULT_HASH_ON: &str = "client_ip";
+
+/// The smallest `hash_balance_factor` (percent of the average load): below 100 no endpoint could
+/// ever take its share. The bound is off unless written (Envoy's default).
+pub const MIN_HASH_BALANCE_FACTOR: u32 = 100;
+/// Above this the bound never binds.
+pub const MAX_HASH_BALANCE_FACTOR: u32 = 10_000;
+
+/// How often names among the endpoints are resolved again: off (`None`), as NGINX resolves
+/// `server` names only when the configuration loads. `resolve_every` turns it on.
+pub const DEFAULT_RESOLVE_EVERY: Option<Duration> = None;
+/// Resolving more often than this only loads the resolver.
+pub const MIN_RESOLVE_EVERY: Duration = secs(1);
+
+/// Below this share of available endpoints (percent), picks spread over every endpoint rather
+/// than overload the few left (Envoy's `healthy_panic_threshold`, 50%). With three endpoints,
+/// one out leaves 67%: the other two take its share; two out (33%) is panic. `0` turns panic
+/// mode off: with every endpoint out, requests get `503` with `Retry-After`.
+pub const DEFAULT_PANIC_THRESHOLD: u8 = 50;
+
+/// Slow start is off (NGINX's `slow_start` default, and Envoy's): a returning endpoint takes its
+/// full share at once. Set it for upstreams that need to warm caches or JIT.
+pub const DEFAULT_SLOW_START: Duration = Duration::ZERO;
+/// A longer ramp keeps a healthy endpoint under-used for too long.
+pub const MAX_SLOW_START: Duration = secs(60 * 60);
+
+// [upstream.outlier] — passive detection, on each shard from its own outcomes.
+
+/// Gateway failures in a row (connect refused or timed out, a fresh connection reset before
+/// any response byte, no response head in time) that eject an endpoint: 1, NGINX's
+/// `max_fails=1`. One refused connect says the endpoint is gone; waiting for more costs a
+/// failed request each (Envoy's 5 counts them among its `consecutive_5xx`). `0` never ejects
+/// on them.
+pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 1;
+
+/// 5xx answers in a row that eject: Envoy's `consecutive_5xx`, 5. NGINX does not count answers
+/// at all by default; an endpoint answering nothing but 5xx is as good as gone. `0` never
+/// ejects on them.
+pub const DEFAULT_CONSECUTIVE_5XX: u32 = 5;
+
+/// The first ejection's length: 10 s, NGINX's `fail_timeout`. The n-th ejection in a row lasts
+/// n times this (Envoy's `base_ejection_time` grows the same way); every base ejection time
+/// spent back in rotation forgives one.
+pub const DEFAULT_BASE_EJECTION_TIME: Duration = secs(10);
+
+/// No ejection lasts longer than Envoy's `max_ejection_time`, 300 s.
+pub const DEFAULT_MAX_EJECTION_TIME: Duration = secs(300);
+
+/// At most half of an upstream's endpoints ejected at once (at least one). Envoy's 10% would
+/// never eject one endpoint of three; NGINX has no cap (and then tries every endpoint). Half
+/// ejects a failed endpoint of two or three, while a network blip that fails every endpoint at
+/// once cannot empty the upstream.
+pub const DEFAULT_MAX_EJECTION_PERCENT: u8 = 50;
+
+/// Requests in a success-rate window, when `min_success_rate` is set: enough for the rate to
+/// mean something (Envoy's `success_rate_request_volume`, 100).
+pub const DEFAULT_SUCCESS_RATE_REQUESTS: u32 = 100;
+
+// [upstream.health_check] — active checks, from the control plane, when the table is written.
+
+/// NGINX Plus's `health_check interval` (5 s): a dead endpoint the passive rules have not seen
+/// is found within `fall` intervals.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = secs(5);
+/// Checking more often than this only loads the upstream.
+pub const MIN_HEALTH_INTERVAL: Duration = ms(100);
+/// A check's whole exchange must end within this (HAProxy's `timeout check` default is the
+/// interval; one second is ample on a LAN and frees the prober sooner).
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = secs(1);
+/// Successes in a row that bring a down endpoint back (HAProxy's `rise`).
+pub const DEFAULT_HEALTH_RISE: u32 = 2;
+/// Failures in a row that take an endpoint down (HAProxy's `fall`): one lost check is not a
+/// dead endpoint.
+pub const DEFAULT_HEALTH_FALL: u32 = 3;
+/// More than this many in a row is better written as a longer interval.
+pub const MAX_HEALTH_RISE_FALL: u32 = 100;
+/// The path checked.
+pub const DEFAULT_HEALTH_PATH: &str = "/";
+/// Statuses that pass: 2xx and 3xx, as NGINX Plus judges a check.
+pub const DEFAULT_HEALTH_STATUSES: (u16, u16) = (200, 399);
+
+// [upstream.limits] — circuit breaking, per upstream per shard.
+
+/// Connections of one upstream busy or being opened, per shard. Far above what a shard serves
+/// at once in normal operation (Envoy's 1024 per cluster trips under ordinary load at gateway
+/// scale); what it bounds is the pile-up behind an upstream that stopped answering.
+pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: u32 = 8192;
+/// Requests waiting for a new connection, per shard.
+pub const DEFAULT_MAX_PENDING: u32 = 8192;
+/// Requests in flight to one upstream, per shard.
+pub const DEFAULT_MAX_REQUESTS: u32 = 8192;
+/// Retries in flight, per shard: a hard cap; the retry budget binds long before it.
+pub const DEFAULT_MAX_RETRIES: u32 = 1024;
+/// Retries at most 20% of the requests in flight (Envoy's `retry_budget.budget_percent`), so
+/// one endpoint failing every request raises the upstream's attempts by at most a fifth.
+pub const DEFAULT_RETRY_BUDGET_PERCENT: u8 = 20;
+/// ... and 3 at once in any case (Envoy's `min_retry_concurrency`), so light traffic retries.
+pub const DEFAULT_RETRY_MIN_CONCURRENCY: u32 = 3;
+/// The largest per-shard limit accepted.
+pub const MAX_BREAKER_LIMIT: u32 = 1 << 24;
 
 /// Idle keep-alive connections each shard keeps per endpoint. A pool smaller than the requests a
 /// shard has in flight to an endpoint closes the excess after each request, and every request
@@ -219,6 +333,37 @@ pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = secs(60);
 /// after upstream scaling and bound per-connection state. NGINX's `keepalive_requests` is 1000;
 /// a proxy pooling per shard reuses connections harder, so 10000. `0` means unlimited.
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: Option<u32> = Some(10_000);
+
+// ---------------------------------------------------------------------------------------------
+// [[route]] retry
+
+/// What a route retries unless told otherwise: a connect that failed (nothing was sent; any
+/// method) and a reset or close before any response byte (idempotent requests only). That is
+/// NGINX's `proxy_next_upstream error`. NGINX's default also names `timeout`; coregate does
+/// not retry a response timeout by default, because a slow upstream asked twice is a slower
+/// one (an outage amplified): add `"timeout"` to `retry.on` for NGINX's behaviour. `502`,
+/// `503` and `504` from an upstream are passed on, as NGINX does by default.
+pub const DEFAULT_RETRY_ON: RetryOn = RetryOn::CONNECT_FAILURE.with(RetryOn::RESET);
+/// Retries per request: two, so a request survives two failed endpoints (NGINX tries every
+/// endpoint; Envoy retries once when a policy is set).
+pub const DEFAULT_RETRIES: u32 = 2;
+/// The most retries a route may ask for (remembered endpoints, see `upstream::Tried`).
+pub const MAX_RETRIES: u32 = 7;
+/// Envoy's retry back-off base: 25 ms, doubled per retry, jittered.
+pub const DEFAULT_RETRY_BACKOFF: Duration = ms(25);
+/// Envoy's default ceiling, ten times the base.
+pub const DEFAULT_RETRY_MAX_BACKOFF: Duration = ms(250);
+
+/// The retry policy of a route that writes none.
+pub const DEFAULT_RETRY_POLICY: RetryPolicy = RetryPolicy {
+    on: DEFAULT_RETRY_ON,
+    retries: DEFAULT_RETRIES,
+    non_idempotent: false,
+    per_try_timeout: None,
+    deadline: None,
+    backoff: DEFAULT_RETRY_BACKOFF,
+    max_backoff: DEFAULT_RETRY_MAX_BACKOFF,
+};
 
 // ---------------------------------------------------------------------------------------------
 // [[auth]]

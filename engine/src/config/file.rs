@@ -141,6 +141,61 @@ pub(super) struct RawUpstream {
     pub max_requests_per_connection: Field,
     pub connect_timeout: Field,
     pub response_timeout: Field,
+    pub hash_on: Field,
+    pub hash_balance_factor: Field,
+    pub resolve_every: Field,
+    pub panic_threshold: Field,
+    pub slow_start: Field,
+    pub outlier: Option<Spanned<RawOutlier>>,
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    pub limits: Option<Spanned<RawUpstreamLimits>>,
+}
+
+/// An upstream's `[upstream.outlier]`: passive detection.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table, written [upstream.outlier] after its [[upstream]]"
+)]
+pub(super) struct RawOutlier {
+    pub consecutive_failures: Field,
+    pub consecutive_5xx: Field,
+    pub min_success_rate: Field,
+    pub success_rate_requests: Field,
+    pub base_ejection_time: Field,
+    pub max_ejection_time: Field,
+    pub max_ejection_percent: Field,
+}
+
+/// An upstream's `[upstream.health_check]`: active checks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table, written [upstream.health_check] after its [[upstream]]"
+)]
+pub(super) struct RawHealthCheck {
+    pub path: Field,
+    pub host: Field,
+    pub interval: Field,
+    pub timeout: Field,
+    pub rise: Field,
+    pub fall: Field,
+    pub expected_statuses: Field,
+}
+
+/// An upstream's `[upstream.limits]`: circuit breaking and the retry budget, per shard.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table, written [upstream.limits] after its [[upstream]]"
+)]
+pub(super) struct RawUpstreamLimits {
+    pub max_connections: Field,
+    pub max_pending: Field,
+    pub max_requests: Field,
+    pub max_retries: Field,
+    pub retry_budget_percent: Field,
+    pub retry_min_concurrency: Field,
 }
 
 /// One `[[route]]`
@@ -163,6 +218,23 @@ pub(super) struct RawRoute {
     pub max_body_bytes: Field,
     pub auth: Field,
     pub rate_limit: Option<Spanned<RawRateLimit>>,
+    pub retry: Option<Spanned<RawRetry>>,
+}
+
+/// A route's `retry = { on, retries, ... }`
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an inline table like { on = [\"connect_failure\", \"503\"], retries = 2 }"
+)]
+pub(super) struct RawRetry {
+    pub on: Field,
+    pub retries: Field,
+    pub non_idempotent: Field,
+    pub per_try_timeout: Field,
+    pub deadline: Field,
+    pub backoff: Field,
+    pub max_backoff: Field,
 }
 
 /// A route's `rate_limit = { rate, burst, key, keys, ipv6_prefix }`
@@ -509,7 +581,7 @@ fn unknown_key_message(name: &str, accepted: &str) -> String {
 
 /// The accepted key closest to a misspelt one, if any is close (edit distance at most a third
 /// of the length, at least 1).
-fn closest<'k>(name: &str, keys: &[&'k str]) -> Option<&'k str> {
+pub(super) fn closest<'k>(name: &str, keys: &[&'k str]) -> Option<&'k str> {
     let limit = (name.len() / 3).max(1);
     keys.iter()
         .map(|key| (edit_distance(name, key), *key))

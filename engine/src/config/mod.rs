@@ -44,6 +44,9 @@ use crate::auth::{ApiKeyAuth, JwtVerifier};
 use crate::http1::MethodSet;
 use crate::ratelimit::{KeySpec, Quota};
 use crate::router::spec::{HostPattern, PathPattern};
+use crate::upstream::{Hashing, HealthCheck, RetryPolicy, UpstreamSettings};
+
+pub use crate::upstream::Balance;
 
 pub use cores::{CpuList, MAX_CPU};
 pub use error::{ConfigError, ConfigErrors, Location};
@@ -78,9 +81,14 @@ impl Config {
     /// Reads and validates a configuration file, resolving upstream host names with the
     /// system resolver.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_with(path, &SystemResolver)
+    }
+
+    /// [`Config::load`] with a chosen resolver for upstream host names.
+    pub fn load_with(path: &Path, resolver: &dyn Resolve) -> Result<Config, ConfigErrors> {
         let origin = path.display().to_string();
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, &origin),
+            Ok(text) => Config::parse_with(&text, &origin, resolver),
             Err(err) => Err(ConfigErrors::from_vec(vec![ConfigError {
                 origin: origin.into(),
                 location: None,
@@ -359,13 +367,28 @@ pub struct ListenerConfig {
     pub defer_accept: bool,
 }
 
-/// One `[[upstream]]`, with its effective timeouts.
+/// One `[[upstream]]`, with its effective timeouts and its health, load and balancing
+/// settings.
 #[derive(Clone, Debug)]
 pub struct UpstreamConfig {
     pub name: Box<str>,
     /// Addresses, in file order; host names were resolved when the file was loaded.
     pub endpoints: Vec<SocketAddr>,
+    /// Each endpoint's weight, in the order of `endpoints` (every address a name resolves to
+    /// has the name's weight).
+    pub weights: Vec<u32>,
+    /// Endpoints written as host names, re-resolved every `resolve_every` when set.
+    pub names: Vec<NamedEndpoint>,
+    /// How often the control plane resolves `names` again; `None` resolves only on load.
+    pub resolve_every: Option<Duration>,
     pub balance: Balance,
+    /// What `ring_hash` and `maglev` hash (and `ring_hash`'s load bound); `None` for the other
+    /// policies.
+    pub hashing: Option<Hashing>,
+    /// Outlier detection, panic threshold, slow start, circuit breakers, retry budget.
+    pub settings: UpstreamSettings,
+    /// The active health check, run by the control plane; `None`: passive detection only.
+    pub health_check: Option<HealthCheck>,
     /// Idle pooled connections each shard keeps per endpoint; `0` disables pooling.
     pub max_idle_per_endpoint: usize,
     /// How long a pooled connection may stay idle.
@@ -380,19 +403,14 @@ pub struct UpstreamConfig {
     pub body_timeout: Duration,
 }
 
-/// How a shard picks an endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Balance {
-    RoundRobin,
-}
-
-impl Balance {
-    /// The name the file uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Balance::RoundRobin => "round_robin",
-        }
-    }
+/// An endpoint the file names by host, with what its addresses inherit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedEndpoint {
+    pub host: Box<str>,
+    pub port: u16,
+    pub weight: u32,
+    /// What the name last resolved to (each is also in `UpstreamConfig::endpoints`).
+    pub addrs: Vec<SocketAddr>,
 }
 
 /// One `[[route]]`: what it matches and what it does.
@@ -416,6 +434,8 @@ pub struct RouteConfig {
     pub auth: Option<usize>,
     /// The route's node-wide rate limit.
     pub rate_limit: Option<RateLimitConfig>,
+    /// Which failed attempts are sent again, and how (the default policy when not written).
+    pub retry: RetryPolicy,
 }
 
 /// A route's `rate_limit`: a node-wide rate and burst per key, enforced by every shard on its

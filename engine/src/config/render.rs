@@ -12,9 +12,10 @@ use std::fmt::Write;
 
 use super::cores::CpuList;
 use super::units::{Millis, Size};
-use super::{AuthMethod, Config, CoreSelection, HeaderEdits, RouteAction};
+use super::{AuthMethod, Config, CoreSelection, HeaderEdits, RouteAction, UpstreamConfig};
 use crate::ratelimit::KeySpec;
 use crate::router::spec::{HostPattern, PathPattern};
+use crate::upstream::RetryPolicy;
 
 impl Config {
     /// The effective configuration as TOML.
@@ -123,10 +124,29 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
         let endpoints: Vec<String> = upstream
             .endpoints
             .iter()
-            .map(|addr| format!("\"{addr}\""))
+            .zip(&upstream.weights)
+            .map(|(addr, &weight)| match weight {
+                1 => format!("\"{addr}\""),
+                _ => format!("{{ address = \"{addr}\", weight = {weight} }}"),
+            })
             .collect();
         writeln!(out, "endpoints = [{}]", endpoints.join(", "))?;
+        for name in &upstream.names {
+            writeln!(out, "# resolved from {}:{}", name.host, name.port)?;
+        }
         writeln!(out, "balance = \"{}\"", upstream.balance.as_str())?;
+        if let Some(hashing) = &upstream.hashing {
+            writeln!(out, "hash_on = {}", quote(&hashing.on.to_string()))?;
+            if let Some(factor) = hashing.balance_factor {
+                writeln!(out, "hash_balance_factor = {factor}")?;
+            }
+        }
+        if let Some(every) = upstream.resolve_every {
+            writeln!(out, "resolve_every = {}", duration(every))?;
+        }
+        let settings = &upstream.settings;
+        writeln!(out, "panic_threshold = {}", settings.panic_threshold)?;
+        writeln!(out, "slow_start = {}", duration(settings.slow_start))?;
         writeln!(
             out,
             "max_idle_per_endpoint = {}",
@@ -148,6 +168,7 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
             "response_timeout = {}",
             duration(upstream.response_timeout)
         )?;
+        upstream_tables(out, upstream)?;
     }
 
     for route in &config.routes {
@@ -237,6 +258,9 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
             }
             writeln!(out, " }}")?;
         }
+        if matches!(route.action, RouteAction::Upstream { .. }) {
+            retry(out, &route.retry)?;
+        }
     }
 
     // Key material (API keys, secrets, public keys) is never written: a policy is shown by
@@ -318,4 +342,77 @@ fn quote(text: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// An upstream's `[upstream.outlier]`, `[upstream.limits]` and `[upstream.health_check]`.
+fn upstream_tables(out: &mut String, upstream: &UpstreamConfig) -> std::fmt::Result {
+    let o = &upstream.settings.outlier;
+    writeln!(out, "\n[upstream.outlier]")?;
+    writeln!(out, "consecutive_failures = {}", o.consecutive_failures)?;
+    writeln!(out, "consecutive_5xx = {}", o.consecutive_5xx)?;
+    if let Some(rate) = o.success_rate {
+        writeln!(out, "min_success_rate = {}", rate.min_percent)?;
+        writeln!(out, "success_rate_requests = {}", rate.requests)?;
+    }
+    writeln!(
+        out,
+        "base_ejection_time = {}",
+        duration(o.base_ejection_time)
+    )?;
+    writeln!(out, "max_ejection_time = {}", duration(o.max_ejection_time))?;
+    writeln!(out, "max_ejection_percent = {}", o.max_ejection_percent)?;
+    let b = &upstream.settings.breakers;
+    let budget = &upstream.settings.retry_budget;
+    writeln!(out, "\n[upstream.limits]")?;
+    writeln!(out, "max_connections = {}", b.max_connections)?;
+    writeln!(out, "max_pending = {}", b.max_pending)?;
+    writeln!(out, "max_requests = {}", b.max_requests)?;
+    writeln!(out, "max_retries = {}", b.max_retries)?;
+    writeln!(out, "retry_budget_percent = {}", budget.percent)?;
+    writeln!(out, "retry_min_concurrency = {}", budget.min_concurrency)?;
+    if let Some(check) = &upstream.health_check {
+        writeln!(out, "\n[upstream.health_check]")?;
+        writeln!(out, "path = {}", quote(&check.path))?;
+        if let Some(host) = &check.host {
+            writeln!(out, "host = {}", quote(host))?;
+        }
+        writeln!(out, "interval = {}", duration(check.interval))?;
+        writeln!(out, "timeout = {}", duration(check.timeout))?;
+        writeln!(out, "rise = {}", check.rise)?;
+        writeln!(out, "fall = {}", check.fall)?;
+        let statuses: Vec<String> = check
+            .statuses_text()
+            .iter()
+            .map(|status| match status.contains('-') {
+                true => quote(status),
+                false => status.clone(),
+            })
+            .collect();
+        writeln!(out, "expected_statuses = [{}]", statuses.join(", "))?;
+    }
+    Ok(())
+}
+
+/// A route's `retry = { ... }`, every field written.
+fn retry(out: &mut String, policy: &RetryPolicy) -> std::fmt::Result {
+    let on: Vec<String> = policy.on.names().iter().map(|name| quote(name)).collect();
+    write!(
+        out,
+        "retry = {{ on = [{}], retries = {}, non_idempotent = {}",
+        on.join(", "),
+        policy.retries,
+        policy.non_idempotent
+    )?;
+    if let Some(timeout) = policy.per_try_timeout {
+        write!(out, ", per_try_timeout = {}", duration(timeout))?;
+    }
+    if let Some(deadline) = policy.deadline {
+        write!(out, ", deadline = {}", duration(deadline))?;
+    }
+    writeln!(
+        out,
+        ", backoff = {}, max_backoff = {} }}",
+        duration(policy.backoff),
+        duration(policy.max_backoff)
+    )
 }

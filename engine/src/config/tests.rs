@@ -778,7 +778,8 @@ fn endpoints_are_required_and_resolved() {
             "t.toml:12:3: upstream[1].endpoints[6]: expected \"host:port\", like \
              \"10.0.0.5:8080\", \"[2001:db8::5]:8080\" or \"backend.internal:8080\" \
              (found \"bad host:80\")",
-            "t.toml:13:3: upstream[1].endpoints[7]: expected a \"host:port\" string (found 8080)",
+            "t.toml:13:3: upstream[1].endpoints[7]: expected a \"host:port\" string or \
+             { address = \"host:port\", weight = 2 } (found 8080)",
         ]
     );
 }
@@ -804,8 +805,8 @@ fn upstream_values_are_checked() {
     assert_eq!(
         all,
         [
-            "t.toml:7:11: upstream[1].balance: unknown policy; the only one is \"round_robin\" \
-             (found \"least_conn\")",
+            "t.toml:7:11: upstream[1].balance: unknown policy; expected one of \"round_robin\", \
+             \"least_request\", \"random\", \"ring_hash\", \"maglev\" (found \"least_conn\")",
             "t.toml:8:16: upstream[1].idle_timeout: must be more than 0 (0 does not turn it \
              off; the longest allowed is 24h) (found \"0s\")",
             "t.toml:9:25: upstream[1].max_idle_per_endpoint: must be from 0 to 4096 (found -1)",

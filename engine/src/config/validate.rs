@@ -11,6 +11,7 @@
 //! always means an error was reported.
 
 mod auth;
+mod upstream;
 
 use std::collections::HashMap;
 use std::io;
@@ -32,15 +33,17 @@ use super::file::{
 use super::units::{Millis, Size, parse_duration, parse_size};
 use super::{
     AccessLogConfig, AccessLogFormat, AdminConfig, Balance, Config, CoreSelection, Forwarding,
-    GlommioConfig, HeaderEdits, IpPrefix, Limits, ListenerConfig, RouteAction, RouteConfig,
-    RuntimeConfig, Timeouts, UpstreamConfig,
+    GlommioConfig, HeaderEdits, IpPrefix, Limits, ListenerConfig, NamedEndpoint, RouteAction,
+    RouteConfig, RuntimeConfig, Timeouts, UpstreamConfig,
 };
 use crate::http1::{Method, MethodSet};
 use crate::router::spec::{HostPattern, PathPattern};
 use crate::router::{RouteProblem, RouteSpec, RouteTable};
 
+use upstream::{Endpoints, host_name, unknown_policy};
+
 /// Turns an upstream endpoint's host name into addresses. Called once per name when a file is
-/// loaded; coregate does not re-resolve while running.
+/// loaded, and by the control plane every `resolve_every` for upstreams that set it.
 pub trait Resolve {
     fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>>;
 }
@@ -635,15 +638,15 @@ impl Validator<'_, '_> {
             let endpoints = self.required(endpoints, &header, &key(&s, "endpoints"));
             let balance = self
                 .string(&raw.balance, &key(&s, "balance"))
-                .and_then(|(text, span)| match text {
-                    "round_robin" => Got::Value(Balance::RoundRobin),
-                    _ => self.bad(
-                        span,
-                        &key(&s, "balance"),
-                        "unknown policy; the only one is \"round_robin\"",
-                    ),
-                })
+                .and_then(
+                    |(text, span)| match Balance::ALL.iter().find(|b| b.as_str() == text) {
+                        Some(balance) => Got::Value(*balance),
+                        None => self.bad(span, &key(&s, "balance"), unknown_policy(text)),
+                    },
+                )
                 .or(DEFAULT_BALANCE);
+            let hashing = self.hashing(raw, &s, balance);
+            let resilience = self.resilience(raw, &s);
             let max_idle = self
                 .integer(
                     &raw.max_idle_per_endpoint,
@@ -678,10 +681,18 @@ impl Validator<'_, '_> {
                 timeouts.map(|t| t.upstream_response),
             );
             let upstream = (|| {
+                let endpoints = endpoints?;
+                let (settings, health_check, resolve_every) = resilience?;
                 Some(UpstreamConfig {
                     name: name?,
-                    endpoints: endpoints?,
+                    endpoints: endpoints.addrs,
+                    weights: endpoints.weights,
+                    names: endpoints.names,
+                    resolve_every,
                     balance: balance?,
+                    hashing: hashing?,
+                    settings,
+                    health_check,
                     max_idle_per_endpoint: max_idle?,
                     idle_timeout: idle_timeout?,
                     max_requests_per_connection: max_requests?,
@@ -708,8 +719,9 @@ impl Validator<'_, '_> {
         own.or(fallback)
     }
 
-    /// `endpoints`: a non-empty array of `host:port`, each resolved to one or more addresses.
-    fn endpoints(&mut self, field: &Field, key: &str) -> Got<Vec<SocketAddr>> {
+    /// `endpoints`: a non-empty array of `"host:port"` strings or `{ address = "host:port",
+    /// weight = N }` tables, each resolved to one or more addresses.
+    fn endpoints(&mut self, field: &Field, key: &str) -> Got<Endpoints> {
         let items = match self.array(field, key, "an array of \"host:port\" strings") {
             Got::Value(items) => items,
             Got::Absent => return Got::Absent,
@@ -720,16 +732,24 @@ impl Validator<'_, '_> {
             return self.bad(span, key, "needs at least one \"host:port\"");
         }
         let mut addresses: Vec<(SocketAddr, String)> = Vec::new();
+        let mut endpoints = Endpoints::default();
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
             let item_key = format!("{key}[{}]", i + 1);
-            let Value::String(text) = item.get_ref() else {
-                self.bad::<()>(item.span(), &item_key, "expected a \"host:port\" string");
+            let Some((text, weight)) = self.endpoint_item(item, &item_key) else {
                 ok = false;
                 continue;
             };
             match self.endpoint(text) {
                 Ok(resolved) => {
+                    if let Some((host, port)) = host_name(text) {
+                        endpoints.names.push(NamedEndpoint {
+                            host: host.into(),
+                            port,
+                            weight,
+                            addrs: resolved.clone(),
+                        });
+                    }
                     for addr in resolved {
                         if let Some((_, first)) = addresses.iter().find(|(a, _)| *a == addr) {
                             let message = format!("{addr} is already an endpoint ({first})");
@@ -737,6 +757,7 @@ impl Validator<'_, '_> {
                             ok = false;
                         } else {
                             addresses.push((addr, item_key.clone()));
+                            endpoints.weights.push(weight);
                         }
                     }
                 }
@@ -746,8 +767,19 @@ impl Validator<'_, '_> {
                 }
             }
         }
+        if ok && addresses.len() > MAX_ENDPOINTS_PER_UPSTREAM {
+            return self.bad(
+                span,
+                key,
+                format!(
+                    "{} addresses are more than an upstream holds ({MAX_ENDPOINTS_PER_UPSTREAM})",
+                    addresses.len()
+                ),
+            );
+        }
         if ok {
-            Got::Value(addresses.into_iter().map(|(addr, _)| addr).collect())
+            endpoints.addrs = addresses.into_iter().map(|(addr, _)| addr).collect();
+            Got::Value(endpoints)
         } else {
             Got::Invalid
         }
@@ -1062,6 +1094,7 @@ impl Validator<'_, '_> {
             .optional();
         let auth = self.route_auth(&raw.auth, &key(s, "auth"));
         let rate_limit = self.rate_limit(raw.rate_limit.as_ref(), s, raw.auth.is_some());
+        let retry = self.retry_policy(raw.retry.as_ref(), s, to_upstream);
 
         let mut action = action?;
         if let RouteAction::Upstream {
@@ -1090,6 +1123,7 @@ impl Validator<'_, '_> {
             },
             auth: auth?,
             rate_limit: rate_limit?,
+            retry: retry?,
         })
     }
 

@@ -16,10 +16,17 @@
 //! - [`Command::TakeDemand`] / [`Command::ApplyShares`]: one round of the rate-limit exchange
 //!   (every 100 ms while any route has a limit): each shard reports the keys that used much of
 //!   its share, and receives its new shares (see [`crate::ratelimit`]).
+//! - [`Command::Health`]: upstream health verdicts from the health thread ([`health`]):
+//!   ejections, their ends, refusals, the active checks' findings. Every shard gets the same
+//!   ones; the other way, a shard whose own outcomes ejected an endpoint tells the health
+//!   thread through its mailbox's report channel ([`Mailbox::health_reports`]).
 //! - [`Command::Shutdown`]: stop accepting, finish in-flight requests, close idle connections,
 //!   exit by the deadline.
 
+pub mod health;
 pub mod plane;
+mod probe;
+pub mod resolve;
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -33,6 +40,7 @@ use crate::config::{Config, ListenerConfig};
 use crate::io::{IoShard, Notifier, NotifyReceiver};
 use crate::metrics::ShardReport;
 use crate::ratelimit::{DemandReport, ShareUpdate};
+use crate::upstream::{Report, Verdict};
 
 /// A message from the control plane to a shard.
 #[derive(Debug)]
@@ -45,6 +53,8 @@ pub enum Command {
     TakeDemand(Sender<ShardDemand>),
     /// Enforce these shares from now on, per route.
     ApplyShares(Vec<(Box<str>, ShareUpdate)>),
+    /// Apply these upstream health verdicts (the same for every shard).
+    Health(Arc<[Verdict]>),
     /// Graceful shutdown: stop accepting, let in-flight requests finish (answered with
     /// `Connection: close`), close idle connections; whatever is left at `deadline` is dropped.
     Shutdown { deadline: Instant },
@@ -99,14 +109,22 @@ pub struct Mailbox {
     /// at a time per shard, one rate-limit round at a time).
     queue: SegQueue<Command>,
     bell: Notifier,
+    /// Where the shard reports the ejections it makes (the health thread).
+    health_reports: Sender<Report>,
 }
 
 impl Mailbox {
-    pub fn new() -> io::Result<Arc<Mailbox>> {
+    pub fn new(health_reports: Sender<Report>) -> io::Result<Arc<Mailbox>> {
         Ok(Arc::new(Mailbox {
             queue: SegQueue::new(),
             bell: Notifier::new()?,
+            health_reports,
         }))
+    }
+
+    /// The channel the shard reports its ejections on.
+    pub fn health_reports(&self) -> Sender<Report> {
+        self.health_reports.clone()
     }
 
     /// Queues a command and wakes the shard.

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{Ack, Apply, Command, ListenerSocket, Mailbox};
 use crate::access_log::LogSink;
 use crate::config::defaults::{COLLECT_TIMEOUT, RELOAD_ACK_TIMEOUT};
-use crate::config::{Config, ConfigErrors, ListenerConfig, RateLimitConfig};
+use crate::config::{Config, ConfigErrors, ListenerConfig, RateLimitConfig, Resolve};
 use crate::io::{ListenOptions, socket};
 use crate::metrics::ShardReport;
 use crate::metrics::exposition::{self, Scrape};
@@ -99,6 +99,10 @@ pub struct ControlPlane {
     reports: Sender<ShardReport>,
     log_sink: Arc<LogSink>,
     stopping: AtomicBool,
+    /// Resolves upstream names, on reloads and for `resolve_every`.
+    resolver: Arc<dyn Resolve + Send + Sync>,
+    /// Per upstream: address changes and failures of re-resolved names.
+    resolutions: Mutex<Vec<(Box<str>, u64, u64)>>,
 }
 
 /// What a successful reload did.
@@ -206,6 +210,7 @@ impl ControlPlane {
         config: Arc<Config>,
         listeners: Vec<RunningListener>,
         log_sink: Arc<LogSink>,
+        resolver: Arc<dyn Resolve + Send + Sync>,
     ) -> ControlPlane {
         let count = shards.len();
         let (acks, acks_rx) = mpsc::channel();
@@ -230,7 +235,14 @@ impl ControlPlane {
             reports,
             log_sink,
             stopping: AtomicBool::new(false),
+            resolver,
+            resolutions: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The resolver upstream names go through.
+    pub(crate) fn resolver(&self) -> &(dyn Resolve + Send + Sync) {
+        &*self.resolver
     }
 
     /// Where shards acknowledge configurations.
@@ -340,7 +352,7 @@ impl ControlPlane {
             let state = self.state();
             (state.config.clone(), state.listeners.clone())
         };
-        let new = Config::load(&old.origin).map_err(ReloadError::Invalid)?;
+        let new = Config::load_with(&old.origin, &*self.resolver).map_err(ReloadError::Invalid)?;
         let restart = restart_only_changes(&old, &new);
         if !restart.is_empty() {
             return Err(ReloadError::NeedsRestart(restart));
@@ -420,6 +432,64 @@ impl ControlPlane {
         })
     }
 
+    /// Runs `update(running configuration)` on every shard as the next generation, when it
+    /// returns one: a reload's steps 4 and 5, for a configuration the control plane amended
+    /// itself (re-resolved endpoints). Listeners are untouched. `None` when nothing changed.
+    pub(crate) fn amend(
+        &self,
+        update: impl FnOnce(&Config) -> Option<Config>,
+    ) -> Option<Result<Reloaded, ReloadError>> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let config = Arc::new(update(&self.config())?);
+        let generation = {
+            let mut state = self.state();
+            state.generation += 1;
+            state.config = config.clone();
+            state.generation
+        };
+        for shard in &self.shards {
+            shard.mailbox.send(Command::Apply(Box::new(Apply {
+                generation,
+                config: config.clone(),
+                open: Vec::new(),
+                close: Vec::new(),
+                ack: self.acks.clone(),
+            })));
+        }
+        let problems = self.await_acks(generation, RELOAD_ACK_TIMEOUT);
+        Some(if problems.is_empty() {
+            Ok(Reloaded {
+                generation,
+                shards: self.shards.len(),
+                listeners_opened: 0,
+                listeners_closed: 0,
+            })
+        } else {
+            Err(ReloadError::Incomplete {
+                generation,
+                problems,
+            })
+        })
+    }
+
+    /// Counts what re-resolving `upstream`'s names found.
+    pub(crate) fn count_resolution(&self, upstream: &str, changes: u64, failures: u64) {
+        let mut counts = self
+            .resolutions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match counts.iter_mut().find(|(name, _, _)| &**name == upstream) {
+            Some((_, c, f)) => {
+                *c += changes;
+                *f += failures;
+            }
+            None => counts.push((upstream.into(), changes, failures)),
+        }
+    }
+
     /// Every shard's metrics, gathered through the mailboxes. A shard that does not answer
     /// within [`COLLECT_TIMEOUT`] is shown with its last report; the second value says how many
     /// answered this time.
@@ -456,11 +526,17 @@ impl ControlPlane {
     /// The Prometheus exposition of every shard's metrics.
     pub fn metrics_text(&self) -> String {
         let (reports, fresh) = self.collect();
+        let resolutions = self
+            .resolutions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
         exposition::render(&Scrape {
             reports: &reports,
             shards: self.shards.len(),
             fresh,
             log_lines_lost: self.log_sink.lines_lost(),
+            resolutions: &resolutions,
         })
     }
 
@@ -558,6 +634,14 @@ impl ControlPlane {
         }
         for (shard, updates) in self.shards.iter().zip(updates) {
             shard.mailbox.send(Command::ApplyShares(updates));
+        }
+    }
+
+    /// Sends the same health verdicts to every shard.
+    pub(crate) fn broadcast_health(&self, verdicts: Vec<crate::upstream::Verdict>) {
+        let verdicts: Arc<[crate::upstream::Verdict]> = verdicts.into();
+        for shard in &self.shards {
+            shard.mailbox.send(Command::Health(verdicts.clone()));
         }
     }
 

@@ -13,9 +13,10 @@ use std::net::SocketAddr;
 use hdrhistogram::Histogram;
 
 use super::names::*;
-use super::{Reject, ShardReport};
+use super::{RETRY_REASONS, Reject, ShardReport};
 use crate::ratelimit::LimiterCounters;
-use crate::upstream::PoolStats;
+use crate::upstream::load::LoadReport;
+use crate::upstream::{Overflow, PoolStats, Standing};
 
 /// Upper bounds of the latency histogram's buckets, in seconds: 100 µs to 10 s, roughly three
 /// per decade, which resolves both a proxy's sub-millisecond overhead and a slow upstream.
@@ -37,6 +38,8 @@ pub struct Scrape<'a> {
     pub fresh: usize,
     /// Access-log lines the writer could not write.
     pub log_lines_lost: u64,
+    /// Per upstream: address changes and failures of its re-resolved names.
+    pub resolutions: &'a [(Box<str>, u64, u64)],
 }
 
 /// Writes the whole exposition.
@@ -177,13 +180,59 @@ fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
         out,
         UPSTREAM_RETRIES,
         "counter",
-        "Requests sent again on a fresh connection after a pooled one turned out closed.",
+        "Requests sent again: on a fresh connection after a pooled one turned out closed, or to another endpoint (see the route's retry policy).",
     )?;
     for r in reports {
         writeln!(
             out,
             "{UPSTREAM_RETRIES}{{shard=\"{}\"}} {}",
             r.shard, r.counters.upstream_retries
+        )?;
+    }
+
+    family(
+        out,
+        UPSTREAM_RETRIES_BY_REASON,
+        "counter",
+        "Retries by the failure that caused them, summed over shards.",
+    )?;
+    for (at, reason) in RETRY_REASONS.iter().enumerate() {
+        let total: u64 = reports
+            .iter()
+            .map(|r| r.counters.retries_by_reason[at])
+            .sum();
+        writeln!(
+            out,
+            "{UPSTREAM_RETRIES_BY_REASON}{{reason=\"{reason}\"}} {total}"
+        )?;
+    }
+
+    health(out, reports)?;
+
+    family(
+        out,
+        UPSTREAM_RESOLVE_CHANGES,
+        "counter",
+        "Endpoint names whose addresses changed when resolved again (resolve_every).",
+    )?;
+    for (upstream, changes, _) in scrape.resolutions {
+        writeln!(
+            out,
+            "{UPSTREAM_RESOLVE_CHANGES}{{upstream=\"{}\"}} {changes}",
+            escape(upstream)
+        )?;
+    }
+    family(
+        out,
+        UPSTREAM_RESOLVE_FAILURES,
+        "counter",
+        "Endpoint names that did not resolve when resolved again (their last addresses are kept).",
+    )?;
+    for (upstream, _, failures) in scrape.resolutions {
+        writeln!(
+            out,
+            "{UPSTREAM_RESOLVE_FAILURES}{{upstream=\"{}\"}} {failures}",
+            escape(upstream)
         )?;
     }
 
@@ -355,6 +404,125 @@ fn latency(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
     Ok(())
 }
 
+/// What every endpoint of an upstream is across the shards.
+#[derive(Default)]
+struct EndpointSum {
+    /// Shards seeing it in each standing, indexed like [`STANDINGS`].
+    states: [u64; 4],
+    /// The lowest effective weight any shard gives it (slow start lowers it).
+    weight: Option<f64>,
+    ejections: u64,
+}
+
+const STANDINGS: [Standing; 4] = [
+    Standing::Serving,
+    Standing::SlowStart,
+    Standing::Ejected,
+    Standing::Down,
+];
+
+/// Per-endpoint health and per-upstream load, merged over shards.
+fn health(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
+    let mut endpoints: BTreeMap<(&str, SocketAddr), EndpointSum> = BTreeMap::new();
+    let mut upstreams: BTreeMap<&str, LoadReport> = BTreeMap::new();
+    for r in reports {
+        for upstream in &r.upstreams {
+            let load = upstreams.entry(&upstream.upstream).or_default();
+            load.requests += upstream.load.requests;
+            for (total, count) in load.overflows.iter_mut().zip(upstream.load.overflows) {
+                *total += count;
+            }
+            for e in &upstream.endpoints {
+                let sum = endpoints
+                    .entry((&upstream.upstream, e.endpoint))
+                    .or_default();
+                if let Some(at) = STANDINGS.iter().position(|s| *s == e.standing) {
+                    sum.states[at] += 1;
+                }
+                let weight = f64::from(e.weight) * f64::from(e.share_percent) / 100.0;
+                sum.weight = Some(sum.weight.map_or(weight, |w| w.min(weight)));
+                sum.ejections += e.trips;
+            }
+        }
+    }
+    family(
+        out,
+        UPSTREAM_ENDPOINT_STATE,
+        "gauge",
+        "Shards seeing the endpoint in each state: serving, slow_start, ejected (passive detection), down (active check).",
+    )?;
+    for ((upstream, endpoint), sum) in &endpoints {
+        for (standing, count) in STANDINGS.iter().zip(sum.states) {
+            writeln!(
+                out,
+                "{UPSTREAM_ENDPOINT_STATE}{{upstream=\"{}\",endpoint=\"{endpoint}\",state=\"{}\"}} {count}",
+                escape(upstream),
+                standing.label()
+            )?;
+        }
+    }
+    family(
+        out,
+        UPSTREAM_ENDPOINT_WEIGHT,
+        "gauge",
+        "The endpoint's weight as picks use it: its configured weight, lowered during slow start (the lowest over shards).",
+    )?;
+    for ((upstream, endpoint), sum) in &endpoints {
+        writeln!(
+            out,
+            "{UPSTREAM_ENDPOINT_WEIGHT}{{upstream=\"{}\",endpoint=\"{endpoint}\"}} {}",
+            escape(upstream),
+            sum.weight.unwrap_or(0.0)
+        )?;
+    }
+    family(
+        out,
+        UPSTREAM_EJECTIONS,
+        "counter",
+        "Ejections made by passive outlier detection on the shards, summed over shards.",
+    )?;
+    for ((upstream, endpoint), sum) in &endpoints {
+        writeln!(
+            out,
+            "{UPSTREAM_EJECTIONS}{{upstream=\"{}\",endpoint=\"{endpoint}\"}} {}",
+            escape(upstream),
+            sum.ejections
+        )?;
+    }
+    family(
+        out,
+        UPSTREAM_REQUESTS_IN_FLIGHT,
+        "gauge",
+        "Requests in flight to the upstream, summed over shards.",
+    )?;
+    for (upstream, load) in &upstreams {
+        writeln!(
+            out,
+            "{UPSTREAM_REQUESTS_IN_FLIGHT}{{upstream=\"{}\"}} {}",
+            escape(upstream),
+            load.requests
+        )?;
+    }
+    family(
+        out,
+        UPSTREAM_OVERFLOWS,
+        "counter",
+        "Requests answered 503 by a circuit breaker, and retries not made, by limit, summed over shards.",
+    )?;
+    for (upstream, load) in &upstreams {
+        for overflow in Overflow::ALL {
+            writeln!(
+                out,
+                "{UPSTREAM_OVERFLOWS}{{upstream=\"{}\",limit=\"{}\"}} {}",
+                escape(upstream),
+                overflow.label(),
+                load.overflows[overflow as usize]
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Rate-limit decisions per route, summed over shards.
 fn limits(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
     let mut routes: BTreeMap<&str, LimiterCounters> = BTreeMap::new();
@@ -522,6 +690,7 @@ mod tests {
             buffers_free: 10,
             access_log_dropped: 0,
             limiters: Vec::new(),
+            upstreams: Vec::new(),
         }
     }
 
@@ -532,6 +701,7 @@ mod tests {
             shards: 2,
             fresh: 2,
             log_lines_lost: 0,
+            resolutions: &[],
         });
         let line = |prefix: &str| {
             text.lines()

@@ -19,7 +19,8 @@ use hdrhistogram::Histogram;
 
 use crate::io::RingStats;
 use crate::ratelimit::LimiterCounters;
-use crate::upstream::PoolStats;
+use crate::upstream::load::LoadReport;
+use crate::upstream::{PoolStats, Standing};
 
 /// Why the proxy answered a request itself with an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,10 +54,15 @@ pub enum Reject {
     Forbidden,
     /// 429: over the route's rate limit.
     RateLimited,
+    /// 503: every endpoint of the upstream is ejected or down (and panic mode is off).
+    NoEndpoint,
+    /// 503: a circuit breaker of the upstream is open (too many connections, pending or
+    /// active requests).
+    Overflow,
 }
 
 impl Reject {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 16;
 
     pub const ALL: [Reject; Reject::COUNT] = [
         Reject::BadRequest,
@@ -73,6 +79,8 @@ impl Reject {
         Reject::Unauthorized,
         Reject::Forbidden,
         Reject::RateLimited,
+        Reject::NoEndpoint,
+        Reject::Overflow,
     ];
 
     pub fn label(self) -> &'static str {
@@ -91,6 +99,8 @@ impl Reject {
             Reject::Unauthorized => "unauthorized",
             Reject::Forbidden => "forbidden",
             Reject::RateLimited => "rate_limited",
+            Reject::NoEndpoint => "no_endpoint",
+            Reject::Overflow => "upstream_overflow",
         }
     }
 }
@@ -105,7 +115,19 @@ pub struct Counters {
     pub connections_accepted: u64,
     pub connections_open: u64,
     pub upstream_retries: u64,
+    /// Retries by the failure that caused them, indexed like [`RETRY_REASONS`].
+    pub retries_by_reason: [u64; RETRY_REASONS.len()],
 }
+
+/// What a retry was made after, as the metrics label it.
+pub const RETRY_REASONS: [&str; 6] = [
+    "stale_connection",
+    "connect_failure",
+    "reset",
+    "timeout",
+    "status",
+    "other",
+];
 
 /// Responses of one route, by status class (index 1 = 1xx ... 5 = 5xx).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -155,6 +177,34 @@ pub struct ShardReport {
     pub access_log_dropped: u64,
     /// Each rate-limited route's decisions on this shard.
     pub limiters: Vec<(Box<str>, LimiterCounters)>,
+    /// Each upstream's load and its endpoints' health on this shard.
+    pub upstreams: Vec<UpstreamReport>,
+}
+
+/// One upstream on one shard: what is under way, what was refused, and each endpoint's health.
+#[derive(Clone, Debug)]
+pub struct UpstreamReport {
+    pub upstream: Box<str>,
+    pub load: LoadReport,
+    pub endpoints: Vec<EndpointHealth>,
+}
+
+/// One endpoint of one upstream on one shard.
+#[derive(Clone, Debug)]
+pub struct EndpointHealth {
+    pub endpoint: SocketAddr,
+    pub standing: Standing,
+    /// The configured weight.
+    pub weight: u32,
+    /// The share of its weight it takes now (below 100 during slow start).
+    pub share_percent: u32,
+    /// How much longer it stays ejected.
+    pub ejected_for: Option<Duration>,
+    /// Ejections in a row (the next one lasts longer).
+    pub ejections: u32,
+    /// Ejections this shard's outcomes made.
+    pub trips: u64,
+    pub in_flight: u32,
 }
 
 /// One upstream endpoint's pool on one shard.
@@ -247,8 +297,13 @@ impl ShardMetrics {
         self.counters.borrow_mut().rejected[reason as usize] += 1;
     }
 
-    pub fn upstream_retry(&self) {
-        self.counters.borrow_mut().upstream_retries += 1;
+    /// Counts a retry made after a failure labelled `reason` (one of [`RETRY_REASONS`]).
+    pub fn upstream_retry(&self, reason: &str) {
+        let mut counters = self.counters.borrow_mut();
+        counters.upstream_retries += 1;
+        if let Some(at) = RETRY_REASONS.iter().position(|r| *r == reason) {
+            counters.retries_by_reason[at] += 1;
+        }
     }
 
     pub fn connection_opened(&self) {

@@ -207,7 +207,8 @@ impl Session {
             admitted,
         } = *forward;
         let Parsed { head, fields, id } = *parsed;
-        let picked = pick(snapshot, upstream, view)?;
+        let picked = pick(snapshot, upstream, view, self.shard.io.now())?;
+        let endpoint = picked.upstream.endpoint(picked.choice.index).addr();
         let mut out = self.shard.io.pool().take().ok_or(Refusal::NO_BUFFER)?;
         let buf = self.rb.data();
         let relayed = upgrade::relayed(head.upgrade, buf, view.body);
@@ -220,7 +221,7 @@ impl Session {
             client_trusted: snapshot.forwarding.trusts(client_ip),
             untrusted_drop: &snapshot.forwarding.untrusted_drop,
             forwarded_header: snapshot.forwarding.forwarded_header(),
-            endpoint: picked.endpoint.addr(),
+            endpoint,
             request_id: id.bytes(),
             replace_request_id: head.request_id.is_some() && id.client.is_none(),
             upgrade: relayed.map(|(protocols, _)| protocols),
@@ -232,7 +233,7 @@ impl Session {
         Ok(Forwarding {
             target: routed.target,
             upstream: picked.upstream,
-            endpoint: picked.endpoint,
+            choice: picked.choice,
             head: out,
             head_len,
             upgrade: relayed.map(|(_, protocols)| protocols),

@@ -2,19 +2,31 @@
 //! connection to the picked endpoint (or connects), sends the head and the body bytes at hand
 //! in one write, streams the rest of the body, and reads the response head.
 //!
-//! Retries are decided in one place, [`retries`], from the failed attempt's [`Error`]: its
-//! side, and whether the upstream cannot have processed the request (`retryable`: a pooled
-//! connection the upstream had dropped while it idled), together with whether the request can
-//! be sent again as it was (an idempotent method whose whole body is still at hand).
+//! Every attempt ends in one place ([`Session::forward`]), which
+//! 1. tells the upstream group how it went (`Observed`: passive outlier detection; an
+//!    ejection this shard makes is reported to the control plane, which tells every shard);
+//! 2. classifies a failure ([`Failed`]) from its [`Error`] (side, kind, whether the upstream
+//!    cannot have processed the request) and the stage it failed at;
+//! 3. asks the one retry rule, [`retry::next`] (`upstream/retry.rs`), whether and where to
+//!    try again: the same endpoint on a fresh connection (a stale pooled one), or another
+//!    endpoint of the upstream, within the route's retries, its deadline and the upstream's
+//!    retry budget.
+//!
+//! The request's bytes are kept for another attempt only while one may follow after they were
+//! sent (an idempotent method, or one the route allows, whose whole body is at hand); otherwise
+//! they are freed as soon as they are sent.
 
-use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Side};
 use crate::http1::{CONTINUE_100, ChunkedDecoder, RequestBody};
 use crate::io::{Buf, Outbound, ReadBuf};
 use crate::snapshot::{RouteTarget, Snapshot};
-use crate::upstream::{Checkout, EndpointPool, UpstreamGroup};
+use crate::upstream::load::{Connecting, Retrying};
+use crate::upstream::retry::{self, Attempts, Failed, Next};
+use crate::upstream::{Checkout, Choice, Endpoint, InFlight, Observed, Tried, UpstreamGroup};
 
+use super::pick::OVERFLOW;
 use super::record::Outcome;
 use super::relay::{self, Ends, Pace, RelayError, Stop};
 use super::respond::{BodyState, Refusal};
@@ -22,14 +34,12 @@ use super::response::{ResponsePlan, no_buffer};
 use super::upgrade::Protocols;
 use super::{Request, Session, Step};
 
-/// Attempts per request: the first, and one more on a fresh connection.
-const MAX_ATTEMPTS: u32 = 2;
-
 /// What the synchronous phases decided for a request that goes upstream.
 pub struct Forwarding<'s> {
     pub target: &'s RouteTarget,
     pub upstream: &'s UpstreamGroup,
-    pub endpoint: Rc<EndpointPool>,
+    /// The endpoint picked, and the request's key (a retry picks again from it).
+    pub choice: Choice,
     /// The head written for the upstream.
     pub head: Buf,
     pub head_len: usize,
@@ -37,15 +47,20 @@ pub struct Forwarding<'s> {
     pub upgrade: Option<Protocols>,
 }
 
-/// What the upstream is asked, and where.
+/// What the upstream is asked.
 pub struct Asked<'a> {
     pub request: &'a Request,
     pub upgrade: Option<&'a Protocols>,
     pub target: &'a RouteTarget,
     pub upstream: &'a UpstreamGroup,
-    pub endpoint: &'a Rc<EndpointPool>,
-    /// The request can be sent again as it was: an idempotent method, the whole body at hand.
+    /// The request can be sent again as it was: an idempotent method (or one the route's retry
+    /// policy allows), the whole body at hand.
     pub replayable: bool,
+    /// Keep the sent bytes for an attempt after a send (a reset, a timeout or a listed status
+    /// may be retried).
+    pub keep_sent: bool,
+    /// No attempt waits for a response head past this (the policy's overall deadline).
+    pub deadline: Option<Instant>,
 }
 
 /// A request the upstream answered: what the relay of the response needs.
@@ -58,13 +73,22 @@ pub struct Exchange {
     /// may take the rest for another request, so it is not reused (RFC 9112 sec. 9.3).
     pub answered_early: bool,
     /// How long the response body may pause (the upstream's body timeout).
-    pub body_timeout: std::time::Duration,
+    pub body_timeout: Duration,
+    /// The request counted in flight to its endpoint (least_request reads it) until the
+    /// exchange ends.
+    pub in_flight: InFlight,
+    /// The connection counted against the upstream's `max_connections` while busy.
+    pub busy: Connecting,
 }
 
-/// A failed attempt: the error, and whether the client's body is still on its connection.
+/// A failed attempt: the error, whether the client's body is still on its connection, and how
+/// the retry rule sees it.
 struct Failure {
     error: Error,
     body: BodyState,
+    failed: Failed,
+    /// Answer this instead of what the error maps to (a breaker that refused).
+    refusal: Option<Refusal<'static>>,
 }
 
 /// The request body as it stands once the head is queued.
@@ -76,15 +100,33 @@ struct Body {
     state: BodyState,
 }
 
-/// Whether a failed attempt is tried again on a fresh connection: only upstream failures that
-/// left the request unprocessed, of a request that can be sent again as it was, and only once.
-fn retries(err: &Error, attempt: u32, replayable: bool) -> bool {
-    attempt < MAX_ATTEMPTS && replayable && err.side == Side::Upstream && err.retryable
+/// Where a request stands between attempts.
+struct Tries {
+    index: usize,
+    tried: Tried,
+    attempts: Attempts,
+    /// The retry in flight, counted against the upstream's budget until the request ends.
+    retrying: Option<Retrying>,
+}
+
+/// What an attempt's outcome says of its endpoint, for outlier detection.
+fn observed(attempted: &Result<Exchange, Failure>) -> Option<Observed> {
+    match attempted {
+        Ok(exchange) if exchange.plan.status >= 500 => Some(Observed::ServerError),
+        Ok(_) => Some(Observed::Success),
+        // A breaker that refused says nothing about the endpoint.
+        Err(failure) if failure.refusal.is_some() => None,
+        Err(failure) => match failure.failed {
+            Failed::Connect | Failed::Reset | Failed::Timeout => Some(Observed::GatewayFailure),
+            Failed::Other if failure.error.side == Side::Upstream => Some(Observed::GatewayFailure),
+            _ => None,
+        },
+    }
 }
 
 impl Session {
     /// Sends the request and returns once the upstream's response head arrived; on failure the
-    /// client is answered (502, 504, ...) and the step after that is returned.
+    /// client is answered (502, 503, 504, ...) and the step after that is returned.
     pub(super) async fn forward(
         &mut self,
         snapshot: &Snapshot,
@@ -95,12 +137,11 @@ impl Session {
         let Forwarding {
             target,
             upstream,
-            endpoint,
+            choice,
             head,
             head_len,
             upgrade,
         } = forwarding;
-        outcome.endpoint = Some(endpoint.addr());
         let mut out = Outbound::new();
         out.push(head, 0, head_len as u32);
         let mut body = match self.queue_body_at_hand(request, target, &mut out) {
@@ -118,27 +159,107 @@ impl Session {
         {
             return Err(Step::Close);
         }
+        let policy = &target.retry;
+        let replayable = (request.method.is_idempotent() || policy.non_idempotent)
+            && body.state == BodyState::Consumed;
         let asked = Asked {
             request,
             upgrade: upgrade.as_ref(),
             target,
             upstream,
-            endpoint: &endpoint,
-            replayable: request.method.is_idempotent() && body.state == BodyState::Consumed,
+            replayable,
+            keep_sent: policy.retries > 0 && policy.on.after_send(),
+            deadline: policy.deadline.map(|d| self.shard.io.now() + d),
         };
-        let mut attempt = 0;
+        let mut tries = Tries {
+            index: choice.index,
+            tried: Tried::default(),
+            attempts: Attempts {
+                retries: 0,
+                replaced_stale: false,
+                resendable: replayable,
+                out_of_time: false,
+            },
+            retrying: None,
+        };
         loop {
-            attempt += 1;
-            let attempted = self
-                .attempt(snapshot, &asked, &mut out, &mut body, outcome)
-                .await;
-            match attempted {
-                Ok(exchange) => return Ok(exchange),
-                Err(failure) if retries(&failure.error, attempt, asked.replayable) => {
-                    self.shard.metrics.upstream_retry();
-                }
-                Err(failure) => return Err(self.fail(failure, request, outcome).await),
+            if !tries.tried.contains(tries.index) {
+                tries.tried.add(tries.index);
             }
+            let endpoint = upstream.endpoint(tries.index);
+            outcome.endpoint = Some(endpoint.addr());
+            let attempted = self
+                .attempt(snapshot, &asked, endpoint, &mut out, &mut body, outcome)
+                .await;
+            if let Some(observed) = observed(&attempted) {
+                self.observe(upstream, tries.index, observed);
+            }
+            let failure = match attempted {
+                Ok(exchange) => {
+                    let status = exchange.plan.status;
+                    if !policy.on.retries_status(status) {
+                        return Ok(exchange);
+                    }
+                    // A listed status: retried when the rule allows, else relayed as it is.
+                    match self.retry(&asked, &choice, &mut tries, Failed::Status(status)) {
+                        true => continue,
+                        false => return Ok(exchange),
+                    }
+                }
+                Err(failure) => failure,
+            };
+            if failure.refusal.is_none() && self.retry(&asked, &choice, &mut tries, failure.failed)
+            {
+                let wait = retry::backoff(policy, tries.attempts.retries, upstream.rng().next());
+                if !wait.is_zero() {
+                    self.shard.io.sleep(wait).await;
+                }
+                continue;
+            }
+            return Err(self.fail(failure, request, outcome).await);
+        }
+    }
+
+    /// Decides whether the request is tried again after `failed`, and where (updating
+    /// `tries`); counts the retry.
+    fn retry(&self, asked: &Asked<'_>, choice: &Choice, tries: &mut Tries, failed: Failed) -> bool {
+        let upstream = asked.upstream;
+        let now = self.shard.io.now();
+        tries.attempts.out_of_time = asked.deadline.is_some_and(|deadline| now >= deadline);
+        match retry::next(&asked.target.retry, failed, &tries.attempts) {
+            Next::Stop => return false,
+            Next::SameEndpoint => tries.attempts.replaced_stale = true,
+            Next::OtherEndpoint => {
+                let Some(index) = upstream.pick_again(choice, &tries.tried, now) else {
+                    return false;
+                };
+                // A request that was sent is retried within the upstream's budget; one whose
+                // connect failed cost no upstream anything.
+                if failed != Failed::Connect {
+                    let settings = &upstream.settings;
+                    match upstream
+                        .load()
+                        .retry(&settings.breakers, &settings.retry_budget)
+                    {
+                        Ok(retrying) => tries.retrying = Some(retrying),
+                        Err(_) => return false,
+                    }
+                } else {
+                    upstream.load().counted_retry();
+                }
+                tries.attempts.retries += 1;
+                tries.index = index;
+            }
+        }
+        self.shard.metrics.upstream_retry(failed.label());
+        true
+    }
+
+    /// Counts an attempt's outcome with endpoint `index`; an ejection it causes is reported.
+    fn observe(&self, upstream: &UpstreamGroup, index: usize, observed: Observed) {
+        let now = self.shard.io.now();
+        if let Some(trip) = upstream.observe(index, observed, now) {
+            self.shard.report_ejection(upstream, index, trip);
         }
     }
 
@@ -206,25 +327,42 @@ impl Session {
         &mut self,
         snapshot: &Snapshot,
         asked: &Asked<'_>,
+        endpoint: &Endpoint,
         out: &mut Outbound,
         body: &mut Body,
         outcome: &mut Outcome,
     ) -> Result<Exchange, Failure> {
         let shard = self.shard.clone();
-        let endpoint = asked.endpoint;
-        let timeouts = asked.upstream.timeouts;
+        let upstream = asked.upstream;
+        let timeouts = upstream.timeouts;
         let unread = body.state;
-        let fail = |error: Error| Failure {
+        let fail = |error: Error, failed: Failed| Failure {
             error,
             body: unread,
+            failed,
+            refusal: None,
         };
         let started = shard.io.now();
-        let mut checkout = match endpoint.take_idle(started) {
-            Some(checkout) => checkout,
-            None => endpoint
-                .connect(&shard.io, started + timeouts.connect)
-                .await
-                .map_err(|err| fail(connect_error(&err)))?,
+        let load = upstream.load();
+        let in_flight = endpoint.start(load);
+        let (mut checkout, busy) = match endpoint.pool().take_idle(started) {
+            Some(checkout) => (checkout, load.busy_connection()),
+            None => {
+                let mut connecting =
+                    load.connecting(&upstream.settings.breakers)
+                        .map_err(|_| Failure {
+                            refusal: Some(OVERFLOW),
+                            ..fail(OVERFLOWED, Failed::Other)
+                        })?;
+                let deadline = earliest(started + timeouts.connect, asked.deadline);
+                let checkout = endpoint
+                    .pool()
+                    .connect(&shard.io, deadline)
+                    .await
+                    .map_err(|err| fail(connect_error(&err), Failed::Connect))?;
+                connecting.connected();
+                (checkout, connecting)
+            }
         };
         let sent = checkout
             .conn()
@@ -232,15 +370,14 @@ impl Session {
             .await;
         if sent.is_err() {
             // On a pooled connection: one the upstream dropped while it idled.
-            let error = UPSTREAM_CLOSED;
-            return Err(fail(if checkout.reused() {
-                error.retryable()
+            return Err(if checkout.reused() {
+                fail(UPSTREAM_CLOSED.retryable(), Failed::Stale)
             } else {
-                error
-            }));
+                fail(UPSTREAM_CLOSED, Failed::Reset)
+            });
         }
-        // What was sent is kept only while it may be sent again (see `retries`).
-        if !(asked.replayable && checkout.reused()) {
+        // What was sent is kept only while it may be sent again (see `retry::next`).
+        if !(asked.replayable && (checkout.reused() || asked.keep_sent)) {
             out.clear();
         }
         let mut answered_early = false;
@@ -249,17 +386,33 @@ impl Session {
             answered_early = self
                 .relay_body(snapshot, asked, &mut checkout, out, body)
                 .await
-                .map_err(fail)?;
+                .map_err(|error| fail(error, Failed::Reset))?;
             body.state = BodyState::Consumed;
         }
         let mut urb = ReadBuf::new();
-        let deadline = shard.io.now() + timeouts.response;
+        let now = shard.io.now();
+        let mut deadline = earliest(now + timeouts.response, asked.deadline);
+        if let Some(per_try) = asked.target.retry.per_try_timeout {
+            deadline = deadline.min(now + per_try);
+        }
+        let reused = checkout.reused();
         let plan = self
             .read_response(&mut checkout, &mut urb, asked, snapshot, deadline)
             .await
-            .map_err(|error| Failure {
-                error,
-                body: BodyState::Consumed,
+            .map_err(|error| {
+                let failed = match error.kind {
+                    _ if error.side != Side::Upstream => Failed::Other,
+                    ErrorKind::Closed if reused && error.retryable => Failed::Stale,
+                    ErrorKind::Closed | ErrorKind::Io => Failed::Reset,
+                    ErrorKind::Timeout => Failed::Timeout,
+                    _ => Failed::Other,
+                };
+                Failure {
+                    error,
+                    body: BodyState::Consumed,
+                    failed,
+                    refusal: None,
+                }
             })?;
         outcome.upstream_time = Some(shard.io.now().saturating_duration_since(started));
         Ok(Exchange {
@@ -268,6 +421,8 @@ impl Session {
             plan,
             answered_early,
             body_timeout: timeouts.body,
+            in_flight,
+            busy,
         })
     }
 
@@ -314,7 +469,10 @@ impl Session {
 
     /// Answers a failed exchange (or just closes, when the client is gone).
     async fn fail(&mut self, failure: Failure, request: &Request, outcome: &mut Outcome) -> Step {
-        match Refusal::of_error(&failure.error) {
+        match failure
+            .refusal
+            .or_else(|| Refusal::of_error(&failure.error))
+        {
             Some(refusal) => {
                 self.refuse(&refusal, Some(request), failure.body, outcome)
                     .await
@@ -323,6 +481,18 @@ impl Session {
         }
     }
 }
+
+/// The earlier of `at` and an optional deadline.
+fn earliest(at: Instant, deadline: Option<Instant>) -> Instant {
+    deadline.map_or(at, |deadline| deadline.min(at))
+}
+
+/// A breaker refused a new connection (answered 503 through [`OVERFLOW`]).
+const OVERFLOWED: Error = Error::new(
+    ErrorKind::Limit,
+    Side::Upstream,
+    "upstream at its limit, try again",
+);
 
 /// The upstream closed or reset the connection while the request went out.
 const UPSTREAM_CLOSED: Error = Error::new(

@@ -139,6 +139,9 @@ impl Session {
             plan,
             answered_early,
             body_timeout,
+            // Counted until the response is relayed.
+            in_flight: _in_flight,
+            busy: _busy,
         } = exchange;
         let shard = self.shard.clone();
         let pool = shard.io.pool().clone();

@@ -48,6 +48,8 @@ pub enum Detail<'a> {
     Allow(MethodSet),
     /// 401 / 403: `WWW-Authenticate`.
     Challenge(Challenge<'a>),
+    /// 503 with no endpoint available: `Retry-After` in seconds.
+    RetryAfter(u64),
     /// 429: `Retry-After`, `RateLimit-Policy` and `RateLimit`, formatted from the limiter's
     /// decision when the answer is written.
     RateLimited {
@@ -252,6 +254,7 @@ impl<'b> DetailText<'b> {
             Detail::Challenge(challenge) => {
                 push("www-authenticate", format_args!("{challenge}"));
             }
+            Detail::RetryAfter(seconds) => push("retry-after", format_args!("{seconds}")),
             Detail::RateLimited { limiter, decision } => {
                 let limiter = limiter.borrow();
                 if let Some(retry_after) = decision.retry_after() {
@@ -466,6 +469,14 @@ mod tests {
         let set: MethodSet = [Method::Post, Method::Get].into_iter().collect();
         let text = written(&Refusal::method_not_allowed(set), false);
         assert!(text.contains("allow: GET, POST\r\n"), "{text}");
+    }
+
+    #[test]
+    fn no_endpoint_says_when_to_come_back() {
+        let refusal = super::super::pick::OVERFLOW.with_detail(Detail::RetryAfter(7));
+        let text = written(&refusal, false);
+        assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+        assert!(text.contains("retry-after: 7\r\n"), "{text}");
     }
 
     #[test]

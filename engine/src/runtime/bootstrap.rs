@@ -139,6 +139,7 @@ pub(crate) async fn run_shard(start: ShardStart) {
         shard_count,
         limit_clock,
     ));
+    shard.report_health_to(mailbox.health_reports());
     let accepting = Accepting::default();
     let problems = accepting.open(&shard, listeners);
     spawn(flush_access_log(shard.clone()));
@@ -174,6 +175,7 @@ pub(crate) async fn run_shard(start: ShardStart) {
                 });
             }
             Ok(Command::ApplyShares(updates)) => shard.apply_shares(&updates),
+            Ok(Command::Health(verdicts)) => shard.apply_health(&verdicts),
             Ok(Command::Shutdown { deadline }) => break deadline,
             Err(err) => {
                 eprintln!("coregate: shard {index}: mailbox failed ({err}); shutting down");

@@ -13,8 +13,9 @@
 //! 4. wait for every shard's acknowledgement (a shard that cannot start fails start-up), then
 //!    serve the admin API.
 //!
-//! The control plane's threads: the admin API, the access-log writer and the rate-limit
-//! exchange. The main thread waits for signals ([`signals`]) and turns them into control-plane
+//! The control plane's threads: the admin API, the access-log writer, the rate-limit exchange,
+//! upstream health (`control::health`: passive ejections decided for every shard, active
+//! checks) and upstream names resolved again (`control::resolve`). The main thread waits for signals ([`signals`]) and turns them into control-plane
 //! operations ([`crate::control::plane`]): reload, drain.
 
 pub mod bootstrap;
@@ -29,7 +30,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::access_log::{self, LogSink};
 use crate::admin;
-use crate::config::{Config, Plan};
+use crate::config::{Config, Plan, Resolve, SystemResolver};
 use crate::control::{ListenerSocket, Mailbox};
 use crate::io::IoSettings;
 use crate::ratelimit::LimitClock;
@@ -62,12 +63,27 @@ pub struct Server {
     admin: Option<(SocketAddr, Vec<JoinHandle<()>>)>,
     log_writer: Option<JoinHandle<()>>,
     limits: Option<JoinHandle<()>>,
+    /// The health thread: passive ejections relayed, active checks, verdicts to every shard.
+    health: Option<JoinHandle<()>>,
+    /// The thread that resolves upstream names again (`resolve_every`).
+    resolve: Option<JoinHandle<()>>,
     log_sink: Arc<LogSink>,
 }
 
 impl Server {
     /// Binds the listeners and starts every shard of `plan`; returns once every shard serves.
+    /// Upstream names are resolved with the system resolver.
     pub fn start(config: Arc<Config>, plan: &Plan) -> Result<Server, StartError> {
+        Server::start_with(config, plan, Arc::new(SystemResolver))
+    }
+
+    /// [`Server::start`] with a chosen resolver for upstream names (on reloads and for
+    /// `resolve_every`).
+    pub fn start_with(
+        config: Arc<Config>,
+        plan: &Plan,
+        resolver: Arc<dyn Resolve + Send + Sync>,
+    ) -> Result<Server, StartError> {
         let shard_count = plan.shards.len();
         let mut per_shard: Vec<Vec<ListenerSocket>> =
             (0..shard_count).map(|_| Vec::new()).collect();
@@ -100,8 +116,9 @@ impl Server {
             .map_err(|err| StartError(format!("cannot start the access-log writer: {err}")))?;
 
         // Every mailbox before any shard, so a failure here leaves no shard running.
+        let (health_reports, reports) = std::sync::mpsc::channel();
         let mailboxes = (0..shard_count)
-            .map(|_| Mailbox::new())
+            .map(|_| Mailbox::new(health_reports.clone()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| StartError(format!("cannot create a shard mailbox: {err}")))?;
         let io = io_settings(&config);
@@ -122,6 +139,7 @@ impl Server {
             config.clone(),
             listeners,
             log_sink.clone(),
+            resolver,
         ));
         let mut server = Server {
             plane,
@@ -129,6 +147,8 @@ impl Server {
             admin: None,
             log_writer: Some(log_writer),
             limits: None,
+            health: None,
+            resolve: None,
             log_sink,
         };
         for ((shard_plan, sockets), mailbox) in plan.shards.iter().zip(per_shard).zip(mailboxes) {
@@ -185,6 +205,20 @@ impl Server {
                     }
                 })
                 .map_err(|err| StartError(format!("cannot start the rate-limit thread: {err}")))?,
+        );
+        let plane = server.plane.clone();
+        server.health = Some(
+            std::thread::Builder::new()
+                .name("coregate-health".into())
+                .spawn(move || crate::control::health::run(&plane, reports))
+                .map_err(|err| StartError(format!("cannot start the health thread: {err}")))?,
+        );
+        let plane = server.plane.clone();
+        server.resolve = Some(
+            std::thread::Builder::new()
+                .name("coregate-resolve".into())
+                .spawn(move || crate::control::resolve::run(&plane, plane.resolver()))
+                .map_err(|err| StartError(format!("cannot start the resolve thread: {err}")))?,
         );
         if let Some(listener) = admin_listener {
             let addr = listener
@@ -250,6 +284,12 @@ impl Server {
         if let Some(limits) = self.limits.take() {
             let _ = limits.join();
         }
+        if let Some(health) = self.health.take() {
+            let _ = health.join();
+        }
+        if let Some(resolve) = self.resolve.take() {
+            let _ = resolve.join();
+        }
         if let Some((_, workers)) = self.admin.take() {
             // The admin loops see the stop flag within one poll interval.
             for worker in workers {
@@ -269,6 +309,8 @@ impl Drop for Server {
             || self.admin.is_some()
             || self.log_writer.is_some()
             || self.limits.is_some()
+            || self.health.is_some()
+            || self.resolve.is_some()
         {
             self.plane.shutdown(Duration::ZERO);
             self.join_all();

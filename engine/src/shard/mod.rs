@@ -11,16 +11,17 @@ pub mod registry;
 use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::mpsc::Sender;
 
 use crate::access_log::{LogSink, ShardLog};
 use crate::config::Config;
 use crate::frame::FramePool;
 use crate::http1::{self, Field};
 use crate::io::IoShard;
-use crate::metrics::{EndpointReport, ShardMetrics, ShardReport};
+use crate::metrics::{EndpointHealth, EndpointReport, ShardMetrics, ShardReport, UpstreamReport};
 use crate::ratelimit::{DemandReport, LimitClock, ShareUpdate};
 use crate::snapshot::{Limiters, Snapshot, SnapshotBuilder};
-use crate::upstream::Pools;
+use crate::upstream::{HealthRecords, Pools, Report, Trip, UpstreamGroup, Verdict};
 
 pub use registry::Registry;
 
@@ -44,6 +45,10 @@ pub struct Shard {
     generation: Cell<u64>,
     snapshot: RefCell<Rc<Snapshot>>,
     pools: RefCell<Pools>,
+    /// Each upstream's endpoint health and load, kept across snapshots.
+    health: RefCell<HealthRecords>,
+    /// Where ejections this shard makes are reported (the control plane's health thread).
+    health_reports: RefCell<Option<Sender<Report>>>,
     pub metrics: ShardMetrics,
     scratch: RefCell<Scratch>,
     frames: Rc<FramePool>,
@@ -72,11 +77,13 @@ impl Shard {
         limit_clock: LimitClock,
     ) -> Shard {
         let mut pools = Pools::default();
+        let mut health = HealthRecords::default();
         let metrics = ShardMetrics::default();
         let mut limiters = Limiters::new();
         let snapshot = SnapshotBuilder {
             shard_index: index,
             pools: &mut pools,
+            health: &mut health,
             metrics: &metrics,
             limiters: &mut limiters,
             shard_count,
@@ -90,6 +97,8 @@ impl Shard {
             generation: Cell::new(generation),
             snapshot: RefCell::new(Rc::new(snapshot)),
             pools: RefCell::new(pools),
+            health: RefCell::new(health),
+            health_reports: RefCell::new(None),
             metrics,
             scratch: RefCell::new(Scratch::for_config(&config)),
             frames: Rc::new(FramePool::new()),
@@ -122,6 +131,7 @@ impl Shard {
         let snapshot = SnapshotBuilder {
             shard_index: self.index,
             pools: &mut self.pools.borrow_mut(),
+            health: &mut self.health.borrow_mut(),
             metrics: &self.metrics,
             limiters: &mut self.limiters.borrow_mut(),
             shard_count: self.shard_count,
@@ -136,6 +146,40 @@ impl Shard {
         self.connections
             .set_max_connections(config.runtime.max_connections);
         self.generation.set(generation);
+    }
+
+    /// Sends the ejections this shard makes to `reports` (the control plane's health thread),
+    /// which decides for every shard.
+    pub fn report_health_to(&self, reports: Sender<Report>) {
+        self.health_reports.replace(Some(reports));
+    }
+
+    /// Tells the control plane that this shard's outcomes ejected an endpoint (rare: never
+    /// in steady state). Without a control plane (tests), the ejection stays this shard's.
+    pub fn report_ejection(&self, group: &UpstreamGroup, index: usize, trip: Trip) {
+        if let Some(reports) = &*self.health_reports.borrow() {
+            // The health thread is gone only while the process stops.
+            let _ = reports.send(Report {
+                shard: self.index,
+                upstream: group.name.clone(),
+                endpoint: group.endpoint(index).addr(),
+                trip,
+            });
+        }
+    }
+
+    /// Applies the control plane's health verdicts, then brings the current snapshot's
+    /// groups up to date (Maglev tables are rebuilt here, off the request path).
+    pub fn apply_health(&self, verdicts: &[Verdict]) {
+        let now = self.io.now().max(std::time::Instant::now());
+        let health = self.health.borrow();
+        for verdict in verdicts {
+            health.apply(verdict, now);
+        }
+        drop(health);
+        for group in &self.snapshot().upstreams {
+            group.refresh(now);
+        }
     }
 
     /// Every limiter's demand since the last call, per route (the rate-limit exchange).
@@ -171,6 +215,7 @@ impl Shard {
             latency_sum_us: self.metrics.latency_sum_us(),
             routes: self.metrics.routes(),
             endpoints: self.endpoint_reports(),
+            upstreams: self.upstream_reports(),
             ring: self.io.ring_stats(),
             ring_in_flight: self.io.ring_in_flight(),
             buffers_total: buffers.count(),
@@ -203,6 +248,39 @@ impl Shard {
                     endpoint: pool.addr(),
                     stats: pool.stats(),
                 }
+            })
+            .collect()
+    }
+
+    /// Each upstream's load and each endpoint's health as this shard sees them.
+    fn upstream_reports(&self) -> Vec<UpstreamReport> {
+        let now = std::time::Instant::now();
+        self.snapshot()
+            .upstreams
+            .iter()
+            .map(|group| UpstreamReport {
+                upstream: group.name.clone(),
+                load: group.load().report(),
+                endpoints: group
+                    .endpoints()
+                    .iter()
+                    .map(|endpoint| {
+                        let state = endpoint.state();
+                        let slow_start = group.settings.slow_start;
+                        EndpointHealth {
+                            endpoint: endpoint.addr(),
+                            standing: state.standing(now, slow_start),
+                            weight: endpoint.weight(),
+                            share_percent: state.slow_start_percent(now, slow_start),
+                            ejected_for: state
+                                .ejected_until(now)
+                                .map(|until| until.saturating_duration_since(now)),
+                            ejections: state.ejections(),
+                            trips: state.trips(),
+                            in_flight: state.in_flight(),
+                        }
+                    })
+                    .collect(),
             })
             .collect()
     }

@@ -4,6 +4,8 @@
 //!
 //! - [`error`]    one error type: kind, side at fault, retryable
 //! - [`random`]   seeds from the kernel's random source
+//! - [`host`]     what the machine offers, read from `/sys` and `/proc`: CPUs, SMT siblings, NUMA
+//!   nodes, NICs and their interrupts, kernel settings and limits
 //! - [`io`]       the only module touching sockets: the shard's own io_uring, buffers, the
 //!   connection type every byte passes through, cross-thread doorbells
 //! - [`task`]     spawning shard-local tasks (told to the ring driver)
@@ -90,6 +92,7 @@ pub mod control;
 pub mod error;
 pub mod event;
 pub mod frame;
+pub mod host;
 pub mod http1;
 pub mod io;
 pub mod listener;

@@ -48,6 +48,7 @@ pub(super) struct RawFile {
 #[serde(deny_unknown_fields, expecting = "a table, written [runtime]")]
 pub(super) struct RawRuntime {
     pub cores: Field,
+    pub exclude: Field,
     pub io: Field,
     pub ring_entries: Field,
     pub buffer_size: Field,
@@ -509,7 +510,7 @@ fn unknown_key_message(name: &str, accepted: &str) -> String {
 
 /// The accepted key closest to a misspelt one, if any is close (edit distance at most a third
 /// of the length, at least 1).
-fn closest<'k>(name: &str, keys: &[&'k str]) -> Option<&'k str> {
+pub(super) fn closest<'k>(name: &str, keys: &[&'k str]) -> Option<&'k str> {
     let limit = (name.len() / 3).max(1);
     keys.iter()
         .map(|key| (edit_distance(name, key), *key))

@@ -285,7 +285,10 @@ strip_prefix = true
     let config = valid(text);
     let r = &config.runtime;
     assert_eq!(r.cores, CoreSelection::List(vec![0, 1]));
-    assert_eq!(r.cores_at, Some(Location { line: 3, column: 9 }));
+    assert_eq!(
+        r.cores_at.as_ref().map(|at| at.location),
+        Some(Location { line: 3, column: 9 })
+    );
     assert_eq!(r.ring_entries, 256);
     assert_eq!(r.buffer_size, 32 * 1024);
     assert_eq!(r.buffers_per_shard, 1024);
@@ -388,7 +391,7 @@ fn unknown_keys_are_reported_with_their_line_and_a_suggestion() {
     let text = format!("{LISTENER}[runtime]\nthreads = 4\n");
     assert_eq!(
         error(&text),
-        "t.toml:5:1: runtime.threads: unknown key (accepted here: cores, io, ring_entries, \
+        "t.toml:5:1: runtime.threads: unknown key (accepted here: cores, exclude, io, ring_entries, \
          buffer_size, buffers_per_shard, max_connections, idle_wait, glommio)"
     );
     let text = format!("{LISTENER}[listeners]\n");
@@ -577,6 +580,42 @@ fn cores_refuse_mistakes() {
             .contains("expected CPU numbers")
     );
     assert!(cores("true").unwrap_err().contains("expected \"all\""));
+    let got = cores("\"all,^O\"").unwrap_err();
+    assert!(
+        got.starts_with("t.toml:5:9: runtime.cores: \"O\" is not a CPU number"),
+        "{got}"
+    );
+    assert!(got.ends_with("(found \"all,^O\")"), "{got}");
+}
+
+fn runtime_section(body: &str) -> Result<Config, String> {
+    parse(&format!("{LISTENER}[runtime]\n{body}\n")).map_err(|errors| errors.to_string())
+}
+
+#[test]
+fn exclude_takes_cpus_away_from_cores() {
+    let config = runtime_section("exclude = \"0-1\"").expect("valid");
+    assert_eq!(config.runtime.cores.to_string(), "all,^0-1");
+    assert_eq!(
+        config.runtime.exclude_at.as_ref().map(ToString::to_string),
+        Some("t.toml:5:11".into())
+    );
+    let config = runtime_section("cores = \"physical\"\nexclude = [0, 8]").expect("valid");
+    assert_eq!(config.runtime.cores.to_string(), "physical,^0,8");
+    let config = runtime_section("cores = \"node1\"\nexclude = \"node1\"").expect("valid");
+    assert_eq!(config.runtime.cores.to_string(), "node1,^node1");
+    let got = runtime_section("exclude = \"all\"").unwrap_err();
+    assert!(
+        got.starts_with("t.toml:5:11: runtime.exclude: \"all\" cannot be excluded"),
+        "{got}"
+    );
+    let got = runtime_section("exclude = 1").unwrap_err();
+    assert!(got.contains("a bare number is ambiguous"), "{got}");
+    let got = runtime_section("exclude = [\"x\"]").unwrap_err();
+    assert!(
+        got.contains("runtime.exclude: expected CPU numbers"),
+        "{got}"
+    );
 }
 
 #[test]
@@ -1203,6 +1242,136 @@ fn listed_cores_must_be_allowed() {
     );
     let plan = Plan::with_cpus(&config, &[1, 2, 5, 7, 8]).expect("all allowed");
     assert_eq!(plan.cpus(), [1, 2, 5, 7]);
+}
+
+/// Two NUMA nodes of two cores each, SMT on: node 0 is CPUs 0,1 (core A) and 4,5 (core B)...
+/// numbered as Intel numbers threads: CPU n and n+4 are siblings. Node 0: CPUs 0,1,4,5; node 1:
+/// CPUs 2,3,6,7.
+fn two_node_smt() -> crate::host::Topology {
+    crate::host::Topology {
+        online: (0..8).collect(),
+        cores: vec![vec![0, 4], vec![1, 5], vec![2, 6], vec![3, 7]],
+        nodes: vec![
+            crate::host::Node {
+                id: 0,
+                cpus: vec![0, 1, 4, 5],
+            },
+            crate::host::Node {
+                id: 1,
+                cpus: vec![2, 3, 6, 7],
+            },
+        ],
+    }
+}
+
+fn plan_cores(body: &str, allowed: &[usize]) -> Result<Vec<usize>, String> {
+    let config = runtime_section(body).expect("valid");
+    Plan::with_topology(&config, &two_node_smt(), allowed)
+        .map(|plan| plan.cpus())
+        .map_err(|errors| errors.to_string())
+}
+
+#[test]
+fn physical_takes_one_cpu_per_core() {
+    let all: Vec<usize> = (0..8).collect();
+    assert_eq!(
+        plan_cores("cores = \"physical\"", &all),
+        Ok(vec![0, 1, 2, 3])
+    );
+    // The lowest-numbered CPU of each core that the rest of the selection keeps.
+    assert_eq!(
+        plan_cores("cores = \"4-7,physical\"", &all),
+        Ok(vec![4, 5, 6, 7])
+    );
+    // Taking CPU 0 away after choosing leaves core A without a shard (its sibling 4 stays
+    // free too, for interrupts).
+    assert_eq!(
+        plan_cores("cores = \"physical,^0\"", &all),
+        Ok(vec![1, 2, 3])
+    );
+    // The affinity mask first: without CPU 1, core B runs on 5.
+    assert_eq!(
+        plan_cores("cores = \"physical\"", &[0, 2, 3, 4, 5, 6, 7]),
+        Ok(vec![0, 2, 3, 5])
+    );
+}
+
+#[test]
+fn nodes_select_their_cpus() {
+    let all: Vec<usize> = (0..8).collect();
+    assert_eq!(plan_cores("cores = \"node1\"", &all), Ok(vec![2, 3, 6, 7]));
+    assert_eq!(
+        plan_cores("cores = \"node1,physical\"", &all),
+        Ok(vec![2, 3])
+    );
+    assert_eq!(
+        plan_cores("cores = \"all,^node0\"", &all),
+        Ok(vec![2, 3, 6, 7])
+    );
+    assert_eq!(
+        plan_cores("cores = \"physical\"\nexclude = \"node0\"", &all),
+        Ok(vec![2, 3])
+    );
+}
+
+#[test]
+fn plan_errors_name_the_key_and_the_selection() {
+    let all: Vec<usize> = (0..8).collect();
+    assert_eq!(
+        plan_cores("cores = \"node2\"", &all),
+        Err(
+            "t.toml:5:9: runtime.cores: NUMA node 2 does not exist on this machine (it has \
+             node 0-1) (found \"node2\")"
+                .into()
+        )
+    );
+    assert_eq!(
+        plan_cores("cores = \"node1\"", &[0, 1]),
+        Err(
+            "t.toml:5:9: runtime.cores: NUMA node 1 has no CPU this process may use (node 1 \
+             is CPU 2-3,6-7; this process may use CPU 0-1) (found \"node1\")"
+                .into()
+        )
+    );
+    assert_eq!(
+        plan_cores("cores = \"8-9,^1\"", &all),
+        Err(
+            "t.toml:5:9: runtime.cores: CPUs 8-9 are not available to this process (it may \
+             use 0-7) (found \"8-9,^1\")"
+                .into()
+        )
+    );
+    assert_eq!(
+        plan_cores("cores = \"0-1\"\nexclude = \"0-3\"", &all),
+        Err(
+            "t.toml:6:11: runtime.exclude: selects no CPU: nothing is left once CPU 0-3 are \
+             taken away (this process may use CPU 0-7) (found \"0-1,^0-3\")"
+                .into()
+        )
+    );
+    assert_eq!(
+        plan_cores("exclude = \"node7\"", &all),
+        Err(
+            "t.toml:5:11: runtime.exclude: NUMA node 7 does not exist on this machine (it \
+             has node 0-1) (found \"all,^node7\")"
+                .into()
+        )
+    );
+}
+
+#[test]
+fn the_plan_shows_a_rule_it_resolved() {
+    let config = runtime_section("cores = \"physical,^0\"").expect("valid");
+    let plan =
+        Plan::with_topology(&config, &two_node_smt(), &(0..8).collect::<Vec<_>>()).expect("plan");
+    let text = plan.to_string();
+    assert!(
+        text.contains(
+            "shards       3, pinned to CPU 1-3 (cores = \"physical,^0\"; this process may use \
+             CPU 0-7)"
+        ),
+        "{text}"
+    );
 }
 
 #[test]

@@ -159,6 +159,8 @@ struct Segment {
 }
 
 impl<'s> Report<'s> {
+    /// A report over one file.
+    #[cfg(test)]
     pub(super) fn new(origin: &str, text: &'s str) -> Report<'s> {
         Report::joined(text, &[(origin, 0)])
     }

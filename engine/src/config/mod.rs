@@ -13,6 +13,7 @@
 //! | `units.rs` | the duration (`"10s"`) and size (`"16KiB"`) grammars |
 //! | `cores.rs` | the grammar of `runtime.cores` and `runtime.exclude` (`"0-3,6"`, `"all,^0-1"`, `"physical"`, `"node1"`) |
 //! | `render.rs` | [`Config`] -> TOML with every effective value (the admin API's `/config`) |
+//! | `profile.rs` | `profile = "..."`: the files a configuration starts from, merged key by key, each value keeping its file |
 //! | `plan.rs` | [`Config`] + this machine's topology -> [`Plan`]: which CPUs get a shard, per-shard budgets |
 //! | `error.rs` | [`ConfigError`]: file, line, column, key, message, value found |
 //!
@@ -28,6 +29,7 @@ pub mod defaults;
 mod error;
 mod file;
 pub mod plan;
+mod profile;
 mod render;
 pub mod units;
 mod validate;
@@ -72,6 +74,8 @@ pub struct Config {
     pub auth: Vec<AuthConfig>,
     /// The file this configuration came from, as the caller named it.
     pub origin: PathBuf,
+    /// The profiles it starts from (`profile = "..."`), the one it names first.
+    pub profiles: Vec<PathBuf>,
 }
 
 impl Config {

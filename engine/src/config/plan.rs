@@ -33,6 +33,8 @@ pub struct Plan {
     pub routes: usize,
     /// The configuration file.
     pub origin: PathBuf,
+    /// The profiles it starts from, the one it names first.
+    pub profiles: Vec<PathBuf>,
 }
 
 /// One shard: an executor pinned to one CPU.
@@ -185,6 +187,7 @@ impl Plan {
                 .collect(),
             routes: config.routes.len(),
             origin: config.origin.clone(),
+            profiles: config.profiles.clone(),
             shards,
         })
     }
@@ -357,6 +360,9 @@ impl fmt::Display for Plan {
         let shards = self.shards.len();
         let budget = &self.budget;
         writeln!(f, "config       {}", self.origin.display())?;
+        for profile in &self.profiles {
+            writeln!(f, "profile      {}", profile.display())?;
+        }
         let asked = match &self.selection {
             CoreSelection::Rule(_) => format!("cores = \"{}\"; ", self.selection),
             CoreSelection::All | CoreSelection::List(_) => String::new(),

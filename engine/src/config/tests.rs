@@ -1418,8 +1418,13 @@ fn every_tuning_profile_loads() {
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
     for expected in [
+        "edge-16core-smt.toml",
+        "edge-16core.toml",
         "edge-32core.toml",
+        "edge-4core.toml",
+        "edge-64core-2numa.toml",
         "edge-8core.toml",
+        "edge-irq-cores.toml",
         "laptop.toml",
         "quickstart.toml",
     ] {
@@ -1429,6 +1434,84 @@ fn every_tuning_profile_loads() {
         if let Err(errors) = Config::load(path) {
             panic!("{} does not load:\n{errors}", path.display());
         }
+    }
+}
+
+/// Every key of a shipped profile says what it is and why: a comment on its line, or on the
+/// line above it.
+#[test]
+fn every_key_in_every_profile_is_commented() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning");
+    let mut bare = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("tuning/ exists") {
+        let path = entry.expect("readable entry").path();
+        if path.extension().is_none_or(|ext| ext != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable profile");
+        let mut previous = "";
+        // Lines inside a multi-line array are its values, not keys.
+        let mut open_brackets = 0i32;
+        for (n, line) in text.lines().enumerate() {
+            let code = line.trim();
+            if open_brackets > 0 {
+                open_brackets +=
+                    code.matches('[').count() as i32 - code.matches(']').count() as i32;
+            } else if !code.starts_with('#') && !code.starts_with('[') && code.contains('=') {
+                if !line.contains('#') && !previous.trim_start().starts_with('#') {
+                    bare.push(format!("{}:{}: {line}", path.display(), n + 1));
+                }
+                open_brackets = code.matches('[').count() as i32 - code.matches(']').count() as i32;
+            }
+            previous = line;
+        }
+    }
+    assert!(
+        bare.is_empty(),
+        "keys without a comment:\n{}",
+        bare.join("\n")
+    );
+}
+
+/// Each edge profile, on the machine shape it is written for, runs the shards its comments
+/// promise.
+#[test]
+fn each_profile_places_its_shards_on_its_shape() {
+    use crate::host::{Node, Topology};
+    /// `cores` physical cores of `threads` CPUs each, split evenly over `nodes` nodes, numbered
+    /// as Linux numbers them: the first thread of every core, then the second ones.
+    fn shape(cores: usize, threads: usize, nodes: usize) -> Topology {
+        let per_node = cores / nodes;
+        let core_cpus =
+            |core: usize| -> Vec<usize> { (0..threads).map(|t| core + t * cores).collect() };
+        Topology {
+            online: (0..cores * threads).collect(),
+            cores: (0..cores).map(core_cpus).collect(),
+            nodes: (0..nodes)
+                .map(|node| {
+                    let mut cpus: Vec<usize> = (node * per_node..(node + 1) * per_node)
+                        .flat_map(core_cpus)
+                        .collect();
+                    cpus.sort_unstable();
+                    Node { id: node, cpus }
+                })
+                .collect(),
+        }
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning");
+    let cases: [(&str, Topology, &str); 6] = [
+        ("edge-4core.toml", shape(4, 1, 1), "0-3"),
+        ("edge-16core.toml", shape(16, 1, 1), "1-15"),
+        ("edge-16core-smt.toml", shape(8, 2, 1), "0-7"),
+        ("edge-64core-2numa.toml", shape(32, 2, 2), "1-15"),
+        ("edge-irq-cores.toml", shape(16, 2, 1), "4-31"),
+        ("edge-32core.toml", shape(32, 1, 1), "2-31"),
+    ];
+    for (file, topology, expected) in cases {
+        let config = Config::load(&dir.join(file)).expect("the profile loads");
+        let plan = Plan::with_topology(&config, &topology, &topology.online)
+            .unwrap_or_else(|errors| panic!("{file}: {errors}"));
+        assert_eq!(CpuList(&plan.cpus()).to_string(), expected, "{file}");
     }
 }
 

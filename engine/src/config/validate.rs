@@ -31,6 +31,7 @@ use super::file::{
     RawListener, RawRespond, RawRoute, RawRuntime, RawTimeouts, RawUpstream, Tables, Value,
     push_key,
 };
+use super::profile::Sources;
 use super::units::{Millis, Size, parse_duration, parse_size};
 use super::{
     AccessLogConfig, AccessLogFormat, AdminConfig, Balance, Config, CoreSelection, Forwarding,
@@ -58,14 +59,18 @@ impl Resolve for SystemResolver {
     }
 }
 
-/// Reads and validates `text`.
+/// Reads and validates `text`, merged over the profiles it names (see `profile.rs`).
 pub(super) fn validate(
     text: &str,
     origin: &str,
     resolver: &dyn Resolve,
 ) -> Result<Config, ConfigErrors> {
-    let mut report = Report::new(origin, text);
-    let Some(raw) = file::read(text, &mut report) else {
+    let sources = Sources::gather(text, origin);
+    let mut report = Report::joined(&sources.text, &sources.starts());
+    let Some(document) = sources.merged(&mut report) else {
+        return Err(failed(report, origin));
+    };
+    let Some(raw) = file::read(document, &mut report) else {
         return Err(failed(report, origin));
     };
     let mut v = Validator {
@@ -78,7 +83,10 @@ pub(super) fn validate(
     };
     let config = v.config(&raw.file);
     match (config, v.report.has_errors()) {
-        (Some(config), false) => Ok(config),
+        (Some(mut config), false) => {
+            config.profiles = sources.profiles;
+            Ok(config)
+        }
         _ => Err(failed(v.report, origin)),
     }
 }
@@ -175,6 +183,7 @@ impl Validator<'_, '_> {
             forwarding: forwarding?,
             auth: auth.into_iter().collect::<Option<Vec<_>>>()?,
             origin: self.origin.as_str().into(),
+            profiles: Vec::new(),
         })
     }
 
@@ -292,13 +301,16 @@ impl Validator<'_, '_> {
     }
 
     /// `exclude`: CPUs (and NUMA nodes) no shard may use, whatever `cores` selects: a string
-    /// like `"0-1"` or `"node0"`, or an array of CPU numbers. Absent is nothing.
+    /// like `"0-1"` or `"node0"`, or an array of CPU numbers. Absent, `""` or `[]` is nothing.
     fn exclude(&mut self, field: &Field, key: &str) -> Option<Vec<CoreSet>> {
         let Some(field) = field else {
             return Some(Vec::new());
         };
         let span = field.span();
         let result = match field.get_ref() {
+            // Nothing excluded: how a file overrides a profile's exclusion.
+            Value::String(text) if text.trim().is_empty() => Ok(Vec::new()),
+            Value::Array(items) if items.is_empty() => Ok(Vec::new()),
             Value::String(text) => parse_exclusion(text),
             Value::Array(items) => {
                 let cpus = self.cpu_array(items, key)?;

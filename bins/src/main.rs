@@ -1,4 +1,5 @@
-//! The `coregate` command line: `run` (the daemon), `check` (validate and print the plan),
+//! The `coregate` command line: `run` (the daemon), `check` (validate and print the plan; with
+//! `--topology`, held against the host),
 //! `reload` (ask a running coregate to reload, through its admin API) and `demo` (the quickstart,
 //! with a built-in upstream).
 
@@ -12,6 +13,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use coregate_engine::config::{Config, Plan};
+use coregate_engine::host::{HostFacts, HostRoot, Topology};
+use coregate_engine::preflight::Preflight;
 use coregate_engine::runtime::Server;
 use coregate_engine::runtime::signals::{Signal, Signals};
 
@@ -38,6 +41,16 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Also read the host (CPUs, SMT siblings, NUMA nodes, NICs and their interrupts,
+        /// isolcpus/nohz_full, io_uring, limits, somaxconn, tcp_migrate_req) and print where
+        /// it and the plan disagree, each warning saying what to change. Warnings do not
+        /// change the exit status.
+        #[arg(long)]
+        topology: bool,
+        /// Read `sys/` and `proc/` under DIR instead of the machine's `/sys` and `/proc` (a
+        /// tree copied from another host); the plan then uses every CPU that tree has online.
+        #[arg(long, value_name = "DIR")]
+        host_root: Option<PathBuf>,
     },
     /// Ask a running coregate to reload its configuration file (POST /reload on its admin
     /// listener); prints the outcome, exits 0 when every shard runs the new configuration.
@@ -69,17 +82,11 @@ fn default_demo_config() -> &'static str {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match load(&config) {
-            Ok((config, plan)) => {
-                println!("{}: ok", config.origin.display());
-                println!("{plan}");
-                ExitCode::SUCCESS
-            }
-            Err(message) => {
-                eprintln!("{message}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Check {
+            config,
+            topology,
+            host_root,
+        } => check(&config, topology, host_root.as_deref()),
         Command::Run { config } => run(&config, None),
         Command::Reload {
             config,
@@ -109,6 +116,46 @@ fn main() -> ExitCode {
             run(&config, Some(upstream))
         }
     }
+}
+
+/// `coregate check`: the plan, and with `--topology` the host and the warnings.
+fn check(path: &Path, topology: bool, host_root: Option<&Path>) -> ExitCode {
+    let loaded = match host_root {
+        None => load(path),
+        Some(dir) => load_for(path, &HostRoot::at(dir)),
+    };
+    let (config, plan) = match loaded {
+        Ok(loaded) => loaded,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}: ok", config.origin.display());
+    if topology {
+        let root = host_root.map_or_else(HostRoot::live, HostRoot::at);
+        let facts = HostFacts::read(&root);
+        println!("{}", Preflight::new(&config, &plan, &facts));
+    } else {
+        println!("{plan}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// Loads a configuration and plans it on the host under `root`, as if this process could use
+/// every CPU that host has online.
+fn load_for(path: &Path, root: &HostRoot) -> Result<(Config, Plan), String> {
+    let config = Config::load(path).map_err(|errors| errors.to_string())?;
+    let topology = Topology::read(root);
+    if topology.online.is_empty() {
+        return Err(format!(
+            "{}: no CPU online in its sys/devices/system/cpu/online",
+            root.sys_path("").display()
+        ));
+    }
+    let plan = Plan::with_topology(&config, &topology, &topology.online)
+        .map_err(|errors| errors.to_string())?;
+    Ok((config, plan))
 }
 
 fn load(path: &Path) -> Result<(Config, Plan), String> {

@@ -27,6 +27,8 @@
 //! - [`proxy`]    the request pipeline of one client connection, phase by phase
 //! - [`listener`] a shard's accept loop: connection cap, back-off on EMFILE
 //! - [`control`]  per-shard mailboxes, the only path between cores, and the control plane
+//! - [`preflight`] a plan held against the host (`coregate check --topology`): warnings, each
+//!   saying what to change
 //! - [`admin`]    the admin API on the control plane's threads: health, readiness, config, reload, metrics
 //! - [`runtime`]  process shape: binds listeners, starts one pinned glommio executor per core and
 //!   the control plane's threads; the only module that spawns threads
@@ -97,6 +99,7 @@ pub mod http1;
 pub mod io;
 pub mod listener;
 pub mod metrics;
+pub mod preflight;
 pub mod proxy;
 pub mod random;
 pub mod ratelimit;

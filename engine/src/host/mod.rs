@@ -1,15 +1,20 @@
 //! What this machine offers, as Linux tells it in `/sys` and `/proc`: the CPUs online, which of
-//! them share a physical core (SMT siblings), the NUMA nodes ([`Topology`]).
+//! them share a physical core (SMT siblings), the NUMA nodes ([`Topology`]); and, for
+//! `coregate check --topology`, the network interfaces with their queues and interrupts, the
+//! kernel's settings and this process's limits ([`HostFacts`]).
 //!
 //! Owns reading and parsing those files, nothing more: the plan picks CPUs from a
-//! [`Topology`]. Every read goes through a [`HostRoot`], so tests point it at fake trees. Missing files are normal (containers, older kernels, machines without NUMA), so
+//! [`Topology`], and [`crate::preflight`] judges the facts against a plan. Every read goes
+//! through a [`HostRoot`], so tests point it at fake trees. Missing files are normal (containers, older kernels, machines without NUMA), so
 //! every fact is optional or falls back as its documentation says; nothing here fails.
 
 mod cpu;
+mod facts;
 
 use std::path::{Path, PathBuf};
 
 pub use cpu::{Node, Topology};
+pub use facts::{HostFacts, Irq, Limit, Nic, UringProbe};
 
 /// Where `/sys` and `/proc` are: the real ones, or a fake tree in a test.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -62,6 +62,8 @@
 //!                                 collect (Collect to every shard, merge), shutdown
 //! runtime::bootstrap::run_shard   a shard's mailbox loop: Shard::apply builds a Snapshot, swaps it
 //! admin::serve                    /healthz /readyz /config /reload /metrics
+//! runtime::handover               a successor process takes the listening sockets over
+//!                                 (binary upgrade); runtime::notify tells systemd
 //! access_log::run_writer          appends the shards' line buffers to the file
 //! ```
 //!

@@ -319,3 +319,50 @@ fn sighup_and_the_reload_command_apply_a_new_file() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 }
+
+/// The configuration the Debian package installs is valid, and the unit's stop timeout is
+/// longer than its drain, so a stop lets in-flight requests finish before SIGKILL.
+#[test]
+fn the_packaged_configuration_and_unit_agree() {
+    let debian = concat!(env!("CARGO_MANIFEST_DIR"), "/debian");
+    let out = Command::new(env!("CARGO_BIN_EXE_coregate"))
+        .args(["check", "--config"])
+        .arg(format!("{debian}/coregate.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seconds = |text: &str, key: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|line| line.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no {key}"));
+        let value = line
+            .split(['=', '#'])
+            .nth(1)
+            .unwrap()
+            .trim()
+            .trim_matches('"');
+        value.trim_end_matches('s').parse().unwrap()
+    };
+    let config = std::fs::read_to_string(format!("{debian}/coregate.toml")).unwrap();
+    let unit = std::fs::read_to_string(format!("{debian}/coregate.service")).unwrap();
+    assert!(seconds(&unit, "TimeoutStopSec") > seconds(&config, "drain"));
+    for line in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "User=coregate",
+        "ExecReload=/usr/bin/coregate check --config /etc/coregate/coregate.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "--upgrade-socket /run/coregate/upgrade.sock",
+    ] {
+        assert!(unit.contains(line), "the unit lacks {line}");
+    }
+}

@@ -18,7 +18,7 @@ use coregate_engine::config::{Config, Plan};
 use coregate_engine::host::{HostFacts, HostRoot, Topology};
 use coregate_engine::preflight::Preflight;
 use coregate_engine::runtime::Server;
-use coregate_engine::runtime::handover::{HandoverEvent, Takeover};
+use coregate_engine::runtime::handover::{self, HandoverEvent, Takeover};
 use coregate_engine::runtime::notify;
 use coregate_engine::runtime::signals::{Signal, Signals};
 
@@ -229,7 +229,16 @@ fn run(
     };
     let grace = config.timeouts.drain;
     let config = Arc::new(config);
+    // A second process on a live process's upgrade socket must take over, or not start: it
+    // would share the ports. Checked before anything is bound.
+    if let (Some(socket), false) = (upgrade_socket, takeover)
+        && let Err(err) = handover::refuse_if_offered(socket)
+    {
+        eprintln!("coregate: {err}");
+        return ExitCode::FAILURE;
+    }
     // A takeover receives the running process's sockets before anything is bound.
+    let taking_over = takeover;
     let mut takeover = match (takeover, upgrade_socket) {
         (true, Some(socket)) => match Takeover::connect(socket) {
             Ok(takeover) => Some(takeover),
@@ -272,7 +281,7 @@ fn run(
         }
     }
     let events = match upgrade_socket {
-        Some(socket) => match server.offer_listeners(socket, true) {
+        Some(socket) => match server.offer_listeners(socket, taking_over) {
             Ok(events) => {
                 eprintln!("coregate: upgrades on {}", socket.display());
                 Some(events)

@@ -626,3 +626,45 @@ fn upgrades_between_different_shard_counts_keep_every_socket() {
     signal(third, libc::SIGTERM);
     assert_eq!(wait_pid(third), 0);
 }
+
+/// A second `run` on the upgrade socket of a live coregate refuses to start (the two would
+/// share the ports, as SO_REUSEPORT lets them); `--takeover` is how a second process starts.
+#[test]
+fn a_second_process_without_takeover_refuses_to_start() {
+    let dir = dir("twice");
+    let upstream = Upstream::start();
+    let config = dir.join("coregate.toml");
+    let socket = dir.join("upgrade.sock");
+    write_config(&config, "0", upstream.addr);
+    let mut first = Daemon::start(&config, &socket);
+    let reaper = Reaper(vec![first.child.id() as i32]);
+    let addr = first.addr();
+    first.wait_for("upgrades on");
+    let second = Command::new(env!("CARGO_BIN_EXE_coregate"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--upgrade-socket")
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another coregate offers its listeners at")
+            && stderr.contains("--takeover"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("running"),
+        "it refused before starting a shard: {stderr}"
+    );
+    // The first one still serves.
+    let mut conn = connect(addr).unwrap();
+    assert!(matches!(
+        exchange(&mut conn, b"GET /x HTTP/1.1\r\nhost: t\r\n\r\n"),
+        Ok((200, _, _))
+    ));
+    signal(first.child.id() as i32, libc::SIGTERM);
+    assert!(first.child.wait().unwrap().success());
+    drop(reaper);
+}

@@ -482,12 +482,8 @@ impl Offering {
         events: Sender<HandoverEvent>,
         replace: bool,
     ) -> Result<Offering, String> {
-        if !replace && Packets::connect(path).is_ok() {
-            return Err(format!(
-                "another coregate offers its listeners at {}: take them over with --takeover, \
-                 or give this one another --upgrade-socket",
-                path.display()
-            ));
+        if !replace {
+            refuse_if_offered(path)?;
         }
         let _ = std::fs::remove_file(path);
         let listener = Packets::listen(path)
@@ -629,6 +625,20 @@ fn offer(
             None => Err(format!("the new process answered {line:?}")),
         },
         None => Err("the new process went away before it served".into()),
+    }
+}
+
+/// An error when a live coregate offers its listeners at `path`: a second process started
+/// there without taking over would share its ports (`SO_REUSEPORT` lets it). Check before
+/// binding anything.
+pub fn refuse_if_offered(path: &Path) -> Result<(), String> {
+    match Packets::connect(path) {
+        Ok(_) => Err(format!(
+            "another coregate offers its listeners at {}: take them over with --takeover, or \
+             give this one another --upgrade-socket",
+            path.display()
+        )),
+        Err(_) => Ok(()),
     }
 }
 

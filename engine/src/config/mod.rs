@@ -2,8 +2,9 @@
 //!
 //! Owns the file format and everything known about it: what each key means, its default and
 //! bounds ([`defaults`]), and the mistakes a file can hold ([`ConfigErrors`]). It does no socket
-//! or thread work; the only system calls are reading the file, resolving upstream host names
-//! once, and (in [`plan`]) reading this process's CPU affinity and the CPU topology in `/sys`.
+//! or thread work; the only system calls are reading the file (and the profiles it names),
+//! resolving upstream host names once, and (in [`plan`]) reading this process's CPU affinity
+//! and the CPU topology in `/sys`.
 //!
 //! | file | responsibility |
 //! |---|---|

@@ -5,7 +5,8 @@
 //! Start-up, in order:
 //! 1. bind every listener once per shard with `SO_REUSEPORT` (on the main thread, so a port in
 //!    use fails start-up with a clear error, and an ephemeral port `:0` resolves to one port that
-//!    every shard then shares), and the admin listener;
+//!    every shard then shares), and the admin listener; or, when taking over from a running
+//!    process (a binary upgrade, [`handover`]), adopt the sockets it handed over;
 //! 2. start the access-log writer and give each shard a mailbox ([`crate::control`]);
 //! 3. spawn one `LocalExecutor` per shard, pinned to its core, with the glommio knobs from the
 //!    configuration; the shard builds its own routes, pools and buffers ([`crate::shard`]) and

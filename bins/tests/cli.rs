@@ -107,6 +107,60 @@ fn check_refuses_route_edits_of_fields_coregate_writes() {
     );
 }
 
+/// `check --topology` against a recorded host tree: the plan, the host, and the warnings, each
+/// with what to change; warnings leave the exit status 0.
+#[test]
+fn check_topology_reads_a_recorded_host_and_warns() {
+    let path = write_config(
+        "topology.toml",
+        &GOOD.replace("cores = \"0\"", "cores = \"all\""),
+    );
+    let tree = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/hosts/edge-2node");
+    let out = Command::new(env!("CARGO_BIN_EXE_coregate"))
+        .args(["check", "--topology", "--host-root", tree, "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "shards       8, pinned to CPU 0-7 (this process may use CPU 0-7)",
+        "host         8 CPUs online, 4 physical cores (SMT on), 2 NUMA nodes",
+        "  node 0      CPU 0-1,4-5: 4 shards",
+        "nic          eth0: up, NUMA node 1, 2 receive queues, 3 interrupts on CPU 0-7",
+        "kernel       6.1.0-18-amd64; io_uring: not probed (a recorded tree)",
+        "net          somaxconn 4096; tcp_migrate_req 0",
+        "warnings     7 (each says what to change)",
+        "LimitMEMLOCK=256M",
+        "runtime.cores = \"physical\"",
+        "runtime.cores = \"node1\"",
+        "ethtool -L eth0 combined 8",
+        "Set LimitNOFILE=",
+        "sysctl -w net.ipv4.tcp_migrate_req=1",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    // Planned on the recorded host: its topology decides what "physical" means.
+    let physical = write_config(
+        "physical.toml",
+        &GOOD.replace("cores = \"0\"", "cores = \"node1,physical\""),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_coregate"))
+        .args(["check", "--host-root", tree, "--config"])
+        .arg(&physical)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("shards       2, pinned to CPU 2-3 (cores = \"node1,physical\";"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn run_serves_and_drains_on_sigterm() {
     let path = write_config("run.toml", GOOD);
@@ -264,4 +318,51 @@ fn sighup_and_the_reload_command_apply_a_new_file() {
     // SAFETY: as above.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
+}
+
+/// The configuration the Debian package installs is valid, and the unit's stop timeout is
+/// longer than its drain, so a stop lets in-flight requests finish before SIGKILL.
+#[test]
+fn the_packaged_configuration_and_unit_agree() {
+    let debian = concat!(env!("CARGO_MANIFEST_DIR"), "/debian");
+    let out = Command::new(env!("CARGO_BIN_EXE_coregate"))
+        .args(["check", "--config"])
+        .arg(format!("{debian}/coregate.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seconds = |text: &str, key: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|line| line.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no {key}"));
+        let value = line
+            .split(['=', '#'])
+            .nth(1)
+            .unwrap()
+            .trim()
+            .trim_matches('"');
+        value.trim_end_matches('s').parse().unwrap()
+    };
+    let config = std::fs::read_to_string(format!("{debian}/coregate.toml")).unwrap();
+    let unit = std::fs::read_to_string(format!("{debian}/coregate.service")).unwrap();
+    assert!(seconds(&unit, "TimeoutStopSec") > seconds(&config, "drain"));
+    for line in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "User=coregate",
+        "ExecReload=/usr/bin/coregate check --config /etc/coregate/coregate.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "--upgrade-socket /run/coregate/upgrade.sock",
+    ] {
+        assert!(unit.contains(line), "the unit lacks {line}");
+    }
 }

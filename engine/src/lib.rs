@@ -4,6 +4,8 @@
 //!
 //! - [`error`]    one error type: kind, side at fault, retryable
 //! - [`random`]   seeds from the kernel's random source
+//! - [`host`]     what the machine offers, read from `/sys` and `/proc`: CPUs, SMT siblings, NUMA
+//!   nodes, NICs and their interrupts, kernel settings and limits
 //! - [`io`]       the only module touching sockets: the shard's own io_uring, buffers, the
 //!   connection type every byte passes through, cross-thread doorbells
 //! - [`task`]     spawning shard-local tasks (told to the ring driver)
@@ -28,6 +30,8 @@
 //! - [`listener`] a shard's accept loop: connection cap, back-off on EMFILE
 //! - [`control`]  per-shard mailboxes, the only path between cores, and the control plane:
 //!   reloads, collection, and upstream health (verdicts for every shard, active checks)
+//! - [`preflight`] a plan held against the host (`coregate check --topology`): warnings, each
+//!   saying what to change
 //! - [`admin`]    the admin API on the control plane's threads: health, readiness, config, reload, metrics
 //! - [`runtime`]  process shape: binds listeners, starts one pinned glommio executor per core and
 //!   the control plane's threads; the only module that spawns threads
@@ -70,6 +74,8 @@
 //! control::resolve::run           names with resolve_every resolved again; a change runs as
 //!                                 the next generation (ControlPlane::amend, a reload's Apply)
 //! admin::serve                    /healthz /readyz /config /reload /metrics /upstreams
+//! runtime::handover               a successor process takes the listening sockets over
+//!                                 (binary upgrade); runtime::notify tells systemd
 //! access_log::run_writer          appends the shards' line buffers to the file
 //! ```
 //!
@@ -103,10 +109,12 @@ pub mod control;
 pub mod error;
 pub mod event;
 pub mod frame;
+pub mod host;
 pub mod http1;
 pub mod io;
 pub mod listener;
 pub mod metrics;
+pub mod preflight;
 pub mod proxy;
 pub mod random;
 pub mod ratelimit;

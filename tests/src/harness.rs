@@ -37,7 +37,7 @@ impl Coregate {
         let plan = Plan::for_config(&config)
             .unwrap_or_else(|errors| panic!("test plan invalid:\n{errors}"));
         let name = config.listeners[0].name.clone();
-        let server = Server::start_with(Arc::new(config), &plan, resolver)
+        let server = Server::start_with(Arc::new(config), &plan, resolver, Default::default())
             .unwrap_or_else(|err| panic!("coregate did not start: {err}"));
         let addr = server
             .listener_addr(&name)

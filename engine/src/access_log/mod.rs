@@ -117,6 +117,13 @@ impl LogSink {
         self.wake_writer();
     }
 
+    /// Has the writer open its file again, at the same path: how a log moved away by
+    /// logrotate is replaced by a new file (SIGUSR1).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+        self.wake_writer();
+    }
+
     /// Lines the writer could not write so far.
     pub fn lines_lost(&self) -> u64 {
         self.lines_lost.load(Ordering::Relaxed)

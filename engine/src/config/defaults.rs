@@ -22,6 +22,17 @@ const fn secs(n: u64) -> Duration {
 }
 
 // ---------------------------------------------------------------------------------------------
+// profile = "..."
+
+/// Where a profile named without a path (`profile = "edge-16core"`) is looked for after the
+/// naming file's own directory: where the Debian package installs `tuning/`.
+pub const DEFAULT_PROFILE_DIR: &str = "/usr/share/coregate/tuning";
+
+/// How deep profiles may nest (a profile naming a profile...). Two levels are what the shipped
+/// profiles use at most; eight leaves room without letting a mistake loop.
+pub const MAX_PROFILE_DEPTH: usize = 8;
+
+// ---------------------------------------------------------------------------------------------
 // [runtime]
 
 /// One shard on every CPU this process may run on, like NGINX's `worker_processes auto`. The

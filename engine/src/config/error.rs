@@ -1,8 +1,10 @@
 //! Configuration errors: every mistake in a file, each with where it is and which key it is.
 //!
 //! Owns [`ConfigError`], [`ConfigErrors`] and the [`Report`] that the reader and the validator
-//! fill. A report knows the source text, so it turns byte spans into line and column and quotes
-//! the value as it was written. Nothing here decides what is valid.
+//! fill. A report knows the source text, so it turns byte spans into file, line and column and
+//! quotes the value as it was written. When a configuration starts from profiles, the text is
+//! every file joined, each a segment of its own: a span names its file by the segment it falls
+//! in. Nothing here decides what is valid.
 
 use std::fmt;
 use std::ops::Range;
@@ -12,6 +14,24 @@ use std::ops::Range;
 pub struct Location {
     pub line: u32,
     pub column: u32,
+}
+
+/// Where a value was written: the file and the place in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// The file, as the caller (or the `profile` key naming it) named it.
+    pub origin: Box<str>,
+    pub location: Location,
+}
+
+impl fmt::Display for Written {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}",
+            self.origin, self.location.line, self.location.column
+        )
+    }
 }
 
 /// One mistake in a configuration file.
@@ -79,6 +99,13 @@ impl ConfigErrors {
         self.0.iter()
     }
 
+    /// Quotes `found` as the value of the first error (the plan's, which has no report).
+    pub(super) fn quote_first(&mut self, found: String) {
+        if let Some(first) = self.0.first_mut() {
+            first.found = Some(found.into());
+        }
+    }
+
     /// Wraps errors found outside a [`Report`] (the core plan, reading the file).
     pub(super) fn from_vec(errors: Vec<ConfigError>) -> ConfigErrors {
         debug_assert!(!errors.is_empty(), "ConfigErrors must not be empty");
@@ -112,34 +139,79 @@ impl<'a> IntoIterator for &'a ConfigErrors {
 /// The longest quoted value, in characters; longer values are cut with `...`.
 const MAX_FOUND_CHARS: usize = 48;
 
-/// Collects errors against one source text. Filled by the reader and the validator, then
-/// turned into [`ConfigErrors`].
+/// Collects errors against one source text (one file, or a file and its profiles joined).
+/// Filled by the reader and the validator, then turned into [`ConfigErrors`].
 pub(super) struct Report<'s> {
-    origin: &'s str,
     text: &'s str,
-    /// Byte offset where each line starts, for span -> line and column.
+    /// The files in the text, by where each starts; the first is the main file.
+    segments: Vec<Segment>,
+    /// Each error with the segment it is in, for ordering.
+    errors: Vec<(usize, ConfigError)>,
+}
+
+/// One file within a report's text.
+struct Segment {
+    origin: Box<str>,
+    /// Byte offset of the file's first byte in the text.
+    start: usize,
+    /// Byte offset where each of its lines starts, for span -> line and column.
     line_starts: Vec<usize>,
-    errors: Vec<ConfigError>,
 }
 
 impl<'s> Report<'s> {
-    pub(super) fn new(origin: &'s str, text: &'s str) -> Report<'s> {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+    /// A report over one file.
+    #[cfg(test)]
+    pub(super) fn new(origin: &str, text: &'s str) -> Report<'s> {
+        Report::joined(text, &[(origin, 0)])
+    }
+
+    /// A report over files joined into one text: each `(origin, start)` says where a file
+    /// starts (ascending; the first at 0). A file ends where the next starts.
+    pub(super) fn joined(text: &'s str, files: &[(&str, usize)]) -> Report<'s> {
+        let segments = files
+            .iter()
+            .enumerate()
+            .map(|(i, &(origin, start))| {
+                let end = files.get(i + 1).map_or(text.len(), |&(_, next)| next);
+                let body = text.get(start..end).unwrap_or("");
+                Segment {
+                    origin: origin.into(),
+                    start,
+                    line_starts: std::iter::once(start)
+                        .chain(body.match_indices('\n').map(|(i, _)| start + i + 1))
+                        .collect(),
+                }
+            })
             .collect();
         Report {
-            origin,
             text,
-            line_starts,
+            segments,
             errors: Vec::new(),
         }
     }
 
-    /// The line and column of a byte offset into the source.
+    /// The segment holding a byte offset.
+    fn segment(&self, offset: usize) -> usize {
+        self.segments
+            .partition_point(|segment| segment.start <= offset)
+            .saturating_sub(1)
+    }
+
+    /// The line and column of a byte offset, within its file.
     pub(super) fn location(&self, offset: usize) -> Location {
         let offset = offset.min(self.text.len());
-        let line = self.line_starts.partition_point(|&start| start <= offset) - 1;
-        let start = self.line_starts[line];
+        let Some(segment) = self.segments.get(self.segment(offset)) else {
+            return Location { line: 1, column: 1 };
+        };
+        let line = segment
+            .line_starts
+            .partition_point(|&start| start <= offset)
+            .saturating_sub(1);
+        let start = segment
+            .line_starts
+            .get(line)
+            .copied()
+            .unwrap_or(segment.start);
         let column = self
             .text
             .get(start..offset)
@@ -148,6 +220,22 @@ impl<'s> Report<'s> {
             line: u32::try_from(line + 1).unwrap_or(u32::MAX),
             column: u32::try_from(column + 1).unwrap_or(u32::MAX),
         }
+    }
+
+    /// The file and position of a byte offset.
+    pub(super) fn written(&self, offset: usize) -> Written {
+        Written {
+            origin: self.origin_of(Some(offset)).into(),
+            location: self.location(offset),
+        }
+    }
+
+    /// The file a byte offset is in; the main file when there is no offset.
+    fn origin_of(&self, offset: Option<usize>) -> &str {
+        let segment = offset.map_or(0, |offset| self.segment(offset));
+        self.segments
+            .get(segment)
+            .map_or("", |segment| &*segment.origin)
     }
 
     /// The source text of a span as it should be quoted in a message: whitespace runs (line
@@ -169,14 +257,16 @@ impl<'s> Report<'s> {
         key: impl Into<String>,
         message: impl Into<String>,
     ) {
-        let location = span.map(|span| self.location(span.start));
-        self.errors.push(ConfigError {
-            origin: self.origin.into(),
-            location,
+        let start = span.map(|span| span.start);
+        let segment = start.map_or(0, |start| self.segment(start));
+        let error = ConfigError {
+            origin: self.origin_of(start).into(),
+            location: start.map(|start| self.location(start)),
             key: key.into().into_boxed_str(),
             message: message.into().into_boxed_str(),
             found: None,
-        });
+        };
+        self.errors.push((segment, error));
     }
 
     /// Records a bad value: points at the value and quotes it.
@@ -188,7 +278,7 @@ impl<'s> Report<'s> {
     ) {
         let found = self.quote(&span);
         self.error(Some(span), key, message);
-        if let Some(last) = self.errors.last_mut() {
+        if let Some((_, last)) = self.errors.last_mut() {
             last.found = Some(found);
         }
     }
@@ -197,14 +287,18 @@ impl<'s> Report<'s> {
         !self.errors.is_empty()
     }
 
-    /// The errors in file order (stable: same-place errors keep the order they were found in),
-    /// or `None` when there were none.
+    /// The errors in file order, the main file's first, then each profile's (stable:
+    /// same-place errors keep the order they were found in), or `None` when there were none.
+    /// Errors without a location come first.
     pub(super) fn finish(mut self) -> Option<ConfigErrors> {
         if self.errors.is_empty() {
             return None;
         }
-        self.errors.sort_by_key(|e| e.location);
-        Some(ConfigErrors(self.errors))
+        self.errors
+            .sort_by_key(|(segment, e)| (e.location.is_some(), *segment, e.location));
+        Some(ConfigErrors(
+            self.errors.into_iter().map(|(_, error)| error).collect(),
+        ))
     }
 }
 

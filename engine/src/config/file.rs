@@ -31,6 +31,10 @@ pub(super) type Tables<T> = Option<Spanned<Vec<Spanned<T>>>>;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a TOML document")]
 pub(super) struct RawFile {
+    /// Taken out by the profile merge (`profile.rs`) before the document gets here; named so
+    /// that a misspelt `profile` gets a suggestion.
+    #[allow(dead_code)]
+    pub profile: Field,
     pub runtime: Option<Spanned<RawRuntime>>,
     pub limits: Option<Spanned<RawLimits>>,
     pub timeouts: Option<Spanned<RawTimeouts>>,
@@ -48,6 +52,7 @@ pub(super) struct RawFile {
 #[serde(deny_unknown_fields, expecting = "a table, written [runtime]")]
 pub(super) struct RawRuntime {
     pub cores: Field,
+    pub exclude: Field,
     pub io: Field,
     pub ring_entries: Field,
     pub buffer_size: Field,
@@ -389,18 +394,10 @@ pub(super) struct Raw {
 /// deserialization of the document.
 const MAX_SHAPE_ERRORS: usize = 200;
 
-/// Parses `text` into the raw structs, reporting every TOML syntax error, unknown key and table
-/// of the wrong shape. Returns `None` when the file is not valid TOML (its syntax errors are
-/// reported; checking a half-parsed document would only add confusing errors).
-pub(super) fn read(text: &str, report: &mut Report<'_>) -> Option<Raw> {
-    let (mut document, syntax) = DeTable::parse_recoverable(text);
-    if !syntax.is_empty() {
-        for error in syntax {
-            let message = format!("TOML syntax: {}", one_line(error.message()));
-            report.error(error.span(), "", message);
-        }
-        return None;
-    }
+/// Deserializes a parsed document (one file, or a file merged with its profiles; see
+/// `profile.rs`) into the raw structs, reporting every unknown key and table of the wrong
+/// shape. TOML syntax errors were reported when the document was parsed.
+pub(super) fn read(mut document: Spanned<DeTable<'_>>, report: &mut Report<'_>) -> Option<Raw> {
     let mut rejected = Vec::new();
     for _ in 0..MAX_SHAPE_ERRORS {
         let error = match RawFile::deserialize(toml::Deserializer::from(document.clone())) {

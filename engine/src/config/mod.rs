@@ -2,8 +2,9 @@
 //!
 //! Owns the file format and everything known about it: what each key means, its default and
 //! bounds ([`defaults`]), and the mistakes a file can hold ([`ConfigErrors`]). It does no socket
-//! or thread work; the only system calls are reading the file, resolving upstream host names
-//! once, and (in [`plan`]) reading this process's CPU affinity.
+//! or thread work; the only system calls are reading the file (and the profiles it names),
+//! resolving upstream host names once, and (in [`plan`]) reading this process's CPU affinity
+//! and the CPU topology in `/sys`.
 //!
 //! | file | responsibility |
 //! |---|---|
@@ -11,9 +12,10 @@
 //! | `validate.rs` | raw -> [`Config`]: types, bounds, references, cross-field rules; collects every error |
 //! | `defaults.rs` | every `DEFAULT_*` value and every bound, each with its reason |
 //! | `units.rs` | the duration (`"10s"`) and size (`"16KiB"`) grammars |
-//! | `cores.rs` | the CPU-list grammar of `runtime.cores` (`"0-3,6"`) |
+//! | `cores.rs` | the grammar of `runtime.cores` and `runtime.exclude` (`"0-3,6"`, `"all,^0-1"`, `"physical"`, `"node1"`) |
 //! | `render.rs` | [`Config`] -> TOML with every effective value (the admin API's `/config`) |
-//! | `plan.rs` | [`Config`] + this machine -> [`Plan`]: which CPUs get a shard, per-shard budgets |
+//! | `profile.rs` | `profile = "..."`: the files a configuration starts from, merged key by key, each value keeping its file |
+//! | `plan.rs` | [`Config`] + this machine's topology -> [`Plan`]: which CPUs get a shard, per-shard budgets |
 //! | `error.rs` | [`ConfigError`]: file, line, column, key, message, value found |
 //!
 //! A loaded `Config` is never modified. The control plane validates a new file completely,
@@ -28,6 +30,7 @@ pub mod defaults;
 mod error;
 mod file;
 pub mod plan;
+mod profile;
 mod render;
 pub mod units;
 mod validate;
@@ -48,8 +51,8 @@ use crate::upstream::{Hashing, HealthCheck, RetryPolicy, UpstreamSettings};
 
 pub use crate::upstream::Balance;
 
-pub use cores::{CpuList, MAX_CPU};
-pub use error::{ConfigError, ConfigErrors, Location};
+pub use cores::{CoreRule, CoreSet, CpuList, MAX_CPU, MAX_NODE};
+pub use error::{ConfigError, ConfigErrors, Location, Written};
 pub use plan::{Plan, ShardPlan};
 pub use validate::{Resolve, SystemResolver};
 
@@ -75,6 +78,8 @@ pub struct Config {
     pub auth: Vec<AuthConfig>,
     /// The file this configuration came from, as the caller named it.
     pub origin: PathBuf,
+    /// The profiles it starts from (`profile = "..."`), the one it names first.
+    pub profiles: Vec<PathBuf>,
 }
 
 impl Config {
@@ -118,10 +123,13 @@ impl Config {
 /// `[runtime]`: shards, their rings and their buffers.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
-    /// Which CPUs get a shard; resolved against the affinity mask by [`Plan`].
+    /// Which CPUs get a shard (`runtime.exclude` folded in); resolved against the machine's
+    /// topology and the affinity mask by [`Plan`].
     pub cores: CoreSelection,
     /// Where `cores` was written (none when defaulted), so the plan can point at it.
-    pub cores_at: Option<Location>,
+    pub cores_at: Option<Written>,
+    /// Where `exclude` was written (none when absent).
+    pub exclude_at: Option<Written>,
     /// Submission queue entries of each shard's io_uring; a power of two.
     pub ring_entries: u32,
     /// Bytes per I/O buffer.
@@ -148,13 +156,15 @@ pub struct GlommioConfig {
     pub preempt_timer: Duration,
 }
 
-/// Which CPUs get a shard.
+/// Which CPUs get a shard. Printed as `runtime.cores` would write it (`"all,^0-1"`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CoreSelection {
     /// Every CPU this process may run on.
     All,
     /// These CPUs, ascending, no repeats.
     List(Vec<usize>),
+    /// Physical cores, NUMA nodes or CPUs taken away: resolved against the topology.
+    Rule(CoreRule),
 }
 
 /// `[limits]`: the sizes a client request may have. Exceeding one is answered with the status

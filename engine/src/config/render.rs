@@ -10,9 +10,8 @@
 
 use std::fmt::Write;
 
-use super::cores::CpuList;
 use super::units::{Millis, Size};
-use super::{AuthMethod, Config, CoreSelection, HeaderEdits, RouteAction, UpstreamConfig};
+use super::{AuthMethod, Config, HeaderEdits, RouteAction, UpstreamConfig};
 use crate::ratelimit::KeySpec;
 use crate::router::spec::{HostPattern, PathPattern};
 use crate::upstream::RetryPolicy;
@@ -30,10 +29,8 @@ impl Config {
 fn render(config: &Config, out: &mut String) -> std::fmt::Result {
     let r = &config.runtime;
     writeln!(out, "[runtime]")?;
-    match &r.cores {
-        CoreSelection::All => writeln!(out, "cores = \"all\"")?,
-        CoreSelection::List(cpus) => writeln!(out, "cores = \"{}\"", CpuList(cpus))?,
-    }
+    // `runtime.exclude` is folded into the selection (`"all,^0-1"`).
+    writeln!(out, "cores = \"{}\"", r.cores)?;
     writeln!(out, "ring_entries = {}", r.ring_entries)?;
     writeln!(out, "buffer_size = {}", size(r.buffer_size as u64))?;
     writeln!(out, "buffers_per_shard = {}", r.buffers_per_shard)?;

@@ -285,7 +285,10 @@ strip_prefix = true
     let config = valid(text);
     let r = &config.runtime;
     assert_eq!(r.cores, CoreSelection::List(vec![0, 1]));
-    assert_eq!(r.cores_at, Some(Location { line: 3, column: 9 }));
+    assert_eq!(
+        r.cores_at.as_ref().map(|at| at.location),
+        Some(Location { line: 3, column: 9 })
+    );
     assert_eq!(r.ring_entries, 256);
     assert_eq!(r.buffer_size, 32 * 1024);
     assert_eq!(r.buffers_per_shard, 1024);
@@ -388,7 +391,7 @@ fn unknown_keys_are_reported_with_their_line_and_a_suggestion() {
     let text = format!("{LISTENER}[runtime]\nthreads = 4\n");
     assert_eq!(
         error(&text),
-        "t.toml:5:1: runtime.threads: unknown key (accepted here: cores, io, ring_entries, \
+        "t.toml:5:1: runtime.threads: unknown key (accepted here: cores, exclude, io, ring_entries, \
          buffer_size, buffers_per_shard, max_connections, idle_wait, glommio)"
     );
     let text = format!("{LISTENER}[listeners]\n");
@@ -577,6 +580,42 @@ fn cores_refuse_mistakes() {
             .contains("expected CPU numbers")
     );
     assert!(cores("true").unwrap_err().contains("expected \"all\""));
+    let got = cores("\"all,^O\"").unwrap_err();
+    assert!(
+        got.starts_with("t.toml:5:9: runtime.cores: \"O\" is not a CPU number"),
+        "{got}"
+    );
+    assert!(got.ends_with("(found \"all,^O\")"), "{got}");
+}
+
+fn runtime_section(body: &str) -> Result<Config, String> {
+    parse(&format!("{LISTENER}[runtime]\n{body}\n")).map_err(|errors| errors.to_string())
+}
+
+#[test]
+fn exclude_takes_cpus_away_from_cores() {
+    let config = runtime_section("exclude = \"0-1\"").expect("valid");
+    assert_eq!(config.runtime.cores.to_string(), "all,^0-1");
+    assert_eq!(
+        config.runtime.exclude_at.as_ref().map(ToString::to_string),
+        Some("t.toml:5:11".into())
+    );
+    let config = runtime_section("cores = \"physical\"\nexclude = [0, 8]").expect("valid");
+    assert_eq!(config.runtime.cores.to_string(), "physical,^0,8");
+    let config = runtime_section("cores = \"node1\"\nexclude = \"node1\"").expect("valid");
+    assert_eq!(config.runtime.cores.to_string(), "node1,^node1");
+    let got = runtime_section("exclude = \"all\"").unwrap_err();
+    assert!(
+        got.starts_with("t.toml:5:11: runtime.exclude: \"all\" cannot be excluded"),
+        "{got}"
+    );
+    let got = runtime_section("exclude = 1").unwrap_err();
+    assert!(got.contains("a bare number is ambiguous"), "{got}");
+    let got = runtime_section("exclude = [\"x\"]").unwrap_err();
+    assert!(
+        got.contains("runtime.exclude: expected CPU numbers"),
+        "{got}"
+    );
 }
 
 #[test]
@@ -1206,6 +1245,136 @@ fn listed_cores_must_be_allowed() {
     assert_eq!(plan.cpus(), [1, 2, 5, 7]);
 }
 
+/// Two NUMA nodes of two cores each, SMT on: node 0 is CPUs 0,1 (core A) and 4,5 (core B)...
+/// numbered as Intel numbers threads: CPU n and n+4 are siblings. Node 0: CPUs 0,1,4,5; node 1:
+/// CPUs 2,3,6,7.
+fn two_node_smt() -> crate::host::Topology {
+    crate::host::Topology {
+        online: (0..8).collect(),
+        cores: vec![vec![0, 4], vec![1, 5], vec![2, 6], vec![3, 7]],
+        nodes: vec![
+            crate::host::Node {
+                id: 0,
+                cpus: vec![0, 1, 4, 5],
+            },
+            crate::host::Node {
+                id: 1,
+                cpus: vec![2, 3, 6, 7],
+            },
+        ],
+    }
+}
+
+fn plan_cores(body: &str, allowed: &[usize]) -> Result<Vec<usize>, String> {
+    let config = runtime_section(body).expect("valid");
+    Plan::with_topology(&config, &two_node_smt(), allowed)
+        .map(|plan| plan.cpus())
+        .map_err(|errors| errors.to_string())
+}
+
+#[test]
+fn physical_takes_one_cpu_per_core() {
+    let all: Vec<usize> = (0..8).collect();
+    assert_eq!(
+        plan_cores("cores = \"physical\"", &all),
+        Ok(vec![0, 1, 2, 3])
+    );
+    // The lowest-numbered CPU of each core that the rest of the selection keeps.
+    assert_eq!(
+        plan_cores("cores = \"4-7,physical\"", &all),
+        Ok(vec![4, 5, 6, 7])
+    );
+    // Taking CPU 0 away after choosing leaves core A without a shard (its sibling 4 stays
+    // free too, for interrupts).
+    assert_eq!(
+        plan_cores("cores = \"physical,^0\"", &all),
+        Ok(vec![1, 2, 3])
+    );
+    // The affinity mask first: without CPU 1, core B runs on 5.
+    assert_eq!(
+        plan_cores("cores = \"physical\"", &[0, 2, 3, 4, 5, 6, 7]),
+        Ok(vec![0, 2, 3, 5])
+    );
+}
+
+#[test]
+fn nodes_select_their_cpus() {
+    let all: Vec<usize> = (0..8).collect();
+    assert_eq!(plan_cores("cores = \"node1\"", &all), Ok(vec![2, 3, 6, 7]));
+    assert_eq!(
+        plan_cores("cores = \"node1,physical\"", &all),
+        Ok(vec![2, 3])
+    );
+    assert_eq!(
+        plan_cores("cores = \"all,^node0\"", &all),
+        Ok(vec![2, 3, 6, 7])
+    );
+    assert_eq!(
+        plan_cores("cores = \"physical\"\nexclude = \"node0\"", &all),
+        Ok(vec![2, 3])
+    );
+}
+
+#[test]
+fn plan_errors_name_the_key_and_the_selection() {
+    let all: Vec<usize> = (0..8).collect();
+    assert_eq!(
+        plan_cores("cores = \"node2\"", &all),
+        Err(
+            "t.toml:5:9: runtime.cores: NUMA node 2 does not exist on this machine (it has \
+             node 0-1) (found \"node2\")"
+                .into()
+        )
+    );
+    assert_eq!(
+        plan_cores("cores = \"node1\"", &[0, 1]),
+        Err(
+            "t.toml:5:9: runtime.cores: NUMA node 1 has no CPU this process may use (node 1 \
+             is CPU 2-3,6-7; this process may use CPU 0-1) (found \"node1\")"
+                .into()
+        )
+    );
+    assert_eq!(
+        plan_cores("cores = \"8-9,^1\"", &all),
+        Err(
+            "t.toml:5:9: runtime.cores: CPUs 8-9 are not available to this process (it may \
+             use 0-7) (found \"8-9,^1\")"
+                .into()
+        )
+    );
+    assert_eq!(
+        plan_cores("cores = \"0-1\"\nexclude = \"0-3\"", &all),
+        Err(
+            "t.toml:6:11: runtime.exclude: selects no CPU: nothing is left once CPU 0-3 are \
+             taken away (this process may use CPU 0-7) (found \"0-1,^0-3\")"
+                .into()
+        )
+    );
+    assert_eq!(
+        plan_cores("exclude = \"node7\"", &all),
+        Err(
+            "t.toml:5:11: runtime.exclude: NUMA node 7 does not exist on this machine (it \
+             has node 0-1) (found \"all,^node7\")"
+                .into()
+        )
+    );
+}
+
+#[test]
+fn the_plan_shows_a_rule_it_resolved() {
+    let config = runtime_section("cores = \"physical,^0\"").expect("valid");
+    let plan =
+        Plan::with_topology(&config, &two_node_smt(), &(0..8).collect::<Vec<_>>()).expect("plan");
+    let text = plan.to_string();
+    assert!(
+        text.contains(
+            "shards       3, pinned to CPU 1-3 (cores = \"physical,^0\"; this process may use \
+             CPU 0-7)"
+        ),
+        "{text}"
+    );
+}
+
 #[test]
 fn the_plan_can_be_made_for_this_machine() {
     let plan = Plan::for_config(&valid(EXAMPLE)).expect("this process may use some CPU");
@@ -1250,8 +1419,13 @@ fn every_tuning_profile_loads() {
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
     for expected in [
+        "edge-16core-smt.toml",
+        "edge-16core.toml",
         "edge-32core.toml",
+        "edge-4core.toml",
+        "edge-64core-2numa.toml",
         "edge-8core.toml",
+        "edge-irq-cores.toml",
         "laptop.toml",
         "quickstart.toml",
     ] {
@@ -1261,6 +1435,84 @@ fn every_tuning_profile_loads() {
         if let Err(errors) = Config::load(path) {
             panic!("{} does not load:\n{errors}", path.display());
         }
+    }
+}
+
+/// Every key of a shipped profile says what it is and why: a comment on its line, or on the
+/// line above it.
+#[test]
+fn every_key_in_every_profile_is_commented() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning");
+    let mut bare = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("tuning/ exists") {
+        let path = entry.expect("readable entry").path();
+        if path.extension().is_none_or(|ext| ext != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable profile");
+        let mut previous = "";
+        // Lines inside a multi-line array are its values, not keys.
+        let mut open_brackets = 0i32;
+        for (n, line) in text.lines().enumerate() {
+            let code = line.trim();
+            if open_brackets > 0 {
+                open_brackets +=
+                    code.matches('[').count() as i32 - code.matches(']').count() as i32;
+            } else if !code.starts_with('#') && !code.starts_with('[') && code.contains('=') {
+                if !line.contains('#') && !previous.trim_start().starts_with('#') {
+                    bare.push(format!("{}:{}: {line}", path.display(), n + 1));
+                }
+                open_brackets = code.matches('[').count() as i32 - code.matches(']').count() as i32;
+            }
+            previous = line;
+        }
+    }
+    assert!(
+        bare.is_empty(),
+        "keys without a comment:\n{}",
+        bare.join("\n")
+    );
+}
+
+/// Each edge profile, on the machine shape it is written for, runs the shards its comments
+/// promise.
+#[test]
+fn each_profile_places_its_shards_on_its_shape() {
+    use crate::host::{Node, Topology};
+    /// `cores` physical cores of `threads` CPUs each, split evenly over `nodes` nodes, numbered
+    /// as Linux numbers them: the first thread of every core, then the second ones.
+    fn shape(cores: usize, threads: usize, nodes: usize) -> Topology {
+        let per_node = cores / nodes;
+        let core_cpus =
+            |core: usize| -> Vec<usize> { (0..threads).map(|t| core + t * cores).collect() };
+        Topology {
+            online: (0..cores * threads).collect(),
+            cores: (0..cores).map(core_cpus).collect(),
+            nodes: (0..nodes)
+                .map(|node| {
+                    let mut cpus: Vec<usize> = (node * per_node..(node + 1) * per_node)
+                        .flat_map(core_cpus)
+                        .collect();
+                    cpus.sort_unstable();
+                    Node { id: node, cpus }
+                })
+                .collect(),
+        }
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning");
+    let cases: [(&str, Topology, &str); 6] = [
+        ("edge-4core.toml", shape(4, 1, 1), "0-3"),
+        ("edge-16core.toml", shape(16, 1, 1), "1-15"),
+        ("edge-16core-smt.toml", shape(8, 2, 1), "0-7"),
+        ("edge-64core-2numa.toml", shape(32, 2, 2), "1-15"),
+        ("edge-irq-cores.toml", shape(16, 2, 1), "4-31"),
+        ("edge-32core.toml", shape(32, 1, 1), "2-31"),
+    ];
+    for (file, topology, expected) in cases {
+        let config = Config::load(&dir.join(file)).expect("the profile loads");
+        let plan = Plan::with_topology(&config, &topology, &topology.online)
+            .unwrap_or_else(|errors| panic!("{file}: {errors}"));
+        assert_eq!(CpuList(&plan.cpus()).to_string(), expected, "{file}");
     }
 }
 

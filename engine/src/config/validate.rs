@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::cores::{MAX_CPU, check_cpu_array, parse_cpu_list};
+use super::cores::{
+    CoreSet, MAX_CPU, check_cpu_array, parse_exclusion, parse_selection, with_exclusion,
+};
 use super::defaults::*;
 use super::error::{ConfigError, ConfigErrors, Report};
 use super::file::{
@@ -30,6 +32,7 @@ use super::file::{
     RawListener, RawRespond, RawRoute, RawRuntime, RawTimeouts, RawUpstream, Tables, Value,
     push_key,
 };
+use super::profile::Sources;
 use super::units::{Millis, Size, parse_duration, parse_size};
 use super::{
     AccessLogConfig, AccessLogFormat, AdminConfig, Balance, Config, CoreSelection, Forwarding,
@@ -59,14 +62,18 @@ impl Resolve for SystemResolver {
     }
 }
 
-/// Reads and validates `text`.
+/// Reads and validates `text`, merged over the profiles it names (see `profile.rs`).
 pub(super) fn validate(
     text: &str,
     origin: &str,
     resolver: &dyn Resolve,
 ) -> Result<Config, ConfigErrors> {
-    let mut report = Report::new(origin, text);
-    let Some(raw) = file::read(text, &mut report) else {
+    let sources = Sources::gather(text, origin);
+    let mut report = Report::joined(&sources.text, &sources.starts());
+    let Some(document) = sources.merged(&mut report) else {
+        return Err(failed(report, origin));
+    };
+    let Some(raw) = file::read(document, &mut report) else {
         return Err(failed(report, origin));
     };
     let mut v = Validator {
@@ -79,7 +86,10 @@ pub(super) fn validate(
     };
     let config = v.config(&raw.file);
     match (config, v.report.has_errors()) {
-        (Some(config), false) => Ok(config),
+        (Some(mut config), false) => {
+            config.profiles = sources.profiles;
+            Ok(config)
+        }
         _ => Err(failed(v.report, origin)),
     }
 }
@@ -176,6 +186,7 @@ impl Validator<'_, '_> {
             forwarding: forwarding?,
             auth: auth.into_iter().collect::<Option<Vec<_>>>()?,
             origin: self.origin.as_str().into(),
+            profiles: Vec::new(),
         })
     }
 
@@ -194,6 +205,7 @@ impl Validator<'_, '_> {
         let raw = raw.map_or(&default, Spanned::get_ref);
         let s = "runtime";
         let cores = self.cores(&raw.cores, &key(s, "cores"));
+        let exclude = self.exclude(&raw.exclude, &key(s, "exclude"));
         let io = self.io_mechanism(&raw.io, &key(s, "io"));
         let ring_entries = self
             .power_of_two(
@@ -241,11 +253,15 @@ impl Validator<'_, '_> {
         let glommio = self.glommio(raw.glommio.as_ref());
         io?;
         Some(RuntimeConfig {
-            cores: cores?,
+            cores: with_exclusion(cores?, exclude?),
             cores_at: raw
                 .cores
                 .as_ref()
-                .map(|f| self.report.location(f.span().start)),
+                .map(|f| self.report.written(f.span().start)),
+            exclude_at: raw
+                .exclude
+                .as_ref()
+                .map(|f| self.report.written(f.span().start)),
             ring_entries: ring_entries?,
             buffer_size: buffer_size?,
             buffers_per_shard: buffers_per_shard?,
@@ -255,47 +271,87 @@ impl Validator<'_, '_> {
         })
     }
 
-    /// `cores`: `"all"`, a CPU list string, or an array of CPU numbers.
+    /// `cores`: a selection string (`"all"`, `"0-3,6"`, `"all,^0-1"`, `"physical"`,
+    /// `"node1"`; see `cores.rs`), or an array of CPU numbers.
     fn cores(&mut self, field: &Field, key: &str) -> Option<CoreSelection> {
         let Some(field) = field else {
             return Some(DEFAULT_CORES);
         };
         let span = field.span();
         let result = match field.get_ref() {
-            Value::String(text) if text == "all" => return Some(CoreSelection::All),
-            Value::String(text) => parse_cpu_list(text),
+            Value::String(text) => parse_selection(text),
             Value::Integer(n) => Err(format!(
                 "a bare number is ambiguous; write \"{n}\" for CPU {n}, or a list like \"0-3\" \
                  for several CPUs"
             )),
             Value::Array(items) => {
-                let mut cpus = Vec::new();
-                for item in items {
-                    match item.get_ref() {
-                        Value::Integer(n) if (0..=MAX_CPU as i128).contains(n) => {
-                            cpus.push(to_usize(*n as u64));
-                        }
-                        _ => {
-                            self.bad::<()>(
-                                item.span(),
-                                key,
-                                format!("expected CPU numbers from 0 to {MAX_CPU}"),
-                            );
-                            return None;
-                        }
-                    }
-                }
-                check_cpu_array(cpus)
+                let cpus = self.cpu_array(items, key)?;
+                check_cpu_array(cpus).map(CoreSelection::List)
             }
-            _ => Err("expected \"all\", a CPU list like \"0-3,6\", or an array like [1, 3]".into()),
+            _ => Err(
+                "expected \"all\", a CPU list like \"0-3,6\", \"physical\", \"node1\", or an \
+                      array like [1, 3]"
+                    .into(),
+            ),
         };
         match result {
-            Ok(cpus) => Some(CoreSelection::List(cpus)),
+            Ok(selection) => Some(selection),
             Err(message) => {
                 self.report.invalid(span, key, message);
                 None
             }
         }
+    }
+
+    /// `exclude`: CPUs (and NUMA nodes) no shard may use, whatever `cores` selects: a string
+    /// like `"0-1"` or `"node0"`, or an array of CPU numbers. Absent, `""` or `[]` is nothing.
+    fn exclude(&mut self, field: &Field, key: &str) -> Option<Vec<CoreSet>> {
+        let Some(field) = field else {
+            return Some(Vec::new());
+        };
+        let span = field.span();
+        let result = match field.get_ref() {
+            // Nothing excluded: how a file overrides a profile's exclusion.
+            Value::String(text) if text.trim().is_empty() => Ok(Vec::new()),
+            Value::Array(items) if items.is_empty() => Ok(Vec::new()),
+            Value::String(text) => parse_exclusion(text),
+            Value::Array(items) => {
+                let cpus = self.cpu_array(items, key)?;
+                check_cpu_array(cpus).map(|cpus| vec![CoreSet::Cpus(cpus)])
+            }
+            Value::Integer(n) => Err(format!(
+                "a bare number is ambiguous; write \"{n}\" for CPU {n}, or a list like \"0-1\""
+            )),
+            _ => Err("expected a CPU list like \"0-1\", \"node0\", or an array like [0, 1]".into()),
+        };
+        match result {
+            Ok(sets) => Some(sets),
+            Err(message) => {
+                self.report.invalid(span, key, message);
+                None
+            }
+        }
+    }
+
+    /// The CPU numbers of a TOML array; `None` (reported) when an item is not one.
+    fn cpu_array(&mut self, items: &[Spanned<Value>], key: &str) -> Option<Vec<usize>> {
+        let mut cpus = Vec::new();
+        for item in items {
+            match item.get_ref() {
+                Value::Integer(n) if (0..=MAX_CPU as i128).contains(n) => {
+                    cpus.push(to_usize(*n as u64));
+                }
+                _ => {
+                    self.bad::<()>(
+                        item.span(),
+                        key,
+                        format!("expected CPU numbers from 0 to {MAX_CPU}"),
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(cpus)
     }
 
     /// `io` once chose between each shard's own io_uring and glommio's `TcpStream`; the ring is

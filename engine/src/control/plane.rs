@@ -22,7 +22,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -62,6 +62,9 @@ pub(crate) struct ShardLink {
 pub(crate) struct RunningListener {
     pub config: ListenerConfig,
     pub addr: SocketAddr,
+    /// A copy of each of its sockets, in index order, for handing them to a successor process
+    /// (`runtime::handover`); let go when the listener closes or the process drains.
+    pub handover: Arc<Vec<OwnedFd>>,
 }
 
 struct State {
@@ -370,10 +373,12 @@ impl ControlPlane {
             }
             let (addr, sockets) =
                 bind_per_shard(listener, self.shards.len()).map_err(ReloadError::Bind)?;
+            let handover = handover_copies(&sockets).map_err(ReloadError::Bind)?;
             opened.push((
                 RunningListener {
                     config: listener.clone(),
                     addr,
+                    handover: Arc::new(handover),
                 },
                 sockets,
             ));
@@ -645,8 +650,24 @@ impl ControlPlane {
         }
     }
 
+    /// Every listener's name, address and sockets (copies, in index order), for a successor
+    /// process; empty once draining.
+    pub(crate) fn handover_sockets(&self) -> Vec<(Box<str>, SocketAddr, Arc<Vec<OwnedFd>>)> {
+        self.state()
+            .listeners
+            .iter()
+            .map(|l| (l.config.name.clone(), l.addr, l.handover.clone()))
+            .collect()
+    }
+
     /// Asks every shard to drain and exit within `grace`.
     pub fn shutdown(&self, grace: Duration) {
+        // The copies kept for a successor go first, so that the sockets close as soon as the
+        // shards stop accepting (new clients are refused, not queued until the process ends);
+        // a successor that took them over holds its own.
+        for listener in &mut self.state().listeners {
+            listener.handover = Arc::new(Vec::new());
+        }
         self.stopping.store(true, Ordering::Release);
         let deadline = Instant::now() + grace;
         for shard in &self.shards {
@@ -684,6 +705,19 @@ pub(crate) fn bind_per_shard(
         });
     }
     Ok((addr, sockets))
+}
+
+/// A copy of each socket, for [`RunningListener::handover`].
+pub(crate) fn handover_copies(sockets: &[ListenerSocket]) -> Result<Vec<OwnedFd>, String> {
+    sockets
+        .iter()
+        .map(|socket| {
+            socket
+                .fd
+                .try_clone()
+                .map_err(|err| format!("listener {:?}: {err}", socket.config.name))
+        })
+        .collect()
 }
 
 /// Notes what a shard acknowledged.

@@ -5,7 +5,8 @@
 //! Start-up, in order:
 //! 1. bind every listener once per shard with `SO_REUSEPORT` (on the main thread, so a port in
 //!    use fails start-up with a clear error, and an ephemeral port `:0` resolves to one port that
-//!    every shard then shares), and the admin listener;
+//!    every shard then shares), and the admin listener; or, when taking over from a running
+//!    process (a binary upgrade, [`handover`]), adopt the sockets it handed over;
 //! 2. start the access-log writer and give each shard a mailbox ([`crate::control`]);
 //! 3. spawn one `LocalExecutor` per shard, pinned to its core, with the glommio knobs from the
 //!    configuration; the shard builds its own routes, pools and buffers ([`crate::shard`]) and
@@ -15,10 +16,15 @@
 //!
 //! The control plane's threads: the admin API, the access-log writer, the rate-limit exchange,
 //! upstream health (`control::health`: passive ejections decided for every shard, active
-//! checks) and upstream names resolved again (`control::resolve`). The main thread waits for signals ([`signals`]) and turns them into control-plane
-//! operations ([`crate::control::plane`]): reload, drain.
+//! checks), upstream names resolved again (`control::resolve`) and, when upgrades are on, the
+//! handover thread ([`handover`]: a successor process takes the listening sockets over). The
+//! main thread waits for signals ([`signals`]) and turns them into control-plane operations
+//! ([`crate::control::plane`]): reload, drain, reopen the access log, upgrade; [`notify`] tells
+//! systemd about each step.
 
 pub mod bootstrap;
+pub mod handover;
+pub mod notify;
 pub mod signals;
 
 use std::net::{SocketAddr, TcpListener};
@@ -37,8 +43,9 @@ use crate::ratelimit::LimitClock;
 
 pub use crate::control::plane::{ControlPlane, ReloadError, Reloaded, ShardGenerations};
 
-use crate::control::plane::{self, RunningListener, ShardLink, bind_per_shard};
+use crate::control::plane::{self, RunningListener, ShardLink, bind_per_shard, handover_copies};
 use bootstrap::ShardStart;
+use handover::{HandoverEvent, Inherited, Offering};
 
 /// Why coregate could not start: a sentence naming what failed (the listener and address, the
 /// shard and its CPU) and the operating system's reason.
@@ -68,40 +75,125 @@ pub struct Server {
     /// The thread that resolves upstream names again (`resolve_every`).
     resolve: Option<JoinHandle<()>>,
     log_sink: Arc<LogSink>,
+    /// A copy of the admin listener, for handing it to a successor.
+    admin_socket: Option<(SocketAddr, Arc<TcpListener>)>,
+    /// The unix socket this process offers its listeners on, when it does.
+    offering: Option<Offering>,
+    /// What start-up took over from the process it replaces, one line each.
+    takeover_notes: Vec<String>,
 }
 
 impl Server {
     /// Binds the listeners and starts every shard of `plan`; returns once every shard serves.
     /// Upstream names are resolved with the system resolver.
     pub fn start(config: Arc<Config>, plan: &Plan) -> Result<Server, StartError> {
-        Server::start_with(config, plan, Arc::new(SystemResolver))
+        Server::start_with(config, plan, Arc::new(SystemResolver), Inherited::default())
     }
 
-    /// [`Server::start`] with a chosen resolver for upstream names (on reloads and for
-    /// `resolve_every`).
+    /// [`Server::start`], taking over the listening sockets a running coregate handed over
+    /// (see [`handover`] for how they are matched to listeners and shards); listeners it did
+    /// not hand over are bound afresh. [`Server::takeover_notes`] says what was taken.
+    pub fn start_inheriting(
+        config: Arc<Config>,
+        plan: &Plan,
+        inherited: Inherited,
+    ) -> Result<Server, StartError> {
+        Server::start_with(config, plan, Arc::new(SystemResolver), inherited)
+    }
+
+    /// [`Server::start_inheriting`] with a chosen resolver for upstream names (on reloads and
+    /// for `resolve_every`).
     pub fn start_with(
         config: Arc<Config>,
         plan: &Plan,
         resolver: Arc<dyn Resolve + Send + Sync>,
+        mut inherited: Inherited,
     ) -> Result<Server, StartError> {
         let shard_count = plan.shards.len();
         let mut per_shard: Vec<Vec<ListenerSocket>> =
             (0..shard_count).map(|_| Vec::new()).collect();
         let mut listeners = Vec::new();
+        let mut takeover_notes = Vec::new();
         for listener in &config.listeners {
-            let (addr, sockets) = bind_per_shard(listener, shard_count).map_err(StartError)?;
-            for (shard_sockets, socket) in per_shard.iter_mut().zip(sockets) {
-                shard_sockets.push(socket);
+            let (addr, sockets_per_shard, handover) =
+                match inherited.take_listener(&listener.name, listener.bind) {
+                    Some(old) => {
+                        let (addr, count) = (old.addr, old.sockets.len());
+                        let (sockets, copies) =
+                            handover::adopt(listener, old, shard_count).map_err(StartError)?;
+                        takeover_notes.push(format!(
+                            "listener {:?} on {addr}: {count} socket{} for {shard_count} shard{}{}",
+                            listener.name,
+                            if count == 1 { "" } else { "s" },
+                            if shard_count == 1 { "" } else { "s" },
+                            match count.cmp(&shard_count) {
+                                std::cmp::Ordering::Less => format!(
+                                    " ({} new socket{} for the added shards)",
+                                    shard_count - count,
+                                    if shard_count - count == 1 { "" } else { "s" }
+                                ),
+                                std::cmp::Ordering::Greater => " (the extra sockets shared out \
+                                     among the shards)"
+                                    .to_owned(),
+                                std::cmp::Ordering::Equal => String::new(),
+                            }
+                        ));
+                        (addr, sockets, copies)
+                    }
+                    None => {
+                        let (addr, sockets) =
+                            bind_per_shard(listener, shard_count).map_err(StartError)?;
+                        let copies = handover_copies(&sockets).map_err(StartError)?;
+                        let per_shard = sockets.into_iter().map(|socket| vec![socket]).collect();
+                        (addr, per_shard, copies)
+                    }
+                };
+            for (shard_sockets, sockets) in per_shard.iter_mut().zip(sockets_per_shard) {
+                shard_sockets.extend(sockets);
             }
             listeners.push(RunningListener {
                 config: listener.clone(),
                 addr,
+                handover: Arc::new(handover),
             });
         }
+        for old in &inherited.listeners {
+            takeover_notes.push(format!(
+                "listener {:?} on {}: not in this configuration (or moved); its {} socket{} \
+                 close once the old process has drained",
+                old.name,
+                old.addr,
+                old.sockets.len(),
+                if old.sockets.len() == 1 { "" } else { "s" }
+            ));
+        }
+        // Dropped here: they close once the old process has drained too.
+        inherited.listeners.clear();
         let admin_listener = match &config.admin {
-            Some(admin) => Some(TcpListener::bind(admin.bind).map_err(|err| {
-                StartError(format!("admin listener: cannot bind {}: {err}", admin.bind))
-            })?),
+            Some(admin) => match inherited.take_admin(admin.bind) {
+                Some(listener) => {
+                    let addr = listener
+                        .local_addr()
+                        .map_or_else(|_| admin.bind.to_string(), |addr| addr.to_string());
+                    takeover_notes.push(format!("the admin listener on {addr}"));
+                    Some(listener)
+                }
+                None => Some(TcpListener::bind(admin.bind).map_err(|err| {
+                    StartError(format!("admin listener: cannot bind {}: {err}", admin.bind))
+                })?),
+            },
+            None => None,
+        };
+        let admin_socket = match &admin_listener {
+            Some(listener) => {
+                let addr = listener
+                    .local_addr()
+                    .map_err(|err| StartError(format!("admin listener: {err}")))?;
+                let copy = listener
+                    .try_clone()
+                    .map_err(|err| StartError(format!("admin listener: {err}")))?;
+                Some((addr, Arc::new(copy)))
+            }
             None => None,
         };
 
@@ -150,6 +242,9 @@ impl Server {
             health: None,
             resolve: None,
             log_sink,
+            admin_socket,
+            offering: None,
+            takeover_notes,
         };
         for ((shard_plan, sockets), mailbox) in plan.shards.iter().zip(per_shard).zip(mailboxes) {
             let glommio = &config.runtime.glommio;
@@ -241,6 +336,44 @@ impl Server {
         Ok(server)
     }
 
+    /// What start-up took over from the process this one replaces (empty for a fresh start).
+    pub fn takeover_notes(&self) -> &[String] {
+        &self.takeover_notes
+    }
+
+    /// Offers this process's listening sockets to a successor on the unix socket at `path`
+    /// (see [`handover`]), from a thread of its own; what happens there arrives on the
+    /// returned channel. `replacing` says this process took over from the one that offered at
+    /// `path` before, so the socket file there is replaced; otherwise a live process there
+    /// is an error (two coregates would share the ports).
+    pub fn offer_listeners(
+        &mut self,
+        path: &std::path::Path,
+        replacing: bool,
+    ) -> Result<std::sync::mpsc::Receiver<HandoverEvent>, StartError> {
+        let (events, receiver) = std::sync::mpsc::channel();
+        let offering = Offering::start(
+            path,
+            self.plane.clone(),
+            self.admin_socket.clone(),
+            events,
+            replacing,
+        )
+        .map_err(StartError)?;
+        self.offering = Some(offering);
+        Ok(receiver)
+    }
+
+    /// Where this process offers its listeners, when it does.
+    pub fn upgrade_socket(&self) -> Option<&std::path::Path> {
+        self.offering.as_ref().map(Offering::path)
+    }
+
+    /// Has the access-log writer open its file again (after logrotate moved it away).
+    pub fn reopen_logs(&self) {
+        self.log_sink.reopen();
+    }
+
     /// The control plane, for reloads and metrics.
     pub fn plane(&self) -> &Arc<ControlPlane> {
         &self.plane
@@ -278,6 +411,9 @@ impl Server {
     }
 
     fn join_all(&mut self) {
+        // No more takeovers once the shards are gone.
+        self.offering = None;
+        self.admin_socket = None;
         for thread in self.shard_threads.drain(..) {
             let _ = thread.join();
         }
@@ -306,6 +442,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if !self.shard_threads.is_empty()
+            || self.offering.is_some()
             || self.admin.is_some()
             || self.log_writer.is_some()
             || self.limits.is_some()

@@ -1,4 +1,6 @@
-//! Process signals for the control plane: SIGTERM/SIGINT (drain and exit) and SIGHUP (reload).
+//! Process signals for the control plane: SIGTERM/SIGINT (drain and exit), SIGHUP (reload),
+//! SIGUSR1 (reopen the access log, for logrotate) and SIGUSR2 (binary upgrade: start the
+//! successor, hand it the listeners, drain).
 //!
 //! The signals are blocked before any shard starts, so every thread inherits the mask and only
 //! the main thread receives them, synchronously, with `sigtimedwait`. No handler runs in signal
@@ -15,6 +17,10 @@ pub enum Signal {
     Interrupt,
     /// SIGHUP: reload the configuration.
     Reload,
+    /// SIGUSR1: open the access log again at its path (after logrotate moved it).
+    ReopenLogs,
+    /// SIGUSR2: start the new binary, hand it the listening sockets, then drain.
+    Upgrade,
 }
 
 /// The blocked signal set; create it before starting shards.
@@ -23,7 +29,8 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Blocks SIGTERM, SIGINT and SIGHUP for this thread and every thread it starts afterwards.
+    /// Blocks SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 for this thread and every thread it
+    /// starts afterwards.
     pub fn block() -> std::io::Result<Signals> {
         // SAFETY: plain sigset manipulation on a local value, then pthread_sigmask on it.
         unsafe {
@@ -32,6 +39,8 @@ impl Signals {
             libc::sigaddset(&mut set, libc::SIGTERM);
             libc::sigaddset(&mut set, libc::SIGINT);
             libc::sigaddset(&mut set, libc::SIGHUP);
+            libc::sigaddset(&mut set, libc::SIGUSR1);
+            libc::sigaddset(&mut set, libc::SIGUSR2);
             let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
             if rc != 0 {
                 return Err(std::io::Error::from_raw_os_error(rc));
@@ -52,6 +61,8 @@ impl Signals {
             libc::SIGTERM => Some(Signal::Terminate),
             libc::SIGINT => Some(Signal::Interrupt),
             libc::SIGHUP => Some(Signal::Reload),
+            libc::SIGUSR1 => Some(Signal::ReopenLogs),
+            libc::SIGUSR2 => Some(Signal::Upgrade),
             _ => None,
         }
     }

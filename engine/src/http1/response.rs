@@ -163,61 +163,16 @@ pub fn parse_response(
     })?;
 
     let connection = summary.connection;
-    let mut keep_alive = match version {
-        Version::Http11 => !connection.close,
-        Version::Http10 => connection.keep_alive && !connection.close,
-    };
     let content_length = match summary.content_length {
         ContentLength::Valid(n) => Some(n),
         _ => None,
     };
-
-    // RFC 9112 sec. 6.3, in its order, except that step 2 is checked first: a 204 to CONNECT
-    // has no body by step 1, but it is a 2xx, so the connection still becomes a tunnel.
-    let body = if request_method == Method::Connect && (200..300).contains(&status) {
-        // Step 2: the connection becomes a tunnel and never returns to the pool.
-        keep_alive = false;
-        ResponseBody::None
-    } else if request_method == Method::Head || matches!(status, 100..=199 | 204 | 304) {
-        // Step 1: no body, regardless of the fields; their values are not interpreted.
-        ResponseBody::None
-    } else if summary.transfer_encoding != TransferEncoding::Absent {
-        // Sec. 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
-        if version == Version::Http10 {
-            return Err(err("transfer-encoding in an HTTP/1.0 response"));
-        }
-        match summary.transfer_encoding {
-            TransferEncoding::Chunked => {}
-            // Step 4 would read these until close, but the data would still carry a coding
-            // coregate cannot re-frame without decoding it (it regenerates Transfer-Encoding).
-            TransferEncoding::ChunkedAfterOther | TransferEncoding::NotChunked => {
-                return Err(err("unsupported upstream transfer coding"));
-            }
-            TransferEncoding::Invalid | TransferEncoding::Absent => {
-                return Err(err("invalid upstream transfer-encoding"));
-            }
-        }
-        // Step 3: Transfer-Encoding overrides Content-Length, and such a message "ought to be
-        // handled as an error": the body is read as chunked, then the connection is closed.
-        if summary.content_length != ContentLength::Absent {
-            keep_alive = false;
-        }
-        ResponseBody::Chunked
-    } else {
-        match summary.content_length {
-            ContentLength::Valid(n) => ResponseBody::Length(n),
-            // Step 5: the proxy closes the upstream connection and answers 502.
-            ContentLength::Invalid => return Err(err("invalid upstream content-length")),
-            ContentLength::Conflicting => {
-                return Err(err("conflicting upstream content-length"));
-            }
-            // Step 7: read until the server closes.
-            ContentLength::Absent => {
-                keep_alive = false;
-                ResponseBody::CloseDelimited
-            }
-        }
-    };
+    let (body, framing_allows_reuse) = body_framing(request_method, status, version, &summary)?;
+    let mut keep_alive = framing_allows_reuse
+        && match version {
+            Version::Http11 => !connection.close,
+            Version::Http10 => connection.keep_alive && !connection.close,
+        };
 
     // RFC 9110 sec. 7.8: a 101 names the new protocol in Upgrade; after it, the connection is
     // no longer HTTP/1.1 and cannot be pooled.
@@ -239,6 +194,54 @@ pub fn parse_response(
         keep_alive,
         upgrade,
     }))
+}
+
+/// How the body of a response is framed (RFC 9112 sec. 6.3, in its order, except that step 2
+/// is checked first: a 204 to CONNECT has no body by step 1, but it is a 2xx, so the
+/// connection still becomes a tunnel), and whether the framing lets the connection be reused.
+fn body_framing(
+    request_method: Method,
+    status: u16,
+    version: Version,
+    summary: &field::FieldSummary,
+) -> Result<(ResponseBody, bool), ResponseError> {
+    if request_method == Method::Connect && (200..300).contains(&status) {
+        // Step 2: the connection becomes a tunnel and never returns to the pool.
+        return Ok((ResponseBody::None, false));
+    }
+    if request_method == Method::Head || matches!(status, 100..=199 | 204 | 304) {
+        // Step 1: no body, regardless of the fields; their values are not interpreted.
+        return Ok((ResponseBody::None, true));
+    }
+    if summary.transfer_encoding != TransferEncoding::Absent {
+        // Sec. 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
+        if version == Version::Http10 {
+            return Err(err("transfer-encoding in an HTTP/1.0 response"));
+        }
+        match summary.transfer_encoding {
+            TransferEncoding::Chunked => {}
+            // Step 4 would read these until close, but the data would still carry a coding
+            // coregate cannot re-frame without decoding it (it regenerates Transfer-Encoding).
+            TransferEncoding::ChunkedAfterOther | TransferEncoding::NotChunked => {
+                return Err(err("unsupported upstream transfer coding"));
+            }
+            TransferEncoding::Invalid | TransferEncoding::Absent => {
+                return Err(err("invalid upstream transfer-encoding"));
+            }
+        }
+        // Step 3: Transfer-Encoding overrides Content-Length, and such a message "ought to be
+        // handled as an error": the body is read as chunked, then the connection is closed.
+        let reusable = summary.content_length == ContentLength::Absent;
+        return Ok((ResponseBody::Chunked, reusable));
+    }
+    match summary.content_length {
+        ContentLength::Valid(n) => Ok((ResponseBody::Length(n), true)),
+        // Step 5: the proxy closes the upstream connection and answers 502.
+        ContentLength::Invalid => Err(err("invalid upstream content-length")),
+        ContentLength::Conflicting => Err(err("conflicting upstream content-length")),
+        // Step 7: read until the server closes.
+        ContentLength::Absent => Ok((ResponseBody::CloseDelimited, false)),
+    }
 }
 
 #[cfg(test)]

@@ -294,6 +294,71 @@ impl Validator<'_, '_> {
 
     fn jwt(&mut self, item: &Spanned<RawAuth>, s: &str, realm: Realm) -> Option<AuthMethod> {
         let raw = item.get_ref();
+        if raw.secret.is_none() && raw.public_key_file.is_none() && raw.jwks_file.is_none() {
+            self.report.error(
+                Some(item.span()),
+                s,
+                "kind = \"jwt\" needs `secret`, `public_key_file` or `jwks_file`",
+            );
+            return None;
+        }
+        let keys = self.jwt_keys(item, s);
+        let issuer = self
+            .string(&raw.issuer, &key(s, "issuer"))
+            .map(|(text, _)| text.to_owned())
+            .optional();
+        let audience = self.string_or_strings(&raw.audience, &key(s, "audience"));
+        let leeway = self
+            .duration(
+                &raw.leeway,
+                &key(s, "leeway"),
+                Duration::ZERO,
+                MAX_JWT_LEEWAY,
+            )
+            .or(DEFAULT_JWT_LEEWAY);
+        let require_exp = self
+            .boolean(&raw.require_exp, &key(s, "require_exp"))
+            .or(true);
+        let identity_claim = self
+            .string(&raw.identity_claim, &key(s, "identity_claim"))
+            .map(|(text, _)| text.to_owned())
+            .or(crate::auth::jwt::DEFAULT_IDENTITY_CLAIM.to_owned());
+        let rules = self.claim_rules(&raw.require, &key(s, "require"));
+        let forward = self.forward_claims(&raw.forward_claims, &key(s, "forward_claims"));
+        let cache = self.token_cache(raw, s);
+        let forward = forward?;
+        let claim_headers = forward
+            .iter()
+            .map(|f: &ForwardClaim| f.header.to_ascii_lowercase().into_boxed_str())
+            .collect();
+        let mut settings = JwtSettings::new(keys?);
+        settings.issuer = issuer?;
+        settings.audiences = audience?;
+        settings.leeway_seconds = leeway?.as_secs();
+        settings.require_expiry = require_exp?;
+        settings.identity_claim = identity_claim?;
+        settings.rules = rules?;
+        settings.forward = forward;
+        settings.realm = realm;
+        let (cache_entries, cache_ttl) = cache?;
+        match JwtVerifier::new(settings) {
+            Ok(verifier) => Some(AuthMethod::Jwt {
+                verifier: Arc::new(verifier),
+                claim_headers,
+                cache_entries,
+                cache_ttl,
+            }),
+            Err(err) => {
+                self.report_verifier_error(item, s, &err);
+                None
+            }
+        }
+    }
+
+    /// The verification keys: a shared `secret`, a `public_key_file` and a `jwks_file`,
+    /// together. `None` after reporting a mistake.
+    fn jwt_keys(&mut self, item: &Spanned<RawAuth>, s: &str) -> Option<KeySet> {
+        let raw = item.get_ref();
         let mut keys = Vec::new();
         let mut ok = true;
         if let Got::Value((text, span)) = self.string(&raw.secret, &key(s, "secret")) {
@@ -335,36 +400,27 @@ impl Validator<'_, '_> {
             Got::Invalid => ok = false,
             Got::Absent => {}
         }
-        if raw.secret.is_none() && raw.public_key_file.is_none() && raw.jwks_file.is_none() {
-            self.report.error(
-                Some(item.span()),
-                s,
-                "kind = \"jwt\" needs `secret`, `public_key_file` or `jwks_file`",
-            );
-            return None;
-        }
-        let issuer = self
-            .string(&raw.issuer, &key(s, "issuer"))
-            .map(|(text, _)| text.to_owned())
-            .optional();
-        let audience = self.string_or_strings(&raw.audience, &key(s, "audience"));
-        let leeway = self
-            .duration(
-                &raw.leeway,
-                &key(s, "leeway"),
-                Duration::ZERO,
-                MAX_JWT_LEEWAY,
-            )
-            .or(DEFAULT_JWT_LEEWAY);
-        let require_exp = self
-            .boolean(&raw.require_exp, &key(s, "require_exp"))
-            .or(true);
-        let identity_claim = self
-            .string(&raw.identity_claim, &key(s, "identity_claim"))
-            .map(|(text, _)| text.to_owned())
-            .or(crate::auth::jwt::DEFAULT_IDENTITY_CLAIM.to_owned());
-        let rules = self.claim_rules(&raw.require, &key(s, "require"));
-        let forward = self.forward_claims(&raw.forward_claims, &key(s, "forward_claims"));
+        let merged = match (keys.is_empty(), key_set) {
+            (true, jwks) => jwks,
+            (false, jwks) => {
+                let merged = KeySet::new(keys).and_then(|own| match jwks {
+                    Some(jwks) => own.merge(jwks),
+                    None => Ok(own),
+                });
+                match merged {
+                    Ok(set) => Some(set),
+                    Err(err) => {
+                        self.report.error(Some(item.span()), s, err.to_string());
+                        None
+                    }
+                }
+            }
+        };
+        if ok { merged } else { None }
+    }
+
+    /// `cache_entries` and `cache_ttl`.
+    fn token_cache(&mut self, raw: &RawAuth, s: &str) -> Option<(usize, Duration)> {
         let cache_entries = self
             .integer(
                 &raw.cache_entries,
@@ -382,63 +438,30 @@ impl Validator<'_, '_> {
                 MAX_TOKEN_CACHE_TTL,
             )
             .or(DEFAULT_TOKEN_CACHE_TTL);
-        let keys = match (keys.is_empty(), key_set) {
-            (true, jwks) => jwks,
-            (false, jwks) => {
-                let merged = KeySet::new(keys).and_then(|own| match jwks {
-                    Some(jwks) => own.merge(jwks),
-                    None => Ok(own),
-                });
-                match merged {
-                    Ok(set) => Some(set),
-                    Err(err) => {
-                        self.report.error(Some(item.span()), s, err.to_string());
-                        None
-                    }
-                }
-            }
+        Some((cache_entries?, cache_ttl?))
+    }
+
+    /// Reports a verifier's refusal of its settings at the key that holds the setting.
+    fn report_verifier_error(
+        &mut self,
+        item: &Spanned<RawAuth>,
+        s: &str,
+        err: &crate::auth::jwt::JwtConfigError,
+    ) {
+        let raw = item.get_ref();
+        let setting = err.setting.split('[').next().unwrap_or("");
+        let field = match setting {
+            "forward" => &raw.forward_claims,
+            "require" => &raw.require,
+            "audience" => &raw.audience,
+            _ => &raw.identity_claim,
         };
-        if !ok {
-            return None;
-        }
-        let forward = forward?;
-        let claim_headers = forward
-            .iter()
-            .map(|f: &ForwardClaim| f.header.to_ascii_lowercase().into_boxed_str())
-            .collect();
-        let mut settings = JwtSettings::new(keys?);
-        settings.issuer = issuer?;
-        settings.audiences = audience?;
-        settings.leeway_seconds = leeway?.as_secs();
-        settings.require_expiry = require_exp?;
-        settings.identity_claim = identity_claim?;
-        settings.rules = rules?;
-        settings.forward = forward;
-        settings.realm = realm;
-        match JwtVerifier::new(settings) {
-            Ok(verifier) => Some(AuthMethod::Jwt {
-                verifier: Arc::new(verifier),
-                claim_headers,
-                cache_entries: cache_entries?,
-                cache_ttl: cache_ttl?,
-            }),
-            Err(err) => {
-                let setting = err.setting.split('[').next().unwrap_or("");
-                let field = match setting {
-                    "forward" => &raw.forward_claims,
-                    "require" => &raw.require,
-                    "audience" => &raw.audience,
-                    _ => &raw.identity_claim,
-                };
-                let span = field.as_ref().map_or_else(|| item.span(), Spanned::span);
-                let name = match setting {
-                    "forward" => "forward_claims",
-                    other => other,
-                };
-                self.report.invalid(span, key(s, name), err.reason);
-                None
-            }
-        }
+        let span = field.as_ref().map_or_else(|| item.span(), Spanned::span);
+        let name = match setting {
+            "forward" => "forward_claims",
+            other => other,
+        };
+        self.report.invalid(span, key(s, name), err.reason);
     }
 
     /// `"one"` or `["one", "two"]`.

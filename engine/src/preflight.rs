@@ -482,9 +482,20 @@ impl<'a> Preflight<'a> {
 
 impl fmt::Display for Preflight<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.plan)?;
+        self.write_topology(f)?;
+        self.write_nics(f)?;
+        self.write_kernel(f)?;
+        self.write_limits(f)?;
+        self.write_warnings(f)
+    }
+}
+
+impl Preflight<'_> {
+    /// Cores, SMT and NUMA nodes, with the shards on each node.
+    fn write_topology(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let facts = self.facts;
         let cpus = self.plan.cpus();
-        writeln!(f, "{}", self.plan)?;
         match &facts.topology {
             Some(topology) => {
                 writeln!(
@@ -513,6 +524,12 @@ impl fmt::Display for Preflight<'_> {
             }
             None => writeln!(f, "host         no CPU topology in /sys")?,
         }
+        Ok(())
+    }
+
+    /// Each NIC: state, NUMA node, queues and where its interrupts land.
+    fn write_nics(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let facts = self.facts;
         if facts.nics.is_empty() {
             writeln!(f, "nics         none with a device in /sys/class/net")?;
         }
@@ -539,6 +556,12 @@ impl fmt::Display for Preflight<'_> {
                 }
             )?;
         }
+        Ok(())
+    }
+
+    /// The kernel and what its io_uring offers.
+    fn write_kernel(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let facts = self.facts;
         let uring = match &facts.uring {
             None => "not probed (a recorded tree)".to_owned(),
             Some(probe) => match &probe.setup_error {
@@ -554,6 +577,12 @@ impl fmt::Display for Preflight<'_> {
             "kernel       {}; io_uring: {uring}",
             facts.kernel.as_deref().unwrap_or("unknown")
         )?;
+        Ok(())
+    }
+
+    /// CPU isolation, resource limits and the network settings the plan depends on.
+    fn write_limits(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let facts = self.facts;
         let list = |cpus: &[usize]| {
             if cpus.is_empty() {
                 "none".to_owned()
@@ -599,6 +628,10 @@ impl fmt::Display for Preflight<'_> {
                 None => "unknown",
             }
         )?;
+        Ok(())
+    }
+
+    fn write_warnings(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.findings.is_empty() {
             return write!(f, "\nwarnings     none");
         }

@@ -73,6 +73,13 @@ fn main() -> ExitCode {
             Ok((config, plan)) => {
                 println!("{}: ok", config.origin.display());
                 println!("{plan}");
+                let (tls, warnings) = config.tls_report();
+                if let Some(tls) = tls {
+                    println!("{tls}");
+                }
+                for warning in warnings {
+                    println!("warning: {warning}");
+                }
                 ExitCode::SUCCESS
             }
             Err(message) => {

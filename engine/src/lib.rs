@@ -103,6 +103,7 @@ pub mod runtime;
 pub mod shard;
 pub mod snapshot;
 pub mod task;
+pub mod tls;
 pub mod upstream;
 
 pub use error::{Error, ErrorKind, Result, Side};

@@ -1,6 +1,7 @@
 //! What one configuration generation compiles into on one shard: the route table and each
 //! route's target, the upstream groups with their timeouts, the authentication policies, the
-//! forwarding rules, the head limits and the client timeouts.
+//! forwarding rules, the head limits, the client timeouts, and each TLS listener's rustls
+//! configuration (certificates, this shard's session cache).
 //!
 //! Built off the request path (at start and on every `Apply`) by [`SnapshotBuilder`], then only
 //! read: a request takes the shard's current snapshot once, at its start, and runs on it to its
@@ -15,6 +16,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::jwt::TokenCache;
@@ -39,6 +41,20 @@ pub struct Snapshot {
     pub forwarding: ForwardingRules,
     pub limits: http1::Limits,
     pub timeouts: ClientTimeouts,
+    /// Each TLS listener's server configuration, by listener name. A connection takes its
+    /// listener's at accept and keeps it to its end, so a reload swaps certificates for new
+    /// connections without touching open ones.
+    pub tls: Vec<(Box<str>, Arc<rustls::ServerConfig>)>,
+}
+
+impl Snapshot {
+    /// The server configuration of the TLS listener `name`.
+    pub fn tls_config(&self, name: &str) -> Option<&Arc<rustls::ServerConfig>> {
+        self.tls
+            .iter()
+            .find(|(listener, _)| &**listener == name)
+            .map(|(_, config)| config)
+    }
 }
 
 /// A route as one shard uses it: the route's action and edits, copied from the configuration.
@@ -55,6 +71,8 @@ pub struct RouteTarget {
     pub response_headers: Edits,
     /// `None`: unlimited.
     pub max_body_bytes: Option<u64>,
+    /// `redirect_https`: plain requests are answered `308` to `https` on this port.
+    pub redirect_https: Option<u16>,
 }
 
 /// What a matched route does.
@@ -288,6 +306,11 @@ impl SnapshotBuilder<'_> {
                 send: config.timeouts.send,
                 tunnel_idle: config.timeouts.tunnel_idle,
             },
+            tls: config
+                .listeners
+                .iter()
+                .filter_map(|l| Some((l.name.clone(), l.tls.as_ref()?.server_config())))
+                .collect(),
         }
     }
 
@@ -353,6 +376,7 @@ impl SnapshotBuilder<'_> {
             request_headers,
             response_headers: Edits::from_config(&route.response_headers),
             max_body_bytes: route.max_body_bytes,
+            redirect_https: route.redirect_https,
         }
     }
 }

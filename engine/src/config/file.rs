@@ -127,6 +127,30 @@ pub(super) struct RawListener {
     pub bind: Field,
     pub backlog: Field,
     pub defer_accept: Field,
+    pub tls: Option<Spanned<RawListenerTls>>,
+}
+
+/// A listener's `tls = { certificates = [...], unknown_name, min_version }`
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like { certificates = [{ cert = \"chain.pem\", key = \"key.pem\" }] }"
+)]
+pub(super) struct RawListenerTls {
+    pub certificates: Tables<RawCertificate>,
+    pub unknown_name: Field,
+    pub min_version: Field,
+}
+
+/// One of a listener's `certificates = [{ cert, key }]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an inline table like { cert = \"chain.pem\", key = \"key.pem\" }"
+)]
+pub(super) struct RawCertificate {
+    pub cert: Field,
+    pub key: Field,
 }
 
 /// One `[[upstream]]`
@@ -163,6 +187,8 @@ pub(super) struct RawRoute {
     pub max_body_bytes: Field,
     pub auth: Field,
     pub rate_limit: Option<Spanned<RawRateLimit>>,
+    pub redirect_https: Field,
+    pub https_port: Field,
 }
 
 /// A route's `rate_limit = { rate, burst, key, keys, ipv6_prefix }`

@@ -44,6 +44,7 @@ use crate::auth::{ApiKeyAuth, JwtVerifier};
 use crate::http1::MethodSet;
 use crate::ratelimit::{KeySpec, Quota};
 use crate::router::spec::{HostPattern, PathPattern};
+use crate::tls::ListenerTls;
 
 pub use cores::{CpuList, MAX_CPU};
 pub use error::{ConfigError, ConfigErrors, Location};
@@ -75,6 +76,38 @@ pub struct Config {
 }
 
 impl Config {
+    /// What `coregate check` says about TLS: a summary line when a listener terminates TLS,
+    /// and warnings (certificates expiring within 30 days, route hosts no certificate covers).
+    pub fn tls_report(&self) -> (Option<String>, Vec<String>) {
+        let listeners: Vec<(&str, &ListenerTls)> = self
+            .listeners
+            .iter()
+            .filter_map(|l| Some((&*l.name, l.tls.as_deref()?)))
+            .collect();
+        if listeners.is_empty() {
+            return (None, Vec::new());
+        }
+        let summary = format!(
+            "tls: {} listener(s); records encrypted in user space (rustls, ring provider, on each \
+             shard's io_uring); kTLS is not used",
+            listeners.len()
+        );
+        let mut hosts: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|r| !matches!(r.host, HostPattern::Any))
+            .map(|r| r.host.to_string())
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        let warnings = crate::tls::warnings(
+            listeners.into_iter(),
+            &hosts,
+            crate::tls::certificate::unix_now(),
+        );
+        (Some(summary), warnings)
+    }
+
     /// Reads and validates a configuration file, resolving upstream host names with the
     /// system resolver.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -349,7 +382,7 @@ impl AccessLogFormat {
 }
 
 /// One `[[listener]]`: every shard opens its own `SO_REUSEPORT` socket on `bind`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ListenerConfig {
     pub name: Box<str>,
     pub bind: SocketAddr,
@@ -357,7 +390,24 @@ pub struct ListenerConfig {
     pub backlog: u32,
     /// Whether to set `TCP_DEFER_ACCEPT`.
     pub defer_accept: bool,
+    /// `tls = { ... }`: the listener terminates TLS with these certificates.
+    pub tls: Option<Arc<ListenerTls>>,
 }
+
+/// Two listeners are the same *socket* when name, address, backlog, accept option and scheme
+/// agree: a reload that changes only certificates (or other TLS settings) keeps the socket
+/// open, and the new certificates reach new connections through each shard's snapshot.
+impl PartialEq for ListenerConfig {
+    fn eq(&self, other: &ListenerConfig) -> bool {
+        self.name == other.name
+            && self.bind == other.bind
+            && self.backlog == other.backlog
+            && self.defer_accept == other.defer_accept
+            && self.tls.is_some() == other.tls.is_some()
+    }
+}
+
+impl Eq for ListenerConfig {}
 
 /// One `[[upstream]]`, with its effective timeouts.
 #[derive(Clone, Debug)]
@@ -416,6 +466,9 @@ pub struct RouteConfig {
     pub auth: Option<usize>,
     /// The route's node-wide rate limit.
     pub rate_limit: Option<RateLimitConfig>,
+    /// `redirect_https = true`: requests on a plain listener are answered `308` to the same
+    /// URL on `https` at this port (`https_port`), others served as configured.
+    pub redirect_https: Option<u16>,
 }
 
 /// A route's `rate_limit`: a node-wide rate and burst per key, enforced by every shard on its

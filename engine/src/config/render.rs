@@ -115,6 +115,27 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
         writeln!(out, "bind = \"{}\"", listener.bind)?;
         writeln!(out, "backlog = {}", listener.backlog)?;
         writeln!(out, "defer_accept = {}", listener.defer_accept)?;
+        if let Some(tls) = &listener.tls {
+            // Paths only: key material is never written.
+            let certificates: Vec<String> = tls
+                .certificates
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{{ cert = {}, key = {} }}",
+                        quote(&c.cert_path.to_string_lossy()),
+                        quote(&c.key_path.to_string_lossy())
+                    )
+                })
+                .collect();
+            writeln!(
+                out,
+                "tls = {{ certificates = [{}], unknown_name = \"{}\", min_version = \"{}\" }}",
+                certificates.join(", "),
+                tls.unknown_name.as_str(),
+                tls.min_version.as_str()
+            )?;
+        }
     }
 
     for upstream in &config.upstreams {
@@ -216,6 +237,9 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
         if let Some(index) = route.auth {
             let name = config.auth.get(index).map_or("", |auth| &auth.name);
             writeln!(out, "auth = {}", quote(name))?;
+        }
+        if let Some(port) = route.redirect_https {
+            writeln!(out, "redirect_https = true\nhttps_port = {port}")?;
         }
         if let Some(limit) = &route.rate_limit {
             let key = match &limit.key {

@@ -3,15 +3,23 @@
 //! through the ring.
 //!
 //! [`Conn::recv`] and [`Conn::send`] are the two places every byte of a connection passes; a
-//! transport that transforms those bytes (TLS records) belongs behind them and nowhere else.
+//! transport that transforms those bytes belongs behind them and nowhere else. A client
+//! connection of a TLS listener carries its record layer here ([`TlsLayer`], `tls.rs`): after
+//! [`Conn::handshake`], `recv` hands out decrypted bytes and `send` encrypts.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use rustls::server::ServerConfig;
+
+use super::tls::{HandshakeFailure, Handshaken, TlsLayer};
 use super::uring::WatchEnd;
 use super::{IoShard, Outbound, ReadBuf, check, no_buffer};
 
@@ -23,6 +31,8 @@ pub struct Conn {
     /// The slot of a watch for input while the connection idles in a pool.
     watch: Option<u32>,
     peer: SocketAddr,
+    /// The TLS record layer of a connection to a TLS listener.
+    tls: Option<Box<TlsLayer>>,
 }
 
 impl Conn {
@@ -33,6 +43,34 @@ impl Conn {
             fd,
             watch: None,
             peer,
+            tls: None,
+        }
+    }
+
+    /// Makes this a TLS server connection: from now on its bytes pass through the record
+    /// layer. [`Conn::handshake`] must run before the first `recv` or `send`.
+    pub fn start_tls(&mut self, config: Arc<ServerConfig>) -> io::Result<()> {
+        self.tls = Some(Box::new(TlsLayer::new(config)?));
+        Ok(())
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Whether the TLS layer holds a buffer (never while the connection idles).
+    pub fn tls_holds_buffer(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.holds_buffer())
+    }
+
+    /// Runs the TLS handshake to its end (see [`Conn::start_tls`]).
+    pub async fn handshake(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Handshaken, HandshakeFailure> {
+        match self.tls.as_deref_mut() {
+            Some(tls) => tls.handshake(&self.shard, self.fd, deadline).await,
+            None => Err(HandshakeFailure::Protocol),
         }
     }
 
@@ -62,6 +100,13 @@ impl Conn {
     /// call. Used once per streamed request body, to notice an upstream that answered before it
     /// had the whole request.
     pub fn has_unread_input(&self) -> bool {
+        if self
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.has_buffered_input())
+        {
+            return true;
+        }
         let mut byte = 0u8;
         // SAFETY: a one-byte peek into a local on a descriptor this connection owns.
         let n = unsafe {
@@ -109,7 +154,14 @@ impl Conn {
         rb: &'a mut ReadBuf,
         deadline: Option<Instant>,
     ) -> impl Future<Output = io::Result<usize>> + 'a {
-        receive(&self.shard, self.fd, rb, deadline, false)
+        receive_any(
+            &self.shard,
+            self.fd,
+            self.tls.as_deref_mut(),
+            rb,
+            deadline,
+            false,
+        )
     }
 
     /// Like [`Conn::recv`], when the peer is not expected to have sent anything yet: a keep-alive
@@ -120,43 +172,124 @@ impl Conn {
         rb: &'a mut ReadBuf,
         deadline: Option<Instant>,
     ) -> impl Future<Output = io::Result<usize>> + 'a {
-        receive(&self.shard, self.fd, rb, deadline, true)
+        receive_any(
+            &self.shard,
+            self.fd,
+            self.tls.as_deref_mut(),
+            rb,
+            deadline,
+            true,
+        )
     }
 
     /// Sends every part of `out`, in order, as one gathered write. The parts stay in `out`
     /// afterwards, unchanged, whether or not the send succeeded: the caller may send them again
     /// (a retry on a fresh upstream connection) or clear them.
     pub async fn send(&mut self, out: &mut Outbound, deadline: Option<Instant>) -> io::Result<()> {
-        let ring = self.shard.ring();
-        let ranges = out.ranges();
-        let total: usize = ranges
-            .iter()
-            .map(|(start, end)| (end - start) as usize)
-            .sum();
-        let mut sent = 0usize;
-        while sent < total {
-            // Skip what earlier (short) sends already delivered.
-            out.skip(&ranges, sent);
-            let mut done = ring.send_parts(self.fd, out.parts_mut(), deadline).await;
-            out.restore(&ranges, &mut done.bufs);
-            match check(done.res, done.timed_out)? {
-                0 => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "peer stopped reading",
-                    ));
-                }
-                n => sent += n,
-            }
+        match self.tls.as_deref_mut() {
+            None => send_all(&self.shard, self.fd, out, deadline).await,
+            Some(tls) => tls.send(&self.shard, self.fd, out, deadline).await,
         }
-        Ok(())
+    }
+}
+
+/// Sends every part of `out`, in order, as one gathered write (more when the socket takes
+/// only some of the bytes at a time); the parts are left in `out` unchanged.
+pub(super) async fn send_all(
+    shard: &IoShard,
+    fd: RawFd,
+    out: &mut Outbound,
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    let ring = shard.ring();
+    let ranges = out.ranges();
+    let total: usize = ranges
+        .iter()
+        .map(|(start, end)| (end - start) as usize)
+        .sum();
+    let mut sent = 0usize;
+    while sent < total {
+        // Skip what earlier (short) sends already delivered.
+        out.skip(&ranges, sent);
+        let mut done = ring.send_parts(fd, out.parts_mut(), deadline).await;
+        out.restore(&ranges, &mut done.bufs);
+        match check(done.res, done.timed_out)? {
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "peer stopped reading",
+                ));
+            }
+            n => sent += n,
+        }
+    }
+    Ok(())
+}
+
+/// A receive through the TLS layer when there is one. The plain receive is returned as it is,
+/// so a plain connection waiting for its next request holds exactly what it held before TLS
+/// existed; a TLS receive's state (larger: the plain receive inside it, and its own
+/// arguments) is boxed, one small allocation per receive beside the allocation rustls makes
+/// per record anyway.
+fn receive_any<'a>(
+    shard: &'a IoShard,
+    fd: RawFd,
+    tls: Option<&'a mut TlsLayer>,
+    rb: &'a mut ReadBuf,
+    deadline: Option<Instant>,
+    poll_first: bool,
+) -> Recv<'a, impl Future<Output = io::Result<usize>> + 'a> {
+    match tls {
+        None => Recv::Plain(receive(shard, fd, rb, deadline, poll_first)),
+        Some(tls) => Recv::Tls(Box::pin(receive_tls(
+            shard, fd, tls, rb, deadline, poll_first,
+        ))),
+    }
+}
+
+/// The future of [`receive_any`]: a plain receive in place, or a boxed TLS one.
+enum Recv<'a, P> {
+    Plain(P),
+    Tls(Pin<Box<dyn Future<Output = io::Result<usize>> + 'a>>),
+}
+
+impl<P: Future<Output = io::Result<usize>>> Future for Recv<'_, P> {
+    type Output = io::Result<usize>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        // SAFETY: structural pinning of `Plain`: the future inside is never moved out of the
+        // enum nor the variant changed while pinned; `Tls` is `Unpin` (a box).
+        match unsafe { self.get_unchecked_mut() } {
+            Recv::Plain(plain) => unsafe { Pin::new_unchecked(plain) }.poll(cx),
+            Recv::Tls(tls) => tls.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Plaintext through the TLS layer: records at hand decrypted, else more received.
+async fn receive_tls(
+    shard: &IoShard,
+    fd: RawFd,
+    tls: &mut TlsLayer,
+    rb: &mut ReadBuf,
+    deadline: Option<Instant>,
+    mut poll_first: bool,
+) -> io::Result<usize> {
+    loop {
+        if let Some(n) = tls.read_at_hand(rb, shard)? {
+            return Ok(n);
+        }
+        if receive(shard, fd, tls.records_in(), deadline, poll_first).await? == 0 {
+            return Ok(0);
+        }
+        poll_first = false;
     }
 }
 
 /// The receive behind [`Conn::recv`]: an `async fn` of its own so a pending receive (what every
 /// idle connection holds) costs only what it needs, with no wrapping state copying the
 /// arguments again.
-async fn receive(
+pub(super) async fn receive(
     shard: &IoShard,
     fd: RawFd,
     rb: &mut ReadBuf,

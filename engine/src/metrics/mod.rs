@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::io::RingStats;
+use crate::io::{HandshakeFailure, Handshaken, RingStats, TlsVersion};
 use crate::ratelimit::LimiterCounters;
 use crate::upstream::PoolStats;
 
@@ -53,10 +53,12 @@ pub enum Reject {
     Forbidden,
     /// 429: over the route's rate limit.
     RateLimited,
+    /// 308: a plain request to a `redirect_https` route, sent to `https`.
+    RedirectHttps,
 }
 
 impl Reject {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 15;
 
     pub const ALL: [Reject; Reject::COUNT] = [
         Reject::BadRequest,
@@ -73,6 +75,7 @@ impl Reject {
         Reject::Unauthorized,
         Reject::Forbidden,
         Reject::RateLimited,
+        Reject::RedirectHttps,
     ];
 
     pub fn label(self) -> &'static str {
@@ -91,6 +94,7 @@ impl Reject {
             Reject::Unauthorized => "unauthorized",
             Reject::Forbidden => "forbidden",
             Reject::RateLimited => "rate_limited",
+            Reject::RedirectHttps => "redirect_https",
         }
     }
 }
@@ -105,6 +109,24 @@ pub struct Counters {
     pub connections_accepted: u64,
     pub connections_open: u64,
     pub upstream_retries: u64,
+    pub tls: TlsCounters,
+}
+
+/// TLS handshakes on a shard's listeners.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsCounters {
+    /// Completed handshakes: index 0 full, 1 resumed.
+    pub handshakes: [u64; 2],
+    /// Failed handshakes by [`HandshakeFailure`] (its index in `HandshakeFailure::ALL`).
+    pub failures: [u64; HandshakeFailure::ALL.len()],
+    /// Connections by version (0: TLS 1.2, 1: TLS 1.3) and ALPN (0: none, 1: `http/1.1`).
+    pub connections: [[u64; 2]; 2],
+}
+
+impl TlsCounters {
+    pub const KINDS: [&'static str; 2] = ["full", "resumed"];
+    pub const VERSIONS: [&'static str; 2] = ["TLSv1.2", "TLSv1.3"];
+    pub const ALPN: [&'static str; 2] = ["none", "http/1.1"];
 }
 
 /// Responses of one route, by status class (index 1 = 1xx ... 5 = 5xx).
@@ -249,6 +271,21 @@ impl ShardMetrics {
 
     pub fn upstream_retry(&self) {
         self.counters.borrow_mut().upstream_retries += 1;
+    }
+
+    /// A finished TLS handshake: its kind, version and application protocol.
+    pub fn tls_handshake(&self, facts: &Handshaken) {
+        let mut counters = self.counters.borrow_mut();
+        counters.tls.handshakes[usize::from(facts.resumed)] += 1;
+        let version = usize::from(facts.version == TlsVersion::Tls13);
+        let alpn = usize::from(facts.alpn.is_some());
+        counters.tls.connections[version][alpn] += 1;
+    }
+
+    pub fn tls_failure(&self, failure: HandshakeFailure) {
+        if let Some(index) = HandshakeFailure::ALL.iter().position(|f| *f == failure) {
+            self.counters.borrow_mut().tls.failures[index] += 1;
+        }
     }
 
     pub fn connection_opened(&self) {

@@ -30,3 +30,6 @@ pub const ACCESS_LOG_DROPPED: &str = "coregate_access_log_dropped_total";
 pub const ACCESS_LOG_LINES_LOST: &str = "coregate_access_log_lines_lost_total";
 pub const RATE_LIMIT_DECISIONS: &str = "coregate_rate_limit_decisions_total";
 pub const RATE_LIMIT_EVICTIONS: &str = "coregate_rate_limit_evictions_total";
+pub const TLS_HANDSHAKES: &str = "coregate_tls_handshakes_total";
+pub const TLS_HANDSHAKE_FAILURES: &str = "coregate_tls_handshake_failures_total";
+pub const TLS_CONNECTIONS: &str = "coregate_tls_connections_total";

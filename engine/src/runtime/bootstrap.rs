@@ -58,7 +58,10 @@ impl Accepting {
                     let info = Rc::new(ListenerInfo {
                         name: socket.config.name.clone(),
                         local: listener.local_addr(),
-                        scheme: Scheme::Http,
+                        scheme: match socket.config.tls {
+                            Some(_) => Scheme::Https,
+                            None => Scheme::Http,
+                        },
                     });
                     self.loops.borrow_mut().push((socket.config, stop.clone()));
                     spawn(listener::accept_loop(shard.clone(), listener, info, stop));

@@ -1,0 +1,155 @@
+//! A listener's `tls = { certificates, unknown_name, min_version }` and a route's
+//! `redirect_https` / `https_port`: raw values -> [`ListenerTls`], every mistake reported with
+//! its key and line like the rest of the file.
+//!
+//! Reads the certificate and key files, at paths relative to the configuration file's
+//! directory, when the configuration is loaded: a reload reads them again, so replacing the
+//! files and reloading swaps the certificates. A certificate that cannot be served (unreadable,
+//! malformed, expired, its key not matching) is an error at its `cert` or `key` key, naming
+//! the file and line inside it, and the configuration is refused.
+
+use std::sync::Arc;
+
+use toml::Spanned;
+
+use super::super::defaults::*;
+use super::super::file::{Field, RawListenerTls};
+use super::{Got, Validator, key};
+use crate::tls::{Certificate, ListenerTls, MinVersion, UnknownName, certificate};
+
+impl Validator<'_, '_> {
+    /// `listener[n].tls`.
+    pub(super) fn listener_tls(
+        &mut self,
+        raw: Option<&Spanned<RawListenerTls>>,
+        s: &str,
+    ) -> Option<Option<Arc<ListenerTls>>> {
+        let Some(raw_tls) = raw else {
+            return Some(None);
+        };
+        let t = key(s, "tls");
+        let raw = raw_tls.get_ref();
+        let unknown_key = key(&t, "unknown_name");
+        let unknown_name = self
+            .string(&raw.unknown_name, &unknown_key)
+            .and_then(|(text, span)| match text {
+                "default" => Got::Value(UnknownName::Default),
+                "refuse" => Got::Value(UnknownName::Refuse),
+                _ => self.bad(span, &unknown_key, "expected \"default\" or \"refuse\""),
+            })
+            .or(DEFAULT_UNKNOWN_NAME);
+        let version_key = key(&t, "min_version");
+        let min_version = self
+            .string(&raw.min_version, &version_key)
+            .and_then(|(text, span)| match text {
+                "1.2" => Got::Value(MinVersion::Tls12),
+                "1.3" => Got::Value(MinVersion::Tls13),
+                _ => self.bad(
+                    span,
+                    &version_key,
+                    "expected \"1.2\" or \"1.3\" (TLS 1.0 and 1.1 are not offered)",
+                ),
+            })
+            .or(DEFAULT_MIN_TLS_VERSION);
+        let items = raw
+            .certificates
+            .as_ref()
+            .map_or(&[][..], |t| t.get_ref().as_slice());
+        let certs_key = key(&t, "certificates");
+        if items.is_empty() && !self.was_rejected(&certs_key) {
+            self.report.error(
+                Some(raw_tls.span()),
+                certs_key.clone(),
+                "at least one certificate is required, like: certificates = [{ cert = \
+                 \"chain.pem\", key = \"key.pem\" }]",
+            );
+            return None;
+        }
+        if items.len() > MAX_CERTIFICATES {
+            self.report.error(
+                Some(raw_tls.span()),
+                certs_key,
+                format!("at most {MAX_CERTIFICATES} certificates"),
+            );
+            return None;
+        }
+        let now = certificate::unix_now();
+        let mut certificates = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let c = format!("{certs_key}[{}]", i + 1);
+            match self.certificate(
+                &item.get_ref().cert,
+                &item.get_ref().key,
+                &item.span(),
+                &c,
+                now,
+            ) {
+                Some(cert) => certificates.push(cert),
+                None => ok = false,
+            }
+        }
+        let (unknown_name, min_version) = (unknown_name?, min_version?);
+        ok.then(|| {
+            Some(Arc::new(ListenerTls::new(
+                certificates,
+                unknown_name,
+                min_version,
+            )))
+        })
+    }
+
+    /// One `{ cert, key }`.
+    fn certificate(
+        &mut self,
+        cert: &Field,
+        key_field: &Field,
+        header: &std::ops::Range<usize>,
+        c: &str,
+        now: i64,
+    ) -> Option<Certificate> {
+        let cert_key = key(c, "cert");
+        let key_key = key(c, "key");
+        let cert_file = self.read_file(cert, &cert_key);
+        let key_file = self.read_file(key_field, &key_key);
+        let (cert_pem, cert_path, cert_span) = self.required(cert_file, header, &cert_key)?;
+        let (key_pem, key_path, key_span) = self.required(key_file, header, &key_key)?;
+        match certificate::load(&cert_path, &cert_pem, &key_path, &key_pem, now) {
+            Ok(cert) => Some(cert),
+            Err(err) => {
+                let (span, at) = if err.file == key_path {
+                    (key_span, key_key)
+                } else {
+                    (cert_span, cert_key)
+                };
+                self.bad::<()>(span, &at, err.to_string());
+                None
+            }
+        }
+    }
+
+    /// A route's `redirect_https` and `https_port`: the port to redirect to, when on.
+    pub(super) fn redirect_https(
+        &mut self,
+        redirect: &Field,
+        port: &Field,
+        s: &str,
+    ) -> Option<Option<u16>> {
+        let on = self
+            .boolean(redirect, &key(s, "redirect_https"))
+            .or(DEFAULT_REDIRECT_HTTPS);
+        let port_key = key(s, "https_port");
+        let https_port = self
+            .integer(port, &port_key, 1, u16::MAX.into())
+            .map(|n| n as u16);
+        let https_port = match (on, https_port) {
+            (Some(false), Got::Value(_)) => {
+                let span = port.as_ref().map_or(0..0, Spanned::span);
+                self.bad::<()>(span, &port_key, "only applies with redirect_https = true");
+                return None;
+            }
+            (_, got) => got.or(DEFAULT_HTTPS_PORT)?,
+        };
+        Some(on?.then_some(https_port))
+    }
+}

@@ -1,0 +1,574 @@
+//! The TLS record layer of a client connection, behind [`Conn::recv`](super::Conn::recv) and
+//! [`Conn::send`](super::Conn::send): rustls's unbuffered server connection driven over the
+//! shard's own ring. No thread, nothing blocking: a handshake waits on the ring like any
+//! receive, so handshakes interleave with every other connection of the shard.
+//!
+//! Who owns which memory (the model is `uring.rs`'s):
+//!
+//! | bytes | where | freed |
+//! |---|---|---|
+//! | records received | `cipher`, a [`ReadBuf`]: a provided buffer the kernel picks when they land (none while idle), moved to a [record buffer](super::IoShard::record_pool) when one record is longer than a pool buffer | when every record in it was processed |
+//! | records being received | the ring's operation slot, exactly as a plain receive | at the completion, even if the receive future was dropped |
+//! | plaintext received | the caller's [`ReadBuf`] (copied there from rustls; see below), or `spill` when the caller's buffer is full | as the caller consumes it |
+//! | records to send | pool buffers in an [`Outbound`], filled by rustls's encryption and sent in one gathered write; the ring's slot while in flight | when the send completes |
+//! | handshake state, keys | the boxed rustls connection | with the connection |
+//!
+//! The kernel never sees anything but whole pool buffers through the existing receive and send
+//! operations, so every invariant of `uring.rs` (a buffer lent to the kernel stays alive until
+//! its completion, whatever happens to the future) holds unchanged. Idle, a TLS connection
+//! holds no buffer at all: no records, no plaintext.
+//!
+//! In-place decryption: rustls 0.23's unbuffered API decrypts a record in the buffer it was
+//! received in, then hands the plaintext over as an owned `Vec` (its `ReadTraffic` keeps the
+//! in-place iterator for a later release); encryption likewise builds each record in a `Vec`
+//! before writing it into our buffer. So each record costs rustls an allocation and the
+//! plaintext one copy into the caller's buffer; everything around it (receive, record
+//! buffers, gathered send) is the shard's own memory, reused.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls::server::{ServerConfig, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError};
+use rustls::{HandshakeKind, ProtocolVersion};
+
+use super::buffer::BufferPool;
+use super::conn::{receive, send_all};
+use super::{IoShard, Outbound, ReadBuf};
+
+/// The most plaintext one record carries (RFC 8446 5.1).
+const MAX_PLAINTEXT: usize = 16 * 1024;
+
+/// More than any record's framing and tag adds to its plaintext: 5 header bytes, then at most
+/// 8 of explicit nonce (TLS 1.2 GCM), 1 content type (TLS 1.3) and 16 of tag.
+const RECORD_OVERHEAD: usize = 64;
+
+/// The least free space worth encrypting a record into; below it, a fresh buffer is taken.
+const MIN_RECORD_ROOM: usize = 1024;
+
+/// A record header: type, version, length.
+const HEADER: usize = 5;
+
+/// What a finished handshake established, for the connection's context.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handshaken {
+    /// The server name the client asked for.
+    pub sni: Option<Box<str>>,
+    pub alpn: Option<Box<[u8]>>,
+    pub version: TlsVersion,
+    /// Whether the client resumed an earlier session.
+    pub resumed: bool,
+}
+
+/// The negotiated protocol version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    /// As access logs and metrics name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::Tls12 => "TLSv1.2",
+            TlsVersion::Tls13 => "TLSv1.3",
+        }
+    }
+}
+
+/// Why a handshake failed, as `/metrics` counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The handshake did not finish before its deadline.
+    Timeout,
+    /// The client closed, or the socket failed, before the handshake finished.
+    Closed,
+    /// The client sent an alert (it did not trust the certificate, say).
+    PeerAlert,
+    /// No certificate for the name asked (`unknown_name = "refuse"`).
+    UnknownName,
+    /// No protocol version, cipher suite, group or application protocol in common.
+    Incompatible,
+    /// A client certificate was missing or did not verify.
+    ClientCertificate,
+    /// Bytes that are not TLS, or a TLS peer breaking the protocol.
+    Protocol,
+}
+
+impl HandshakeFailure {
+    pub const ALL: [HandshakeFailure; 7] = [
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Closed,
+        HandshakeFailure::PeerAlert,
+        HandshakeFailure::UnknownName,
+        HandshakeFailure::Incompatible,
+        HandshakeFailure::ClientCertificate,
+        HandshakeFailure::Protocol,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Closed => "closed",
+            HandshakeFailure::PeerAlert => "peer_alert",
+            HandshakeFailure::UnknownName => "unknown_name",
+            HandshakeFailure::Incompatible => "incompatible",
+            HandshakeFailure::ClientCertificate => "client_certificate",
+            HandshakeFailure::Protocol => "protocol",
+        }
+    }
+
+    fn of_io(err: &io::Error) -> HandshakeFailure {
+        match err.kind() {
+            io::ErrorKind::TimedOut => HandshakeFailure::Timeout,
+            _ => HandshakeFailure::Closed,
+        }
+    }
+
+    fn of_tls(err: &rustls::Error) -> HandshakeFailure {
+        use rustls::Error as E;
+        match err {
+            E::AlertReceived(_) => HandshakeFailure::PeerAlert,
+            E::General(text) if text.contains("certificate") => HandshakeFailure::UnknownName,
+            E::PeerIncompatible(_) | E::NoApplicationProtocol => HandshakeFailure::Incompatible,
+            E::NoCertificatesPresented | E::InvalidCertificate(_) => {
+                HandshakeFailure::ClientCertificate
+            }
+            _ => HandshakeFailure::Protocol,
+        }
+    }
+}
+
+/// A TLS server session on one connection.
+pub struct TlsLayer {
+    conn: UnbufferedServerConnection,
+    /// Records received and not yet processed; no buffer while empty.
+    cipher: ReadBuf,
+    /// Plaintext rustls handed over that did not fit the caller's buffer, from `spill_at` on.
+    /// Empty (and unallocated) unless a client pipelines more than a buffer of requests.
+    spill: Vec<u8>,
+    spill_at: usize,
+    /// Records rustls made outside a send (an answer to a key update): sent ahead of the next
+    /// write's records.
+    pending: Outbound,
+    /// The name the ClientHello asked for; `hello_read` once looked for.
+    sni: Option<Box<str>>,
+    hello_read: bool,
+}
+
+/// What one step of the state machine asks for next.
+enum Next {
+    /// Go on processing.
+    Again,
+    /// Send the records made so far.
+    Send,
+    /// Receive more records.
+    Receive,
+    /// The handshake is over.
+    Done,
+    Closed,
+    Failed(rustls::Error),
+}
+
+/// What reading plaintext gave.
+enum Read {
+    Bytes(usize),
+    /// Nothing yet: more records are needed.
+    More,
+    /// The client sent `close_notify`.
+    Closed,
+}
+
+impl TlsLayer {
+    pub fn new(config: Arc<ServerConfig>) -> io::Result<TlsLayer> {
+        let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
+        Ok(TlsLayer {
+            conn,
+            cipher: ReadBuf::new(),
+            spill: Vec::new(),
+            spill_at: 0,
+            pending: Outbound::new(),
+            sni: None,
+            hello_read: false,
+        })
+    }
+
+    /// Whether the layer holds any buffer (records or plaintext): never while idle.
+    pub fn holds_buffer(&self) -> bool {
+        self.cipher.holds_buffer() || self.spill.len() > self.spill_at || !self.pending.is_empty()
+    }
+
+    /// Whether received records or plaintext wait to be read.
+    pub(super) fn has_buffered_input(&self) -> bool {
+        !self.cipher.is_empty() || self.spill.len() > self.spill_at
+    }
+
+    /// Runs the handshake to its end over `fd`. A failure leaves the connection fit only for
+    /// closing; the alert rustls made for it is sent first, best effort.
+    pub(super) async fn handshake(
+        &mut self,
+        shard: &IoShard,
+        fd: RawFd,
+        deadline: Option<Instant>,
+    ) -> Result<Handshaken, HandshakeFailure> {
+        let pool = shard.pool();
+        let mut out = Outbound::new();
+        loop {
+            self.read_hello();
+            let next = {
+                let TlsLayer { conn, cipher, .. } = self;
+                let status = conn.process_tls_records(cipher.data_mut());
+                let discard = status.discard;
+                let next = match status.state {
+                    Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                        match encode(&mut out, pool, |buf| data.encode(buf)) {
+                            Ok(true) => Next::Again,
+                            Ok(false) => Next::Send,
+                            Err(_) => Next::Closed,
+                        }
+                    }
+                    Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                        // The records go out right below, before anything else is processed.
+                        transmit.done();
+                        Next::Send
+                    }
+                    Ok(ConnectionState::BlockedHandshake) => Next::Receive,
+                    Ok(ConnectionState::WriteTraffic(_) | ConnectionState::ReadTraffic(_)) => {
+                        Next::Done
+                    }
+                    Ok(_) => Next::Closed,
+                    Err(err) => Next::Failed(err),
+                };
+                cipher.consume(discard);
+                next
+            };
+            match next {
+                Next::Again => {}
+                Next::Send => send_all(shard, fd, &mut out, deadline)
+                    .await
+                    .map(|()| out.clear())
+                    .map_err(|e| HandshakeFailure::of_io(&e))?,
+                Next::Receive => {
+                    self.make_record_room(shard)
+                        .map_err(|_| HandshakeFailure::Protocol)?;
+                    match receive(shard, fd, &mut self.cipher, deadline, false).await {
+                        Ok(0) => return Err(HandshakeFailure::Closed),
+                        Ok(_) => {}
+                        Err(err) => return Err(HandshakeFailure::of_io(&err)),
+                    }
+                }
+                Next::Done => {
+                    if !out.is_empty() {
+                        send_all(shard, fd, &mut out, deadline)
+                            .await
+                            .map_err(|e| HandshakeFailure::of_io(&e))?;
+                    }
+                    return Ok(self.handshaken());
+                }
+                Next::Closed => return Err(HandshakeFailure::Closed),
+                Next::Failed(err) => {
+                    let failure = HandshakeFailure::of_tls(&err);
+                    out.clear();
+                    if self.queue_alert(&mut out, pool) {
+                        let _ = send_all(shard, fd, &mut out, deadline).await;
+                    }
+                    return Err(failure);
+                }
+            }
+        }
+    }
+
+    /// Notes the server name of the ClientHello once it is in the buffer.
+    fn read_hello(&mut self) {
+        if self.hello_read {
+            return;
+        }
+        match crate::tls::hello::server_name(self.cipher.data()) {
+            crate::tls::hello::Hello::Incomplete => {}
+            crate::tls::hello::Hello::Name(name) => {
+                self.sni = name.map(Into::into);
+                self.hello_read = true;
+            }
+            crate::tls::hello::Hello::Unreadable => self.hello_read = true,
+        }
+    }
+
+    fn handshaken(&mut self) -> Handshaken {
+        Handshaken {
+            sni: self.sni.take(),
+            alpn: self.conn.alpn_protocol().map(Into::into),
+            version: match self.conn.protocol_version() {
+                Some(ProtocolVersion::TLSv1_2) => TlsVersion::Tls12,
+                _ => TlsVersion::Tls13,
+            },
+            resumed: self.conn.handshake_kind() == Some(HandshakeKind::Resumed),
+        }
+    }
+
+    /// After a failure: the alert rustls queued, encoded into `out`. True when there is one.
+    fn queue_alert(&mut self, out: &mut Outbound, pool: &Rc<BufferPool>) -> bool {
+        for _ in 0..4 {
+            let status = self.conn.process_tls_records(&mut []);
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    if encode(out, pool, |buf| data.encode(buf)) != Ok(true) {
+                        return false;
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                    transmit.done();
+                    return !out.is_empty();
+                }
+                _ => return !out.is_empty(),
+            }
+        }
+        !out.is_empty()
+    }
+
+    /// The plaintext of the records at hand, appended to `rb`: `Some(n)` new bytes (0: the
+    /// client closed with `close_notify`), or `None` when more records must be received first
+    /// (into [`TlsLayer::records_in`], which then has room for the record under way).
+    pub(super) fn read_at_hand(
+        &mut self,
+        rb: &mut ReadBuf,
+        shard: &IoShard,
+    ) -> io::Result<Option<usize>> {
+        match self.read(rb, shard.pool())? {
+            Read::Bytes(n) => return Ok(Some(n)),
+            Read::Closed => return Ok(Some(0)),
+            Read::More => {}
+        }
+        if rb.capacity().is_some_and(|capacity| rb.len() == capacity) {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "read buffer full",
+            ));
+        }
+        self.make_record_room(shard)?;
+        Ok(None)
+    }
+
+    /// Where received records go.
+    pub(super) fn records_in(&mut self) -> &mut ReadBuf {
+        &mut self.cipher
+    }
+
+    /// Decrypts the records at hand into `rb`.
+    fn read(&mut self, rb: &mut ReadBuf, pool: &Rc<BufferPool>) -> io::Result<Read> {
+        let mut got = 0;
+        if self.spill.len() > self.spill_at {
+            let n = rb.append(&self.spill[self.spill_at..], pool);
+            self.spill_at += n;
+            got += n;
+            if self.spill.len() > self.spill_at {
+                return Ok(Read::Bytes(got));
+            }
+            self.spill = Vec::new();
+            self.spill_at = 0;
+        }
+        loop {
+            let TlsLayer {
+                conn,
+                cipher,
+                spill,
+                pending,
+                ..
+            } = self;
+            let status = conn.process_tls_records(cipher.data_mut());
+            let discard = status.discard;
+            let next = match status.state {
+                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                    let mut failed = None;
+                    while let Some(record) = traffic.next_record() {
+                        match record {
+                            Ok(record) => {
+                                let n = rb.append(record.payload, pool);
+                                got += n;
+                                // Whatever did not fit waits for the next read.
+                                spill.extend_from_slice(&record.payload[n..]);
+                            }
+                            Err(err) => {
+                                failed = Some(err);
+                                break;
+                            }
+                        }
+                    }
+                    match failed {
+                        Some(err) => Next::Failed(err),
+                        None => Next::Again,
+                    }
+                }
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    match encode(pending, pool, |buf| data.encode(buf)) {
+                        Ok(true) => Next::Again,
+                        _ => Next::Failed(rustls::Error::General(
+                            "no buffer for a post-handshake message".into(),
+                        )),
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                    // `pending` leaves ahead of the next write's records.
+                    transmit.done();
+                    Next::Again
+                }
+                Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => Next::Closed,
+                Ok(_) => Next::Receive,
+                Err(err) => Next::Failed(err),
+            };
+            cipher.consume(discard);
+            return Ok(match next {
+                Next::Again => continue,
+                Next::Failed(err) => return Err(tls_error(err)),
+                _ if got > 0 => Read::Bytes(got),
+                Next::Closed => Read::Closed,
+                _ => Read::More,
+            });
+        }
+    }
+
+    /// Encrypts every part of `plain`, in order, and sends the records in as few gathered
+    /// writes as the part slots allow (one, for a head and a body of up to two buffers).
+    /// `plain` is left unchanged.
+    pub(super) async fn send(
+        &mut self,
+        shard: &IoShard,
+        fd: RawFd,
+        plain: &Outbound,
+        deadline: Option<Instant>,
+    ) -> io::Result<()> {
+        let pool = shard.pool();
+        let mut records = std::mem::take(&mut self.pending);
+        for part in plain.parts() {
+            let mut bytes = part.bytes();
+            while !bytes.is_empty() {
+                match self.encrypt(bytes, &mut records, pool)? {
+                    Some(taken) => bytes = &bytes[taken..],
+                    None if records.is_empty() => {
+                        return Err(super::no_buffer());
+                    }
+                    None => {
+                        send_all(shard, fd, &mut records, deadline).await?;
+                        records.clear();
+                    }
+                }
+            }
+        }
+        if !records.is_empty() {
+            send_all(shard, fd, &mut records, deadline).await?;
+        }
+        Ok(())
+    }
+
+    /// Encrypts a prefix of `bytes` (one record) after the records in `out`; returns its
+    /// length, or `None` when `out` has no room (send it first).
+    fn encrypt(
+        &mut self,
+        bytes: &[u8],
+        out: &mut Outbound,
+        pool: &Rc<BufferPool>,
+    ) -> io::Result<Option<usize>> {
+        loop {
+            let status = self.conn.process_tls_records(&mut []);
+            match status.state.map_err(tls_error)? {
+                ConnectionState::WriteTraffic(mut traffic) => {
+                    let want = bytes.len().min(MAX_PLAINTEXT) + RECORD_OVERHEAD;
+                    let Some(room) = out.tail_room(want.min(MIN_RECORD_ROOM), pool) else {
+                        return Ok(None);
+                    };
+                    let take = bytes
+                        .len()
+                        .min(MAX_PLAINTEXT)
+                        .min(room.len().saturating_sub(RECORD_OVERHEAD));
+                    let written = traffic
+                        .encrypt(&bytes[..take], room)
+                        .map_err(|e: EncryptError| io::Error::other(e.to_string()))?;
+                    out.wrote(written);
+                    return Ok(Some(take));
+                }
+                ConnectionState::EncodeTlsData(mut data) => {
+                    if !encode(out, pool, |buf| data.encode(buf)).map_err(io::Error::other)? {
+                        return Ok(None);
+                    }
+                }
+                ConnectionState::TransmitTlsData(transmit) => transmit.done(),
+                // Edge-triggered: reported once, after which writing goes on.
+                ConnectionState::PeerClosed => {}
+                ConnectionState::Closed => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the TLS session is closed",
+                    ));
+                }
+                _ => {
+                    return Err(io::Error::other(
+                        "TLS: plaintext to send before the handshake finished",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Before receiving: a record longer than the buffer it started in moves to a record
+    /// buffer, so it can arrive whole.
+    fn make_record_room(&mut self, shard: &IoShard) -> io::Result<()> {
+        let data = self.cipher.data();
+        if data.len() < HEADER {
+            return Ok(());
+        }
+        let record = HEADER + u16::from_be_bytes([data[3], data[4]]) as usize;
+        let capacity = self.cipher.capacity().unwrap_or(0);
+        if record <= capacity {
+            return Ok(());
+        }
+        let records = shard.record_pool();
+        if record > records.buf_size() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a TLS record longer than the protocol allows",
+            ));
+        }
+        let bigger = records.take().ok_or_else(super::no_buffer)?;
+        self.cipher.move_to(bigger);
+        Ok(())
+    }
+}
+
+/// Encodes one handshake record after the records in `out`: `Ok(true)` done, `Ok(false)` no
+/// room (send `out` first).
+fn encode(
+    out: &mut Outbound,
+    pool: &Rc<BufferPool>,
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> Result<bool, String> {
+    let mut need = MIN_RECORD_ROOM;
+    loop {
+        let Some(room) = out.tail_room(need, pool) else {
+            return Ok(false);
+        };
+        match encode(room) {
+            Ok(n) => {
+                out.wrote(n);
+                return Ok(true);
+            }
+            Err(EncodeError::InsufficientSize(size)) if size.required_size > need => {
+                if size.required_size > pool.buf_size() {
+                    return Err(format!(
+                        "a handshake record of {} bytes is larger than a buffer",
+                        size.required_size
+                    ));
+                }
+                need = size.required_size;
+            }
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+}
+
+fn tls_error(err: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, err)
+}

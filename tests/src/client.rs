@@ -115,13 +115,44 @@ impl Client {
         }
     }
 
+    /// Connects over TLS with `config`, asking for `name` (an IP address sends no SNI), and
+    /// finishes the handshake; its error when the handshake fails.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> Result<Client, std::io::Error> {
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_nodelay(true)?;
+        let mut session = crate::tls::client_session(config, name);
+        while session.is_handshaking() {
+            session.complete_io(&mut stream)?;
+        }
+        Ok(Client {
+            stream: Transport::Tls(Box::new(rustls::StreamOwned::new(session, stream))),
+            pending: Vec::new(),
+        })
+    }
+
+    /// The TLS session, when the client speaks TLS.
+    pub fn tls(&self) -> Option<&rustls::ClientConnection> {
+        match &self.stream {
+            Transport::Tls(tls) => Some(&tls.conn),
+            Transport::Plain(_) => None,
+        }
+    }
+
     /// The socket (under TLS, the one the session runs over).
     pub fn stream(&self) -> &TcpStream {
         self.stream.socket()
     }
 
     pub fn set_read_timeout(&self, timeout: Duration) {
-        self.stream.socket().set_read_timeout(Some(timeout)).unwrap();
+        self.stream
+            .socket()
+            .set_read_timeout(Some(timeout))
+            .unwrap();
     }
 
     pub fn send(&mut self, bytes: &[u8]) {

@@ -76,12 +76,17 @@ impl Authority {
     /// A certificate for `names` signed by the authority, with a key of `alg`, written to
     /// fresh files.
     pub fn issue(&self, names: &[&str], alg: &'static rcgen::SignatureAlgorithm) -> CertFiles {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let key = rcgen::KeyPair::generate_for(alg).expect("a key");
+        self.issue_for_key(names, &key)
+    }
+
+    /// A certificate for `names` and an existing key, written to fresh files.
+    pub fn issue_for_key(&self, names: &[&str], key: &rcgen::KeyPair) -> CertFiles {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let cert = rcgen::CertificateParams::new(names)
             .expect("names")
-            .signed_by(&key, &self.issuer)
+            .signed_by(key, &self.issuer)
             .expect("a certificate");
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let files = CertFiles {
@@ -130,9 +135,7 @@ pub fn client_config(versions: &[&'static rustls::SupportedProtocolVersion]) -> 
         builder.with_protocol_versions(versions)
     }
     .expect("versions the provider supports");
-    let mut config = builder
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = builder.with_root_certificates(roots).with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
 }
@@ -156,4 +159,73 @@ pub fn register(addr: SocketAddr) {
 /// Whether the proxy at `addr` speaks TLS.
 pub fn speaks_tls(addr: SocketAddr) -> bool {
     tls_proxies().lock().expect("registry").contains(&addr)
+}
+
+/// A client configuration that accepts any certificate (signatures still checked) and keeps
+/// the last one it was shown, for tests of which certificate a name gets.
+pub fn any_cert_config(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&[u8]],
+) -> (Arc<ClientConfig>, Arc<Mutex<Vec<u8>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let provider = coregate_engine::tls::provider();
+    let verifier = Arc::new(AnyCert {
+        seen: seen.clone(),
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let builder = ClientConfig::builder_with_provider(provider);
+    let builder = if versions.is_empty() {
+        builder.with_safe_default_protocol_versions()
+    } else {
+        builder.with_protocol_versions(versions)
+    }
+    .expect("versions the provider supports");
+    let mut config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    (Arc::new(config), seen)
+}
+
+#[derive(Debug)]
+struct AnyCert {
+    seen: Arc<Mutex<Vec<u8>>>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.seen.lock().expect("seen") = end_entity.to_vec();
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }

@@ -823,7 +823,11 @@ fn rfc9110_7_6_1_hop_by_hop_fields_go_and_forwarding_fields_stay() {
         }
         assert_eq!(named.fields_named("x-forwarded-for"), ["127.0.0.1"], "{io}");
         // The scheme the client spoke to coregate.
-        assert_eq!(named.fields_named("x-forwarded-proto"), [scheme(io)], "{io}");
+        assert_eq!(
+            named.fields_named("x-forwarded-proto"),
+            [scheme(io)],
+            "{io}"
+        );
         assert_eq!(
             named.fields_named("x-forwarded-host"),
             ["test.local"],
@@ -840,7 +844,11 @@ fn rfc9110_7_6_1_hop_by_hop_fields_go_and_forwarding_fields_stay() {
             xff[0] == "127.0.0.1" || xff[0] == "203.0.113.7, 198.51.100.2, 127.0.0.1",
             "{io}: {xff:?}"
         );
-        assert_eq!(chain.fields_named("x-forwarded-proto"), [scheme(io)], "{io}");
+        assert_eq!(
+            chain.fields_named("x-forwarded-proto"),
+            [scheme(io)],
+            "{io}"
+        );
         assert_eq!(
             chain.fields_named("x-forwarded-host"),
             ["test.local"],

@@ -263,8 +263,8 @@ impl Session {
         // A protocol switch joins the two sockets directly (`io/tunnel.rs`), below the TLS
         // record layer: over TLS the Upgrade is not relayed, and the request goes up as an
         // ordinary one (RFC 9110 7.8 lets a server ignore Upgrade).
-        let relayed = upgrade::relayed(head.upgrade, buf, view.body)
-            .filter(|_| !self.client.is_tls());
+        let relayed =
+            upgrade::relayed(head.upgrade, buf, view.body).filter(|_| !self.client.is_tls());
         let client_ip = self.client.peer_addr().ip();
         let input = RequestHeadInput {
             path,

@@ -411,3 +411,39 @@ fn a_reload_swaps_the_certificate_under_load_without_a_failed_request() {
         "failed requests across the reloads"
     );
 }
+
+/// A client that does not trust the certificate ends the handshake with an alert: a failure
+/// counted by its reason, never a completed handshake.
+#[test]
+fn a_client_distrusting_the_certificate_is_a_peer_alert_failure() {
+    let upstream = named("up");
+    let proxy = Coregate::start(&tls_config("0", &[default_cert()], "", upstream.addr(), ""));
+    // The certificate covers test.local, not this name: the client refuses it.
+    let err = Client::connect_tls(proxy.addr(), client_config(&[]), "elsewhere.test")
+        .err()
+        .expect("the client refuses");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    let metrics = admin(
+        proxy.server().admin_addr().unwrap(),
+        "GET",
+        "/metrics",
+        Some(TOKEN),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut body = metrics.body;
+    while !body.contains("coregate_tls_handshake_failures_total{reason=\"peer_alert\"} 1") {
+        assert!(Instant::now() < deadline, "{body}");
+        thread::sleep(Duration::from_millis(10));
+        body = admin(
+            proxy.server().admin_addr().unwrap(),
+            "GET",
+            "/metrics",
+            Some(TOKEN),
+        )
+        .body;
+    }
+    assert!(
+        body.contains("coregate_tls_handshakes_total{kind=\"full\"} 0"),
+        "{body}"
+    );
+}

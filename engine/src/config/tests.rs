@@ -1951,3 +1951,37 @@ fn redirect_https_takes_a_port() {
         "{got}"
     );
 }
+
+#[test]
+fn check_warns_about_certificates_expiring_soon_and_hosts_no_certificate_covers() {
+    let dir = CertDir::new("warn");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["a.example".into()]).unwrap();
+    let soon = std::time::SystemTime::now() + Duration::from_secs(10 * 86_400);
+    params.not_after = soon.into();
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.0.join("soon.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.0.join("soon.key"), key.serialize_pem()).unwrap();
+    dir.pair("wild", &["*.b.example"]);
+    let text = format!(
+        "[[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+         tls = {{ certificates = [{{ cert = \"soon.pem\", key = \"soon.key\" }}, \
+         {{ cert = \"wild.pem\", key = \"wild.key\" }}] }}\n\
+         [[route]]\nhost = \"a.example\"\npath_prefix = \"/\"\nrespond = {{ status = 200 }}\n\
+         [[route]]\nhost = \"x.b.example\"\npath_prefix = \"/\"\nrespond = {{ status = 200 }}\n\
+         [[route]]\nhost = \"other.example\"\npath_prefix = \"/\"\nrespond = {{ status = 200 }}\n\
+         [[route]]\nhost = \"*.c.example\"\npath_prefix = \"/\"\nrespond = {{ status = 200 }}\n"
+    );
+    let config = dir.parse(&text).unwrap();
+    let (summary, warnings) = config.tls_report();
+    assert!(summary.unwrap().contains("kTLS is not used"));
+    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("soon.pem expires on") && warnings[0].contains(" days)"),
+        "{}",
+        warnings[0]
+    );
+    assert!(warnings[1].contains("route host \"*.c.example\""), "{}", warnings[1]);
+    assert!(warnings[2].contains("route host \"other.example\""), "{}", warnings[2]);
+    assert_eq!(valid(LISTENER).tls_report(), (None, vec![]));
+}

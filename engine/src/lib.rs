@@ -5,12 +5,14 @@
 //! - [`error`]    one error type: kind, side at fault, retryable
 //! - [`random`]   seeds from the kernel's random source
 //! - [`io`]       the only module touching sockets: the shard's own io_uring, buffers, the
-//!   connection type every byte passes through, cross-thread doorbells
+//!   connection type every byte passes through (and its TLS record layer), cross-thread doorbells
 //! - [`task`]     spawning shard-local tasks (told to the ring driver)
 //! - [`event`]    a shard-local one-shot event (drain started)
 //! - [`frame`]    pooled memory for the futures of exchanges in progress
 //! - [`http1`]    sans-io HTTP/1.1: request/response heads, framing, chunked, head writing
-//! - [`context`]  what a client connection is besides its bytes: its listener, scheme, peer
+//! - [`tls`]      TLS settings: certificates (PEM, checks), SNI choice, each shard's rustls config
+//! - [`context`]  what a client connection is besides its bytes: its listener, scheme, peer,
+//!   and what its TLS handshake established
 //! - [`request`]  the protocol-neutral request view route, admit and pick read
 //! - [`router`]   host -> path -> method lookup and path normalisation, built per snapshot
 //! - [`auth`]     API keys and JWT bearer tokens: identities, 401 / 403 outcomes, forwarded claims
@@ -33,8 +35,11 @@
 //!
 //! ```text
 //! listener::accept_loop        accept on the shard's SO_REUSEPORT socket, spawn a task with
-//!                              the listener's context::ConnContext
+//!                              the listener's context::ConnContext (a TLS listener's connection
+//!                              starts its session with the snapshot's rustls config)
 //! proxy::serve                 one task per connection; idle between requests (no buffer held)
+//!   handshake    proxy/handshake.rs   TLS listeners: the handshake over the ring (io/tls.rs),
+//!                                     its facts into the context
 //!   read_head    proxy/read_head.rs   receive into the connection buffer, http1::parse_request
 //!   decide       proxy/decide.rs      build request::RequestView from the head, then:
 //!     route      proxy/route.rs         router::normalize_path, RouteTable::lookup (400/404/405)
@@ -68,11 +73,13 @@
 //!   address) and the endpoints; its configuration key in `config/` (`Balance`, validation,
 //!   defaults) and the choice in `UpstreamGroup::new` (`upstream/mod.rs`), built off the
 //!   request path by `snapshot.rs`. Nothing in `proxy/` changes.
-//! - **A listener protocol** (TLS): the listener's [`context::Scheme`] and the handshake's
-//!   facts in `context.rs` (set by the accept loop in `listener.rs` from the listener's
-//!   configuration); the record layer behind `io::Conn::recv` and `io::Conn::send`
-//!   (`io/conn.rs`), the only places a connection's bytes pass. `x-forwarded-proto`, the
-//!   access log and rate-limit keys read the context as they are.
+//! - **A listener protocol**: TLS is the worked example. The listener's [`context::Scheme`]
+//!   (set in `runtime/bootstrap.rs` from the listener's configuration) and the handshake's
+//!   facts in `context.rs` (set by `proxy/handshake.rs`); the record layer (`io/tls.rs`)
+//!   behind `io::Conn::recv` and `io::Conn::send` (`io/conn.rs`), the only places a
+//!   connection's bytes pass; its settings validated in `config/validate/tls.rs` into
+//!   [`tls::ListenerTls`] and compiled per shard into the snapshot (`snapshot.rs`).
+//!   `x-forwarded-proto`, the access log and rate-limit keys read the context as they are.
 //! - **A phase** (an access rule on a header, say): a function over the
 //!   [`request::RequestView`] that returns `Result<_, Refusal>` in a file of its own under
 //!   `proxy/`, called from `Session::decide` (`proxy/decide.rs`) in its place in the order;

@@ -1963,16 +1963,14 @@ fn check_warns_about_certificates_expiring_soon_and_hosts_no_certificate_covers(
     std::fs::write(dir.0.join("soon.pem"), cert.pem()).unwrap();
     std::fs::write(dir.0.join("soon.key"), key.serialize_pem()).unwrap();
     dir.pair("wild", &["*.b.example"]);
-    let text = format!(
-        "[[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\n\
-         tls = {{ certificates = [{{ cert = \"soon.pem\", key = \"soon.key\" }}, \
-         {{ cert = \"wild.pem\", key = \"wild.key\" }}] }}\n\
-         [[route]]\nhost = \"a.example\"\npath_prefix = \"/\"\nrespond = {{ status = 200 }}\n\
-         [[route]]\nhost = \"x.b.example\"\npath_prefix = \"/\"\nrespond = {{ status = 200 }}\n\
-         [[route]]\nhost = \"other.example\"\npath_prefix = \"/\"\nrespond = {{ status = 200 }}\n\
-         [[route]]\nhost = \"*.c.example\"\npath_prefix = \"/\"\nrespond = {{ status = 200 }}\n"
-    );
-    let config = dir.parse(&text).unwrap();
+    let text = "[[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+         tls = { certificates = [{ cert = \"soon.pem\", key = \"soon.key\" }, \
+         { cert = \"wild.pem\", key = \"wild.key\" }] }\n\
+         [[route]]\nhost = \"a.example\"\npath_prefix = \"/\"\nrespond = { status = 200 }\n\
+         [[route]]\nhost = \"x.b.example\"\npath_prefix = \"/\"\nrespond = { status = 200 }\n\
+         [[route]]\nhost = \"other.example\"\npath_prefix = \"/\"\nrespond = { status = 200 }\n\
+         [[route]]\nhost = \"*.c.example\"\npath_prefix = \"/\"\nrespond = { status = 200 }\n";
+    let config = dir.parse(text).unwrap();
     let (summary, warnings) = config.tls_report();
     assert!(summary.unwrap().contains("kTLS is not used"));
     assert_eq!(warnings.len(), 3, "{warnings:#?}");
@@ -1981,7 +1979,15 @@ fn check_warns_about_certificates_expiring_soon_and_hosts_no_certificate_covers(
         "{}",
         warnings[0]
     );
-    assert!(warnings[1].contains("route host \"*.c.example\""), "{}", warnings[1]);
-    assert!(warnings[2].contains("route host \"other.example\""), "{}", warnings[2]);
+    assert!(
+        warnings[1].contains("route host \"*.c.example\""),
+        "{}",
+        warnings[1]
+    );
+    assert!(
+        warnings[2].contains("route host \"other.example\""),
+        "{}",
+        warnings[2]
+    );
     assert_eq!(valid(LISTENER).tls_report(), (None, vec![]));
 }

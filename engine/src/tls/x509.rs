@@ -101,7 +101,12 @@ fn time(r: &mut Reader<'_>) -> Result<i64, &'static str> {
     let hour: i64 = digits(&rest[4..6])?;
     let minute: i64 = digits(&rest[6..8])?;
     let second: i64 = digits(&rest[8..10])?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return Err("a validity time is out of range");
     }
     Ok(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)

@@ -15,14 +15,14 @@
 
 mod common;
 
+use coregate_engine::config::defaults::DEFAULT_DROP_FROM_UNTRUSTED;
+use coregate_engine::context::Scheme;
 use coregate_engine::http1::{
     FieldKind, HeadScanner, Limits, Parsed, RequestBody, RequestHead, TargetForm, Version,
     parse_request,
 };
 use coregate_engine::proxy::head::{RequestHeadInput, write_request_head};
 use coregate_engine::router::{Normalized, normalize_path};
-use coregate_engine::context::Scheme;
-use coregate_engine::config::defaults::DEFAULT_DROP_FROM_UNTRUSTED;
 use coregate_engine::snapshot::{Edits, NameSet};
 use libfuzzer_sys::fuzz_target;
 

@@ -60,7 +60,8 @@
 //! ```text
 //! runtime::Server::start          bind, start shards, wait for every shard's first ack
 //! control::plane::ControlPlane    reload (validate, bind, Apply to every shard, await acks),
-//!                                 collect (Collect to every shard, merge), shutdown
+//!                                 collect (Collect to every shard, merge), TLS ticket keys
+//!                                 (made, rotated, TicketKeys to every shard), shutdown
 //! runtime::bootstrap::run_shard   a shard's mailbox loop: Shard::apply builds a Snapshot, swaps it
 //! admin::serve                    /healthz /readyz /config /reload /metrics
 //! access_log::run_writer          appends the shards' line buffers to the file

@@ -28,6 +28,7 @@ use crate::http1;
 use crate::metrics::{RouteStatsId, ShardMetrics};
 use crate::ratelimit::{LimitClock, Limiter, LimiterSettings};
 use crate::router::{RouteSpec, RouteTable};
+use crate::tls::ShardTls;
 use crate::upstream::{PoolSettings, Pools, UpstreamGroup, UpstreamTimeouts};
 
 /// One configuration as one shard runs it.
@@ -257,6 +258,8 @@ pub struct SnapshotBuilder<'a> {
     /// Shards enforcing each limit together.
     pub shard_count: usize,
     pub clock: LimitClock,
+    /// The shard's TLS resumption state, which each TLS listener's configuration uses.
+    pub tls: &'a ShardTls,
 }
 
 impl SnapshotBuilder<'_> {
@@ -309,7 +312,10 @@ impl SnapshotBuilder<'_> {
             tls: config
                 .listeners
                 .iter()
-                .filter_map(|l| Some((l.name.clone(), l.tls.as_ref()?.server_config())))
+                .filter_map(|l| {
+                    let config = l.tls.as_ref()?.server_config_for(&l.name, self.tls);
+                    Some((l.name.clone(), config))
+                })
                 .collect(),
         }
     }

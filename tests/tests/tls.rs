@@ -447,3 +447,113 @@ fn a_client_distrusting_the_certificate_is_a_peer_alert_failure() {
         "{body}"
     );
 }
+
+/// A resumed or full handshake on a new connection with `config`, and a request on it.
+fn resumes(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> bool {
+    let mut client = Client::connect_tls(addr, config.clone(), TEST_NAME).expect("handshake");
+    // Reading the response also reads the tickets sent after the handshake.
+    assert_eq!(client.get("/", &[]).status, 200);
+    client.tls().unwrap().handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+}
+
+fn sample(body: &str, name: &str) -> Vec<(String, f64)> {
+    body.lines()
+        .filter(|line| line.starts_with(name))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Tickets are sealed with keys the control plane makes and sends every shard, so a ticket
+/// one shard issued resumes on the other: twenty resumptions spread over both shards, all
+/// resumed (the first connection on the second shard can only hold a ticket from the first).
+#[test]
+fn a_ticket_issued_by_one_shard_resumes_on_the_other() {
+    let upstream = named("up");
+    let proxy = Coregate::start(&tls_config(
+        "0,1",
+        &[default_cert()],
+        "",
+        upstream.addr(),
+        "",
+    ));
+    let config = client_config(&[&rustls::version::TLS13]);
+    assert!(
+        !resumes(proxy.addr(), &config),
+        "the first handshake is full"
+    );
+    let before = admin(
+        proxy.server().admin_addr().unwrap(),
+        "GET",
+        "/metrics",
+        Some(TOKEN),
+    );
+    let accepted_before = sample(&before.body, "coregate_client_connections_accepted_total");
+    for i in 0..20 {
+        assert!(resumes(proxy.addr(), &config), "connection {i} resumed");
+    }
+    let after = admin(
+        proxy.server().admin_addr().unwrap(),
+        "GET",
+        "/metrics",
+        Some(TOKEN),
+    )
+    .body;
+    let accepted_after = sample(&after, "coregate_client_connections_accepted_total");
+    let per_shard: Vec<f64> = accepted_after
+        .iter()
+        .zip(&accepted_before)
+        .map(|((_, a), (_, b))| a - b)
+        .collect();
+    assert_eq!(per_shard.len(), 2, "{accepted_after:?}");
+    assert!(
+        per_shard.iter().all(|&n| n > 0.0),
+        "both shards resumed sessions: {per_shard:?}"
+    );
+    assert!(
+        after.contains("coregate_tls_handshakes_total{kind=\"resumed\"} 20"),
+        "{after}"
+    );
+}
+
+/// A ticket stays good while its key is current or previous; two rotations later the client
+/// gets a full handshake (and its request an answer), never an error.
+#[test]
+fn ticket_keys_rotate_without_failing_a_client() {
+    let upstream = named("up");
+    let proxy = Coregate::start(&tls_config("0", &[default_cert()], "", upstream.addr(), ""));
+    let plane = proxy.server().plane();
+    let rotate = || {
+        plane.rotate_ticket_keys().expect("a new key");
+        // A collection is answered after every command sent before it: the keys are in.
+        plane.collect();
+    };
+    let config = client_config(&[&rustls::version::TLS13]);
+    assert!(!resumes(proxy.addr(), &config));
+    rotate();
+    assert!(resumes(proxy.addr(), &config), "sealed by the previous key");
+    // That resumption's tickets are sealed by the current key (generation 2).
+    rotate();
+    rotate();
+    assert!(!resumes(proxy.addr(), &config), "two rotations later: full");
+    assert!(
+        resumes(proxy.addr(), &config),
+        "and fresh tickets resume again"
+    );
+    assert_eq!(plane.ticket_keys().generation, 4);
+}
+
+/// TLS 1.2 clients that do not use tickets resume by session id, from the shard's cache.
+#[test]
+fn tls_1_2_resumes_by_session_id_from_the_shard_cache() {
+    let upstream = named("up");
+    let proxy = Coregate::start(&tls_config("0", &[default_cert()], "", upstream.addr(), ""));
+    let mut config = (*client_config(&[&rustls::version::TLS12])).clone();
+    config.resumption = rustls::client::Resumption::in_memory_sessions(16)
+        .tls12_resumption(rustls::client::Tls12Resumption::SessionIdOnly);
+    let config = Arc::new(config);
+    assert!(!resumes(proxy.addr(), &config));
+    assert!(resumes(proxy.addr(), &config), "resumed by session id");
+}

@@ -16,6 +16,8 @@
 //! - [`Command::TakeDemand`] / [`Command::ApplyShares`]: one round of the rate-limit exchange
 //!   (every 100 ms while any route has a limit): each shard reports the keys that used much of
 //!   its share, and receives its new shares (see [`crate::ratelimit`]).
+//! - [`Command::TicketKeys`]: the TLS session-ticket keys from now on (made and rotated by the
+//!   control plane, the same for every shard, so a client resumes on any shard).
 //! - [`Command::Shutdown`]: stop accepting, finish in-flight requests, close idle connections,
 //!   exit by the deadline.
 
@@ -33,6 +35,7 @@ use crate::config::{Config, ListenerConfig};
 use crate::io::{IoShard, Notifier, NotifyReceiver};
 use crate::metrics::ShardReport;
 use crate::ratelimit::{DemandReport, ShareUpdate};
+use crate::tls::TicketKeys;
 
 /// A message from the control plane to a shard.
 #[derive(Debug)]
@@ -45,6 +48,8 @@ pub enum Command {
     TakeDemand(Sender<ShardDemand>),
     /// Enforce these shares from now on, per route.
     ApplyShares(Vec<(Box<str>, ShareUpdate)>),
+    /// Seal and open TLS session tickets with these keys from now on.
+    TicketKeys(Arc<TicketKeys>),
     /// Graceful shutdown: stop accepting, let in-flight requests finish (answered with
     /// `Connection: close`), close idle connections; whatever is left at `deadline` is dropped.
     Shutdown { deadline: Instant },

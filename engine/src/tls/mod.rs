@@ -9,6 +9,7 @@
 //! | `pem.rs` | the PEM envelope, with line numbers for errors |
 //! | `x509.rs` | a certificate's validity period and DNS names |
 //! | `hello.rs` | the server name a ClientHello asks for (the record layer has no accessor for it) |
+//! | `ticket.rs` | resumption: ticket keys (made and rotated by the control plane, sent to every shard), each shard's sealer and session-id caches |
 //!
 //! The record layer itself (records received into the shard's buffers, encrypted into them and
 //! sent on the ring) is `io/tls.rs`'s: it belongs behind `io::Conn::recv` and `io::Conn::send`.
@@ -26,6 +27,7 @@ pub mod certificate;
 pub mod hello;
 pub mod pem;
 pub mod sni;
+pub mod ticket;
 pub mod x509;
 
 use std::sync::Arc;
@@ -35,6 +37,7 @@ use rustls::server::ServerSessionMemoryCache;
 
 pub use certificate::{CertError, Certificate};
 pub use sni::SniResolver;
+pub use ticket::{ShardTls, TicketKeys, Ticketer};
 
 /// The only application protocol coregate speaks over TLS today (`h2` joins once HTTP/2 exists).
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
@@ -112,9 +115,24 @@ impl ListenerTls {
         self.resolver.covers(host)
     }
 
-    /// The rustls configuration one shard handshakes with: the shared certificates, and a
-    /// session cache of the shard's own (a shard never touches another shard's state).
+    /// The rustls configuration one shard handshakes with on listener `name`: the shared
+    /// certificates, the shard's ticket sealer (keys from the control plane) and its own
+    /// session-id cache for the listener (a shard never touches another shard's state).
+    pub fn server_config_for(&self, name: &str, shard: &ShardTls) -> Arc<ServerConfig> {
+        let mut config = self.base_config();
+        config.session_storage = shard.cache(name);
+        config.ticketer = shard.ticketer.clone();
+        Arc::new(config)
+    }
+
+    /// A configuration with a session cache of its own and no tickets (tests, benches).
     pub fn server_config(&self) -> Arc<ServerConfig> {
+        let mut config = self.base_config();
+        config.session_storage = ServerSessionMemoryCache::new(DEFAULT_SESSION_CACHE);
+        Arc::new(config)
+    }
+
+    fn base_config(&self) -> ServerConfig {
         let provider = provider();
         let versions: &[&rustls::SupportedProtocolVersion] = match self.min_version {
             MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -126,9 +144,8 @@ impl ListenerTls {
             .with_no_client_auth()
             .with_cert_resolver(self.resolver.clone());
         config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
-        config.session_storage = ServerSessionMemoryCache::new(DEFAULT_SESSION_CACHE);
         config.max_early_data_size = 0;
-        Arc::new(config)
+        config
     }
 }
 

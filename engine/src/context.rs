@@ -3,8 +3,8 @@
 //! the accept loop and shared by every connection it accepts; read by `x-forwarded-proto`, the
 //! access log and rate-limit keys, never by the I/O below them.
 //!
-//! A TLS listener adds here what each handshake establishes (SNI, ALPN, version, a client
-//! certificate's identity), beside the listener's facts.
+//! A TLS listener adds here what each handshake establishes (SNI, ALPN, version, resumption,
+//! a client certificate's identity), beside the listener's facts.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -68,6 +68,11 @@ impl ConnContext {
     /// The application protocol the handshake settled on.
     pub fn alpn(&self) -> Option<&[u8]> {
         self.tls.as_ref()?.alpn.as_deref()
+    }
+
+    /// Who the client's verified certificate names.
+    pub fn client_identity(&self) -> Option<&str> {
+        self.tls.as_ref()?.client_identity.as_deref()
     }
 
     /// `TLSv1.2` / `TLSv1.3`.

@@ -45,16 +45,26 @@ pub struct Snapshot {
     /// Each TLS listener's server configuration, by listener name. A connection takes its
     /// listener's at accept and keeps it to its end, so a reload swaps certificates for new
     /// connections without touching open ones.
-    pub tls: Vec<(Box<str>, Arc<rustls::ServerConfig>)>,
+    pub tls: Vec<TlsListener>,
+}
+
+/// A TLS listener as this shard's generation runs it.
+pub struct TlsListener {
+    pub name: Box<str>,
+    pub config: Arc<rustls::ServerConfig>,
+    /// Where a verified client certificate's identity goes upstream (lowercase).
+    pub client_cert_header: Option<Box<str>>,
 }
 
 impl Snapshot {
+    /// The TLS listener `name` (a linear scan: a node has a handful of listeners).
+    pub fn tls_listener(&self, name: &str) -> Option<&TlsListener> {
+        self.tls.iter().find(|listener| &*listener.name == name)
+    }
+
     /// The server configuration of the TLS listener `name`.
     pub fn tls_config(&self, name: &str) -> Option<&Arc<rustls::ServerConfig>> {
-        self.tls
-            .iter()
-            .find(|(listener, _)| &**listener == name)
-            .map(|(_, config)| config)
+        self.tls_listener(name).map(|listener| &listener.config)
     }
 }
 
@@ -313,8 +323,12 @@ impl SnapshotBuilder<'_> {
                 .listeners
                 .iter()
                 .filter_map(|l| {
-                    let config = l.tls.as_ref()?.server_config_for(&l.name, self.tls);
-                    Some((l.name.clone(), config))
+                    let tls = l.tls.as_ref()?;
+                    Some(TlsListener {
+                        name: l.name.clone(),
+                        config: tls.server_config_for(&l.name, self.tls),
+                        client_cert_header: tls.client.as_ref().and_then(|c| c.header.clone()),
+                    })
                 })
                 .collect(),
         }

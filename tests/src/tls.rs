@@ -99,6 +99,45 @@ impl Authority {
         files
     }
 
+    /// A client certificate naming `common_name` (no subject alternative names), written to
+    /// fresh files.
+    pub fn issue_client(&self, common_name: &str) -> CertFiles {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let mut params = rcgen::CertificateParams::new(vec![]).expect("parameters");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).expect("a certificate");
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let files = CertFiles {
+            cert: self.dir.join(format!("client-{n}.pem")),
+            key: self.dir.join(format!("client-{n}.key")),
+            der: cert.der().to_vec(),
+        };
+        std::fs::write(&files.cert, cert.pem()).expect("write a certificate");
+        std::fs::write(&files.key, key.serialize_pem()).expect("write a key");
+        files
+    }
+
+    /// Another authority, in a directory of its own (for certificates nobody trusts).
+    pub fn stranger() -> Authority {
+        let dir =
+            std::env::temp_dir().join(format!("coregate-tls-stranger-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the directory");
+        let key = rcgen::KeyPair::generate().expect("a CA key");
+        let mut params = rcgen::CertificateParams::new(vec![]).expect("CA parameters");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).expect("a CA certificate");
+        std::fs::write(dir.join("ca.pem"), cert.pem()).expect("write the CA");
+        Authority {
+            issuer: rcgen::Issuer::new(params, key),
+            cert,
+            dir,
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -136,6 +175,26 @@ pub fn client_config(versions: &[&'static rustls::SupportedProtocolVersion]) -> 
     }
     .expect("versions the provider supports");
     let mut config = builder.with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// [`client_config`] presenting the client certificate `cert`.
+pub fn client_config_with_cert(cert: &CertFiles) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(authority().cert.der().to_vec()))
+        .expect("the CA is a valid root");
+    let chain = vec![CertificateDer::from(cert.der.clone())];
+    let key_pem = std::fs::read_to_string(&cert.key).expect("the key");
+    let key = rcgen::KeyPair::from_pem(&key_pem).expect("a PEM key");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let mut config = ClientConfig::builder_with_provider(coregate_engine::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("a usable client certificate");
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
 }

@@ -557,3 +557,117 @@ fn tls_1_2_resumes_by_session_id_from_the_shard_cache() {
     assert!(!resumes(proxy.addr(), &config));
     assert!(resumes(proxy.addr(), &config), "resumed by session id");
 }
+
+/// A handshake refused, seen by the client either at once or (TLS 1.3: the server checks the
+/// client's certificate after the client finished) as no answer to its first request.
+fn refused(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> bool {
+    let Ok(mut client) = Client::connect_tls(addr, config, TEST_NAME) else {
+        return true;
+    };
+    client.send(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n");
+    client.read_response(false).is_none()
+}
+
+fn client_cert_proxy(upstream: &Upstream, auth: &str) -> Coregate {
+    let tls_extra = format!(
+        ", client_ca = \"{}\", client_auth = \"{auth}\", client_cert_header = \"X-Client-Cert\"",
+        authority().ca_file().display()
+    );
+    let limited = "[[route]]\npath = \"/limited\"\nupstream = \"up\"\n\
+                   rate_limit = { rate = \"1/m\", burst = 1, key = \"client_cert\" }\n";
+    // The limited route is listed first: the catch-all would match /limited too.
+    let text = tls_config("0", &[default_cert()], &tls_extra, upstream.addr(), "");
+    let text = text.replace(
+        "[[route]]\npath_prefix",
+        &format!("{limited}\n[[route]]\npath_prefix"),
+    );
+    Coregate::start(&text)
+}
+
+/// `client_auth = "required"`: no certificate or one from another authority is refused in the
+/// handshake (counted as `client_certificate`); a verified client's identity goes upstream in
+/// the configured header (a copy the client sent is dropped) and keys its rate limit.
+#[test]
+fn client_certificates_required_refused_and_forwarded() {
+    let upstream = Upstream::start(echo());
+    let proxy = client_cert_proxy(&upstream, "required");
+    let addr = proxy.addr();
+    assert!(refused(addr, client_config(&[])), "no certificate");
+    let stranger = coregate_tests::tls::Authority::stranger().issue_client("mallory");
+    assert!(
+        refused(
+            addr,
+            coregate_tests::tls::client_config_with_cert(&stranger)
+        ),
+        "a certificate nobody trusts"
+    );
+    let alice = authority().issue_client("alice");
+    let bob = authority().issue_client("bob");
+    let mut client = Client::connect_tls(
+        addr,
+        coregate_tests::tls::client_config_with_cert(&alice),
+        TEST_NAME,
+    )
+    .expect("alice's handshake");
+    let response = client.get("/hello", &["x-client-cert: root"]);
+    assert_eq!(response.status, 200);
+    let seen = upstream.wait_for(1);
+    assert_eq!(seen[0].fields_named("x-client-cert"), ["alice"]);
+    // The limit counts per certificate: alice's second request is over, bob's first is not.
+    assert_eq!(client.get("/limited", &[]).status, 200);
+    assert_eq!(client.get("/limited", &[]).status, 429);
+    let mut other = Client::connect_tls(
+        addr,
+        coregate_tests::tls::client_config_with_cert(&bob),
+        TEST_NAME,
+    )
+    .expect("bob's handshake");
+    assert_eq!(other.get("/limited", &[]).status, 200);
+
+    let metrics = admin(
+        proxy.server().admin_addr().unwrap(),
+        "GET",
+        "/metrics",
+        Some(TOKEN),
+    );
+    assert!(
+        metrics
+            .body
+            .contains("coregate_tls_handshake_failures_total{reason=\"client_certificate\"} 2"),
+        "{}",
+        metrics.body
+    );
+}
+
+/// `client_auth = "optional"`: a client without a certificate is served without an identity
+/// (and cannot forge one); one with a certificate has it forwarded.
+#[test]
+fn client_certificates_optional() {
+    let upstream = Upstream::start(echo());
+    let proxy = client_cert_proxy(&upstream, "optional");
+    let mut anonymous = Client::connect_tls(proxy.addr(), client_config(&[]), TEST_NAME).unwrap();
+    assert_eq!(anonymous.get("/a", &["x-client-cert: alice"]).status, 200);
+    let carol = authority().issue_client("carol");
+    let mut client = Client::connect_tls(
+        proxy.addr(),
+        coregate_tests::tls::client_config_with_cert(&carol),
+        TEST_NAME,
+    )
+    .unwrap();
+    assert_eq!(client.get("/b", &[]).status, 200);
+    let seen = upstream.wait_for(2);
+    assert!(
+        seen[0].fields_named("x-client-cert").is_empty(),
+        "{:?}",
+        seen[0]
+    );
+    assert_eq!(seen[1].fields_named("x-client-cert"), ["carol"]);
+    let stranger = coregate_tests::tls::Authority::stranger().issue_client("mallory");
+    assert!(
+        refused(
+            proxy.addr(),
+            coregate_tests::tls::client_config_with_cert(&stranger)
+        ),
+        "a certificate that does not verify is refused even when optional"
+    );
+}

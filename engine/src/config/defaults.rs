@@ -203,6 +203,11 @@ pub const DEFAULT_UNKNOWN_NAME: crate::tls::UnknownName = crate::tls::UnknownNam
 /// drops 1.2 for listeners whose clients are all current.
 pub const DEFAULT_MIN_TLS_VERSION: crate::tls::MinVersion = crate::tls::MinVersion::Tls12;
 
+/// `listener.tls.client_auth`: with a `client_ca`, a client without a certificate is refused
+/// (`"required"`): asking for certificates is usually meant to admit only their holders.
+/// `"optional"` serves such clients without an identity.
+pub const DEFAULT_CLIENT_AUTH_REQUIRED: bool = true;
+
 /// Certificates one TLS listener may list.
 pub const MAX_CERTIFICATES: usize = 256;
 

@@ -140,6 +140,9 @@ pub(super) struct RawListenerTls {
     pub certificates: Tables<RawCertificate>,
     pub unknown_name: Field,
     pub min_version: Field,
+    pub client_ca: Field,
+    pub client_auth: Field,
+    pub client_cert_header: Field,
 }
 
 /// One of a listener's `certificates = [{ cert, key }]`

@@ -130,10 +130,24 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
                 .collect();
             writeln!(
                 out,
-                "tls = {{ certificates = [{}], unknown_name = \"{}\", min_version = \"{}\" }}",
+                "tls = {{ certificates = [{}], unknown_name = \"{}\", min_version = \"{}\"{} }}",
                 certificates.join(", "),
                 tls.unknown_name.as_str(),
-                tls.min_version.as_str()
+                tls.min_version.as_str(),
+                tls.client.as_ref().map_or(String::new(), |client| {
+                    format!(
+                        ", client_ca = {}, client_auth = \"{}\"{}",
+                        quote(&client.ca_path.to_string_lossy()),
+                        if client.required {
+                            "required"
+                        } else {
+                            "optional"
+                        },
+                        client.header.as_deref().map_or(String::new(), |header| {
+                            format!(", client_cert_header = {}", quote(header))
+                        })
+                    )
+                })
             )?;
         }
     }
@@ -246,6 +260,7 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
                 KeySpec::ClientIp { .. } => "client_ip".to_owned(),
                 KeySpec::Header(name) => format!("header:{name}"),
                 KeySpec::Identity => "identity".to_owned(),
+                KeySpec::ClientCert => "client_cert".to_owned(),
                 KeySpec::Route => "route".to_owned(),
             };
             write!(

@@ -1991,3 +1991,53 @@ fn check_warns_about_certificates_expiring_soon_and_hosts_no_certificate_covers(
     );
     assert_eq!(valid(LISTENER).tls_report(), (None, vec![]));
 }
+
+#[test]
+fn client_certificate_settings_need_a_ca_bundle_and_name_its_mistakes() {
+    let dir = CertDir::new("client");
+    dir.pair("a", &["a.example"]);
+    let listener = |extra: &str| {
+        format!(
+            "[[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+             tls = {{ certificates = [{{ cert = \"a.pem\", key = \"a.key\" }}]{extra} }}\n"
+        )
+    };
+    let config = dir
+        .parse(&listener(
+            ", client_ca = \"a.pem\", client_cert_header = \"X-Client\"",
+        ))
+        .unwrap();
+    let client = config.listeners[0]
+        .tls
+        .as_ref()
+        .unwrap()
+        .client
+        .as_ref()
+        .unwrap();
+    assert!(client.required, "required unless said otherwise");
+    assert_eq!(client.header.as_deref(), Some("x-client"));
+    let errors = |extra: &str| -> Vec<String> {
+        dir.parse(&listener(extra))
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    let all = errors(", client_auth = \"optional\"");
+    assert!(
+        all[0].contains("tls.client_auth: only applies with client_ca"),
+        "{all:?}"
+    );
+    let all = errors(", client_ca = \"a.key\"");
+    assert!(
+        all[0].contains("tls.client_ca: ") && all[0].contains("a.key:1: a \"PRIVATE KEY\" block"),
+        "{all:?}"
+    );
+    let all = errors(", client_ca = \"a.pem\", client_auth = \"sometimes\"");
+    assert!(
+        all[0].contains("expected \"required\" or \"optional\""),
+        "{all:?}"
+    );
+    let all = errors(", client_ca = \"a.pem\", client_cert_header = \"Host\"");
+    assert!(all[0].contains("tls.client_cert_header"), "{all:?}");
+}

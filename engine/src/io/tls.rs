@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rustls::server::{ServerConfig, UnbufferedServerConnection};
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError};
+use rustls::unbuffered::{ConnectionState, EncodeError};
 use rustls::{HandshakeKind, ProtocolVersion};
 
 use super::buffer::BufferPool;
@@ -61,6 +61,9 @@ pub struct Handshaken {
     pub version: TlsVersion,
     /// Whether the client resumed an earlier session.
     pub resumed: bool,
+    /// Who the client's verified certificate names (see `tls::x509::CertFacts::identity`),
+    /// when the listener asks for certificates and the client sent one.
+    pub client_identity: Option<Box<str>>,
 }
 
 /// The negotiated protocol version.
@@ -316,24 +319,29 @@ impl TlsLayer {
                 _ => TlsVersion::Tls13,
             },
             resumed: self.conn.handshake_kind() == Some(HandshakeKind::Resumed),
+            client_identity: self
+                .conn
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| crate::tls::x509::facts(leaf).ok()?.identity)
+                .map(Into::into),
         }
     }
 
-    /// After a failure: the alert rustls queued, encoded into `out`. True when there is one.
+    /// After a failure: what rustls queued (the records of the flight it had begun and the
+    /// alert), encoded into `out`. True when there is anything.
+    ///
+    /// rustls is asked only while it has records queued (it hands those out before looking
+    /// at any input; looking at the input again after a failure would only fail again), and is
+    /// shown the records received, never an empty slice (see [`TlsLayer::encrypt`]).
     fn queue_alert(&mut self, out: &mut Outbound, pool: &Rc<BufferPool>) -> bool {
-        for _ in 0..4 {
-            let status = self.conn.process_tls_records(&mut []);
-            match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    if encode(out, pool, |buf| data.encode(buf)) != Ok(true) {
-                        return false;
-                    }
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                    transmit.done();
-                    return !out.is_empty();
-                }
-                _ => return !out.is_empty(),
+        while self.conn.wants_write() {
+            let status = self.conn.process_tls_records(self.cipher.data_mut());
+            let Ok(ConnectionState::EncodeTlsData(mut data)) = status.state else {
+                break;
+            };
+            if encode(out, pool, |buf| data.encode(buf)) != Ok(true) {
+                break;
             }
         }
         !out.is_empty()
@@ -485,49 +493,94 @@ impl TlsLayer {
 
     /// Encrypts a prefix of `bytes` (one record) after the records in `out`; returns its
     /// length, or `None` when `out` has no room (send it first).
+    ///
+    /// rustls is always shown the records received so far, never an empty slice: it keeps
+    /// offsets into that buffer while a handshake message arrives in pieces, and would read
+    /// them out of an empty one. Records it decrypts on the way wait in `spill` for the next
+    /// read.
     fn encrypt(
         &mut self,
         bytes: &[u8],
         out: &mut Outbound,
         pool: &Rc<BufferPool>,
     ) -> io::Result<Option<usize>> {
+        enum Step {
+            Taken(usize),
+            NoRoom,
+            Again,
+        }
         loop {
-            let status = self.conn.process_tls_records(&mut []);
-            match status.state.map_err(tls_error)? {
-                ConnectionState::WriteTraffic(mut traffic) => {
+            let TlsLayer {
+                conn,
+                cipher,
+                spill,
+                ..
+            } = self;
+            let status = conn.process_tls_records(cipher.data_mut());
+            let discard = status.discard;
+            let step = match status.state.map_err(tls_error) {
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
                     let want = bytes.len().min(MAX_PLAINTEXT) + RECORD_OVERHEAD;
-                    let Some(room) = out.tail_room(want.min(MIN_RECORD_ROOM), pool) else {
-                        return Ok(None);
-                    };
-                    let take = bytes
-                        .len()
-                        .min(MAX_PLAINTEXT)
-                        .min(room.len().saturating_sub(RECORD_OVERHEAD));
-                    let written = traffic
-                        .encrypt(&bytes[..take], room)
-                        .map_err(|e: EncryptError| io::Error::other(e.to_string()))?;
-                    out.wrote(written);
-                    return Ok(Some(take));
-                }
-                ConnectionState::EncodeTlsData(mut data) => {
-                    if !encode(out, pool, |buf| data.encode(buf)).map_err(io::Error::other)? {
-                        return Ok(None);
+                    match out.tail_room(want.min(MIN_RECORD_ROOM), pool) {
+                        None => Ok(Step::NoRoom),
+                        Some(room) => {
+                            let take = bytes
+                                .len()
+                                .min(MAX_PLAINTEXT)
+                                .min(room.len().saturating_sub(RECORD_OVERHEAD));
+                            match traffic.encrypt(&bytes[..take], room) {
+                                Ok(written) => {
+                                    out.wrote(written);
+                                    Ok(Step::Taken(take))
+                                }
+                                Err(err) => Err(io::Error::other(err.to_string())),
+                            }
+                        }
                     }
                 }
-                ConnectionState::TransmitTlsData(transmit) => transmit.done(),
+                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                    let mut step = Ok(Step::Again);
+                    while let Some(record) = traffic.next_record() {
+                        match record {
+                            Ok(record) => spill.extend_from_slice(record.payload),
+                            Err(err) => {
+                                step = Err(tls_error(err));
+                                break;
+                            }
+                        }
+                    }
+                    step
+                }
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    match encode(out, pool, |buf| data.encode(buf)) {
+                        Ok(true) => Ok(Step::Again),
+                        Ok(false) => Ok(Step::NoRoom),
+                        Err(err) => Err(io::Error::other(err)),
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                    transmit.done();
+                    Ok(Step::Again)
+                }
                 // Edge-triggered: reported once, after which writing goes on.
-                ConnectionState::PeerClosed => {}
-                ConnectionState::Closed => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        "the TLS session is closed",
-                    ));
+                Ok(ConnectionState::PeerClosed) => {
+                    self.peer_closed = true;
+                    Ok(Step::Again)
                 }
-                _ => {
-                    return Err(io::Error::other(
-                        "TLS: plaintext to send before the handshake finished",
-                    ));
-                }
+                Ok(ConnectionState::Closed) => Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the TLS session is closed",
+                )),
+                Ok(_) => Err(io::Error::other(
+                    "TLS: plaintext to send before the handshake finished",
+                )),
+                Err(err) => Err(err),
+            };
+            self.cipher.consume(discard);
+            match step? {
+                Step::Taken(n) => return Ok(Some(n)),
+                Step::NoRoom => return Ok(None),
+                Step::Again => {}
             }
         }
     }

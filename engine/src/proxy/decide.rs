@@ -202,6 +202,7 @@ impl Session {
             routed.target,
             &view,
             &mut credentials,
+            self.context.client_identity().map(str::as_bytes),
         )?;
         let upstream = match &routed.target.action {
             Action::Respond(response) => {
@@ -280,6 +281,13 @@ impl Session {
             upgrade: relayed.map(|(protocols, _)| protocols),
             identity: admitted.identity_header.zip(admitted.identity),
             claims: admitted.token.map_or(&[], |token| &token.headers[..]),
+            client_cert: snapshot
+                .tls_listener(&self.context.listener.name)
+                .and_then(|listener| listener.client_cert_header.as_deref())
+                .map(|name| {
+                    let identity = self.context.client_identity().map(str::as_bytes);
+                    (name.as_bytes(), identity)
+                }),
         };
         let head_len = head::write_request_head(out.as_mut_slice(), buf, head, fields, &input)
             .map_err(|_| Refusal::HEAD_TOO_LARGE)?;

@@ -33,7 +33,7 @@ pub mod x509;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use rustls::server::ServerSessionMemoryCache;
+use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
 
 pub use certificate::{CertError, Certificate};
 pub use sni::SniResolver;
@@ -90,7 +90,25 @@ pub struct ListenerTls {
     pub certificates: Vec<Certificate>,
     pub unknown_name: UnknownName,
     pub min_version: MinVersion,
+    /// Client certificates asked for, when configured.
+    pub client: Option<ClientAuth>,
     resolver: Arc<SniResolver>,
+}
+
+/// Client-certificate verification on a listener (`client_ca`, `client_auth`,
+/// `client_cert_header`).
+#[derive(Debug)]
+pub struct ClientAuth {
+    /// The CA bundle, as configured.
+    pub ca_path: std::path::PathBuf,
+    /// The certificates a client's chain must lead to.
+    pub roots: Arc<rustls::RootCertStore>,
+    /// A client without a certificate is refused (`"required"`) or served without an identity
+    /// (`"optional"`). A certificate that does not verify is refused either way.
+    pub required: bool,
+    /// The request header that carries the verified identity upstream (lowercase). A
+    /// client's own fields of this name are always removed first.
+    pub header: Option<Box<str>>,
 }
 
 impl ListenerTls {
@@ -105,7 +123,16 @@ impl ListenerTls {
             certificates,
             unknown_name,
             min_version,
+            client: None,
             resolver,
+        }
+    }
+
+    /// The same settings, asking clients for certificates.
+    pub fn with_client_auth(self, client: ClientAuth) -> ListenerTls {
+        ListenerTls {
+            client: Some(client),
+            ..self
         }
     }
 
@@ -138,11 +165,25 @@ impl ListenerTls {
             MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             MinVersion::Tls13 => &[&rustls::version::TLS13],
         };
-        let mut config = ServerConfig::builder_with_provider(provider)
+        let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
-            .expect("the ring provider supports TLS 1.2 and 1.3")
-            .with_no_client_auth()
-            .with_cert_resolver(self.resolver.clone());
+            .expect("the ring provider supports TLS 1.2 and 1.3");
+        let verifier = self.client.as_ref().and_then(|client| {
+            let builder =
+                WebPkiClientVerifier::builder_with_provider(client.roots.clone(), provider.clone());
+            let builder = if client.required {
+                builder
+            } else {
+                builder.allow_unauthenticated()
+            };
+            // Validation built the same verifier from the same roots, so this cannot fail.
+            builder.build().ok()
+        });
+        let builder = match verifier {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(self.resolver.clone());
         config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
         config.max_early_data_size = 0;
         config
@@ -156,6 +197,30 @@ impl ListenerTls {
 #[allow(deprecated)]
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads a CA bundle (PEM certificates) into trust anchors; an error names the line.
+pub fn load_roots(pem_bytes: &[u8]) -> Result<rustls::RootCertStore, (usize, String)> {
+    let blocks = pem::blocks(pem_bytes).map_err(|e| (e.line, e.message))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for block in blocks {
+        if block.label != "CERTIFICATE" {
+            return Err((
+                block.line,
+                format!(
+                    "a {:?} block in a CA bundle (expected CERTIFICATE blocks)",
+                    block.label
+                ),
+            ));
+        }
+        roots
+            .add(rustls::pki_types::CertificateDer::from(block.der))
+            .map_err(|e| (block.line, format!("not a usable CA certificate ({e})")))?;
+    }
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots.clone()), provider()).build();
+    verifier.map_err(|e| (0, format!("cannot verify clients with this bundle ({e})")))?;
+    Ok(roots)
 }
 
 /// What `coregate check` warns about in a valid configuration's TLS: certificates expiring

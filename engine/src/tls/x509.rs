@@ -1,6 +1,7 @@
-//! The two facts coregate reads from a certificate itself: its validity period (for expiry
-//! checks) and its DNS names (subject alternative names, for choosing a certificate by SNI and
-//! for `coregate check`'s coverage warnings). Signatures and chains are rustls's and webpki's
+//! The facts coregate reads from a certificate itself: its validity period (for expiry checks),
+//! its DNS names (subject alternative names, for choosing a certificate by SNI and for
+//! `coregate check`'s coverage warnings), and the identity a client certificate names (for
+//! rate-limit keys and the forwarded header). Signatures and chains are rustls's and webpki's
 //! business, not this module's.
 //!
 //! The DER reader is deliberately small: definite lengths of at most four bytes, every length
@@ -15,6 +16,10 @@ pub struct CertFacts {
     /// `dNSName` entries of the subject alternative name extension, lowercased, as written
     /// (wildcards keep their `*.`).
     pub dns_names: Vec<String>,
+    /// Who the certificate names: its first subject alternative name that is a DNS name, an
+    /// e-mail address or a URI, else its subject's common name. Printable ASCII only
+    /// (anything else is left out), so it can travel in a header field.
+    pub identity: Option<String>,
 }
 
 const SEQUENCE: u8 = 0x30;
@@ -27,6 +32,11 @@ const GENERALIZED_TIME: u8 = 0x18;
 const VERSION: u8 = 0xa0;
 const EXTENSIONS: u8 = 0xa3;
 const DNS_NAME: u8 = 0x82;
+const EMAIL: u8 = 0x81;
+const URI: u8 = 0x86;
+const SET: u8 = 0x31;
+/// 2.5.4.3, commonName.
+const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
 /// 2.5.29.17, subjectAltName.
 const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
 
@@ -44,9 +54,10 @@ pub fn facts(der: &[u8]) -> Result<CertFacts, &'static str> {
     let mut validity = Reader(tbs.expect(SEQUENCE)?);
     let not_before = time(&mut validity)?;
     let not_after = time(&mut validity)?;
-    tbs.expect(SEQUENCE)?; // subject
+    let subject = tbs.expect(SEQUENCE)?;
     tbs.expect(SEQUENCE)?; // subject public key info
     let mut dns_names = Vec::new();
+    let mut san_identity = None;
     while let Some(tag) = tbs.peek() {
         let (tag, value) = (tag, tbs.any()?.1);
         if tag != EXTENSIONS {
@@ -66,6 +77,9 @@ pub fn facts(der: &[u8]) -> Result<CertFacts, &'static str> {
             let mut names = Reader(Reader(value).expect(SEQUENCE)?);
             while !names.0.is_empty() {
                 let (tag, name) = names.any()?;
+                if san_identity.is_none() && matches!(tag, DNS_NAME | EMAIL | URI) {
+                    san_identity = printable(name);
+                }
                 if tag == DNS_NAME {
                     let name = std::str::from_utf8(name)
                         .map_err(|_| "a DNS name in the certificate is not text")?;
@@ -74,11 +88,37 @@ pub fn facts(der: &[u8]) -> Result<CertFacts, &'static str> {
             }
         }
     }
+    let identity = san_identity.or_else(|| common_name(subject));
     Ok(CertFacts {
         not_before,
         not_after,
         dns_names,
+        identity,
     })
+}
+
+/// The (last) common name of a distinguished name, when printable.
+fn common_name(name: &[u8]) -> Option<String> {
+    let mut rdns = Reader(name);
+    let mut found = None;
+    while !rdns.0.is_empty() {
+        let mut set = Reader(rdns.expect(SET).ok()?);
+        while !set.0.is_empty() {
+            let mut pair = Reader(set.expect(SEQUENCE).ok()?);
+            let id = pair.expect(OID).ok()?;
+            let (_, value) = pair.any().ok()?;
+            if id == COMMON_NAME {
+                found = printable(value);
+            }
+        }
+    }
+    found
+}
+
+/// Bytes that may stand in a header field and a log line: visible ASCII and spaces.
+fn printable(bytes: &[u8]) -> Option<String> {
+    (!bytes.is_empty() && bytes.iter().all(|&b| b == b' ' || b.is_ascii_graphic()))
+        .then(|| String::from_utf8_lossy(bytes).into_owned())
 }
 
 fn time(r: &mut Reader<'_>) -> Result<i64, &'static str> {
@@ -193,8 +233,26 @@ mod tests {
         let cert = params.self_signed(&key).unwrap();
         let facts = facts(cert.der()).unwrap();
         assert_eq!(facts.dns_names, ["a.example", "*.b.example"]);
+        assert_eq!(facts.identity.as_deref(), Some("a.example"));
         assert_eq!(facts.not_before, days_from_civil(2024, 1, 2) * 86_400);
         assert_eq!(facts.not_after, days_from_civil(2049, 12, 31) * 86_400);
+    }
+
+    #[test]
+    fn a_certificate_without_names_is_known_by_its_common_name() {
+        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "client-7");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            facts(cert.der()).unwrap().identity.as_deref(),
+            Some("client-7")
+        );
     }
 
     #[test]

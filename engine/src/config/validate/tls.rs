@@ -15,7 +15,7 @@ use toml::Spanned;
 use super::super::defaults::*;
 use super::super::file::{Field, RawListenerTls};
 use super::{Got, Validator, key};
-use crate::tls::{Certificate, ListenerTls, MinVersion, UnknownName, certificate};
+use crate::tls::{Certificate, ClientAuth, ListenerTls, MinVersion, UnknownName, certificate};
 
 impl Validator<'_, '_> {
     /// `listener[n].tls`.
@@ -89,14 +89,77 @@ impl Validator<'_, '_> {
                 None => ok = false,
             }
         }
-        let (unknown_name, min_version) = (unknown_name?, min_version?);
-        ok.then(|| {
-            Some(Arc::new(ListenerTls::new(
-                certificates,
-                unknown_name,
-                min_version,
-            )))
-        })
+        let client = self.client_auth(raw, &t);
+        let (unknown_name, min_version, client) = (unknown_name?, min_version?, client?);
+        if !ok {
+            return None;
+        }
+        let tls = ListenerTls::new(certificates, unknown_name, min_version);
+        Some(Some(Arc::new(match client {
+            Some(client) => tls.with_client_auth(client),
+            None => tls,
+        })))
+    }
+
+    /// `client_ca`, `client_auth`, `client_cert_header`.
+    fn client_auth(&mut self, raw: &RawListenerTls, t: &str) -> Option<Option<ClientAuth>> {
+        let ca_key = key(t, "client_ca");
+        let auth_key = key(t, "client_auth");
+        let header_key = key(t, "client_cert_header");
+        let required =
+            self.string(&raw.client_auth, &auth_key)
+                .and_then(|(text, span)| match text {
+                    "required" => Got::Value(true),
+                    "optional" => Got::Value(false),
+                    _ => self.bad(span, &auth_key, "expected \"required\" or \"optional\""),
+                });
+        let header = self
+            .string(&raw.client_cert_header, &header_key)
+            .and_then(
+                |(text, span)| match super::added_request_header_problem(text) {
+                    Some(message) => self.bad(span, &header_key, message),
+                    None => Got::Value(text.to_ascii_lowercase().into_boxed_str()),
+                },
+            );
+        let ca = self.read_file(&raw.client_ca, &ca_key);
+        let (bytes, path, span) = match ca {
+            Got::Value(file) => file,
+            Got::Invalid => return None,
+            Got::Absent => {
+                for (field, name) in [
+                    (&raw.client_auth, &auth_key),
+                    (&raw.client_cert_header, &header_key),
+                ] {
+                    if let Some(field) = field {
+                        self.report.error(
+                            Some(field.span()),
+                            name.clone(),
+                            "only applies with client_ca (the CA bundle client certificates \
+                             must lead to)",
+                        );
+                        return None;
+                    }
+                }
+                return Some(None);
+            }
+        };
+        let roots = match crate::tls::load_roots(&bytes) {
+            Ok(roots) => roots,
+            Err((line, message)) => {
+                let at = match line {
+                    0 => format!("{}: {message}", path.display()),
+                    line => format!("{}:{line}: {message}", path.display()),
+                };
+                self.bad::<()>(span, &ca_key, at);
+                return None;
+            }
+        };
+        Some(Some(ClientAuth {
+            ca_path: path,
+            roots: Arc::new(roots),
+            required: required.or(DEFAULT_CLIENT_AUTH_REQUIRED)?,
+            header: header.optional()?,
+        }))
     }
 
     /// One `{ cert, key }`.

@@ -10,7 +10,8 @@
 //! - [`event`]    a shard-local one-shot event (drain started)
 //! - [`frame`]    pooled memory for the futures of exchanges in progress
 //! - [`http1`]    sans-io HTTP/1.1: request/response heads, framing, chunked, head writing
-//! - [`tls`]      TLS settings: certificates (PEM, checks), SNI choice, each shard's rustls config
+//! - [`tls`]      TLS settings: certificates (PEM, checks), SNI choice, client certificates,
+//!   session tickets, upstream TLS; each shard's rustls configs (pure: no I/O)
 //! - [`context`]  what a client connection is besides its bytes: its listener, scheme, peer,
 //!   and what its TLS handshake established
 //! - [`request`]  the protocol-neutral request view route, admit and pick read

@@ -281,11 +281,11 @@ impl SnapshotBuilder<'_> {
             .iter()
             .map(|upstream| self.upstream(upstream))
             .collect();
-        self.pools.retain(|addr| {
-            config
-                .upstreams
-                .iter()
-                .any(|upstream| upstream.endpoints.contains(addr))
+        self.pools.retain_keyed(|addr, tls| {
+            config.upstreams.iter().any(|upstream| {
+                upstream.endpoints.contains(addr)
+                    && upstream.tls.as_ref().map(|t| &*t.pool_key) == tls
+            })
         });
         self.keep_limiters(config);
         let specs = config
@@ -343,7 +343,10 @@ impl SnapshotBuilder<'_> {
         let endpoints = upstream
             .endpoints
             .iter()
-            .map(|addr| self.pools.get_or_create(*addr, settings))
+            .map(|addr| {
+                self.pools
+                    .get_or_create_tls(*addr, settings, upstream.tls.as_deref())
+            })
             .collect();
         let timeouts = UpstreamTimeouts {
             connect: upstream.connect_timeout,

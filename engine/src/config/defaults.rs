@@ -208,6 +208,10 @@ pub const DEFAULT_MIN_TLS_VERSION: crate::tls::MinVersion = crate::tls::MinVersi
 /// `"optional"` serves such clients without an identity.
 pub const DEFAULT_CLIENT_AUTH_REQUIRED: bool = true;
 
+/// `upstream.tls.verify`: an upstream's certificate must chain to the configured `ca`; turning
+/// it off (trusting any certificate) is for test rigs.
+pub const DEFAULT_UPSTREAM_TLS_VERIFY: bool = true;
+
 /// Certificates one TLS listener may list.
 pub const MAX_CERTIFICATES: usize = 256;
 

@@ -168,6 +168,21 @@ pub(super) struct RawUpstream {
     pub max_requests_per_connection: Field,
     pub connect_timeout: Field,
     pub response_timeout: Field,
+    pub tls: Option<Spanned<RawUpstreamTls>>,
+}
+
+/// An upstream's `tls = { sni, ca, verify, cert, key }`
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like { sni = \"api.internal\", ca = \"ca.pem\" }"
+)]
+pub(super) struct RawUpstreamTls {
+    pub sni: Field,
+    pub ca: Field,
+    pub verify: Field,
+    pub cert: Field,
+    pub key: Field,
 }
 
 /// One `[[route]]`

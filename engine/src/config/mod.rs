@@ -428,6 +428,8 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     /// `timeouts.upstream_body`.
     pub body_timeout: Duration,
+    /// `tls = { ... }`: connections to the endpoints speak TLS.
+    pub tls: Option<Arc<crate::tls::UpstreamTls>>,
 }
 
 /// How a shard picks an endpoint.

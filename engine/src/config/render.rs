@@ -183,6 +183,24 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
             "response_timeout = {}",
             duration(upstream.response_timeout)
         )?;
+        if let Some(tls) = &upstream.tls {
+            let mut parts = Vec::new();
+            if let Some(sni) = &tls.sni {
+                parts.push(format!("sni = {}", quote(&sni.to_str())));
+            }
+            if let Some((path, _)) = &tls.ca {
+                parts.push(format!("ca = {}", quote(&path.to_string_lossy())));
+            }
+            parts.push(format!("verify = {}", tls.verify));
+            if let Some(cert) = &tls.client_cert {
+                parts.push(format!(
+                    "cert = {}",
+                    quote(&cert.cert_path.to_string_lossy())
+                ));
+                parts.push(format!("key = {}", quote(&cert.key_path.to_string_lossy())));
+            }
+            writeln!(out, "tls = {{ {} }}", parts.join(", "))?;
+        }
     }
 
     for route in &config.routes {

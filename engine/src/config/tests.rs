@@ -2041,3 +2041,45 @@ fn client_certificate_settings_need_a_ca_bundle_and_name_its_mistakes() {
     let all = errors(", client_ca = \"a.pem\", client_cert_header = \"Host\"");
     assert!(all[0].contains("tls.client_cert_header"), "{all:?}");
 }
+
+#[test]
+fn upstream_tls_settings_are_checked() {
+    let dir = CertDir::new("upstream");
+    dir.pair("ca", &["ca.example"]);
+    let upstream = |tls: &str| {
+        format!(
+            "{LISTENER}[[upstream]]\nname = \"up\"\nendpoints = [\"10.0.0.1:443\"]\ntls = {{ {tls} }}\n\
+             [[route]]\npath_prefix = \"/\"\nupstream = \"up\"\n"
+        )
+    };
+    let config = dir
+        .parse(&upstream("sni = \"api.internal\", ca = \"ca.pem\""))
+        .unwrap();
+    let tls = config.upstreams[0].tls.as_ref().unwrap();
+    assert!(tls.verify);
+    assert_eq!(tls.sni.as_ref().unwrap().to_str(), "api.internal");
+    assert!(
+        config
+            .render()
+            .contains("tls = { sni = \"api.internal\", ca = ")
+    );
+    let no_ca = dir.parse(&upstream("verify = false")).unwrap();
+    assert!(!no_ca.upstreams[0].tls.as_ref().unwrap().verify);
+    assert_ne!(
+        no_ca.upstreams[0].tls.as_ref().unwrap().pool_key,
+        tls.pool_key,
+        "different settings, different pools"
+    );
+    let errors = |tls: &str| -> String {
+        dir.parse(&upstream(tls))
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(errors("sni = \"x.test\"").contains("upstream[1].tls.ca: required with verify = true"));
+    assert!(errors("sni = \"10.0.0.1\", verify = false").contains("tls.sni: expected a DNS name"));
+    assert!(errors("verify = false, cert = \"ca.pem\"").contains("cert and key go together"));
+    assert!(errors("ca = \"ca.key\"").contains("tls.ca: "));
+}

@@ -710,6 +710,7 @@ impl Validator<'_, '_> {
                 &key(&s, "response_timeout"),
                 timeouts.map(|t| t.upstream_response),
             );
+            let tls = self.upstream_tls(raw.tls.as_ref(), &s);
             let upstream = (|| {
                 Some(UpstreamConfig {
                     name: name?,
@@ -721,6 +722,7 @@ impl Validator<'_, '_> {
                     connect_timeout: connect_timeout?,
                     response_timeout: response_timeout?,
                     body_timeout: timeouts?.upstream_body,
+                    tls: tls?,
                 })
             })();
             upstreams.push(upstream);

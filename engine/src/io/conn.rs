@@ -19,7 +19,10 @@ use std::time::Instant;
 
 use rustls::server::ServerConfig;
 
-use super::tls::{HandshakeFailure, Handshaken, TlsLayer};
+use rustls::client::ClientConfig;
+use rustls::pki_types::ServerName;
+
+use super::tls::{ClientTls, HandshakeFailure, Handshaken, Records, ServerTls, TlsLayer};
 use super::uring::WatchEnd;
 use super::{IoShard, Outbound, ReadBuf, check, no_buffer};
 
@@ -31,8 +34,15 @@ pub struct Conn {
     /// The slot of a watch for input while the connection idles in a pool.
     watch: Option<u32>,
     peer: SocketAddr,
-    /// The TLS record layer of a connection to a TLS listener.
-    tls: Option<Box<TlsLayer>>,
+    /// The TLS record layer: of a client's connection to a TLS listener, or of a connection
+    /// to a TLS upstream.
+    tls: Option<Layer>,
+}
+
+/// A connection's TLS session, by which end coregate is.
+enum Layer {
+    Server(Box<ServerTls>),
+    Client(Box<ClientTls>),
 }
 
 impl Conn {
@@ -50,7 +60,18 @@ impl Conn {
     /// Makes this a TLS server connection: from now on its bytes pass through the record
     /// layer. [`Conn::handshake`] must run before the first `recv` or `send`.
     pub fn start_tls(&mut self, config: Arc<ServerConfig>) -> io::Result<()> {
-        self.tls = Some(Box::new(TlsLayer::new(config)?));
+        self.tls = Some(Layer::Server(Box::new(ServerTls::new(config)?)));
+        Ok(())
+    }
+
+    /// Makes this a TLS client connection to `name` (a connection to a TLS upstream);
+    /// [`Conn::handshake`] must run before the first `send`.
+    pub fn start_tls_client(
+        &mut self,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<()> {
+        self.tls = Some(Layer::Client(Box::new(ClientTls::client(config, name)?)));
         Ok(())
     }
 
@@ -60,7 +81,11 @@ impl Conn {
 
     /// Whether the TLS layer holds a buffer (never while the connection idles).
     pub fn tls_holds_buffer(&self) -> bool {
-        self.tls.as_ref().is_some_and(|tls| tls.holds_buffer())
+        match &self.tls {
+            Some(Layer::Server(tls)) => tls.holds_buffer(),
+            Some(Layer::Client(tls)) => tls.holds_buffer(),
+            None => false,
+        }
     }
 
     /// Runs the TLS handshake to its end (see [`Conn::start_tls`]).
@@ -68,9 +93,20 @@ impl Conn {
         &mut self,
         deadline: Option<Instant>,
     ) -> Result<Handshaken, HandshakeFailure> {
-        match self.tls.as_deref_mut() {
-            Some(tls) => tls.handshake(&self.shard, self.fd, deadline).await,
-            None => Err(HandshakeFailure::Protocol),
+        self.handshake_with_error(deadline)
+            .await
+            .map_err(|(failure, _)| failure)
+    }
+
+    /// [`Conn::handshake`], with rustls's own words for a failure (for a log line).
+    pub async fn handshake_with_error(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Handshaken, (HandshakeFailure, String)> {
+        match &mut self.tls {
+            Some(Layer::Server(tls)) => tls.handshake(&self.shard, self.fd, deadline).await,
+            Some(Layer::Client(tls)) => tls.handshake(&self.shard, self.fd, deadline).await,
+            None => Err((HandshakeFailure::Protocol, "not a TLS connection".into())),
         }
     }
 
@@ -100,11 +136,12 @@ impl Conn {
     /// call. Used once per streamed request body, to notice an upstream that answered before it
     /// had the whole request.
     pub fn has_unread_input(&self) -> bool {
-        if self
-            .tls
-            .as_ref()
-            .is_some_and(|tls| tls.has_buffered_input())
-        {
+        let buffered = match &self.tls {
+            Some(Layer::Server(tls)) => tls.has_buffered_input(),
+            Some(Layer::Client(tls)) => tls.has_buffered_input(),
+            None => false,
+        };
+        if buffered {
             return true;
         }
         let mut byte = 0u8;
@@ -154,14 +191,7 @@ impl Conn {
         rb: &'a mut ReadBuf,
         deadline: Option<Instant>,
     ) -> impl Future<Output = io::Result<usize>> + 'a {
-        receive_any(
-            &self.shard,
-            self.fd,
-            self.tls.as_deref_mut(),
-            rb,
-            deadline,
-            false,
-        )
+        receive_any(&self.shard, self.fd, self.tls.as_mut(), rb, deadline, false)
     }
 
     /// Like [`Conn::recv`], when the peer is not expected to have sent anything yet: a keep-alive
@@ -172,23 +202,17 @@ impl Conn {
         rb: &'a mut ReadBuf,
         deadline: Option<Instant>,
     ) -> impl Future<Output = io::Result<usize>> + 'a {
-        receive_any(
-            &self.shard,
-            self.fd,
-            self.tls.as_deref_mut(),
-            rb,
-            deadline,
-            true,
-        )
+        receive_any(&self.shard, self.fd, self.tls.as_mut(), rb, deadline, true)
     }
 
     /// Sends every part of `out`, in order, as one gathered write. The parts stay in `out`
     /// afterwards, unchanged, whether or not the send succeeded: the caller may send them again
     /// (a retry on a fresh upstream connection) or clear them.
     pub async fn send(&mut self, out: &mut Outbound, deadline: Option<Instant>) -> io::Result<()> {
-        match self.tls.as_deref_mut() {
+        match &mut self.tls {
             None => send_all(&self.shard, self.fd, out, deadline).await,
-            Some(tls) => tls.send(&self.shard, self.fd, out, deadline).await,
+            Some(Layer::Server(tls)) => tls.send(&self.shard, self.fd, out, deadline).await,
+            Some(Layer::Client(tls)) => tls.send(&self.shard, self.fd, out, deadline).await,
         }
     }
 }
@@ -234,14 +258,17 @@ pub(super) async fn send_all(
 fn receive_any<'a>(
     shard: &'a IoShard,
     fd: RawFd,
-    tls: Option<&'a mut TlsLayer>,
+    tls: Option<&'a mut Layer>,
     rb: &'a mut ReadBuf,
     deadline: Option<Instant>,
     poll_first: bool,
 ) -> Recv<'a, impl Future<Output = io::Result<usize>> + 'a> {
     match tls {
         None => Recv::Plain(receive(shard, fd, rb, deadline, poll_first)),
-        Some(tls) => Recv::Tls(Box::pin(receive_tls(
+        Some(Layer::Server(tls)) => Recv::Tls(Box::pin(receive_tls(
+            shard, fd, tls, rb, deadline, poll_first,
+        ))),
+        Some(Layer::Client(tls)) => Recv::Tls(Box::pin(receive_tls(
             shard, fd, tls, rb, deadline, poll_first,
         ))),
     }
@@ -267,10 +294,10 @@ impl<P: Future<Output = io::Result<usize>>> Future for Recv<'_, P> {
 }
 
 /// Plaintext through the TLS layer: records at hand decrypted, else more received.
-async fn receive_tls(
+async fn receive_tls<C: Records>(
     shard: &IoShard,
     fd: RawFd,
-    tls: &mut TlsLayer,
+    tls: &mut TlsLayer<C>,
     rb: &mut ReadBuf,
     deadline: Option<Instant>,
     mut poll_first: bool,

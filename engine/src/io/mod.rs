@@ -10,7 +10,7 @@
 //! | [`IoShard`] | this file | a shard's ring, buffer pool and clock; listening and connecting |
 //! | [`Listener`] | `accept.rs` | a shard's `SO_REUSEPORT` socket and its accept operation |
 //! | [`Conn`] | `conn.rs` | a connected socket (client or upstream): receive, send, idle watch, close |
-//! | [`TlsLayer`] | `tls.rs` | a TLS server session's records on the ring: handshake, decrypt, encrypt |
+//! | [`TlsLayer`] | `tls.rs` | a TLS session's records on the ring (either end): handshake, decrypt, encrypt |
 //! | [`ReadBuf`] | `readbuf.rs` | bytes received and not yet consumed, holding no buffer while empty |
 //! | [`Outbound`] | `outbound.rs` | the buffer pieces of one gathered send |
 //! | [`tunnel::join`] | `tunnel.rs` | two connections joined after a protocol switch |
@@ -55,7 +55,7 @@ pub use notify::{Notifier, NotifyReceiver};
 pub use outbound::{COALESCE_LIMIT, Outbound};
 pub use readbuf::ReadBuf;
 pub use socket::ListenOptions;
-pub use tls::{HandshakeFailure, Handshaken, TlsLayer, TlsVersion};
+pub use tls::{ClientTls, HandshakeFailure, Handshaken, Records, ServerTls, TlsLayer, TlsVersion};
 pub use tunnel::Carried;
 pub use uring::{
     MAX_PARTS, Part, Ring, RingStats, Tracked, completion_entries, in_tracked_task, note_local_wake,

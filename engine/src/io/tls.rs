@@ -31,8 +31,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use rustls::client::{ClientConfig, UnbufferedClientConnection};
+use rustls::pki_types::ServerName;
 use rustls::server::{ServerConfig, UnbufferedServerConnection};
-use rustls::unbuffered::{ConnectionState, EncodeError};
+use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
+use rustls::{CommonState, client::ClientConnectionData, server::ServerConnectionData};
 use rustls::{HandshakeKind, ProtocolVersion};
 
 use super::buffer::BufferPool;
@@ -147,9 +150,55 @@ impl HandshakeFailure {
     }
 }
 
-/// A TLS server session on one connection.
-pub struct TlsLayer {
-    conn: UnbufferedServerConnection,
+/// The two ends rustls drives unbuffered: the same record processing, each end with its own
+/// handshake.
+pub trait Records {
+    type Data;
+    /// Servers read the ClientHello's server name for the context.
+    const SERVER: bool;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    fn state(&self) -> &CommonState;
+}
+
+impl Records for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    const SERVER: bool = true;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+    fn state(&self) -> &CommonState {
+        self
+    }
+}
+
+impl Records for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    const SERVER: bool = false;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+    fn state(&self) -> &CommonState {
+        self
+    }
+}
+
+/// A TLS server session (a client's connection to a TLS listener).
+pub type ServerTls = TlsLayer<UnbufferedServerConnection>;
+/// A TLS client session (a connection to a TLS upstream).
+pub type ClientTls = TlsLayer<UnbufferedClientConnection>;
+
+/// A TLS session on one connection, either end.
+pub struct TlsLayer<C> {
+    conn: C,
     /// Records received and not yet processed; no buffer while empty.
     cipher: ReadBuf,
     /// Plaintext rustls handed over that did not fit the caller's buffer, from `spill_at` on.
@@ -189,10 +238,24 @@ enum Read {
     Closed,
 }
 
-impl TlsLayer {
-    pub fn new(config: Arc<ServerConfig>) -> io::Result<TlsLayer> {
+impl ServerTls {
+    pub fn new(config: Arc<ServerConfig>) -> io::Result<ServerTls> {
         let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
-        Ok(TlsLayer {
+        Ok(TlsLayer::with(conn))
+    }
+}
+
+impl ClientTls {
+    /// A client session to `name` (a DNS name is sent as SNI; an IP address is not).
+    pub fn client(config: Arc<ClientConfig>, name: ServerName<'static>) -> io::Result<ClientTls> {
+        let conn = UnbufferedClientConnection::new(config, name).map_err(tls_error)?;
+        Ok(TlsLayer::with(conn))
+    }
+}
+
+impl<C: Records> TlsLayer<C> {
+    fn with(conn: C) -> TlsLayer<C> {
+        TlsLayer {
             conn,
             cipher: ReadBuf::new(),
             spill: Vec::new(),
@@ -201,7 +264,7 @@ impl TlsLayer {
             sni: None,
             hello_read: false,
             peer_closed: false,
-        })
+        }
     }
 
     /// Whether the layer holds any buffer (records or plaintext): never while idle.
@@ -221,14 +284,18 @@ impl TlsLayer {
         shard: &IoShard,
         fd: RawFd,
         deadline: Option<Instant>,
-    ) -> Result<Handshaken, HandshakeFailure> {
+    ) -> Result<Handshaken, (HandshakeFailure, String)> {
+        let closed = |what: &str| (HandshakeFailure::Closed, what.to_owned());
+        let of_io = |err: io::Error| (HandshakeFailure::of_io(&err), err.to_string());
         let pool = shard.pool();
         let mut out = Outbound::new();
         loop {
-            self.read_hello();
+            if C::SERVER {
+                self.read_hello();
+            }
             let next = {
                 let TlsLayer { conn, cipher, .. } = self;
-                let status = conn.process_tls_records(cipher.data_mut());
+                let status = conn.process(cipher.data_mut());
                 let discard = status.discard;
                 let next = match status.state {
                     Ok(ConnectionState::EncodeTlsData(mut data)) => {
@@ -255,7 +322,7 @@ impl TlsLayer {
                 // over only with the client's (a client that distrusts the certificate says so
                 // by an alert instead, which counts as a failure).
                 match next {
-                    Next::Done if conn.is_handshaking() => Next::Receive,
+                    Next::Done if conn.state().is_handshaking() => Next::Receive,
                     next => next,
                 }
             };
@@ -264,27 +331,27 @@ impl TlsLayer {
                 Next::Send => send_all(shard, fd, &mut out, deadline)
                     .await
                     .map(|()| out.clear())
-                    .map_err(|e| HandshakeFailure::of_io(&e))?,
+                    .map_err(of_io)?,
                 Next::Receive => {
                     self.make_record_room(shard)
-                        .map_err(|_| HandshakeFailure::Protocol)?;
+                        .map_err(|err| (HandshakeFailure::Protocol, err.to_string()))?;
                     match receive(shard, fd, &mut self.cipher, deadline, false).await {
-                        Ok(0) => return Err(HandshakeFailure::Closed),
+                        Ok(0) => return Err(closed("the peer closed the connection")),
                         Ok(_) => {}
-                        Err(err) => return Err(HandshakeFailure::of_io(&err)),
+                        Err(err) => return Err(of_io(err)),
                     }
                 }
                 Next::Done => {
                     if !out.is_empty() {
                         send_all(shard, fd, &mut out, deadline)
                             .await
-                            .map_err(|e| HandshakeFailure::of_io(&e))?;
+                            .map_err(of_io)?;
                     }
                     return Ok(self.handshaken());
                 }
-                Next::Closed => return Err(HandshakeFailure::Closed),
+                Next::Closed => return Err(closed("the session closed")),
                 Next::Failed(err) => {
-                    let failure = HandshakeFailure::of_tls(&err);
+                    let failure = (HandshakeFailure::of_tls(&err), err.to_string());
                     out.clear();
                     if self.queue_alert(&mut out, pool) {
                         let _ = send_all(shard, fd, &mut out, deadline).await;
@@ -313,15 +380,15 @@ impl TlsLayer {
     fn handshaken(&mut self) -> Handshaken {
         Handshaken {
             sni: self.sni.take(),
-            alpn: self.conn.alpn_protocol().map(Into::into),
-            version: match self.conn.protocol_version() {
+            alpn: self.conn.state().alpn_protocol().map(Into::into),
+            version: match self.conn.state().protocol_version() {
                 Some(ProtocolVersion::TLSv1_2) => TlsVersion::Tls12,
                 _ => TlsVersion::Tls13,
             },
-            resumed: self.conn.handshake_kind() == Some(HandshakeKind::Resumed),
-            client_identity: self
-                .conn
-                .peer_certificates()
+            resumed: self.conn.state().handshake_kind() == Some(HandshakeKind::Resumed),
+            client_identity: C::SERVER
+                .then(|| self.conn.state().peer_certificates())
+                .flatten()
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| crate::tls::x509::facts(leaf).ok()?.identity)
                 .map(Into::into),
@@ -335,8 +402,8 @@ impl TlsLayer {
     /// at any input; looking at the input again after a failure would only fail again), and is
     /// shown the records received, never an empty slice (see [`TlsLayer::encrypt`]).
     fn queue_alert(&mut self, out: &mut Outbound, pool: &Rc<BufferPool>) -> bool {
-        while self.conn.wants_write() {
-            let status = self.conn.process_tls_records(self.cipher.data_mut());
+        while self.conn.state().wants_write() {
+            let status = self.conn.process(self.cipher.data_mut());
             let Ok(ConnectionState::EncodeTlsData(mut data)) = status.state else {
                 break;
             };
@@ -403,7 +470,7 @@ impl TlsLayer {
                 pending,
                 ..
             } = self;
-            let status = conn.process_tls_records(cipher.data_mut());
+            let status = conn.process(cipher.data_mut());
             let discard = status.discard;
             let next = match status.state {
                 Ok(ConnectionState::ReadTraffic(mut traffic)) => {
@@ -516,7 +583,7 @@ impl TlsLayer {
                 spill,
                 ..
             } = self;
-            let status = conn.process_tls_records(cipher.data_mut());
+            let status = conn.process(cipher.data_mut());
             let discard = status.discard;
             let step = match status.state.map_err(tls_error) {
                 Ok(ConnectionState::WriteTraffic(mut traffic)) => {

@@ -47,13 +47,34 @@ impl std::fmt::Display for CertError {
     }
 }
 
-/// Loads the pair from the two files' contents. `now` is seconds since the Unix epoch.
+/// What a certificate is presented for, which its chain must allow (extended key usage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Usage {
+    /// A listener's certificate.
+    Server,
+    /// coregate's certificate towards an upstream (mTLS).
+    Client,
+}
+
+/// Loads a listener's pair from the two files' contents. `now` is seconds since the Unix epoch.
 pub fn load(
     cert_path: &Path,
     cert_pem: &[u8],
     key_path: &Path,
     key_pem: &[u8],
     now: i64,
+) -> Result<Certificate, CertError> {
+    load_for(cert_path, cert_pem, key_path, key_pem, now, Usage::Server)
+}
+
+/// Loads a pair presented for `usage`.
+pub fn load_for(
+    cert_path: &Path,
+    cert_pem: &[u8],
+    key_path: &Path,
+    key_pem: &[u8],
+    now: i64,
+    usage: Usage,
 ) -> Result<Certificate, CertError> {
     let cert_error = |line: usize, message: String| CertError {
         file: cert_path.to_path_buf(),
@@ -96,7 +117,7 @@ pub fn load(
             ),
         ));
     }
-    check_chain(&chain, &lines, now).map_err(|(line, message)| cert_error(line, message))?;
+    check_chain(&chain, &lines, now, usage).map_err(|(line, message)| cert_error(line, message))?;
 
     let key_blocks = pem::blocks(key_pem).map_err(|e| key_error(e.line, e.message))?;
     let mut keys = key_blocks
@@ -174,6 +195,7 @@ fn check_chain(
     chain: &[CertificateDer<'static>],
     lines: &[usize],
     now: i64,
+    usage: Usage,
 ) -> Result<(), (usize, String)> {
     if chain.len() < 2 {
         return Ok(());
@@ -193,7 +215,10 @@ fn check_chain(
         &[anchor],
         &chain[1..last],
         time,
-        webpki::KeyUsage::server_auth(),
+        match usage {
+            Usage::Server => webpki::KeyUsage::server_auth(),
+            Usage::Client => webpki::KeyUsage::client_auth(),
+        },
         None,
         None,
     )

@@ -9,6 +9,7 @@
 //! | `pem.rs` | the PEM envelope, with line numbers for errors |
 //! | `x509.rs` | a certificate's validity period and DNS names |
 //! | `hello.rs` | the server name a ClientHello asks for (the record layer has no accessor for it) |
+//! | `upstream.rs` | TLS towards upstreams: name, trust, client certificate (mTLS), each shard's client config, the pool key |
 //! | `ticket.rs` | resumption: ticket keys (made and rotated by the control plane, sent to every shard), each shard's sealer and session-id caches |
 //!
 //! The record layer itself (records received into the shard's buffers, encrypted into them and
@@ -28,6 +29,7 @@ pub mod hello;
 pub mod pem;
 pub mod sni;
 pub mod ticket;
+pub mod upstream;
 pub mod x509;
 
 use std::sync::Arc;
@@ -38,6 +40,7 @@ use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
 pub use certificate::{CertError, Certificate};
 pub use sni::SniResolver;
 pub use ticket::{ShardTls, TicketKeys, Ticketer};
+pub use upstream::UpstreamTls;
 
 /// The only application protocol coregate speaks over TLS today (`h2` joins once HTTP/2 exists).
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
@@ -199,8 +202,18 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Reads a CA bundle (PEM certificates) into trust anchors; an error names the line.
+/// Reads a CA bundle for verifying clients (PEM certificates) into trust anchors; an error
+/// names the line.
 pub fn load_roots(pem_bytes: &[u8]) -> Result<rustls::RootCertStore, (usize, String)> {
+    let roots = load_roots_only(pem_bytes)?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots.clone()), provider()).build();
+    verifier.map_err(|e| (0, format!("cannot verify clients with this bundle ({e})")))?;
+    Ok(roots)
+}
+
+/// Reads a CA bundle (PEM certificates) into trust anchors; an error names the line.
+pub fn load_roots_only(pem_bytes: &[u8]) -> Result<rustls::RootCertStore, (usize, String)> {
     let blocks = pem::blocks(pem_bytes).map_err(|e| (e.line, e.message))?;
     let mut roots = rustls::RootCertStore::empty();
     for block in blocks {
@@ -217,9 +230,6 @@ pub fn load_roots(pem_bytes: &[u8]) -> Result<rustls::RootCertStore, (usize, Str
             .add(rustls::pki_types::CertificateDer::from(block.der))
             .map_err(|e| (block.line, format!("not a usable CA certificate ({e})")))?;
     }
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots.clone()), provider()).build();
-    verifier.map_err(|e| (0, format!("cannot verify clients with this bundle ({e})")))?;
     Ok(roots)
 }
 

@@ -1,4 +1,5 @@
-//! A listener's `tls = { certificates, unknown_name, min_version }` and a route's
+//! A listener's `tls = { certificates, unknown_name, min_version, client_ca, client_auth,
+//! client_cert_header }`, an upstream's `tls = { sni, ca, verify, cert, key }`, and a route's
 //! `redirect_https` / `https_port`: raw values -> [`ListenerTls`], every mistake reported with
 //! its key and line like the rest of the file.
 //!
@@ -13,9 +14,13 @@ use std::sync::Arc;
 use toml::Spanned;
 
 use super::super::defaults::*;
-use super::super::file::{Field, RawListenerTls};
+use super::super::file::{Field, RawListenerTls, RawUpstreamTls};
 use super::{Got, Validator, key};
-use crate::tls::{Certificate, ClientAuth, ListenerTls, MinVersion, UnknownName, certificate};
+use rustls::pki_types::ServerName;
+
+use crate::tls::{
+    Certificate, ClientAuth, ListenerTls, MinVersion, UnknownName, UpstreamTls, certificate,
+};
 
 impl Validator<'_, '_> {
     /// `listener[n].tls`.
@@ -189,6 +194,112 @@ impl Validator<'_, '_> {
                 None
             }
         }
+    }
+
+    /// `upstream[n].tls`.
+    pub(super) fn upstream_tls(
+        &mut self,
+        raw: Option<&Spanned<RawUpstreamTls>>,
+        s: &str,
+    ) -> Option<Option<Arc<UpstreamTls>>> {
+        let Some(raw_tls) = raw else {
+            return Some(None);
+        };
+        let t = key(s, "tls");
+        let raw = raw_tls.get_ref();
+        let sni_key = key(&t, "sni");
+        let sni =
+            self.string(&raw.sni, &sni_key).and_then(|(text, span)| {
+                match ServerName::try_from(text.to_owned()) {
+                    Ok(name @ ServerName::DnsName(_)) => Got::Value(name),
+                    _ => self.bad(
+                        span,
+                        &sni_key,
+                        "expected a DNS name (leave sni out to verify the endpoint's address)",
+                    ),
+                }
+            });
+        let verify_key = key(&t, "verify");
+        let verify = self
+            .boolean(&raw.verify, &verify_key)
+            .or(DEFAULT_UPSTREAM_TLS_VERIFY);
+        let ca_key = key(&t, "ca");
+        let ca = match self.read_file(&raw.ca, &ca_key) {
+            Got::Value((bytes, path, span)) => match crate::tls::load_roots_only(&bytes) {
+                Ok(roots) => Some(Some((path, Arc::new(roots), bytes))),
+                Err((line, message)) => {
+                    let at = match line {
+                        0 => format!("{}: {message}", path.display()),
+                        line => format!("{}:{line}: {message}", path.display()),
+                    };
+                    self.bad::<()>(span, &ca_key, at);
+                    None
+                }
+            },
+            Got::Absent => Some(None),
+            Got::Invalid => None,
+        };
+        if verify == Some(true) && matches!(ca, Some(None)) {
+            self.report.error(
+                Some(raw_tls.span()),
+                ca_key.clone(),
+                "required with verify = true (the default): the CA bundle the upstream's \
+                 certificate must chain to (coregate does not read the system's trust store); \
+                 verify = false trusts any certificate",
+            );
+            return None;
+        }
+        let cert_key = key(&t, "cert");
+        let key_key = key(&t, "key");
+        let cert_file = self.read_file(&raw.cert, &cert_key);
+        let key_file = self.read_file(&raw.key, &key_key);
+        let client_cert = match (cert_file, key_file) {
+            (Got::Absent, Got::Absent) => Some(None),
+            (
+                Got::Value((cert_pem, cert_path, cert_span)),
+                Got::Value((key_pem, key_path, key_span)),
+            ) => {
+                match certificate::load_for(
+                    &cert_path,
+                    &cert_pem,
+                    &key_path,
+                    &key_pem,
+                    certificate::unix_now(),
+                    certificate::Usage::Client,
+                ) {
+                    Ok(cert) => {
+                        let mut bytes = cert_pem;
+                        bytes.extend_from_slice(&key_pem);
+                        Some(Some((cert, bytes)))
+                    }
+                    Err(err) => {
+                        let (span, at) = if err.file == key_path {
+                            (key_span, key_key)
+                        } else {
+                            (cert_span, cert_key)
+                        };
+                        self.bad::<()>(span, &at, err.to_string());
+                        None
+                    }
+                }
+            }
+            (Got::Invalid, _) | (_, Got::Invalid) => None,
+            (Got::Value(_), Got::Absent) | (Got::Absent, Got::Value(_)) => {
+                self.report.error(
+                    Some(raw_tls.span()),
+                    t.clone(),
+                    "cert and key go together (coregate's client certificate for mTLS)",
+                );
+                None
+            }
+        };
+        let (sni, verify, ca, client_cert) = (sni.optional()?, verify?, ca?, client_cert?);
+        Some(Some(Arc::new(UpstreamTls::new(
+            sni,
+            verify,
+            ca,
+            client_cert,
+        ))))
     }
 
     /// A route's `redirect_https` and `https_port`: the port to redirect to, when on.

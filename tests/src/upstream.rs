@@ -226,11 +226,20 @@ fn serve(stream: TcpStream, id: usize, shared: Arc<Shared>, behavior: Behavior) 
             return;
         };
         let reply = behavior(&request);
-        {
+        let record = |request: Recorded| {
             let mut requests = shared.requests.lock().unwrap();
             requests.push(request);
             shared.arrived.notify_all();
-        }
+        };
+        // An early-answering upstream is seen to have the request only once its answer is on
+        // the wire, so a test that waits for the request and then sends the body knows the
+        // answer came first (not merely the head).
+        let (request, reply) = if shared.early {
+            (Some(request), reply)
+        } else {
+            record(request);
+            (None, reply)
+        };
         let ok = match reply {
             Reply::Raw(bytes) => stream.stream.write_all(&bytes).is_ok(),
             Reply::RawThenClose(bytes) => {
@@ -256,6 +265,9 @@ fn serve(stream: TcpStream, id: usize, shared: Arc<Shared>, behavior: Behavior) 
                 false
             }
         };
+        if let Some(request) = request {
+            record(request);
+        }
         if !ok {
             return;
         }

@@ -1,7 +1,14 @@
-//! The TLS record layer of a client connection, behind [`Conn::recv`](super::Conn::recv) and
-//! [`Conn::send`](super::Conn::send): rustls's unbuffered server connection driven over the
-//! shard's own ring. No thread, nothing blocking: a handshake waits on the ring like any
+//! The TLS record layer of a connection, behind [`Conn::recv`](super::Conn::recv) and
+//! [`Conn::send`](super::Conn::send): rustls's unbuffered connection driven over the shard's
+//! own ring, as the server of a client's connection to a TLS listener ([`ServerTls`]) or as the
+//! client of a connection to a TLS upstream ([`ClientTls`]); one implementation for both
+//! ([`Records`]). No thread, nothing blocking: a handshake waits on the ring like any
 //! receive, so handshakes interleave with every other connection of the shard.
+//!
+//! rustls keeps offsets into the received records while a handshake message arrives in
+//! pieces, so every call into it is shown those records (`cipher`), never another slice, and
+//! what it says to discard is discarded before the next call. A panic here would take the
+//! whole shard down.
 //!
 //! Who owns which memory (the model is `uring.rs`'s):
 //!

@@ -220,6 +220,9 @@ pub struct TlsLayer<C> {
     hello_read: bool,
     /// The client sent `close_notify` (rustls reports it once; every later read is an end).
     peer_closed: bool,
+    /// rustls reported an error: the session is over, and rustls is not asked again (it
+    /// would only fail again, and in debug builds assert that it never alerts twice).
+    broken: bool,
 }
 
 /// What one step of the state machine asks for next.
@@ -271,6 +274,7 @@ impl<C: Records> TlsLayer<C> {
             sni: None,
             hello_read: false,
             peer_closed: false,
+            broken: false,
         }
     }
 
@@ -358,6 +362,7 @@ impl<C: Records> TlsLayer<C> {
                 }
                 Next::Closed => return Err(closed("the session closed")),
                 Next::Failed(err) => {
+                    self.broken = true;
                     let failure = (HandshakeFailure::of_tls(&err), err.to_string());
                     out.clear();
                     if self.queue_alert(&mut out, pool) {
@@ -451,6 +456,9 @@ impl<C: Records> TlsLayer<C> {
 
     /// Decrypts the records at hand into `rb`.
     fn read(&mut self, rb: &mut ReadBuf, pool: &Rc<BufferPool>) -> io::Result<Read> {
+        if self.broken {
+            return Err(broken());
+        }
         let mut got = 0;
         if self.spill.len() > self.spill_at {
             let n = rb.append(&self.spill[self.spill_at..], pool);
@@ -524,7 +532,10 @@ impl<C: Records> TlsLayer<C> {
             }
             return Ok(match next {
                 Next::Again => continue,
-                Next::Failed(err) => return Err(tls_error(err)),
+                Next::Failed(err) => {
+                    self.broken = true;
+                    return Err(tls_error(err));
+                }
                 _ if got > 0 => Read::Bytes(got),
                 Next::Closed => Read::Closed,
                 _ => Read::More,
@@ -582,6 +593,9 @@ impl<C: Records> TlsLayer<C> {
             Taken(usize),
             NoRoom,
             Again,
+        }
+        if self.broken {
+            return Err(broken());
         }
         loop {
             let TlsLayer {
@@ -651,6 +665,9 @@ impl<C: Records> TlsLayer<C> {
                 Err(err) => Err(err),
             };
             self.cipher.consume(discard);
+            if step.is_err() {
+                self.broken = true;
+            }
             match step? {
                 Step::Taken(n) => return Ok(Some(n)),
                 Step::NoRoom => return Ok(None),
@@ -713,6 +730,10 @@ fn encode(
             Err(err) => return Err(err.to_string()),
         }
     }
+}
+
+fn broken() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "the TLS session failed earlier")
 }
 
 fn tls_error(err: rustls::Error) -> io::Error {
@@ -937,6 +958,54 @@ mod tests {
         let mut alert = [0u8; 7];
         far.read_exact(&mut alert).unwrap();
         assert_eq!(alert[0], 21, "an alert record");
+        drop(conn);
+        assert_all_buffers_back(&shard);
+    }
+
+    /// A record whose bytes were changed on the way fails the read; the session is over, and
+    /// reading or sending again fails too, without asking rustls again (which would alert a
+    /// second time).
+    #[test]
+    fn a_tampered_record_ends_the_session_without_a_panic() {
+        let shard = testing::shard();
+        let (mut conn, mut far) = tls_conn(&shard);
+        let peer = std::thread::spawn(move || {
+            let mut tls = client();
+            while tls.is_handshaking() {
+                tls.complete_io(&mut far).unwrap();
+            }
+            tls.writer().write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+            let mut wire = Vec::new();
+            while tls.wants_write() {
+                tls.write_tls(&mut wire).unwrap();
+            }
+            let last = wire.len() - 1;
+            wire[last] ^= 0x55;
+            far.write_all(&wire).unwrap();
+            far
+        });
+        testing::run(&shard, conn.handshake(None)).expect("handshake");
+        let _far = peer.join().unwrap();
+        let mut rb = ReadBuf::new();
+        let mut failed = None;
+        for _ in 0..4 {
+            match testing::run(&shard, conn.recv(&mut rb, None)) {
+                Ok(n) => assert!(n > 0, "no close before the tampered record"),
+                Err(err) => {
+                    failed = Some(err);
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            failed.expect("the read fails").kind(),
+            std::io::ErrorKind::InvalidData
+        );
+        assert!(testing::run(&shard, conn.recv(&mut rb, None)).is_err());
+        let mut out = Outbound::new();
+        out.push(shard.pool().take().unwrap(), 0, 100);
+        assert!(testing::run(&shard, conn.send(&mut out, None)).is_err());
+        drop(out);
         drop(conn);
         assert_all_buffers_back(&shard);
     }

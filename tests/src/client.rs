@@ -246,6 +246,16 @@ impl Client {
         }
     }
 
+    /// Stops sending: a TLS client sends `close_notify` first; then the socket's write half is
+    /// shut down (what is sent back can still be read).
+    pub fn finish_sending(&mut self) {
+        if let Transport::Tls(tls) = &mut self.stream {
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+        let _ = self.stream.socket().shutdown(std::net::Shutdown::Write);
+    }
+
     /// Reads exactly `n` bytes (an interim answer, say); panics if the connection ends first.
     pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
         while self.pending.len() < n {

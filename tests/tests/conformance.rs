@@ -24,7 +24,7 @@ use std::time::Duration;
 use coregate_engine::config::Config;
 use coregate_tests::client::Client;
 use coregate_tests::harness::{
-    Coregate, FORWARD_ALL, MECHANISMS, TLS, TRANSPORTS, config_with_upstreams, exchange, start,
+    Coregate, FORWARD_ALL, TLS, TRANSPORTS, config_with_upstreams, exchange, start,
 };
 use coregate_tests::upstream::{Recorded, Reply, Upstream, echo, ok, ok_chunked};
 
@@ -921,8 +921,7 @@ fn rfc9110_7_8_upgrade_h2c_is_never_forwarded() {
 /// upstream connection is never pooled.
 #[test]
 fn rfc9110_7_8_bytes_behind_an_upgrade_are_never_tunnelled_before_a_101() {
-    // Plain only: over TLS an Upgrade is not relayed (tests/tests/tls.rs).
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let app = Upstream::start(Arc::new(|req: &Recorded| {
             match req.target.as_str() {
             "/ws-switch" => Reply::Raw(

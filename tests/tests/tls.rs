@@ -312,14 +312,34 @@ fn plain_requests_to_a_redirect_https_route_are_sent_to_https() {
     );
 }
 
+/// A WebSocket on a TLS listener: after the `101` the client's records are opened on the way
+/// up and the upstream's bytes sealed on the way down, 100 KiB each way (records longer than a
+/// buffer), and the client's `close_notify` reaches the upstream as EOF, whose last words come
+/// back before the tunnel closes.
 #[test]
-fn upgrades_are_not_relayed_over_tls() {
-    let upstream = Upstream::start(echo());
-    let proxy = Coregate::start(&tls_config("0", &[default_cert()], "", upstream.addr(), ""));
+fn a_websocket_over_tls_is_tunnelled_both_ways() {
+    let upstream = coregate_tests::upstream::switcher();
+    let proxy = Coregate::start(&tls_config("0", &[default_cert()], "", upstream, ""));
     let mut client = Client::connect_tls(proxy.addr(), client_config(&[]), TEST_NAME).unwrap();
-    let response = client.get("/ws", &["connection: upgrade", "upgrade: websocket"]);
-    assert_eq!(response.status, 200);
-    assert_eq!(upstream.wait_for(1)[0].field("upgrade"), None);
+    client
+        .send(b"GET /ws HTTP/1.1\r\nhost: t\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n");
+    let switched = client.read_response(true).expect("an answer");
+    assert_eq!(switched.status, 101);
+    let payload: Vec<u8> = (0..100 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    client.send(&payload);
+    let echoed = client.read_exact(payload.len());
+    assert!(
+        echoed == payload.to_ascii_uppercase(),
+        "the payload came back whole"
+    );
+    client.send(b"hello");
+    assert_eq!(client.read_exact(5), b"HELLO");
+    client.finish_sending();
+    assert_eq!(
+        client.read_to_close(),
+        b"bye",
+        "the last words, then the end"
+    );
 }
 
 /// Certificates swap with a reload while clients keep connecting and sending: new handshakes

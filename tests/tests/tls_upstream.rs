@@ -209,3 +209,32 @@ fn tls_pools_are_keyed_by_their_settings() {
         2.0
     );
 }
+
+/// A WebSocket through two coregates, the second reached over TLS: the front's tunnel seals
+/// and opens records towards the back (a TLS client), the back's towards the front (a TLS
+/// server); bytes cross both ways and a half-close travels through.
+#[test]
+fn a_websocket_crosses_a_tls_upstream() {
+    let switcher = coregate_tests::upstream::switcher();
+    let cert = authority().issue(&["backend.test"], &rcgen::PKCS_ECDSA_P256_SHA256);
+    let back = Coregate::start(&format!(
+        "[runtime]\ncores = \"0\"\n\n[[listener]]\nname = \"back\"\nbind = \"127.0.0.1:0\"\n\
+         tls = {{ certificates = [{}] }}\n\n[[upstream]]\nname = \"ws\"\nendpoints = [\"{switcher}\"]\n\n\
+         [[route]]\npath_prefix = \"/\"\nupstream = \"ws\"\n",
+        cert.toml()
+    ));
+    let front = front(
+        back.addr(),
+        &format!("sni = \"backend.test\", {}", ca()),
+        None,
+    );
+    let mut client = Client::connect(front.addr());
+    client
+        .send(b"GET /ws HTTP/1.1\r\nhost: t\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n");
+    assert_eq!(client.read_response(true).expect("an answer").status, 101);
+    let payload: Vec<u8> = (0..64 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    client.send(&payload);
+    assert!(client.read_exact(payload.len()) == payload.to_ascii_uppercase());
+    client.finish_sending();
+    assert_eq!(client.read_to_close(), b"bye");
+}

@@ -22,7 +22,8 @@ use rustls::server::ServerConfig;
 use rustls::client::ClientConfig;
 use rustls::pki_types::ServerName;
 
-use super::tls::{ClientTls, HandshakeFailure, Handshaken, Records, ServerTls, TlsLayer};
+use super::buffer::BufferPool;
+use super::tls::{ClientTls, HandshakeFailure, Handshaken, Read, Records, ServerTls, TlsLayer};
 use super::uring::WatchEnd;
 use super::{IoShard, Outbound, ReadBuf, check, no_buffer};
 
@@ -40,7 +41,7 @@ pub struct Conn {
 }
 
 /// A connection's TLS session, by which end coregate is.
-enum Layer {
+pub(super) enum Layer {
     Server(Box<ServerTls>),
     Client(Box<ClientTls>),
 }
@@ -77,6 +78,11 @@ impl Conn {
 
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// The TLS session, for a tunnel that carries its records itself.
+    pub(super) fn layer_mut(&mut self) -> Option<&mut Layer> {
+        self.tls.as_mut()
     }
 
     /// Whether the TLS layer holds a buffer (never while the connection idles).
@@ -213,6 +219,45 @@ impl Conn {
             None => send_all(&self.shard, self.fd, out, deadline).await,
             Some(Layer::Server(tls)) => tls.send(&self.shard, self.fd, out, deadline).await,
             Some(Layer::Client(tls)) => tls.send(&self.shard, self.fd, out, deadline).await,
+        }
+    }
+}
+
+impl Layer {
+    pub(super) fn read(&mut self, rb: &mut ReadBuf, pool: &Rc<BufferPool>) -> io::Result<Read> {
+        match self {
+            Layer::Server(tls) => tls.read(rb, pool),
+            Layer::Client(tls) => tls.read(rb, pool),
+        }
+    }
+
+    pub(super) fn feed(&mut self, incoming: &mut ReadBuf, shard: &IoShard) -> io::Result<()> {
+        match self {
+            Layer::Server(tls) => tls.feed(incoming, shard),
+            Layer::Client(tls) => tls.feed(incoming, shard),
+        }
+    }
+
+    pub(super) fn encrypt(
+        &mut self,
+        bytes: &[u8],
+        out: &mut Outbound,
+        pool: &Rc<BufferPool>,
+    ) -> io::Result<Option<usize>> {
+        match self {
+            Layer::Server(tls) => tls.encrypt(bytes, out, pool),
+            Layer::Client(tls) => tls.encrypt(bytes, out, pool),
+        }
+    }
+
+    pub(super) fn close_notify(
+        &mut self,
+        out: &mut Outbound,
+        pool: &Rc<BufferPool>,
+    ) -> io::Result<()> {
+        match self {
+            Layer::Server(tls) => tls.close_notify(out, pool),
+            Layer::Client(tls) => tls.close_notify(out, pool),
         }
     }
 }

@@ -240,7 +240,7 @@ enum Next {
 }
 
 /// What reading plaintext gave.
-enum Read {
+pub(super) enum Read {
     Bytes(usize),
     /// Nothing yet: more records are needed.
     More,
@@ -455,7 +455,7 @@ impl<C: Records> TlsLayer<C> {
     }
 
     /// Decrypts the records at hand into `rb`.
-    fn read(&mut self, rb: &mut ReadBuf, pool: &Rc<BufferPool>) -> io::Result<Read> {
+    pub(super) fn read(&mut self, rb: &mut ReadBuf, pool: &Rc<BufferPool>) -> io::Result<Read> {
         if self.broken {
             return Err(broken());
         }
@@ -583,7 +583,7 @@ impl<C: Records> TlsLayer<C> {
     /// offsets into that buffer while a handshake message arrives in pieces, and would read
     /// them out of an empty one. Records it decrypts on the way wait in `spill` for the next
     /// read.
-    fn encrypt(
+    pub(super) fn encrypt(
         &mut self,
         bytes: &[u8],
         out: &mut Outbound,
@@ -674,6 +674,78 @@ impl<C: Records> TlsLayer<C> {
                 Step::Again => {}
             }
         }
+    }
+
+    /// Seals a `close_notify` alert after the records in `out` (a tunnel whose other side
+    /// finished sending): the peer learns the stream ended on purpose. Nothing when the session
+    /// already failed or closed.
+    pub(super) fn close_notify(
+        &mut self,
+        out: &mut Outbound,
+        pool: &Rc<BufferPool>,
+    ) -> io::Result<()> {
+        if self.broken {
+            return Ok(());
+        }
+        for _ in 0..8 {
+            let TlsLayer {
+                conn,
+                cipher,
+                spill,
+                ..
+            } = self;
+            let status = conn.process(cipher.data_mut());
+            let discard = status.discard;
+            let done = match status.state {
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                    let room = out
+                        .tail_room(RECORD_OVERHEAD, pool)
+                        .ok_or_else(super::no_buffer)?;
+                    let written = traffic
+                        .queue_close_notify(room)
+                        .map_err(|e| io::Error::other(e.to_string()))?;
+                    out.wrote(written);
+                    true
+                }
+                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                    while let Some(Ok(record)) = traffic.next_record() {
+                        spill.extend_from_slice(record.payload);
+                    }
+                    false
+                }
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    encode(out, pool, |buf| data.encode(buf)) != Ok(true)
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                    transmit.done();
+                    false
+                }
+                Ok(ConnectionState::PeerClosed) => false,
+                _ => true,
+            };
+            self.cipher.consume(discard);
+            if done {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes records received elsewhere (a tunnel's receive): as many of `incoming`'s bytes as
+    /// fit after the records at hand, moving a long record to a record buffer first when
+    /// needed. Call after [`TlsLayer::read`] found no whole record, so what is at hand is at
+    /// most one partial record.
+    pub(super) fn feed(&mut self, incoming: &mut ReadBuf, shard: &IoShard) -> io::Result<()> {
+        let mut n = self.cipher.append(incoming.data(), shard.pool());
+        if n == 0 && !incoming.is_empty() {
+            self.make_record_room(shard)?;
+            n = self.cipher.append(incoming.data(), shard.pool());
+            if n == 0 {
+                return Err(super::no_buffer());
+            }
+        }
+        incoming.consume(n);
+        Ok(())
     }
 
     /// Before receiving: a record longer than the buffer it started in moves to a record
@@ -960,6 +1032,62 @@ mod tests {
         assert_eq!(alert[0], 21, "an alert record");
         drop(conn);
         assert_all_buffers_back(&shard);
+    }
+
+    /// A tunnel with one TLS side, dropped while its receives wait in the kernel and records
+    /// arrive: every buffer comes back; and one shut down under it ends it.
+    #[test]
+    fn a_tls_tunnel_dropped_or_shut_down_mid_flight_gives_every_buffer_back() {
+        for shut_down in [false, true] {
+            let shard = testing::shard();
+            let (mut conn, mut far) = tls_conn(&shard);
+            let (plain_near, mut plain_far) = tcp_pair();
+            let peer_addr = plain_near.peer_addr().unwrap();
+            let mut other = Conn::new(shard.clone(), plain_near.into_raw_fd(), peer_addr);
+            let peer = std::thread::spawn(move || {
+                let mut tls = client();
+                while tls.is_handshaking() {
+                    tls.complete_io(&mut far).unwrap();
+                }
+                (tls, far)
+            });
+            testing::run(&shard, conn.handshake(None)).expect("handshake");
+            let (mut tls, mut far) = peer.join().unwrap();
+            let (a_fd, b_fd) = (conn.raw_fd(), other.raw_fd());
+            {
+                let mut tunnel = pin!(super::super::tunnel::join(
+                    &mut conn,
+                    &mut other,
+                    Duration::from_secs(5)
+                ));
+                assert!(poll_once(tunnel.as_mut()).is_pending());
+                shard.ring().turn(Duration::from_millis(5));
+                // Records in flight towards the tunnel, plain bytes towards its other side.
+                tls.writer().write_all(&[b'x'; 40 * 1024]).unwrap();
+                while tls.wants_write() {
+                    tls.write_tls(&mut far).unwrap();
+                }
+                plain_far.write_all(&[b'y'; 10 * 1024]).unwrap();
+                for _ in 0..3 {
+                    shard.ring().turn(Duration::from_millis(5));
+                    assert!(poll_once(tunnel.as_mut()).is_pending());
+                }
+                if shut_down {
+                    // SAFETY: shutdown(2) on descriptors the connections own (as draining does).
+                    unsafe {
+                        libc::shutdown(a_fd, libc::SHUT_RDWR);
+                        libc::shutdown(b_fd, libc::SHUT_RDWR);
+                    }
+                    // It ends (how does not matter here: nothing may be left behind).
+                    let _ = testing::run(&shard, tunnel);
+                }
+            }
+            drop(conn);
+            drop(other);
+            drop(far);
+            drop(plain_far);
+            assert_all_buffers_back(&shard);
+        }
     }
 
     /// A record whose bytes were changed on the way fails the read; the session is over, and

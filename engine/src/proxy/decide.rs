@@ -261,11 +261,7 @@ impl Session {
         let picked = pick(snapshot, upstream, view)?;
         let mut out = self.shard.io.pool().take().ok_or(Refusal::NO_BUFFER)?;
         let buf = self.rb.data();
-        // A protocol switch joins the two sockets directly (`io/tunnel.rs`), below the TLS
-        // record layer: over TLS the Upgrade is not relayed, and the request goes up as an
-        // ordinary one (RFC 9110 7.8 lets a server ignore Upgrade).
-        let relayed =
-            upgrade::relayed(head.upgrade, buf, view.body).filter(|_| !self.client.is_tls());
+        let relayed = upgrade::relayed(head.upgrade, buf, view.body);
         let client_ip = self.client.peer_addr().ip();
         let input = RequestHeadInput {
             path,

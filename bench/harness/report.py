@@ -262,6 +262,38 @@ def markdown(run_dir: Path) -> str:
                 f" | {f_int(scrapes) + ', ' + f_num(t.median('overhead', x, 'scrape_ms', scenario=HEADLINE), 1) if scrapes else '–'} |")
         lines.append("")
 
+    tls_phases = [p for p in meta["phases"] if p.startswith("tls-")]
+    if tls_phases:
+        tls_order = [x for x in order if any(t.targets(p) and x in t.targets(p) for p in tls_phases)]
+        lines += [
+            "#### TLS: the same ECDSA P-256 certificate, TLS 1.3 by default (X25519)",
+            "",
+            "| target | full handshakes/s (wrk close c64) | vs NGINX | full/s (handshakes.py) "
+            "| resumed/s | vs NGINX | HTTPS GET 5 B c64 req/s | vs NGINX | CPU µs/req | CPU vs NGINX "
+            "| 16 KiB CPU µs/req | CPU vs NGINX | bytes / idle HTTPS conn | plain p99 ms alone "
+            "| beside 500 handshakes/s | ratio |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for x in tls_order:
+            alone = t.median("tls-latency", x, "p99_ms", handshakes_per_s=0)
+            beside = t.median("tls-latency", x, "p99_ms", handshakes_per_s=500)
+            lines.append(
+                f"| {x} | {f_int(t.median('tls-handshake', x, 'per_second', scenario='full-wrk-c64'))}"
+                f" | {f_num(t.ratio('tls-handshake', x, 'per_second', scenario='full-wrk-c64'))}"
+                f" | {f_int(t.median('tls-handshake', x, 'per_second', scenario='full'))}"
+                f" | {f_int(t.median('tls-handshake', x, 'per_second', scenario='resumed'))}"
+                f" | {f_num(t.ratio('tls-handshake', x, 'per_second', scenario='resumed'))}"
+                f" | {f_int(t.median('tls-throughput', x, 'rps', scenario=HEADLINE))}"
+                f" | {f_num(t.ratio('tls-throughput', x, 'rps', scenario=HEADLINE))}"
+                f" | {f_num(t.median('tls-throughput', x, 'proxy_cpu_us', scenario=HEADLINE), 1)}"
+                f" | {f_num(t.ratio('tls-throughput', x, 'proxy_cpu_us', scenario=HEADLINE))}"
+                f" | {f_num(t.median('tls-throughput', x, 'proxy_cpu_us', scenario='get-16k-c64'), 1)}"
+                f" | {f_num(t.ratio('tls-throughput', x, 'proxy_cpu_us', scenario='get-16k-c64'))}"
+                f" | {f_int(t.median('tls-idle', x, 'bytes_per_conn'))}"
+                f" | {f_ms(alone)} | {f_ms(beside)}"
+                f" | {f_num(beside / alone if alone and beside else None)} |")
+        lines.append("")
+
     notes = []
     for x, why in meta.get("skipped", {}).items():
         notes.append(f"- {x}: skipped, {why.splitlines()[0]}")

@@ -14,6 +14,10 @@
 Every proxy forwards one route ("/") to the same origin, an NGINX with one worker. Configs are
 rendered from bench/conf/ into the run directory; each proxy is started fresh for its slot of a
 phase and must pass `preflight` before anything is measured.
+
+Every proxy also serves the same route over TLS on its port + TLS_PORT_SHIFT, with one
+certificate made for the run (ECDSA P-256, `tls_cert`), TLS 1.2 and 1.3, session tickets and a
+session cache on; the TLS phases use that listener and it must pass `preflight_tls`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import ssl
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +48,11 @@ BASELINE = "nginx"  # ratios are against NGINX measured in the same run
 # Port of each listener: port_base + offset.
 PORT_OFFSETS = {"upstream": 0, "coregate": 1, "coregate-base": 2, "nginx": 3, "haproxy": 4,
                 "coregate-1shard": 5, "coregate-log": 6, "coregate-scrape": 7, "admin": 8, "coregate-limit": 9}
+
+# A proxy's TLS listener is on its port plus this.
+TLS_PORT_SHIFT = 100
+# The proxies that serve TLS (the TLS phases' targets).
+TLS_TARGETS = ("coregate", "coregate-base", "nginx", "haproxy")
 
 # The origin's fixed bodies: path -> length. /post answers "done\n" to any POST.
 BODY_SIZES = {"/5b": 5, "/64b": 64, "/1k": 1024, "/16k": 16384}
@@ -76,6 +87,9 @@ class Layout:
 
     def port(self, name: str) -> int:
         return self.port_base + PORT_OFFSETS["upstream" if name == "direct" else name]
+
+    def tls_port(self, name: str) -> int:
+        return self.port(name) + TLS_PORT_SHIFT
 
     @property
     def loadgen_cpus(self) -> str | None:
@@ -115,8 +129,30 @@ def render(template: Path, out: Path, values: dict[str, object]) -> Path:
     return out
 
 
+def tls_cert(run_dir: Path) -> tuple[Path, Path, Path]:
+    """The run's certificate: ECDSA P-256 for `bench.test`, made once with openssl. Returns the
+    certificate, the key, and both in one file (HAProxy's form)."""
+    d = run_dir / "tls"
+    cert, key, both = d / "cert.pem", d / "key.pem", d / "both.pem"
+    if not both.is_file():
+        d.mkdir(exist_ok=True)
+        done = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "30",
+             "-subj", "/CN=bench.test", "-addext", "subjectAltName=DNS:bench.test"],
+            capture_output=True, text=True)
+        if done.returncode != 0:
+            raise HarnessError(f"openssl could not make the run's certificate: {done.stderr[-400:]}")
+        both.write_text(cert.read_text() + key.read_text())
+    return cert, key, both
+
+
 def _common(layout: Layout, run_dir: Path) -> dict[str, object]:
+    cert, key, both = tls_cert(run_dir)
     return {
+        "CERT": cert,
+        "KEY": key,
+        "CERT_AND_KEY": both,
         "RUN_DIR": run_dir,
         "NOFILE": layout.nofile,
         # Two descriptors per proxied connection (client + upstream), some to spare.
@@ -197,7 +233,8 @@ def start(spec: Spec, layout: Layout, run_dir: Path, registry: Registry, coregat
         return Running(spec, port, None)
     if port_in_use(layout.host, port):
         raise HarnessError(f"{layout.host}:{port} ({spec.name}) is already in use: pick another --port-base")
-    values = {**_common(layout, run_dir), "LISTEN_ADDR": f"{layout.host}:{port}"}
+    values = {**_common(layout, run_dir), "LISTEN_ADDR": f"{layout.host}:{port}",
+              "TLS_LISTEN_ADDR": f"{layout.host}:{layout.tls_port(spec.name)}"}
     log = run_dir / f"{spec.name}.log"
     if spec.kind == "nginx":
         for d in ("nginx-body", "nginx-proxy"):
@@ -227,6 +264,12 @@ def start(spec: Spec, layout: Layout, run_dir: Path, registry: Registry, coregat
         argv = [str(coregate_bin), "run", "--config", str(conf)]
     server = serve(spec.name, [*(wrap or []), *argv], log, registry, layout.host, port,
                    start_timeout)
+    try:
+        wait_listening(layout.host, layout.tls_port(spec.name), server, start_timeout)
+        preflight_tls(spec.name, layout.host, layout.tls_port(spec.name))
+    except BaseException:
+        server.stop()
+        raise
     admin = f"{layout.host}:{layout.port('admin')}" if spec.feature == "admin" else None
     return Running(spec, port, server, admin)
 
@@ -306,6 +349,29 @@ def preflight(name: str, host: str, port: int) -> None:
             raise HarnessError(f"{name}: POST /post (64 KiB) did not return {POST_REPLY!r}")
         if exchange("GET", "/5b") != b"hello" or conn.sock is not sock:
             raise HarnessError(f"{name}: GET after a 64 KiB POST did not reuse the connection")
+    finally:
+        conn.close()
+
+
+def preflight_tls(name: str, host: str, port: int) -> None:
+    """The TLS listener answers GET /5b and GET /16k on one keep-alive TLS connection, with
+    ALPN http/1.1."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"])
+    conn = http.client.HTTPSConnection(host, port, timeout=5, context=context)
+    try:
+        for path, size in (("/5b", 5), ("/16k", 16384)):
+            try:
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                raise HarnessError(f"{name}: GET {path} over TLS failed: {e!r}") from e
+            if resp.status != 200 or len(data) != size:
+                raise HarnessError(f"{name}: GET {path} over TLS answered {resp.status}, "
+                                   f"{len(data)} bytes")
     finally:
         conn.close()
 

@@ -178,6 +178,13 @@ fn check(path: &Path, topology: bool, host_root: Option<&Path>) -> ExitCode {
     } else {
         println!("{plan}");
     }
+    let (tls, warnings) = config.tls_report();
+    if let Some(tls) = tls {
+        println!("{tls}");
+    }
+    for warning in warnings {
+        println!("warning: {warning}");
+    }
     ExitCode::SUCCESS
 }
 

@@ -3,11 +3,13 @@
 //! the accept loop and shared by every connection it accepts; read by `x-forwarded-proto`, the
 //! access log and rate-limit keys, never by the I/O below them.
 //!
-//! A TLS listener adds here what each handshake establishes (SNI, ALPN, version, a client
-//! certificate's identity), beside the listener's facts.
+//! A TLS listener adds here what each handshake establishes (SNI, ALPN, version, resumption,
+//! a client certificate's identity), beside the listener's facts.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+
+pub use crate::io::Handshaken as TlsFacts;
 
 /// The scheme a listener's clients speak, as `x-forwarded-proto` and logs name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,15 +38,45 @@ pub struct ListenerInfo {
     pub scheme: Scheme,
 }
 
-/// A client connection's context: a pointer to its listener's facts, so an idle connection
-/// pays one word for it.
+/// A client connection's context: a pointer to its listener's facts and, on a TLS listener,
+/// one to what the handshake established, so an idle connection pays two words for it.
 #[derive(Clone, Debug)]
 pub struct ConnContext {
     pub listener: Rc<ListenerInfo>,
+    /// SNI, ALPN, version and whether the session was resumed; `None` on a plain listener
+    /// (and on a TLS one until its handshake finished).
+    pub tls: Option<Box<TlsFacts>>,
 }
 
 impl ConnContext {
+    pub fn new(listener: Rc<ListenerInfo>) -> ConnContext {
+        ConnContext {
+            listener,
+            tls: None,
+        }
+    }
+
     pub fn scheme(&self) -> Scheme {
         self.listener.scheme
+    }
+
+    /// The server name the client's handshake asked for.
+    pub fn sni(&self) -> Option<&str> {
+        self.tls.as_ref()?.sni.as_deref()
+    }
+
+    /// The application protocol the handshake settled on.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.tls.as_ref()?.alpn.as_deref()
+    }
+
+    /// Who the client's verified certificate names.
+    pub fn client_identity(&self) -> Option<&str> {
+        self.tls.as_ref()?.client_identity.as_deref()
+    }
+
+    /// `TLSv1.2` / `TLSv1.3`.
+    pub fn tls_version(&self) -> Option<&'static str> {
+        Some(self.tls.as_ref()?.version.as_str())
     }
 }

@@ -7,12 +7,15 @@
 //! - [`host`]     what the machine offers, read from `/sys` and `/proc`: CPUs, SMT siblings, NUMA
 //!   nodes, NICs and their interrupts, kernel settings and limits
 //! - [`io`]       the only module touching sockets: the shard's own io_uring, buffers, the
-//!   connection type every byte passes through, cross-thread doorbells
+//!   connection type every byte passes through (and its TLS record layer), cross-thread doorbells
 //! - [`task`]     spawning shard-local tasks (told to the ring driver)
 //! - [`event`]    a shard-local one-shot event (drain started)
 //! - [`frame`]    pooled memory for the futures of exchanges in progress
 //! - [`http1`]    sans-io HTTP/1.1: request/response heads, framing, chunked, head writing
-//! - [`context`]  what a client connection is besides its bytes: its listener, scheme, peer
+//! - [`tls`]      TLS settings: certificates (PEM, checks), SNI choice, client certificates,
+//!   session tickets, upstream TLS; each shard's rustls configs (pure: no I/O)
+//! - [`context`]  what a client connection is besides its bytes: its listener, scheme, peer,
+//!   and what its TLS handshake established
 //! - [`request`]  the protocol-neutral request view route, admit and pick read
 //! - [`router`]   host -> path -> method lookup and path normalisation, built per snapshot
 //! - [`auth`]     API keys and JWT bearer tokens: identities, 401 / 403 outcomes, forwarded claims
@@ -40,8 +43,11 @@
 //!
 //! ```text
 //! listener::accept_loop        accept on the shard's SO_REUSEPORT socket, spawn a task with
-//!                              the listener's context::ConnContext
+//!                              the listener's context::ConnContext (a TLS listener's connection
+//!                              starts its session with the snapshot's rustls config)
 //! proxy::serve                 one task per connection; idle between requests (no buffer held)
+//!   handshake    proxy/handshake.rs   TLS listeners: the handshake over the ring (io/tls.rs),
+//!                                     its facts into the context
 //!   read_head    proxy/read_head.rs   receive into the connection buffer, http1::parse_request
 //!   decide       proxy/decide.rs      build request::RequestView from the head, then:
 //!     route      proxy/route.rs         router::normalize_path, RouteTable::lookup (400/404/405)
@@ -65,7 +71,8 @@
 //! ```text
 //! runtime::Server::start          bind, start shards, wait for every shard's first ack
 //! control::plane::ControlPlane    reload (validate, bind, Apply to every shard, await acks),
-//!                                 collect (Collect to every shard, merge), shutdown
+//!                                 collect (Collect to every shard, merge), TLS ticket keys
+//!                                 (made, rotated, TicketKeys to every shard), shutdown
 //! runtime::bootstrap::run_shard   a shard's mailbox loop: Shard::apply builds a Snapshot, swaps it;
 //!                                 Shard::apply_health applies health verdicts
 //! control::health::run            upstream health: shards' ejections confirmed or refused,
@@ -87,11 +94,13 @@
 //!   endpoints may take the request (health, retries). Its name in `Balance`, so the file
 //!   accepts it; its settings beside `hash_on` in `config/validate/upstream.rs`. Nothing in
 //!   `proxy/` changes.
-//! - **A listener protocol** (TLS): the listener's [`context::Scheme`] and the handshake's
-//!   facts in `context.rs` (set by the accept loop in `listener.rs` from the listener's
-//!   configuration); the record layer behind `io::Conn::recv` and `io::Conn::send`
-//!   (`io/conn.rs`), the only places a connection's bytes pass. `x-forwarded-proto`, the
-//!   access log and rate-limit keys read the context as they are.
+//! - **A listener protocol**: TLS is the worked example. The listener's [`context::Scheme`]
+//!   (set in `runtime/bootstrap.rs` from the listener's configuration) and the handshake's
+//!   facts in `context.rs` (set by `proxy/handshake.rs`); the record layer (`io/tls.rs`)
+//!   behind `io::Conn::recv` and `io::Conn::send` (`io/conn.rs`), the only places a
+//!   connection's bytes pass; its settings validated in `config/validate/tls.rs` into
+//!   [`tls::ListenerTls`] and compiled per shard into the snapshot (`snapshot.rs`).
+//!   `x-forwarded-proto`, the access log and rate-limit keys read the context as they are.
 //! - **A phase** (an access rule on a header, say): a function over the
 //!   [`request::RequestView`] that returns `Result<_, Refusal>` in a file of its own under
 //!   `proxy/`, called from `Session::decide` (`proxy/decide.rs`) in its place in the order;
@@ -124,6 +133,7 @@ pub mod runtime;
 pub mod shard;
 pub mod snapshot;
 pub mod task;
+pub mod tls;
 pub mod upstream;
 
 pub use error::{Error, ErrorKind, Result, Side};

@@ -7,6 +7,11 @@
 //! and retries after a pause that doubles up to [`MAX_BACKOFF`]; it never spins and never exits. Draining ends the loop, and
 //! so does the listener's own stop event (a reload removed or changed the listener): the
 //! socket closes, the connections it accepted carry on.
+//!
+//! On a TLS listener each connection starts its TLS session here, with the server
+//! configuration of the shard's current snapshot (certificates as of the latest reload); the
+//! handshake itself runs in the connection's task (`proxy/handshake.rs`), so a slow client's
+//! handshake never holds up the accept loop.
 
 use std::io;
 use std::rc::Rc;
@@ -14,9 +19,9 @@ use std::time::Duration;
 
 use futures_lite::future;
 
-use crate::context::{ConnContext, ListenerInfo};
+use crate::context::{ConnContext, ListenerInfo, Scheme};
 use crate::event::LocalEvent;
-use crate::io::Listener;
+use crate::io::{HandshakeFailure, Listener};
 use crate::proxy;
 use crate::shard::Shard;
 use crate::task::spawn;
@@ -57,12 +62,24 @@ pub async fn accept_loop(
                 // Another listener of the shard took the last room meanwhile: this one waits.
                 listener.hold(conn);
             }
-            Some(Ok(conn)) => {
+            Some(Ok(mut conn)) => {
                 backoff = MIN_BACKOFF;
-                let context = ConnContext {
-                    listener: info.clone(),
-                };
-                spawn(proxy::serve(shard.clone(), conn, context));
+                if info.scheme == Scheme::Https {
+                    let snapshot = shard.snapshot();
+                    let started = snapshot
+                        .tls_config(&info.name)
+                        .map(|config| conn.start_tls(config.clone()));
+                    if !matches!(started, Some(Ok(()))) {
+                        // A reload removed the listener's TLS between its accept and now.
+                        shard.metrics.tls_failure(HandshakeFailure::Protocol);
+                        continue;
+                    }
+                }
+                spawn(proxy::serve(
+                    shard.clone(),
+                    conn,
+                    ConnContext::new(info.clone()),
+                ));
             }
             Some(Err(err)) if is_resource_exhaustion(&err) => {
                 eprintln!(

@@ -1,6 +1,7 @@
 //! What one configuration generation compiles into on one shard: the route table and each
 //! route's target, the upstream groups with their timeouts, the authentication policies, the
-//! forwarding rules, the head limits and the client timeouts.
+//! forwarding rules, the head limits, the client timeouts, and each TLS listener's rustls
+//! configuration (certificates, this shard's session cache).
 //!
 //! Built off the request path (at start and on every `Apply`) by [`SnapshotBuilder`], then only
 //! read: a request takes the shard's current snapshot once, at its start, and runs on it to its
@@ -15,6 +16,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::jwt::TokenCache;
@@ -26,6 +28,7 @@ use crate::http1;
 use crate::metrics::{RouteStatsId, ShardMetrics};
 use crate::ratelimit::{LimitClock, Limiter, LimiterSettings};
 use crate::router::{RouteSpec, RouteTable};
+use crate::tls::ShardTls;
 use crate::upstream::{
     Endpoint, HealthRecords, PoolSettings, Pools, RetryPolicy, UpstreamGroup, UpstreamTimeouts,
 };
@@ -41,6 +44,30 @@ pub struct Snapshot {
     pub forwarding: ForwardingRules,
     pub limits: http1::Limits,
     pub timeouts: ClientTimeouts,
+    /// Each TLS listener's server configuration, by listener name. A connection takes its
+    /// listener's at accept and keeps it to its end, so a reload swaps certificates for new
+    /// connections without touching open ones.
+    pub tls: Vec<TlsListener>,
+}
+
+/// A TLS listener as this shard's generation runs it.
+pub struct TlsListener {
+    pub name: Box<str>,
+    pub config: Arc<rustls::ServerConfig>,
+    /// Where a verified client certificate's identity goes upstream (lowercase).
+    pub client_cert_header: Option<Box<str>>,
+}
+
+impl Snapshot {
+    /// The TLS listener `name` (a linear scan: a node has a handful of listeners).
+    pub fn tls_listener(&self, name: &str) -> Option<&TlsListener> {
+        self.tls.iter().find(|listener| &*listener.name == name)
+    }
+
+    /// The server configuration of the TLS listener `name`.
+    pub fn tls_config(&self, name: &str) -> Option<&Arc<rustls::ServerConfig>> {
+        self.tls_listener(name).map(|listener| &listener.config)
+    }
 }
 
 /// A route as one shard uses it: the route's action and edits, copied from the configuration.
@@ -59,6 +86,8 @@ pub struct RouteTarget {
     pub max_body_bytes: Option<u64>,
     /// Which failed attempts are sent again.
     pub retry: RetryPolicy,
+    /// `redirect_https`: plain requests are answered `308` to `https` on this port.
+    pub redirect_https: Option<u16>,
 }
 
 /// What a matched route does.
@@ -245,6 +274,8 @@ pub struct SnapshotBuilder<'a> {
     /// Shards enforcing each limit together.
     pub shard_count: usize,
     pub clock: LimitClock,
+    /// The shard's TLS resumption state, which each TLS listener's configuration uses.
+    pub tls: &'a ShardTls,
 }
 
 impl SnapshotBuilder<'_> {
@@ -256,11 +287,11 @@ impl SnapshotBuilder<'_> {
             .iter()
             .map(|upstream| self.upstream(upstream))
             .collect();
-        self.pools.retain(|addr| {
-            config
-                .upstreams
-                .iter()
-                .any(|upstream| upstream.endpoints.contains(addr))
+        self.pools.retain_keyed(|addr, tls| {
+            config.upstreams.iter().any(|upstream| {
+                upstream.endpoints.contains(addr)
+                    && upstream.tls.as_ref().map(|t| &*t.pool_key) == tls
+            })
         });
         self.health.retain(|name, addr| {
             config
@@ -300,6 +331,18 @@ impl SnapshotBuilder<'_> {
                 send: config.timeouts.send,
                 tunnel_idle: config.timeouts.tunnel_idle,
             },
+            tls: config
+                .listeners
+                .iter()
+                .filter_map(|l| {
+                    let tls = l.tls.as_ref()?;
+                    Some(TlsListener {
+                        name: l.name.clone(),
+                        config: tls.server_config_for(&l.name, self.tls),
+                        client_cert_header: tls.client.as_ref().and_then(|c| c.header.clone()),
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -319,7 +362,8 @@ impl SnapshotBuilder<'_> {
             .zip(&upstream.weights)
             .map(|(addr, &weight)| {
                 Endpoint::new(
-                    self.pools.get_or_create(*addr, settings),
+                    self.pools
+                        .get_or_create_tls(*addr, settings, upstream.tls.as_deref()),
                     state.endpoint(*addr, added),
                     weight,
                 )
@@ -386,6 +430,7 @@ impl SnapshotBuilder<'_> {
             response_headers: Edits::from_config(&route.response_headers),
             max_body_bytes: route.max_body_bytes,
             retry: route.retry,
+            redirect_https: route.redirect_https,
         }
     }
 }

@@ -45,33 +45,119 @@ impl Response {
 
 /// A client connection.
 pub struct Client {
-    stream: TcpStream,
+    stream: Transport,
     pending: Vec<u8>,
 }
 
+/// The bytes' way to coregate: the socket itself, or a TLS session over it.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Transport {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(stream) => stream,
+            Transport::Tls(tls) => &tls.sock,
+        }
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => stream.read(buf),
+            Transport::Tls(tls) => match tls.read(buf) {
+                // A peer that closes without close_notify has ended the stream all the same.
+                Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => stream.write(buf),
+            Transport::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Transport::Plain(stream) => stream.flush(),
+            Transport::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
 impl Client {
+    /// Connects to coregate; over TLS (asking for [`crate::tls::TEST_NAME`]) when the proxy
+    /// at `addr` serves TLS.
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect to coregate");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         stream.set_nodelay(true).unwrap();
+        let stream = if crate::tls::speaks_tls(addr) {
+            let session =
+                crate::tls::client_session(crate::tls::client_config(&[]), crate::tls::TEST_NAME);
+            Transport::Tls(Box::new(rustls::StreamOwned::new(session, stream)))
+        } else {
+            Transport::Plain(stream)
+        };
         Client {
             stream,
             pending: Vec::new(),
         }
     }
 
+    /// Connects over TLS with `config`, asking for `name` (an IP address sends no SNI), and
+    /// finishes the handshake; its error when the handshake fails.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> Result<Client, std::io::Error> {
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_nodelay(true)?;
+        let mut session = crate::tls::client_session(config, name);
+        while session.is_handshaking() {
+            session.complete_io(&mut stream)?;
+        }
+        Ok(Client {
+            stream: Transport::Tls(Box::new(rustls::StreamOwned::new(session, stream))),
+            pending: Vec::new(),
+        })
+    }
+
+    /// The TLS session, when the client speaks TLS.
+    pub fn tls(&self) -> Option<&rustls::ClientConnection> {
+        match &self.stream {
+            Transport::Tls(tls) => Some(&tls.conn),
+            Transport::Plain(_) => None,
+        }
+    }
+
+    /// The socket (under TLS, the one the session runs over).
     pub fn stream(&self) -> &TcpStream {
-        &self.stream
+        self.stream.socket()
     }
 
     pub fn set_read_timeout(&self, timeout: Duration) {
-        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        self.stream
+            .socket()
+            .set_read_timeout(Some(timeout))
+            .unwrap();
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write request");
+        self.stream.flush().expect("write request");
     }
 
     /// Sends a minimal GET with the given extra field lines (each without CRLF).
@@ -158,6 +244,24 @@ impl Client {
                 interim,
             });
         }
+    }
+
+    /// Stops sending: a TLS client sends `close_notify` first; then the socket's write half is
+    /// shut down (what is sent back can still be read).
+    pub fn finish_sending(&mut self) {
+        if let Transport::Tls(tls) = &mut self.stream {
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+        let _ = self.stream.socket().shutdown(std::net::Shutdown::Write);
+    }
+
+    /// Reads exactly `n` bytes (an interim answer, say); panics if the connection ends first.
+    pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        while self.pending.len() < n {
+            assert!(self.fill(), "the connection ended before {n} bytes");
+        }
+        self.pending.drain(..n).collect()
     }
 
     /// Reads everything until the server closes; the raw bytes.

@@ -56,6 +56,7 @@ impl Coregate {
     }
 
     fn start_config(config: Config) -> Coregate {
+        let tls_first = config.listeners[0].tls.is_some();
         let plan = Plan::for_config(&config)
             .unwrap_or_else(|errors| panic!("test plan invalid:\n{errors}"));
         let name = config.listeners[0].name.clone();
@@ -64,6 +65,9 @@ impl Coregate {
         let addr = server
             .listener_addr(&name)
             .expect("the first listener is bound");
+        if tls_first {
+            crate::tls::register(addr);
+        }
         Coregate {
             server: Some(server),
             addr,
@@ -143,8 +147,12 @@ pub fn config_with(io: &str, cores: &str, upstream_body: &str, extra: &str) -> S
 }
 
 /// The runtime and listener every test uses, then `upstreams` (whole `[[upstream]]` tables)
-/// and `extra`.
+/// and `extra`. With `io` = [`TLS`], the listener terminates TLS with the test certificate.
 pub fn config_with_upstreams(io: &str, cores: &str, upstreams: &str, extra: &str) -> String {
+    let (io, tls) = match io {
+        TLS => ("uring", crate::tls::listener_tls()),
+        io => (io, String::new()),
+    };
     format!(
         r#"
 [runtime]
@@ -158,6 +166,7 @@ io_memory = "1MiB"
 [[listener]]
 name = "test"
 bind = "127.0.0.1:0"
+{tls}
 
 {upstreams}
 
@@ -170,6 +179,13 @@ bind = "127.0.0.1:0"
 /// the only one since glommio's `TcpStream` path was retired. A new way of carrying the same
 /// requests (a transport such as TLS) joins this list, so every case runs over it too.
 pub const MECHANISMS: [&str; 1] = ["uring"];
+
+/// The ring with TLS terminated on the listener: a transport over [`MECHANISMS`]' ring.
+pub const TLS: &str = "uring+tls";
+
+/// What the conformance suite's cases loop over: every mechanism in plain text, and the ring
+/// with TLS (clients made by [`Client::connect`] and [`exchange`] speak TLS to it).
+pub const TRANSPORTS: [&str; 2] = ["uring", TLS];
 
 /// A configuration file in the temporary directory, unique to the test that made it; rewrite it
 /// and reload to change what coregate runs. Removed when dropped.

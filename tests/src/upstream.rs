@@ -273,11 +273,20 @@ fn serve_requests(stream: TcpStream, id: usize, shared: Arc<Shared>, behavior: B
             return;
         };
         let reply = behavior(&request);
-        {
+        let record = |request: Recorded| {
             let mut requests = shared.requests.lock().unwrap();
             requests.push(request);
             shared.arrived.notify_all();
-        }
+        };
+        // An early-answering upstream is seen to have the request only once its answer is on
+        // the wire, so a test that waits for the request and then sends the body knows the
+        // answer came first (not merely the head).
+        let (request, reply) = if shared.early {
+            (Some(request), reply)
+        } else {
+            record(request);
+            (None, reply)
+        };
         let ok = match reply {
             Reply::Raw(bytes) => stream.stream.write_all(&bytes).is_ok(),
             Reply::RawThenClose(bytes) => {
@@ -303,6 +312,9 @@ fn serve_requests(stream: TcpStream, id: usize, shared: Arc<Shared>, behavior: B
                 false
             }
         };
+        if let Some(request) = request {
+            record(request);
+        }
         if !ok {
             return;
         }
@@ -449,4 +461,42 @@ fn fill(stream: &mut impl Read, pending: &mut Vec<u8>) -> bool {
 
 pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// An upstream that switches protocols: answers `101`, then sends back every byte it gets in
+/// upper case until EOF, then `bye` and closes.
+pub fn switcher() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        use std::io::{Read, Write};
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let _ = stream.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+        );
+        let mut chunk = [0u8; 65536];
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let upper: Vec<u8> = chunk[..n].iter().map(u8::to_ascii_uppercase).collect();
+                    if stream.write_all(&upper).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = stream.write_all(b"bye");
+    });
+    addr
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use coregate_engine::config::Config;
 use coregate_tests::client::Client;
 use coregate_tests::harness::{
-    Coregate, FORWARD_ALL, MECHANISMS, config_with_upstreams, exchange, start,
+    Coregate, FORWARD_ALL, TLS, TRANSPORTS, config_with_upstreams, exchange, start,
 };
 use coregate_tests::upstream::{Recorded, Reply, Upstream, echo, ok, ok_chunked};
 
@@ -61,7 +61,7 @@ fn assert_untouched(io: &str, upstream: &Upstream) {
 /// Starts coregate in front of an echo upstream, refuses every request with `status`, and checks
 /// the upstream saw nothing.
 fn refuses_all(status: u16, requests: &[&[u8]]) {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         assert_refused(io, &proxy, status, requests);
@@ -86,7 +86,7 @@ fn framing_lines(raw_head: &[u8]) -> Vec<String> {
 /// recorded no complete request (coregate may have sent the head before the bad bytes came).
 /// None of the client's own chunk framing ever reaches the upstream.
 fn refuses_body(status: u16, requests: &[&[u8]], never_forwarded: &[&str]) {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         assert_refused(io, &proxy, status, requests);
@@ -204,7 +204,7 @@ fn rfc9110_2_5_http_1_2_is_processed_as_http_1_1() {
             b"GET / HTTP/1.2\r\nhost: a\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
         ],
     );
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let mut client = Client::connect(proxy.addr());
@@ -268,7 +268,7 @@ fn rfc9112_3_2_host_must_be_single_and_valid() {
             b"GET / HTTP/1.1\r\nhost: a\r\nconnection: host\r\n\r\n",
         ],
     );
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let (response, _) = exchange(&proxy, b"GET /v6 HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n");
@@ -301,7 +301,7 @@ fn rfc3986_3_2_2_percent_encoded_hosts_are_refused() {
 /// sec. 4.2.3).
 #[test]
 fn rfc9112_3_2_2_absolute_form_takes_host_from_its_authority() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let mut client = Client::connect(proxy.addr());
@@ -506,7 +506,7 @@ fn rfc9112_6_1_only_a_plain_final_chunked_is_accepted() {
     let gzip = te("gzip, chunked");
     refuses_all(501, &[gzip.as_bytes()]);
 
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let mut client = Client::connect(proxy.addr());
@@ -565,7 +565,7 @@ fn rfc9110_8_6_content_length_must_be_one_decimal_value() {
     let refused: Vec<&[u8]> = bad.iter().map(|r| r.as_bytes()).collect();
     refuses_all(400, &refused);
 
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let mut client = Client::connect(proxy.addr());
@@ -607,7 +607,7 @@ fn rfc9110_8_6_content_length_must_be_one_decimal_value() {
 /// head are the next request, and an HTTP/1.0 request is never read until close.
 #[test]
 fn rfc9112_6_3_a_request_without_framing_has_no_body() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let mut client = Client::connect(proxy.addr());
@@ -700,7 +700,7 @@ fn rfc9112_7_1_1_chunk_extensions_are_bounded_and_dropped() {
     let refused: Vec<&[u8]> = bad.iter().map(|r| r.as_bytes()).collect();
     refuses_body(400, &refused, &["hello", "xxxxxxxx"]);
 
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let (response, closed) = exchange(
@@ -741,7 +741,7 @@ fn rfc9112_7_1_1_chunk_extensions_are_bounded_per_body() {
         &[over.as_bytes(), with_trailers.as_bytes()],
         &["xxxxxxxx", "vvvvvvvv"],
     );
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let under = format!(
@@ -767,7 +767,7 @@ fn rfc9112_7_1_1_chunk_extensions_are_bounded_per_body() {
 /// the framing fields either.
 #[test]
 fn rfc9110_7_6_1_hop_by_hop_fields_go_and_forwarding_fields_stay() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let mut client = Client::connect(proxy.addr());
@@ -822,7 +822,12 @@ fn rfc9110_7_6_1_hop_by_hop_fields_go_and_forwarding_fields_stay() {
             assert_eq!(named.field(name), None, "{io}: {name} was forwarded");
         }
         assert_eq!(named.fields_named("x-forwarded-for"), ["127.0.0.1"], "{io}");
-        assert_eq!(named.fields_named("x-forwarded-proto"), ["http"], "{io}");
+        // The scheme the client spoke to coregate.
+        assert_eq!(
+            named.fields_named("x-forwarded-proto"),
+            [scheme(io)],
+            "{io}"
+        );
         assert_eq!(
             named.fields_named("x-forwarded-host"),
             ["test.local"],
@@ -839,7 +844,11 @@ fn rfc9110_7_6_1_hop_by_hop_fields_go_and_forwarding_fields_stay() {
             xff[0] == "127.0.0.1" || xff[0] == "203.0.113.7, 198.51.100.2, 127.0.0.1",
             "{io}: {xff:?}"
         );
-        assert_eq!(chain.fields_named("x-forwarded-proto"), ["http"], "{io}");
+        assert_eq!(
+            chain.fields_named("x-forwarded-proto"),
+            [scheme(io)],
+            "{io}"
+        );
         assert_eq!(
             chain.fields_named("x-forwarded-host"),
             ["test.local"],
@@ -874,7 +883,7 @@ fn rfc9110_7_6_1_hop_by_hop_fields_go_and_forwarding_fields_stay() {
 /// HTTP/1.1 and the connection stays HTTP/1.1.
 #[test]
 fn rfc9110_7_8_upgrade_h2c_is_never_forwarded() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let mut client = Client::connect(proxy.addr());
@@ -912,7 +921,7 @@ fn rfc9110_7_8_upgrade_h2c_is_never_forwarded() {
 /// upstream connection is never pooled.
 #[test]
 fn rfc9110_7_8_bytes_behind_an_upgrade_are_never_tunnelled_before_a_101() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let app = Upstream::start(Arc::new(|req: &Recorded| {
             match req.target.as_str() {
             "/ws-switch" => Reply::Raw(
@@ -1009,7 +1018,7 @@ fn rfc9110_7_8_bytes_behind_an_upgrade_are_never_tunnelled_before_a_101() {
 #[test]
 fn rfc9112_9_3_an_unread_body_closes_the_client_connection() {
     let smuggled = "GET /admin HTTP/1.1\r\nhost: a\r\n\r\n";
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let routes = r#"
 [[route]]
@@ -1095,7 +1104,7 @@ upstream = "up"
 #[test]
 fn rfc9112_9_3_an_early_upstream_answer_is_not_reused() {
     let smuggled = "GET /smuggled HTTP/1.1\r\nhost: a\r\n\r\n";
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start_early(Arc::new(|req: &Recorded| {
             match req.target.as_str() {
                 "/upload" => Reply::Raw(ok(b"early")),
@@ -1149,15 +1158,14 @@ fn rfc9110_10_1_1_expect_is_answered_or_refused() {
             b"POST / HTTP/1.1\r\nhost: a\r\nexpect: 100-continue\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\nhello",
         ],
     );
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let mut client = Client::connect(proxy.addr());
         client.send(
             b"POST /e HTTP/1.1\r\nhost: a\r\nexpect: 100-continue\r\ntransfer-encoding: chunked\r\n\r\n",
         );
-        let mut interim = [0u8; 25];
-        std::io::Read::read_exact(&mut client.stream().try_clone().unwrap(), &mut interim).unwrap();
+        let interim = client.read_exact(25);
         assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n", "{io}");
         client.send(b"4\r\ndata\r\n0\r\n\r\n");
         assert_eq!(
@@ -1167,8 +1175,7 @@ fn rfc9110_10_1_1_expect_is_answered_or_refused() {
         );
         // Without a body there is nothing to continue: the first bytes are the final answer.
         client.send(b"GET /no-body HTTP/1.1\r\nhost: a\r\nexpect: 100-continue\r\n\r\n");
-        let mut first = [0u8; 12];
-        std::io::Read::read_exact(&mut client.stream().try_clone().unwrap(), &mut first).unwrap();
+        let first = client.read_exact(12);
         assert_eq!(&first, b"HTTP/1.1 200", "{io}");
         let seen = upstream.wait_for(2);
         assert_eq!(seen[0].body, b"data", "{io}");
@@ -1183,7 +1190,7 @@ fn rfc9110_10_1_1_expect_is_answered_or_refused() {
 /// `connection: close`, even when the client asked for keep-alive.
 #[test]
 fn rfc9112_7_http10_clients_never_get_chunked() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let body: Vec<u8> = (0..20_000u32).map(|i| b'a' + (i % 26) as u8).collect();
         let copy = body.clone();
         let upstream = Upstream::start(Arc::new(move |req: &Recorded| match req.target.as_str() {
@@ -1248,7 +1255,7 @@ fn rfc9110_9_3_6_connect_is_refused() {
 /// them. A 200 keeps its `content-length: 0`.
 #[test]
 fn rfc9110_8_6_direct_204_and_304_carry_no_content_length() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let routes = "[[route]]\npath = \"/none\"\nrespond = { status = 204 }\n\
                       [[route]]\npath = \"/same\"\nrespond = { status = 304 }\n\
@@ -1288,7 +1295,7 @@ fn rfc9110_8_6_direct_204_and_304_carry_no_content_length() {
 ///   an invalid status line (RFC 9112 sec. 4) are 502.
 #[test]
 fn rfc9112_6_3_upstream_responses_are_framed_one_way_only() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(Arc::new(|req: &Recorded| {
             let raw: &[u8] = match req.target.as_str() {
                 "/dup-cl" => b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd",
@@ -1357,7 +1364,7 @@ fn rfc9112_6_3_upstream_responses_are_framed_one_way_only() {
 /// are 400.
 #[test]
 fn rfc3986_6_2_2_paths_are_routed_as_the_upstream_reads_them() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let api = Upstream::start(echo());
         let admin = Upstream::start(echo());
         let upstreams = format!(
@@ -1430,7 +1437,7 @@ fn rfc3986_6_2_2_paths_are_routed_as_the_upstream_reads_them() {
 /// routes they name (here none: 404), and what is stripped is always a whole segment.
 #[test]
 fn rfc3986_3_3_prefix_routes_cover_whole_segments() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let routes = "[[route]]\npath_prefix = \"/api\"\nupstream = \"up\"\nstrip_prefix = true\n";
         let proxy = start(io, &upstream, routes);
@@ -1454,7 +1461,7 @@ fn rfc3986_3_3_prefix_routes_cover_whole_segments() {
 /// A segment of parameters alone (`/;x/admin`), which servlet containers drop, is 400.
 #[test]
 fn rfc3986_3_3_path_parameters_do_not_change_the_route() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let public = Upstream::start(echo());
         let admin = Upstream::start(echo());
         let upstreams = format!(
@@ -1509,7 +1516,7 @@ fn rfc3986_2_a_raw_backslash_in_the_path_is_refused() {
             b"GET http://a/public\\..\\admin HTTP/1.1\r\nhost: a\r\n\r\n",
         ],
     );
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let (response, _) = exchange(&proxy, b"GET /a?q=b\\c HTTP/1.1\r\nhost: a\r\n\r\n");
@@ -1523,7 +1530,7 @@ fn rfc3986_2_a_raw_backslash_in_the_path_is_refused() {
 /// client's own address, so a client cannot make the upstream believe it came from elsewhere.
 #[test]
 fn x_forwarded_for_is_kept_only_from_trusted_proxies() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         for (trusted, expected) in [
             ("[]", "127.0.0.1"),
             ("[\"10.0.0.0/8\"]", "127.0.0.1"),
@@ -1561,7 +1568,7 @@ fn forwarding_claims_pass_only_from_trusted_proxies() {
         "x-rewrite-url: /admin/users",
         "true-client-ip: 203.0.113.7",
     ];
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         for trusted in ["[]", "[\"127.0.0.1/32\"]"] {
             let upstream = Upstream::start(echo());
             let extra = format!("[forwarding]\ntrusted_proxies = {trusted}\n{FORWARD_ALL}");
@@ -1588,7 +1595,7 @@ fn forwarding_claims_pass_only_from_trusted_proxies() {
 /// spoke; a trusted proxy's elements come first, anyone else's are replaced.
 #[test]
 fn rfc7239_forwarded_is_written_when_configured() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         for (trusted, expected) in [
             ("[]", "for=127.0.0.1;host=\"example.com:8080\";proto=http"),
             (
@@ -1606,9 +1613,15 @@ fn rfc7239_forwarded_is_written_when_configured() {
             let (response, _) = exchange(&proxy, request);
             assert_eq!(response.status, 200, "{io}");
             let seen = &upstream.wait_for(1)[0];
+            // Every expected value ends with coregate's own element, whose proto is the
+            // scheme the client spoke to coregate.
+            let expected = match io {
+                TLS => format!("{expected}s"),
+                _ => expected.to_owned(),
+            };
             assert_eq!(
                 seen.fields_named("forwarded"),
-                [expected],
+                [expected.as_str()],
                 "{io}: trusted_proxies = {trusted}"
             );
         }
@@ -1622,7 +1635,7 @@ fn rfc7239_forwarded_is_written_when_configured() {
 /// as RFC 9112 has a repeated `Host` or `Content-Length` refused.
 #[test]
 fn repeated_singleton_fields_are_refused() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let extra = "[[auth]]\nname = \"partners\"\nkind = \"api_key\"\n\
                      keys = [{ identity = \"acme\", key = \"acme-key-0123456789\" }]\n\
@@ -1656,7 +1669,7 @@ fn repeated_singleton_fields_are_refused() {
 /// and never asks an upstream for one), so an upstream's is not passed on.
 #[test]
 fn rfc9110_15_2_interim_answers_reach_http_1_1_clients() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(Arc::new(|_: &Recorded| {
             Reply::Raw(
                 b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n\
@@ -1689,5 +1702,13 @@ fn rfc9110_15_2_interim_answers_reach_http_1_1_clients() {
         let old = client.read_response(false).expect("an answer");
         assert_eq!(old.status, 200, "{io}");
         assert!(old.interim.is_empty(), "{io}: HTTP/1.0 gets no 1xx");
+    }
+}
+
+/// What `x-forwarded-proto` and `Forwarded: proto=` say for a transport.
+fn scheme(io: &str) -> &'static str {
+    match io {
+        TLS => "https",
+        _ => "http",
     }
 }

@@ -1,5 +1,5 @@
 //! Graceful drain: in-flight requests finish with their whole body, idle keep-alive connections
-//! are closed, new connections are refused, and the shards exit.
+//! are closed, new connections are refused, and the shards exit; in plain text and over TLS.
 
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -7,12 +7,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use coregate_tests::client::Client;
-use coregate_tests::harness::{Coregate, MECHANISMS, config};
+use coregate_tests::harness::{Coregate, TRANSPORTS, config};
 use coregate_tests::upstream::{Recorded, Reply, Upstream, ok};
 
 #[test]
 fn drain_finishes_in_flight_requests_and_closes_idle_ones() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let big = vec![b'z'; 200_000];
         let slow_body = big.clone();
         let upstream = Upstream::start(Arc::new(move |req: &Recorded| {

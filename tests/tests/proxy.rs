@@ -1,16 +1,16 @@
-//! End to end over loopback: client -> coregate -> recording upstream, for both I/O mechanisms.
+//! End to end over loopback: client -> coregate -> recording upstream, in plain text and over TLS.
 //! Each test asserts on what the client received and on what the upstream saw.
 
 use std::time::{Duration, Instant};
 
 use coregate_tests::client::Client;
-use coregate_tests::harness::{FORWARD_ALL, MECHANISMS, start};
+use coregate_tests::harness::{FORWARD_ALL, TLS, TRANSPORTS, start};
 use coregate_tests::upstream::{Recorded, Reply, Upstream, echo, ok, ok_chunked};
 use std::sync::Arc;
 
 #[test]
 fn a_get_is_forwarded_with_forwarding_fields() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let mut client = Client::connect(proxy.addr());
@@ -38,7 +38,8 @@ fn a_get_is_forwarded_with_forwarding_fields() {
             Some("127.0.0.1"),
             "{io}: an untrusted client's chain is replaced, not extended"
         );
-        assert_eq!(request.field("x-forwarded-proto"), Some("http"), "{io}");
+        let scheme = if io == TLS { "https" } else { "http" };
+        assert_eq!(request.field("x-forwarded-proto"), Some(scheme), "{io}");
         assert_eq!(
             request.field("x-forwarded-host"),
             Some("test.local"),
@@ -60,7 +61,7 @@ fn a_get_is_forwarded_with_forwarding_fields() {
 
 #[test]
 fn a_client_request_id_is_passed_through() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let mut client = Client::connect(proxy.addr());
@@ -76,7 +77,7 @@ fn a_client_request_id_is_passed_through() {
 
 #[test]
 fn a_trusted_proxys_forwarding_fields_are_extended() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let routes = format!("[forwarding]\ntrusted_proxies = [\"127.0.0.0/8\"]\n{FORWARD_ALL}");
         let proxy = start(io, &upstream, &routes);
@@ -109,7 +110,7 @@ fn a_trusted_proxys_forwarding_fields_are_extended() {
 
 #[test]
 fn hop_by_hop_fields_are_not_forwarded() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(Arc::new(|_: &Recorded| {
             Reply::Raw(
                 b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nkeep-alive: timeout=5\r\nconnection: keep-alive, x-internal\r\nx-internal: secret\r\nx-public: yes\r\n\r\nok"
@@ -161,7 +162,7 @@ path = "/items/{id}"
 methods = ["GET", "PUT"]
 upstream = "up"
 "#;
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, routes);
         let mut client = Client::connect(proxy.addr());
@@ -204,7 +205,7 @@ upstream = "up"
 
 #[test]
 fn sequential_requests_reuse_one_upstream_connection() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let mut client = Client::connect(proxy.addr());
@@ -225,7 +226,7 @@ fn sequential_requests_reuse_one_upstream_connection() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let mut client = Client::connect(proxy.addr());
@@ -248,7 +249,7 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn http10_clients_close_unless_keep_alive_is_asked() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
 
@@ -283,7 +284,7 @@ fn http10_clients_close_unless_keep_alive_is_asked() {
 
 #[test]
 fn request_bodies_stream_by_length_and_chunked() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let mut client = Client::connect(proxy.addr());
@@ -320,7 +321,7 @@ fn request_bodies_stream_by_length_and_chunked() {
 
 #[test]
 fn response_bodies_in_every_framing() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let big: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
         let body = big.clone();
         let upstream = Upstream::start(Arc::new(move |req: &Recorded| match req.target.as_str() {
@@ -376,21 +377,14 @@ fn response_bodies_in_every_framing() {
 
 #[test]
 fn expect_100_continue_is_answered() {
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let upstream = Upstream::start(echo());
         let proxy = start(io, &upstream, FORWARD_ALL);
         let mut client = Client::connect(proxy.addr());
         client.send(
             b"POST /e HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\nexpect: 100-continue\r\n\r\n",
         );
-        let mut interim = [0u8; 25];
-        use std::io::Read;
-        client
-            .stream()
-            .try_clone()
-            .unwrap()
-            .read_exact(&mut interim)
-            .unwrap();
+        let interim = client.read_exact(25);
         assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n", "{io}");
         client.send(b"data");
         let response = client.read_response(false).unwrap();
@@ -407,7 +401,7 @@ fn expect_100_continue_is_answered() {
 #[test]
 fn keep_alive_16k_responses_do_not_wait_for_delayed_acks() {
     let body = vec![b'x'; 16 * 1024];
-    for io in MECHANISMS {
+    for io in TRANSPORTS {
         let response_bytes = ok(&body);
         let upstream = Upstream::start(Arc::new(move |_: &Recorded| {
             Reply::Raw(response_bytes.clone())

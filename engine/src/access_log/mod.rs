@@ -74,6 +74,17 @@ pub struct Entry<'a> {
     pub total_time: Duration,
     pub referer: &'a [u8],
     pub user_agent: &'a [u8],
+    /// On a TLS listener: what the connection's handshake established.
+    pub tls: Option<TlsLog<'a>>,
+}
+
+/// The TLS facts of a line: the version, the server name asked for and the application
+/// protocol (empty when the client sent none).
+#[derive(Clone, Copy, Debug)]
+pub struct TlsLog<'a> {
+    pub version: &'static str,
+    pub sni: &'a [u8],
+    pub alpn: &'a [u8],
 }
 
 /// What shards and the writer share: two queues of buffers and the file to write. Touched by a
@@ -384,7 +395,17 @@ fn json_line(out: &mut Vec<u8>, e: &Entry<'_>) {
     json_text(out, e.referer);
     out.extend_from_slice(b"\",\"user_agent\":\"");
     json_text(out, e.user_agent);
-    out.extend_from_slice(b"\"}\n");
+    out.push(b'"');
+    if let Some(tls) = &e.tls {
+        out.extend_from_slice(b",\"tls_version\":\"");
+        out.extend_from_slice(tls.version.as_bytes());
+        out.extend_from_slice(b"\",\"sni\":\"");
+        json_text(out, tls.sni);
+        out.extend_from_slice(b"\",\"alpn\":\"");
+        json_text(out, tls.alpn);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"}\n");
 }
 
 /// `client - - [time] "METHOD target PROTOCOL" status bytes "referer" "user-agent"` (NGINX's
@@ -423,6 +444,14 @@ fn combined_line(out: &mut Vec<u8>, e: &Entry<'_>) {
     }
     out.extend_from_slice(b" total_time=");
     seconds(out, e.total_time);
+    if let Some(tls) = &e.tls {
+        out.extend_from_slice(b" tls=");
+        out.extend_from_slice(tls.version.as_bytes());
+        out.extend_from_slice(b" sni=");
+        dash_or(out, tls.sni);
+        out.extend_from_slice(b" alpn=");
+        dash_or(out, tls.alpn);
+    }
     out.push(b'\n');
 }
 
@@ -665,7 +694,31 @@ mod tests {
             total_time: Duration::from_micros(2_345_678),
             referer: b"",
             user_agent: b"curl/8.0",
+            tls: None,
         }
+    }
+
+    #[test]
+    fn tls_facts_end_the_line_on_a_tls_listener() {
+        let mut e = entry();
+        e.tls = Some(TlsLog {
+            version: "TLSv1.3",
+            sni: b"api.example.com",
+            alpn: b"http/1.1",
+        });
+        let mut json = Vec::new();
+        json_line(&mut json, &e);
+        assert!(json.ends_with(
+            b"\"tls_version\":\"TLSv1.3\",\"sni\":\"api.example.com\",\"alpn\":\"http/1.1\"}\n"
+        ));
+        let mut combined = Vec::new();
+        e.tls = Some(TlsLog {
+            version: "TLSv1.2",
+            sni: b"",
+            alpn: b"",
+        });
+        combined_line(&mut combined, &e);
+        assert!(combined.ends_with(b" tls=TLSv1.2 sni=- alpn=-\n"));
     }
 
     #[test]

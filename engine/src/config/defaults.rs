@@ -206,6 +206,38 @@ pub const MAX_BACKLOG: u32 = 65535;
 /// nothing then stays in the kernel, unseen by the connection cap and the header timeout.
 pub const DEFAULT_DEFER_ACCEPT: bool = false;
 
+/// `listener.tls.unknown_name`: a client asking for a name no certificate covers gets the
+/// default (first) certificate, as NGINX's default server does; the client then decides
+/// whether it trusts it. `"refuse"` ends such handshakes with an alert instead.
+pub const DEFAULT_UNKNOWN_NAME: crate::tls::UnknownName = crate::tls::UnknownName::Default;
+
+/// `listener.tls.min_version`: TLS 1.2 and 1.3 are offered (1.0 and 1.1 never are); "1.3"
+/// drops 1.2 for listeners whose clients are all current.
+pub const DEFAULT_MIN_TLS_VERSION: crate::tls::MinVersion = crate::tls::MinVersion::Tls12;
+
+/// `listener.tls.client_auth`: with a `client_ca`, a client without a certificate is refused
+/// (`"required"`): asking for certificates is usually meant to admit only their holders.
+/// `"optional"` serves such clients without an identity.
+pub const DEFAULT_CLIENT_AUTH_REQUIRED: bool = true;
+
+/// `upstream.tls.verify`: an upstream's certificate must chain to the configured `ca`; turning
+/// it off (trusting any certificate) is for test rigs.
+pub const DEFAULT_UPSTREAM_TLS_VERIFY: bool = true;
+
+/// Certificates one TLS listener may list.
+pub const MAX_CERTIFICATES: usize = 256;
+
+/// A TLS listener's records carry up to 16 KiB of plaintext, and a record is handed to the
+/// parser whole: `runtime.buffer_size` must hold one.
+pub const MIN_TLS_BUFFER_SIZE: usize = 16 * KIB;
+
+/// `route.https_port`: the port a `redirect_https` route sends clients to; 443 is left out of
+/// the `Location`.
+pub const DEFAULT_HTTPS_PORT: u16 = 443;
+
+/// `route.redirect_https`: off; plain requests are served like TLS ones.
+pub const DEFAULT_REDIRECT_HTTPS: bool = false;
+
 // ---------------------------------------------------------------------------------------------
 // [[upstream]]
 

@@ -132,6 +132,33 @@ pub(super) struct RawListener {
     pub bind: Field,
     pub backlog: Field,
     pub defer_accept: Field,
+    pub tls: Option<Spanned<RawListenerTls>>,
+}
+
+/// A listener's `tls = { certificates = [...], unknown_name, min_version }`
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like { certificates = [{ cert = \"chain.pem\", key = \"key.pem\" }] }"
+)]
+pub(super) struct RawListenerTls {
+    pub certificates: Tables<RawCertificate>,
+    pub unknown_name: Field,
+    pub min_version: Field,
+    pub client_ca: Field,
+    pub client_auth: Field,
+    pub client_cert_header: Field,
+}
+
+/// One of a listener's `certificates = [{ cert, key }]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an inline table like { cert = \"chain.pem\", key = \"key.pem\" }"
+)]
+pub(super) struct RawCertificate {
+    pub cert: Field,
+    pub key: Field,
 }
 
 /// One `[[upstream]]`
@@ -154,6 +181,7 @@ pub(super) struct RawUpstream {
     pub outlier: Option<Spanned<RawOutlier>>,
     pub health_check: Option<Spanned<RawHealthCheck>>,
     pub limits: Option<Spanned<RawUpstreamLimits>>,
+    pub tls: Option<Spanned<RawUpstreamTls>>,
 }
 
 /// An upstream's `[upstream.outlier]`: passive detection.
@@ -203,6 +231,20 @@ pub(super) struct RawUpstreamLimits {
     pub retry_min_concurrency: Field,
 }
 
+/// An upstream's `tls = { sni, ca, verify, cert, key }`
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like { sni = \"api.internal\", ca = \"ca.pem\" }"
+)]
+pub(super) struct RawUpstreamTls {
+    pub sni: Field,
+    pub ca: Field,
+    pub verify: Field,
+    pub cert: Field,
+    pub key: Field,
+}
+
 /// One `[[route]]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table, written [[route]]")]
@@ -224,6 +266,8 @@ pub(super) struct RawRoute {
     pub auth: Field,
     pub rate_limit: Option<Spanned<RawRateLimit>>,
     pub retry: Option<Spanned<RawRetry>>,
+    pub redirect_https: Field,
+    pub https_port: Field,
 }
 
 /// A route's `retry = { on, retries, ... }`

@@ -47,6 +47,7 @@ use crate::auth::{ApiKeyAuth, JwtVerifier};
 use crate::http1::MethodSet;
 use crate::ratelimit::{KeySpec, Quota};
 use crate::router::spec::{HostPattern, PathPattern};
+use crate::tls::ListenerTls;
 use crate::upstream::{Hashing, HealthCheck, RetryPolicy, UpstreamSettings};
 
 pub use crate::upstream::Balance;
@@ -83,6 +84,38 @@ pub struct Config {
 }
 
 impl Config {
+    /// What `coregate check` says about TLS: a summary line when a listener terminates TLS,
+    /// and warnings (certificates expiring within 30 days, route hosts no certificate covers).
+    pub fn tls_report(&self) -> (Option<String>, Vec<String>) {
+        let listeners: Vec<(&str, &ListenerTls)> = self
+            .listeners
+            .iter()
+            .filter_map(|l| Some((&*l.name, l.tls.as_deref()?)))
+            .collect();
+        if listeners.is_empty() {
+            return (None, Vec::new());
+        }
+        let summary = format!(
+            "tls: {} listener(s); records encrypted in user space (rustls, ring provider, on each \
+             shard's io_uring); kTLS is not used",
+            listeners.len()
+        );
+        let mut hosts: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|r| !matches!(r.host, HostPattern::Any))
+            .map(|r| r.host.to_string())
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        let warnings = crate::tls::warnings(
+            listeners.into_iter(),
+            &hosts,
+            crate::tls::certificate::unix_now(),
+        );
+        (Some(summary), warnings)
+    }
+
     /// Reads and validates a configuration file, resolving upstream host names with the
     /// system resolver.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -367,7 +400,7 @@ impl AccessLogFormat {
 }
 
 /// One `[[listener]]`: every shard opens its own `SO_REUSEPORT` socket on `bind`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ListenerConfig {
     pub name: Box<str>,
     pub bind: SocketAddr,
@@ -375,7 +408,24 @@ pub struct ListenerConfig {
     pub backlog: u32,
     /// Whether to set `TCP_DEFER_ACCEPT`.
     pub defer_accept: bool,
+    /// `tls = { ... }`: the listener terminates TLS with these certificates.
+    pub tls: Option<Arc<ListenerTls>>,
 }
+
+/// Two listeners are the same *socket* when name, address, backlog, accept option and scheme
+/// agree: a reload that changes only certificates (or other TLS settings) keeps the socket
+/// open, and the new certificates reach new connections through each shard's snapshot.
+impl PartialEq for ListenerConfig {
+    fn eq(&self, other: &ListenerConfig) -> bool {
+        self.name == other.name
+            && self.bind == other.bind
+            && self.backlog == other.backlog
+            && self.defer_accept == other.defer_accept
+            && self.tls.is_some() == other.tls.is_some()
+    }
+}
+
+impl Eq for ListenerConfig {}
 
 /// One `[[upstream]]`, with its effective timeouts and its health, load and balancing
 /// settings.
@@ -411,6 +461,8 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     /// `timeouts.upstream_body`.
     pub body_timeout: Duration,
+    /// `tls = { ... }`: connections to the endpoints speak TLS.
+    pub tls: Option<Arc<crate::tls::UpstreamTls>>,
 }
 
 /// An endpoint the file names by host, with what its addresses inherit.
@@ -446,6 +498,9 @@ pub struct RouteConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// Which failed attempts are sent again, and how (the default policy when not written).
     pub retry: RetryPolicy,
+    /// `redirect_https = true`: requests on a plain listener are answered `308` to the same
+    /// URL on `https` at this port (`https_port`), others served as configured.
+    pub redirect_https: Option<u16>,
 }
 
 /// A route's `rate_limit`: a node-wide rate and burst per key, enforced by every shard on its

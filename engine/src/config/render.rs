@@ -113,6 +113,41 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
         writeln!(out, "bind = \"{}\"", listener.bind)?;
         writeln!(out, "backlog = {}", listener.backlog)?;
         writeln!(out, "defer_accept = {}", listener.defer_accept)?;
+        if let Some(tls) = &listener.tls {
+            // Paths only: key material is never written.
+            let certificates: Vec<String> = tls
+                .certificates
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{{ cert = {}, key = {} }}",
+                        quote(&c.cert_path.to_string_lossy()),
+                        quote(&c.key_path.to_string_lossy())
+                    )
+                })
+                .collect();
+            writeln!(
+                out,
+                "tls = {{ certificates = [{}], unknown_name = \"{}\", min_version = \"{}\"{} }}",
+                certificates.join(", "),
+                tls.unknown_name.as_str(),
+                tls.min_version.as_str(),
+                tls.client.as_ref().map_or(String::new(), |client| {
+                    format!(
+                        ", client_ca = {}, client_auth = \"{}\"{}",
+                        quote(&client.ca_path.to_string_lossy()),
+                        if client.required {
+                            "required"
+                        } else {
+                            "optional"
+                        },
+                        client.header.as_deref().map_or(String::new(), |header| {
+                            format!(", client_cert_header = {}", quote(header))
+                        })
+                    )
+                })
+            )?;
+        }
     }
 
     for upstream in &config.upstreams {
@@ -166,6 +201,24 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
             duration(upstream.response_timeout)
         )?;
         upstream_tables(out, upstream)?;
+        if let Some(tls) = &upstream.tls {
+            let mut parts = Vec::new();
+            if let Some(sni) = &tls.sni {
+                parts.push(format!("sni = {}", quote(&sni.to_str())));
+            }
+            if let Some((path, _)) = &tls.ca {
+                parts.push(format!("ca = {}", quote(&path.to_string_lossy())));
+            }
+            parts.push(format!("verify = {}", tls.verify));
+            if let Some(cert) = &tls.client_cert {
+                parts.push(format!(
+                    "cert = {}",
+                    quote(&cert.cert_path.to_string_lossy())
+                ));
+                parts.push(format!("key = {}", quote(&cert.key_path.to_string_lossy())));
+            }
+            writeln!(out, "tls = {{ {} }}", parts.join(", "))?;
+        }
     }
 
     for route in &config.routes {
@@ -235,11 +288,15 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
             let name = config.auth.get(index).map_or("", |auth| &auth.name);
             writeln!(out, "auth = {}", quote(name))?;
         }
+        if let Some(port) = route.redirect_https {
+            writeln!(out, "redirect_https = true\nhttps_port = {port}")?;
+        }
         if let Some(limit) = &route.rate_limit {
             let key = match &limit.key {
                 KeySpec::ClientIp { .. } => "client_ip".to_owned(),
                 KeySpec::Header(name) => format!("header:{name}"),
                 KeySpec::Identity => "identity".to_owned(),
+                KeySpec::ClientCert => "client_cert".to_owned(),
                 KeySpec::Route => "route".to_owned(),
             };
             write!(

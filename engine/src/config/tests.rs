@@ -386,7 +386,7 @@ fn unknown_keys_are_reported_with_their_line_and_a_suggestion() {
     assert_eq!(
         error(&text),
         "t.toml:4:1: listener[1].bnd: unknown key; did you mean `bind`? \
-         (accepted here: name, bind, backlog, defer_accept)"
+         (accepted here: name, bind, backlog, defer_accept, tls)"
     );
     let text = format!("{LISTENER}[runtime]\nthreads = 4\n");
     assert_eq!(
@@ -732,7 +732,7 @@ fn listeners_need_a_name_and_an_address() {
             "t.toml:1:1: listener[1].name: required key is missing",
             "t.toml:1:1: listener[1].bind: required key is missing",
             "t.toml:2:1: listener[1].backaddr: unknown key (accepted here: name, bind, backlog, \
-             defer_accept)",
+             defer_accept, tls)",
             "t.toml:5:8: listener[2].name: a name may hold only letters, digits, '-', '_' and \
              '.' (found \"b c\")",
             "t.toml:6:8: listener[2].bind: expected an IP address and port, like \"0.0.0.0:8080\" \
@@ -2014,4 +2014,325 @@ fn jwt_policies_read_secrets_public_keys_and_rules() {
         !rendered.contains("long enough"),
         "secrets are never shown:\n{rendered}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS listeners and redirects
+
+/// A directory with certificate files for one test, removed when dropped.
+struct CertDir(std::path::PathBuf);
+
+impl CertDir {
+    fn new(name: &str) -> CertDir {
+        let dir = std::env::temp_dir().join(format!("coregate-cfg-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        CertDir(dir)
+    }
+
+    /// Writes `<stem>.pem` and `<stem>.key` for `names`; returns the paths.
+    fn pair(&self, stem: &str, names: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let owned: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(owned)
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (
+            self.0.join(format!("{stem}.pem")),
+            self.0.join(format!("{stem}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c.display().to_string(), k.display().to_string())
+    }
+
+    fn parse(&self, text: &str) -> Result<Config, ConfigErrors> {
+        let origin = self.0.join("t.toml");
+        Config::parse_with(text, &origin.display().to_string(), &FakeResolver)
+    }
+}
+
+impl Drop for CertDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_tls_listener_loads_its_certificates_relative_to_the_file() {
+    let dir = CertDir::new("load");
+    dir.pair("a", &["a.example"]);
+    dir.pair("b", &["*.b.example"]);
+    let text = "[[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+                tls = { certificates = [{ cert = \"a.pem\", key = \"a.key\" }, \
+                { cert = \"b.pem\", key = \"b.key\" }], unknown_name = \"refuse\" }\n";
+    let config = dir.parse(text).unwrap();
+    let tls = config.listeners[0].tls.as_ref().unwrap();
+    assert_eq!(tls.certificates.len(), 2);
+    assert_eq!(tls.unknown_name, crate::tls::UnknownName::Refuse);
+    assert_eq!(tls.min_version, DEFAULT_MIN_TLS_VERSION);
+    assert!(tls.covers("x.b.example") && !tls.covers("c.example"));
+    // The rendered configuration names the files, never the keys.
+    assert!(config.render().contains("unknown_name = \"refuse\""));
+}
+
+#[test]
+fn certificate_mistakes_name_the_key_the_file_and_the_line() {
+    let dir = CertDir::new("mistakes");
+    dir.pair("a", &["a.example"]);
+    dir.pair("other", &["a.example"]);
+    std::fs::write(
+        dir.0.join("bad.pem"),
+        "junk\n-----BEGIN CERTIFICATE-----\n!!\n",
+    )
+    .unwrap();
+    let text = "[[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+                tls = { certificates = [{ cert = \"a.pem\", key = \"other.key\" }, \
+                { cert = \"bad.pem\", key = \"a.key\" }, { cert = \"gone.pem\", key = \"a.key\" }] }\n";
+    let all: Vec<String> = dir
+        .parse(text)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert!(
+        all[0].contains(":4:")
+            && all[0].contains("certificates[1].key")
+            && all[0].contains("other.key")
+            && all[0].contains("does not match"),
+        "{}",
+        all[0]
+    );
+    assert!(
+        all[1].contains("certificates[2].cert")
+            && all[1].contains("bad.pem:2: ")
+            && all[1].contains("no END line"),
+        "{}",
+        all[1]
+    );
+    assert!(
+        all[2].contains("certificates[3].cert") && all[2].contains("cannot read"),
+        "{}",
+        all[2]
+    );
+}
+
+#[test]
+fn tls_settings_are_checked() {
+    let dir = CertDir::new("settings");
+    dir.pair("a", &["a.example"]);
+    let text = "[runtime]\nbuffer_size = \"8KiB\"\n[limits]\nmax_head_bytes = \"4KiB\"\n\
+                [[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+                tls = { certificates = [], unknown_name = \"drop\", min_version = \"1.1\" }\n";
+    let all: Vec<String> = dir
+        .parse(text)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let joined = all.join("\n");
+    assert!(
+        joined.contains("tls.unknown_name: expected \"default\" or \"refuse\""),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("tls.min_version: expected \"1.2\" or \"1.3\""),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("tls.certificates: at least one certificate"),
+        "{joined}"
+    );
+    let text = "[runtime]\nbuffer_size = \"8KiB\"\n[limits]\nmax_head_bytes = \"4KiB\"\n\
+                [[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+                tls = { certificates = [{ cert = \"a.pem\", key = \"a.key\" }] }\n";
+    let all: Vec<String> = dir
+        .parse(text)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        all.iter().any(|e| e.contains(
+            "t.toml:2:15: runtime.buffer_size: must be at least 16 KiB with a TLS listener"
+        )),
+        "{all:#?}"
+    );
+}
+
+#[test]
+fn certificate_changes_keep_the_listener_socket() {
+    let dir = CertDir::new("same");
+    dir.pair("a", &["a.example"]);
+    dir.pair("b", &["b.example"]);
+    let with = |stem: &str| {
+        format!(
+            "[[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+             tls = {{ certificates = [{{ cert = \"{stem}.pem\", key = \"{stem}.key\" }}] }}\n"
+        )
+    };
+    let a = dir.parse(&with("a")).unwrap();
+    let b = dir.parse(&with("b")).unwrap();
+    assert_eq!(
+        a.listeners[0], b.listeners[0],
+        "a certificate swap reopens nothing"
+    );
+    let plain = dir
+        .parse("[[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\n")
+        .unwrap();
+    assert_ne!(
+        a.listeners[0], plain.listeners[0],
+        "turning TLS on or off reopens it"
+    );
+}
+
+#[test]
+fn redirect_https_takes_a_port() {
+    let config = valid(&format!(
+        "{LISTENER}[[route]]\npath_prefix = \"/\"\nrespond = {{ status = 200 }}\n\
+         redirect_https = true\n[[route]]\npath_prefix = \"/b\"\nrespond = {{ status = 200 }}\n\
+         redirect_https = true\nhttps_port = 8443\n"
+    ));
+    assert_eq!(config.routes[0].redirect_https, Some(DEFAULT_HTTPS_PORT));
+    assert_eq!(config.routes[1].redirect_https, Some(8443));
+    let got = error(&format!(
+        "{LISTENER}[[route]]\npath_prefix = \"/\"\nrespond = {{ status = 200 }}\nhttps_port = 8443\n"
+    ));
+    assert!(
+        got.contains("route[1].https_port: only applies with redirect_https = true"),
+        "{got}"
+    );
+}
+
+#[test]
+fn check_warns_about_certificates_expiring_soon_and_hosts_no_certificate_covers() {
+    let dir = CertDir::new("warn");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["a.example".into()]).unwrap();
+    let soon = std::time::SystemTime::now() + Duration::from_secs(10 * 86_400);
+    params.not_after = soon.into();
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.0.join("soon.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.0.join("soon.key"), key.serialize_pem()).unwrap();
+    dir.pair("wild", &["*.b.example"]);
+    let text = "[[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+         tls = { certificates = [{ cert = \"soon.pem\", key = \"soon.key\" }, \
+         { cert = \"wild.pem\", key = \"wild.key\" }] }\n\
+         [[route]]\nhost = \"a.example\"\npath_prefix = \"/\"\nrespond = { status = 200 }\n\
+         [[route]]\nhost = \"x.b.example\"\npath_prefix = \"/\"\nrespond = { status = 200 }\n\
+         [[route]]\nhost = \"other.example\"\npath_prefix = \"/\"\nrespond = { status = 200 }\n\
+         [[route]]\nhost = \"*.c.example\"\npath_prefix = \"/\"\nrespond = { status = 200 }\n";
+    let config = dir.parse(text).unwrap();
+    let (summary, warnings) = config.tls_report();
+    assert!(summary.unwrap().contains("kTLS is not used"));
+    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("soon.pem expires on") && warnings[0].contains(" days)"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[1].contains("route host \"*.c.example\""),
+        "{}",
+        warnings[1]
+    );
+    assert!(
+        warnings[2].contains("route host \"other.example\""),
+        "{}",
+        warnings[2]
+    );
+    assert_eq!(valid(LISTENER).tls_report(), (None, vec![]));
+}
+
+#[test]
+fn client_certificate_settings_need_a_ca_bundle_and_name_its_mistakes() {
+    let dir = CertDir::new("client");
+    dir.pair("a", &["a.example"]);
+    let listener = |extra: &str| {
+        format!(
+            "[[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+             tls = {{ certificates = [{{ cert = \"a.pem\", key = \"a.key\" }}]{extra} }}\n"
+        )
+    };
+    let config = dir
+        .parse(&listener(
+            ", client_ca = \"a.pem\", client_cert_header = \"X-Client\"",
+        ))
+        .unwrap();
+    let client = config.listeners[0]
+        .tls
+        .as_ref()
+        .unwrap()
+        .client
+        .as_ref()
+        .unwrap();
+    assert!(client.required, "required unless said otherwise");
+    assert_eq!(client.header.as_deref(), Some("x-client"));
+    let errors = |extra: &str| -> Vec<String> {
+        dir.parse(&listener(extra))
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    let all = errors(", client_auth = \"optional\"");
+    assert!(
+        all[0].contains("tls.client_auth: only applies with client_ca"),
+        "{all:?}"
+    );
+    let all = errors(", client_ca = \"a.key\"");
+    assert!(
+        all[0].contains("tls.client_ca: ") && all[0].contains("a.key:1: a \"PRIVATE KEY\" block"),
+        "{all:?}"
+    );
+    let all = errors(", client_ca = \"a.pem\", client_auth = \"sometimes\"");
+    assert!(
+        all[0].contains("expected \"required\" or \"optional\""),
+        "{all:?}"
+    );
+    let all = errors(", client_ca = \"a.pem\", client_cert_header = \"Host\"");
+    assert!(all[0].contains("tls.client_cert_header"), "{all:?}");
+}
+
+#[test]
+fn upstream_tls_settings_are_checked() {
+    let dir = CertDir::new("upstream");
+    dir.pair("ca", &["ca.example"]);
+    let upstream = |tls: &str| {
+        format!(
+            "{LISTENER}[[upstream]]\nname = \"up\"\nendpoints = [\"10.0.0.1:443\"]\ntls = {{ {tls} }}\n\
+             [[route]]\npath_prefix = \"/\"\nupstream = \"up\"\n"
+        )
+    };
+    let config = dir
+        .parse(&upstream("sni = \"api.internal\", ca = \"ca.pem\""))
+        .unwrap();
+    let tls = config.upstreams[0].tls.as_ref().unwrap();
+    assert!(tls.verify);
+    assert_eq!(tls.sni.as_ref().unwrap().to_str(), "api.internal");
+    assert!(
+        config
+            .render()
+            .contains("tls = { sni = \"api.internal\", ca = ")
+    );
+    let no_ca = dir.parse(&upstream("verify = false")).unwrap();
+    assert!(!no_ca.upstreams[0].tls.as_ref().unwrap().verify);
+    assert_ne!(
+        no_ca.upstreams[0].tls.as_ref().unwrap().pool_key,
+        tls.pool_key,
+        "different settings, different pools"
+    );
+    let errors = |tls: &str| -> String {
+        dir.parse(&upstream(tls))
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(errors("sni = \"x.test\"").contains("upstream[1].tls.ca: required with verify = true"));
+    assert!(errors("sni = \"10.0.0.1\", verify = false").contains("tls.sni: expected a DNS name"));
+    assert!(errors("verify = false, cert = \"ca.pem\"").contains("cert and key go together"));
+    assert!(errors("ca = \"ca.key\"").contains("tls.ca: "));
 }

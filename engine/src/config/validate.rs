@@ -11,6 +11,7 @@
 //! always means an error was reported.
 
 mod auth;
+mod tls;
 mod upstream;
 
 use std::collections::HashMap;
@@ -174,6 +175,7 @@ impl Validator<'_, '_> {
         let admin = self.admin(raw.admin.as_ref(), listeners.as_deref());
         let access_log = self.access_log(raw.access_log.as_ref());
         let forwarding = self.forwarding(raw.forwarding.as_ref());
+        self.check_tls_buffer(raw.runtime.as_ref(), runtime.as_ref(), listeners.as_deref());
         Some(Config {
             runtime: runtime?,
             limits: limits?,
@@ -188,6 +190,35 @@ impl Validator<'_, '_> {
             origin: self.origin.as_str().into(),
             profiles: Vec::new(),
         })
+    }
+
+    /// A TLS record is decrypted whole into one buffer: TLS listeners need buffers of at least
+    /// [`MIN_TLS_BUFFER_SIZE`].
+    fn check_tls_buffer(
+        &mut self,
+        raw: Option<&Spanned<RawRuntime>>,
+        runtime: Option<&RuntimeConfig>,
+        listeners: Option<&[ListenerConfig]>,
+    ) {
+        let (Some(runtime), Some(listeners)) = (runtime, listeners) else {
+            return;
+        };
+        let Some(tls) = listeners.iter().find(|l| l.tls.is_some()) else {
+            return;
+        };
+        if runtime.buffer_size < MIN_TLS_BUFFER_SIZE {
+            let span = raw.and_then(|r| r.get_ref().buffer_size.as_ref().map(Spanned::span));
+            self.report.error(
+                span,
+                "runtime.buffer_size",
+                format!(
+                    "must be at least {} with a TLS listener ({:?}): a TLS record carries up \
+                     to 16 KiB and is decrypted into one buffer",
+                    Size(MIN_TLS_BUFFER_SIZE as u64),
+                    tls.name
+                ),
+            );
+        }
     }
 
     fn was_rejected(&self, key: &str) -> bool {
@@ -623,13 +654,15 @@ impl Validator<'_, '_> {
             let defer_accept = self
                 .boolean(&raw.defer_accept, &key(&s, "defer_accept"))
                 .or(DEFAULT_DEFER_ACCEPT);
-            match (name, bind, backlog, defer_accept) {
-                (Some(name), Some(bind), Some(backlog), Some(defer_accept)) => {
+            let tls = self.listener_tls(raw.tls.as_ref(), &s);
+            match (name, bind, backlog, defer_accept, tls) {
+                (Some(name), Some(bind), Some(backlog), Some(defer_accept), Some(tls)) => {
                     listeners.push(ListenerConfig {
                         name,
                         bind,
                         backlog,
                         defer_accept,
+                        tls,
                     });
                 }
                 _ => ok = false,
@@ -736,6 +769,7 @@ impl Validator<'_, '_> {
                 &key(&s, "response_timeout"),
                 timeouts.map(|t| t.upstream_response),
             );
+            let tls = self.upstream_tls(raw.tls.as_ref(), &s);
             let upstream = (|| {
                 let endpoints = endpoints?;
                 let (settings, health_check, resolve_every) = resilience?;
@@ -755,6 +789,7 @@ impl Validator<'_, '_> {
                     connect_timeout: connect_timeout?,
                     response_timeout: response_timeout?,
                     body_timeout: timeouts?.upstream_body,
+                    tls: tls?,
                 })
             })();
             upstreams.push(upstream);
@@ -1151,6 +1186,7 @@ impl Validator<'_, '_> {
         let auth = self.route_auth(&raw.auth, &key(s, "auth"));
         let rate_limit = self.rate_limit(raw.rate_limit.as_ref(), s, raw.auth.is_some());
         let retry = self.retry_policy(raw.retry.as_ref(), s, to_upstream);
+        let redirect_https = self.redirect_https(&raw.redirect_https, &raw.https_port, s);
 
         let mut action = action?;
         if let RouteAction::Upstream {
@@ -1180,6 +1216,7 @@ impl Validator<'_, '_> {
             auth: auth?,
             rate_limit: rate_limit?,
             retry: retry?,
+            redirect_https: redirect_https?,
         })
     }
 

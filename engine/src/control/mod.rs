@@ -20,6 +20,8 @@
 //!   ejections, their ends, refusals, the active checks' findings. Every shard gets the same
 //!   ones; the other way, a shard whose own outcomes ejected an endpoint tells the health
 //!   thread through its mailbox's report channel ([`Mailbox::health_reports`]).
+//! - [`Command::TicketKeys`]: the TLS session-ticket keys from now on (made and rotated by the
+//!   control plane, the same for every shard, so a client resumes on any shard).
 //! - [`Command::Shutdown`]: stop accepting, finish in-flight requests, close idle connections,
 //!   exit by the deadline.
 
@@ -40,6 +42,7 @@ use crate::config::{Config, ListenerConfig};
 use crate::io::{IoShard, Notifier, NotifyReceiver};
 use crate::metrics::ShardReport;
 use crate::ratelimit::{DemandReport, ShareUpdate};
+use crate::tls::TicketKeys;
 use crate::upstream::{Report, Verdict};
 
 /// A message from the control plane to a shard.
@@ -55,6 +58,8 @@ pub enum Command {
     ApplyShares(Vec<(Box<str>, ShareUpdate)>),
     /// Apply these upstream health verdicts (the same for every shard).
     Health(Arc<[Verdict]>),
+    /// Seal and open TLS session tickets with these keys from now on.
+    TicketKeys(Arc<TicketKeys>),
     /// Graceful shutdown: stop accepting, let in-flight requests finish (answered with
     /// `Connection: close`), close idle connections; whatever is left at `deadline` is dropped.
     Shutdown { deadline: Instant },

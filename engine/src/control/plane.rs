@@ -36,6 +36,8 @@ use crate::io::{ListenOptions, socket};
 use crate::metrics::ShardReport;
 use crate::metrics::exposition::{self, Scrape};
 use crate::ratelimit::{DemandReport, SharePlan, ShareUpdate};
+use crate::tls::TicketKeys;
+use crate::tls::ticket::DEFAULT_TICKET_ROTATION;
 
 /// How often the rate-limit exchange runs: the limiters' own report interval.
 pub const LIMIT_ROUND_INTERVAL: Duration =
@@ -106,6 +108,9 @@ pub struct ControlPlane {
     resolver: Arc<dyn Resolve + Send + Sync>,
     /// Per upstream: address changes and failures of re-resolved names.
     resolutions: Mutex<Vec<(Box<str>, u64, u64)>>,
+    /// The TLS session-ticket keys every shard seals and opens with, and when they were made
+    /// (see [`ControlPlane::rotate_ticket_keys`]).
+    tickets: Mutex<(Arc<TicketKeys>, Instant)>,
 }
 
 /// What a successful reload did.
@@ -240,6 +245,47 @@ impl ControlPlane {
             stopping: AtomicBool::new(false),
             resolver,
             resolutions: Mutex::new(Vec::new()),
+            tickets: Mutex::new((
+                Arc::new(
+                    TicketKeys::first()
+                        .expect("the kernel's random source gives the first TLS ticket key"),
+                ),
+                Instant::now(),
+            )),
+        }
+    }
+
+    /// The TLS ticket keys in force (a starting shard gets them with its start-up state).
+    pub fn ticket_keys(&self) -> Arc<TicketKeys> {
+        self.tickets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Makes a new ticket key (the current one stays, to open the tickets it sealed) and sends
+    /// the keys to every shard through its mailbox, so a ticket one shard issued resumes on
+    /// any shard. Returns the keys' generation; `None` if the random source failed (the old
+    /// keys stay).
+    pub fn rotate_ticket_keys(&self) -> Option<u64> {
+        let mut tickets = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
+        let keys = Arc::new(tickets.0.rotated()?);
+        *tickets = (keys.clone(), Instant::now());
+        for shard in &self.shards {
+            shard.mailbox.send(Command::TicketKeys(keys.clone()));
+        }
+        Some(keys.generation)
+    }
+
+    /// Rotates the ticket keys once they are [`DEFAULT_TICKET_ROTATION`] old (called by the
+    /// control plane's periodic thread).
+    pub(crate) fn rotate_ticket_keys_if_due(&self) {
+        let made = self.tickets.lock().unwrap_or_else(|e| e.into_inner()).1;
+        if made.elapsed() >= DEFAULT_TICKET_ROTATION && self.rotate_ticket_keys().is_none() {
+            eprintln!(
+                "coregate: cannot make a new TLS ticket key (random source); keeping the old"
+            );
         }
     }
 

@@ -3,15 +3,27 @@
 //! through the ring.
 //!
 //! [`Conn::recv`] and [`Conn::send`] are the two places every byte of a connection passes; a
-//! transport that transforms those bytes (TLS records) belongs behind them and nowhere else.
+//! transport that transforms those bytes belongs behind them and nowhere else. A client
+//! connection of a TLS listener carries its record layer here ([`TlsLayer`], `tls.rs`): after
+//! [`Conn::handshake`], `recv` hands out decrypted bytes and `send` encrypts.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use rustls::server::ServerConfig;
+
+use rustls::client::ClientConfig;
+use rustls::pki_types::ServerName;
+
+use super::buffer::BufferPool;
+use super::tls::{ClientTls, HandshakeFailure, Handshaken, Read, Records, ServerTls, TlsLayer};
 use super::uring::WatchEnd;
 use super::{IoShard, Outbound, ReadBuf, check, no_buffer};
 
@@ -23,6 +35,15 @@ pub struct Conn {
     /// The slot of a watch for input while the connection idles in a pool.
     watch: Option<u32>,
     peer: SocketAddr,
+    /// The TLS record layer: of a client's connection to a TLS listener, or of a connection
+    /// to a TLS upstream.
+    tls: Option<Layer>,
+}
+
+/// A connection's TLS session, by which end coregate is.
+pub(super) enum Layer {
+    Server(Box<ServerTls>),
+    Client(Box<ClientTls>),
 }
 
 impl Conn {
@@ -33,6 +54,65 @@ impl Conn {
             fd,
             watch: None,
             peer,
+            tls: None,
+        }
+    }
+
+    /// Makes this a TLS server connection: from now on its bytes pass through the record
+    /// layer. [`Conn::handshake`] must run before the first `recv` or `send`.
+    pub fn start_tls(&mut self, config: Arc<ServerConfig>) -> io::Result<()> {
+        self.tls = Some(Layer::Server(Box::new(ServerTls::new(config)?)));
+        Ok(())
+    }
+
+    /// Makes this a TLS client connection to `name` (a connection to a TLS upstream);
+    /// [`Conn::handshake`] must run before the first `send`.
+    pub fn start_tls_client(
+        &mut self,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<()> {
+        self.tls = Some(Layer::Client(Box::new(ClientTls::client(config, name)?)));
+        Ok(())
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The TLS session, for a tunnel that carries its records itself.
+    pub(super) fn layer_mut(&mut self) -> Option<&mut Layer> {
+        self.tls.as_mut()
+    }
+
+    /// Whether the TLS layer holds a buffer (never while the connection idles).
+    pub fn tls_holds_buffer(&self) -> bool {
+        match &self.tls {
+            Some(Layer::Server(tls)) => tls.holds_buffer(),
+            Some(Layer::Client(tls)) => tls.holds_buffer(),
+            None => false,
+        }
+    }
+
+    /// Runs the TLS handshake to its end (see [`Conn::start_tls`]).
+    pub async fn handshake(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Handshaken, HandshakeFailure> {
+        self.handshake_with_error(deadline)
+            .await
+            .map_err(|(failure, _)| failure)
+    }
+
+    /// [`Conn::handshake`], with rustls's own words for a failure (for a log line).
+    pub async fn handshake_with_error(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Handshaken, (HandshakeFailure, String)> {
+        match &mut self.tls {
+            Some(Layer::Server(tls)) => tls.handshake(&self.shard, self.fd, deadline).await,
+            Some(Layer::Client(tls)) => tls.handshake(&self.shard, self.fd, deadline).await,
+            None => Err((HandshakeFailure::Protocol, "not a TLS connection".into())),
         }
     }
 
@@ -62,6 +142,14 @@ impl Conn {
     /// call. Used once per streamed request body, to notice an upstream that answered before it
     /// had the whole request.
     pub fn has_unread_input(&self) -> bool {
+        let buffered = match &self.tls {
+            Some(Layer::Server(tls)) => tls.has_buffered_input(),
+            Some(Layer::Client(tls)) => tls.has_buffered_input(),
+            None => false,
+        };
+        if buffered {
+            return true;
+        }
         let mut byte = 0u8;
         // SAFETY: a one-byte peek into a local on a descriptor this connection owns.
         let n = unsafe {
@@ -109,7 +197,7 @@ impl Conn {
         rb: &'a mut ReadBuf,
         deadline: Option<Instant>,
     ) -> impl Future<Output = io::Result<usize>> + 'a {
-        receive(&self.shard, self.fd, rb, deadline, false)
+        receive_any(&self.shard, self.fd, self.tls.as_mut(), rb, deadline, false)
     }
 
     /// Like [`Conn::recv`], when the peer is not expected to have sent anything yet: a keep-alive
@@ -120,43 +208,160 @@ impl Conn {
         rb: &'a mut ReadBuf,
         deadline: Option<Instant>,
     ) -> impl Future<Output = io::Result<usize>> + 'a {
-        receive(&self.shard, self.fd, rb, deadline, true)
+        receive_any(&self.shard, self.fd, self.tls.as_mut(), rb, deadline, true)
     }
 
     /// Sends every part of `out`, in order, as one gathered write. The parts stay in `out`
     /// afterwards, unchanged, whether or not the send succeeded: the caller may send them again
     /// (a retry on a fresh upstream connection) or clear them.
     pub async fn send(&mut self, out: &mut Outbound, deadline: Option<Instant>) -> io::Result<()> {
-        let ring = self.shard.ring();
-        let ranges = out.ranges();
-        let total: usize = ranges
-            .iter()
-            .map(|(start, end)| (end - start) as usize)
-            .sum();
-        let mut sent = 0usize;
-        while sent < total {
-            // Skip what earlier (short) sends already delivered.
-            out.skip(&ranges, sent);
-            let mut done = ring.send_parts(self.fd, out.parts_mut(), deadline).await;
-            out.restore(&ranges, &mut done.bufs);
-            match check(done.res, done.timed_out)? {
-                0 => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "peer stopped reading",
-                    ));
-                }
-                n => sent += n,
-            }
+        match &mut self.tls {
+            None => send_all(&self.shard, self.fd, out, deadline).await,
+            Some(Layer::Server(tls)) => tls.send(&self.shard, self.fd, out, deadline).await,
+            Some(Layer::Client(tls)) => tls.send(&self.shard, self.fd, out, deadline).await,
         }
-        Ok(())
+    }
+}
+
+impl Layer {
+    pub(super) fn read(&mut self, rb: &mut ReadBuf, pool: &Rc<BufferPool>) -> io::Result<Read> {
+        match self {
+            Layer::Server(tls) => tls.read(rb, pool),
+            Layer::Client(tls) => tls.read(rb, pool),
+        }
+    }
+
+    pub(super) fn feed(&mut self, incoming: &mut ReadBuf, shard: &IoShard) -> io::Result<()> {
+        match self {
+            Layer::Server(tls) => tls.feed(incoming, shard),
+            Layer::Client(tls) => tls.feed(incoming, shard),
+        }
+    }
+
+    pub(super) fn encrypt(
+        &mut self,
+        bytes: &[u8],
+        out: &mut Outbound,
+        pool: &Rc<BufferPool>,
+    ) -> io::Result<Option<usize>> {
+        match self {
+            Layer::Server(tls) => tls.encrypt(bytes, out, pool),
+            Layer::Client(tls) => tls.encrypt(bytes, out, pool),
+        }
+    }
+
+    pub(super) fn close_notify(
+        &mut self,
+        out: &mut Outbound,
+        pool: &Rc<BufferPool>,
+    ) -> io::Result<()> {
+        match self {
+            Layer::Server(tls) => tls.close_notify(out, pool),
+            Layer::Client(tls) => tls.close_notify(out, pool),
+        }
+    }
+}
+
+/// Sends every part of `out`, in order, as one gathered write (more when the socket takes
+/// only some of the bytes at a time); the parts are left in `out` unchanged.
+pub(super) async fn send_all(
+    shard: &IoShard,
+    fd: RawFd,
+    out: &mut Outbound,
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    let ring = shard.ring();
+    let ranges = out.ranges();
+    let total: usize = ranges
+        .iter()
+        .map(|(start, end)| (end - start) as usize)
+        .sum();
+    let mut sent = 0usize;
+    while sent < total {
+        // Skip what earlier (short) sends already delivered.
+        out.skip(&ranges, sent);
+        let mut done = ring.send_parts(fd, out.parts_mut(), deadline).await;
+        out.restore(&ranges, &mut done.bufs);
+        match check(done.res, done.timed_out)? {
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "peer stopped reading",
+                ));
+            }
+            n => sent += n,
+        }
+    }
+    Ok(())
+}
+
+/// A receive through the TLS layer when there is one. The plain receive is returned as it is,
+/// so a plain connection waiting for its next request holds exactly what it held before TLS
+/// existed; a TLS receive's state (larger: the plain receive inside it, and its own
+/// arguments) is boxed, one small allocation per receive beside the allocation rustls makes
+/// per record anyway.
+fn receive_any<'a>(
+    shard: &'a IoShard,
+    fd: RawFd,
+    tls: Option<&'a mut Layer>,
+    rb: &'a mut ReadBuf,
+    deadline: Option<Instant>,
+    poll_first: bool,
+) -> Recv<'a, impl Future<Output = io::Result<usize>> + 'a> {
+    match tls {
+        None => Recv::Plain(receive(shard, fd, rb, deadline, poll_first)),
+        Some(Layer::Server(tls)) => Recv::Tls(Box::pin(receive_tls(
+            shard, fd, tls, rb, deadline, poll_first,
+        ))),
+        Some(Layer::Client(tls)) => Recv::Tls(Box::pin(receive_tls(
+            shard, fd, tls, rb, deadline, poll_first,
+        ))),
+    }
+}
+
+/// The future of [`receive_any`]: a plain receive in place, or a boxed TLS one.
+enum Recv<'a, P> {
+    Plain(P),
+    Tls(Pin<Box<dyn Future<Output = io::Result<usize>> + 'a>>),
+}
+
+impl<P: Future<Output = io::Result<usize>>> Future for Recv<'_, P> {
+    type Output = io::Result<usize>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        // SAFETY: structural pinning of `Plain`: the future inside is never moved out of the
+        // enum nor the variant changed while pinned; `Tls` is `Unpin` (a box).
+        match unsafe { self.get_unchecked_mut() } {
+            Recv::Plain(plain) => unsafe { Pin::new_unchecked(plain) }.poll(cx),
+            Recv::Tls(tls) => tls.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Plaintext through the TLS layer: records at hand decrypted, else more received.
+async fn receive_tls<C: Records>(
+    shard: &IoShard,
+    fd: RawFd,
+    tls: &mut TlsLayer<C>,
+    rb: &mut ReadBuf,
+    deadline: Option<Instant>,
+    mut poll_first: bool,
+) -> io::Result<usize> {
+    loop {
+        if let Some(n) = tls.read_at_hand(rb, shard)? {
+            return Ok(n);
+        }
+        if receive(shard, fd, tls.records_in(), deadline, poll_first).await? == 0 {
+            return Ok(0);
+        }
+        poll_first = false;
     }
 }
 
 /// The receive behind [`Conn::recv`]: an `async fn` of its own so a pending receive (what every
 /// idle connection holds) costs only what it needs, with no wrapping state copying the
 /// arguments again.
-async fn receive(
+pub(super) async fn receive(
     shard: &IoShard,
     fd: RawFd,
     rb: &mut ReadBuf,

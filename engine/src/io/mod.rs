@@ -10,6 +10,7 @@
 //! | [`IoShard`] | this file | a shard's ring, buffer pool and clock; listening and connecting |
 //! | [`Listener`] | `accept.rs` | a shard's `SO_REUSEPORT` socket and its accept operation |
 //! | [`Conn`] | `conn.rs` | a connected socket (client or upstream): receive, send, idle watch, close |
+//! | [`TlsLayer`] | `tls.rs` | a TLS session's records on the ring (either end): handshake, decrypt, encrypt |
 //! | [`ReadBuf`] | `readbuf.rs` | bytes received and not yet consumed, holding no buffer while empty |
 //! | [`Outbound`] | `outbound.rs` | the buffer pieces of one gathered send |
 //! | [`tunnel::join`] | `tunnel.rs` | two connections joined after a protocol switch |
@@ -18,7 +19,8 @@
 //!
 //! The parser, router, pools and pipeline see only bytes in a [`ReadBuf`] and buffers to send in
 //! an [`Outbound`]. A transport that changes the bytes on the wire (TLS) plugs in behind
-//! [`Conn::recv`] and [`Conn::send`], the two places every byte passes. Deadlines are absolute
+//! [`Conn::recv`] and [`Conn::send`], the two places every byte passes: `tls.rs` is that
+//! record layer, on the same receive and send operations as plain bytes. Deadlines are absolute
 //! `Instant`s; a passed deadline surfaces as an `io::ErrorKind::TimedOut` error, never before
 //! the deadline. Every descriptor an entry on the ring may name is closed through the ring.
 //!
@@ -36,6 +38,7 @@ pub mod socket;
 #[cfg(test)]
 pub(crate) mod testing;
 mod timer;
+mod tls;
 pub mod tunnel;
 pub mod uring;
 
@@ -52,6 +55,7 @@ pub use notify::{Notifier, NotifyReceiver};
 pub use outbound::{COALESCE_LIMIT, Outbound};
 pub use readbuf::ReadBuf;
 pub use socket::ListenOptions;
+pub use tls::{ClientTls, HandshakeFailure, Handshaken, Records, ServerTls, TlsLayer, TlsVersion};
 pub use tunnel::Carried;
 pub use uring::{
     MAX_PARTS, Part, Ring, RingStats, Tracked, completion_entries, in_tracked_task, note_local_wake,
@@ -68,9 +72,24 @@ pub struct IoSettings {
     pub idle_wait: Duration,
 }
 
+/// Size of a TLS record buffer: a whole record of the largest size rustls accepts
+/// (16 KiB of plaintext, 2 KiB of expansion, 5 of header) with room to spare, for records that
+/// do not fit the pool buffer they started in (see `tls.rs`).
+pub const RECORD_BUFFER_SIZE: usize = 32 * 1024;
+
+/// TLS record buffers per shard, as a share of its I/O buffers (at least
+/// [`MIN_RECORD_BUFFERS`]). Reserved, not touched: a page is resident once a large record used
+/// it.
+pub const RECORD_BUFFERS_DIVISOR: usize = 8;
+
+/// The fewest TLS record buffers a shard has.
+pub const MIN_RECORD_BUFFERS: usize = 16;
+
 /// One shard's I/O state: its ring and its buffers.
 pub struct IoShard {
     ring: Rc<Ring>,
+    /// Buffers for TLS records longer than a pool buffer.
+    records: Rc<BufferPool>,
 }
 
 impl IoShard {
@@ -85,7 +104,17 @@ impl IoShard {
             settings.buffers,
             settings.idle_wait,
         )?;
-        Ok(Rc::new(IoShard { ring }))
+        let records = BufferPool::new(
+            RECORD_BUFFER_SIZE,
+            (settings.buffers / RECORD_BUFFERS_DIVISOR)
+                .clamp(MIN_RECORD_BUFFERS, buffer::MAX_BUFFERS),
+        )?;
+        Ok(Rc::new(IoShard { ring, records }))
+    }
+
+    /// Buffers for TLS records longer than a pool buffer.
+    pub fn record_pool(&self) -> &Rc<BufferPool> {
+        &self.records
     }
 
     pub(crate) fn ring(&self) -> &Rc<Ring> {

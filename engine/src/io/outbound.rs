@@ -117,6 +117,41 @@ impl Outbound {
         }
     }
 
+    /// The queued parts, in order.
+    pub(super) fn parts(&self) -> impl Iterator<Item = &Part> {
+        self.parts.iter().flatten()
+    }
+
+    /// Room to write at least `min` bytes after the last part (whose range then grows with
+    /// [`Outbound::wrote`]): the last part's free tail, or a fresh buffer from `pool` queued as
+    /// an empty part. `None` when neither is possible: no part slot left (send first), or no
+    /// buffer free.
+    pub(super) fn tail_room(&mut self, min: usize, pool: &Rc<BufferPool>) -> Option<&mut [u8]> {
+        let fits = self
+            .parts
+            .iter()
+            .flatten()
+            .last()
+            .is_some_and(|last| last.buf().capacity() - last.end() as usize >= min);
+        if !fits {
+            if self.is_full() {
+                return None;
+            }
+            let buf = pool.take()?;
+            self.push(buf, 0, 0);
+        }
+        let last = self.parts.iter_mut().flatten().last()?;
+        let end = last.end() as usize;
+        Some(&mut last.buf_mut().as_mut_slice()[end..])
+    }
+
+    /// Takes `n` bytes written into [`Outbound::tail_room`] into the last part.
+    pub(super) fn wrote(&mut self, n: usize) {
+        if let Some(last) = self.parts.iter_mut().flatten().last() {
+            last.set_range(last.start(), last.end() + n as u32);
+        }
+    }
+
     pub(super) fn parts_mut(&mut self) -> &mut [Option<Part>; MAX_PARTS] {
         &mut self.parts
     }

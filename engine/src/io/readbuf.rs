@@ -32,6 +32,56 @@ impl ReadBuf {
         }
     }
 
+    /// The unconsumed bytes, for changing in place (TLS records decrypted where they lie).
+    pub(super) fn data_mut(&mut self) -> &mut [u8] {
+        match &mut self.buf {
+            Some(buf) => &mut buf.as_mut_slice()[self.start as usize..self.end as usize],
+            None => &mut [],
+        }
+    }
+
+    /// The size of the buffer held, if any.
+    pub(super) fn capacity(&self) -> Option<usize> {
+        self.buf.as_ref().map(Buf::capacity)
+    }
+
+    /// Moves the unconsumed bytes to the front of `bigger` and holds that buffer instead (a
+    /// TLS record longer than the buffer it started in).
+    pub(super) fn move_to(&mut self, mut bigger: Buf) {
+        let len = self.len();
+        assert!(
+            len <= bigger.capacity(),
+            "{len} bytes moved to a smaller buffer"
+        );
+        bigger.as_mut_slice()[..len].copy_from_slice(self.data());
+        self.buf = Some(bigger);
+        self.start = 0;
+        self.end = len as u32;
+    }
+
+    /// Appends as much of `bytes` as fits, taking a buffer from `pool` when none is held;
+    /// returns how many bytes were taken (0 when the buffer is full or none is free).
+    pub(super) fn append(&mut self, bytes: &[u8], pool: &Rc<BufferPool>) -> usize {
+        if bytes.is_empty() {
+            return 0;
+        }
+        if self.buf.is_none() {
+            match pool.take() {
+                Some(buf) => self.start_with(buf),
+                None => return 0,
+            }
+        }
+        let offset = match self.make_room() {
+            Ok(Some(offset)) => offset,
+            _ => return 0,
+        };
+        let buf = self.buf.as_mut().expect("a buffer is held");
+        let n = bytes.len().min(buf.capacity() - offset);
+        buf.as_mut_slice()[offset..offset + n].copy_from_slice(&bytes[..n]);
+        self.end += n as u32;
+        n
+    }
+
     pub fn len(&self) -> usize {
         (self.end - self.start) as usize
     }

@@ -6,7 +6,15 @@
 //! travels through; the other direction carries on. Each direction holds at most one buffer: a
 //! receive waits (in the kernel, with no buffer, on the `uring` path) until the previous piece
 //! was sent, so a slow reader slows its writer instead of filling memory.
+//!
+//! When a side speaks TLS (a WebSocket on a TLS listener, or to a TLS upstream), its records
+//! are opened and sealed on the way ([`through_tls`]): each direction is a loop of the same
+//! receive and gathered send operations every connection uses, its records fed to the side's
+//! record layer between them (synchronously: the two directions share the layer, never across
+//! an await). A direction's receive goes into a buffer of its own, so a receive that the tunnel's
+//! end drops never holds the layer's records.
 
+use std::cell::{Cell, RefCell};
 use std::future::{Future, poll_fn};
 use std::io;
 use std::os::fd::RawFd;
@@ -14,9 +22,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::Conn;
+use futures_lite::future;
+
 use super::buffer::{Buf, BufferPool};
+use super::conn::{Layer, receive, send_all};
+use super::tls::Read;
 use super::uring::{MAX_PARTS, Op, Part, Ring};
+use super::{Conn, IoShard, Outbound, ReadBuf};
 
 /// Bytes a tunnel carried, each way.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -141,7 +153,171 @@ fn send(ring: &Ring, fd: RawFd, buf: Buf, start: u32, end: u32) -> Op<'_> {
 /// shard. Returns what was carried whichever way it ended.
 pub async fn join(a: &mut Conn, b: &mut Conn, idle: Duration) -> (Carried, io::Result<()>) {
     let shard = a.shard().clone();
+    if a.is_tls() || b.is_tls() {
+        // Boxed: its state is larger than the plain tunnel's, and it is rare.
+        return Box::pin(through_tls(&shard, a, b, idle)).await;
+    }
     on_ring(shard.ring(), shard.pool(), a.raw_fd(), b.raw_fd(), idle).await
+}
+
+/// One side of a tunnel over TLS: its socket and, when it speaks TLS, its record layer.
+struct End<'r, 'l> {
+    fd: RawFd,
+    tls: Option<&'r RefCell<&'l mut Layer>>,
+}
+
+impl<'r, 'l> End<'r, 'l> {
+    fn new(fd: RawFd, tls: &'r Option<RefCell<&'l mut Layer>>) -> End<'r, 'l> {
+        End {
+            fd,
+            tls: tls.as_ref(),
+        }
+    }
+}
+
+/// [`join`] when a side speaks TLS.
+async fn through_tls(
+    shard: &IoShard,
+    a: &mut Conn,
+    b: &mut Conn,
+    idle: Duration,
+) -> (Carried, io::Result<()>) {
+    let (a_fd, b_fd) = (a.raw_fd(), b.raw_fd());
+    let a_tls = a.layer_mut().map(RefCell::new);
+    let b_tls = b.layer_mut().map(RefCell::new);
+    let forward = Cell::new(0u64);
+    let backward = Cell::new(0u64);
+    let activity = Cell::new(shard.now());
+    let directions = future::try_zip(
+        pump(
+            shard,
+            End::new(a_fd, &a_tls),
+            End::new(b_fd, &b_tls),
+            &forward,
+            &activity,
+        ),
+        pump(
+            shard,
+            End::new(b_fd, &b_tls),
+            End::new(a_fd, &a_tls),
+            &backward,
+            &activity,
+        ),
+    );
+    let quiet_too_long = async {
+        loop {
+            let quiet = shard.now().saturating_duration_since(activity.get());
+            if quiet >= idle {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the tunnel was idle too long",
+                ));
+            }
+            shard.sleep(idle - quiet).await;
+            if shard.ring().is_stopping() {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the shard's I/O stopped",
+                ));
+            }
+        }
+    };
+    let outcome = future::or(async { directions.await.map(|_| ()) }, quiet_too_long).await;
+    let carried = Carried {
+        forward: forward.get(),
+        backward: backward.get(),
+    };
+    (carried, outcome)
+}
+
+/// `from` finished sending: `to` is told so, by `close_notify` when it speaks TLS, then by
+/// shutting down its write half (the other direction carries on).
+async fn finish(shard: &IoShard, to: &End<'_, '_>) -> io::Result<()> {
+    if let Some(tls) = to.tls {
+        let mut out = Outbound::new();
+        tls.borrow_mut().close_notify(&mut out, shard.pool())?;
+        if !out.is_empty() {
+            // The peer may be gone already; the write half closes all the same.
+            let _ = send_all(shard, to.fd, &mut out, None).await;
+        }
+    }
+    shutdown_write(to.fd);
+    Ok(())
+}
+
+/// One direction over TLS: plaintext from `from` (its records opened when it speaks TLS) to
+/// `to` (sealed when it does), piece by piece, until `from` finishes (its EOF or
+/// `close_notify` shuts down `to`'s write half) or a side fails.
+async fn pump(
+    shard: &IoShard,
+    from: End<'_, '_>,
+    to: End<'_, '_>,
+    carried: &Cell<u64>,
+    activity: &Cell<std::time::Instant>,
+) -> io::Result<()> {
+    let pool = shard.pool();
+    // Records received from a TLS `from`, before they join its layer's.
+    let mut incoming = ReadBuf::new();
+    // Plaintext to pass on.
+    let mut plain = ReadBuf::new();
+    loop {
+        match from.tls {
+            Some(tls) => {
+                let read = tls.borrow_mut().read(&mut plain, pool)?;
+                match read {
+                    Read::Bytes(_) => {}
+                    Read::Closed => return finish(shard, &to).await,
+                    Read::More if !incoming.is_empty() => {
+                        tls.borrow_mut().feed(&mut incoming, shard)?;
+                        continue;
+                    }
+                    Read::More => {
+                        if receive(shard, from.fd, &mut incoming, None, true).await? == 0 {
+                            return finish(shard, &to).await;
+                        }
+                        activity.set(shard.now());
+                        continue;
+                    }
+                }
+            }
+            None => {
+                if receive(shard, from.fd, &mut plain, None, true).await? == 0 {
+                    return finish(shard, &to).await;
+                }
+                activity.set(shard.now());
+            }
+        }
+        let len = plain.len();
+        match to.tls {
+            None => {
+                let mut out = Outbound::new();
+                if let Some(part) = plain.take_all() {
+                    out.push_part(part);
+                }
+                send_all(shard, to.fd, &mut out, None).await?;
+            }
+            Some(tls) => {
+                let mut bytes = plain.data();
+                while !bytes.is_empty() {
+                    let mut out = Outbound::new();
+                    {
+                        let mut layer = tls.borrow_mut();
+                        while !bytes.is_empty() {
+                            match layer.encrypt(bytes, &mut out, pool)? {
+                                Some(taken) => bytes = &bytes[taken..],
+                                None if out.is_empty() => return Err(super::no_buffer()),
+                                None => break,
+                            }
+                        }
+                    }
+                    send_all(shard, to.fd, &mut out, None).await?;
+                }
+                plain.consume(len);
+            }
+        }
+        carried.set(carried.get() + len as u64);
+        activity.set(shard.now());
+    }
 }
 
 /// Joins the sockets `a` and `b` on the shard's ring.

@@ -150,6 +150,11 @@ impl Part {
         &self.buf
     }
 
+    /// The bytes the part sends.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf.as_slice()[self.start as usize..self.end as usize]
+    }
+
     pub fn into_buf(self) -> Buf {
         self.buf
     }

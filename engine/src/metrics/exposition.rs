@@ -151,6 +151,7 @@ fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
     }
 
     latency(out, reports)?;
+    tls(out, reports)?;
 
     family(out, CONNECTIONS_OPEN, "gauge", "Client connections open.")?;
     for r in reports {
@@ -633,6 +634,55 @@ fn upstreams(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
 
 /// A ring counter's name, help text and reading.
 type RingCounter = (&'static str, &'static str, fn(&ShardReport) -> u64);
+
+/// TLS handshakes and connections, summed over shards.
+fn tls(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
+    use super::TlsCounters;
+    use crate::io::HandshakeFailure;
+    family(
+        out,
+        TLS_HANDSHAKES,
+        "counter",
+        "TLS handshakes completed, full or resumed (session ticket or id), summed over shards.",
+    )?;
+    for (i, kind) in TlsCounters::KINDS.iter().enumerate() {
+        let total: u64 = reports.iter().map(|r| r.counters.tls.handshakes[i]).sum();
+        writeln!(out, "{TLS_HANDSHAKES}{{kind=\"{kind}\"}} {total}")?;
+    }
+    family(
+        out,
+        TLS_HANDSHAKE_FAILURES,
+        "counter",
+        "TLS handshakes that failed, by reason, summed over shards.",
+    )?;
+    for (i, failure) in HandshakeFailure::ALL.iter().enumerate() {
+        let total: u64 = reports.iter().map(|r| r.counters.tls.failures[i]).sum();
+        writeln!(
+            out,
+            "{TLS_HANDSHAKE_FAILURES}{{reason=\"{}\"}} {total}",
+            failure.as_str()
+        )?;
+    }
+    family(
+        out,
+        TLS_CONNECTIONS,
+        "counter",
+        "TLS connections by protocol version and negotiated ALPN protocol, summed over shards.",
+    )?;
+    for (v, version) in TlsCounters::VERSIONS.iter().enumerate() {
+        for (a, alpn) in TlsCounters::ALPN.iter().enumerate() {
+            let total: u64 = reports
+                .iter()
+                .map(|r| r.counters.tls.connections[v][a])
+                .sum();
+            writeln!(
+                out,
+                "{TLS_CONNECTIONS}{{version=\"{version}\",alpn=\"{alpn}\"}} {total}"
+            )?;
+        }
+    }
+    Ok(())
+}
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) -> std::fmt::Result {
     writeln!(out, "# HELP {name} {help}")?;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::io::RingStats;
+use crate::io::{HandshakeFailure, Handshaken, RingStats, TlsVersion};
 use crate::ratelimit::LimiterCounters;
 use crate::upstream::load::LoadReport;
 use crate::upstream::{PoolStats, Standing};
@@ -59,10 +59,12 @@ pub enum Reject {
     /// 503: a circuit breaker of the upstream is open (too many connections, pending or
     /// active requests).
     Overflow,
+    /// 308: a plain request to a `redirect_https` route, sent to `https`.
+    RedirectHttps,
 }
 
 impl Reject {
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 17;
 
     pub const ALL: [Reject; Reject::COUNT] = [
         Reject::BadRequest,
@@ -81,6 +83,7 @@ impl Reject {
         Reject::RateLimited,
         Reject::NoEndpoint,
         Reject::Overflow,
+        Reject::RedirectHttps,
     ];
 
     pub fn label(self) -> &'static str {
@@ -101,6 +104,7 @@ impl Reject {
             Reject::RateLimited => "rate_limited",
             Reject::NoEndpoint => "no_endpoint",
             Reject::Overflow => "upstream_overflow",
+            Reject::RedirectHttps => "redirect_https",
         }
     }
 }
@@ -117,6 +121,24 @@ pub struct Counters {
     pub upstream_retries: u64,
     /// Retries by the failure that caused them, indexed like [`RETRY_REASONS`].
     pub retries_by_reason: [u64; RETRY_REASONS.len()],
+    pub tls: TlsCounters,
+}
+
+/// TLS handshakes on a shard's listeners.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsCounters {
+    /// Completed handshakes: index 0 full, 1 resumed.
+    pub handshakes: [u64; 2],
+    /// Failed handshakes by [`HandshakeFailure`] (its index in `HandshakeFailure::ALL`).
+    pub failures: [u64; HandshakeFailure::ALL.len()],
+    /// Connections by version (0: TLS 1.2, 1: TLS 1.3) and ALPN (0: none, 1: `http/1.1`).
+    pub connections: [[u64; 2]; 2],
+}
+
+impl TlsCounters {
+    pub const KINDS: [&'static str; 2] = ["full", "resumed"];
+    pub const VERSIONS: [&'static str; 2] = ["TLSv1.2", "TLSv1.3"];
+    pub const ALPN: [&'static str; 2] = ["none", "http/1.1"];
 }
 
 /// What a retry was made after, as the metrics label it.
@@ -303,6 +325,21 @@ impl ShardMetrics {
         counters.upstream_retries += 1;
         if let Some(at) = RETRY_REASONS.iter().position(|r| *r == reason) {
             counters.retries_by_reason[at] += 1;
+        }
+    }
+
+    /// A finished TLS handshake: its kind, version and application protocol.
+    pub fn tls_handshake(&self, facts: &Handshaken) {
+        let mut counters = self.counters.borrow_mut();
+        counters.tls.handshakes[usize::from(facts.resumed)] += 1;
+        let version = usize::from(facts.version == TlsVersion::Tls13);
+        let alpn = usize::from(facts.alpn.is_some());
+        counters.tls.connections[version][alpn] += 1;
+    }
+
+    pub fn tls_failure(&self, failure: HandshakeFailure) {
+        if let Some(index) = HandshakeFailure::ALL.iter().position(|f| *f == failure) {
+            self.counters.borrow_mut().tls.failures[index] += 1;
         }
     }
 

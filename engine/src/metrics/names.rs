@@ -38,3 +38,6 @@ pub const UPSTREAM_REQUESTS_IN_FLIGHT: &str = "coregate_upstream_requests_in_fli
 pub const UPSTREAM_OVERFLOWS: &str = "coregate_upstream_overflows_total";
 pub const UPSTREAM_RESOLVE_CHANGES: &str = "coregate_upstream_resolve_changes_total";
 pub const UPSTREAM_RESOLVE_FAILURES: &str = "coregate_upstream_resolve_failures_total";
+pub const TLS_HANDSHAKES: &str = "coregate_tls_handshakes_total";
+pub const TLS_HANDSHAKE_FAILURES: &str = "coregate_tls_handshake_failures_total";
+pub const TLS_CONNECTIONS: &str = "coregate_tls_connections_total";

@@ -42,13 +42,15 @@ const UNAUTHORIZED_KEY: Refusal<'static> =
 const RATE_LIMITED: Refusal<'static> =
     Refusal::of_policy(429, "rate limit exceeded, retry later", Reject::RateLimited);
 
-/// Admits `request` to `target`, or says why not.
+/// Admits `request` to `target`, or says why not. `client_cert` is the identity of the
+/// client's verified TLS certificate, for a rate limit keyed by it.
 pub fn admit<'a, 's: 'a>(
     shard: &Shard,
     snapshot: &'s Snapshot,
     target: &'s RouteTarget,
     request: &RequestView<'a>,
     credentials: &'a mut Credentials<'s>,
+    client_cert: Option<&[u8]>,
 ) -> Result<Admitted<'a>, Refusal<'s>> {
     if let (Body::Length(length), Some(max)) = (request.body, target.max_body_bytes)
         && length > max
@@ -59,7 +61,7 @@ pub fn admit<'a, 's: 'a>(
         Some(policy) => authenticate(policy, request, credentials)?,
         None => Admitted::default(),
     };
-    limit(shard, target, request, admitted.identity)?;
+    limit(shard, target, request, admitted.identity, client_cert)?;
     Ok(admitted)
 }
 
@@ -129,6 +131,7 @@ fn limit<'s>(
     target: &'s RouteTarget,
     request: &RequestView<'_>,
     identity: Option<&[u8]>,
+    client_cert: Option<&[u8]>,
 ) -> Result<(), Refusal<'s>> {
     let Some(limiter) = &target.limiter else {
         return Ok(());
@@ -139,7 +142,7 @@ fn limit<'s>(
         let header = spec
             .header_name()
             .and_then(|name| request.fields.get(name.as_bytes()));
-        let key = spec.key_for(request.client.to_canonical(), header, identity);
+        let key = spec.key_for(request.client.to_canonical(), header, identity, client_cert);
         limiter.check(key, shard.limit_clock.nanos(shard.io.now()))
     };
     if decision.is_allowed() {

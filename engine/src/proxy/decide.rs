@@ -3,6 +3,7 @@
 //! upstream the forwarded head is written. All of it runs before any await: the head's spans
 //! and the shard's field scratch are valid only until then.
 
+use crate::context::Scheme;
 use crate::http1::{Field, Method, RequestHead, TargetForm};
 use crate::request::{Body, Fields, RequestView};
 use crate::shard::Scratch;
@@ -13,7 +14,7 @@ use super::forward::Forwarding;
 use super::head::{self, RequestHeadInput};
 use super::pick::pick;
 use super::record::Outcome;
-use super::respond::{Answer, BodyState, Refusal, answer_refusal};
+use super::respond::{Answer, BodyState, Detail, Refusal, answer_refusal};
 use super::route::{Routed, forwarded_path, route, routing_path};
 use super::upgrade;
 use super::{Request, Session};
@@ -52,6 +53,36 @@ fn repeated_singleton(head: &RequestHead) -> Option<Refusal<'static>> {
         return Some(Refusal::bad_request("repeated X-Request-Id field"));
     }
     None
+}
+
+/// `308` to the request's URL on `https` (a `redirect_https` route reached over plain HTTP):
+/// the host without its port, the path and query as the client sent them.
+fn redirect_https<'b>(
+    head: &RequestHead,
+    buf: &'b [u8],
+    authority: &'b [u8],
+    port: u16,
+) -> Refusal<'b> {
+    let host = match authority.last() {
+        // `[::1]` or `[::1]:8080`: the port follows the bracket.
+        _ if authority.starts_with(b"[") => authority
+            .iter()
+            .position(|&b| b == b']')
+            .map_or(authority, |end| &authority[..=end]),
+        _ => authority
+            .iter()
+            .position(|&b| b == b':')
+            .map_or(authority, |colon| &authority[..colon]),
+    };
+    if host.is_empty() {
+        return Refusal::bad_request("no host to redirect to https");
+    }
+    Refusal::REDIRECT_HTTPS.with_detail(Detail::Https {
+        host,
+        port,
+        path: head.path.of(buf),
+        query: head.query.map(|q| q.of(buf)),
+    })
 }
 
 /// A request's id: the client's when it is safe to pass on, else one made here.
@@ -145,6 +176,25 @@ impl Session {
         };
         let routed = route(snapshot, &view)?;
         outcome.route = Some(routed.target.stats);
+        if let Some(port) = routed.target.redirect_https
+            && view.scheme == Scheme::Http
+        {
+            // Written here: the answer borrows the request's bytes, which a refusal returned
+            // from this function may not.
+            let refusal = redirect_https(head, buf, view.authority, port);
+            let unread = if view.body.follows() {
+                BodyState::Unread
+            } else {
+                BodyState::Consumed
+            };
+            let request = Request::of(head);
+            return Ok(Decision::Refused(answer_refusal(
+                &self.shard,
+                &refusal,
+                Some(&request),
+                unread,
+            )));
+        }
         let mut credentials = Credentials::default();
         let admitted = admit(
             &self.shard,
@@ -152,6 +202,7 @@ impl Session {
             routed.target,
             &view,
             &mut credentials,
+            self.context.client_identity().map(str::as_bytes),
         )?;
         let upstream = match &routed.target.action {
             Action::Respond(response) => {
@@ -227,6 +278,13 @@ impl Session {
             upgrade: relayed.map(|(protocols, _)| protocols),
             identity: admitted.identity_header.zip(admitted.identity),
             claims: admitted.token.map_or(&[], |token| &token.headers[..]),
+            client_cert: snapshot
+                .tls_listener(&self.context.listener.name)
+                .and_then(|listener| listener.client_cert_header.as_deref())
+                .map(|name| {
+                    let identity = self.context.client_identity().map(str::as_bytes);
+                    (name.as_bytes(), identity)
+                }),
         };
         let head_len = head::write_request_head(out.as_mut_slice(), buf, head, fields, &input)
             .map_err(|_| Refusal::HEAD_TOO_LARGE)?;

@@ -510,6 +510,8 @@ fn connect_error(err: &std::io::Error) -> Error {
     };
     let message = match kind {
         ErrorKind::Timeout => "upstream did not answer in time",
+        // A TLS upstream whose handshake failed (logged with the reason by the pool).
+        _ if err.kind() == std::io::ErrorKind::InvalidData => "upstream TLS handshake failed",
         _ => "upstream unavailable",
     };
     Error {

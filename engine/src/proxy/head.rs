@@ -91,6 +91,10 @@ pub struct RequestHeadInput<'a> {
     /// edits.
     pub identity: Option<(&'a [u8], &'a [u8])>,
     pub claims: &'a [(Box<str>, Box<[u8]>)],
+    /// A TLS listener's `client_cert_header` (lowercase) and the identity of the client's
+    /// verified certificate, if any: the client's own fields of that name are dropped, and the
+    /// identity written in their place.
+    pub client_cert: Option<(&'a [u8], Option<&'a [u8]>)>,
 }
 
 /// Writes the request head for the upstream into `out`; returns its length.
@@ -119,6 +123,9 @@ pub fn write_request_head(
     }
     for (name, value) in input.claims {
         w.field(name.as_bytes(), value);
+    }
+    if let Some((name, Some(identity))) = input.client_cert {
+        w.field(name, identity);
     }
     for (name, value) in &input.edits.add {
         w.field(name, value);
@@ -196,6 +203,12 @@ fn write_client_fields(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &Req
             _ => {}
         }
         let name = field.name.of(request.buf);
+        if input
+            .client_cert
+            .is_some_and(|(header, _)| header.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
         let claim_dropped = !input.client_trusted && input.untrusted_drop.contains(name);
         if !claim_dropped && !input.edits.drops(name) {
             w.field(name, field.value.of(request.buf));
@@ -476,6 +489,7 @@ mod tests {
             replace_request_id: false,
             upgrade: None,
             identity: None,
+            client_cert: None,
             claims: &[],
         };
         let mut out = vec![0u8; 4096];

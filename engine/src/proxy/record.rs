@@ -131,6 +131,11 @@ impl Session {
                 total_time,
                 referer: fields.get(CapturedField::Referer),
                 user_agent: fields.get(CapturedField::UserAgent),
+                tls: self.context.tls.as_ref().map(|tls| access_log::TlsLog {
+                    version: tls.version.as_str(),
+                    sni: tls.sni.as_deref().map_or(b"", str::as_bytes),
+                    alpn: tls.alpn.as_deref().unwrap_or(b""),
+                }),
             })
         });
     }

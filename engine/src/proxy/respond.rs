@@ -50,6 +50,13 @@ pub enum Detail<'a> {
     Challenge(Challenge<'a>),
     /// 503 with no endpoint available: `Retry-After` in seconds.
     RetryAfter(u64),
+    /// 308: `Location: https://host[:port]path[?query]`.
+    Https {
+        host: &'a [u8],
+        port: u16,
+        path: &'a [u8],
+        query: Option<&'a [u8]>,
+    },
     /// 429: `Retry-After`, `RateLimit-Policy` and `RateLimit`, formatted from the limiter's
     /// decision when the answer is written.
     RateLimited {
@@ -108,6 +115,12 @@ impl Refusal<'static> {
         500,
         "configured response too large for a buffer",
         Reject::Unavailable,
+    );
+
+    pub const REDIRECT_HTTPS: Refusal<'static> = Refusal::of_policy(
+        308,
+        "this resource is served over https",
+        Reject::RedirectHttps,
     );
 
     pub fn method_not_allowed(allow: MethodSet) -> Refusal<'static> {
@@ -255,6 +268,24 @@ impl<'b> DetailText<'b> {
                 push("www-authenticate", format_args!("{challenge}"));
             }
             Detail::RetryAfter(seconds) => push("retry-after", format_args!("{seconds}")),
+            Detail::Https {
+                host,
+                port,
+                path,
+                query,
+            } => {
+                let port = PortSuffix(*port);
+                let (mark, query) = query.map_or(("", &b""[..]), |q| ("?", q));
+                push(
+                    "location",
+                    format_args!(
+                        "https://{}{port}{}{mark}{}",
+                        Ascii(host),
+                        Ascii(path),
+                        Ascii(query)
+                    ),
+                );
+            }
             Detail::RateLimited { limiter, decision } => {
                 let limiter = limiter.borrow();
                 if let Some(retry_after) = decision.retry_after() {
@@ -294,6 +325,18 @@ fn format_into<'o>(
         .then(|| std::str::from_utf8(text).ok())
         .flatten();
     (text, rest)
+}
+
+/// `:port` in a URL, empty for https's own 443.
+struct PortSuffix(u16);
+
+impl std::fmt::Display for PortSuffix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            443 => Ok(()),
+            port => write!(f, ":{port}"),
+        }
+    }
 }
 
 /// `GET, HEAD, ...` for the `Allow` field.

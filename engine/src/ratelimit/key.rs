@@ -86,6 +86,8 @@ pub enum KeySpec {
     Header(Box<str>),
     /// The identity authentication established (an API key's or a token's subject).
     Identity,
+    /// The identity of the client's verified TLS certificate (see `tls::x509`).
+    ClientCert,
     /// Nothing: one bucket for the whole route.
     Route,
 }
@@ -99,17 +101,20 @@ impl Default for KeySpec {
 }
 
 impl KeySpec {
-    /// Parses `"client_ip"`, `"header:x-api-key"`, `"identity"` or `"route"`.
+    /// Parses `"client_ip"`, `"header:x-api-key"`, `"identity"`, `"client_cert"` or `"route"`.
     pub fn parse(text: &str) -> Result<KeySpec, &'static str> {
         match text.trim() {
             "client_ip" => Ok(KeySpec::default()),
             "identity" => Ok(KeySpec::Identity),
+            "client_cert" => Ok(KeySpec::ClientCert),
             "route" => Ok(KeySpec::Route),
-            "" => Err("empty key; use \"client_ip\", \"header:NAME\", \"identity\" or \"route\""),
+            "" => Err(
+                "empty key; use \"client_ip\", \"header:NAME\", \"identity\", \"client_cert\" or \"route\"",
+            ),
             other => {
                 let Some(name) = other.strip_prefix("header:") else {
                     return Err(
-                        "unknown key; use \"client_ip\", \"header:NAME\", \"identity\" or \"route\"",
+                        "unknown key; use \"client_ip\", \"header:NAME\", \"identity\", \"client_cert\" or \"route\"",
                     );
                 };
                 if name.is_empty() {
@@ -149,19 +154,21 @@ impl KeySpec {
         }
     }
 
-    /// Builds the key for one request from what the pipeline has at hand. A missing header or
-    /// identity counts as the empty value: all requests without one share one bucket, so leaving
-    /// the header out is no way around the limit.
+    /// Builds the key for one request from what the pipeline has at hand. A missing header,
+    /// identity or client certificate counts as the empty value: all requests without one
+    /// share one bucket, so leaving it out is no way around the limit.
     pub fn key_for<'a>(
         &self,
         client_ip: IpAddr,
         header: Option<&'a [u8]>,
         identity: Option<&'a [u8]>,
+        client_cert: Option<&'a [u8]>,
     ) -> LimitKey<'a> {
         match self {
             KeySpec::ClientIp { .. } => LimitKey::ClientIp(client_ip),
             KeySpec::Header(_) => LimitKey::Header(header.unwrap_or(b"")),
             KeySpec::Identity => LimitKey::Identity(identity.unwrap_or(b"")),
+            KeySpec::ClientCert => LimitKey::ClientCert(client_cert.unwrap_or(b"")),
             KeySpec::Route => LimitKey::Route,
         }
     }
@@ -173,6 +180,7 @@ pub enum LimitKey<'a> {
     ClientIp(IpAddr),
     Header(&'a [u8]),
     Identity(&'a [u8]),
+    ClientCert(&'a [u8]),
     Route,
 }
 
@@ -182,6 +190,7 @@ const KIND_IPV6: usize = 1;
 const KIND_HEADER: usize = 2;
 const KIND_IDENTITY: usize = 3;
 const KIND_ROUTE: usize = 4;
+const KIND_CLIENT_CERT: usize = 5;
 
 /// The hash functions of one seed, one per kind of key, derived once (a limiter keeps one):
 /// kind `k` uses the SipHash key `(sip(seed, [k, 0]), sip(seed, [k, 1]))`. Separate keys rather
@@ -189,7 +198,7 @@ const KIND_ROUTE: usize = 4;
 /// where they are, and an IP address and a header value with the same bytes still never meet.
 #[derive(Clone, Copy)]
 pub struct KeyHasher {
-    by_kind: [SipHasher13; 5],
+    by_kind: [SipHasher13; 6],
 }
 
 impl KeyHasher {
@@ -199,7 +208,7 @@ impl KeyHasher {
             SipHasher13::new_with_keys(base.hash(&[kind as u8, 0]), base.hash(&[kind as u8, 1]))
         };
         KeyHasher {
-            by_kind: [0, 1, 2, 3, 4].map(derive),
+            by_kind: [0, 1, 2, 3, 4, 5].map(derive),
         }
     }
 
@@ -224,6 +233,7 @@ impl KeyHasher {
             },
             LimitKey::Header(value) => self.by_kind[KIND_HEADER].hash(value),
             LimitKey::Identity(identity) => self.by_kind[KIND_IDENTITY].hash(identity),
+            LimitKey::ClientCert(identity) => self.by_kind[KIND_CLIENT_CERT].hash(identity),
             LimitKey::Route => self.by_kind[KIND_ROUTE].hash(&[]),
         };
         KeyHash::from_u64(hash)
@@ -366,19 +376,30 @@ mod tests {
         let spec = KeySpec::parse("header:x-api-key").unwrap();
         assert_eq!(spec.header_name(), Some("x-api-key"));
         assert_eq!(
-            spec.key_for(peer, Some(b"k1"), None),
+            spec.key_for(peer, Some(b"k1"), None, None),
             LimitKey::Header(b"k1")
         );
-        assert_eq!(spec.key_for(peer, None, None), LimitKey::Header(b""));
+        assert_eq!(spec.key_for(peer, None, None, None), LimitKey::Header(b""));
         assert_eq!(
-            KeySpec::Identity.key_for(peer, None, Some(b"alice")),
+            KeySpec::Identity.key_for(peer, None, Some(b"alice"), None),
             LimitKey::Identity(b"alice")
         );
         assert_eq!(
-            KeySpec::default().key_for(peer, None, None),
+            KeySpec::default().key_for(peer, None, None, None),
             LimitKey::ClientIp(peer)
         );
-        assert_eq!(KeySpec::Route.key_for(peer, None, None), LimitKey::Route);
+        assert_eq!(
+            KeySpec::Route.key_for(peer, None, None, None),
+            LimitKey::Route
+        );
+        assert_eq!(
+            KeySpec::ClientCert.key_for(peer, None, Some(b"alice"), Some(b"client-7")),
+            LimitKey::ClientCert(b"client-7")
+        );
+        assert_eq!(
+            KeySpec::ClientCert.key_for(peer, None, None, None),
+            LimitKey::ClientCert(b"")
+        );
     }
 
     #[test]

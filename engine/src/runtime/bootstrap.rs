@@ -19,6 +19,7 @@ use crate::listener;
 use crate::ratelimit::LimitClock;
 use crate::shard::Shard;
 use crate::task::spawn;
+use crate::tls::TicketKeys;
 
 /// How often a draining shard checks whether its connections are gone.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
@@ -39,6 +40,8 @@ pub(crate) struct ShardStart {
     pub log_sink: Arc<LogSink>,
     pub shard_count: usize,
     pub limit_clock: LimitClock,
+    /// The TLS session-ticket keys in force when the shard starts.
+    pub ticket_keys: Arc<TicketKeys>,
 }
 
 /// The listeners a shard accepts on, each with the event that stops its accept loop.
@@ -58,7 +61,10 @@ impl Accepting {
                     let info = Rc::new(ListenerInfo {
                         name: socket.config.name.clone(),
                         local: listener.local_addr(),
-                        scheme: Scheme::Http,
+                        scheme: match socket.config.tls {
+                            Some(_) => Scheme::Https,
+                            None => Scheme::Http,
+                        },
                     });
                     self.loops.borrow_mut().push((socket.config, stop.clone()));
                     spawn(listener::accept_loop(shard.clone(), listener, info, stop));
@@ -95,6 +101,7 @@ pub(crate) async fn run_shard(start: ShardStart) {
         log_sink,
         shard_count,
         limit_clock,
+        ticket_keys,
     } = start;
     let acknowledge = |generation: u64, problems: Vec<String>| {
         let problem = (!problems.is_empty()).then(|| problems.join("; "));
@@ -140,6 +147,8 @@ pub(crate) async fn run_shard(start: ShardStart) {
         limit_clock,
     ));
     shard.report_health_to(mailbox.health_reports());
+    // Before the first accept: every handshake can issue a ticket any shard accepts.
+    shard.tls.ticketer.set(ticket_keys);
     let accepting = Accepting::default();
     let problems = accepting.open(&shard, listeners);
     spawn(flush_access_log(shard.clone()));
@@ -176,6 +185,7 @@ pub(crate) async fn run_shard(start: ShardStart) {
             }
             Ok(Command::ApplyShares(updates)) => shard.apply_shares(&updates),
             Ok(Command::Health(verdicts)) => shard.apply_health(&verdicts),
+            Ok(Command::TicketKeys(keys)) => shard.tls.ticketer.set(keys),
             Ok(Command::Shutdown { deadline }) => break deadline,
             Err(err) => {
                 eprintln!("coregate: shard {index}: mailbox failed ({err}); shutting down");

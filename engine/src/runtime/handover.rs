@@ -708,6 +708,7 @@ mod tests {
             bind: "127.0.0.1:0".parse().unwrap(),
             backlog: 16,
             defer_accept: false,
+            tls: None,
         };
         let bind = |n: usize| -> InheritedListener {
             let first = socket::bind_unlistened(

@@ -268,6 +268,7 @@ impl Server {
                 log_sink: server.log_sink.clone(),
                 shard_count,
                 limit_clock,
+                ticket_keys: server.plane.ticket_keys(),
             };
             match builder.spawn(move || bootstrap::run_shard(start)) {
                 Ok(thread) => server.shard_threads.push(thread),
@@ -297,6 +298,7 @@ impl Server {
                     while !plane.stopping() {
                         std::thread::sleep(plane::LIMIT_ROUND_INTERVAL);
                         plane.rebalance(&mut plans);
+                        plane.rotate_ticket_keys_if_due();
                     }
                 })
                 .map_err(|err| StartError(format!("cannot start the rate-limit thread: {err}")))?,

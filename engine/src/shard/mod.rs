@@ -21,6 +21,7 @@ use crate::io::IoShard;
 use crate::metrics::{EndpointHealth, EndpointReport, ShardMetrics, ShardReport, UpstreamReport};
 use crate::ratelimit::{DemandReport, LimitClock, ShareUpdate};
 use crate::snapshot::{Limiters, Snapshot, SnapshotBuilder};
+use crate::tls::ShardTls;
 use crate::upstream::{HealthRecords, Pools, Report, Trip, UpstreamGroup, Verdict};
 
 pub use registry::Registry;
@@ -62,6 +63,9 @@ pub struct Shard {
     /// Seed of the request ids this shard generates (see `proxy::head::request_id`).
     pub request_id_seed: u64,
     request_counter: Cell<u64>,
+    /// TLS resumption state kept across generations: the ticket sealer (keys from the control
+    /// plane) and the session-id caches of the TLS listeners.
+    pub tls: ShardTls,
 }
 
 impl Shard {
@@ -80,6 +84,7 @@ impl Shard {
         let mut health = HealthRecords::default();
         let metrics = ShardMetrics::default();
         let mut limiters = Limiters::new();
+        let tls = ShardTls::default();
         let snapshot = SnapshotBuilder {
             shard_index: index,
             pools: &mut pools,
@@ -88,6 +93,7 @@ impl Shard {
             limiters: &mut limiters,
             shard_count,
             clock: limit_clock,
+            tls: &tls,
         }
         .build(&config);
         Shard {
@@ -109,6 +115,7 @@ impl Shard {
             limit_clock,
             request_id_seed: crate::random::seed() ^ (index as u64).rotate_left(56),
             request_counter: Cell::new(0),
+            tls,
         }
     }
 
@@ -136,6 +143,7 @@ impl Shard {
             limiters: &mut self.limiters.borrow_mut(),
             shard_count: self.shard_count,
             clock: self.limit_clock,
+            tls: &self.tls,
         }
         .build(&config);
         self.snapshot.replace(Rc::new(snapshot));

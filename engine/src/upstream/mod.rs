@@ -15,7 +15,7 @@
 //! | `pool.rs` | keep-alive connections to one endpoint |
 //!
 //! Pools and health records outlive configuration snapshots: [`Pools`] keeps one pool per
-//! endpoint address and [`HealthRecords`] one state per upstream and endpoint, and a new
+//! endpoint address (and, for a TLS upstream, per TLS settings: `tls::UpstreamTls::pool_key`) and [`HealthRecords`] one state per upstream and endpoint, and a new
 //! snapshot that still names them gets the same ones back (no reconnect storm, no forgotten
 //! ejection on reload).
 //!
@@ -38,6 +38,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use balance::{Balance, Hashing, Policy, Rng};
@@ -45,10 +46,11 @@ pub use endpoint::{Endpoint, EndpointState, InFlight, Standing};
 pub use health::{Change, HealthCheck, HealthRecords, Report, UpstreamState, Verdict};
 pub use load::{Breakers, Load, Overflow, RetryBudget};
 pub use outlier::{Observed, OutlierSettings, Trip};
-pub use pool::{Checkout, EndpointPool, PoolSettings, PoolStats};
+pub use pool::{Checkout, EndpointPool, PoolSettings, PoolStats, PoolTls};
 pub use retry::{RetryOn, RetryPolicy};
 
 use crate::request::RequestView;
+use crate::tls::UpstreamTls;
 
 /// How long each step of an exchange with an upstream may take.
 #[derive(Clone, Copy, Debug)]
@@ -326,19 +328,34 @@ impl UpstreamGroup {
     }
 }
 
-/// Every endpoint pool of one shard, by address.
+/// Every endpoint pool of one shard, by address and TLS settings (`None`: plain).
 #[derive(Default)]
 pub struct Pools {
-    by_addr: HashMap<SocketAddr, Rc<EndpointPool>>,
+    by_addr: HashMap<(SocketAddr, Option<Arc<str>>), Rc<EndpointPool>>,
 }
 
 impl Pools {
     /// The pool for `addr`, created if new, with `settings` applied either way.
     pub fn get_or_create(&mut self, addr: SocketAddr, settings: PoolSettings) -> Rc<EndpointPool> {
-        let pool = self
-            .by_addr
-            .entry(addr)
-            .or_insert_with(|| EndpointPool::new(addr, settings));
+        self.get_or_create_tls(addr, settings, None)
+    }
+
+    /// The pool for `addr` with these TLS settings (connections made with other settings are
+    /// never lent to it), created if new with the shard's own client configuration.
+    pub fn get_or_create_tls(
+        &mut self,
+        addr: SocketAddr,
+        settings: PoolSettings,
+        tls: Option<&UpstreamTls>,
+    ) -> Rc<EndpointPool> {
+        let key = (addr, tls.map(|tls| tls.pool_key.clone()));
+        let pool = self.by_addr.entry(key).or_insert_with(|| {
+            let tls = tls.map(|tls| PoolTls {
+                config: tls.client_config(),
+                name: tls.server_name(addr),
+            });
+            EndpointPool::with_tls(addr, settings, tls)
+        });
         if pool.settings() != settings {
             pool.set_settings(settings);
         }
@@ -347,8 +364,14 @@ impl Pools {
 
     /// Closes and forgets pools whose endpoint is not in `keep`.
     pub fn retain(&mut self, keep: impl Fn(&SocketAddr) -> bool) {
-        self.by_addr.retain(|addr, pool| {
-            let kept = keep(addr);
+        self.retain_keyed(|addr, _| keep(addr));
+    }
+
+    /// Closes and forgets pools whose endpoint and TLS settings (`UpstreamTls::pool_key`) are
+    /// not in `keep`.
+    pub fn retain_keyed(&mut self, keep: impl Fn(&SocketAddr, Option<&str>) -> bool) {
+        self.by_addr.retain(|(addr, tls), pool| {
+            let kept = keep(addr, tls.as_deref());
             if !kept {
                 pool.clear();
             }

@@ -8,12 +8,20 @@
 //! instead of reused: bytes that arrive unasked would be read as the next client's response. A
 //! pooled connection can still turn out dead when used (closed just then); the pipeline then
 //! retries an idempotent request once on a fresh connection.
+//!
+//! A pool of a TLS upstream ([`PoolTls`]) runs the TLS handshake on every new connection
+//! before lending it; a failed handshake (an untrusted certificate, say) is a failed connect,
+//! answered 502, and said in one log line with rustls's reason.
 
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::client::ClientConfig;
+use rustls::pki_types::ServerName;
 
 use crate::io::{Conn, IoShard};
 
@@ -57,6 +65,14 @@ pub struct EndpointPool {
     stats: Cell<PoolStats>,
     /// The shard drains: connections given back are closed (see [`EndpointPool::stop_pooling`]).
     closed: Cell<bool>,
+    /// TLS towards the endpoint, when its upstream has `tls`.
+    tls: Option<PoolTls>,
+}
+
+/// TLS towards one endpoint: the shard's client configuration and the name sent and verified.
+pub struct PoolTls {
+    pub config: Arc<ClientConfig>,
+    pub name: ServerName<'static>,
 }
 
 /// A connection taken from (or made for) a pool. Give it back with [`EndpointPool::give_back`]
@@ -94,12 +110,22 @@ impl Drop for Checkout {
 
 impl EndpointPool {
     pub fn new(addr: SocketAddr, settings: PoolSettings) -> Rc<EndpointPool> {
+        EndpointPool::with_tls(addr, settings, None)
+    }
+
+    /// A pool whose connections speak TLS when `tls` is given.
+    pub fn with_tls(
+        addr: SocketAddr,
+        settings: PoolSettings,
+        tls: Option<PoolTls>,
+    ) -> Rc<EndpointPool> {
         Rc::new(EndpointPool {
             addr,
             idle: RefCell::new(Vec::with_capacity(settings.max_idle)),
             settings: Cell::new(settings),
             stats: Cell::new(PoolStats::default()),
             closed: Cell::new(false),
+            tls,
         })
     }
 
@@ -170,7 +196,11 @@ impl EndpointPool {
         io: &Rc<IoShard>,
         deadline: Instant,
     ) -> io::Result<Checkout> {
-        match io.connect(self.addr, deadline).await {
+        let connected = match io.connect(self.addr, deadline).await {
+            Ok(conn) => self.start_tls(conn, deadline).await,
+            Err(err) => Err(err),
+        };
+        match connected {
             Ok(conn) => {
                 self.update(|stats| {
                     stats.connects += 1;
@@ -186,6 +216,30 @@ impl EndpointPool {
             Err(err) => {
                 self.update(|stats| stats.connect_failures += 1);
                 Err(err)
+            }
+        }
+    }
+
+    /// The TLS handshake of a new connection, when the upstream speaks TLS. A failure is an
+    /// `InvalidData` error (a timeout stays `TimedOut`), logged once with rustls's reason.
+    async fn start_tls(&self, mut conn: Conn, deadline: Instant) -> io::Result<Conn> {
+        let Some(tls) = &self.tls else {
+            return Ok(conn);
+        };
+        conn.start_tls_client(tls.config.clone(), tls.name.clone())?;
+        match conn.handshake_with_error(Some(deadline)).await {
+            Ok(_) => Ok(conn),
+            Err((failure, reason)) => {
+                eprintln!(
+                    "coregate: upstream {} ({}): TLS handshake failed, answering 502: {reason}",
+                    self.addr,
+                    tls.name.to_str()
+                );
+                let kind = match failure {
+                    crate::io::HandshakeFailure::Timeout => io::ErrorKind::TimedOut,
+                    _ => io::ErrorKind::InvalidData,
+                };
+                Err(io::Error::new(kind, reason))
             }
         }
     }

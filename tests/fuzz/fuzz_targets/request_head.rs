@@ -116,6 +116,7 @@ fn check_forwarded(input: &[u8], head: &RequestHead, fields: &[coregate_engine::
         upgrade: None,
         identity: None,
         claims: &[],
+        client_cert: None,
     };
     let mut out = vec![0u8; 64 * 1024];
     let Ok(out_len) = write_request_head(&mut out, input, head, fields, &forwarded) else {

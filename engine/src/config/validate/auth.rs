@@ -614,7 +614,11 @@ impl Validator<'_, '_> {
     }
 
     /// Reads a file named by `field`, relative to the configuration file's directory.
-    fn read_file(&mut self, field: &Field, key: &str) -> Got<(Vec<u8>, PathBuf, Range<usize>)> {
+    pub(super) fn read_file(
+        &mut self,
+        field: &Field,
+        key: &str,
+    ) -> Got<(Vec<u8>, PathBuf, Range<usize>)> {
         let (text, span) = match self.string(field, key) {
             Got::Value(value) => value,
             Got::Absent => return Got::Absent,

@@ -4,9 +4,11 @@
 //! Never more accepts are in flight than the room left below the cap, so at the cap the kernel
 //! keeps new clients in its backlog; none is accepted and then closed. At the cap, or when the
 //! process runs out of descriptors (EMFILE/ENFILE) or memory, the loop stops taking connections
-//! and retries after a pause that doubles up to [`MAX_BACKOFF`]; it never spins and never exits. Draining ends the loop, and
-//! so does the listener's own stop event (a reload removed or changed the listener): the
-//! socket closes, the connections it accepted carry on.
+//! and retries after a pause that doubles up to [`MAX_BACKOFF`]; it never spins and never
+//! exits. Draining ends the loop, and so does the listener's own stop event (a reload removed
+//! or changed the listener, a successor process took its socket over): the connections its
+//! accepts already took are served, the socket closes, and the clients still in the backlog
+//! wait for whoever accepts next.
 //!
 //! On a TLS listener each connection starts its TLS session here, with the server
 //! configuration of the shard's current snapshot (certificates as of the latest reload); the
@@ -21,7 +23,7 @@ use futures_lite::future;
 
 use crate::context::{ConnContext, ListenerInfo, Scheme};
 use crate::event::LocalEvent;
-use crate::io::{HandshakeFailure, Listener};
+use crate::io::{Conn, HandshakeFailure, Listener};
 use crate::proxy;
 use crate::shard::Shard;
 use crate::task::spawn;
@@ -62,24 +64,9 @@ pub async fn accept_loop(
                 // Another listener of the shard took the last room meanwhile: this one waits.
                 listener.hold(conn);
             }
-            Some(Ok(mut conn)) => {
+            Some(Ok(conn)) => {
                 backoff = MIN_BACKOFF;
-                if info.scheme == Scheme::Https {
-                    let snapshot = shard.snapshot();
-                    let started = snapshot
-                        .tls_config(&info.name)
-                        .map(|config| conn.start_tls(config.clone()));
-                    if !matches!(started, Some(Ok(()))) {
-                        // A reload removed the listener's TLS between its accept and now.
-                        shard.metrics.tls_failure(HandshakeFailure::Protocol);
-                        continue;
-                    }
-                }
-                spawn(proxy::serve(
-                    shard.clone(),
-                    conn,
-                    ConnContext::new(info.clone()),
-                ));
+                start_serving(&shard, &info, conn);
             }
             Some(Err(err)) if is_resource_exhaustion(&err) => {
                 eprintln!(
@@ -96,7 +83,31 @@ pub async fn accept_loop(
             Some(Err(_)) => {}
         }
     }
-    // Dropping the listener cancels its accepts and closes its socket through the ring.
+    // What accepts under way still took is served, not closed; dropping the listener then
+    // closes its socket through the ring.
+    for conn in listener.finish().await {
+        start_serving(&shard, &info, conn);
+    }
+}
+
+/// Starts the task that serves a new connection (its TLS session first, on a TLS listener).
+fn start_serving(shard: &Rc<Shard>, info: &Rc<ListenerInfo>, mut conn: Conn) {
+    if info.scheme == Scheme::Https {
+        let snapshot = shard.snapshot();
+        let started = snapshot
+            .tls_config(&info.name)
+            .map(|config| conn.start_tls(config.clone()));
+        if !matches!(started, Some(Ok(()))) {
+            // A reload removed the listener's TLS between its accept and now.
+            shard.metrics.tls_failure(HandshakeFailure::Protocol);
+            return;
+        }
+    }
+    spawn(proxy::serve(
+        shard.clone(),
+        conn,
+        ConnContext::new(info.clone()),
+    ));
 }
 
 fn is_resource_exhaustion(err: &io::Error) -> bool {

@@ -160,6 +160,13 @@ impl Client {
         self.stream.flush().expect("write request");
     }
 
+    /// Sends what it can of `bytes`: a server that refuses a request may answer and close
+    /// before the rest of it (a body, say) was written, and the answer is what counts.
+    pub fn send_until_refused(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes);
+        let _ = self.stream.flush();
+    }
+
     /// Sends a minimal GET with the given extra field lines (each without CRLF).
     pub fn get(&mut self, path: &str, extra: &[&str]) -> Response {
         let mut request = format!("GET {path} HTTP/1.1\r\nhost: test.local\r\n");

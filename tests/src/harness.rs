@@ -121,7 +121,7 @@ pub fn start(io: &str, upstream: &Upstream, extra: &str) -> Coregate {
 /// then closed the connection.
 pub fn exchange(proxy: &Coregate, request: &[u8]) -> (Response, bool) {
     let mut client = Client::connect(proxy.addr());
-    client.send(request);
+    client.send_until_refused(request);
     let response = client
         .read_response(false)
         .unwrap_or_else(|| panic!("no response to {:?}", String::from_utf8_lossy(request)));

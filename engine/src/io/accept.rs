@@ -119,6 +119,27 @@ impl Listener {
 
     /// Makes a connection of an accepted descriptor; `None` (closing it) when the client left
     /// already (ENOTCONN).
+    /// Stops accepting for good and returns the connections accepts under way had already
+    /// taken (an accept can complete with a client in the moment its cancel is sent) and those
+    /// held for later. A listener that stops (a drain, a reload removing it, a successor
+    /// process taking its socket over) serves them: closing them would fail clients whose
+    /// connection the kernel had completed. Every other client stays in the backlog.
+    pub async fn finish(&mut self) -> Vec<Conn> {
+        self.pause();
+        let ring = self.shard.ring().clone();
+        let mut taken = Vec::new();
+        while let Some(accept) = self.accepts.pop() {
+            let res = std::future::poll_fn(|cx| ring.poll_accept(accept.id, cx)).await;
+            if res >= 0 {
+                taken.extend(self.adopt(res));
+            }
+        }
+        while let Some(fd) = self.held.pop_front() {
+            taken.extend(self.adopt(fd));
+        }
+        taken
+    }
+
     fn adopt(&self, fd: RawFd) -> Option<Conn> {
         let peer = socket::peer_addr(fd).and_then(|peer| {
             socket::configure_accepted(fd)?;
@@ -169,6 +190,35 @@ mod tests {
     /// ring took the queued entries, so a socket that reuses the number never has a client
     /// taken by the orphaned accept. Before: the listener closed at once, the next socket got
     /// its number, and the queued accept took that socket's client.
+    /// A client whose connection an accept took in the moment the listener stopped is handed
+    /// to the caller, not closed. Before: the listener's accept loop dropped the listener, and
+    /// the connection the cancelled accept brought was closed unanswered (seen as one or two
+    /// lost connections per binary upgrade).
+    #[test]
+    fn a_listener_that_finishes_hands_over_what_its_accepts_took() {
+        let shard = testing::shard();
+        let mut listener = shard
+            .listen("127.0.0.1:0".parse().unwrap(), OPTIONS)
+            .unwrap();
+        let addr = listener.local_addr();
+        {
+            let mut accept = pin!(listener.accept(4));
+            assert!(poll_once(accept.as_mut()).is_pending());
+        }
+        // The accepts reach the kernel; the client's connection completes into one of them,
+        // and the completion is reaped before the accept loop looks again.
+        shard.ring().turn(Duration::ZERO);
+        let client = TcpStream::connect(addr).unwrap();
+        shard.ring().turn(Duration::from_millis(50));
+        let taken = testing::run(&shard, listener.finish());
+        assert_eq!(taken.len(), 1, "the accepted client is handed over");
+        assert_eq!(
+            taken[0].peer_addr(),
+            client.local_addr().unwrap(),
+            "it is that client"
+        );
+    }
+
     #[test]
     fn a_dropped_listener_never_accepts_on_a_reused_descriptor() {
         let shard = testing::shard();

@@ -5,13 +5,19 @@
 //! connection's context for `x-forwarded-proto`, the access log and rate-limit keys; the
 //! outcome is counted (`coregate_tls_handshakes_total`, `..._failures_total` by reason).
 
+use crate::shard::registry::Waiting;
+
 use super::{Session, Step};
 
 impl Session {
     pub(super) async fn handshake(&mut self) -> Step {
         let timeout = self.shard.snapshot().timeouts.header;
         let deadline = self.shard.io.now() + timeout;
-        match self.client.handshake(Some(deadline)).await {
+        // Like a plain connection waiting for its first request: a drain gives it a short grace.
+        self.shard.set_waiting(self.key, Waiting::FirstRequest);
+        let handshake = self.client.handshake(Some(deadline)).await;
+        self.shard.set_waiting(self.key, Waiting::Busy);
+        match handshake {
             Ok(facts) => {
                 self.shard.metrics.tls_handshake(&facts);
                 self.context.tls = Some(Box::new(facts));

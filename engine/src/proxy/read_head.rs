@@ -6,6 +6,7 @@
 use std::io;
 
 use crate::http1::{self, Parsed, RequestHead};
+use crate::shard::registry::Waiting;
 use crate::snapshot::Snapshot;
 
 use super::record::Outcome;
@@ -14,27 +15,34 @@ use super::{Session, Step};
 
 impl Session {
     /// Waits, holding no buffer, for the first bytes of the next request: up to the header
-    /// timeout for a connection's first request, the keep-alive timeout after that. An idle
-    /// connection that times out, closes or is shut down by a drain just ends.
+    /// timeout for a connection's first request, the keep-alive timeout after that. A
+    /// keep-alive connection that times out, closes or is shut down by a drain just ends; a new
+    /// connection's first request is still awaited while the shard drains, for the drain's
+    /// grace (its client connected before the drain, and its request may be on the way; the
+    /// answer then says `connection: close`).
     pub(super) async fn wait_for_request(&mut self) -> Step {
-        if self.shard.draining() {
+        let waiting = if self.served == 0 {
+            Waiting::FirstRequest
+        } else {
+            Waiting::NextRequest
+        };
+        if waiting == Waiting::NextRequest && self.shard.draining() {
             return Step::Close;
         }
         // A block, so the copied timeouts are not kept in the future across the wait.
         let wait = {
             let timeouts = &self.shard.snapshot().timeouts;
-            if self.served == 0 {
-                timeouts.header
-            } else {
-                timeouts.keepalive
+            match waiting {
+                Waiting::FirstRequest => timeouts.header,
+                _ => timeouts.keepalive,
             }
         };
-        self.shard.set_idle(self.key, true);
+        self.shard.set_waiting(self.key, waiting);
         let received = self
             .client
             .recv_later(&mut self.rb, Some(self.shard.io.now() + wait))
             .await;
-        self.shard.set_idle(self.key, false);
+        self.shard.set_waiting(self.key, Waiting::Busy);
         match received {
             Ok(n) if n > 0 => {
                 self.first_byte = Some(self.shard.io.now());

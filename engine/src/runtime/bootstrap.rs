@@ -18,6 +18,7 @@ use crate::io::{IoSettings, IoShard, Tracked};
 use crate::listener;
 use crate::ratelimit::LimitClock;
 use crate::shard::Shard;
+use crate::shard::registry::FIRST_REQUEST_GRACE;
 use crate::task::spawn;
 use crate::tls::TicketKeys;
 
@@ -202,7 +203,16 @@ pub(crate) async fn run_shard(start: ShardStart) {
         pool.stop_pooling();
     }
     Tracked::new(async {
+        // A quarter of a short drain at most, so the shutdowns still fit before its deadline.
+        let now = Instant::now();
+        let grace = FIRST_REQUEST_GRACE.min(deadline.saturating_duration_since(now) / 4);
+        let grace_ends = now + grace;
+        let mut in_grace = true;
         while shard.open_connections() > 0 && Instant::now() < deadline {
+            if in_grace && Instant::now() >= grace_ends {
+                shard.connections.end_first_request_grace();
+                in_grace = false;
+            }
             io.sleep(DRAIN_POLL).await;
         }
     })

@@ -341,9 +341,9 @@ impl Shard {
         self.connections.max_connections()
     }
 
-    /// Marks a connection as waiting for its next request (`true`) or busy with one (`false`).
-    pub fn set_idle(&self, key: usize, idle: bool) {
-        self.connections.set_idle(key, idle);
+    /// Says what a connection is doing now (see [`registry::Waiting`]).
+    pub fn set_waiting(&self, key: usize, waiting: registry::Waiting) {
+        self.connections.set_waiting(key, waiting);
     }
 
     /// Starts draining: accept loops stop, busy connections close after their current response,

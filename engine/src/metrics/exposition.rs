@@ -52,7 +52,6 @@ pub fn render(scrape: &Scrape<'_>) -> String {
 
 fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
     let reports = scrape.reports;
-
     family(out, SHARDS, "gauge", "Shards running.")?;
     writeln!(out, "{SHARDS} {}", scrape.shards)?;
     family(
@@ -62,35 +61,140 @@ fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
         "Shards that answered this scrape in time (the others are shown with their previous figures).",
     )?;
     writeln!(out, "{SHARDS_REPORTING} {}", scrape.fresh)?;
-
+    per_shard(out, reports, &REQUEST_SERIES)?;
+    responses(out, reports)?;
+    rejected(out, reports)?;
+    latency(out, reports)?;
+    tls(out, reports)?;
+    per_shard(out, reports, &CONNECTION_SERIES)?;
+    upstreams(out, reports)?;
+    retries(out, reports)?;
+    health(out, reports)?;
+    resolutions(out, scrape.resolutions)?;
+    per_shard(out, reports, &IO_SERIES)?;
+    limits(out, reports)?;
+    per_shard(out, reports, &ACCESS_LOG_SERIES)?;
     family(
         out,
+        ACCESS_LOG_LINES_LOST,
+        "counter",
+        "Access-log lines the writer could not write (file missing, disk full).",
+    )?;
+    writeln!(out, "{ACCESS_LOG_LINES_LOST} {}", scrape.log_lines_lost)
+}
+
+/// A family with one series per shard: its name, type, help, and the value a report gives.
+type PerShard = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ShardReport) -> u64,
+);
+
+const REQUEST_SERIES: [PerShard; 2] = [
+    (
         CONFIG_GENERATION,
         "gauge",
         "Configuration generation each shard runs.",
-    )?;
-    for r in reports {
-        writeln!(
-            out,
-            "{CONFIG_GENERATION}{{shard=\"{}\"}} {}",
-            r.shard, r.generation
-        )?;
-    }
-
-    family(
-        out,
+        |r| r.generation,
+    ),
+    (
         REQUESTS_TOTAL,
         "counter",
         "Requests whose head was read (answered or refused).",
-    )?;
-    for r in reports {
-        writeln!(
-            out,
-            "{REQUESTS_TOTAL}{{shard=\"{}\"}} {}",
-            r.shard, r.counters.requests
-        )?;
-    }
+        |r| r.counters.requests,
+    ),
+];
 
+const CONNECTION_SERIES: [PerShard; 2] = [
+    (CONNECTIONS_OPEN, "gauge", "Client connections open.", |r| {
+        r.counters.connections_open
+    }),
+    (
+        CONNECTIONS_ACCEPTED,
+        "counter",
+        "Client connections accepted.",
+        |r| r.counters.connections_accepted,
+    ),
+];
+
+const IO_SERIES: [PerShard; 9] = [
+    (
+        BUFFERS_FREE,
+        "gauge",
+        "I/O buffers neither in use nor offered to the kernel.",
+        |r| r.buffers_free as u64,
+    ),
+    (BUFFERS_TOTAL, "gauge", "I/O buffers per shard.", |r| {
+        r.buffers_total as u64
+    }),
+    (
+        RING_ENTERS,
+        "counter",
+        "io_uring_enter system calls (submission and reaping, batched).",
+        |r| r.ring.enters,
+    ),
+    (
+        RING_IN_FLIGHT,
+        "gauge",
+        "io_uring operations the kernel owns: submitted and not yet completed.",
+        |r| r.ring_in_flight as u64,
+    ),
+    (
+        RING_COMPLETIONS,
+        "counter",
+        "io_uring completions reaped.",
+        |r| r.ring.completions,
+    ),
+    (
+        RING_CQ_OVERFLOWS,
+        "counter",
+        "Passes that found the io_uring completion queue full: the kernel kept completions \
+         aside in its overflow list (none lost; the queue is small for the load).",
+        |r| r.ring.cq_overflows,
+    ),
+    (
+        RING_COMPLETIONS_DROPPED,
+        "counter",
+        "io_uring completions the kernel dropped (its queue full and no memory to keep them \
+         aside): each leaves an operation that never completes. Should stay 0.",
+        |r| r.ring.dropped,
+    ),
+    (
+        RING_OPERATIONS_ABANDONED,
+        "counter",
+        "io_uring operations a stopping shard gave up on because their completion was \
+         dropped.",
+        |r| r.ring.abandoned,
+    ),
+    (
+        RING_SUBMIT_ERRORS,
+        "counter",
+        "io_uring submissions the kernel refused (retried on the next pass).",
+        |r| r.ring.submit_errors,
+    ),
+];
+
+const ACCESS_LOG_SERIES: [PerShard; 1] = [(
+    ACCESS_LOG_DROPPED,
+    "counter",
+    "Access-log lines dropped because the writer fell behind or could not write.",
+    |r| r.access_log_dropped,
+)];
+
+/// Each family of `series`, one line per shard.
+fn per_shard(out: &mut String, reports: &[ShardReport], series: &[PerShard]) -> std::fmt::Result {
+    for &(name, kind, help, value) in series {
+        family(out, name, kind, help)?;
+        for r in reports {
+            writeln!(out, "{name}{{shard=\"{}\"}} {}", r.shard, value(r))?;
+        }
+    }
+    Ok(())
+}
+
+/// Responses by status class: per shard, and per route summed over shards.
+fn responses(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
     family(
         out,
         RESPONSES_TOTAL,
@@ -106,7 +210,6 @@ fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
             )?;
         }
     }
-
     family(
         out,
         ROUTE_RESPONSES_TOTAL,
@@ -131,7 +234,11 @@ fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
             )?;
         }
     }
+    Ok(())
+}
 
+/// Requests coregate answered itself, by reason, summed over shards.
+fn rejected(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
     family(
         out,
         REJECTED_TOTAL,
@@ -149,48 +256,21 @@ fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
             reason.label()
         )?;
     }
+    Ok(())
+}
 
-    latency(out, reports)?;
-    tls(out, reports)?;
-
-    family(out, CONNECTIONS_OPEN, "gauge", "Client connections open.")?;
-    for r in reports {
-        writeln!(
-            out,
-            "{CONNECTIONS_OPEN}{{shard=\"{}\"}} {}",
-            r.shard, r.counters.connections_open
-        )?;
-    }
-    family(
+/// Upstream retries: per shard, and by the failure that caused them summed over shards.
+fn retries(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
+    per_shard(
         out,
-        CONNECTIONS_ACCEPTED,
-        "counter",
-        "Client connections accepted.",
+        reports,
+        &[(
+            UPSTREAM_RETRIES,
+            "counter",
+            "Requests sent again: on a fresh connection after a pooled one turned out closed, or to another endpoint (see the route's retry policy).",
+            |r| r.counters.upstream_retries,
+        )],
     )?;
-    for r in reports {
-        writeln!(
-            out,
-            "{CONNECTIONS_ACCEPTED}{{shard=\"{}\"}} {}",
-            r.shard, r.counters.connections_accepted
-        )?;
-    }
-
-    upstreams(out, reports)?;
-
-    family(
-        out,
-        UPSTREAM_RETRIES,
-        "counter",
-        "Requests sent again: on a fresh connection after a pooled one turned out closed, or to another endpoint (see the route's retry policy).",
-    )?;
-    for r in reports {
-        writeln!(
-            out,
-            "{UPSTREAM_RETRIES}{{shard=\"{}\"}} {}",
-            r.shard, r.counters.upstream_retries
-        )?;
-    }
-
     family(
         out,
         UPSTREAM_RETRIES_BY_REASON,
@@ -207,16 +287,18 @@ fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
             "{UPSTREAM_RETRIES_BY_REASON}{{reason=\"{reason}\"}} {total}"
         )?;
     }
+    Ok(())
+}
 
-    health(out, reports)?;
-
+/// Re-resolved endpoint names: address changes and failures, per upstream.
+fn resolutions(out: &mut String, resolutions: &[(Box<str>, u64, u64)]) -> std::fmt::Result {
     family(
         out,
         UPSTREAM_RESOLVE_CHANGES,
         "counter",
         "Endpoint names whose addresses changed when resolved again (resolve_every).",
     )?;
-    for (upstream, changes, _) in scrape.resolutions {
+    for (upstream, changes, _) in resolutions {
         writeln!(
             out,
             "{UPSTREAM_RESOLVE_CHANGES}{{upstream=\"{}\"}} {changes}",
@@ -229,129 +311,13 @@ fn write_all(out: &mut String, scrape: &Scrape<'_>) -> std::fmt::Result {
         "counter",
         "Endpoint names that did not resolve when resolved again (their last addresses are kept).",
     )?;
-    for (upstream, _, failures) in scrape.resolutions {
+    for (upstream, _, failures) in resolutions {
         writeln!(
             out,
             "{UPSTREAM_RESOLVE_FAILURES}{{upstream=\"{}\"}} {failures}",
             escape(upstream)
         )?;
     }
-
-    family(
-        out,
-        BUFFERS_FREE,
-        "gauge",
-        "I/O buffers neither in use nor offered to the kernel.",
-    )?;
-    for r in reports {
-        writeln!(
-            out,
-            "{BUFFERS_FREE}{{shard=\"{}\"}} {}",
-            r.shard, r.buffers_free
-        )?;
-    }
-    family(out, BUFFERS_TOTAL, "gauge", "I/O buffers per shard.")?;
-    for r in reports {
-        writeln!(
-            out,
-            "{BUFFERS_TOTAL}{{shard=\"{}\"}} {}",
-            r.shard, r.buffers_total
-        )?;
-    }
-
-    family(
-        out,
-        RING_ENTERS,
-        "counter",
-        "io_uring_enter system calls (submission and reaping, batched).",
-    )?;
-    for r in reports {
-        writeln!(
-            out,
-            "{RING_ENTERS}{{shard=\"{}\"}} {}",
-            r.shard, r.ring.enters
-        )?;
-    }
-    family(
-        out,
-        RING_IN_FLIGHT,
-        "gauge",
-        "io_uring operations the kernel owns: submitted and not yet completed.",
-    )?;
-    for r in reports {
-        writeln!(
-            out,
-            "{RING_IN_FLIGHT}{{shard=\"{}\"}} {}",
-            r.shard, r.ring_in_flight
-        )?;
-    }
-    family(
-        out,
-        RING_COMPLETIONS,
-        "counter",
-        "io_uring completions reaped.",
-    )?;
-    for r in reports {
-        writeln!(
-            out,
-            "{RING_COMPLETIONS}{{shard=\"{}\"}} {}",
-            r.shard, r.ring.completions
-        )?;
-    }
-    let ring_counters: [RingCounter; 4] = [
-        (
-            RING_CQ_OVERFLOWS,
-            "Passes that found the io_uring completion queue full: the kernel kept completions \
-             aside in its overflow list (none lost; the queue is small for the load).",
-            |r| r.ring.cq_overflows,
-        ),
-        (
-            RING_COMPLETIONS_DROPPED,
-            "io_uring completions the kernel dropped (its queue full and no memory to keep them \
-             aside): each leaves an operation that never completes. Should stay 0.",
-            |r| r.ring.dropped,
-        ),
-        (
-            RING_OPERATIONS_ABANDONED,
-            "io_uring operations a stopping shard gave up on because their completion was \
-             dropped.",
-            |r| r.ring.abandoned,
-        ),
-        (
-            RING_SUBMIT_ERRORS,
-            "io_uring submissions the kernel refused (retried on the next pass).",
-            |r| r.ring.submit_errors,
-        ),
-    ];
-    for (name, help, value) in ring_counters {
-        family(out, name, "counter", help)?;
-        for r in reports {
-            writeln!(out, "{name}{{shard=\"{}\"}} {}", r.shard, value(r))?;
-        }
-    }
-
-    limits(out, reports)?;
-
-    family(
-        out,
-        ACCESS_LOG_DROPPED,
-        "counter",
-        "Access-log lines dropped because the writer fell behind or could not write.",
-    )?;
-    for r in reports {
-        writeln!(
-            out,
-            "{ACCESS_LOG_DROPPED}{{shard=\"{}\"}} {}",
-            r.shard, r.access_log_dropped
-        )?;
-    }
-    family(
-        out,
-        ACCESS_LOG_LINES_LOST,
-        "counter",
-        "Access-log lines the writer could not write (file missing, disk full).",
-    )?;
-    writeln!(out, "{ACCESS_LOG_LINES_LOST} {}", scrape.log_lines_lost)?;
     Ok(())
 }
 
@@ -633,8 +599,6 @@ fn upstreams(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
 }
 
 /// A ring counter's name, help text and reading.
-type RingCounter = (&'static str, &'static str, fn(&ShardReport) -> u64);
-
 /// TLS handshakes and connections, summed over shards.
 fn tls(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
     use super::TlsCounters;

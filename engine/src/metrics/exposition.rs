@@ -538,6 +538,14 @@ fn limits(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
 }
 
 /// Pool counters and gauges per endpoint, summed over shards.
+/// A family with one series per endpoint pool: its name, type, help and the pool's value.
+type PoolSeries = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&PoolStats) -> u64,
+);
+
 fn upstreams(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
     let mut pools: BTreeMap<(&str, SocketAddr), PoolStats> = BTreeMap::new();
     for r in reports {
@@ -552,7 +560,7 @@ fn upstreams(out: &mut String, reports: &[ShardReport]) -> std::fmt::Result {
             sum.idle += endpoint.stats.idle;
         }
     }
-    let series: [(&str, &str, &str, fn(&PoolStats) -> u64); 5] = [
+    let series: [PoolSeries; 5] = [
         (
             UPSTREAM_CONNECTS,
             "counter",

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use crate::access_log::LogSink;
 use crate::config::{Config, ListenerConfig};
 use crate::context::{ListenerInfo, Scheme};
-use crate::control::{Ack, Apply, Command, ListenerSocket, Mailbox, ShardDemand};
+use crate::control::{Ack, Apply, Command, Inbox, ListenerSocket, Mailbox, ShardDemand};
 use crate::event::LocalEvent;
 use crate::io::{IoSettings, IoShard, Tracked};
 use crate::listener;
 use crate::ratelimit::LimitClock;
-use crate::shard::Shard;
 use crate::shard::registry::FIRST_REQUEST_GRACE;
+use crate::shard::{Shard, ShardSeat};
 use crate::task::spawn;
 use crate::tls::TicketKeys;
 
@@ -88,8 +88,28 @@ impl Accepting {
     }
 }
 
-/// The shard's main task.
+/// The shard's main task: set up, serve the mailbox until told to shut down, drain, stop.
 pub(crate) async fn run_shard(start: ShardStart) {
+    let Some(mut running) = set_up(start) else {
+        return;
+    };
+    let deadline = running.serve_mailbox().await;
+    running.drain(deadline).await;
+    running.stop().await;
+}
+
+/// A shard set up and serving.
+struct Running {
+    shard: Rc<Shard>,
+    io: Rc<IoShard>,
+    inbox: Inbox,
+    driver: glommio::task::JoinHandle<()>,
+    accepting: Accepting,
+}
+
+/// Sets up the shard's I/O, mailbox, driver, state and listeners, and acknowledges its first
+/// configuration; `None` (after saying why in the acknowledgement) when it cannot start.
+fn set_up(start: ShardStart) -> Option<Running> {
     let ShardStart {
         index,
         cpu,
@@ -123,28 +143,32 @@ pub(crate) async fn run_shard(start: ShardStart) {
                      with io_uring enabled (kernel.io_uring_disabled = 0)"
                 )],
             );
-            return;
+            return None;
         }
     };
-    let mut inbox = match mailbox.inbox(&io) {
+    let inbox = match mailbox.inbox(&io) {
         Ok(inbox) => inbox,
         Err(err) => {
             acknowledge(0, vec![format!("cannot open its mailbox: {err}")]);
-            return;
+            return None;
         }
     };
     let driver = glommio::spawn_local(Tracked::new({
         let io = io.clone();
         async move { io.drive().await }
-    }));
-    let shard = Rc::new(Shard::new(
+    }))
+    .detach();
+    let seat = ShardSeat {
         index,
         cpu,
+        count: shard_count,
+    };
+    let shard = Rc::new(Shard::new(
+        seat,
         io.clone(),
         config,
         generation,
         log_sink,
-        shard_count,
         limit_clock,
     ));
     shard.report_health_to(mailbox.health_reports());
@@ -154,81 +178,111 @@ pub(crate) async fn run_shard(start: ShardStart) {
     let problems = accepting.open(&shard, listeners);
     spawn(flush_access_log(shard.clone()));
     acknowledge(generation, problems);
-
-    let deadline = loop {
-        match inbox.next().await {
-            Ok(Command::Apply(apply)) => {
-                let Apply {
-                    generation,
-                    config,
-                    open,
-                    close,
-                    ack,
-                } = *apply;
-                shard.apply(config, generation);
-                accepting.close(&close);
-                let problems = accepting.open(&shard, open);
-                let problem = (!problems.is_empty()).then(|| problems.join("; "));
-                let _ = ack.send(Ack {
-                    shard: index,
-                    generation,
-                    problem,
-                });
-            }
-            Ok(Command::Collect(reply)) => {
-                let _ = reply.send(shard.report());
-            }
-            Ok(Command::TakeDemand(reply)) => {
-                let _ = reply.send(ShardDemand {
-                    shard: index,
-                    reports: shard.take_demand(),
-                });
-            }
-            Ok(Command::ApplyShares(updates)) => shard.apply_shares(&updates),
-            Ok(Command::Health(verdicts)) => shard.apply_health(&verdicts),
-            Ok(Command::TicketKeys(keys)) => shard.tls.ticketer.set(keys),
-            Ok(Command::Shutdown { deadline }) => break deadline,
-            Err(err) => {
-                eprintln!("coregate: shard {index}: mailbox failed ({err}); shutting down");
-                break Instant::now();
-            }
-        }
-    };
-
-    // Drain: stop accepting, close idle connections, let busy ones finish their response.
-    shard.start_drain();
-    // Upstream connections given back from now on are closed, not pooled: a pooled one holds a
-    // watch, and a draining shard reuses nothing.
-    for pool in shard.pools().iter() {
-        pool.stop_pooling();
-    }
-    Tracked::new(async {
-        // A quarter of a short drain at most, so the shutdowns still fit before its deadline.
-        let now = Instant::now();
-        let grace = FIRST_REQUEST_GRACE.min(deadline.saturating_duration_since(now) / 4);
-        let grace_ends = now + grace;
-        let mut in_grace = true;
-        while shard.open_connections() > 0 && Instant::now() < deadline {
-            if in_grace && Instant::now() >= grace_ends {
-                shard.connections.end_first_request_grace();
-                in_grace = false;
-            }
-            io.sleep(DRAIN_POLL).await;
-        }
+    Some(Running {
+        shard,
+        io,
+        inbox,
+        driver,
+        accepting,
     })
-    .await;
-    shard.log.hand_off();
-    // Connections that went back to a pool during the drain are closed now: each holds a
-    // watch on the ring that would otherwise keep the driver from finishing.
-    shard.pools().clear_idle();
-    io.stop();
-    driver.await;
-    let stats = io.ring_stats();
-    if stats.dropped > 0 || stats.abandoned > 0 {
-        eprintln!(
-            "coregate: shard {index}: its ring lost {} completions and stopped with {}              operations unfinished",
-            stats.dropped, stats.abandoned
-        );
+}
+
+impl Running {
+    /// Serves the mailbox until `Shutdown`; returns the drain's deadline.
+    async fn serve_mailbox(&mut self) -> Instant {
+        let shard = &self.shard;
+        loop {
+            match self.inbox.next().await {
+                Ok(Command::Apply(apply)) => self.apply(*apply),
+                Ok(Command::Collect(reply)) => {
+                    let _ = reply.send(shard.report());
+                }
+                Ok(Command::TakeDemand(reply)) => {
+                    let _ = reply.send(ShardDemand {
+                        shard: shard.index,
+                        reports: shard.take_demand(),
+                    });
+                }
+                Ok(Command::ApplyShares(updates)) => shard.apply_shares(&updates),
+                Ok(Command::Health(verdicts)) => shard.apply_health(&verdicts),
+                Ok(Command::TicketKeys(keys)) => shard.tls.ticketer.set(keys),
+                Ok(Command::Shutdown { deadline }) => return deadline,
+                Err(err) => {
+                    eprintln!(
+                        "coregate: shard {}: mailbox failed ({err}); shutting down",
+                        shard.index
+                    );
+                    return Instant::now();
+                }
+            }
+        }
+    }
+
+    /// Runs a new configuration: the snapshot swapped in, listeners closed and opened.
+    fn apply(&self, apply: Apply) {
+        let Apply {
+            generation,
+            config,
+            open,
+            close,
+            ack,
+        } = apply;
+        self.shard.apply(config, generation);
+        self.accepting.close(&close);
+        let problems = self.accepting.open(&self.shard, open);
+        let problem = (!problems.is_empty()).then(|| problems.join("; "));
+        let _ = ack.send(Ack {
+            shard: self.shard.index,
+            generation,
+            problem,
+        });
+    }
+
+    /// Drains: stops accepting, closes keep-alive connections between requests, gives new
+    /// ones a short grace for their first request, and lets busy ones finish their response,
+    /// until none is left or `deadline`.
+    async fn drain(&self, deadline: Instant) {
+        let shard = &self.shard;
+        shard.start_drain();
+        // Upstream connections given back from now on are closed, not pooled: a pooled one
+        // holds a watch, and a draining shard reuses nothing.
+        for pool in shard.pools().iter() {
+            pool.stop_pooling();
+        }
+        Tracked::new(async {
+            // A quarter of a short drain at most, so the shutdowns still fit before its
+            // deadline.
+            let now = Instant::now();
+            let grace = FIRST_REQUEST_GRACE.min(deadline.saturating_duration_since(now) / 4);
+            let grace_ends = now + grace;
+            let mut in_grace = true;
+            while shard.open_connections() > 0 && Instant::now() < deadline {
+                if in_grace && Instant::now() >= grace_ends {
+                    shard.connections.end_first_request_grace();
+                    in_grace = false;
+                }
+                self.io.sleep(DRAIN_POLL).await;
+            }
+        })
+        .await;
+        shard.log.hand_off();
+        // Connections that went back to a pool during the drain are closed now: each holds a
+        // watch on the ring that would otherwise keep the driver from finishing.
+        shard.pools().clear_idle();
+    }
+
+    /// Stops the ring and waits for its driver; says so if completions were lost.
+    async fn stop(self) {
+        self.io.stop();
+        self.driver.await;
+        let stats = self.io.ring_stats();
+        if stats.dropped > 0 || stats.abandoned > 0 {
+            eprintln!(
+                "coregate: shard {}: its ring lost {} completions and stopped with {} \
+                 operations unfinished",
+                self.shard.index, stats.dropped, stats.abandoned
+            );
+        }
     }
 }
 

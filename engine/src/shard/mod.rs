@@ -68,18 +68,31 @@ pub struct Shard {
     pub tls: ShardTls,
 }
 
+/// Where a shard sits among the process's shards.
+#[derive(Clone, Copy, Debug)]
+pub struct ShardSeat {
+    pub index: usize,
+    /// The CPU it is pinned to.
+    pub cpu: usize,
+    /// Shards in the process (enforcing each rate limit together).
+    pub count: usize,
+}
+
 impl Shard {
     /// Builds the shard's state from a validated configuration (generation `generation`).
     pub fn new(
-        index: usize,
-        cpu: usize,
+        seat: ShardSeat,
         io: Rc<IoShard>,
         config: Arc<Config>,
         generation: u64,
         log_sink: Arc<LogSink>,
-        shard_count: usize,
         limit_clock: LimitClock,
     ) -> Shard {
+        let ShardSeat {
+            index,
+            cpu,
+            count: shard_count,
+        } = seat;
         let mut pools = Pools::default();
         let mut health = HealthRecords::default();
         let metrics = ShardMetrics::default();

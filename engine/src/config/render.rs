@@ -27,6 +27,23 @@ impl Config {
 }
 
 fn render(config: &Config, out: &mut String) -> std::fmt::Result {
+    runtime(out, config)?;
+    limits_and_timeouts(out, config)?;
+    services(out, config)?;
+    for listener in &config.listeners {
+        listener_table(out, listener)?;
+    }
+    for upstream in &config.upstreams {
+        upstream_table(out, upstream)?;
+    }
+    for route in &config.routes {
+        route_table(out, config, route)?;
+    }
+    auth_tables(out, config)
+}
+
+/// `[runtime]` and `[runtime.glommio]`.
+fn runtime(out: &mut String, config: &Config) -> std::fmt::Result {
     let r = &config.runtime;
     writeln!(out, "[runtime]")?;
     // `runtime.exclude` is folded into the selection (`"all,^0-1"`).
@@ -47,6 +64,11 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
     )?;
     writeln!(out, "preempt_timer = {}", duration(g.preempt_timer))?;
 
+    Ok(())
+}
+
+/// `[limits]` and `[timeouts]`.
+fn limits_and_timeouts(out: &mut String, config: &Config) -> std::fmt::Result {
     let l = &config.limits;
     writeln!(out, "\n[limits]")?;
     writeln!(
@@ -74,6 +96,11 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
         writeln!(out, "{key} = {}", duration(value))?;
     }
 
+    Ok(())
+}
+
+/// `[admin]`, `[access_log]` and `[forwarding]`, when not their defaults.
+fn services(out: &mut String, config: &Config) -> std::fmt::Result {
     if let Some(admin) = &config.admin {
         writeln!(out, "\n[admin]")?;
         writeln!(out, "bind = \"{}\"", admin.bind)?;
@@ -107,216 +134,227 @@ fn render(config: &Config, out: &mut String) -> std::fmt::Result {
         writeln!(out, "forwarded_header = {}", forwarding.forwarded_header)?;
     }
 
-    for listener in &config.listeners {
-        writeln!(out, "\n[[listener]]")?;
-        writeln!(out, "name = {}", quote(&listener.name))?;
-        writeln!(out, "bind = \"{}\"", listener.bind)?;
-        writeln!(out, "backlog = {}", listener.backlog)?;
-        writeln!(out, "defer_accept = {}", listener.defer_accept)?;
-        if let Some(tls) = &listener.tls {
-            // Paths only: key material is never written.
-            let certificates: Vec<String> = tls
-                .certificates
-                .iter()
-                .map(|c| {
-                    format!(
-                        "{{ cert = {}, key = {} }}",
-                        quote(&c.cert_path.to_string_lossy()),
-                        quote(&c.key_path.to_string_lossy())
-                    )
-                })
-                .collect();
-            writeln!(
-                out,
-                "tls = {{ certificates = [{}], unknown_name = \"{}\", min_version = \"{}\"{} }}",
-                certificates.join(", "),
-                tls.unknown_name.as_str(),
-                tls.min_version.as_str(),
-                tls.client.as_ref().map_or(String::new(), |client| {
-                    format!(
-                        ", client_ca = {}, client_auth = \"{}\"{}",
-                        quote(&client.ca_path.to_string_lossy()),
-                        if client.required {
-                            "required"
-                        } else {
-                            "optional"
-                        },
-                        client.header.as_deref().map_or(String::new(), |header| {
-                            format!(", client_cert_header = {}", quote(header))
-                        })
-                    )
-                })
-            )?;
-        }
-    }
+    Ok(())
+}
 
-    for upstream in &config.upstreams {
-        writeln!(out, "\n[[upstream]]")?;
-        writeln!(out, "name = {}", quote(&upstream.name))?;
-        let endpoints: Vec<String> = upstream
-            .endpoints
+/// One `[[listener]]`; for TLS the files' paths only, never key material.
+fn listener_table(out: &mut String, listener: &super::ListenerConfig) -> std::fmt::Result {
+    writeln!(out, "\n[[listener]]")?;
+    writeln!(out, "name = {}", quote(&listener.name))?;
+    writeln!(out, "bind = \"{}\"", listener.bind)?;
+    writeln!(out, "backlog = {}", listener.backlog)?;
+    writeln!(out, "defer_accept = {}", listener.defer_accept)?;
+    if let Some(tls) = &listener.tls {
+        // Paths only: key material is never written.
+        let certificates: Vec<String> = tls
+            .certificates
             .iter()
-            .zip(&upstream.weights)
-            .map(|(addr, &weight)| match weight {
-                1 => format!("\"{addr}\""),
-                _ => format!("{{ address = \"{addr}\", weight = {weight} }}"),
+            .map(|c| {
+                format!(
+                    "{{ cert = {}, key = {} }}",
+                    quote(&c.cert_path.to_string_lossy()),
+                    quote(&c.key_path.to_string_lossy())
+                )
             })
             .collect();
-        writeln!(out, "endpoints = [{}]", endpoints.join(", "))?;
-        for name in &upstream.names {
-            writeln!(out, "# resolved from {}:{}", name.host, name.port)?;
-        }
-        writeln!(out, "balance = \"{}\"", upstream.balance.as_str())?;
-        if let Some(hashing) = &upstream.hashing {
-            writeln!(out, "hash_on = {}", quote(&hashing.on.to_string()))?;
-            if let Some(factor) = hashing.balance_factor {
-                writeln!(out, "hash_balance_factor = {factor}")?;
-            }
-        }
-        if let Some(every) = upstream.resolve_every {
-            writeln!(out, "resolve_every = {}", duration(every))?;
-        }
-        let settings = &upstream.settings;
-        writeln!(out, "panic_threshold = {}", settings.panic_threshold)?;
-        writeln!(out, "slow_start = {}", duration(settings.slow_start))?;
         writeln!(
             out,
-            "max_idle_per_endpoint = {}",
-            upstream.max_idle_per_endpoint
+            "tls = {{ certificates = [{}], unknown_name = \"{}\", min_version = \"{}\"{} }}",
+            certificates.join(", "),
+            tls.unknown_name.as_str(),
+            tls.min_version.as_str(),
+            tls.client.as_ref().map_or(String::new(), |client| {
+                format!(
+                    ", client_ca = {}, client_auth = \"{}\"{}",
+                    quote(&client.ca_path.to_string_lossy()),
+                    if client.required {
+                        "required"
+                    } else {
+                        "optional"
+                    },
+                    client.header.as_deref().map_or(String::new(), |header| {
+                        format!(", client_cert_header = {}", quote(header))
+                    })
+                )
+            })
         )?;
-        writeln!(out, "idle_timeout = {}", duration(upstream.idle_timeout))?;
-        writeln!(
-            out,
-            "max_requests_per_connection = {}",
-            upstream.max_requests_per_connection.unwrap_or(0)
-        )?;
-        writeln!(
-            out,
-            "connect_timeout = {}",
-            duration(upstream.connect_timeout)
-        )?;
-        writeln!(
-            out,
-            "response_timeout = {}",
-            duration(upstream.response_timeout)
-        )?;
-        upstream_tables(out, upstream)?;
-        if let Some(tls) = &upstream.tls {
-            let mut parts = Vec::new();
-            if let Some(sni) = &tls.sni {
-                parts.push(format!("sni = {}", quote(&sni.to_str())));
-            }
-            if let Some((path, _)) = &tls.ca {
-                parts.push(format!("ca = {}", quote(&path.to_string_lossy())));
-            }
-            parts.push(format!("verify = {}", tls.verify));
-            if let Some(cert) = &tls.client_cert {
-                parts.push(format!(
-                    "cert = {}",
-                    quote(&cert.cert_path.to_string_lossy())
-                ));
-                parts.push(format!("key = {}", quote(&cert.key_path.to_string_lossy())));
-            }
-            writeln!(out, "tls = {{ {} }}", parts.join(", "))?;
+    }
+    Ok(())
+}
+
+/// One `[[upstream]]` with its tables.
+fn upstream_table(out: &mut String, upstream: &UpstreamConfig) -> std::fmt::Result {
+    writeln!(out, "\n[[upstream]]")?;
+    writeln!(out, "name = {}", quote(&upstream.name))?;
+    let endpoints: Vec<String> = upstream
+        .endpoints
+        .iter()
+        .zip(&upstream.weights)
+        .map(|(addr, &weight)| match weight {
+            1 => format!("\"{addr}\""),
+            _ => format!("{{ address = \"{addr}\", weight = {weight} }}"),
+        })
+        .collect();
+    writeln!(out, "endpoints = [{}]", endpoints.join(", "))?;
+    for name in &upstream.names {
+        writeln!(out, "# resolved from {}:{}", name.host, name.port)?;
+    }
+    writeln!(out, "balance = \"{}\"", upstream.balance.as_str())?;
+    if let Some(hashing) = &upstream.hashing {
+        writeln!(out, "hash_on = {}", quote(&hashing.on.to_string()))?;
+        if let Some(factor) = hashing.balance_factor {
+            writeln!(out, "hash_balance_factor = {factor}")?;
         }
     }
+    if let Some(every) = upstream.resolve_every {
+        writeln!(out, "resolve_every = {}", duration(every))?;
+    }
+    let settings = &upstream.settings;
+    writeln!(out, "panic_threshold = {}", settings.panic_threshold)?;
+    writeln!(out, "slow_start = {}", duration(settings.slow_start))?;
+    writeln!(
+        out,
+        "max_idle_per_endpoint = {}",
+        upstream.max_idle_per_endpoint
+    )?;
+    writeln!(out, "idle_timeout = {}", duration(upstream.idle_timeout))?;
+    writeln!(
+        out,
+        "max_requests_per_connection = {}",
+        upstream.max_requests_per_connection.unwrap_or(0)
+    )?;
+    writeln!(
+        out,
+        "connect_timeout = {}",
+        duration(upstream.connect_timeout)
+    )?;
+    writeln!(
+        out,
+        "response_timeout = {}",
+        duration(upstream.response_timeout)
+    )?;
+    upstream_tables(out, upstream)?;
+    if let Some(tls) = &upstream.tls {
+        let mut parts = Vec::new();
+        if let Some(sni) = &tls.sni {
+            parts.push(format!("sni = {}", quote(&sni.to_str())));
+        }
+        if let Some((path, _)) = &tls.ca {
+            parts.push(format!("ca = {}", quote(&path.to_string_lossy())));
+        }
+        parts.push(format!("verify = {}", tls.verify));
+        if let Some(cert) = &tls.client_cert {
+            parts.push(format!(
+                "cert = {}",
+                quote(&cert.cert_path.to_string_lossy())
+            ));
+            parts.push(format!("key = {}", quote(&cert.key_path.to_string_lossy())));
+        }
+        writeln!(out, "tls = {{ {} }}", parts.join(", "))?;
+    }
+    Ok(())
+}
 
-    for route in &config.routes {
-        writeln!(out, "\n[[route]]")?;
-        writeln!(out, "name = {}", quote(&route.name))?;
-        match &route.host {
-            HostPattern::Any => {}
-            host => writeln!(out, "host = {}", quote(&host.to_string()))?,
+/// One `[[route]]`.
+fn route_table(out: &mut String, config: &Config, route: &super::RouteConfig) -> std::fmt::Result {
+    writeln!(out, "\n[[route]]")?;
+    writeln!(out, "name = {}", quote(&route.name))?;
+    match &route.host {
+        HostPattern::Any => {}
+        host => writeln!(out, "host = {}", quote(&host.to_string()))?,
+    }
+    if route.methods != crate::http1::MethodSet::ANY {
+        let methods: Vec<String> = route
+            .methods
+            .iter()
+            .filter_map(|method| method.as_str())
+            .map(|name| format!("\"{name}\""))
+            .collect();
+        writeln!(out, "methods = [{}]", methods.join(", "))?;
+    }
+    match &route.path {
+        PathPattern::Exact(path) | PathPattern::Template(path) => {
+            writeln!(out, "path = {}", quote(path))?
         }
-        if route.methods != crate::http1::MethodSet::ANY {
-            let methods: Vec<String> = route
-                .methods
-                .iter()
-                .filter_map(|method| method.as_str())
-                .map(|name| format!("\"{name}\""))
-                .collect();
-            writeln!(out, "methods = [{}]", methods.join(", "))?;
-        }
-        match &route.path {
-            PathPattern::Exact(path) | PathPattern::Template(path) => {
-                writeln!(out, "path = {}", quote(path))?
+        PathPattern::Prefix(path) => writeln!(out, "path_prefix = {}", quote(path))?,
+    }
+    match &route.action {
+        RouteAction::Upstream {
+            upstream,
+            strip_prefix,
+            prefix_rewrite,
+        } => {
+            let name = config
+                .upstreams
+                .get(*upstream)
+                .map_or("", |upstream| &upstream.name);
+            writeln!(out, "upstream = {}", quote(name))?;
+            if *strip_prefix {
+                writeln!(out, "strip_prefix = true")?;
             }
-            PathPattern::Prefix(path) => writeln!(out, "path_prefix = {}", quote(path))?,
-        }
-        match &route.action {
-            RouteAction::Upstream {
-                upstream,
-                strip_prefix,
-                prefix_rewrite,
-            } => {
-                let name = config
-                    .upstreams
-                    .get(*upstream)
-                    .map_or("", |upstream| &upstream.name);
-                writeln!(out, "upstream = {}", quote(name))?;
-                if *strip_prefix {
-                    writeln!(out, "strip_prefix = true")?;
-                }
-                if let Some(rewrite) = prefix_rewrite {
-                    writeln!(out, "prefix_rewrite = {}", quote(rewrite))?;
-                }
-            }
-            RouteAction::Respond {
-                status,
-                body,
-                headers,
-            } => {
-                write!(
-                    out,
-                    "respond = {{ status = {status}, body = {}",
-                    quote(&String::from_utf8_lossy(body))
-                )?;
-                if !headers.is_empty() {
-                    let pairs: Vec<String> = headers
-                        .iter()
-                        .map(|(name, value)| format!("{} = {}", quote(name), quote(value)))
-                        .collect();
-                    write!(out, ", headers = {{ {} }}", pairs.join(", "))?;
-                }
-                writeln!(out, " }}")?;
+            if let Some(rewrite) = prefix_rewrite {
+                writeln!(out, "prefix_rewrite = {}", quote(rewrite))?;
             }
         }
-        edits(out, "request", &route.request_headers)?;
-        edits(out, "response", &route.response_headers)?;
-        writeln!(out, "max_body_bytes = {}", body_limit(route.max_body_bytes))?;
-        if let Some(index) = route.auth {
-            let name = config.auth.get(index).map_or("", |auth| &auth.name);
-            writeln!(out, "auth = {}", quote(name))?;
-        }
-        if let Some(port) = route.redirect_https {
-            writeln!(out, "redirect_https = true\nhttps_port = {port}")?;
-        }
-        if let Some(limit) = &route.rate_limit {
-            let key = match &limit.key {
-                KeySpec::ClientIp { .. } => "client_ip".to_owned(),
-                KeySpec::Header(name) => format!("header:{name}"),
-                KeySpec::Identity => "identity".to_owned(),
-                KeySpec::ClientCert => "client_cert".to_owned(),
-                KeySpec::Route => "route".to_owned(),
-            };
+        RouteAction::Respond {
+            status,
+            body,
+            headers,
+        } => {
             write!(
                 out,
-                "rate_limit = {{ rate = \"{}\", burst = {}, key = {}, keys = {}",
-                limit.quota.rate(),
-                limit.quota.burst(),
-                quote(&key),
-                limit.keys_per_shard
+                "respond = {{ status = {status}, body = {}",
+                quote(&String::from_utf8_lossy(body))
             )?;
-            if let KeySpec::ClientIp { ipv6_prefix } = limit.key {
-                write!(out, ", ipv6_prefix = {ipv6_prefix}")?;
+            if !headers.is_empty() {
+                let pairs: Vec<String> = headers
+                    .iter()
+                    .map(|(name, value)| format!("{} = {}", quote(name), quote(value)))
+                    .collect();
+                write!(out, ", headers = {{ {} }}", pairs.join(", "))?;
             }
             writeln!(out, " }}")?;
         }
-        if matches!(route.action, RouteAction::Upstream { .. }) {
-            retry(out, &route.retry)?;
-        }
     }
+    edits(out, "request", &route.request_headers)?;
+    edits(out, "response", &route.response_headers)?;
+    writeln!(out, "max_body_bytes = {}", body_limit(route.max_body_bytes))?;
+    if let Some(index) = route.auth {
+        let name = config.auth.get(index).map_or("", |auth| &auth.name);
+        writeln!(out, "auth = {}", quote(name))?;
+    }
+    if let Some(port) = route.redirect_https {
+        writeln!(out, "redirect_https = true\nhttps_port = {port}")?;
+    }
+    if let Some(limit) = &route.rate_limit {
+        let key = match &limit.key {
+            KeySpec::ClientIp { .. } => "client_ip".to_owned(),
+            KeySpec::Header(name) => format!("header:{name}"),
+            KeySpec::Identity => "identity".to_owned(),
+            KeySpec::ClientCert => "client_cert".to_owned(),
+            KeySpec::Route => "route".to_owned(),
+        };
+        write!(
+            out,
+            "rate_limit = {{ rate = \"{}\", burst = {}, key = {}, keys = {}",
+            limit.quota.rate(),
+            limit.quota.burst(),
+            quote(&key),
+            limit.keys_per_shard
+        )?;
+        if let KeySpec::ClientIp { ipv6_prefix } = limit.key {
+            write!(out, ", ipv6_prefix = {ipv6_prefix}")?;
+        }
+        writeln!(out, " }}")?;
+    }
+    if matches!(route.action, RouteAction::Upstream { .. }) {
+        retry(out, &route.retry)?;
+    }
+    Ok(())
+}
 
+/// The `[[auth]]` policies.
+fn auth_tables(out: &mut String, config: &Config) -> std::fmt::Result {
     // Key material (API keys, secrets, public keys) is never written: a policy is shown by
     // its settings only, and does not load back without its keys.
     for auth in &config.auth {

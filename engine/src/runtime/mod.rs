@@ -110,93 +110,14 @@ impl Server {
         mut inherited: Inherited,
     ) -> Result<Server, StartError> {
         let shard_count = plan.shards.len();
-        let mut per_shard: Vec<Vec<ListenerSocket>> =
-            (0..shard_count).map(|_| Vec::new()).collect();
-        let mut listeners = Vec::new();
         let mut takeover_notes = Vec::new();
-        for listener in &config.listeners {
-            let (addr, sockets_per_shard, handover) =
-                match inherited.take_listener(&listener.name, listener.bind) {
-                    Some(old) => {
-                        let (addr, count) = (old.addr, old.sockets.len());
-                        let (sockets, copies) =
-                            handover::adopt(listener, old, shard_count).map_err(StartError)?;
-                        takeover_notes.push(format!(
-                            "listener {:?} on {addr}: {count} socket{} for {shard_count} shard{}{}",
-                            listener.name,
-                            if count == 1 { "" } else { "s" },
-                            if shard_count == 1 { "" } else { "s" },
-                            match count.cmp(&shard_count) {
-                                std::cmp::Ordering::Less => format!(
-                                    " ({} new socket{} for the added shards)",
-                                    shard_count - count,
-                                    if shard_count - count == 1 { "" } else { "s" }
-                                ),
-                                std::cmp::Ordering::Greater => " (the extra sockets shared out \
-                                     among the shards)"
-                                    .to_owned(),
-                                std::cmp::Ordering::Equal => String::new(),
-                            }
-                        ));
-                        (addr, sockets, copies)
-                    }
-                    None => {
-                        let (addr, sockets) =
-                            bind_per_shard(listener, shard_count).map_err(StartError)?;
-                        let copies = handover_copies(&sockets).map_err(StartError)?;
-                        let per_shard = sockets.into_iter().map(|socket| vec![socket]).collect();
-                        (addr, per_shard, copies)
-                    }
-                };
-            for (shard_sockets, sockets) in per_shard.iter_mut().zip(sockets_per_shard) {
-                shard_sockets.extend(sockets);
-            }
-            listeners.push(RunningListener {
-                config: listener.clone(),
-                addr,
-                handover: Arc::new(handover),
-            });
-        }
-        for old in &inherited.listeners {
-            takeover_notes.push(format!(
-                "listener {:?} on {}: not in this configuration (or moved); its {} socket{} \
-                 close once the old process has drained",
-                old.name,
-                old.addr,
-                old.sockets.len(),
-                if old.sockets.len() == 1 { "" } else { "s" }
-            ));
-        }
-        // Dropped here: they close once the old process has drained too.
-        inherited.listeners.clear();
-        let admin_listener = match &config.admin {
-            Some(admin) => match inherited.take_admin(admin.bind) {
-                Some(listener) => {
-                    let addr = listener
-                        .local_addr()
-                        .map_or_else(|_| admin.bind.to_string(), |addr| addr.to_string());
-                    takeover_notes.push(format!("the admin listener on {addr}"));
-                    Some(listener)
-                }
-                None => Some(TcpListener::bind(admin.bind).map_err(|err| {
-                    StartError(format!("admin listener: cannot bind {}: {err}", admin.bind))
-                })?),
-            },
-            None => None,
-        };
+        let (per_shard, listeners) =
+            open_listeners(&config, shard_count, &mut inherited, &mut takeover_notes)?;
+        let admin_listener = open_admin(&config, &mut inherited, &mut takeover_notes)?;
         let admin_socket = match &admin_listener {
-            Some(listener) => {
-                let addr = listener
-                    .local_addr()
-                    .map_err(|err| StartError(format!("admin listener: {err}")))?;
-                let copy = listener
-                    .try_clone()
-                    .map_err(|err| StartError(format!("admin listener: {err}")))?;
-                Some((addr, Arc::new(copy)))
-            }
+            Some(listener) => Some(admin_copy(listener)?),
             None => None,
         };
-
         let log_sink = LogSink::new();
         log_sink.set_path(config.access_log.as_ref().map(|log| log.path.clone()));
         let log_writer = std::thread::Builder::new()
@@ -213,9 +134,6 @@ impl Server {
             .map(|_| Mailbox::new(health_reports.clone()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| StartError(format!("cannot create a shard mailbox: {err}")))?;
-        let io = io_settings(&config);
-        // One seed and one clock origin for every shard's limiters (see `LimitClock`).
-        let limit_clock = LimitClock::new();
         let links = plan
             .shards
             .iter()
@@ -246,6 +164,34 @@ impl Server {
             offering: None,
             takeover_notes,
         };
+        server.start_shards(&config, plan, per_shard, mailboxes)?;
+        let problems = server.plane.await_acks(1, START_TIMEOUT);
+        if !problems.is_empty() {
+            // Dropping the server stops the shards that did start.
+            return Err(StartError(format!(
+                "shards did not start: {}",
+                problems.join("; ")
+            )));
+        }
+        server.start_control_threads(reports)?;
+        if let Some(listener) = admin_listener {
+            server.start_admin(listener)?;
+        }
+        Ok(server)
+    }
+
+    /// Starts one pinned executor per shard of `plan`, each with its sockets and mailbox.
+    fn start_shards(
+        &mut self,
+        config: &Arc<Config>,
+        plan: &Plan,
+        per_shard: Vec<Vec<ListenerSocket>>,
+        mailboxes: Vec<Arc<Mailbox>>,
+    ) -> Result<(), StartError> {
+        let shard_count = plan.shards.len();
+        let io = io_settings(config);
+        // One seed and one clock origin for every shard's limiters (see `LimitClock`).
+        let limit_clock = LimitClock::new();
         for ((shard_plan, sockets), mailbox) in plan.shards.iter().zip(per_shard).zip(mailboxes) {
             let glommio = &config.runtime.glommio;
             let mut builder = LocalExecutorBuilder::new(Placement::Fixed(shard_plan.cpu))
@@ -264,14 +210,14 @@ impl Server {
                 io,
                 listeners: sockets,
                 mailbox,
-                ack: server.plane.ack_sender(),
-                log_sink: server.log_sink.clone(),
+                ack: self.plane.ack_sender(),
+                log_sink: self.log_sink.clone(),
                 shard_count,
                 limit_clock,
-                ticket_keys: server.plane.ticket_keys(),
+                ticket_keys: self.plane.ticket_keys(),
             };
             match builder.spawn(move || bootstrap::run_shard(start)) {
-                Ok(thread) => server.shard_threads.push(thread),
+                Ok(thread) => self.shard_threads.push(thread),
                 // Dropping the server stops the shards already started.
                 Err(err) => {
                     return Err(StartError(format!(
@@ -281,16 +227,17 @@ impl Server {
                 }
             }
         }
-        let problems = server.plane.await_acks(1, START_TIMEOUT);
-        if !problems.is_empty() {
-            // Dropping the server stops the shards that did start.
-            return Err(StartError(format!(
-                "shards did not start: {}",
-                problems.join("; ")
-            )));
-        }
-        let plane = server.plane.clone();
-        server.limits = Some(
+        Ok(())
+    }
+
+    /// The control plane's threads: the rate-limit exchange (which also rotates the TLS ticket
+    /// keys), upstream health, and names resolved again.
+    fn start_control_threads(
+        &mut self,
+        reports: std::sync::mpsc::Receiver<crate::upstream::Report>,
+    ) -> Result<(), StartError> {
+        let plane = self.plane.clone();
+        self.limits = Some(
             std::thread::Builder::new()
                 .name("coregate-limits".into())
                 .spawn(move || {
@@ -303,39 +250,42 @@ impl Server {
                 })
                 .map_err(|err| StartError(format!("cannot start the rate-limit thread: {err}")))?,
         );
-        let plane = server.plane.clone();
-        server.health = Some(
+        let plane = self.plane.clone();
+        self.health = Some(
             std::thread::Builder::new()
                 .name("coregate-health".into())
                 .spawn(move || crate::control::health::run(&plane, reports))
                 .map_err(|err| StartError(format!("cannot start the health thread: {err}")))?,
         );
-        let plane = server.plane.clone();
-        server.resolve = Some(
+        let plane = self.plane.clone();
+        self.resolve = Some(
             std::thread::Builder::new()
                 .name("coregate-resolve".into())
                 .spawn(move || crate::control::resolve::run(&plane, plane.resolver()))
                 .map_err(|err| StartError(format!("cannot start the resolve thread: {err}")))?,
         );
-        if let Some(listener) = admin_listener {
-            let addr = listener
-                .local_addr()
+        Ok(())
+    }
+
+    /// The admin API's worker threads, on `listener`.
+    fn start_admin(&mut self, listener: TcpListener) -> Result<(), StartError> {
+        let addr = listener
+            .local_addr()
+            .map_err(|err| StartError(format!("admin listener: {err}")))?;
+        let mut workers = Vec::with_capacity(admin::ADMIN_WORKERS);
+        for n in 0..admin::ADMIN_WORKERS {
+            let listener = listener
+                .try_clone()
                 .map_err(|err| StartError(format!("admin listener: {err}")))?;
-            let mut workers = Vec::with_capacity(admin::ADMIN_WORKERS);
-            for n in 0..admin::ADMIN_WORKERS {
-                let listener = listener
-                    .try_clone()
-                    .map_err(|err| StartError(format!("admin listener: {err}")))?;
-                let plane = server.plane.clone();
-                let worker = std::thread::Builder::new()
-                    .name(format!("coregate-admin-{n}"))
-                    .spawn(move || admin::serve(listener, plane))
-                    .map_err(|err| StartError(format!("cannot start an admin thread: {err}")))?;
-                workers.push(worker);
-            }
-            server.admin = Some((addr, workers));
+            let plane = self.plane.clone();
+            let worker = std::thread::Builder::new()
+                .name(format!("coregate-admin-{n}"))
+                .spawn(move || admin::serve(listener, plane))
+                .map_err(|err| StartError(format!("cannot start an admin thread: {err}")))?;
+            workers.push(worker);
         }
-        Ok(server)
+        self.admin = Some((addr, workers));
+        Ok(())
     }
 
     /// What start-up took over from the process this one replaces (empty for a fresh start).
@@ -455,6 +405,125 @@ impl Drop for Server {
             self.join_all();
         }
     }
+}
+
+/// Each listener's sockets, one per shard (taken over from a process this one replaces, or
+/// bound afresh), and the listeners as the control plane keeps them. Notes what was taken over
+/// and what of the old process's was left.
+fn open_listeners(
+    config: &Config,
+    shard_count: usize,
+    inherited: &mut Inherited,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<Vec<ListenerSocket>>, Vec<RunningListener>), StartError> {
+    let mut per_shard: Vec<Vec<ListenerSocket>> = (0..shard_count).map(|_| Vec::new()).collect();
+    let mut listeners = Vec::new();
+    for listener in &config.listeners {
+        let (addr, sockets_per_shard, handover) = match inherited
+            .take_listener(&listener.name, listener.bind)
+        {
+            Some(old) => {
+                notes.push(takeover_note(
+                    listener,
+                    old.addr,
+                    old.sockets.len(),
+                    shard_count,
+                ));
+                let addr = old.addr;
+                let (sockets, copies) =
+                    handover::adopt(listener, old, shard_count).map_err(StartError)?;
+                (addr, sockets, copies)
+            }
+            None => {
+                let (addr, sockets) = bind_per_shard(listener, shard_count).map_err(StartError)?;
+                let copies = handover_copies(&sockets).map_err(StartError)?;
+                let per_shard = sockets.into_iter().map(|socket| vec![socket]).collect();
+                (addr, per_shard, copies)
+            }
+        };
+        for (shard_sockets, sockets) in per_shard.iter_mut().zip(sockets_per_shard) {
+            shard_sockets.extend(sockets);
+        }
+        listeners.push(RunningListener {
+            config: listener.clone(),
+            addr,
+            handover: Arc::new(handover),
+        });
+    }
+    for old in &inherited.listeners {
+        notes.push(format!(
+            "listener {:?} on {}: not in this configuration (or moved); its {} socket{} \
+             close once the old process has drained",
+            old.name,
+            old.addr,
+            old.sockets.len(),
+            if old.sockets.len() == 1 { "" } else { "s" }
+        ));
+    }
+    // Dropped here: they close once the old process has drained too.
+    inherited.listeners.clear();
+    Ok((per_shard, listeners))
+}
+
+/// What taking a listener's `count` sockets over for `shard_count` shards did.
+fn takeover_note(
+    listener: &crate::config::ListenerConfig,
+    addr: SocketAddr,
+    count: usize,
+    shard_count: usize,
+) -> String {
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let difference = match count.cmp(&shard_count) {
+        std::cmp::Ordering::Less => format!(
+            " ({} new socket{} for the added shards)",
+            shard_count - count,
+            plural(shard_count - count)
+        ),
+        std::cmp::Ordering::Greater => {
+            " (the extra sockets shared out among the shards)".to_owned()
+        }
+        std::cmp::Ordering::Equal => String::new(),
+    };
+    format!(
+        "listener {:?} on {addr}: {count} socket{} for {shard_count} shard{}{difference}",
+        listener.name,
+        plural(count),
+        plural(shard_count),
+    )
+}
+
+/// The admin listener: taken over, or bound.
+fn open_admin(
+    config: &Config,
+    inherited: &mut Inherited,
+    notes: &mut Vec<String>,
+) -> Result<Option<TcpListener>, StartError> {
+    let Some(admin) = &config.admin else {
+        return Ok(None);
+    };
+    match inherited.take_admin(admin.bind) {
+        Some(listener) => {
+            let addr = listener
+                .local_addr()
+                .map_or_else(|_| admin.bind.to_string(), |addr| addr.to_string());
+            notes.push(format!("the admin listener on {addr}"));
+            Ok(Some(listener))
+        }
+        None => TcpListener::bind(admin.bind).map(Some).map_err(|err| {
+            StartError(format!("admin listener: cannot bind {}: {err}", admin.bind))
+        }),
+    }
+}
+
+/// A copy of the admin listener, for handing it to a successor.
+fn admin_copy(listener: &TcpListener) -> Result<(SocketAddr, Arc<TcpListener>), StartError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|err| StartError(format!("admin listener: {err}")))?;
+    let copy = listener
+        .try_clone()
+        .map_err(|err| StartError(format!("admin listener: {err}")))?;
+    Ok((addr, Arc::new(copy)))
 }
 
 /// The shard I/O settings a configuration asks for.

@@ -1026,7 +1026,58 @@ impl Validator<'_, '_> {
             .or(HostPattern::Any);
         let methods = self.methods(&raw.methods, &key(s, "methods"));
 
-        // What it matches: exactly one of `path` and `path_prefix`.
+        let path = self.route_path(raw, s, &header);
+        let is_prefix = raw.path_prefix.is_some();
+        let to_upstream = raw.upstream.is_some();
+        let action = self.route_action(raw, s, &header, upstreams);
+        let rewrite = self.path_rewrite(raw, s, path.as_ref(), is_prefix && to_upstream);
+        let edits = self.route_edits(raw, s, to_upstream);
+        let max_body_bytes = self
+            .body_limit(&raw.max_body_bytes, &key(s, "max_body_bytes"))
+            .optional();
+        let auth = self.route_auth(&raw.auth, &key(s, "auth"));
+        let rate_limit = self.rate_limit(raw.rate_limit.as_ref(), s, raw.auth.is_some());
+        let retry = self.retry_policy(raw.retry.as_ref(), s, to_upstream);
+        let redirect_https = self.redirect_https(&raw.redirect_https, &raw.https_port, s);
+
+        let mut action = action?;
+        let (strip_prefix, prefix_rewrite) = rewrite?;
+        if let RouteAction::Upstream {
+            strip_prefix: strip,
+            prefix_rewrite: rewrite,
+            ..
+        } = &mut action
+        {
+            *strip = strip_prefix;
+            *rewrite = prefix_rewrite;
+        }
+        let (request_headers, response_headers) = edits?;
+        Some(RouteConfig {
+            name: name?,
+            host: host?,
+            methods: methods?,
+            path: path?,
+            action,
+            request_headers,
+            response_headers,
+            max_body_bytes: match max_body_bytes? {
+                Some(own) => own,
+                None => limits?.max_body_bytes,
+            },
+            auth: auth?,
+            rate_limit: rate_limit?,
+            retry: retry?,
+            redirect_https: redirect_https?,
+        })
+    }
+
+    /// What a route matches: exactly one of `path` (exact or template) and `path_prefix`.
+    fn route_path(
+        &mut self,
+        raw: &RawRoute,
+        s: &str,
+        header: &Range<usize>,
+    ) -> Option<PathPattern> {
         let exact = self
             .string(&raw.path, &key(s, "path"))
             .and_then(|(text, span)| match PathPattern::exact_or_template(text) {
@@ -1039,8 +1090,7 @@ impl Validator<'_, '_> {
                 Ok(path) => Got::Value(path),
                 Err(message) => self.bad(span, &key(s, "path_prefix"), message),
             });
-        let is_prefix = raw.path_prefix.is_some();
-        let path = match (exact, prefix) {
+        match (exact, prefix) {
             (Got::Value(path), Got::Absent) | (Got::Absent, Got::Value(path)) => Some(path),
             (Got::Absent, Got::Absent) => {
                 self.report.error(
@@ -1061,11 +1111,18 @@ impl Validator<'_, '_> {
                 }
                 None
             }
-        };
+        }
+    }
 
-        // What it does: exactly one of `upstream` and `respond`.
-        let to_upstream = raw.upstream.is_some();
-        let action = match (&raw.upstream, &raw.respond) {
+    /// What a route does: exactly one of `upstream` and `respond`.
+    fn route_action(
+        &mut self,
+        raw: &RawRoute,
+        s: &str,
+        header: &Range<usize>,
+        upstreams: &[Option<UpstreamConfig>],
+    ) -> Option<RouteAction> {
+        match (&raw.upstream, &raw.respond) {
             (Some(_), None) => self.forward(raw, s, upstreams),
             (None, Some(respond)) => self.respond(respond, &key(s, "respond")),
             (None, None) => {
@@ -1086,9 +1143,18 @@ impl Validator<'_, '_> {
                 );
                 None
             }
-        };
+        }
+    }
 
-        // Path rewriting: only when forwarding a prefix.
+    /// `strip_prefix` and `prefix_rewrite`: only for a route forwarding a prefix, not both,
+    /// and a rewrite that ends with `/` exactly when the prefix does.
+    fn path_rewrite(
+        &mut self,
+        raw: &RawRoute,
+        s: &str,
+        path: Option<&PathPattern>,
+        forwards_prefix: bool,
+    ) -> Option<(bool, Option<Box<str>>)> {
         let strip_prefix = self
             .boolean(&raw.strip_prefix, &key(s, "strip_prefix"))
             .or(false);
@@ -1114,7 +1180,7 @@ impl Validator<'_, '_> {
         ] {
             if let Some(field) = field
                 && used
-                && !(is_prefix && to_upstream)
+                && !forwards_prefix
             {
                 self.report.error(
                     Some(field.span()),
@@ -1135,7 +1201,7 @@ impl Validator<'_, '_> {
             rewrite_ok = false;
         }
         if let (Some(PathPattern::Prefix(prefix)), Some(Some((rewrite, span)))) =
-            (&path, &prefix_rewrite)
+            (path, &prefix_rewrite)
             && prefix.ends_with('/') != rewrite.ends_with('/')
         {
             // A path the prefix matches, and what the rewrite would make of it.
@@ -1153,7 +1219,19 @@ impl Validator<'_, '_> {
             rewrite_ok = false;
         }
 
-        // Header edits.
+        if !rewrite_ok {
+            return None;
+        }
+        Some((strip_prefix?, prefix_rewrite?.map(|(text, _)| text.into())))
+    }
+
+    /// The route's request and response header edits; request edits only when it forwards.
+    fn route_edits(
+        &mut self,
+        raw: &RawRoute,
+        s: &str,
+        to_upstream: bool,
+    ) -> Option<(HeaderEdits, HeaderEdits)> {
         let request_headers = self.header_edits(
             &raw.add_request_headers,
             &raw.remove_request_headers,
@@ -1180,44 +1258,7 @@ impl Validator<'_, '_> {
             s,
             "response",
         );
-        let max_body_bytes = self
-            .body_limit(&raw.max_body_bytes, &key(s, "max_body_bytes"))
-            .optional();
-        let auth = self.route_auth(&raw.auth, &key(s, "auth"));
-        let rate_limit = self.rate_limit(raw.rate_limit.as_ref(), s, raw.auth.is_some());
-        let retry = self.retry_policy(raw.retry.as_ref(), s, to_upstream);
-        let redirect_https = self.redirect_https(&raw.redirect_https, &raw.https_port, s);
-
-        let mut action = action?;
-        if let RouteAction::Upstream {
-            strip_prefix: strip,
-            prefix_rewrite: rewrite,
-            ..
-        } = &mut action
-        {
-            *strip = strip_prefix?;
-            *rewrite = prefix_rewrite?.map(|(text, _)| text.into());
-        }
-        if !rewrite_ok {
-            return None;
-        }
-        Some(RouteConfig {
-            name: name?,
-            host: host?,
-            methods: methods?,
-            path: path?,
-            action,
-            request_headers: request_headers?,
-            response_headers: response_headers?,
-            max_body_bytes: match max_body_bytes? {
-                Some(own) => own,
-                None => limits?.max_body_bytes,
-            },
-            auth: auth?,
-            rate_limit: rate_limit?,
-            retry: retry?,
-            redirect_https: redirect_https?,
-        })
+        Some((request_headers?, response_headers?))
     }
 
     /// `upstream = "name"`: the index of a defined upstream.

@@ -183,6 +183,20 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// These limits for a parse into `capacity` field slots: at most as many field lines as
+    /// the slots (and [`MAX_FIELDS`]) hold. More is refused, never silently truncated, so the
+    /// caller sizes its slots from the configured limit.
+    pub(crate) fn for_fields(&self, capacity: usize) -> Limits {
+        debug_assert!(
+            capacity >= self.max_headers.min(MAX_FIELDS),
+            "field array smaller than the configured limit"
+        );
+        Limits {
+            max_headers: self.max_headers.min(capacity).min(MAX_FIELDS),
+            ..*self
+        }
+    }
+
     /// RFC 9112 sec. 3 recommends supporting request lines of at least 8000 octets.
     pub const DEFAULT_MAX_REQUEST_LINE: usize = 8 * 1024;
     /// Twice the request line: room for a long URL plus ordinary cookies, as NGINX's default

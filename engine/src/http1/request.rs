@@ -160,15 +160,8 @@ pub fn parse_request(
     limits: &Limits,
     fields: &mut [Field],
 ) -> Result<Parsed<RequestHead>, RequestError> {
-    debug_assert!(
-        fields.len() >= limits.max_headers.min(MAX_FIELDS),
-        "field array smaller than the configured limit"
-    );
-    let max_fields = limits.max_headers.min(fields.len()).min(MAX_FIELDS);
-    let limits = Limits {
-        max_headers: max_fields,
-        ..*limits
-    };
+    let limits = limits.for_fields(fields.len());
+    let max_fields = limits.max_headers;
     let bounds = match scanner.scan(buf, &limits)? {
         Scan::Partial => return Ok(Parsed::Partial),
         Scan::Complete(bounds) => bounds,

@@ -762,10 +762,7 @@ impl Ring {
         {
             let mut slots = self.slots.borrow_mut();
             let slot = slots.get(id);
-            if slot.has_deadline {
-                slot.has_deadline = false;
-                self.wheel.borrow_mut().remove(id);
-            }
+            self.forget_deadline(slot, id);
             match slot.state {
                 State::InFlight => {
                     slot.res = res;
@@ -906,6 +903,14 @@ impl Ring {
         Poll::Ready(completion)
     }
 
+    /// Takes a finished or orphaned operation's deadline off the timer wheel.
+    fn forget_deadline(&self, slot: &mut Slot, id: u32) {
+        if slot.has_deadline {
+            slot.has_deadline = false;
+            self.wheel.borrow_mut().remove(id);
+        }
+    }
+
     /// Gives up on an operation: a completed one is released; one still in the kernel is
     /// cancelled and released when its final completion arrives.
     fn orphan(&self, id: u32) {
@@ -913,10 +918,7 @@ impl Ring {
         let send_cancel = {
             let mut slots = self.slots.borrow_mut();
             let slot = slots.get(id);
-            if slot.has_deadline {
-                slot.has_deadline = false;
-                self.wheel.borrow_mut().remove(id);
-            }
+            self.forget_deadline(slot, id);
             match slot.state {
                 State::Done => {
                     // Completed but never collected: nothing in the kernel any more.

@@ -74,7 +74,8 @@ class Run:
         self.run_dir: Path = opts.run_dir
         self.registry = Registry(self.run_dir / "pgids")
         self.layout = Layout(host="127.0.0.1", port_base=opts.port_base, workers=opts.workers,
-                             pin=not opts.no_pin, ncpu=os.cpu_count() or 1, nofile=nofile_limit())
+                             pin=not opts.no_pin, ncpu=os.cpu_count() or 1, nofile=nofile_limit(),
+                             tls=any(phase.startswith("tls-") for phase in opts.only))
         self.results = (self.run_dir / "results.jsonl").open("a")
         self.upstream = Upstream(self.layout, self.run_dir, self.registry)
         self.skipped: dict[str, str] = {}   # target -> why it was not measured (not an error)

@@ -49,6 +49,12 @@ BASELINE = "nginx"  # ratios are against NGINX measured in the same run
 PORT_OFFSETS = {"upstream": 0, "coregate": 1, "coregate-base": 2, "nginx": 3, "haproxy": 4,
                 "coregate-1shard": 5, "coregate-log": 6, "coregate-scrape": 7, "admin": 8, "coregate-limit": 9}
 
+# coregate's TLS listener, as the config template's @@TLS_LISTENER@@ takes it.
+TLS_LISTENER = """[[listener]]
+name = "bench-tls"
+bind = "@@TLS_LISTEN_ADDR@@"
+tls = { certificates = [{ cert = "@@CERT@@", key = "@@KEY@@" }] }"""
+
 # A proxy's TLS listener is on its port plus this.
 TLS_PORT_SHIFT = 100
 # The proxies that serve TLS (the TLS phases' targets).
@@ -84,6 +90,9 @@ class Layout:
     pin: bool
     ncpu: int
     nofile: int            # open-file limit every server runs with
+    # Whether each proxy also serves its TLS listener (a TLS phase is in the run). Off, a
+    # coregate built before TLS existed can be compared (coregate-base).
+    tls: bool = True
 
     def port(self, name: str) -> int:
         return self.port_base + PORT_OFFSETS["upstream" if name == "direct" else name]
@@ -235,6 +244,10 @@ def start(spec: Spec, layout: Layout, run_dir: Path, registry: Registry, coregat
         raise HarnessError(f"{layout.host}:{port} ({spec.name}) is already in use: pick another --port-base")
     values = {**_common(layout, run_dir), "LISTEN_ADDR": f"{layout.host}:{port}",
               "TLS_LISTEN_ADDR": f"{layout.host}:{layout.tls_port(spec.name)}"}
+    values["TLS_LISTENER"] = (TLS_LISTENER.replace("@@TLS_LISTEN_ADDR@@", values["TLS_LISTEN_ADDR"])
+                              .replace("@@CERT@@", str(values["CERT"]))
+                              .replace("@@KEY@@", str(values["KEY"]))
+                              if layout.tls else "# no TLS phase in this run: no TLS listener")
     log = run_dir / f"{spec.name}.log"
     if spec.kind == "nginx":
         for d in ("nginx-body", "nginx-proxy"):
@@ -265,8 +278,9 @@ def start(spec: Spec, layout: Layout, run_dir: Path, registry: Registry, coregat
     server = serve(spec.name, [*(wrap or []), *argv], log, registry, layout.host, port,
                    start_timeout)
     try:
-        wait_listening(layout.host, layout.tls_port(spec.name), server, start_timeout)
-        preflight_tls(spec.name, layout.host, layout.tls_port(spec.name))
+        if layout.tls:
+            wait_listening(layout.host, layout.tls_port(spec.name), server, start_timeout)
+            preflight_tls(spec.name, layout.host, layout.tls_port(spec.name))
     except BaseException:
         server.stop()
         raise

@@ -123,6 +123,10 @@ fn printable(bytes: &[u8]) -> Option<String> {
 
 fn time(r: &mut Reader<'_>) -> Result<i64, &'static str> {
     let (tag, value) = r.any()?;
+    // ASCII only, so the fixed offsets below always fall on character boundaries.
+    if !value.is_ascii() {
+        return Err("a validity time is not ASCII text");
+    }
     let text = std::str::from_utf8(value).map_err(|_| "a validity time is not text")?;
     let (year, rest) = match tag {
         UTC_TIME if text.len() == 13 => {
@@ -221,6 +225,19 @@ mod tests {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
         assert_eq!(days_from_civil(2026, 12, 7), 20_794);
+    }
+
+    #[test]
+    fn a_validity_time_with_non_ascii_text_is_refused_not_sliced() {
+        // UTCTime whose 13 bytes are valid UTF-8 with a three-byte character where the
+        // minutes stand: slicing at fixed offsets would split that character.
+        let mut der = vec![UTC_TIME, 13];
+        der.extend_from_slice("26120703\u{5300}\nZ".as_bytes());
+        assert_eq!(der.len(), 15);
+        assert_eq!(time(&mut Reader(&der)), Err("a validity time is not ASCII text"));
+        let mut der = vec![GENERALIZED_TIME, 15];
+        der.extend_from_slice("2026120703\u{5300}\nZ\0".as_bytes());
+        assert_eq!(time(&mut Reader(&der)), Err("a validity time is not ASCII text"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Fuzz target: the parsers coregate runs itself over TLS bytes and files, on arbitrary input:
 //! the ClientHello server-name reader (`tls::hello::server_name`, fed by the network), the PEM
 //! envelope (`tls::pem::blocks`) and the certificate facts reader (`tls::x509::facts`, fed by
-//! configuration files).
+//! configuration files and by the client certificates a listener verifies).
 //!
 //! Properties checked:
 //! - none of them panics, whatever the bytes;

@@ -113,6 +113,9 @@ fn reference_lookup(
     method: Method,
     raw_path: &[u8],
 ) -> Outcome {
+    if raw_path.first() != Some(&b'/') {
+        return Outcome::NotFound;
+    }
     let (path, offsets) = without_params(raw_path);
     let path = path.as_slice();
     let host = reference_host(host);

@@ -309,7 +309,7 @@ impl<T> RouteTable<T> {
 
     /// Finds the route for a request. `host` is the raw `Host` value (or the authority of an
     /// absolute-form target), `path` the normalised path (see [`super::normalize`]) without the
-    /// query, matched segment by segment without each segment's `;params`. Fills `params` when
+    /// query (a path not starting with `/` matches nothing), matched segment by segment without each segment's `;params`. Fills `params` when
     /// a template matches (a value without its `;params`). Allocates nothing.
     pub fn lookup<'t>(
         &'t self,
@@ -319,6 +319,11 @@ impl<T> RouteTable<T> {
         params: &mut Params<'t>,
     ) -> Lookup<'t, T> {
         params.clear();
+        // Only an origin-form path names a route. Checked here, once, so the literal and the
+        // template tries cannot read a path that starts with `;params` differently.
+        if path.first() != Some(&b'/') {
+            return Lookup::NotFound;
+        }
         let group = match self.hosts.find(host_name(host)).or(self.any_host) {
             Some(group) => &self.groups[group as usize],
             None => return Lookup::NotFound,
@@ -529,6 +534,21 @@ mod tests {
         assert_eq!(answer(&t, "", Get, "/users/42/x"), "prefix");
         assert_eq!(answer(&t, "", Get, "/users/"), "prefix");
         assert_eq!(answer(&t, "", Get, "/users"), "404");
+    }
+
+    #[test]
+    fn a_path_not_in_origin_form_matches_nothing() {
+        // Before: the literal trie skipped the leading `;mpd` and found the prefix while the
+        // template trie refused the path, so the 405 named only the prefix's methods.
+        let t = table(vec![
+            route("", &[Get], "/users/{id}", "template"),
+            route("", &[Delete], "/users/*", "prefix"),
+            route("", &[], "/*", "root"),
+        ]);
+        for path in [";mpd/users/x", ";/users/x", "users/x", "", "*"] {
+            assert_eq!(answer(&t, "", Post, path), "404", "{path:?}");
+        }
+        assert_eq!(answer(&t, "", Post, "/;mpd/users/x"), "root");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //!   no empty segment but a trailing one, no raw `\`, no `%2F`, `%5C` or `%00`, and every `%`
 //!   starts an uppercase escape of a byte that is not unreserved: one resource, one spelling,
 //!   so the table can compare bytes;
+//! - a path that does not start with `/` (not origin form) matches nothing;
 //! - the trie answers what the reference answers (the rules in `router`'s module doc, applied
 //!   by scanning every route, each segment read without its `;params`): the same route, the
 //!   same `matched_prefix_len`, the same template parameters, the same 405 `Allow` set, or 404;
@@ -236,6 +237,9 @@ fn without_params(raw: &[u8]) -> (Vec<u8>, Vec<usize>) {
 }
 
 fn reference(host: &[u8], method: Method, raw: &[u8]) -> Answer {
+    if raw.first() != Some(&b'/') {
+        return Answer::NotFound;
+    }
     let Some(group) = group_of(host) else {
         return Answer::NotFound;
     };

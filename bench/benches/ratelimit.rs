@@ -53,10 +53,10 @@ static GLOBAL: CountingAllocator = CountingAllocator;
 const SIZES: [usize; 2] = [1_000, 100_000];
 /// Simulated time between two checks.
 const STEP_NANOS: u64 = 1_000;
-/// The limit: 10/s node-wide, 5/s per shard of 2, burst 100. A pass over 100,000 keys takes
-/// 0.1 s of simulated time, less than a key's 200 ms interval, so no key goes idle and every
-/// checked key is one the table knows (known keys are what is measured). Keys run into their
-/// limit soon, so most measured checks are refusals, which do the same work as admissions.
+// The limit: 10/s node-wide, 5/s per shard of 2, burst 100. A pass over 100,000 keys takes
+// 0.1 s of simulated time, less than a key's 200 ms interval, so no key goes idle and every
+// checked key is one the table knows (known keys are what is measured). Keys run into their
+// limit soon, so most measured checks are refusals, which do the same work as admissions.
 
 fn keys(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("key-{i:016x}-tenant")).collect()

@@ -11,9 +11,17 @@
 //! a tick and fires only once the clock reached that tick, so it never fires early; it fires at
 //! most one tick plus one pass late.
 //!
-//! Deadlines added during a pass wait in a pending list until the pass ends
-//! ([`Wheel::settle`]): callers compute them from the pass's clock, which is behind real time by
-//! however long the pass has run, so each is pushed back by that lag before it enters the wheel.
+//! New deadlines wait in a young list for a short window ([`YOUNG_WINDOW`]) before they enter
+//! the wheel. Most operations complete well within it (a keep-alive request's receives and
+//! sends take microseconds to a few milliseconds), and taking a deadline off the young list
+//! is one unlink, while placing it in the wheel and taking it out again costs several times
+//! that per operation. Only the survivors, the idle receives and slow upstreams, are placed.
+//! The young list is promoted as a whole once the window has passed or once its earliest
+//! deadline is reached, whichever comes first, so it never delays a deadline.
+//!
+//! Callers compute deadlines from the pass's clock, which is behind real time by however long
+//! the pass has run; each young deadline is pushed back by the largest such lag seen while it
+//! was young, so it never fires early.
 //!
 //! Layout (as in Tokio's and the Linux kernel's wheels): [`LEVELS`] levels of 64 slots; level
 //! `n` slots are `64^n` ticks wide. A deadline sits at the lowest level whose current span
@@ -24,6 +32,12 @@ use std::time::{Duration, Instant};
 
 /// The wheel's resolution.
 pub const TICK: Duration = Duration::from_millis(1);
+const TICK_NANOS: u64 = TICK.as_nanos() as u64;
+
+/// How long new deadlines stay in the young list before they are placed in the wheel: longer
+/// than a keep-alive exchange's operations take on a loaded shard, short next to any timeout.
+pub const YOUNG_WINDOW: Duration = Duration::from_millis(16);
+const YOUNG_WINDOW_NANOS: u64 = YOUNG_WINDOW.as_nanos() as u64;
 
 /// Levels of 64 slots: 64^6 ticks of 1 ms is over two years.
 const LEVELS: usize = 6;
@@ -39,8 +53,9 @@ const NIL: u32 = u32::MAX;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Place {
     Unlinked,
-    /// Added this pass, not settled yet; `due` holds nanoseconds since the origin.
-    Pending,
+    /// Added in the current young window, not in the wheel yet; `due` holds nanoseconds since
+    /// the origin, on the clock of the pass that added it.
+    Young,
     /// Due at or before the wheel's position: fires on the next expiry.
     Ready,
     /// In a wheel slot; `due` holds the tick.
@@ -88,7 +103,13 @@ pub(super) struct Wheel {
     elapsed: u64,
     links: Vec<Link>,
     levels: [Level; LEVELS],
-    pending: List,
+    young: List,
+    /// Nanoseconds since the origin when the young window began.
+    young_since: u64,
+    /// No young deadline is earlier (one that was removed may have been): nanoseconds.
+    young_earliest: u64,
+    /// The largest pass lag seen since the young window began: nanoseconds.
+    young_lag: u64,
     ready: List,
     len: usize,
 }
@@ -103,13 +124,16 @@ impl Wheel {
                 slots: [List::EMPTY; SLOTS],
                 occupied: 0,
             }),
-            pending: List::EMPTY,
+            young: List::EMPTY,
+            young_since: 0,
+            young_earliest: u64::MAX,
+            young_lag: 0,
             ready: List::EMPTY,
             len: 0,
         }
     }
 
-    /// Entries in the wheel (pending ones included).
+    /// Entries in the wheel (young ones included).
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.len
@@ -122,13 +146,14 @@ impl Wheel {
         }
     }
 
-    /// Adds `id` with `deadline`, measured on the pass's clock: it enters the wheel at the end
-    /// of the pass ([`Wheel::settle`]).
+    /// Adds `id` with `deadline`, measured on the pass's clock: it joins the young list and
+    /// enters the wheel only if it is still there when the young window closes.
     pub(super) fn add(&mut self, id: u32, deadline: Instant) {
         debug_assert_eq!(self.links[id as usize].place, Place::Unlinked);
-        let nanos = deadline.saturating_duration_since(self.origin).as_nanos();
-        self.links[id as usize].due = u64::try_from(nanos).unwrap_or(u64::MAX);
-        self.push(id, Place::Pending);
+        let due = self.nanos_of(deadline);
+        self.links[id as usize].due = due;
+        self.young_earliest = self.young_earliest.min(due);
+        self.push(id, Place::Young);
     }
 
     /// Removes `id` wherever it is; nothing happens if it is not in the wheel.
@@ -141,24 +166,43 @@ impl Wheel {
         }
     }
 
-    /// Moves the deadlines added during the pass into the wheel, each pushed back by `lag`:
-    /// how far the pass's clock was behind real time when the pass ended.
-    pub(super) fn settle(&mut self, lag: Duration) {
-        let lag = u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX);
-        let tick = TICK.as_nanos() as u64;
-        while self.pending.head != NIL {
-            let id = self.pending.head;
-            self.unlink(id);
-            let nanos = self.links[id as usize].due.saturating_add(lag);
-            // Rounded up: a deadline never fires before it.
-            let due = nanos.div_ceil(tick).min(MAX_TICKS);
-            self.insert(id, due);
+    /// One step of the wheel at the start of a pass: notes `lag`, how far the previous pass's
+    /// clock was behind real time when it ended (the deadlines added in it were computed from
+    /// that clock); promotes the young deadlines when their window has passed or the earliest
+    /// of them is due; then fires (removes and hands to `fire`) every entry due at `now`.
+    pub(super) fn advance(&mut self, now: Instant, lag: Duration, fire: impl FnMut(u32)) {
+        let now_nanos = self.nanos_of(now);
+        if self.young.head == NIL {
+            self.young_since = now_nanos;
+            self.young_earliest = u64::MAX;
+            self.young_lag = 0;
+        } else {
+            self.young_lag = self.young_lag.max(saturating_nanos(lag));
+            let window_end = self.young_since.saturating_add(YOUNG_WINDOW_NANOS);
+            if now_nanos >= window_end || now_nanos >= self.young_earliest {
+                self.promote_young();
+                self.young_since = now_nanos;
+            }
         }
+        self.expire(now_nanos / TICK_NANOS, fire);
     }
 
-    /// Fires (removes and hands to `fire`) every entry due at `now`.
-    pub(super) fn expire(&mut self, now: Instant, mut fire: impl FnMut(u32)) {
-        let now = self.tick_of(now);
+    /// Moves every young deadline into the wheel, pushed back by the window's largest lag.
+    fn promote_young(&mut self) {
+        while self.young.head != NIL {
+            let id = self.young.head;
+            self.unlink(id);
+            let nanos = self.links[id as usize].due.saturating_add(self.young_lag);
+            // Rounded up: a deadline never fires before it.
+            self.insert(id, nanos.div_ceil(TICK_NANOS).min(MAX_TICKS));
+        }
+        self.young_earliest = u64::MAX;
+        self.young_lag = 0;
+    }
+
+    /// Fires every entry of the wheel (not the young list) due at tick `now`.
+    fn expire(&mut self, now: u64, mut fire: impl FnMut(u32)) {
+        let now = now.min(MAX_TICKS);
         loop {
             while self.ready.head != NIL {
                 let id = self.ready.head;
@@ -190,19 +234,27 @@ impl Wheel {
         self.elapsed = self.elapsed.max(now);
     }
 
-    /// When the next entry in the wheel may be due (a level's slot may only need moving down:
-    /// waking then is early, never late). `None` when the wheel is empty.
+    /// When the next entry may be due (a level's slot may only need moving down, and the
+    /// earliest young deadline may have been removed or be pushed back: waking then is early,
+    /// never late). `None` when the wheel is empty.
     pub(super) fn next_due(&self) -> Option<Instant> {
-        if self.ready.head != NIL {
-            return Some(self.instant_of(self.elapsed));
+        let young = (self.young.head != NIL)
+            .then(|| self.origin + Duration::from_nanos(self.young_earliest));
+        let wheel = if self.ready.head != NIL {
+            Some(self.instant_of(self.elapsed))
+        } else {
+            self.next_expiration()
+                .map(|(_, _, start)| self.instant_of(start))
+        };
+        match (young, wheel) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        self.next_expiration()
-            .map(|(_, _, start)| self.instant_of(start))
     }
 
-    fn tick_of(&self, at: Instant) -> u64 {
-        let nanos = at.saturating_duration_since(self.origin).as_nanos();
-        (nanos / TICK.as_nanos()).min(u128::from(MAX_TICKS)) as u64
+    /// Nanoseconds from the origin to `at` (zero before it), without 128-bit arithmetic.
+    fn nanos_of(&self, at: Instant) -> u64 {
+        saturating_nanos(at.saturating_duration_since(self.origin))
     }
 
     fn instant_of(&self, tick: u64) -> Instant {
@@ -230,7 +282,7 @@ impl Wheel {
 
     fn list_mut(&mut self, place: Place) -> &mut List {
         match place {
-            Place::Pending => &mut self.pending,
+            Place::Young => &mut self.young,
             Place::Ready => &mut self.ready,
             Place::Wheel { level, slot } => &mut self.levels[level as usize].slots[slot as usize],
             Place::Unlinked => unreachable!("an unlinked entry is in no list"),
@@ -303,6 +355,14 @@ impl Wheel {
     }
 }
 
+/// `duration` in nanoseconds, `u64::MAX` past about 584 years.
+fn saturating_nanos(duration: Duration) -> u64 {
+    duration
+        .as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(duration.subsec_nanos()))
+}
+
 /// The level at which a deadline `due` sits when the wheel is at `elapsed`: the lowest whose
 /// current span of 64 slots contains it.
 fn level_for(elapsed: u64, due: u64) -> usize {
@@ -325,28 +385,74 @@ mod tests {
 
     fn fired(wheel: &mut Wheel, at: Instant) -> Vec<u32> {
         let mut out = Vec::new();
-        wheel.expire(at, |id| out.push(id));
+        wheel.advance(at, Duration::ZERO, |id| out.push(id));
         out.sort();
         out
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn is_young(wheel: &Wheel, id: u32) -> bool {
+        wheel.links[id as usize].place == Place::Young
     }
 
     #[test]
     fn a_deadline_fires_at_its_tick_never_before() {
         let (mut wheel, origin) = wheel(8);
         wheel.add(0, origin + Duration::from_micros(2500));
-        wheel.settle(Duration::ZERO);
         assert!(fired(&mut wheel, origin + Duration::from_micros(2999)).is_empty());
-        assert_eq!(fired(&mut wheel, origin + Duration::from_millis(3)), [0]);
+        assert_eq!(fired(&mut wheel, origin + ms(3)), [0]);
         assert_eq!(wheel.len(), 0);
     }
 
     #[test]
     fn the_pass_lag_pushes_a_deadline_back() {
         let (mut wheel, origin) = wheel(8);
-        wheel.add(0, origin + Duration::from_millis(10));
-        wheel.settle(Duration::from_millis(7));
-        assert!(fired(&mut wheel, origin + Duration::from_millis(16)).is_empty());
-        assert_eq!(fired(&mut wheel, origin + Duration::from_millis(17)), [0]);
+        wheel.add(0, origin + ms(10));
+        wheel.advance(origin, ms(7), |_| panic!("nothing is due"));
+        assert!(fired(&mut wheel, origin + ms(16)).is_empty());
+        assert_eq!(fired(&mut wheel, origin + ms(17)), [0]);
+    }
+
+    #[test]
+    fn the_largest_lag_of_the_young_window_pushes_every_young_deadline_back() {
+        let (mut wheel, origin) = wheel(8);
+        wheel.add(0, origin + ms(100));
+        wheel.advance(origin, ms(5), |_| panic!("nothing is due"));
+        wheel.add(1, origin + ms(100));
+        wheel.advance(origin + ms(1), ms(2), |_| panic!("nothing is due"));
+        assert!(fired(&mut wheel, origin + ms(104)).is_empty());
+        assert_eq!(fired(&mut wheel, origin + ms(105)), [0, 1]);
+    }
+
+    #[test]
+    fn young_deadlines_enter_the_wheel_when_their_window_closes() {
+        let (mut wheel, origin) = wheel(8);
+        let _ = fired(&mut wheel, origin);
+        wheel.add(0, origin + Duration::from_secs(10));
+        assert!(fired(&mut wheel, origin + YOUNG_WINDOW - ms(1)).is_empty());
+        assert!(is_young(&wheel, 0));
+        assert!(fired(&mut wheel, origin + YOUNG_WINDOW).is_empty());
+        assert!(matches!(wheel.links[0].place, Place::Wheel { .. }));
+        assert_eq!(fired(&mut wheel, origin + Duration::from_secs(10)), [0]);
+    }
+
+    #[test]
+    fn a_deadline_removed_while_young_never_reaches_the_wheel() {
+        let (mut wheel, origin) = wheel(64);
+        for id in 0..64 {
+            wheel.add(id, origin + ms(100 + u64::from(id)));
+        }
+        for id in 0..64 {
+            assert!(is_young(&wheel, id));
+            wheel.remove(id);
+        }
+        assert_eq!(wheel.len(), 0);
+        assert!(wheel.next_due().is_none());
+        assert!(fired(&mut wheel, origin + Duration::from_secs(1)).is_empty());
+        assert!(wheel.levels.iter().all(|level| level.occupied == 0));
     }
 
     #[test]
@@ -356,26 +462,23 @@ mod tests {
             1u64, 63, 64, 65, 4095, 4096, 4097, 70_000, 300_000, 5_000_000,
         ];
         for (id, due) in dues.iter().enumerate() {
-            wheel.add(id as u32, origin + Duration::from_millis(*due));
+            wheel.add(id as u32, origin + ms(*due));
         }
-        wheel.settle(Duration::ZERO);
         let mut step = 0u64;
         let mut seen = Vec::new();
         // Advance in uneven steps; each deadline must fire exactly when its tick is reached.
         while seen.len() < dues.len() {
             step += 1 + step / 3;
             let now = step.min(6_000_000);
-            let at = origin + Duration::from_millis(now);
-            for id in fired(&mut wheel, at) {
+            for id in fired(&mut wheel, origin + ms(now)) {
                 let due = dues[id as usize];
                 assert!(due <= now, "{due} fired at {now}");
                 seen.push((id, now));
             }
         }
         for (id, at) in seen {
-            let due = dues[id as usize];
             // Each fires at the first step at or after it.
-            assert!(at >= due);
+            assert!(at >= dues[id as usize]);
         }
         assert_eq!(wheel.len(), 0);
         assert!(wheel.next_due().is_none());
@@ -385,10 +488,12 @@ mod tests {
     fn removed_deadlines_never_fire() {
         let (mut wheel, origin) = wheel(8);
         for id in 0..4 {
-            wheel.add(id, origin + Duration::from_millis(100 * (id as u64 + 1)));
+            wheel.add(id, origin + ms(100 * (u64::from(id) + 1)));
         }
         wheel.remove(2);
-        wheel.settle(Duration::ZERO);
+        // The window closes: the rest are in the wheel, and are removed from there.
+        let _ = fired(&mut wheel, origin + ms(20));
+        assert!(!is_young(&wheel, 1));
         wheel.remove(1);
         wheel.remove(7);
         assert_eq!(wheel.len(), 2);
@@ -396,22 +501,28 @@ mod tests {
     }
 
     #[test]
-    fn a_deadline_already_passed_fires_on_the_next_expiry() {
+    fn a_deadline_already_passed_fires_on_the_next_advance() {
         let (mut wheel, origin) = wheel(8);
-        let _ = fired(&mut wheel, origin + Duration::from_millis(50));
-        wheel.add(0, origin + Duration::from_millis(10));
-        wheel.settle(Duration::ZERO);
-        assert_eq!(wheel.next_due(), Some(origin + Duration::from_millis(50)));
-        assert_eq!(fired(&mut wheel, origin + Duration::from_millis(50)), [0]);
+        let _ = fired(&mut wheel, origin + ms(50));
+        wheel.add(0, origin + ms(10));
+        assert!(wheel.next_due().unwrap() <= origin + ms(50));
+        assert_eq!(fired(&mut wheel, origin + ms(50)), [0]);
     }
 
     #[test]
     fn next_due_is_never_after_the_earliest_deadline() {
         let (mut wheel, origin) = wheel(8);
-        wheel.add(0, origin + Duration::from_millis(5000));
-        wheel.add(1, origin + Duration::from_millis(70));
-        wheel.settle(Duration::ZERO);
-        let next = wheel.next_due().unwrap();
-        assert!(next <= origin + Duration::from_millis(70), "{next:?}");
+        wheel.add(0, origin + ms(5000));
+        wheel.add(1, origin + ms(70));
+        let young = wheel.next_due().unwrap();
+        assert!(young <= origin + ms(70), "{young:?}");
+        let _ = fired(&mut wheel, origin + ms(20));
+        assert!(!is_young(&wheel, 1));
+        let placed = wheel.next_due().unwrap();
+        assert!(placed <= origin + ms(70), "{placed:?}");
+        // A young deadline earlier than everything in the wheel.
+        wheel.add(2, origin + ms(40));
+        let both = wheel.next_due().unwrap();
+        assert!(both <= origin + ms(40), "{both:?}");
     }
 }

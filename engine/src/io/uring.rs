@@ -35,7 +35,9 @@
 //! Deadlines are per operation: a timer wheel (`timer.rs`) over slot ids, advanced once per
 //! pass; a passed deadline cancels its operation, which then completes as a timeout. Deadlines
 //! never fire early (they are rounded up to the wheel's tick and pushed back by however far the
-//! pass clock lagged), and no timer is allocated per request.
+//! pass clock lagged), no timer is allocated per request, and an operation that completes
+//! within the wheel's young window (nearly every one of a busy keep-alive exchange) never
+//! enters the wheel proper.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -794,20 +796,16 @@ impl Ring {
         }
     }
 
-    /// Pushes the deadlines added during the pass that just ended into the wheel, each moved
-    /// back by how far the pass clock lagged behind `now`.
-    fn settle_deadlines(&self, now: Instant) {
-        let lag = now.saturating_duration_since(self.now.get());
-        self.wheel.borrow_mut().settle(lag);
-    }
-
-    /// Cancels in-flight operations whose deadline passed.
+    /// Advances the timer wheel to `now` and cancels in-flight operations whose deadline
+    /// passed. The deadlines added during the pass that just ended were computed from its
+    /// clock: the wheel pushes them back by how far that clock lagged behind `now`.
     fn expire_deadlines(&self, now: Instant) {
+        let lag = now.saturating_duration_since(self.now.get());
         let mut found = 0u64;
         {
             let mut wheel = self.wheel.borrow_mut();
             let mut slots = self.slots.borrow_mut();
-            wheel.expire(now, |id| {
+            wheel.advance(now, lag, |id| {
                 let slot = slots.get(id);
                 slot.has_deadline = false;
                 if slot.state == State::InFlight && !slot.cancel_sent {
@@ -844,7 +842,6 @@ impl Ring {
     /// `wait` for a completion, or not at all), the pass clock, reaping.
     fn pass(&self, wait: Option<Duration>) {
         let now = Instant::now();
-        self.settle_deadlines(now);
         self.expire_deadlines(now);
         self.flush_backlog();
         match wait {

@@ -234,10 +234,16 @@ mod tests {
         let mut der = vec![UTC_TIME, 13];
         der.extend_from_slice("26120703\u{5300}\nZ".as_bytes());
         assert_eq!(der.len(), 15);
-        assert_eq!(time(&mut Reader(&der)), Err("a validity time is not ASCII text"));
+        assert_eq!(
+            time(&mut Reader(&der)),
+            Err("a validity time is not ASCII text")
+        );
         let mut der = vec![GENERALIZED_TIME, 15];
         der.extend_from_slice("2026120703\u{5300}\nZ\0".as_bytes());
-        assert_eq!(time(&mut Reader(&der)), Err("a validity time is not ASCII text"));
+        assert_eq!(
+            time(&mut Reader(&der)),
+            Err("a validity time is not ASCII text")
+        );
     }
 
     #[test]

@@ -57,7 +57,8 @@ def config_text(variant, layout: Layout, run_dir: Path) -> Path:
     """conf/coregate.toml rendered for coregate on its usual port, with the variant's keys."""
     name, _, runtime, listener, shards = variant
     values = {**_common(layout, run_dir), "LISTEN_ADDR": f"{layout.host}:{layout.port('coregate')}",
-              "CORES": "0" if shards == 1 else f"0-{shards - 1}", "FEATURE": "# knobs.py"}
+              "CORES": "0" if shards == 1 else f"0-{shards - 1}", "FEATURE": "# knobs.py",
+              "TLS_LISTENER": "# knobs.py measures plain HTTP: no TLS listener"}
     path = run_dir / "knobs-coregate.toml"
     render(CONF_DIR / "coregate.toml", path, values)
     text = path.read_text()

@@ -105,8 +105,18 @@ struct Tries {
     index: usize,
     tried: Tried,
     attempts: Attempts,
+    /// The next attempt replaces a stale pooled connection: it opens a new one, since the
+    /// pool's other connections to the endpoint may have been closed with it.
+    fresh_connection: bool,
     /// The retry in flight, counted against the upstream's budget until the request ends.
     retrying: Option<Retrying>,
+}
+
+/// Where one attempt goes.
+struct Destination<'e> {
+    endpoint: &'e Endpoint,
+    /// Connect anew even if the endpoint's pool holds an idle connection.
+    fresh_connection: bool,
 }
 
 /// What an attempt's outcome says of its endpoint, for outlier detection.
@@ -180,16 +190,20 @@ impl Session {
                 resendable: replayable,
                 out_of_time: false,
             },
+            fresh_connection: false,
             retrying: None,
         };
         loop {
             if !tries.tried.contains(tries.index) {
                 tries.tried.add(tries.index);
             }
-            let endpoint = upstream.endpoint(tries.index);
-            outcome.endpoint = Some(endpoint.addr());
+            let to = Destination {
+                endpoint: upstream.endpoint(tries.index),
+                fresh_connection: std::mem::take(&mut tries.fresh_connection),
+            };
+            outcome.endpoint = Some(to.endpoint.addr());
             let attempted = self
-                .attempt(snapshot, &asked, endpoint, &mut out, &mut body, outcome)
+                .attempt(snapshot, &asked, to, &mut out, &mut body, outcome)
                 .await;
             if let Some(observed) = observed(&attempted) {
                 self.observe(upstream, tries.index, observed);
@@ -228,7 +242,10 @@ impl Session {
         tries.attempts.out_of_time = asked.deadline.is_some_and(|deadline| now >= deadline);
         match retry::next(&asked.target.retry, failed, &tries.attempts) {
             Next::Stop => return false,
-            Next::SameEndpoint => tries.attempts.replaced_stale = true,
+            Next::SameEndpoint => {
+                tries.attempts.replaced_stale = true;
+                tries.fresh_connection = true;
+            }
             Next::OtherEndpoint => {
                 let Some(index) = upstream.pick_again(choice, &tries.tried, now) else {
                     return false;
@@ -327,11 +344,12 @@ impl Session {
         &mut self,
         snapshot: &Snapshot,
         asked: &Asked<'_>,
-        endpoint: &Endpoint,
+        to: Destination<'_>,
         out: &mut Outbound,
         body: &mut Body,
         outcome: &mut Outcome,
     ) -> Result<Exchange, Failure> {
+        let endpoint = to.endpoint;
         let shard = self.shard.clone();
         let upstream = asked.upstream;
         let timeouts = upstream.timeouts;
@@ -345,7 +363,11 @@ impl Session {
         let started = shard.io.now();
         let load = upstream.load();
         let in_flight = endpoint.start(load);
-        let (mut checkout, busy) = match endpoint.pool().take_idle(started) {
+        let pooled = match to.fresh_connection {
+            true => None,
+            false => endpoint.pool().take_idle(started),
+        };
+        let (mut checkout, busy) = match pooled {
             Some(checkout) => (checkout, load.busy_connection()),
             None => {
                 let mut connecting =

@@ -121,7 +121,9 @@ def render_config(run_dir: Path, host: str, port_base: int, cores: str) -> Path:
         f'[[listener]]\nname = "bench"\nbind = "{host}:{port_base + OFFSETS["coregate"]}"\n\n'
         f'[[upstream]]\nname = "origin"\nendpoints = [{endpoints}]\n\n'
         '[[route]]\npath_prefix = "/"\nupstream = "origin"\n\n'
-        f'[admin]\nbind = "{host}:{port_base + OFFSETS["admin"]}"\n')
+        f'[admin]\nbind = "{host}:{port_base + OFFSETS["admin"]}"\n\n'
+        # Every request's status, endpoint and upstream status: what a failure was.
+        '[access_log]\npath = "failover-access.log"\nflush_interval = "100ms"\n')
     return conf
 
 

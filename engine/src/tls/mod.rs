@@ -197,9 +197,17 @@ impl ListenerTls {
 /// with a C compiler alone (aws-lc-rs would need cmake). rustls 0.23.48 deprecates it for not
 /// offering post-quantum key exchange (X25519MLKEM768 is aws-lc-rs's); X25519, P-256 and P-384
 /// are offered, X25519 first.
+///
+/// The order matters where coregate is the client (TLS upstreams): a server takes the first
+/// group of the client's list it supports, and the client sends a key share for its first.
+/// The provider's own default lists P-384 first, whose exchange costs several times
+/// X25519's, so the order is set here. As a server, coregate follows the client's order.
 #[allow(deprecated)]
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::kx_group;
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+    Arc::new(provider)
 }
 
 /// Reads a CA bundle for verifying clients (PEM certificates) into trust anchors; an error

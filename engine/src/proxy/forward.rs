@@ -361,31 +361,8 @@ impl Session {
             refusal: None,
         };
         let started = shard.io.now();
-        let load = upstream.load();
-        let in_flight = endpoint.start(load);
-        let pooled = match to.fresh_connection {
-            true => None,
-            false => endpoint.pool().take_idle(started),
-        };
-        let (mut checkout, busy) = match pooled {
-            Some(checkout) => (checkout, load.busy_connection()),
-            None => {
-                let mut connecting =
-                    load.connecting(&upstream.settings.breakers)
-                        .map_err(|_| Failure {
-                            refusal: Some(OVERFLOW),
-                            ..fail(OVERFLOWED, Failed::Other)
-                        })?;
-                let deadline = earliest(started + timeouts.connect, asked.deadline);
-                let checkout = endpoint
-                    .pool()
-                    .connect(&shard.io, deadline)
-                    .await
-                    .map_err(|err| fail(connect_error(&err), Failed::Connect))?;
-                connecting.connected();
-                (checkout, connecting)
-            }
-        };
+        let in_flight = endpoint.start(upstream.load());
+        let (mut checkout, busy) = self.connection(asked, &to, started, unread).await?;
         let sent = checkout
             .conn()
             .send(out, Some(started + timeouts.body))
@@ -446,6 +423,45 @@ impl Session {
             in_flight,
             busy,
         })
+    }
+
+    /// A connection to the attempt's endpoint, counted as busy: a pooled one unless the
+    /// attempt needs a fresh one, else a new connection within the upstream's breakers.
+    /// `unread`: where the request body stands, for the failure.
+    async fn connection(
+        &self,
+        asked: &Asked<'_>,
+        to: &Destination<'_>,
+        started: Instant,
+        unread: BodyState,
+    ) -> Result<(Checkout, Connecting), Failure> {
+        let fail = |error: Error, failed: Failed, refusal| Failure {
+            error,
+            body: unread,
+            failed,
+            refusal,
+        };
+        let upstream = asked.upstream;
+        let load = upstream.load();
+        let pooled = match to.fresh_connection {
+            true => None,
+            false => to.endpoint.pool().take_idle(started),
+        };
+        if let Some(checkout) = pooled {
+            return Ok((checkout, load.busy_connection()));
+        }
+        let mut connecting = load
+            .connecting(&upstream.settings.breakers)
+            .map_err(|_| fail(OVERFLOWED, Failed::Other, Some(OVERFLOW)))?;
+        let deadline = earliest(started + upstream.timeouts.connect, asked.deadline);
+        let checkout = to
+            .endpoint
+            .pool()
+            .connect(&self.shard.io, deadline)
+            .await
+            .map_err(|err| fail(connect_error(&err), Failed::Connect, None))?;
+        connecting.connected();
+        Ok((checkout, connecting))
     }
 
     /// Streams the rest of the request body upstream; returns whether the upstream spoke

@@ -7,10 +7,8 @@
 //! client side runs in the same loop, so each figure is one handshake's server *and* client
 //! work, and `copy 16 KiB` is the memcpy a record costs at the least.
 //!
-//! Both ends are rustls's buffered connections over in-memory buffers, so what is measured is
-//! the protocol and the crypto, not the ring: the record layer on the ring (`io/tls.rs`) adds
-//! a copy of the plaintext into the pool buffer and one allocation per record (see its
-//! module doc).
+//! The handshakes run between rustls's buffered connections over in-memory buffers, so what
+//! is measured is the protocol and the crypto, not the ring.
 //!
 //! Run: `cargo bench -p coregate-bench --bench tls -- --warm-up-time 1 --measurement-time 3`
 //!
@@ -20,6 +18,7 @@ use std::hint::black_box;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
+use coregate_engine::tls::record::{ContentType, RecordKeys};
 use coregate_engine::tls::{
     ListenerTls, MinVersion, ShardTls, TicketKeys, UnknownName, certificate, provider,
 };
@@ -175,7 +174,7 @@ fn records(cr: &mut Criterion) {
     let mut opened = vec![0u8; 16 * 1024];
     let mut group = cr.benchmark_group("record 16 KiB");
     group.throughput(criterion::Throughput::Bytes(plain.len() as u64));
-    group.bench_function("encrypt (server)", |b| {
+    group.bench_function("encrypt (rustls)", |b| {
         b.iter(|| {
             server.writer().write_all(&plain).unwrap();
             sealed.clear();
@@ -185,7 +184,7 @@ fn records(cr: &mut Criterion) {
             black_box(sealed.len())
         })
     });
-    group.bench_function("decrypt (server)", |b| {
+    group.bench_function("decrypt (rustls)", |b| {
         b.iter_batched(
             || {
                 // The same record can be opened once; seal a fresh one each time (not timed).
@@ -209,6 +208,29 @@ fn records(cr: &mut Criterion) {
             criterion::BatchSize::SmallInput,
         );
     });
+    let (mut ours, mut theirs) = record_keys();
+    let mut out = vec![0u8; 17 * 1024];
+    group.bench_function("seal (coregate, in place)", |b| {
+        b.iter(|| {
+            let n = ours
+                .seal(ContentType::ApplicationData, black_box(&plain), &mut out)
+                .unwrap();
+            black_box(n)
+        })
+    });
+    group.bench_function("open (coregate, in place)", |b| {
+        b.iter_batched(
+            || {
+                let mut record = vec![0u8; theirs.sealed_len(plain.len())];
+                theirs
+                    .seal(ContentType::ApplicationData, &plain, &mut record)
+                    .unwrap();
+                record
+            },
+            |mut record| black_box(ours.open(&mut record).unwrap().plaintext.len()),
+            criterion::BatchSize::SmallInput,
+        );
+    });
     group.bench_function("copy 16 KiB (baseline)", |b| {
         b.iter(|| {
             opened.copy_from_slice(black_box(&plain));
@@ -216,6 +238,24 @@ fn records(cr: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// The server's record keys and the client's, from one handshake: what a shard takes over
+/// from rustls, and a peer to seal what it opens.
+fn record_keys() -> (RecordKeys, RecordKeys) {
+    let mut client = (*client_config()).clone();
+    client.enable_secret_extraction = true;
+    let (c, s) = handshake(&Arc::new(client), &server_config());
+    let version = s.protocol_version().unwrap();
+    let suite = s.negotiated_cipher_suite().unwrap();
+    let (ours, theirs) = (
+        s.dangerous_extract_secrets().unwrap(),
+        c.dangerous_extract_secrets().unwrap(),
+    );
+    (
+        RecordKeys::new(version, suite, ours.tx, ours.rx).unwrap(),
+        RecordKeys::new(version, suite, theirs.tx, theirs.rx).unwrap(),
+    )
 }
 
 criterion_group!(benches, handshakes, records);

@@ -8,7 +8,8 @@
 //! rustls keeps offsets into the received records while a handshake message arrives in
 //! pieces, so every call into it is shown those records (`cipher`), never another slice, and
 //! what it says to discard is discarded before the next call. A panic here would take the
-//! whole shard down.
+//! whole shard down. The server name a client asked for comes from the certificate resolver
+//! (`tls::sni`), which rustls asks during those calls.
 //!
 //! Who owns which memory (the model is `uring.rs`'s):
 //!
@@ -16,21 +17,23 @@
 //! |---|---|---|
 //! | records received | `cipher`, a [`ReadBuf`]: a provided buffer the kernel picks when they land (none while idle), moved to a [record buffer](super::IoShard::record_pool) when one record is longer than a pool buffer | when every record in it was processed |
 //! | records being received | the ring's operation slot, exactly as a plain receive | at the completion, even if the receive future was dropped |
-//! | plaintext received | the caller's [`ReadBuf`] (copied there from rustls; see below), or `spill` when the caller's buffer is full | as the caller consumes it |
-//! | records to send | pool buffers in an [`Outbound`], filled by rustls's encryption and sent in one gathered write; the ring's slot while in flight | when the send completes |
-//! | handshake state, keys | the boxed rustls connection | with the connection |
+//! | plaintext received | opened in place in `cipher`, then copied into the caller's [`ReadBuf`], or into `spill` when the caller's buffer is full | as the caller consumes it |
+//! | records to send | pool buffers in an [`Outbound`], sealed there in place and sent in one gathered write; the ring's slot while in flight | when the send completes |
+//! | handshake state | the boxed rustls connection | when the handshake is over |
+//! | keys | the boxed [`RecordKeys`] and rustls's `KernelConnection` | with the connection |
 //!
 //! The kernel never sees anything but whole pool buffers through the existing receive and send
 //! operations, so every invariant of `uring.rs` (a buffer lent to the kernel stays alive until
 //! its completion, whatever happens to the future) holds unchanged. Idle, a TLS connection
 //! holds no buffer at all: no records, no plaintext.
 //!
-//! In-place decryption: rustls 0.23's unbuffered API decrypts a record in the buffer it was
-//! received in, then hands the plaintext over as an owned `Vec` (its `ReadTraffic` keeps the
-//! in-place iterator for a later release); encryption likewise builds each record in a `Vec`
-//! before writing it into our buffer. So each record costs rustls an allocation and the
-//! plaintext one copy into the caller's buffer; everything around it (receive, record
-//! buffers, gathered send) is the shard's own memory, reused.
+//! Two record layers, one after the other: rustls's own runs the handshake (and whatever
+//! records arrive with its end); once rustls has nothing left to send or hand over, the session
+//! changes to coregate's ([`Session::Own`]): rustls keeps the secrets (key updates, an
+//! upstream's session tickets) and `tls::record` seals and opens records in place with them.
+//! rustls 0.23's record layer allocates a `Vec` for every record it opens or seals; after the
+//! change, an HTTPS request allocates nothing. The plaintext is still copied once, from the
+//! opened record into the caller's buffer.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -39,18 +42,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rustls::client::{ClientConfig, UnbufferedClientConnection};
+use rustls::kernel::KernelConnection;
 use rustls::pki_types::ServerName;
 use rustls::server::{ServerConfig, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
 use rustls::{CommonState, client::ClientConnectionData, server::ServerConnectionData};
-use rustls::{HandshakeKind, ProtocolVersion};
+use rustls::{ExtractedSecrets, HandshakeKind, ProtocolVersion};
+
+use crate::tls::record::{self, ContentType, HEADER, MAX_PLAINTEXT, RecordError, RecordKeys};
 
 use super::buffer::BufferPool;
 use super::conn::{receive, send_all};
 use super::{IoShard, Outbound, ReadBuf};
-
-/// The most plaintext one record carries (RFC 8446 5.1).
-const MAX_PLAINTEXT: usize = 16 * 1024;
 
 /// More than any record's framing and tag adds to its plaintext: 5 header bytes, then at most
 /// 8 of explicit nonce (TLS 1.2 GCM), 1 content type (TLS 1.3) and 16 of tag.
@@ -58,9 +61,6 @@ const RECORD_OVERHEAD: usize = 64;
 
 /// The least free space worth encrypting a record into; below it, a fresh buffer is taken.
 const MIN_RECORD_ROOM: usize = 1024;
-
-/// A record header: type, version, length.
-const HEADER: usize = 5;
 
 /// What a finished handshake established, for the connection's context.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,7 +159,7 @@ impl HandshakeFailure {
 
 /// The two ends rustls drives unbuffered: the same record processing, each end with its own
 /// handshake.
-pub trait Records {
+pub trait Records: Sized {
     type Data;
     /// Servers read the ClientHello's server name for the context.
     const SERVER: bool;
@@ -168,7 +168,17 @@ pub trait Records {
         incoming: &'i mut [u8],
     ) -> UnbufferedStatus<'c, 'i, Self::Data>;
     fn state(&self) -> &CommonState;
+    /// The secrets, once the handshake is over, and what rustls keeps to renew them.
+    fn into_kernel(self) -> Result<Kernel<Self::Data>, rustls::Error>;
+    /// A session ticket the peer sent after the handshake (only a server may).
+    fn take_ticket(
+        kernel: &mut KernelConnection<Self::Data>,
+        body: &[u8],
+    ) -> Result<(), rustls::Error>;
 }
+
+/// What rustls hands over when coregate takes the records over.
+pub type Kernel<Data> = (ExtractedSecrets, KernelConnection<Data>);
 
 impl Records for UnbufferedServerConnection {
     type Data = ServerConnectionData;
@@ -181,6 +191,14 @@ impl Records for UnbufferedServerConnection {
     }
     fn state(&self) -> &CommonState {
         self
+    }
+    fn into_kernel(self) -> Result<Kernel<Self::Data>, rustls::Error> {
+        self.dangerous_into_kernel_connection()
+    }
+    fn take_ticket(_: &mut KernelConnection<Self::Data>, _: &[u8]) -> Result<(), rustls::Error> {
+        Err(rustls::Error::General(
+            "a client sent a session ticket".into(),
+        ))
     }
 }
 
@@ -196,6 +214,34 @@ impl Records for UnbufferedClientConnection {
     fn state(&self) -> &CommonState {
         self
     }
+    fn into_kernel(self) -> Result<Kernel<Self::Data>, rustls::Error> {
+        self.dangerous_into_kernel_connection()
+    }
+    fn take_ticket(
+        kernel: &mut KernelConnection<Self::Data>,
+        body: &[u8],
+    ) -> Result<(), rustls::Error> {
+        kernel.handle_new_session_ticket(body)
+    }
+}
+
+/// Whose record layer a session is on.
+enum Session<C: Records> {
+    /// rustls's: the handshake, and the records that arrive with its end.
+    Rustls(Box<C>),
+    /// coregate's, with the keys rustls negotiated.
+    Own(Box<Established<C::Data>>),
+    /// Only while changing from the one to the other, or after that failed.
+    Gone,
+}
+
+/// An established session on coregate's record layer.
+struct Established<Data> {
+    keys: RecordKeys,
+    /// What renews the keys on a TLS 1.3 key update and stores an upstream's tickets.
+    kernel: KernelConnection<Data>,
+    /// The peer asked for a key update: ours goes out ahead of the next record sealed.
+    update_owed: bool,
 }
 
 /// A TLS server session (a client's connection to a TLS listener).
@@ -204,8 +250,8 @@ pub type ServerTls = TlsLayer<UnbufferedServerConnection>;
 pub type ClientTls = TlsLayer<UnbufferedClientConnection>;
 
 /// A TLS session on one connection, either end.
-pub struct TlsLayer<C> {
-    conn: C,
+pub struct TlsLayer<C: Records> {
+    session: Session<C>,
     /// Records received and not yet processed; no buffer while empty.
     cipher: ReadBuf,
     /// Plaintext rustls handed over that did not fit the caller's buffer, from `spill_at` on.
@@ -215,9 +261,8 @@ pub struct TlsLayer<C> {
     /// Records rustls made outside a send (an answer to a key update): sent ahead of the next
     /// write's records.
     pending: Outbound,
-    /// The name the ClientHello asked for; `hello_read` once looked for.
+    /// The name the ClientHello asked for.
     sni: Option<Box<str>>,
-    hello_read: bool,
     /// The client sent `close_notify` (rustls reports it once; every later read is an end).
     peer_closed: bool,
     /// rustls reported an error: the session is over, and rustls is not asked again (it
@@ -233,8 +278,11 @@ enum Next {
     Send,
     /// Receive more records.
     Receive,
-    /// The handshake is over.
+    /// The handshake is over, and rustls holds plaintext to hand over.
     Done,
+    /// The handshake is over and rustls holds nothing more: the records may change to
+    /// coregate's layer.
+    Writable,
     Closed,
     Failed(rustls::Error),
 }
@@ -266,13 +314,12 @@ impl ClientTls {
 impl<C: Records> TlsLayer<C> {
     fn with(conn: C) -> TlsLayer<C> {
         TlsLayer {
-            conn,
+            session: Session::Rustls(Box::new(conn)),
             cipher: ReadBuf::new(),
             spill: Vec::new(),
             spill_at: 0,
             pending: Outbound::new(),
             sni: None,
-            hello_read: false,
             peer_closed: false,
             broken: false,
         }
@@ -281,6 +328,11 @@ impl<C: Records> TlsLayer<C> {
     /// Whether the layer holds any buffer (records or plaintext): never while idle.
     pub fn holds_buffer(&self) -> bool {
         self.cipher.holds_buffer() || self.spill.len() > self.spill_at || !self.pending.is_empty()
+    }
+
+    #[cfg(test)]
+    pub(super) fn on_own_records(&self) -> bool {
+        matches!(self.session, Session::Own(_))
     }
 
     /// Whether received records or plaintext wait to be read.
@@ -301,12 +353,21 @@ impl<C: Records> TlsLayer<C> {
         let pool = shard.pool();
         let mut out = Outbound::new();
         loop {
-            if C::SERVER {
-                self.read_hello();
-            }
             let next = {
-                let TlsLayer { conn, cipher, .. } = self;
+                let TlsLayer {
+                    session,
+                    cipher,
+                    sni,
+                    ..
+                } = self;
+                let Session::Rustls(conn) = session else {
+                    return Err((HandshakeFailure::Protocol, "a second handshake".into()));
+                };
                 let status = conn.process(cipher.data_mut());
+                // Taken whatever the outcome, so it never waits for another connection.
+                if let Some(asked) = crate::tls::sni::take_asked_name() {
+                    *sni = asked;
+                }
                 let discard = status.discard;
                 let next = match status.state {
                     Ok(ConnectionState::EncodeTlsData(mut data)) => {
@@ -322,9 +383,8 @@ impl<C: Records> TlsLayer<C> {
                         Next::Send
                     }
                     Ok(ConnectionState::BlockedHandshake) => Next::Receive,
-                    Ok(ConnectionState::WriteTraffic(_) | ConnectionState::ReadTraffic(_)) => {
-                        Next::Done
-                    }
+                    Ok(ConnectionState::WriteTraffic(_)) => Next::Writable,
+                    Ok(ConnectionState::ReadTraffic(_)) => Next::Done,
                     Ok(_) => Next::Closed,
                     Err(err) => Next::Failed(err),
                 };
@@ -333,7 +393,7 @@ impl<C: Records> TlsLayer<C> {
                 // over only with the client's (a client that distrusts the certificate says so
                 // by an alert instead, which counts as a failure).
                 match next {
-                    Next::Done if conn.state().is_handshaking() => Next::Receive,
+                    Next::Done | Next::Writable if conn.state().is_handshaking() => Next::Receive,
                     next => next,
                 }
             };
@@ -352,13 +412,18 @@ impl<C: Records> TlsLayer<C> {
                         Err(err) => return Err(of_io(err)),
                     }
                 }
-                Next::Done => {
+                Next::Done | Next::Writable => {
                     if !out.is_empty() {
                         send_all(shard, fd, &mut out, deadline)
                             .await
                             .map_err(of_io)?;
                     }
-                    return Ok(self.handshaken());
+                    let handshaken = self.handshaken();
+                    if matches!(next, Next::Writable) {
+                        self.establish()
+                            .map_err(|err| (HandshakeFailure::Protocol, err.to_string()))?;
+                    }
+                    return Ok(handshaken);
                 }
                 Next::Closed => return Err(closed("the session closed")),
                 Next::Failed(err) => {
@@ -374,32 +439,23 @@ impl<C: Records> TlsLayer<C> {
         }
     }
 
-    /// Notes the server name of the ClientHello once it is in the buffer.
-    fn read_hello(&mut self) {
-        if self.hello_read {
-            return;
-        }
-        match crate::tls::hello::server_name(self.cipher.data()) {
-            crate::tls::hello::Hello::Incomplete => {}
-            crate::tls::hello::Hello::Name(name) => {
-                self.sni = name.map(Into::into);
-                self.hello_read = true;
-            }
-            crate::tls::hello::Hello::Unreadable => self.hello_read = true,
-        }
-    }
-
+    /// What the handshake established; asked before the session changes to coregate's
+    /// records, while rustls still has it all.
     fn handshaken(&mut self) -> Handshaken {
+        let Session::Rustls(conn) = &self.session else {
+            unreachable!("asked at the end of the handshake, before the change of layer")
+        };
+        let state = conn.state();
         Handshaken {
             sni: self.sni.take(),
-            alpn: self.conn.state().alpn_protocol().map(Into::into),
-            version: match self.conn.state().protocol_version() {
+            alpn: state.alpn_protocol().map(Into::into),
+            version: match state.protocol_version() {
                 Some(ProtocolVersion::TLSv1_2) => TlsVersion::Tls12,
                 _ => TlsVersion::Tls13,
             },
-            resumed: self.conn.state().handshake_kind() == Some(HandshakeKind::Resumed),
+            resumed: state.handshake_kind() == Some(HandshakeKind::Resumed),
             client_identity: C::SERVER
-                .then(|| self.conn.state().peer_certificates())
+                .then(|| state.peer_certificates())
                 .flatten()
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| crate::tls::x509::facts(leaf).ok()?.identity)
@@ -414,8 +470,11 @@ impl<C: Records> TlsLayer<C> {
     /// at any input; looking at the input again after a failure would only fail again), and is
     /// shown the records received, never an empty slice (see [`TlsLayer::encrypt`]).
     fn queue_alert(&mut self, out: &mut Outbound, pool: &Rc<BufferPool>) -> bool {
-        while self.conn.state().wants_write() {
-            let status = self.conn.process(self.cipher.data_mut());
+        let Session::Rustls(conn) = &mut self.session else {
+            return false;
+        };
+        while conn.state().wants_write() {
+            let status = conn.process(self.cipher.data_mut());
             let Ok(ConnectionState::EncodeTlsData(mut data)) = status.state else {
                 break;
             };
@@ -459,32 +518,97 @@ impl<C: Records> TlsLayer<C> {
         if self.broken {
             return Err(broken());
         }
-        let mut got = 0;
+        let got = self.read_spill(rb, pool);
         if self.spill.len() > self.spill_at {
-            let n = rb.append(&self.spill[self.spill_at..], pool);
-            self.spill_at += n;
-            got += n;
-            if self.spill.len() > self.spill_at {
-                return Ok(Read::Bytes(got));
-            }
+            return Ok(Read::Bytes(got));
+        }
+        let read = if self.peer_closed {
+            Ok(Read::More)
+        } else if matches!(self.session, Session::Own(_)) {
+            self.open_records(rb, pool)
+        } else {
+            self.read_rustls(rb, pool)
+        };
+        if read.is_err() {
+            self.broken = true;
+        }
+        Ok(match read? {
+            Read::Bytes(n) => Read::Bytes(got + n),
+            _ if got > 0 => Read::Bytes(got),
+            _ if self.peer_closed => Read::Closed,
+            other => other,
+        })
+    }
+
+    /// Plaintext left over from an earlier read, appended to `rb`; the bytes moved.
+    fn read_spill(&mut self, rb: &mut ReadBuf, pool: &Rc<BufferPool>) -> usize {
+        if self.spill.len() <= self.spill_at {
+            return 0;
+        }
+        let n = rb.append(&self.spill[self.spill_at..], pool);
+        self.spill_at += n;
+        if self.spill.len() == self.spill_at {
             self.spill = Vec::new();
             self.spill_at = 0;
         }
-        if self.peer_closed {
-            return Ok(if got > 0 {
-                Read::Bytes(got)
-            } else {
-                Read::Closed
-            });
+        n
+    }
+
+    /// Opens the whole records at hand on coregate's layer, their plaintext into `rb` (the
+    /// rest of a record that does not fit into `spill`, and no record after it).
+    fn open_records(&mut self, rb: &mut ReadBuf, pool: &Rc<BufferPool>) -> io::Result<Read> {
+        let mut got = 0;
+        while !self.peer_closed && self.spill.is_empty() {
+            let TlsLayer {
+                session,
+                cipher,
+                spill,
+                peer_closed,
+                ..
+            } = self;
+            let Session::Own(own) = session else {
+                return Err(broken());
+            };
+            let data = cipher.data_mut();
+            let Some(len) = record::record_len(data).filter(|&len| len <= data.len()) else {
+                break;
+            };
+            let record = &mut data[..len];
+            let opened = own.keys.open(record).map_err(record_error)?;
+            let plaintext = &record[opened.plaintext];
+            match opened.typ {
+                ContentType::ApplicationData => {
+                    let n = rb.append(plaintext, pool);
+                    got += n;
+                    spill.extend_from_slice(&plaintext[n..]);
+                }
+                ContentType::Alert => *peer_closed = own.alert(plaintext)?,
+                ContentType::Handshake => own.post_handshake::<C>(plaintext)?,
+            }
+            cipher.consume(len);
         }
+        Ok(if got > 0 {
+            Read::Bytes(got)
+        } else {
+            Read::More
+        })
+    }
+
+    /// Decrypts the records at hand with rustls (the ones that arrive with the handshake's
+    /// end), changing to coregate's layer once rustls holds nothing more.
+    fn read_rustls(&mut self, rb: &mut ReadBuf, pool: &Rc<BufferPool>) -> io::Result<Read> {
+        let mut got = 0;
         loop {
             let TlsLayer {
-                conn,
+                session,
                 cipher,
                 spill,
                 pending,
                 ..
             } = self;
+            let Session::Rustls(conn) = session else {
+                return Err(broken());
+            };
             let status = conn.process(cipher.data_mut());
             let discard = status.discard;
             let next = match status.state {
@@ -522,25 +646,65 @@ impl<C: Records> TlsLayer<C> {
                     transmit.done();
                     Next::Again
                 }
+                Ok(ConnectionState::WriteTraffic(_)) => Next::Writable,
                 Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => Next::Closed,
                 Ok(_) => Next::Receive,
                 Err(err) => Next::Failed(err),
             };
             cipher.consume(discard);
-            if matches!(next, Next::Closed) {
-                self.peer_closed = true;
-            }
-            return Ok(match next {
+            return match next {
                 Next::Again => continue,
-                Next::Failed(err) => {
-                    self.broken = true;
-                    return Err(tls_error(err));
+                Next::Failed(err) => Err(tls_error(err)),
+                Next::Writable => {
+                    self.establish()?;
+                    match self.open_records(rb, pool)? {
+                        Read::Bytes(n) => Ok(Read::Bytes(got + n)),
+                        _ => Ok(if got > 0 {
+                            Read::Bytes(got)
+                        } else {
+                            Read::More
+                        }),
+                    }
                 }
-                _ if got > 0 => Read::Bytes(got),
-                Next::Closed => Read::Closed,
-                _ => Read::More,
-            });
+                Next::Closed => {
+                    self.peer_closed = true;
+                    Ok(if got > 0 {
+                        Read::Bytes(got)
+                    } else {
+                        Read::Closed
+                    })
+                }
+                _ => Ok(if got > 0 {
+                    Read::Bytes(got)
+                } else {
+                    Read::More
+                }),
+            };
         }
+    }
+
+    /// Changes the session to coregate's record layer: rustls has finished the handshake,
+    /// sent everything it made and handed over every plaintext byte (it says so by asking
+    /// for application data to write).
+    fn establish(&mut self) -> io::Result<()> {
+        let Session::Rustls(conn) = std::mem::replace(&mut self.session, Session::Gone) else {
+            return Ok(());
+        };
+        let version = conn.state().protocol_version();
+        let suite = conn.state().negotiated_cipher_suite();
+        let (Some(version), Some(suite)) = (version, suite) else {
+            return Err(io::Error::other(
+                "TLS: no version or suite after the handshake",
+            ));
+        };
+        let (secrets, kernel) = (*conn).into_kernel().map_err(tls_error)?;
+        let keys = RecordKeys::new(version, suite, secrets.tx, secrets.rx).map_err(record_error)?;
+        self.session = Session::Own(Box::new(Established {
+            keys,
+            kernel,
+            update_owed: false,
+        }));
+        Ok(())
     }
 
     /// Encrypts every part of `plain`, in order, and sends the records in as few gathered
@@ -578,100 +742,92 @@ impl<C: Records> TlsLayer<C> {
 
     /// Encrypts a prefix of `bytes` (one record) after the records in `out`; returns its
     /// length, or `None` when `out` has no room (send it first).
-    ///
-    /// rustls is always shown the records received so far, never an empty slice: it keeps
-    /// offsets into that buffer while a handshake message arrives in pieces, and would read
-    /// them out of an empty one. Records it decrypts on the way wait in `spill` for the next
-    /// read.
     pub(super) fn encrypt(
         &mut self,
         bytes: &[u8],
         out: &mut Outbound,
         pool: &Rc<BufferPool>,
     ) -> io::Result<Option<usize>> {
-        enum Step {
-            Taken(usize),
-            NoRoom,
-            Again,
-        }
         if self.broken {
             return Err(broken());
         }
+        if !matches!(self.session, Session::Own(_)) {
+            self.settle_rustls(out, pool)
+                .inspect_err(|_| self.broken = true)?;
+        }
+        let Session::Own(own) = &mut self.session else {
+            // rustls still has records to send first.
+            return Ok(None);
+        };
+        let sealed = own.seal_data(bytes, out, pool);
+        if sealed.is_err() {
+            self.broken = true;
+        }
+        sealed
+    }
+
+    /// Before the first write after the handshake: whatever rustls still has (records it made,
+    /// plaintext that arrived with the handshake's end, kept in `spill` for the next read),
+    /// then the change to coregate's layer. Records rustls makes go into `out`; when they do
+    /// not fit, the session stays on rustls's layer until `out` is sent.
+    ///
+    /// rustls is always shown the records received so far, never an empty slice: it keeps
+    /// offsets into that buffer while a handshake message arrives in pieces, and would read
+    /// them out of an empty one.
+    fn settle_rustls(&mut self, out: &mut Outbound, pool: &Rc<BufferPool>) -> io::Result<()> {
         loop {
             let TlsLayer {
-                conn,
+                session,
                 cipher,
                 spill,
+                peer_closed,
                 ..
             } = self;
+            let Session::Rustls(conn) = session else {
+                return Err(broken());
+            };
             let status = conn.process(cipher.data_mut());
             let discard = status.discard;
-            let step = match status.state.map_err(tls_error) {
-                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
-                    let want = bytes.len().min(MAX_PLAINTEXT) + RECORD_OVERHEAD;
-                    match out.tail_room(want.min(MIN_RECORD_ROOM), pool) {
-                        None => Ok(Step::NoRoom),
-                        Some(room) => {
-                            let take = bytes
-                                .len()
-                                .min(MAX_PLAINTEXT)
-                                .min(room.len().saturating_sub(RECORD_OVERHEAD));
-                            match traffic.encrypt(&bytes[..take], room) {
-                                Ok(written) => {
-                                    out.wrote(written);
-                                    Ok(Step::Taken(take))
-                                }
-                                Err(err) => Err(io::Error::other(err.to_string())),
-                            }
-                        }
-                    }
-                }
-                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                    let mut step = Ok(Step::Again);
+            let next = match status.state.map_err(tls_error)? {
+                ConnectionState::WriteTraffic(_) => Next::Writable,
+                ConnectionState::ReadTraffic(mut traffic) => {
                     while let Some(record) = traffic.next_record() {
-                        match record {
-                            Ok(record) => spill.extend_from_slice(record.payload),
-                            Err(err) => {
-                                step = Err(tls_error(err));
-                                break;
-                            }
-                        }
+                        spill.extend_from_slice(record.map_err(tls_error)?.payload);
                     }
-                    step
+                    Next::Again
                 }
-                Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    match encode(out, pool, |buf| data.encode(buf)) {
-                        Ok(true) => Ok(Step::Again),
-                        Ok(false) => Ok(Step::NoRoom),
-                        Err(err) => Err(io::Error::other(err)),
+                ConnectionState::EncodeTlsData(mut data) => {
+                    match encode(out, pool, |buf| data.encode(buf)).map_err(io::Error::other)? {
+                        true => Next::Again,
+                        false => Next::Send,
                     }
                 }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                ConnectionState::TransmitTlsData(transmit) => {
                     transmit.done();
-                    Ok(Step::Again)
+                    Next::Again
                 }
                 // Edge-triggered: reported once, after which writing goes on.
-                Ok(ConnectionState::PeerClosed) => {
-                    self.peer_closed = true;
-                    Ok(Step::Again)
+                ConnectionState::PeerClosed => {
+                    *peer_closed = true;
+                    Next::Again
                 }
-                Ok(ConnectionState::Closed) => Err(io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "the TLS session is closed",
-                )),
-                Ok(_) => Err(io::Error::other(
-                    "TLS: plaintext to send before the handshake finished",
-                )),
-                Err(err) => Err(err),
+                ConnectionState::Closed => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the TLS session is closed",
+                    ));
+                }
+                _ => {
+                    return Err(io::Error::other(
+                        "TLS: plaintext to send before the handshake finished",
+                    ));
+                }
             };
             self.cipher.consume(discard);
-            if step.is_err() {
-                self.broken = true;
-            }
-            match step? {
-                Step::Taken(n) => return Ok(Some(n)),
-                Step::NoRoom => return Ok(None),
-                Step::Again => {}
+            match next {
+                Next::Writable => return self.establish(),
+                Next::Send => return Ok(()),
+                _ => {}
             }
         }
     }
@@ -687,48 +843,13 @@ impl<C: Records> TlsLayer<C> {
         if self.broken {
             return Ok(());
         }
-        for _ in 0..8 {
-            let TlsLayer {
-                conn,
-                cipher,
-                spill,
-                ..
-            } = self;
-            let status = conn.process(cipher.data_mut());
-            let discard = status.discard;
-            let done = match status.state {
-                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
-                    let room = out
-                        .tail_room(RECORD_OVERHEAD, pool)
-                        .ok_or_else(super::no_buffer)?;
-                    let written = traffic
-                        .queue_close_notify(room)
-                        .map_err(|e| io::Error::other(e.to_string()))?;
-                    out.wrote(written);
-                    true
-                }
-                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                    while let Some(Ok(record)) = traffic.next_record() {
-                        spill.extend_from_slice(record.payload);
-                    }
-                    false
-                }
-                Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    encode(out, pool, |buf| data.encode(buf)) != Ok(true)
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                    transmit.done();
-                    false
-                }
-                Ok(ConnectionState::PeerClosed) => false,
-                _ => true,
-            };
-            self.cipher.consume(discard);
-            if done {
-                break;
-            }
+        if !matches!(self.session, Session::Own(_)) {
+            self.settle_rustls(out, pool)?;
         }
-        Ok(())
+        match &mut self.session {
+            Session::Own(own) => own.seal(ContentType::Alert, &record::CLOSE_NOTIFY, out, pool),
+            _ => Ok(()),
+        }
     }
 
     /// Takes records received elsewhere (a tunnel's receive): as many of `incoming`'s bytes as
@@ -773,6 +894,115 @@ impl<C: Records> TlsLayer<C> {
     }
 }
 
+impl<Data> Established<Data> {
+    /// Seals a prefix of `bytes` as one application record after the records in `out`: its
+    /// length, or `None` when `out` has no room (send it first).
+    fn seal_data(
+        &mut self,
+        bytes: &[u8],
+        out: &mut Outbound,
+        pool: &Rc<BufferPool>,
+    ) -> io::Result<Option<usize>> {
+        if self.update_owed && !self.answer_key_update(out, pool)? {
+            return Ok(None);
+        }
+        let want = bytes.len().min(MAX_PLAINTEXT) + RECORD_OVERHEAD;
+        let Some(room) = out.tail_room(want.min(MIN_RECORD_ROOM), pool) else {
+            return Ok(None);
+        };
+        let take = bytes
+            .len()
+            .min(MAX_PLAINTEXT)
+            .min(room.len().saturating_sub(RECORD_OVERHEAD));
+        let written = self
+            .keys
+            .seal(ContentType::ApplicationData, &bytes[..take], room)
+            .map_err(record_error)?;
+        out.wrote(written);
+        Ok(Some(take))
+    }
+
+    /// Seals one short record (an alert, a key update) after the records in `out`.
+    fn seal(
+        &mut self,
+        typ: ContentType,
+        payload: &[u8],
+        out: &mut Outbound,
+        pool: &Rc<BufferPool>,
+    ) -> io::Result<()> {
+        let room = out
+            .tail_room(RECORD_OVERHEAD, pool)
+            .ok_or_else(super::no_buffer)?;
+        let written = self.keys.seal(typ, payload, room).map_err(record_error)?;
+        out.wrote(written);
+        Ok(())
+    }
+
+    /// The key update the peer asked for, sealed under the old key ahead of the first record
+    /// under the new one (RFC 8446 4.6.3). False when `out` has no room.
+    fn answer_key_update(&mut self, out: &mut Outbound, pool: &Rc<BufferPool>) -> io::Result<bool> {
+        if out.tail_room(RECORD_OVERHEAD, pool).is_none() {
+            return Ok(false);
+        }
+        self.seal(
+            ContentType::Handshake,
+            &record::KEY_UPDATE_NOT_REQUESTED,
+            out,
+            pool,
+        )?;
+        let (_, secrets) = self.kernel.update_tx_secret().map_err(tls_error)?;
+        self.keys.rekey_seal(&secrets).map_err(record_error)?;
+        self.update_owed = false;
+        Ok(true)
+    }
+
+    /// An alert from the peer: true for `close_notify`, nothing for the warnings that may be
+    /// ignored, an error for the rest (RFC 8446 6, RFC 5246 7.2).
+    fn alert(&self, alert: &[u8]) -> io::Result<bool> {
+        const WARNING: u8 = 1;
+        const CLOSE_NOTIFY: u8 = 0;
+        const USER_CANCELED: u8 = 90;
+        let &[level, description] = alert else {
+            return Err(invalid("a malformed alert"));
+        };
+        match description {
+            CLOSE_NOTIFY => Ok(true),
+            USER_CANCELED => Ok(false),
+            _ if level == WARNING && !self.keys.is_tls13() => Ok(false),
+            _ => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("the TLS peer sent alert {description}"),
+            )),
+        }
+    }
+
+    /// Handshake messages after the handshake: a key update, an upstream's session ticket
+    /// (rustls stores it for the next connection), a TLS 1.2 hello request (ignored: coregate
+    /// does not renegotiate, RFC 5246 7.4.1.1). Anything else ends the session.
+    fn post_handshake<C: Records<Data = Data>>(&mut self, plaintext: &[u8]) -> io::Result<()> {
+        const HELLO_REQUEST: u8 = 0;
+        for message in record::handshake_messages(plaintext) {
+            match message.map_err(record_error)? {
+                (record::KEY_UPDATE, [requested @ (0 | 1)]) if self.keys.is_tls13() => {
+                    let (_, secrets) = self.kernel.update_rx_secret().map_err(tls_error)?;
+                    self.keys.rekey_open(&secrets).map_err(record_error)?;
+                    self.update_owed |= *requested == 1;
+                }
+                (record::NEW_SESSION_TICKET, body) => {
+                    C::take_ticket(&mut self.kernel, body).map_err(tls_error)?
+                }
+                (HELLO_REQUEST, []) if !C::SERVER && !self.keys.is_tls13() => {}
+                _ => {
+                    return Err(invalid(
+                        "an unexpected handshake message after the handshake",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Encodes one handshake record after the records in `out`: `Ok(true)` done, `Ok(false)` no
 /// room (send `out` first).
 fn encode(
@@ -812,6 +1042,14 @@ fn tls_error(err: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err)
 }
 
+fn record_error(err: RecordError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, err)
+}
+
+fn invalid(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
 #[cfg(test)]
 mod tests {
     //! The record layer on a ring turned by hand, against a rustls client on a thread: a whole
@@ -829,7 +1067,7 @@ mod tests {
 
     use super::super::testing::{self, poll_once, tcp_pair};
     use super::super::{Conn, IoShard, Outbound, ReadBuf};
-    use super::HandshakeFailure;
+    use super::{HandshakeFailure, TlsVersion};
     use crate::tls::{ListenerTls, MinVersion, UnknownName, certificate};
 
     fn server_config() -> Arc<rustls::ServerConfig> {
@@ -851,6 +1089,20 @@ mod tests {
 
     /// A client that trusts anything (these tests are about buffers, not trust).
     fn client() -> rustls::ClientConnection {
+        client_of(rustls::DEFAULT_VERSIONS)
+    }
+
+    fn client_of(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> rustls::ClientConnection {
+        client_fragmenting(versions, None)
+    }
+
+    /// A client whose records carry at most `fragment` bytes (its ClientHello included).
+    fn client_fragmenting(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        fragment: Option<usize>,
+    ) -> rustls::ClientConnection {
         #[derive(Debug)]
         struct Any;
         impl rustls::client::danger::ServerCertVerifier for Any {
@@ -889,11 +1141,13 @@ mod tests {
             }
         }
         let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Any))
             .with_no_client_auth();
+        let mut config = config;
+        config.max_fragment_size = fragment;
         rustls::ClientConnection::new(Arc::new(config), "io.test".try_into().unwrap()).unwrap()
     }
 
@@ -976,6 +1230,89 @@ mod tests {
 
     /// A handshake waiting in the kernel for the rest of a ClientHello, dropped: its receive
     /// keeps the buffer until the kernel lets go; then everything is back.
+    /// After the handshake the records are coregate's own: both versions carry requests and
+    /// answers, a TLS 1.3 client's key update (asking for ours) changes keys both ways, and
+    /// the client's `close_notify` ends the stream.
+    #[test]
+    fn key_updates_and_close_notify_on_coregates_own_records() {
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let shard = testing::shard();
+            let (mut conn, mut far) = tls_conn(&shard);
+            let peer = std::thread::spawn(move || {
+                let mut tls = client_of(&[version]);
+                let mut stream = rustls::Stream::new(&mut tls, &mut far);
+                let mut answers = Vec::new();
+                for (round, ask) in [b"one", b"two", b"six"].into_iter().enumerate() {
+                    if round > 0 && version == &rustls::version::TLS13 {
+                        stream.conn.refresh_traffic_keys().unwrap();
+                    }
+                    stream.write_all(ask).unwrap();
+                    let mut answer = [0u8; 3];
+                    stream.read_exact(&mut answer).unwrap();
+                    answers.push(answer);
+                }
+                stream.conn.send_close_notify();
+                stream.flush().unwrap();
+                answers
+            });
+            let facts = testing::run(&shard, conn.handshake(None)).expect("handshake");
+            let expected = if version == &rustls::version::TLS13 {
+                TlsVersion::Tls13
+            } else {
+                TlsVersion::Tls12
+            };
+            assert_eq!(facts.version, expected);
+            let mut rb = ReadBuf::new();
+            for round in 0..3 {
+                while rb.len() < 3 {
+                    let n = testing::run(&shard, conn.recv(&mut rb, None)).unwrap();
+                    assert!(n > 0, "the client closed early");
+                }
+                let mut out = Outbound::new();
+                let mut buf = shard.pool().take().unwrap();
+                buf.as_mut_slice()[..3].copy_from_slice(&rb.data()[..3].to_ascii_uppercase());
+                out.push(buf, 0, 3);
+                rb.consume(3);
+                testing::run(&shard, conn.send(&mut out, None)).unwrap();
+                assert!(
+                    conn.tls_on_own_records(),
+                    "round {round}: coregate's records"
+                );
+            }
+            assert_eq!(
+                peer.join().unwrap(),
+                [*b"ONE", *b"TWO", *b"SIX"],
+                "{version:?}"
+            );
+            let end = testing::run(&shard, conn.recv(&mut rb, None)).unwrap();
+            assert_eq!(end, 0, "close_notify ends the stream ({version:?})");
+            drop(conn);
+            assert_all_buffers_back(&shard);
+        }
+    }
+
+    /// The name a client asked for is known however its ClientHello was cut into records.
+    /// Before: only a hello in one record was read, and a split one logged no name.
+    #[test]
+    fn the_server_name_of_a_client_hello_split_over_records_is_known() {
+        for fragment in [None, Some(64)] {
+            let shard = testing::shard();
+            let (mut conn, mut far) = tls_conn(&shard);
+            let peer = std::thread::spawn(move || {
+                let mut tls = client_fragmenting(rustls::DEFAULT_VERSIONS, fragment);
+                let mut stream = rustls::Stream::new(&mut tls, &mut far);
+                stream.write_all(b"ping").unwrap();
+            });
+            let facts = testing::run(&shard, conn.handshake(None)).expect("handshake");
+            assert_eq!(
+                facts.sni.as_deref(),
+                Some("io.test"),
+                "records of {fragment:?}"
+            );
+            peer.join().unwrap();
+        }
+    }
+
     #[test]
     fn a_handshake_dropped_mid_flight_gives_every_buffer_back() {
         let shard = testing::shard();

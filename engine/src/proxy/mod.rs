@@ -224,8 +224,8 @@ mod tests {
     fn an_idle_connection_task_stays_small() {
         // 312 bytes before TLS: the session (152, its listener context one word of it) and a
         // pending receive (120). TLS added two words to the session (the context's TLS facts,
-        // the connection's record layer); a TLS connection's receive is boxed (`io/conn.rs`),
-        // so a plain one waits in the same 120 bytes.
+        // the connection's record layer) and two to the receive (the layer, and whether
+        // records or plaintext are received: `io/conn.rs`), the same future for both: 384.
         let size = future_size(super::serve);
         assert!(size <= 384, "the connection task's future is {size} bytes");
     }

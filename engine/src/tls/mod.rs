@@ -8,8 +8,8 @@
 //! | `sni.rs` | choosing the certificate by server name: exact, wildcard, default or refusal |
 //! | `pem.rs` | the PEM envelope, with line numbers for errors |
 //! | `x509.rs` | a certificate's validity period and DNS names |
-//! | `hello.rs` | the server name a ClientHello asks for (the record layer has no accessor for it) |
 //! | `upstream.rs` | TLS towards upstreams: name, trust, client certificate (mTLS), each shard's client config, the pool key |
+//! | `record.rs` | application records after the handshake: sealed and opened in place with the keys rustls negotiated |
 //! | `ticket.rs` | resumption: ticket keys (made and rotated by the control plane, sent to every shard), each shard's sealer and session-id caches |
 //!
 //! The record layer itself (records received into the shard's buffers, encrypted into them and
@@ -25,8 +25,8 @@
 //! not used; `coregate check` says so.
 
 pub mod certificate;
-pub mod hello;
 pub mod pem;
+pub mod record;
 pub mod sni;
 pub mod ticket;
 pub mod upstream;
@@ -189,6 +189,8 @@ impl ListenerTls {
         let mut config = builder.with_cert_resolver(self.resolver.clone());
         config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
         config.max_early_data_size = 0;
+        // The record layer seals and opens application records itself (`record.rs`).
+        config.enable_secret_extraction = true;
         config
     }
 }

@@ -6,7 +6,15 @@
 //!
 //! Built once per configuration generation from the certificates' own DNS names; read-only
 //! while handshakes run, so every shard shares it.
+//!
+//! The resolver is also where the record layer learns the name a client asked for: rustls's
+//! unbuffered server connection has no accessor for it, but asks the resolver on every
+//! ClientHello (full and resumed handshakes alike, once rustls has the whole hello however it
+//! was split), on the shard's own thread, inside the record layer's call into rustls. So the
+//! name is noted in a slot of that thread and taken right after the call
+//! ([`take_asked_name`]).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -109,8 +117,21 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        ASKED.set(Some(hello.server_name().map(Into::into)));
         self.choose(hello.server_name()).1.cloned()
     }
+}
+
+thread_local! {
+    /// The name of the last ClientHello resolved on this thread, until taken: `Some(None)` for
+    /// a hello without one.
+    static ASKED: Cell<Option<Option<Box<str>>>> = const { Cell::new(None) };
+}
+
+/// The server name of the ClientHello resolved on this thread since the last call: `None` when
+/// none was, `Some(None)` when the client sent no name.
+pub fn take_asked_name() -> Option<Option<Box<str>>> {
+    ASKED.take()
 }
 
 #[cfg(test)]

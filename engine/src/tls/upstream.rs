@@ -102,6 +102,8 @@ impl UpstreamTls {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+        // The record layer seals and opens application records itself (`record.rs`).
+        config.enable_secret_extraction = true;
         Arc::new(config)
     }
 }

@@ -152,6 +152,14 @@ if ((wants_coregate && build)); then
 fi
 pass+=(--coregate-bin "$coregate_bin")
 
+# The TLS handshake load generator (bench/src/bin/handshakes.rs), for every target alike.
+handshakes_bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/handshakes"
+if { wants tls-handshake || wants tls-latency; } && ((build)); then
+	say "building the handshake client (release): cargo build --release -p coregate-bench --bin handshakes"
+	(cd "$ROOT" && cargo build --release -p coregate-bench --bin handshakes) || exit 1
+fi
+pass+=(--handshakes-bin "$handshakes_bin")
+
 # ---- the run --------------------------------------------------------------------------------
 
 # 10,000 idle connections and wrk -c1024 need descriptors: as many as the hard limit allows.

@@ -20,12 +20,12 @@ target started fresh for its slot so no idle proxy shares the box with the one m
                 coregate, with the access log on, with /metrics scraped every second, and with
                 a rate limit configured but not reached
     tls-handshake   TLS handshakes per second on each proxy's TLS listener (same ECDSA P-256
-                certificate): full (wrk over https with Connection: close, and handshakes.py
-                back to back) and resumed (handshakes.py offering the previous session)
+                certificate): full (wrk over https with Connection: close, and the handshakes
+                client back to back) and resumed (the handshakes client offering a ticket)
     tls-throughput  wrk -t1 -c64 GET 5 B and 16 KiB over keep-alive HTTPS: req/s, CPU per request
     tls-idle        memory per idle HTTPS keep-alive connection (idle_conns.py --tls)
     tls-latency     p99 of plain keep-alive GETs at a fixed rate (oha), alone and while
-                handshakes.py runs 500 full handshakes per second on the same proxy
+                the handshakes client runs 500 full handshakes per second on the same proxy
 
 Every raw measurement goes to RUN_DIR/results.jsonl as it is taken; report.py turns the file
 into the markdown tables and charts.
@@ -59,6 +59,9 @@ PHASES = ("throughput", "latency", "scaling", "idle", "k6", "failover", "overhea
           "tls-handshake", "tls-throughput", "tls-idle", "tls-latency")
 # Full handshakes per second that run beside the tls-latency phase's plain requests.
 TLS_LATENCY_HANDSHAKES = 500
+# Connections the handshakes client keeps going at once in the tls-handshake phase: enough that
+# the CPUs, not the round trips of a few sequential clients, bound the rate.
+HANDSHAKE_CONNECTIONS = 16
 TLS_SCENARIOS = (("get-5b-c64", "/5b"), ("get-16k-c64", "/16k"))
 OVERHEAD_TARGETS = ("coregate", *FEATURE_TARGETS)
 SCRAPE_INTERVAL_S = 1.0
@@ -332,9 +335,13 @@ class Run:
 
     def handshakes(self, target: str, seconds: float, procs: int = 1, resume: bool = False,
                    rate: float | None = None, background: bool = False):
-        """handshakes.py against `target`'s TLS listener: the parsed JSON, or (background) the
-        running process to collect with `finish_handshakes`."""
-        argv = [sys.executable, str(Path(__file__).with_name("handshakes.py")),
+        """The handshakes client (bench/src/bin/handshakes.rs) against `target`'s TLS listener:
+        the parsed JSON, or (background) the running process to collect with
+        `parse_handshakes`."""
+        if not os.access(self.o.handshakes_bin, os.X_OK):
+            raise HarnessError(f"no handshakes client at {self.o.handshakes_bin}: "
+                               "cargo build --release -p coregate-bench --bin handshakes")
+        argv = [str(self.o.handshakes_bin),
                 "--addr", f"{self.layout.host}:{self.layout.tls_port(target)}",
                 "--duration", str(seconds), "--procs", str(procs)]
         if resume:
@@ -353,7 +360,7 @@ class Run:
         try:
             return json.loads(out.strip().splitlines()[-1])
         except (IndexError, json.JSONDecodeError):
-            raise HarnessError(f"handshakes.py exited {rc}: {err.strip()[-400:]}")
+            raise HarnessError(f"the handshakes client exited {rc}: {err.strip()[-400:]}")
 
     def tls_handshake(self) -> None:
         def measure(r: int, t: str, running) -> None:
@@ -369,12 +376,12 @@ class Run:
                 + (f"  proxy {proxy_us:7.1f} us each" if proxy_us is not None else ""))
             for mode, resume in (("full", False), ("resumed", True)):
                 cpu0 = cpu_seconds(running.pgid)
-                hs = self.handshakes(t, self.o.duration, procs=self.layout.workers, resume=resume)
+                hs = self.handshakes(t, self.o.duration, procs=HANDSHAKE_CONNECTIONS, resume=resume)
                 cpu1 = cpu_seconds(running.pgid)
                 proxy_us = (None if cpu0 is None
                             else (cpu1 - cpu0) * 1e6 / max(hs["handshakes"], 1))
                 self.record("tls-handshake", r, t, scenario=mode, proxy_cpu_us=proxy_us, **hs)
-                say(f"  {mode:<8} (handshakes.py) {hs['per_second']:>9,.1f}/s"
+                say(f"  {mode:<8} (handshakes) {hs['per_second']:>9,.1f}/s"
                     f"  resumed {hs['resumed']}/{hs['handshakes']}"
                     + (f"  proxy {proxy_us:7.1f} us each" if proxy_us is not None else "")
                     + (f"  FAILED {hs['failed']}" if hs["failed"] else ""))
@@ -653,6 +660,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--idle-conns", type=int, help="idle connections of the idle phase (default 10000; smoke 1000)")
     ap.add_argument("--coregate-bin", type=Path,
                     default=Path(os.environ.get("COREGATE_BIN", BENCH_DIR.parent / "target/release/coregate")))
+    ap.add_argument("--handshakes-bin", type=Path,
+                    default=BENCH_DIR.parent / "target/release/handshakes",
+                    help="the TLS handshake load generator (cargo build --release -p coregate-bench "
+                         "--bin handshakes)")
     ap.add_argument("--baseline-bin", type=Path, default=os.environ.get("COREGATE_BASE_BIN") or None,
                     help=f"a second coregate binary, run as target {BASE_TARGET} with the same config "
                          "as coregate (default: $COREGATE_BASE_BIN)")

@@ -268,7 +268,7 @@ def markdown(run_dir: Path) -> str:
         lines += [
             "#### TLS: the same ECDSA P-256 certificate, TLS 1.3 by default (X25519)",
             "",
-            "| target | full handshakes/s (wrk close c64) | vs NGINX | full/s (handshakes.py) "
+            "| target | full handshakes/s (wrk close c64) | vs NGINX | full/s (handshakes, c16) "
             "| resumed/s | vs NGINX | HTTPS GET 5 B c64 req/s | vs NGINX | CPU µs/req | CPU vs NGINX "
             "| 16 KiB CPU µs/req | CPU vs NGINX | bytes / idle HTTPS conn | plain p99 ms alone "
             "| beside 500 handshakes/s | ratio |",

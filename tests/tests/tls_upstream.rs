@@ -238,3 +238,38 @@ fn a_websocket_crosses_a_tls_upstream() {
     client.finish_sending();
     assert_eq!(client.read_to_close(), b"bye");
 }
+
+/// With pooling off every request is a new connection to the TLS upstream; from the second on
+/// the front offers a ticket the back sent after an earlier handshake (TLS 1.3 sends them once
+/// the handshake is over, on coregate's own record layer, which hands them to rustls), so the
+/// back counts one full handshake and resumptions after it.
+#[test]
+fn new_connections_to_a_tls_upstream_resume_with_the_tickets_it_sent() {
+    let app = Upstream::start(echo());
+    let (back, _) = back(&app, "");
+    let front = Coregate::start(&format!(
+        "[runtime]\ncores = \"0\"\n\n[[listener]]\nname = \"front\"\nbind = \"127.0.0.1:0\"\n\n\
+         [[upstream]]\nname = \"back\"\nendpoints = [\"{}\"]\nmax_idle_per_endpoint = 0\n\
+         tls = {{ sni = \"backend.test\", {} }}\n\n\
+         [[route]]\npath_prefix = \"/\"\nupstream = \"back\"\n",
+        back.addr(),
+        ca()
+    ));
+    let mut client = Client::connect(front.addr());
+    for i in 0..5 {
+        let response = client.get(&format!("/t/{i}"), &[]);
+        assert_eq!(response.status, 200, "{}", response.body_text());
+    }
+    assert_eq!(app.wait_for(5).len(), 5);
+    let resumed = wait_metric(
+        &back,
+        "coregate_tls_handshakes_total{kind=\"resumed\"}",
+        4.0,
+    );
+    let full = metric(&back, "coregate_tls_handshakes_total{kind=\"full\"}");
+    assert_eq!(
+        (full, resumed),
+        (1.0, 4.0),
+        "one full handshake, then resumptions"
+    );
+}

@@ -103,8 +103,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
             "--addr" => addr = Some(value()?.parse().map_err(|e| format!("--addr: {e}"))?),
             "--duration" => {
                 let seconds: f64 = value()?.parse().map_err(|e| format!("--duration: {e}"))?;
-                options.duration = Duration::try_from_secs_f64(seconds)
-                    .map_err(|e| format!("--duration: {e}"))?;
+                options.duration =
+                    Duration::try_from_secs_f64(seconds).map_err(|e| format!("--duration: {e}"))?;
             }
             "--procs" => options.procs = value()?.parse().map_err(|e| format!("--procs: {e}"))?,
             "--rate" => {

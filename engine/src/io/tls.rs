@@ -258,12 +258,13 @@ pub struct TlsLayer<C: Records> {
     /// Empty (and unallocated) unless a client pipelines more than a buffer of requests.
     spill: Vec<u8>,
     spill_at: usize,
-    /// Records rustls made outside a send (an answer to a key update): sent ahead of the next
-    /// write's records.
+    /// Records rustls made outside a send while it still ran the records (a post-handshake
+    /// message that arrived with the handshake's end): sent ahead of the next write's records.
+    /// On coregate's layer a key update is answered from [`Established`] instead.
     pending: Outbound,
     /// The name the ClientHello asked for.
     sni: Option<Box<str>>,
-    /// The client sent `close_notify` (rustls reports it once; every later read is an end).
+    /// The peer sent `close_notify` (reported once; every later read is an end).
     peer_closed: bool,
     /// rustls reported an error: the session is over, and rustls is not asked again (it
     /// would only fail again, and in debug builds assert that it never alerts twice).

@@ -91,9 +91,7 @@ impl UpstreamTls {
             (Some((_, roots)), true) => builder.with_root_certificates(roots.clone()),
             _ => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCertificate {
-                    algorithms: provider.signature_verification_algorithms,
-                })),
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate::of(&provider))),
         };
         let mut config = match &self.client_cert {
             Some(cert) => {
@@ -109,10 +107,20 @@ impl UpstreamTls {
 }
 
 /// `verify = false`: any certificate, but the handshake's signatures still checked (so the
-/// upstream still proves it holds the key of the certificate it sent).
+/// upstream still proves it holds the key of the certificate it sent). Also what the
+/// benchmark's handshake client trusts.
 #[derive(Debug)]
-struct AnyCertificate {
+pub struct AnyCertificate {
     algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl AnyCertificate {
+    /// Checking signatures with the algorithms `provider` offers.
+    pub fn of(provider: &rustls::crypto::CryptoProvider) -> AnyCertificate {
+        AnyCertificate {
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
 }
 
 impl ServerCertVerifier for AnyCertificate {

@@ -318,19 +318,6 @@ pub(super) async fn send_all(
     Ok(())
 }
 
-/// The receive behind [`Conn::recv`]: through the TLS layer when there is one (records at hand
-/// opened, else more records received), plain otherwise.
-fn receive_any<'a>(
-    shard: &'a IoShard,
-    fd: RawFd,
-    tls: Option<&'a mut Layer>,
-    rb: &'a mut ReadBuf,
-    deadline: Option<Instant>,
-    poll_first: bool,
-) -> impl Future<Output = io::Result<usize>> + 'a {
-    receive_through(shard, fd, tls, rb, deadline, poll_first)
-}
-
 /// A plain receive into `rb` (records for a TLS layer, bytes of a tunnel).
 pub(super) fn receive<'a>(
     shard: &'a IoShard,
@@ -339,13 +326,14 @@ pub(super) fn receive<'a>(
     deadline: Option<Instant>,
     poll_first: bool,
 ) -> impl Future<Output = io::Result<usize>> + 'a {
-    receive_through(shard, fd, None, rb, deadline, poll_first)
+    receive_any(shard, fd, None, rb, deadline, poll_first)
 }
 
-/// Every receive: one `async fn` with no wrapping future, so a pending receive (what every idle
-/// connection holds) costs only what it needs, and a TLS one (which allocates nothing) one
-/// word more than a plain one.
-async fn receive_through(
+/// The receive behind [`Conn::recv`] and every other: through the TLS layer when there is one
+/// (records at hand opened, else more records received), plain otherwise. One `async fn` with
+/// no wrapping future, so a pending receive (what every idle connection holds) costs only what
+/// it needs, and a TLS one (which allocates nothing) one word more than a plain one.
+async fn receive_any(
     shard: &IoShard,
     fd: RawFd,
     mut tls: Option<&mut Layer>,

@@ -523,21 +523,18 @@ impl<C: Records> TlsLayer<C> {
         if self.spill.len() > self.spill_at {
             return Ok(Read::Bytes(got));
         }
-        let read = if self.peer_closed {
-            Ok(Read::More)
+        let opened = if self.peer_closed {
+            Ok(0)
         } else if matches!(self.session, Session::Own(_)) {
             self.open_records(rb, pool)
         } else {
             self.read_rustls(rb, pool)
         };
-        if read.is_err() {
-            self.broken = true;
-        }
-        Ok(match read? {
-            Read::Bytes(n) => Read::Bytes(got + n),
-            _ if got > 0 => Read::Bytes(got),
-            _ if self.peer_closed => Read::Closed,
-            other => other,
+        let got = got + opened.inspect_err(|_| self.broken = true)?;
+        Ok(match got {
+            0 if self.peer_closed => Read::Closed,
+            0 => Read::More,
+            n => Read::Bytes(n),
         })
     }
 
@@ -556,8 +553,9 @@ impl<C: Records> TlsLayer<C> {
     }
 
     /// Opens the whole records at hand on coregate's layer, their plaintext into `rb` (the
-    /// rest of a record that does not fit into `spill`, and no record after it).
-    fn open_records(&mut self, rb: &mut ReadBuf, pool: &Rc<BufferPool>) -> io::Result<Read> {
+    /// rest of a record that does not fit into `spill`, and no record after it): the bytes
+    /// appended to `rb`. A `close_notify` sets `peer_closed`.
+    fn open_records(&mut self, rb: &mut ReadBuf, pool: &Rc<BufferPool>) -> io::Result<usize> {
         let mut got = 0;
         while !self.peer_closed && self.spill.is_empty() {
             let TlsLayer {
@@ -588,16 +586,13 @@ impl<C: Records> TlsLayer<C> {
             }
             cipher.consume(len);
         }
-        Ok(if got > 0 {
-            Read::Bytes(got)
-        } else {
-            Read::More
-        })
+        Ok(got)
     }
 
     /// Decrypts the records at hand with rustls (the ones that arrive with the handshake's
-    /// end), changing to coregate's layer once rustls holds nothing more.
-    fn read_rustls(&mut self, rb: &mut ReadBuf, pool: &Rc<BufferPool>) -> io::Result<Read> {
+    /// end), changing to coregate's layer once rustls holds nothing more: the bytes appended
+    /// to `rb`. The peer's close sets `peer_closed`.
+    fn read_rustls(&mut self, rb: &mut ReadBuf, pool: &Rc<BufferPool>) -> io::Result<usize> {
         let mut got = 0;
         loop {
             let TlsLayer {
@@ -658,28 +653,13 @@ impl<C: Records> TlsLayer<C> {
                 Next::Failed(err) => Err(tls_error(err)),
                 Next::Writable => {
                     self.establish()?;
-                    match self.open_records(rb, pool)? {
-                        Read::Bytes(n) => Ok(Read::Bytes(got + n)),
-                        _ => Ok(if got > 0 {
-                            Read::Bytes(got)
-                        } else {
-                            Read::More
-                        }),
-                    }
+                    Ok(got + self.open_records(rb, pool)?)
                 }
                 Next::Closed => {
                     self.peer_closed = true;
-                    Ok(if got > 0 {
-                        Read::Bytes(got)
-                    } else {
-                        Read::Closed
-                    })
+                    Ok(got)
                 }
-                _ => Ok(if got > 0 {
-                    Read::Bytes(got)
-                } else {
-                    Read::More
-                }),
+                _ => Ok(got),
             };
         }
     }

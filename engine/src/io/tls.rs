@@ -249,6 +249,12 @@ pub type ServerTls = TlsLayer<UnbufferedServerConnection>;
 /// A TLS client session (a connection to a TLS upstream).
 pub type ClientTls = TlsLayer<UnbufferedClientConnection>;
 
+/// Bytes an established session of a TLS listener holds, boxed apart from its connection: the
+/// layer and coregate's record keys (rustls's own state for key updates comes on top).
+pub fn server_session_bytes() -> usize {
+    std::mem::size_of::<ServerTls>() + std::mem::size_of::<Established<ServerConnectionData>>()
+}
+
 /// A TLS session on one connection, either end.
 pub struct TlsLayer<C: Records> {
     session: Session<C>,
@@ -260,8 +266,9 @@ pub struct TlsLayer<C: Records> {
     spill_at: usize,
     /// Records rustls made outside a send while it still ran the records (a post-handshake
     /// message that arrived with the handshake's end): sent ahead of the next write's records.
-    /// On coregate's layer a key update is answered from [`Established`] instead.
-    pending: Outbound,
+    /// On coregate's layer a key update is answered from [`Established`] instead. Boxed apart:
+    /// hardly a session ever needs it, and every idle one would carry its parts.
+    pending: Option<Box<Outbound>>,
     /// The name the ClientHello asked for.
     sni: Option<Box<str>>,
     /// The peer sent `close_notify` (reported once; every later read is an end).
@@ -319,7 +326,7 @@ impl<C: Records> TlsLayer<C> {
             cipher: ReadBuf::new(),
             spill: Vec::new(),
             spill_at: 0,
-            pending: Outbound::new(),
+            pending: None,
             sni: None,
             peer_closed: false,
             broken: false,
@@ -328,7 +335,12 @@ impl<C: Records> TlsLayer<C> {
 
     /// Whether the layer holds any buffer (records or plaintext): never while idle.
     pub fn holds_buffer(&self) -> bool {
-        self.cipher.holds_buffer() || self.spill.len() > self.spill_at || !self.pending.is_empty()
+        self.cipher.holds_buffer()
+            || self.spill.len() > self.spill_at
+            || self
+                .pending
+                .as_ref()
+                .is_some_and(|pending| !pending.is_empty())
     }
 
     #[cfg(test)]
@@ -630,6 +642,7 @@ impl<C: Records> TlsLayer<C> {
                     }
                 }
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    let pending = pending.get_or_insert_with(Box::default);
                     match encode(pending, pool, |buf| data.encode(buf)) {
                         Ok(true) => Next::Again,
                         _ => Next::Failed(rustls::Error::General(
@@ -699,7 +712,10 @@ impl<C: Records> TlsLayer<C> {
         deadline: Option<Instant>,
     ) -> io::Result<()> {
         let pool = shard.pool();
-        let mut records = std::mem::take(&mut self.pending);
+        let mut records = self
+            .pending
+            .take()
+            .map_or_else(Outbound::new, |pending| *pending);
         for part in plain.parts() {
             let mut bytes = part.bytes();
             while !bytes.is_empty() {
@@ -1462,6 +1478,10 @@ mod tests {
     fn a_record_send_cancelled_mid_flight_gives_every_buffer_back() {
         let shard = testing::shard();
         let (mut conn, far) = tls_conn(&shard);
+        // A small receive buffer on the far side, so the sends below soon find the socket full.
+        socket2::SockRef::from(&far)
+            .set_recv_buffer_size(4096)
+            .unwrap();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let peer = std::thread::spawn(move || {
             let mut far = far;
@@ -1474,21 +1494,20 @@ mod tests {
         });
         testing::run(&shard, conn.handshake(None)).expect("handshake");
         let mut pending = false;
-        for _ in 0..64 {
+        // Up to 16 MiB: loopback's send buffer grows to a few MiB before it is full.
+        for _ in 0..1024 {
             let mut out = Outbound::new();
             for _ in 0..4 {
                 out.push(shard.pool().take().unwrap(), 0, 4096);
             }
             let mut send = pin!(conn.send(&mut out, None));
-            if poll_once(send.as_mut()).is_pending() {
-                shard.ring().turn(Duration::from_millis(5));
-                if poll_once(send.as_mut()).is_pending() {
-                    pending = true;
-                    break; // dropped here, in flight
-                }
+            if poll_once(send.as_mut()).is_ready() {
+                continue;
             }
-            while poll_once(send.as_mut()).is_pending() {
-                shard.ring().turn(Duration::from_millis(5));
+            shard.ring().turn(Duration::from_millis(5));
+            if poll_once(send.as_mut()).is_pending() {
+                pending = true;
+                break; // dropped here, in flight
             }
         }
         assert!(pending, "the socket never filled");

@@ -84,6 +84,8 @@ pub struct RouteTarget {
     pub response_headers: Edits,
     /// `None`: unlimited.
     pub max_body_bytes: Option<u64>,
+    /// `Content-Length` bodies up to this size are received whole before going upstream.
+    pub request_buffering: u64,
     /// Which failed attempts are sent again.
     pub retry: RetryPolicy,
     /// `redirect_https`: plain requests are answered `308` to `https` on this port.
@@ -429,6 +431,7 @@ impl SnapshotBuilder<'_> {
             request_headers,
             response_headers: Edits::from_config(&route.response_headers),
             max_body_bytes: route.max_body_bytes,
+            request_buffering: route.request_buffering,
             retry: route.retry,
             redirect_https: route.redirect_https,
         }

@@ -1101,6 +1101,8 @@ upstream = "up"
 /// with the rest of the body is unknown (a naive server reads it as the next request), so that
 /// upstream connection must not be pooled. NGINX never caches such a connection either. Here the body is itself a request; if the connection
 /// were reused, the answer to that smuggled request would be taken for the next client's.
+/// The route streams bodies (`request_buffering = 0`): a buffered body goes upstream in the
+/// same write as its head, so no upstream can answer before it has the whole request.
 #[test]
 fn rfc9112_9_3_an_early_upstream_answer_is_not_reused() {
     let smuggled = "GET /smuggled HTTP/1.1\r\nhost: a\r\n\r\n";
@@ -1113,7 +1115,8 @@ fn rfc9112_9_3_an_early_upstream_answer_is_not_reused() {
                 other => Reply::Raw(ok(other.as_bytes())),
             }
         }));
-        let proxy = start(io, &upstream, FORWARD_ALL);
+        let streaming = format!("{FORWARD_ALL}request_buffering = 0\n");
+        let proxy = start(io, &upstream, &streaming);
         let mut client = Client::connect(proxy.addr());
         client.send(
             format!(

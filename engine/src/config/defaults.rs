@@ -141,6 +141,19 @@ pub const MAX_MAX_HEADERS: usize = 1024;
 /// limits abuse, not memory.
 pub const DEFAULT_MAX_BODY_BYTES: Option<u64> = Some(10 * MIB as u64);
 
+/// Request bodies with a `Content-Length` up to this size are received whole before the
+/// request goes upstream, then sent with its head in one write; larger ones (and chunked ones)
+/// are streamed as they arrive. NGINX buffers every body by default
+/// (`proxy_request_buffering on`, spilling past 16 KiB to disk); buffering a small body costs
+/// no memory beyond the shard's I/O buffers, spares the upstream a slow client's pace, and lets
+/// a failed attempt be retried with the whole body at hand. `0` streams every body.
+pub const DEFAULT_REQUEST_BUFFERING: u64 = 64 * KIB as u64;
+
+/// The most I/O buffers a buffered request body may fill: with the head and the buffer the
+/// head arrived in, a gathered write (`io::MAX_PARTS`) still has room for a last, partly
+/// filled piece. `request_buffering` is at most this many `runtime.buffer_size`s.
+pub const MAX_BUFFERED_BODY_BUFFERS: u64 = 4;
+
 // ---------------------------------------------------------------------------------------------
 // [timeouts]
 

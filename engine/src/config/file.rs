@@ -80,6 +80,7 @@ pub(super) struct RawLimits {
     pub max_head_bytes: Field,
     pub max_headers: Field,
     pub max_body_bytes: Field,
+    pub request_buffering: Field,
 }
 
 /// `[timeouts]`
@@ -263,6 +264,7 @@ pub(super) struct RawRoute {
     pub remove_request_headers: Field,
     pub remove_response_headers: Field,
     pub max_body_bytes: Field,
+    pub request_buffering: Field,
     pub auth: Field,
     pub rate_limit: Option<Spanned<RawRateLimit>>,
     pub retry: Option<Spanned<RawRetry>>,

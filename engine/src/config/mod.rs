@@ -213,6 +213,9 @@ pub struct Limits {
     /// Largest request body in bytes (`413`); `None` is unlimited (written `0`). Routes may
     /// override it; see [`RouteConfig::max_body_bytes`].
     pub max_body_bytes: Option<u64>,
+    /// Largest `Content-Length` body received whole before the request goes upstream; `0`
+    /// streams every body. Routes may override it; see [`RouteConfig::request_buffering`].
+    pub request_buffering: u64,
 }
 
 /// `[timeouts]`: how long coregate waits for each side. Upstream values here are the defaults
@@ -492,6 +495,9 @@ pub struct RouteConfig {
     /// The effective body limit: the route's own `max_body_bytes`, else
     /// `limits.max_body_bytes`. `None` is unlimited.
     pub max_body_bytes: Option<u64>,
+    /// The effective buffering bound: the route's own `request_buffering`, else
+    /// `limits.request_buffering`. `0` streams every body.
+    pub request_buffering: u64,
     /// Index into [`Config::auth`]: requests must authenticate this way.
     pub auth: Option<usize>,
     /// The route's node-wide rate limit.

@@ -79,6 +79,7 @@ fn limits_and_timeouts(out: &mut String, config: &Config) -> std::fmt::Result {
     writeln!(out, "max_head_bytes = {}", size(l.max_head_bytes as u64))?;
     writeln!(out, "max_headers = {}", l.max_headers)?;
     writeln!(out, "max_body_bytes = {}", body_limit(l.max_body_bytes))?;
+    writeln!(out, "request_buffering = {}", size(l.request_buffering))?;
 
     let t = &config.timeouts;
     writeln!(out, "\n[timeouts]")?;
@@ -319,6 +320,7 @@ fn route_table(out: &mut String, config: &Config, route: &super::RouteConfig) ->
     edits(out, "request", &route.request_headers)?;
     edits(out, "response", &route.response_headers)?;
     writeln!(out, "max_body_bytes = {}", body_limit(route.max_body_bytes))?;
+    writeln!(out, "request_buffering = {}", size(route.request_buffering))?;
     if let Some(index) = route.auth {
         let name = config.auth.get(index).map_or("", |auth| &auth.name);
         writeln!(out, "auth = {}", quote(name))?;

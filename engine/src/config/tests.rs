@@ -676,6 +676,42 @@ fn body_limits_take_sizes_and_zero() {
     assert!(got.ends_with("limits.max_body_bytes: a size cannot be negative (found -1)"));
 }
 
+/// A buffered body leaves in one gathered write of the shard's buffers: at most four of them,
+/// whatever `runtime.buffer_size` is. Routes inherit `[limits]`' bound or set their own.
+#[test]
+fn request_buffering_is_bounded_by_the_buffers_one_write_gathers() {
+    let route = "[[route]]\npath = \"/\"\nrespond = { status = 204 }\n";
+    let config = valid(&format!("{LISTENER}{route}"));
+    assert_eq!(config.limits.request_buffering, 64 * 1024);
+    assert_eq!(config.routes[0].request_buffering, 64 * 1024);
+    let config = valid(&format!(
+        "{LISTENER}[limits]\nrequest_buffering = \"16KiB\"\n{route}{}request_buffering = 0\n",
+        route.replace("\"/\"", "\"/other\"")
+    ));
+    assert_eq!(config.routes[0].request_buffering, 16 * 1024);
+    assert_eq!(
+        config.routes[1].request_buffering, 0,
+        "a route's own bound wins"
+    );
+    let config = valid(&format!(
+        "{LISTENER}[runtime]\nbuffer_size = \"32KiB\"\n[limits]\nrequest_buffering = \"128KiB\"\n"
+    ));
+    assert_eq!(config.limits.request_buffering, 128 * 1024);
+    let got = error(&format!(
+        "{LISTENER}[limits]\nrequest_buffering = \"1MiB\"\n"
+    ));
+    assert_eq!(
+        got,
+        "t.toml:5:21: limits.request_buffering: must be at most 4 x runtime.buffer_size (64 KiB): \
+         a buffered body goes upstream in one write of the shard's I/O buffers (found \"1MiB\")"
+    );
+    let got = error(&format!("{LISTENER}{route}request_buffering = \"65KiB\"\n"));
+    assert!(
+        got.starts_with("t.toml:7:21: route[1].request_buffering: must be at most 4 x"),
+        "{got}"
+    );
+}
+
 #[test]
 fn timeouts_need_units_and_cannot_be_zero() {
     let timeout = |value: &str| {

@@ -83,6 +83,7 @@ pub(super) fn validate(
         resolver,
         upstream_names: Vec::new(),
         auth_names: Vec::new(),
+        buffer_size: None,
         origin: origin.to_owned(),
     };
     let config = v.config(&raw.file);
@@ -161,11 +162,14 @@ struct Validator<'s, 'r> {
     origin: String,
     /// The name of each `[[auth]]` in file order, when it has one, for route references.
     auth_names: Vec<Option<String>>,
+    /// `runtime.buffer_size` once validated: what `request_buffering` is measured against.
+    buffer_size: Option<usize>,
 }
 
 impl Validator<'_, '_> {
     fn config(&mut self, raw: &RawFile) -> Option<Config> {
         let runtime = self.runtime(raw.runtime.as_ref());
+        self.buffer_size = runtime.as_ref().map(|runtime| runtime.buffer_size);
         let limits = self.limits(raw.limits.as_ref(), raw.runtime.as_ref(), runtime.as_ref());
         let timeouts = self.timeouts(raw.timeouts.as_ref());
         let listeners = self.listeners(&raw.listener);
@@ -490,6 +494,9 @@ impl Validator<'_, '_> {
         let max_body_bytes = self
             .body_limit(&raw.max_body_bytes, &key(s, "max_body_bytes"))
             .or(DEFAULT_MAX_BODY_BYTES);
+        let request_buffering = self
+            .request_buffering(&raw.request_buffering, &key(s, "request_buffering"))
+            .or(DEFAULT_REQUEST_BUFFERING);
 
         // The request line is part of the head.
         if let (Some(line), Some(head)) = (max_request_line, max_head_bytes)
@@ -530,6 +537,7 @@ impl Validator<'_, '_> {
             max_head_bytes: max_head_bytes?,
             max_headers: max_headers?,
             max_body_bytes: max_body_bytes?,
+            request_buffering: request_buffering?,
         })
     }
 
@@ -544,6 +552,25 @@ impl Validator<'_, '_> {
             Some((span, key)) => self.report.invalid(span, key, message),
             None => self.report.error(None, fallback, message),
         }
+    }
+
+    /// How much of a request body is received whole before it goes upstream: a size of at most
+    /// [`MAX_BUFFERED_BODY_BUFFERS`] I/O buffers, so that it leaves in one gathered write.
+    fn request_buffering(&mut self, field: &Field, key: &str) -> Got<u64> {
+        let got = self.size(field, key, 0, u64::MAX);
+        let (Got::Value(size), Some(buffer_size), Some(f)) = (&got, self.buffer_size, field) else {
+            return got;
+        };
+        let max = MAX_BUFFERED_BODY_BUFFERS * buffer_size as u64;
+        if *size <= max {
+            return got;
+        }
+        let message = format!(
+            "must be at most {MAX_BUFFERED_BODY_BUFFERS} x runtime.buffer_size ({}): a buffered \
+             body goes upstream in one write of the shard's I/O buffers",
+            Size(max)
+        );
+        self.bad(f.span(), key, message)
     }
 
     /// A body size limit: a size, `0` meaning unlimited (`None`).
@@ -1035,6 +1062,9 @@ impl Validator<'_, '_> {
         let max_body_bytes = self
             .body_limit(&raw.max_body_bytes, &key(s, "max_body_bytes"))
             .optional();
+        let request_buffering = self
+            .request_buffering(&raw.request_buffering, &key(s, "request_buffering"))
+            .optional();
         let auth = self.route_auth(&raw.auth, &key(s, "auth"));
         let rate_limit = self.rate_limit(raw.rate_limit.as_ref(), s, raw.auth.is_some());
         let retry = self.retry_policy(raw.retry.as_ref(), s, to_upstream);
@@ -1063,6 +1093,10 @@ impl Validator<'_, '_> {
             max_body_bytes: match max_body_bytes? {
                 Some(own) => own,
                 None => limits?.max_body_bytes,
+            },
+            request_buffering: match request_buffering? {
+                Some(own) => own,
+                None => limits?.request_buffering,
             },
             auth: auth?,
             rate_limit: rate_limit?,

@@ -37,11 +37,28 @@ impl Outbound {
     /// buffer with its head; otherwise the buffer itself is queued (no copy). Returns false when
     /// no I/O buffer is free or no part slot is left.
     pub fn take_from(&mut self, rb: &mut ReadBuf, n: usize, pool: &Rc<BufferPool>) -> bool {
+        self.take_copying_up_to(rb, n, pool, COALESCE_LIMIT)
+    }
+
+    /// Queues the first `n` bytes of `rb` as [`Outbound::take_from`] does, but copies them
+    /// after the last part whenever they fit there, however many: a body gathered from uneven
+    /// receives then fills whole buffers instead of taking a part per receive.
+    pub fn pack_from(&mut self, rb: &mut ReadBuf, n: usize, pool: &Rc<BufferPool>) -> bool {
+        self.take_copying_up_to(rb, n, pool, usize::MAX)
+    }
+
+    fn take_copying_up_to(
+        &mut self,
+        rb: &mut ReadBuf,
+        n: usize,
+        pool: &Rc<BufferPool>,
+        copy_limit: usize,
+    ) -> bool {
         let n = n.min(rb.len());
         if n == 0 {
             return true;
         }
-        if n <= COALESCE_LIMIT
+        if n <= copy_limit
             && let Some(last) = self.parts.iter_mut().flatten().last()
             && (last.end() as usize) + n <= last.buf().capacity()
         {

@@ -169,6 +169,18 @@ impl Session {
         {
             return Err(Step::Close);
         }
+        if let Err(error) = self
+            .buffer_body(snapshot, request, target, &mut out, &mut body)
+            .await
+        {
+            let failure = Failure {
+                error,
+                body: BodyState::Unread,
+                failed: Failed::Other,
+                refusal: None,
+            };
+            return Err(self.fail(failure, request, outcome).await);
+        }
         let policy = &target.retry;
         let replayable = (request.method.is_idempotent() || policy.non_idempotent)
             && body.state == BodyState::Consumed;
@@ -323,6 +335,45 @@ impl Session {
             body.state = BodyState::Unread;
         }
         Ok(body)
+    }
+
+    /// Receives the rest of a `Content-Length` body no larger than the route's
+    /// `request_buffering` behind the queued head, so that head and body leave in one write (an
+    /// upstream then reads the request at once rather than piece by piece at the client's
+    /// pace, and the request can be retried whole). Stops early, leaving the rest to be
+    /// streamed, when no part or buffer is left for the next piece.
+    async fn buffer_body(
+        &mut self,
+        snapshot: &Snapshot,
+        request: &Request,
+        target: &RouteTarget,
+        out: &mut Outbound,
+        body: &mut Body,
+    ) -> Result<(), Error> {
+        let RequestBody::Length(length) = request.body else {
+            return Ok(());
+        };
+        if body.remaining == 0 || length > target.request_buffering {
+            return Ok(());
+        }
+        let pool = self.shard.io.pool().clone();
+        while body.remaining > 0 && !out.is_full() {
+            let deadline = self.shard.io.now() + snapshot.timeouts.body;
+            match self.client.recv(&mut self.rb, Some(deadline)).await {
+                Ok(0) => return Err(body_error(RelayError::SourceClosed)),
+                Ok(_) => {}
+                Err(err) => return Err(body_error(RelayError::Source(err))),
+            }
+            let take = body.remaining.min(self.rb.len() as u64) as usize;
+            if !out.pack_from(&mut self.rb, take, &pool) {
+                break;
+            }
+            body.remaining -= take as u64;
+        }
+        if body.remaining == 0 {
+            body.state = BodyState::Consumed;
+        }
+        Ok(())
     }
 
     /// Tells a client waiting for `100 Continue` to send its body.

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use coregate_engine::config::{Config, Plan};
+use coregate_engine::footprint::Footprint;
 use coregate_engine::host::{HostFacts, HostRoot, Topology};
 use coregate_engine::preflight::Preflight;
 use coregate_engine::runtime::Server;
@@ -178,6 +179,7 @@ fn check(path: &Path, topology: bool, host_root: Option<&Path>) -> ExitCode {
     } else {
         println!("{plan}");
     }
+    println!("{}", Footprint::of(&config));
     let (tls, warnings) = config.tls_report();
     if let Some(tls) = tls {
         println!("{tls}");

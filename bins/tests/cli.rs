@@ -54,6 +54,43 @@ fn check_accepts_a_good_file_and_prints_the_plan() {
     assert!(stdout.contains("public"), "{stdout}");
     assert!(stdout.contains("127.0.0.1:0"), "{stdout}");
     assert!(stdout.contains("route"), "{stdout}");
+    assert!(
+        stdout.contains("memory       per idle connection "),
+        "{stdout}"
+    );
+}
+
+/// The memory report follows the file: request buffering adds the buffers a body may fill.
+#[test]
+fn check_reports_the_memory_of_a_connection_and_an_exchange() {
+    let exchange_buffers = |buffering: &str| {
+        let text = GOOD.replace(
+            "upstream = \"api\"\n",
+            &format!("upstream = \"api\"\nrequest_buffering = {buffering}\n"),
+        );
+        let path = write_config(&format!("memory-{}.toml", buffering.len()), &text);
+        let out = Command::new(env!("CARGO_BIN_EXE_coregate"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = stdout
+            .lines()
+            .find(|line| line.contains("per exchange a "))
+            .unwrap_or_else(|| panic!("no exchange line in {stdout}"))
+            .to_owned();
+        let buffers = line
+            .split("up to ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        buffers.parse::<usize>().unwrap()
+    };
+    assert_eq!(exchange_buffers("0"), 4);
+    assert_eq!(exchange_buffers("\"64KiB\""), 8);
 }
 
 #[test]

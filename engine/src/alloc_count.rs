@@ -1,5 +1,6 @@
-//! The engine test binary's global allocator: the system allocator, counting allocations per
-//! thread so a test can prove a code path allocates nothing while other tests run in parallel.
+//! The engine test binary's global allocator: the system allocator, counting allocations (and
+//! the bytes asked for) per thread so a test can prove a code path allocates nothing, or how
+//! much, while other tests run in parallel.
 //!
 //! Test-only; owns nothing else. It forwards every call unchanged.
 
@@ -11,28 +12,30 @@ struct CountingAllocator;
 thread_local! {
     // Const-initialised: reading it never allocates, so the allocator may use it.
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    static BYTES: Cell<u64> = const { Cell::new(0) };
 }
 
-fn count() {
+fn count(bytes: usize) {
     // During thread teardown the slot may be gone; such allocations are nobody's test.
     let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    let _ = BYTES.try_with(|n| n.set(n.get() + bytes as u64));
 }
 
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
+        count(layout.size());
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
+        count(layout.size());
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
+        count(new_size);
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -54,6 +57,15 @@ pub(crate) fn allocations_during<T>(work: impl FnOnce() -> T) -> (T, u64) {
     (result, after - before)
 }
 
+/// Bytes this thread asked the allocator for (reallocations at their new size) while running
+/// `work`.
+pub(crate) fn bytes_allocated_during<T>(work: impl FnOnce() -> T) -> (T, u64) {
+    let before = BYTES.with(Cell::get);
+    let result = work();
+    let after = BYTES.with(Cell::get);
+    (result, after - before)
+}
+
 #[test]
 fn the_counter_sees_allocations() {
     let (_, none) = allocations_during(|| 1 + 1);
@@ -61,4 +73,6 @@ fn the_counter_sees_allocations() {
     let (vec, some) = allocations_during(|| vec![1u8; 64]);
     assert_eq!(vec.len(), 64);
     assert_eq!(some, 1);
+    let (_, bytes) = bytes_allocated_during(|| vec![1u8; 100]);
+    assert_eq!(bytes, 100);
 }

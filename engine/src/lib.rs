@@ -117,6 +117,7 @@ pub mod context;
 pub mod control;
 pub mod error;
 pub mod event;
+pub mod footprint;
 pub mod frame;
 pub mod host;
 pub mod http1;

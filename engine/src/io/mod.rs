@@ -55,10 +55,14 @@ pub use notify::{Notifier, NotifyReceiver};
 pub use outbound::{COALESCE_LIMIT, Outbound};
 pub use readbuf::ReadBuf;
 pub use socket::ListenOptions;
-pub use tls::{ClientTls, HandshakeFailure, Handshaken, Records, ServerTls, TlsLayer, TlsVersion};
+pub use tls::{
+    ClientTls, HandshakeFailure, Handshaken, Records, ServerTls, TlsLayer, TlsVersion,
+    server_session_bytes,
+};
 pub use tunnel::Carried;
 pub use uring::{
-    MAX_PARTS, Part, Ring, RingStats, Tracked, completion_entries, in_tracked_task, note_local_wake,
+    MAX_PARTS, Part, Ring, RingStats, Tracked, completion_entries, in_tracked_task,
+    note_local_wake, slot_bytes,
 };
 
 /// Sizes a shard's I/O is set up with.

@@ -203,20 +203,34 @@ impl Session {
     }
 }
 
+/// Bytes of a connection task's future: what an idle connection's task holds, besides the
+/// executor's header.
+pub fn connection_future_bytes() -> usize {
+    future_size(serve)
+}
+
+/// Bytes of an exchange's future, the size of the shard's frames.
+pub fn exchange_frame_bytes() -> usize {
+    exchange_size(Session::exchange)
+}
+
+fn future_size<F, Fut>(_: F) -> usize
+where
+    F: Fn(Rc<Shard>, Conn, ConnContext) -> Fut,
+{
+    std::mem::size_of::<Fut>()
+}
+
+fn exchange_size<F, Fut>(_: F) -> usize
+where
+    F: FnOnce(&'static mut Session) -> Fut,
+{
+    std::mem::size_of::<Fut>()
+}
+
 #[cfg(test)]
 mod tests {
-    use std::rc::Rc;
-
-    use crate::context::ConnContext;
-    use crate::io::Conn;
-    use crate::shard::Shard;
-
-    fn future_size<F, Fut>(_: F) -> usize
-    where
-        F: Fn(Rc<Shard>, Conn, ConnContext) -> Fut,
-    {
-        std::mem::size_of::<Fut>()
-    }
+    use super::future_size;
 
     /// The connection task is what an idle keep-alive connection costs (with its pending receive
     /// and the executor's task header); an exchange in progress lives in a pooled frame instead.

@@ -33,6 +33,11 @@ struct Entry {
     fd: RawFd,
     waiting: Waiting,
 }
+/// Bytes a connection takes in the registry's table: its entry and the slab's tag beside it.
+pub fn entry_bytes() -> usize {
+    std::mem::size_of::<Entry>() + std::mem::size_of::<usize>()
+}
+
 /// The open client connections of one shard.
 pub struct Registry {
     connections: RefCell<Slab<Entry>>,

@@ -26,6 +26,8 @@ usage: bench/run.sh [options]
                        coregate-base only with --baseline-bin)
   --only p,...         throughput,latency,scaling,idle,k6,failover,overhead,tls-handshake,
                        tls-throughput,tls-idle,tls-latency (default: all)
+  --scenarios a,b,...  throughput scenarios to run (default: all; names as in the tables,
+                       e.g. post-1k-c64,post-64k-c64)
   --rate R             fixed rate of the latency phase (default: half NGINX's max req/s)
   --workers N          workers of every proxy = coregate shards (default: nproc)
   --idle-conns N       connections of the idle-memory phase (default 10000)
@@ -65,8 +67,8 @@ while (($#)); do
 	--*=*) val=${opt#*=} opt=${opt%%=*} ;;
 	esac
 	case $opt in
-	--repeats | --duration | --targets | --only | --rate | --workers | --idle-conns | --port-base | \
-		--coregate-bin | --baseline-bin | --results)
+	--repeats | --duration | --targets | --only | --scenarios | --rate | --workers | --idle-conns | \
+		--port-base | --coregate-bin | --baseline-bin | --results)
 		if [[ -z $val ]]; then
 			(($# >= 2)) || { echo "run.sh: $opt needs a value" >&2; exit 2; }
 			val=$2

@@ -51,7 +51,7 @@ from pathlib import Path
 import failover as failover_scenario
 import loads
 import report
-from procs import HarnessError, Registry, cpu_seconds, pss_kib, rss_kib, run_bounded
+from procs import HarnessError, Registry, cpu_seconds, cpu_split, pss_kib, rss_kib, run_bounded
 from targets import (BASE_TARGET, BASELINE, BENCH_DIR, EXTRA_TARGETS, FEATURE_TARGETS, TARGETS,
                      TLS_TARGETS, Layout, Upstream, coregate_missing, start)
 
@@ -136,20 +136,25 @@ class Run:
 
     def throughput(self) -> None:
         scenarios = [s for s in loads.SCENARIOS if not self.o.smoke or s.name in loads.SMOKE_SCENARIOS]
+        if self.o.scenarios:
+            scenarios = [s for s in scenarios if s.name in self.o.scenarios.split(",")]
 
         def measure(r: int, t: str, running) -> None:
             self.warm_up(t)
             for s in scenarios:
-                cpu0 = cpu_seconds(running.pgid), cpu_seconds(self.upstream.pgid)
+                cpu0 = cpu_split(running.pgid), cpu_seconds(self.upstream.pgid)
                 res = loads.wrk(self.url(t, s.path), s.script, s.conns, self.o.duration,
                                 self.registry, self.layout.loadgen_cpus, s.args)
-                cpu1 = cpu_seconds(running.pgid), cpu_seconds(self.upstream.pgid)
+                cpu1 = cpu_split(running.pgid), cpu_seconds(self.upstream.pgid)
                 n = max(res["requests"], 1)
-                proxy_us = None if cpu0[0] is None else (cpu1[0] - cpu0[0]) * 1e6 / n
+                split = (None if cpu0[0] is None
+                         else [(after - before) * 1e6 / n for before, after in zip(cpu0[0], cpu1[0])])
+                proxy_us = None if split is None else sum(split)
                 origin_us = (cpu1[1] - cpu0[1]) * 1e6 / n
                 self.record("throughput", r, t, scenario=s.name, rps=res["rps"],
                             requests=res["requests"], errors=res["errors"],
                             proxy_cpu_us=proxy_us, origin_cpu_us=origin_us,
+                            proxy_user_us=split and split[0], proxy_kernel_us=split and split[1],
                             latency_us=res["latency_us"])
                 say(f"  {s.name:<13} {res['rps']:>10,.0f} req/s"
                     + (f"  proxy {proxy_us:6.2f} us/req" if proxy_us is not None else "")
@@ -652,6 +657,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--targets", help=f"comma list of {', '.join(TARGETS)} (default: all; "
                     f"{BASE_TARGET} only with --baseline-bin)")
     ap.add_argument("--only", default=",".join(PHASES), help=f"comma list of {', '.join(PHASES)}")
+    ap.add_argument("--scenarios", help="comma list of throughput scenarios (default: all): "
+                    + ", ".join(s.name for s in loads.SCENARIOS))
     ap.add_argument("--rate", type=int, help="fixed rate of the latency phase (default: half NGINX's max)")
     ap.add_argument("--workers", type=int, help="shards / workers / threads of each proxy (default nproc)")
     ap.add_argument("--port-base", type=int, default=int(os.environ.get("BENCH_PORT_BASE", 28000)),
@@ -691,6 +698,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if bad:
         ap.error(f"unknown phase(s) {', '.join(bad)}; choose from {', '.join(PHASES)}")
     o.only = [p for p in PHASES if p in o.only]  # always in dependency order
+    names = [s.name for s in loads.SCENARIOS]
+    bad = [n for n in (o.scenarios or "").split(",") if n and n not in names]
+    if bad:
+        ap.error(f"unknown scenario(s) {', '.join(bad)}; choose from {', '.join(names)}")
     o.repeats = o.repeats or (1 if o.smoke else 3)
     o.duration = o.duration or (1 if o.smoke else 10)
     o.oha_duration = 2 if o.smoke else o.duration

@@ -54,14 +54,21 @@ def group_pids(pgid: int) -> list[int]:
 
 def cpu_seconds(pgid: int | None) -> float | None:
     """utime + stime of every process in the group, seconds (clock-tick resolution)."""
+    split = cpu_split(pgid)
+    return None if split is None else split[0] + split[1]
+
+
+def cpu_split(pgid: int | None) -> tuple[float, float] | None:
+    """(utime, stime) of every process in the group: seconds in user space and in the kernel."""
     if pgid is None:
         return None
-    ticks = 0
+    user = kernel = 0
     for pid in group_pids(pgid):
         fields = _stat(pid)
         if fields:
-            ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15, utime and stime
-    return ticks / CLK_TCK
+            user += int(fields[11])  # field 14, utime
+            kernel += int(fields[12])  # field 15, stime
+    return user / CLK_TCK, kernel / CLK_TCK
 
 
 def thread_cpu(pgid: int) -> dict[str, float]:

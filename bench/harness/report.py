@@ -168,6 +168,17 @@ def markdown(run_dir: Path) -> str:
                      f"{f_num(t.median('throughput', x, 'origin_cpu_us', scenario=s), 1)}" for s in scen]
             lines.append(f"| {x} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += [
+            "#### Proxy CPU per request by scenario: user space µs / kernel µs",
+            "",
+            "| target | " + " | ".join(SCENARIO_TITLES[s] for s in scen) + " |",
+            "|---|" + "---|" * len(scen),
+        ]
+        for x in t.targets("throughput"):
+            cells = [f"{f_num(t.median('throughput', x, 'proxy_user_us', scenario=s), 1)} / "
+                     f"{f_num(t.median('throughput', x, 'proxy_kernel_us', scenario=s), 1)}" for s in scen]
+            lines.append(f"| {x} | " + " | ".join(cells) + " |")
+        lines.append("")
 
     lat = t.targets("latency")
     if lat:

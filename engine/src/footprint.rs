@@ -5,8 +5,8 @@
 
 use std::fmt;
 
-use crate::config::{Config, RouteAction};
 use crate::config::units::Size;
+use crate::config::{Config, RouteAction};
 use crate::io::{server_session_bytes, slot_bytes};
 use crate::proxy::{connection_future_bytes, exchange_frame_bytes};
 use crate::shard::registry;

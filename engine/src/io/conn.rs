@@ -304,7 +304,7 @@ pub(super) async fn send_all(
         // Skip what earlier (short) sends already delivered.
         out.skip(&ranges, sent);
         let mut done = ring.send_parts(fd, out.parts_mut(), deadline).await;
-        out.restore(&ranges, &mut done.bufs);
+        out.restore(&ranges, &mut done);
         match check(done.res, done.timed_out)? {
             0 => {
                 return Err(io::Error::new(
@@ -358,14 +358,14 @@ async fn receive_any(
                     let lent = into.lend().expect("make_room found a buffer");
                     let buf = lent.buf;
                     let mut done = ring.recv_into(fd, buf, offset, deadline, poll_first).await;
-                    if let Some(buf) = done.bufs[0].take() {
+                    if let Some(buf) = done.take_buf() {
                         into.restore(buf, lent.start, lent.end);
                     }
                     break done;
                 }
                 None => {
                     let mut done = ring.recv_provided(fd, deadline, poll_first).await;
-                    if let Some(buf) = done.bufs[0].take() {
+                    if let Some(buf) = done.take_buf() {
                         into.start_with(buf);
                     }
                     if done.res == -libc::ENOBUFS {

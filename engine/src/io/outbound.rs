@@ -4,7 +4,7 @@ use std::rc::Rc;
 
 use super::buffer::{Buf, BufferPool};
 use super::readbuf::ReadBuf;
-use super::uring::{MAX_PARTS, Part};
+use super::uring::{Completion, MAX_PARTS, Part};
 
 /// Bytes of a body at most copied behind its head rather than sent as a second piece: below
 /// this, one contiguous `send` costs less than gathering two buffers.
@@ -122,16 +122,16 @@ impl Outbound {
     }
 
     /// Puts back the buffers a send operation returned and the ranges it started from.
-    pub(super) fn restore(&mut self, ranges: &Ranges, returned: &mut [Option<Buf>; MAX_PARTS]) {
-        for ((slot, returned), &(start, end)) in
-            self.parts.iter_mut().zip(returned.iter_mut()).zip(ranges)
-        {
-            if let Some(buf) = returned.take() {
-                *slot = Some(Part::new(buf, start, end));
-            } else if let Some(part) = slot {
+    pub(super) fn restore(&mut self, ranges: &Ranges, done: &mut Completion) {
+        for (part, &(start, end)) in self.parts.iter_mut().zip(ranges) {
+            if let Some(part) = part {
                 part.set_range(start, end);
             }
         }
+        done.return_bufs(|index, buf| {
+            let (start, end) = ranges[index];
+            self.parts[index] = Some(Part::new(buf, start, end));
+        });
     }
 
     /// The queued parts, in order.

@@ -104,7 +104,7 @@ impl<'r> Direction<'r> {
                         shutdown_write(self.to);
                         Leg::Finished
                     } else {
-                        let buf = done.bufs[0].take().ok_or(Broken)?;
+                        let buf = done.take_buf().ok_or(Broken)?;
                         *moved = true;
                         let end = done.res as u32;
                         Leg::Sending {
@@ -121,7 +121,7 @@ impl<'r> Direction<'r> {
                     if done.res <= 0 {
                         return Err(Broken);
                     }
-                    let buf = done.bufs.iter_mut().find_map(Option::take).ok_or(Broken)?;
+                    let buf = done.take_buf().ok_or(Broken)?;
                     let sent = done.res as u32;
                     self.carried += u64::from(sent);
                     let (start, end) = (*start + sent, *end);

@@ -187,9 +187,45 @@ fn check_range(buf: &Buf, start: u32, end: u32) {
 pub(crate) struct Completion {
     pub res: i32,
     pub timed_out: bool,
-    pub bufs: [Option<Buf>; MAX_PARTS],
     /// The 8 bytes an eventfd read produced.
     pub word: u64,
+    /// The buffer of a receive or of a one-part send, and the part it came from.
+    buf: Option<Buf>,
+    buf_index: u8,
+    /// A gathering send's memory with its buffers, back to the spares when dropped.
+    gather: Option<Box<Gather>>,
+}
+
+impl Completion {
+    /// The operation's buffer: a receive's, or a send's first.
+    pub fn take_buf(&mut self) -> Option<Buf> {
+        self.buf.take().or_else(|| {
+            let gather = self.gather.as_mut()?;
+            gather.bufs.iter_mut().find_map(Option::take)
+        })
+    }
+
+    /// Hands each buffer a send owned to `put`, with the index of the part it came from.
+    pub fn return_bufs(&mut self, mut put: impl FnMut(usize, Buf)) {
+        if let Some(buf) = self.buf.take() {
+            put(self.buf_index as usize, buf);
+        }
+        if let Some(gather) = self.gather.as_mut() {
+            for (index, buf) in gather.bufs.iter_mut().enumerate() {
+                if let Some(buf) = buf.take() {
+                    put(index, buf);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(gather) = self.gather.take() {
+            Gather::recycle(gather);
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -215,8 +251,10 @@ pub(crate) struct Slot {
     has_deadline: bool,
     res: i32,
     waker: Option<Waker>,
-    /// Buffers owned by the operation (receive target, send parts).
-    bufs: [Option<Buf>; MAX_PARTS],
+    /// The buffer owned by a receive or a one-part send (a gathering send's are in its
+    /// [`Gather`]), and the index of the part it came from.
+    buf: Option<Buf>,
+    buf_index: u8,
     /// Memory the kernel reads or writes for this kind of operation.
     memory: OpMemory,
 }
@@ -237,19 +275,44 @@ enum OpMemory {
     Word(u64),
 }
 
-/// The iovecs and `msghdr` of a send gathering several parts. Kept apart from the slot, which
-/// every operation has (an idle connection's receive among them), since only gathering sends
-/// need them: boxed once and reused through [`Slots::spare_gathers`], so no send allocates in
-/// steady state and the address the kernel was given never moves while it sends.
+/// A send gathering several parts: their buffers, iovecs and `msghdr`. Kept apart from the
+/// slot, which every operation has (an idle connection's receive among them), since only
+/// gathering sends need them: boxed once and reused through the thread's spares, so no send
+/// allocates in steady state and the address the kernel was given never moves while it sends.
 struct Gather {
     iov: [libc::iovec; MAX_PARTS],
     msg: libc::msghdr,
+    bufs: [Option<Buf>; MAX_PARTS],
+}
+
+thread_local! {
+    /// Gathers of finished sends, for the next ones. Per thread, as rings are: a completion
+    /// gives its gather back when dropped, without a handle on its ring.
+    static SPARE_GATHERS: RefCell<Vec<Box<Gather>>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Gather {
-    fn new() -> Box<Gather> {
-        // SAFETY: all-zero is a valid value for these plain C structs.
-        Box::new(unsafe { std::mem::zeroed() })
+    /// A spare gather, or a new one.
+    fn take() -> Box<Gather> {
+        let spare = SPARE_GATHERS
+            .try_with(|spares| spares.borrow_mut().pop())
+            .ok()
+            .flatten();
+        spare.unwrap_or_else(|| {
+            Box::new(Gather {
+                // SAFETY: all-zero is a valid value for these plain C structs.
+                iov: unsafe { std::mem::zeroed() },
+                msg: unsafe { std::mem::zeroed() },
+                bufs: Default::default(),
+            })
+        })
+    }
+
+    /// Drops the buffers still in `gather` (back to their pool) and keeps it for the next send.
+    fn recycle(mut gather: Box<Gather>) {
+        gather.bufs = Default::default();
+        // During thread teardown the spares may be gone; the gather is then simply freed.
+        let _ = SPARE_GATHERS.try_with(|spares| spares.borrow_mut().push(gather));
     }
 }
 
@@ -263,7 +326,8 @@ impl Slot {
             has_deadline: false,
             res: 0,
             waker: None,
-            bufs: Default::default(),
+            buf: None,
+            buf_index: 0,
             memory: OpMemory::None,
         }
     }
@@ -278,8 +342,6 @@ struct Slots {
     /// Slots the kernel owns: submitted (or in the backlog) and not finally completed. Only
     /// these keep a stopping ring's driver running.
     in_kernel: usize,
-    /// Gather memory of finished sends, for the next ones.
-    spare_gathers: Vec<Box<Gather>>,
 }
 
 impl Slots {
@@ -316,9 +378,9 @@ impl Slots {
         slot.cancel_sent = false;
         slot.timed_out = false;
         slot.creates_fd = false;
-        slot.bufs = Default::default();
+        slot.buf = None;
         if let OpMemory::Send(gather) = std::mem::replace(&mut slot.memory, OpMemory::None) {
-            self.spare_gathers.push(gather);
+            Gather::recycle(gather);
         }
         self.in_use -= 1;
         self.free.push(id);
@@ -452,7 +514,6 @@ impl Ring {
                 free: Vec::new(),
                 in_use: 0,
                 in_kernel: 0,
-                spare_gathers: Vec::new(),
             }),
             wheel: RefCell::new(Wheel::new(now)),
             backlog: RefCell::new(VecDeque::new()),
@@ -794,7 +855,7 @@ impl Ring {
                     slot.res = res;
                     slot.state = State::Done;
                     if let Some(buf) = provided {
-                        slot.bufs[0] = Some(buf);
+                        slot.buf = Some(buf);
                     }
                     if let Some(waker) = slot.waker.take() {
                         waker.wake();
@@ -914,10 +975,15 @@ impl Ring {
         let completion = Completion {
             res: slot.res,
             timed_out: slot.timed_out && slot.res == -libc::ECANCELED,
-            bufs: std::mem::take(&mut slot.bufs),
             word: match slot.memory {
                 OpMemory::Word(word) => word,
                 _ => 0,
+            },
+            buf: slot.buf.take(),
+            buf_index: slot.buf_index,
+            gather: match std::mem::replace(&mut slot.memory, OpMemory::None) {
+                OpMemory::Send(gather) => Some(gather),
+                _ => None,
             },
         };
         slots.release(id);
@@ -991,7 +1057,7 @@ impl Ring {
         // it are inside the buffer, which the slot owns until the final completion.
         let ptr = unsafe { buf.as_mut_ptr().add(offset) };
         self.start(deadline, move |slot| {
-            slot.bufs[0] = Some(buf);
+            slot.buf = Some(buf);
             opcode::Recv::new(types::Fd(fd), ptr, len as u32)
                 .ioprio(recv_priority(poll_first))
                 .build()
@@ -1017,7 +1083,7 @@ impl Ring {
 
     /// Sends the non-empty parts, in order, in one operation: `send` for a single part,
     /// `sendmsg` gathering several. The operation owns their buffers until done; they come back
-    /// in `Completion::bufs` at the same indices.
+    /// through [`Completion::return_bufs`] with the same indices.
     pub(crate) fn send_parts(
         &self,
         fd: RawFd,
@@ -1034,10 +1100,7 @@ impl Ring {
             .flatten()
             .filter(|part| !part.is_empty())
             .count();
-        let gather = (non_empty > 1).then(|| {
-            let mut slots = self.slots.borrow_mut();
-            slots.spare_gathers.pop().unwrap_or_else(Gather::new)
-        });
+        let gather = (non_empty > 1).then(Gather::take);
         self.start(deadline, move |slot| {
             let Some(mut gather) = gather else {
                 let index = parts
@@ -1049,7 +1112,8 @@ impl Ring {
                 // buffer, which the slot owns until the final completion.
                 let ptr = unsafe { part.buf.as_ptr().add(part.start as usize) };
                 let len = part.end - part.start;
-                slot.bufs[index] = Some(part.buf);
+                slot.buf = Some(part.buf);
+                slot.buf_index = index as u8;
                 return opcode::Send::new(types::Fd(fd), ptr, len)
                     .flags(FLAGS)
                     .build();
@@ -1066,7 +1130,7 @@ impl Ring {
                         as *mut libc::c_void,
                     iov_len: part.len(),
                 };
-                slot.bufs[index] = Some(part.buf);
+                gather.bufs[index] = Some(part.buf);
                 count += 1;
             }
             gather.msg.msg_iov = gather.iov.as_mut_ptr();
@@ -1652,12 +1716,12 @@ mod tests {
 
     /// Every idle connection keeps one receive in flight, so a slot is part of what an idle
     /// connection costs (see the idle-memory figures in bench/RESULTS.md). 224 bytes while a
-    /// send's iovecs and `msghdr` lived in every slot (four parts); 192 with eight parts and
-    /// that memory kept apart for the sends that gather.
+    /// send's iovecs, `msghdr` and four buffers lived in every slot; 80 since a gathering send
+    /// keeps them (eight parts) in a box of its own.
     #[test]
     fn a_slot_stays_small() {
         assert!(
-            std::mem::size_of::<super::Slot>() <= 192,
+            std::mem::size_of::<super::Slot>() <= 80,
             "{}",
             std::mem::size_of::<super::Slot>()
         );

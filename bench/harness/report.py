@@ -146,39 +146,27 @@ def markdown(run_dir: Path) -> str:
     scen = [s for s in SCENARIO_TITLES
             if any(r["phase"] == "throughput" and r.get("scenario") == s for r in t.rows)]
     if scen:
-        lines += [
-            "#### Throughput by scenario: median req/s (ratio to NGINX)",
-            "",
-            "| target | " + " | ".join(SCENARIO_TITLES[s] for s in scen) + " |",
-            "|---|" + "---|" * len(scen),
-        ]
-        for x in t.targets("throughput"):
-            cells = [f"{f_int(t.median('throughput', x, 'rps', scenario=s))} "
-                     f"({f_num(t.ratio('throughput', x, 'rps', scenario=s))})" for s in scen]
-            lines.append(f"| {x} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            "#### CPU per request by scenario: proxy µs / origin µs",
-            "",
-            "| target | " + " | ".join(SCENARIO_TITLES[s] for s in scen) + " |",
-            "|---|" + "---|" * len(scen),
-        ]
-        for x in t.targets("throughput"):
-            cells = [f"{f_num(t.median('throughput', x, 'proxy_cpu_us', scenario=s), 1)} / "
-                     f"{f_num(t.median('throughput', x, 'origin_cpu_us', scenario=s), 1)}" for s in scen]
-            lines.append(f"| {x} | " + " | ".join(cells) + " |")
-        lines.append("")
-        lines += [
-            "#### Proxy CPU per request by scenario: user space µs / kernel µs",
-            "",
-            "| target | " + " | ".join(SCENARIO_TITLES[s] for s in scen) + " |",
-            "|---|" + "---|" * len(scen),
-        ]
-        for x in t.targets("throughput"):
-            cells = [f"{f_num(t.median('throughput', x, 'proxy_user_us', scenario=s), 1)} / "
-                     f"{f_num(t.median('throughput', x, 'proxy_kernel_us', scenario=s), 1)}" for s in scen]
-            lines.append(f"| {x} | " + " | ".join(cells) + " |")
-        lines.append("")
+        def table(title, cell):
+            """One row per target, one column per scenario, `cell(target, scenario)` in each."""
+            out = [f"#### {title}", "",
+                   "| target | " + " | ".join(SCENARIO_TITLES[s] for s in scen) + " |",
+                   "|---|" + "---|" * len(scen)]
+            for x in t.targets("throughput"):
+                out.append(f"| {x} | " + " | ".join(cell(x, s) for s in scen) + " |")
+            return out + [""]
+
+        def pair(first, second):
+            """A cell of two medians of the throughput phase, `first / second`."""
+            return lambda x, s: (f"{f_num(t.median('throughput', x, first, scenario=s), 1)} / "
+                                 f"{f_num(t.median('throughput', x, second, scenario=s), 1)}")
+
+        lines += table("Throughput by scenario: median req/s (ratio to NGINX)",
+                       lambda x, s: f"{f_int(t.median('throughput', x, 'rps', scenario=s))} "
+                                    f"({f_num(t.ratio('throughput', x, 'rps', scenario=s))})")
+        lines += table("CPU per request by scenario: proxy µs / origin µs",
+                       pair("proxy_cpu_us", "origin_cpu_us"))
+        lines += table("Proxy CPU per request by scenario: user space µs / kernel µs",
+                       pair("proxy_user_us", "proxy_kernel_us"))
 
     lat = t.targets("latency")
     if lat:

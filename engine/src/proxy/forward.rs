@@ -359,11 +359,9 @@ impl Session {
         let pool = self.shard.io.pool().clone();
         while body.remaining > 0 && !out.is_full() {
             let deadline = self.shard.io.now() + snapshot.timeouts.body;
-            match self.client.recv(&mut self.rb, Some(deadline)).await {
-                Ok(0) => return Err(body_error(RelayError::SourceClosed)),
-                Ok(_) => {}
-                Err(err) => return Err(body_error(RelayError::Source(err))),
-            }
+            relay::receive_more(&mut self.client, &mut self.rb, deadline)
+                .await
+                .map_err(body_error)?;
             let take = body.remaining.min(self.rb.len() as u64) as usize;
             if !out.pack_from(&mut self.rb, take, &pool) {
                 break;

@@ -9,7 +9,7 @@
 
 use std::io;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::http1::ResponseBody;
 use crate::http1::{
@@ -102,23 +102,29 @@ impl Ends<'_> {
         }
         self.out.clear();
         sent.map_err(|_| RelayError::Sink)?;
-        match received {
-            Ok(0) => Err(RelayError::SourceClosed),
-            Ok(_) => Ok(()),
-            Err(err) => Err(RelayError::Source(err)),
-        }
+        received_more(received)
     }
 
     async fn fill(&mut self) -> Result<(), RelayError> {
-        match self
-            .from
-            .recv(self.from_rb, Some(self.io.now() + self.pace.read))
-            .await
-        {
-            Ok(0) => Err(RelayError::SourceClosed),
-            Ok(_) => Ok(()),
-            Err(err) => Err(RelayError::Source(err)),
-        }
+        receive_more(self.from, self.from_rb, self.io.now() + self.pace.read).await
+    }
+}
+
+/// Receives more of a body from `from` into `rb` by `deadline`; its end is an error here.
+pub async fn receive_more(
+    from: &mut Conn,
+    rb: &mut ReadBuf,
+    deadline: Instant,
+) -> Result<(), RelayError> {
+    received_more(from.recv(rb, Some(deadline)).await)
+}
+
+/// A receive's outcome for a body still expected: no byte means the source closed.
+fn received_more(received: io::Result<usize>) -> Result<(), RelayError> {
+    match received {
+        Ok(0) => Err(RelayError::SourceClosed),
+        Ok(_) => Ok(()),
+        Err(err) => Err(RelayError::Source(err)),
     }
 }
 

@@ -155,9 +155,6 @@ fn tls_keep_alive_allocates_nothing_per_request_either() {
 
 /// A body received whole before it goes upstream (`request_buffering`) fills pool buffers and
 /// leaves in one gathered send whose memory is reused: nothing allocated per request either.
-/// Plain TCP only: over TLS, two full 16 KiB records at hand at once put the second one's
-/// plaintext in the layer's spill vector (`io/tls.rs`, `open_records`), allocated per use,
-/// streamed or buffered alike.
 #[test]
 fn buffered_request_bodies_allocate_nothing_per_request() {
     let (_, measured) = allocations_under("uring", "", Load::Post(20 * 1024), (100, 500));
@@ -165,4 +162,21 @@ fn buffered_request_bodies_allocate_nothing_per_request() {
         measured, 0,
         "2,000 buffered 20 KiB POSTs allocated {measured} times inside coregate's shard tasks"
     );
+}
+
+/// Over TLS, a body of several full 16 KiB records often has two or more of them at hand at
+/// once: each is opened only when the caller's buffer can take its whole plaintext, so none is
+/// parked in memory of its own. Buffered and streamed bodies alike.
+#[test]
+fn tls_request_bodies_of_several_records_allocate_nothing_per_request() {
+    for (extra, what) in [
+        ("", "buffered"),
+        ("[limits]\nrequest_buffering = 0\n", "streamed"),
+    ] {
+        let (_, measured) = allocations_under(TLS, extra, Load::Post(40 * 1024), (100, 400));
+        assert_eq!(
+            measured, 0,
+            "1,600 {what} 40 KiB POSTs over TLS allocated {measured} times inside coregate's shard tasks"
+        );
+    }
 }

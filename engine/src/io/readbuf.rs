@@ -71,15 +71,23 @@ impl ReadBuf {
                 None => return 0,
             }
         }
-        let offset = match self.make_room() {
-            Ok(Some(offset)) => offset,
-            _ => return 0,
-        };
         let buf = self.buf.as_mut().expect("a buffer is held");
+        if buf.capacity() - (self.end as usize) < bytes.len() {
+            self.compact();
+        }
+        let buf = self.buf.as_mut().expect("a buffer is held");
+        let offset = self.end as usize;
         let n = bytes.len().min(buf.capacity() - offset);
         buf.as_mut_slice()[offset..offset + n].copy_from_slice(&bytes[..n]);
         self.end += n as u32;
         n
+    }
+
+    /// How many bytes [`ReadBuf::append`] takes at most: the buffer held less the unconsumed
+    /// bytes, or a whole buffer of `buf_size` when none is held.
+    pub(super) fn room(&self, buf_size: usize) -> usize {
+        self.capacity()
+            .map_or(buf_size, |capacity| capacity - self.len())
     }
 
     pub fn len(&self) -> usize {
@@ -185,11 +193,23 @@ impl ReadBuf {
                 "read buffer full",
             ));
         }
+        self.compact();
+        Ok(Some(self.end as usize))
+    }
+
+    /// Moves the unconsumed bytes to the front of the buffer held, so its whole free space
+    /// follows them.
+    fn compact(&mut self) {
+        let Some(buf) = self.buf.as_mut() else {
+            return;
+        };
+        if self.start == 0 {
+            return;
+        }
         let (start, end) = (self.start as usize, self.end as usize);
         buf.as_mut_slice().copy_within(start..end, 0);
         self.end -= self.start;
         self.start = 0;
-        Ok(Some(self.end as usize))
     }
 }
 
@@ -198,4 +218,30 @@ pub(super) struct Lent {
     pub buf: Buf,
     pub start: u32,
     pub end: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_reclaims_the_consumed_head_before_it_splits_bytes() {
+        let pool = BufferPool::new(4096, 2).unwrap();
+        let mut rb = ReadBuf::new();
+        assert_eq!(rb.room(pool.buf_size()), 4096);
+        assert_eq!(rb.append(&[1; 4000], &pool), 4000);
+        rb.consume(3000);
+        assert_eq!(rb.room(pool.buf_size()), 3096);
+        // 96 bytes are free after the end; the 3,000 before the start are reclaimed first.
+        assert_eq!(rb.append(&[2; 3000], &pool), 3000);
+        assert_eq!(rb.len(), 4000);
+        assert_eq!(&rb.data()[..1000], &[1; 1000][..]);
+        assert_eq!(&rb.data()[1000..], &[2; 3000][..]);
+        assert_eq!(rb.room(pool.buf_size()), 96);
+        assert_eq!(
+            rb.append(&[3; 200], &pool),
+            96,
+            "a full buffer takes what fits"
+        );
+    }
 }

@@ -564,9 +564,11 @@ impl<C: Records> TlsLayer<C> {
         n
     }
 
-    /// Opens the whole records at hand on coregate's layer, their plaintext into `rb` (the
-    /// rest of a record that does not fit into `spill`, and no record after it): the bytes
-    /// appended to `rb`. A `close_notify` sets `peer_closed`.
+    /// Opens the whole records at hand on coregate's layer, their plaintext into `rb`: the
+    /// bytes appended to `rb`. A `close_notify` sets `peer_closed`. Once some plaintext is in,
+    /// a record is opened only if `rb` can take all of its plaintext; the rest wait, sealed,
+    /// for the next read. Only a record that does not fit into an `rb` that took nothing yet
+    /// is split, the part that does not fit into `spill` (allocated), and none after it.
     fn open_records(&mut self, rb: &mut ReadBuf, pool: &Rc<BufferPool>) -> io::Result<usize> {
         let mut got = 0;
         while !self.peer_closed && self.spill.is_empty() {
@@ -584,6 +586,9 @@ impl<C: Records> TlsLayer<C> {
             let Some(len) = record::record_len(data).filter(|&len| len <= data.len()) else {
                 break;
             };
+            if got > 0 && own.keys.most_plaintext_in(len) > rb.room(pool.buf_size()) {
+                break;
+            }
             let record = &mut data[..len];
             let opened = own.keys.open(record).map_err(record_error)?;
             let plaintext = &record[opened.plaintext];

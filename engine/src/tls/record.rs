@@ -219,6 +219,11 @@ impl RecordKeys {
         self.tls13
     }
 
+    /// The most plaintext a received record of `record_len` bytes can carry.
+    pub fn most_plaintext_in(&self, record_len: usize) -> usize {
+        record_len.saturating_sub(self.sealed_len(0))
+    }
+
     /// The bytes a record of `plaintext` bytes takes on the wire.
     pub fn sealed_len(&self, plaintext: usize) -> usize {
         let inner_type = usize::from(self.tls13);

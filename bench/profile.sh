@@ -4,6 +4,8 @@
 #   bench/profile.sh                               coregate, perf, 10 s of wrk -t1 -c64 GET /5b
 #   bench/profile.sh --target nginx --duration 20
 #   bench/profile.sh --callgrind --duration 5      instructions per request + top functions
+#   bench/profile.sh --sched 14000                 wake-up and run-queue delays per task under
+#                                                  oha at a fixed rate (perf sched)
 #
 # The origin and the target start exactly as in bench/run.sh (configs, pinning). perf mode runs
 # `perf record -a -g` while wrk loads the target, then prints
@@ -23,6 +25,7 @@ usage: bench/profile.sh [options]
   --conns N            wrk client connections (default 64)
   --path P             path requested (default /5b; /1k, /16k, /64b also exist)
   --callgrind          valgrind --tool=callgrind instead of perf
+  --sched RATE         perf sched under oha at RATE req/s instead of sampling CPU
   --top N              report lines printed (default 30)
   --freq HZ            perf sampling frequency (default 999)
   --workers N          workers / shards of the target (default nproc)
@@ -33,7 +36,7 @@ usage: bench/profile.sh [options]
 USAGE
 }
 
-install=1 build=1 target=coregate callgrind=0 coregate_bin=""
+install=1 build=1 target=coregate callgrind=0 sched=0 coregate_bin=""
 pass=()
 while (($#)); do
 	opt=$1 val=""
@@ -41,7 +44,7 @@ while (($#)); do
 	--*=*) val=${opt#*=} opt=${opt%%=*} ;;
 	esac
 	case $opt in
-	--target | --duration | --conns | --path | --top | --freq | --workers | --port-base | --coregate-bin)
+	--target | --duration | --conns | --path | --top | --freq | --workers | --port-base | --coregate-bin | --sched)
 		if [[ -z $val ]]; then
 			(($# >= 2)) || { echo "profile.sh: $opt needs a value" >&2; exit 2; }
 			val=$2
@@ -50,6 +53,7 @@ while (($#)); do
 		case $opt in
 		--target) target=$val ;;
 		--coregate-bin) coregate_bin=$val build=0 ;;
+		--sched) sched=1 ;;
 		esac
 		[[ $opt == --coregate-bin ]] || pass+=("$opt" "$val")
 		;;
@@ -78,6 +82,10 @@ if ((install)); then
 		command -v perf >/dev/null || pkgs+=(linux-perf)
 	fi
 	if ((${#pkgs[@]})); then apt_install "${pkgs[@]}"; fi
+	if ((sched)) && ! command -v oha >/dev/null; then
+		say "installing oha with cargo (compiles for several minutes, once)"
+		cargo install --locked oha
+	fi
 fi
 
 if [[ -z $coregate_bin ]]; then

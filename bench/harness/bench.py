@@ -51,7 +51,8 @@ from pathlib import Path
 import failover as failover_scenario
 import loads
 import report
-from procs import HarnessError, Registry, cpu_seconds, cpu_split, pss_kib, rss_kib, run_bounded
+from procs import (HarnessError, Registry, cpu_seconds, cpu_split, pss_kib, rss_kib, run_bounded,
+                   sched_counts)
 from targets import (BASE_TARGET, BASELINE, BENCH_DIR, EXTRA_TARGETS, FEATURE_TARGETS, TARGETS,
                      TLS_TARGETS, Layout, Upstream, coregate_missing, start)
 
@@ -197,15 +198,23 @@ class Run:
             self.warm_up(t)
             db = self.run_dir / f"oha-{t}-{r}.sqlite"
             cpu0 = cpu_seconds(running.pgid)
+            sched0 = sched_counts(running.pgid), sched_counts(self.upstream.pgid)
             res = loads.oha(self.url(t, "/5b"), self.fixed_rate, 64, self.o.oha_duration, db,
                             self.registry, self.layout.loadgen_cpus)
             cpu1 = cpu_seconds(running.pgid)
-            res["proxy_cpu_us"] = None if cpu0 is None else (cpu1 - cpu0) * 1e6 / max(res["requests"], 1)
+            sched1 = sched_counts(running.pgid), sched_counts(self.upstream.pgid)
+            n = max(res["requests"], 1)
+            res["proxy_cpu_us"] = None if cpu0 is None else (cpu1 - cpu0) * 1e6 / n
+            res.update(scheduling_per_request("proxy", sched0[0], sched1[0], n))
+            res.update(scheduling_per_request("origin", sched0[1], sched1[1], n))
             res["distribution"] = loads.latency_distribution(db)
             db.unlink(missing_ok=True)
             self.record("latency", r, t, **res)
             say(f"  p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms  p99.9 {res['p99.9_ms']:.3f} ms"
                 f"  achieved {res['achieved_rps']:,.0f} req/s"
+                + (f"  proxy run-queue {res['proxy_runq_us']:.1f} us/req, sleeps"
+                   f" {res['proxy_sleeps_per_1k']:.0f}/1k, preempted {res['proxy_preempted_per_1k']:.0f}/1k"
+                   if "proxy_runq_us" in res else "")
                 + (f"  ERRORS {res['errors']}" if res["errors"] else ""))
 
         self.rounds("latency", self.o.targets, measure)
@@ -561,6 +570,17 @@ TOOLS = {"throughput": ["wrk"], "latency": ["wrk", "oha"], "scaling": ["wrk"], "
          "k6": ["k6"], "failover": ["k6"], "overhead": ["wrk"], "tls-handshake": ["wrk", "openssl"],
          "tls-throughput": ["wrk", "openssl"], "tls-idle": ["openssl"],
          "tls-latency": ["wrk", "oha", "openssl"]}
+
+
+def scheduling_per_request(who: str, before, after, requests: int) -> dict:
+    """What the scheduler did to `who` per request between two `sched_counts`: µs waited
+    runnable for a CPU, sleeps and preemptions per 1,000 requests."""
+    if before is None or after is None:
+        return {}
+    waited, sleeps, preempted = (b - a for a, b in zip(before, after))
+    return {f"{who}_runq_us": waited * 1e6 / requests,
+            f"{who}_sleeps_per_1k": sleeps * 1e3 / requests,
+            f"{who}_preempted_per_1k": preempted * 1e3 / requests}
 
 
 def missing_tools(phase: str) -> list[str]:

@@ -91,6 +91,33 @@ def thread_cpu(pgid: int) -> dict[str, float]:
     return out
 
 
+def sched_counts(pgid: int | None) -> tuple[float, int, int] | None:
+    """(seconds runnable but waiting for a CPU, voluntary switches, involuntary switches)
+    summed over every live thread of the group: what the scheduler did to it. A voluntary
+    switch is a sleep (an empty ring or epoll, a blocking call), an involuntary one a
+    preemption. Threads that exited are not counted (none do during a measured load)."""
+    if pgid is None:
+        return None
+    waited_ns = sleeps = preempted = 0
+    for pid in group_pids(pgid):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            task = f"/proc/{pid}/task/{tid}"
+            try:
+                waited_ns += int(Path(f"{task}/schedstat").read_text().split()[1])
+                for line in Path(f"{task}/status").read_text().splitlines():
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        sleeps += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        preempted += int(line.split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return waited_ns / 1e9, sleeps, preempted
+
+
 def _status_kib(pid: int, key: str, path: str = "status") -> int:
     try:
         with open(f"/proc/{pid}/{path}") as f:

@@ -6,6 +6,13 @@ pinning); wrk runs GET load while `perf record -a -g` samples the whole box; the
 `perf report --no-children --sort symbol` restricted to the target's busiest threads (--comm, or
 --pid for NGINX, whose thread names the origin shares) prints the top symbols.
 
+sched mode (--sched RATE): oha loads the target at RATE req/s (open loop, -c CONNS) while
+`perf sched record -a` traces every context switch and wake-up on the box; then
+`perf sched latency` lists, per task, how long it waited between being woken (or preempted)
+and running: the average and the worst delay, and when the worst happened. This is where a
+latency tail made by scheduling shows itself: the proxy waiting behind the origin or the load
+generator on a shared CPU, or sleeping when it had work.
+
 callgrind mode: the target runs under `valgrind --tool=callgrind`; after a warm-up its counters
 are zeroed (callgrind_control -z), wrk runs, the counters are dumped (callgrind_control -d), and
 the report gives instructions per request and the top functions. Instruction counts barely move
@@ -84,6 +91,41 @@ def perf_profile(o, layout: Layout, registry: Registry, running) -> int:
     return 0
 
 
+def sched_profile(o, layout: Layout, registry: Registry, running) -> int:
+    data = o.run_dir / "sched.data"
+    url = f"http://{layout.host}:{running.port}{o.path}"
+    db = o.run_dir / "oha.sqlite"
+    oha = subprocess.Popen(
+        pinned(["oha", "-z", f"{o.duration + 2}s", "-w", "-q", str(o.sched), "-c", str(o.conns),
+                "--latency-correction", "--no-tui", "--output-format", "json", "--worker-threads", "1",
+                "--db-url", str(db), url], layout.loadgen_cpus),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    registry.add(oha.pid, "oha")
+    try:
+        time.sleep(1)  # let the load reach steady state before tracing
+        rc, _, err = run_bounded("perf", ["perf", "sched", "record", "-a", "-o", str(data),
+                                          "--", "sleep", str(o.duration)], registry, timeout=o.duration + 60)
+        if rc != 0:
+            raise HarnessError(f"perf sched record exited {rc}: {err.strip()[-400:]}")
+        out, _ = oha.communicate(timeout=o.duration + 60)
+    finally:
+        if oha.poll() is None:
+            oha.kill()
+            oha.wait()
+        registry.remove(oha.pid)
+    m = re.search(r'"p99\.9":\s*([0-9.e-]+)', out)
+    print(f"load: oha -q {o.sched} -c{o.conns} GET {o.path} for {o.duration + 2} s"
+          + (f": p99.9 {float(m.group(1)) * 1e3:.2f} ms" if m else ""))
+    argv = ["perf", "sched", "latency", "-i", str(data), "--sort", "max"]
+    print("  " + " ".join(argv))
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    (o.run_dir / "sched-latency.txt").write_text(proc.stdout)
+    rows = [l for l in proc.stdout.splitlines() if l.strip()]
+    print("\n".join(rows[: o.top + 3]) or proc.stderr.strip())
+    print(f"\nfull report: {o.run_dir / 'sched-latency.txt'}; every switch: perf sched timehist -i {data}")
+    return 0
+
+
 def callgrind_profile(o, layout: Layout, registry: Registry, running) -> int:
     url = f"http://{layout.host}:{running.port}{o.path}"
     pids = [str(p) for p in group_pids(running.pgid)]  # NGINX: master and workers
@@ -129,6 +171,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--freq", type=int, default=999, help="perf sampling frequency, Hz")
     ap.add_argument("--top", type=int, default=30, help="report lines printed")
     ap.add_argument("--callgrind", action="store_true")
+    ap.add_argument("--sched", type=int, metavar="RATE",
+                    help="trace scheduling under oha at RATE req/s instead of sampling CPU")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--port-base", type=int, default=int(os.environ.get("BENCH_PORT_BASE", 28000)))
     ap.add_argument("--coregate-bin", type=Path, required=True)
@@ -149,7 +193,8 @@ def main(argv: list[str]) -> int:
         upstream.start()
         running = start(layout.spec(o.target), layout, o.run_dir, registry, o.coregate_bin,
                         wrap=wrap, start_timeout=120 if o.callgrind else 10)
-        return (callgrind_profile if o.callgrind else perf_profile)(o, layout, registry, running)
+        profile = callgrind_profile if o.callgrind else sched_profile if o.sched else perf_profile
+        return profile(o, layout, registry, running)
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

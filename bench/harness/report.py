@@ -184,6 +184,22 @@ def markdown(run_dir: Path) -> str:
                 + f" | {f_int(t.median('latency', x, 'achieved_rps'))}"
                 f" | {f_num(t.median('latency', x, 'proxy_cpu_us'), 1)} |")
         lines += ["", "Percentile distribution: `latency.svg`.", ""]
+        if any(t.median("latency", x, "proxy_runq_us") is not None for x in lat):
+            lines += [
+                "What the scheduler did per request in that run (medians): µs the proxy's threads "
+                "waited runnable for a CPU, its sleeps and preemptions per 1,000 requests; the same "
+                "for the origin.",
+                "",
+                "| target | proxy run-queue µs | proxy sleeps /1k | proxy preempted /1k "
+                "| origin run-queue µs | origin sleeps /1k | origin preempted /1k |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for x in lat:
+                lines.append(f"| {x} | " + " | ".join(
+                    f_num(t.median("latency", x, f"{who}_{k}"), 1)
+                    for who in ("proxy", "origin")
+                    for k in ("runq_us", "sleeps_per_1k", "preempted_per_1k")) + " |")
+            lines.append("")
         cal = t.median("calibration", BASELINE, "rps", scenario=HEADLINE)
         if cal:
             lines += [f"The fixed rate is half of {BASELINE}'s {f_int(cal)} req/s (wrk -t1 -c64 GET 5 B, "

@@ -31,6 +31,7 @@
 mod accept;
 pub mod buffer;
 mod conn;
+mod fixed;
 pub mod notify;
 mod outbound;
 mod readbuf;

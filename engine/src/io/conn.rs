@@ -47,7 +47,6 @@ pub(super) enum Layer {
 impl Conn {
     /// Takes ownership of a connected socket's descriptor.
     pub(super) fn new(shard: Rc<IoShard>, fd: RawFd, peer: SocketAddr) -> Conn {
-        shard.ring().adopt(fd);
         Conn {
             shard,
             fd,
@@ -129,11 +128,9 @@ impl Conn {
     /// Gives the descriptor back without closing it (a connection accepted beyond the cap goes
     /// back to its listener).
     pub(super) fn into_raw_fd(mut self) -> RawFd {
-        let ring = self.shard.ring();
         if let Some(id) = self.watch.take() {
-            ring.end_watch(id);
+            self.shard.ring().end_watch(id);
         }
-        ring.disown(self.fd);
         std::mem::replace(&mut self.fd, -1)
     }
 

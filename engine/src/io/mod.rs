@@ -31,7 +31,6 @@
 mod accept;
 pub mod buffer;
 mod conn;
-mod fixed;
 pub mod notify;
 mod outbound;
 mod readbuf;

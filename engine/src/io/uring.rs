@@ -52,7 +52,6 @@ use std::time::{Duration, Instant};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::buffer::{Buf, BufferPool, PROVIDED_GROUP};
-use super::fixed::{FixedFiles, MAX_FIXED_FILES};
 use super::timer::{TICK, Wheel};
 
 /// Slots per arena chunk. Chunks are allocated when concurrency first exceeds what exists, never
@@ -437,8 +436,6 @@ pub struct Ring {
     /// Entries the submission queue could not take yet, in order; flushed each pass.
     backlog: RefCell<VecDeque<squeue::Entry>>,
     pool: Rc<BufferPool>,
-    /// Which connection sockets are in the ring's registered file table (`fixed.rs`).
-    fixed: RefCell<FixedFiles>,
     idle_wait: Duration,
     /// The time at the start of the current pass (see [`Ring::now`]).
     now: Cell<Instant>,
@@ -469,25 +466,6 @@ thread_local! {
 /// calls this. `idle_wait` bounds the delay should one ever be missed.
 pub fn note_local_wake() {
     LOCAL_WAKE.with(|flag| flag.set(true));
-}
-
-/// Registers an empty file table for the ring's connections (`fixed.rs`): as many slots as
-/// [`MAX_FIXED_FILES`] and the open-file limit allow. Without one (a kernel that refuses it)
-/// every operation names its descriptor the plain way.
-fn register_file_table(uring: &IoUring) -> FixedFiles {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return FixedFiles::none();
-    }
-    let slots = MAX_FIXED_FILES.min(u32::try_from(limit.rlim_cur).unwrap_or(u32::MAX));
-    match uring.submitter().register_files_sparse(slots) {
-        Ok(()) => FixedFiles::with_slots(slots),
-        Err(_) => FixedFiles::none(),
-    }
 }
 
 fn take_local_wake() -> bool {
@@ -528,7 +506,6 @@ impl Ring {
                 .submitter()
                 .register_buf_ring_with_flags(addr, count, PROVIDED_GROUP, 0)?;
         }
-        let fixed = register_file_table(&uring);
         let now = Instant::now();
         Ok(Rc::new(Ring {
             uring: RefCell::new(uring),
@@ -541,7 +518,6 @@ impl Ring {
             wheel: RefCell::new(Wheel::new(now)),
             backlog: RefCell::new(VecDeque::new()),
             pool,
-            fixed: RefCell::new(fixed),
             idle_wait,
             now: Cell::new(now),
             stats: Cell::new(RingStats::default()),
@@ -732,46 +708,7 @@ impl Ring {
     /// gave to a new descriptor. A close queued after the driver returned is submitted when the
     /// ring drops.
     pub(crate) fn close(&self, fd: RawFd) {
-        self.disown(fd);
         self.fire_and_forget(opcode::Close::new(types::Fd(fd)).build());
-    }
-
-    /// Registers a connection's socket in the ring's file table, so its operations skip the
-    /// kernel's per-operation file lookup (`fixed.rs`). One system call per connection; a
-    /// descriptor the table has no slot for, or the kernel does not take, stays on the plain
-    /// path. The socket must leave the table before it closes: [`Ring::close`] or
-    /// [`Ring::disown`].
-    pub(crate) fn adopt(&self, fd: RawFd) {
-        let mut fixed = self.fixed.borrow_mut();
-        if !fixed.can_hold(fd) || fixed.contains(fd) {
-            return;
-        }
-        let registered = self
-            .uring
-            .borrow()
-            .submitter()
-            .register_files_update(fd as u32, &[fd]);
-        if registered.is_ok_and(|n| n == 1) {
-            fixed.insert(fd);
-        }
-    }
-
-    /// Takes `fd` out of the ring's file table (through the ring, after every entry queued
-    /// before that names it), leaving the descriptor itself open: the table's reference to the
-    /// socket goes, so closing the descriptor closes the socket.
-    pub(crate) fn disown(&self, fd: RawFd) {
-        if self.fixed.borrow_mut().remove(fd) {
-            self.fire_and_forget(opcode::Close::new(types::Fixed(fd as u32)).build());
-        }
-    }
-
-    /// The flags that make an entry naming `fd` use the ring's file table, if `fd` is in it.
-    fn file_flags(&self, fd: RawFd) -> squeue::Flags {
-        if self.fixed.borrow().contains(fd) {
-            squeue::Flags::FIXED_FILE
-        } else {
-            squeue::Flags::empty()
-        }
     }
 
     fn cancel(&self, id: u32) {
@@ -1124,7 +1061,6 @@ impl Ring {
             opcode::Recv::new(types::Fd(fd), ptr, len as u32)
                 .ioprio(recv_priority(poll_first))
                 .build()
-                .flags(self.file_flags(fd))
         })
     }
 
@@ -1141,7 +1077,7 @@ impl Ring {
                 .ioprio(recv_priority(poll_first))
                 .buf_group(PROVIDED_GROUP)
                 .build()
-                .flags(squeue::Flags::BUFFER_SELECT | self.file_flags(fd))
+                .flags(squeue::Flags::BUFFER_SELECT)
         })
     }
 
@@ -1180,8 +1116,7 @@ impl Ring {
                 slot.buf_index = index as u8;
                 return opcode::Send::new(types::Fd(fd), ptr, len)
                     .flags(FLAGS)
-                    .build()
-                    .flags(self.file_flags(fd));
+                    .build();
             };
             let mut count = 0;
             for (index, entry) in parts.iter_mut().enumerate() {
@@ -1207,7 +1142,6 @@ impl Ring {
             opcode::SendMsg::new(types::Fd(fd), msg)
                 .flags(FLAGS as u32)
                 .build()
-                .flags(self.file_flags(fd))
         })
     }
 
@@ -1274,9 +1208,7 @@ impl Ring {
             return None;
         }
         let op = self.start(None, move |_| {
-            opcode::PollAdd::new(types::Fd(fd), (libc::POLLIN | libc::POLLRDHUP) as u32)
-                .build()
-                .flags(self.file_flags(fd))
+            opcode::PollAdd::new(types::Fd(fd), (libc::POLLIN | libc::POLLRDHUP) as u32).build()
         });
         let id = op.id;
         // The watch is ended by `end_watch`, never awaited.
@@ -1482,17 +1414,12 @@ impl Ring {
     pub(super) fn turn(&self, wait: Duration) {
         self.pass(Some(wait));
     }
-
-    /// Whether `fd` is in the ring's file table.
-    pub(super) fn is_registered(&self, fd: RawFd) -> bool {
-        self.fixed.borrow().contains(fd)
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
-    use std::pin::{Pin, pin};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::pin::pin;
     use std::rc::Rc;
     use std::task::Poll;
     use std::time::{Duration, Instant};
@@ -1500,7 +1427,7 @@ mod tests {
     use io_uring::{opcode, types};
 
     use super::super::testing::{on_executor, poll_once, tcp_pair};
-    use super::{Completion, Op, OpMemory, Ring, State, completion_entries};
+    use super::{OpMemory, Ring, State, completion_entries};
 
     fn ring(entries: u32) -> Rc<Ring> {
         Ring::new(
@@ -1680,85 +1607,6 @@ mod tests {
             }
         };
         assert!(matches!(read, Ok(0)), "the peer sees no close: {read:?}");
-    }
-
-    /// Polls `op`, turning the ring between polls, until it completes (at most 5 s).
-    fn complete(ring: &Ring, op: Pin<&mut Op<'_>>) -> Completion {
-        let mut op = op;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Poll::Ready(done) = poll_once(op.as_mut()) {
-                return done;
-            }
-            assert!(Instant::now() < deadline, "the operation never completed");
-            ring.turn(Duration::from_millis(10));
-        }
-    }
-
-    /// What the peer reads next: `Ok(0)` once the socket closed (its read times out after 5 s).
-    fn read_byte(far: &mut std::net::TcpStream) -> std::io::Result<usize> {
-        let mut byte = [0u8; 1];
-        loop {
-            match std::io::Read::read(far, &mut byte) {
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-                other => return other,
-            }
-        }
-    }
-
-    /// An adopted socket is used through the ring's file table; a receive on it dropped in
-    /// flight is cancelled, and closing it through the ring takes it out of the table first, so
-    /// the socket really closes. Before the table was emptied on close, its reference kept the
-    /// socket open: the peer never saw the end.
-    #[test]
-    fn a_registered_socket_closed_through_the_ring_closes() {
-        let ring = ring(64);
-        let (near, mut far) = tcp_pair();
-        let fd = near.into_raw_fd();
-        ring.adopt(fd);
-        assert!(
-            ring.is_registered(fd),
-            "the kernel took the socket into the table"
-        );
-        std::io::Write::write_all(&mut far, b"ping").unwrap();
-        let buf = ring.pool().take().expect("a buffer");
-        let mut done = complete(&ring, pin!(ring.recv_into(fd, buf, 0, None, false)));
-        assert_eq!(done.res, 4, "a receive through the table");
-        assert_eq!(&done.take_buf().unwrap().as_slice()[..4], b"ping");
-        {
-            let buf = ring.pool().take().expect("a buffer");
-            let mut receive = pin!(ring.recv_into(fd, buf, 0, None, false));
-            assert!(poll_once(receive.as_mut()).is_pending());
-            ring.turn(Duration::ZERO);
-            assert_eq!(ring.in_flight(), 1, "the receive is in the kernel");
-        }
-        ring.close(fd);
-        assert!(!ring.is_registered(fd));
-        for _ in 0..3 {
-            ring.turn(Duration::from_millis(5));
-        }
-        assert_eq!(ring.in_flight(), 0, "the dropped receive was cancelled");
-        assert!(
-            matches!(read_byte(&mut far), Ok(0)),
-            "the peer sees no close"
-        );
-    }
-
-    /// A socket handed back open leaves the table, so closing its descriptor later (here with
-    /// close(2), as its new owner may) closes the socket. Before: the table kept it open.
-    #[test]
-    fn a_disowned_socket_leaves_the_table() {
-        let ring = ring(64);
-        let (near, mut far) = tcp_pair();
-        let fd = near.into_raw_fd();
-        ring.adopt(fd);
-        assert!(ring.is_registered(fd));
-        ring.disown(fd);
-        ring.turn(Duration::ZERO);
-        // SAFETY: the test owns the descriptor, which no operation names any more.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
-        let read = read_byte(&mut far);
-        assert!(matches!(read, Ok(0)), "the socket stayed open: {read:?}");
     }
 
     /// A ring dropped with operations in flight (a shard unwinding) must not free memory the

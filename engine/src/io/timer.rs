@@ -73,6 +73,11 @@ struct Link {
     place: Place,
 }
 
+/// Bytes the wheel keeps per slot id, whether or not it has a deadline.
+pub(super) fn link_bytes() -> usize {
+    std::mem::size_of::<Link>()
+}
+
 const UNLINKED: Link = Link {
     due: 0,
     prev: NIL,

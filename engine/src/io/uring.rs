@@ -259,9 +259,10 @@ pub(crate) struct Slot {
     memory: OpMemory,
 }
 
-/// Bytes of one operation's slot: an idle connection's pending receive holds one.
+/// Bytes of one operation's slot, with its link in the deadline wheel and its place in the
+/// free list: an idle connection's pending receive holds one.
 pub fn slot_bytes() -> usize {
-    std::mem::size_of::<Slot>()
+    std::mem::size_of::<Slot>() + super::timer::link_bytes() + std::mem::size_of::<u32>()
 }
 
 /// The per-kind memory of an operation. Its variant is set before submission and not changed

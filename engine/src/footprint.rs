@@ -7,6 +7,7 @@ use std::fmt;
 
 use crate::config::units::Size;
 use crate::config::{Config, RouteAction};
+use crate::http1::{CHUNK_END, MAX_CHUNK_HEADER};
 use crate::io::{server_session_bytes, slot_bytes};
 use crate::proxy::{connection_future_bytes, exchange_frame_bytes};
 use crate::shard::registry;
@@ -47,7 +48,12 @@ impl Footprint {
             .map(|route| route.request_buffering)
             .max()
             .unwrap_or(0);
-        let buffered_buffers = buffered.div_ceil(buffer_size.max(1) as u64) as usize;
+        // A chunked body is decoded into buffers that keep room to be framed as chunks after
+        // all (`proxy/decoded.rs`): it may take one buffer more than its size says.
+        let piece = buffer_size
+            .saturating_sub(MAX_CHUNK_HEADER + CHUNK_END.len())
+            .max(1);
+        let buffered_buffers = buffered.div_ceil(piece as u64) as usize;
         Footprint {
             idle_connection: heap_block(connection_future_bytes() + EXECUTOR_TASK_OVERHEAD)
                 + slot_bytes()

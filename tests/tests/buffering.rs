@@ -1,6 +1,6 @@
-//! Request buffering end to end: a `Content-Length` body up to the route's `request_buffering`
-//! is received whole before anything goes upstream, then sent with its head; larger bodies are
-//! streamed as they arrive. Each test drives a raw client (plain and TLS) through coregate to a
+//! Request buffering end to end: a body up to the route's `request_buffering` is received
+//! whole before anything goes upstream, then sent with its head (a chunked one declared by its
+//! length); larger bodies are streamed as they arrive. Each test drives a raw client (plain and TLS) through coregate to a
 //! recording upstream and asserts on what the upstream had seen at each point of the upload.
 
 use std::sync::Arc;
@@ -166,5 +166,148 @@ fn a_client_expecting_100_continue_is_asked_for_the_body_it_then_buffers() {
         let seen = upstream.wait_for(1);
         assert!(seen[0].body == body, "{io}: the upstream got another body");
         assert_eq!(seen[0].field("expect"), None, "{io}");
+    }
+}
+
+/// `body` as chunks of `size` bytes, each with an extension, ended by a trailer.
+fn chunked(body: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for chunk in body.chunks(size) {
+        out.extend_from_slice(format!("{:x};ext=1\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\nx-trailer: t\r\n\r\n");
+    out
+}
+
+/// Sends a chunked POST's head and the first `split` bytes of its encoding, pauses, and returns
+/// the client with the rest still to send.
+fn start_chunked_upload(proxy: &Coregate, encoded: &[u8], split: usize) -> Client {
+    let mut client = Client::connect(proxy.addr());
+    client.send(b"POST /upload HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n");
+    client.send(&encoded[..split]);
+    thread::sleep(PAUSE);
+    client
+}
+
+/// A chunked body under the bound is received whole, then sent with a `content-length` head
+/// (as NGINX does, and as upstreams that take no chunked request bodies need), its extensions
+/// and trailer dropped; nothing reached the upstream while the client paused. Chunk sizes that
+/// fill the decoded buffers exactly, and an empty body, take the same path.
+#[test]
+fn a_small_chunked_body_goes_upstream_whole_with_its_length() {
+    for (len, size) in [(40 * 1024, 1000), (48 * 1024, 16 * 1024 - 20), (0, 1)] {
+        for io in TRANSPORTS {
+            let upstream = Upstream::start(echo());
+            let proxy = start(io, &upstream, &route("\"64KiB\"", ""));
+            let body = body_of(len);
+            let encoded = chunked(&body, size);
+            let mut client = start_chunked_upload(&proxy, &encoded, encoded.len() / 2);
+            assert!(
+                upstream.received_all().is_empty(),
+                "{io}, {len}: the upstream saw bytes of an unfinished buffered body"
+            );
+            client.send(&encoded[encoded.len() / 2..]);
+            let response = client.read_response(false).expect("a response");
+            assert_eq!(response.status, 200, "{io}, {len}");
+            let seen = upstream.wait_for(1);
+            assert!(
+                seen[0].body == body,
+                "{io}, {len}: the upstream got another body"
+            );
+            assert!(!seen[0].chunked, "{io}, {len}");
+            assert_eq!(
+                seen[0].field("content-length"),
+                Some(len.to_string().as_str())
+            );
+            assert_eq!(seen[0].field("transfer-encoding"), None, "{io}, {len}");
+            let head = String::from_utf8_lossy(&seen[0].raw_head).into_owned();
+            assert!(
+                !head.contains("x-trailer") && !head.contains("ext="),
+                "{io}: {head}"
+            );
+            // The connection goes on: the next request is served.
+            let next = client.get("/next", &[]);
+            assert_eq!(next.status, 200, "{io}, {len}");
+        }
+    }
+}
+
+/// A chunked body past the bound (or with buffering off) stays chunked: what was decoded while
+/// it was being buffered leaves as chunks, the rest streams, and the upstream gets every byte.
+#[test]
+fn a_chunked_body_past_the_bound_is_streamed_as_chunks() {
+    for (buffering, len) in [
+        ("\"16KiB\"", 100 * 1024),
+        ("\"64KiB\"", 200 * 1024),
+        ("0", 2048),
+    ] {
+        for io in TRANSPORTS {
+            let upstream = Upstream::start(echo());
+            let proxy = start(io, &upstream, &route(buffering, ""));
+            let body = body_of(len);
+            let encoded = chunked(&body, 7000);
+            let mut client = start_chunked_upload(&proxy, &encoded, encoded.len() / 2);
+            if buffering == "0" {
+                assert!(
+                    upstream
+                        .received_all()
+                        .starts_with(b"POST /upload HTTP/1.1\r\n"),
+                    "{io}: nothing streamed while the client paused"
+                );
+            }
+            client.send(&encoded[encoded.len() / 2..]);
+            let response = client.read_response(false).expect("a response");
+            assert_eq!(response.status, 200, "{io}, {buffering}");
+            let seen = upstream.wait_for(1);
+            assert!(
+                seen[0].chunked,
+                "{io}, {buffering}: the body stayed chunked"
+            );
+            assert_eq!(seen[0].field("content-length"), None, "{io}, {buffering}");
+            assert!(
+                seen[0].body == body,
+                "{io}, {buffering}: the upstream got another body"
+            );
+        }
+    }
+}
+
+/// A chunked body stopped mid-way is answered 408 and never reaches the upstream; a malformed
+/// one is 400; one over the route's `max_body_bytes` is 413, counted over the part decoded
+/// while buffering and the part streamed after it together.
+#[test]
+fn a_bad_chunked_body_is_refused_before_the_upstream_hears_of_it() {
+    for io in TRANSPORTS {
+        let upstream = Upstream::start(echo());
+        let proxy = start(
+            io,
+            &upstream,
+            &route(
+                "\"16KiB\"",
+                "max_body_bytes = \"24KiB\"\n[timeouts]\nbody = \"200ms\"\n",
+            ),
+        );
+        let encoded = chunked(&body_of(8 * 1024), 1000);
+        let mut stalled = start_chunked_upload(&proxy, &encoded, 3000);
+        let response = stalled.read_response(false).expect("a response");
+        assert_eq!(response.status, 408, "{io}");
+        assert!(stalled.is_closed(), "{io}");
+
+        let mut malformed = start_chunked_upload(&proxy, b"5\r\nhello\r\nzz\r\n", 14);
+        let response = malformed.read_response(false).expect("a response");
+        assert_eq!(response.status, 400, "{io}");
+        assert_eq!(
+            upstream.connections(),
+            0,
+            "{io}: the upstream heard of a bad body"
+        );
+
+        // 30 KiB: 16 KiB decoded while buffering, the rest streamed; 24 KiB allowed in all.
+        let encoded = chunked(&body_of(30 * 1024), 4096);
+        let mut large = start_chunked_upload(&proxy, &encoded, encoded.len());
+        let response = large.read_response(false).expect("a response");
+        assert_eq!(response.status, 413, "{io}");
     }
 }

@@ -172,6 +172,37 @@ impl Outbound {
     pub(super) fn parts_mut(&mut self) -> &mut [Option<Part>; MAX_PARTS] {
         &mut self.parts
     }
+
+    /// Lets `rewrite` change the first part in place (a head whose framing changed once its
+    /// body was received): it gets the part's whole buffer and the part's length, and returns
+    /// the new length.
+    ///
+    /// # Panics
+    /// Unless the first part starts at its buffer's start, or if the new length is past the
+    /// buffer.
+    pub fn rewrite_first(&mut self, rewrite: impl FnOnce(&mut [u8], usize) -> usize) {
+        let part = self.parts[0].as_mut().expect("a first part");
+        assert_eq!(
+            part.start(),
+            0,
+            "a first part that starts at its buffer's start"
+        );
+        let end = part.end() as usize;
+        let len = rewrite(part.buf_mut().as_mut_slice(), end);
+        part.set_range(0, u32::try_from(len).expect("a part fits in u32"));
+    }
+
+    /// Every queued byte, in order (tests).
+    #[cfg(test)]
+    pub fn bytes(&self) -> Vec<u8> {
+        self.parts
+            .iter()
+            .flatten()
+            .flat_map(|part| {
+                part.buf().as_slice()[part.start() as usize..part.end() as usize].to_vec()
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -286,14 +286,14 @@ impl Session {
                     (name.as_bytes(), identity)
                 }),
         };
-        let head_len = head::write_request_head(out.as_mut_slice(), buf, head, fields, &input)
+        let written = head::write_request_head(out.as_mut_slice(), buf, head, fields, &input)
             .map_err(|_| Refusal::HEAD_TOO_LARGE)?;
         Ok(Forwarding {
             target: routed.target,
             upstream: picked.upstream,
             choice: picked.choice,
             head: out,
-            head_len,
+            written,
             upgrade: relayed.map(|(_, protocols)| protocols),
         })
     }

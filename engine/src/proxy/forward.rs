@@ -26,6 +26,8 @@ use crate::upstream::load::{Connecting, Retrying};
 use crate::upstream::retry::{self, Attempts, Failed, Next};
 use crate::upstream::{Checkout, Choice, Endpoint, InFlight, Observed, Tried, UpstreamGroup};
 
+use super::decoded::Decoded;
+use super::head::{self, WrittenHead};
 use super::pick::OVERFLOW;
 use super::record::Outcome;
 use super::relay::{self, Ends, Pace, RelayError, Stop};
@@ -42,7 +44,7 @@ pub struct Forwarding<'s> {
     pub choice: Choice,
     /// The head written for the upstream.
     pub head: Buf,
-    pub head_len: usize,
+    pub written: WrittenHead,
     /// The protocols of an upgrade coregate relays.
     pub upgrade: Option<Protocols>,
 }
@@ -96,6 +98,9 @@ struct Body {
     /// Bytes of a `Content-Length` body still to come.
     remaining: u64,
     decoder: ChunkedDecoder,
+    /// Data bytes of a chunked body queued behind the head (the route's `max_body_bytes`
+    /// counts them with what streams after).
+    data_queued: u64,
     /// Consumed: the whole body is queued behind the head.
     state: BodyState,
 }
@@ -149,11 +154,11 @@ impl Session {
             upstream,
             choice,
             head,
-            head_len,
+            written,
             upgrade,
         } = forwarding;
         let mut out = Outbound::new();
-        out.push(head, 0, head_len as u32);
+        out.push(head, 0, written.len as u32);
         let mut body = match self.queue_body_at_hand(request, target, &mut out) {
             Ok(body) => body,
             Err(refusal) => {
@@ -170,7 +175,7 @@ impl Session {
             return Err(Step::Close);
         }
         if let Err(error) = self
-            .buffer_body(snapshot, request, target, &mut out, &mut body)
+            .buffer_body(snapshot, request, target, written, &mut out, &mut body)
             .await
         {
             let failure = Failure {
@@ -304,6 +309,7 @@ impl Session {
         let mut body = Body {
             remaining: 0,
             decoder: ChunkedDecoder::new(),
+            data_queued: 0,
             state: BodyState::Consumed,
         };
         match request.body {
@@ -314,6 +320,10 @@ impl Session {
                     return Err(Refusal::NO_BUFFER);
                 }
                 body.remaining = length - at_hand as u64;
+            }
+            // Left for `buffer_chunked_body`.
+            RequestBody::Chunked if target.request_buffering > 0 => {
+                body.state = BodyState::Unread;
             }
             RequestBody::Chunked => {
                 let mut frame = pool.take().ok_or(Refusal::NO_BUFFER)?;
@@ -326,6 +336,7 @@ impl Session {
                 if step.written > 0 {
                     out.push(frame, 0, step.written as u32);
                 }
+                body.data_queued = step.data;
                 if step.stop != Stop::Done {
                     body.state = BodyState::Unread;
                 }
@@ -347,11 +358,20 @@ impl Session {
         snapshot: &Snapshot,
         request: &Request,
         target: &RouteTarget,
+        written: WrittenHead,
         out: &mut Outbound,
         body: &mut Body,
     ) -> Result<(), Error> {
-        let RequestBody::Length(length) = request.body else {
-            return Ok(());
+        let length = match request.body {
+            RequestBody::None => return Ok(()),
+            RequestBody::Chunked if target.request_buffering == 0 => return Ok(()),
+            RequestBody::Chunked => {
+                return self
+                    .buffer_chunked_body(snapshot, target, written, out, body)
+                    .await
+                    .map_err(body_error);
+            }
+            RequestBody::Length(length) => length,
         };
         if body.remaining == 0 || length > target.request_buffering {
             return Ok(());
@@ -371,6 +391,61 @@ impl Session {
         if body.remaining == 0 {
             body.state = BodyState::Consumed;
         }
+        Ok(())
+    }
+
+    /// Receives a chunked body whole when its data ends within the route's
+    /// `request_buffering`, and then declares it by its length: the head's framing line
+    /// becomes `content-length` and the decoded data leaves behind it in one write, as behind
+    /// NGINX (which upstreams that take no chunked request bodies rely on). Chunk extensions
+    /// and trailers are dropped, as when streaming. A body that turns out larger, or has no
+    /// buffer or part left for its next piece, goes on as chunks: what was decoded is framed
+    /// as chunks and the rest streams.
+    async fn buffer_chunked_body(
+        &mut self,
+        snapshot: &Snapshot,
+        target: &RouteTarget,
+        written: WrittenHead,
+        out: &mut Outbound,
+        body: &mut Body,
+    ) -> Result<(), RelayError> {
+        let pool = self.shard.io.pool().clone();
+        let mut decoded = Decoded::default();
+        let mut data = 0u64;
+        while data <= target.request_buffering {
+            let Some(room) = decoded.room(&pool) else {
+                break;
+            };
+            let step = relay::rechunk(&mut body.decoder, &mut self.rb, room, false)
+                .map_err(RelayError::Framing)?;
+            decoded.filled(step.written);
+            data += step.data;
+            if target.max_body_bytes.is_some_and(|max| data > max) {
+                return Err(RelayError::TooLarge);
+            }
+            match step.stop {
+                Stop::Done => {
+                    out.rewrite_first(|head, len| {
+                        head::reframe_as_length(head, WrittenHead { len, ..written }, data)
+                    });
+                    if !decoded.queue_plain(out) {
+                        return Err(RelayError::NoBuffer);
+                    }
+                    body.data_queued = data;
+                    body.state = BodyState::Consumed;
+                    return Ok(());
+                }
+                Stop::OutputFull => {}
+                Stop::NeedInput => {
+                    let deadline = self.shard.io.now() + snapshot.timeouts.body;
+                    relay::receive_more(&mut self.client, &mut self.rb, deadline).await?;
+                }
+            }
+        }
+        if !decoded.queue_as_chunks(out) {
+            return Err(RelayError::NoBuffer);
+        }
+        body.data_queued = data;
         Ok(())
     }
 
@@ -543,7 +618,10 @@ impl Session {
         let relayed = match asked.request.body {
             RequestBody::Length(_) => relay::by_length(&mut ends, body.remaining).await,
             RequestBody::Chunked => {
-                let limit = asked.target.max_body_bytes;
+                let limit = asked
+                    .target
+                    .max_body_bytes
+                    .map(|max| max.saturating_sub(body.data_queued));
                 relay::chunked(&mut ends, &mut body.decoder, limit, true)
                     .await
                     .map(|_| ())

@@ -97,14 +97,26 @@ pub struct RequestHeadInput<'a> {
     pub client_cert: Option<(&'a [u8], Option<&'a [u8]>)>,
 }
 
-/// Writes the request head for the upstream into `out`; returns its length.
+/// A request head written for the upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WrittenHead {
+    pub len: usize,
+    /// Where its `transfer-encoding: chunked` line starts, for a chunked body: a body buffered
+    /// whole goes with a `content-length` instead ([`reframe_as_length`]).
+    pub chunked_at: Option<usize>,
+}
+
+/// The framing line a chunked body's head carries.
+const CHUNKED_FRAMING: &[u8] = b"transfer-encoding: chunked\r\n";
+
+/// Writes the request head for the upstream into `out`.
 pub fn write_request_head(
     out: &mut [u8],
     buf: &[u8],
     head: &RequestHead,
     fields: &[Field],
     input: &RequestHeadInput<'_>,
-) -> Result<usize, HeadTooLarge> {
+) -> Result<WrittenHead, HeadTooLarge> {
     let request = Parsed {
         buf,
         head,
@@ -113,7 +125,7 @@ pub fn write_request_head(
     let mut w = HeadWriter::new(out);
     write_request_line(&mut w, &request, input);
     write_client_fields(&mut w, &request, input);
-    write_framing(&mut w, &request, input);
+    let chunked_at = write_framing(&mut w, &request, input);
     write_forwarding(&mut w, &request, input);
     if head.request_id.is_none() || input.replace_request_id {
         w.field(b"x-request-id", input.request_id);
@@ -130,7 +142,36 @@ pub fn write_request_head(
     for (name, value) in &input.edits.add {
         w.field(name, value);
     }
-    w.finish()
+    let len = w.finish()?;
+    Ok(WrittenHead { len, chunked_at })
+}
+
+/// Rewrites the head `head[..written.len]` of a chunked body received whole so that it declares
+/// the body's decoded `length` instead (`content-length: n` where `transfer-encoding: chunked`
+/// was); returns the head's new length. A length line is never longer than the chunked one
+/// (for up to ten digits), so the head shrinks in place.
+///
+/// # Panics
+/// If the head has no chunked framing line, or the length has more than ten digits.
+pub fn reframe_as_length(head: &mut [u8], written: WrittenHead, length: u64) -> usize {
+    let at = written
+        .chunked_at
+        .expect("a head with a chunked framing line");
+    assert_eq!(&head[at..at + CHUNKED_FRAMING.len()], CHUNKED_FRAMING);
+    let mut line = [0u8; CHUNKED_FRAMING.len()];
+    let line_len = {
+        let mut w = HeadWriter::new(&mut line);
+        w.field_u64(b"content-length", length);
+        w.len()
+    };
+    assert!(
+        line_len <= CHUNKED_FRAMING.len(),
+        "a length line longer than the chunked one"
+    );
+    let rest = at + CHUNKED_FRAMING.len()..written.len;
+    head.copy_within(rest, at + line_len);
+    head[at..at + line_len].copy_from_slice(&line[..line_len]);
+    written.len - (CHUNKED_FRAMING.len() - line_len)
 }
 
 /// A parsed request head with the bytes its spans point into.
@@ -217,8 +258,12 @@ fn write_client_fields(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &Req
 }
 
 /// `host` where the client's own does not serve, the framing coregate chose, and the upgrade
-/// being relayed.
-fn write_framing(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &RequestHeadInput<'_>) {
+/// being relayed; returns where a chunked framing line starts.
+fn write_framing(
+    w: &mut HeadWriter<'_>,
+    request: &Parsed<'_>,
+    input: &RequestHeadInput<'_>,
+) -> Option<usize> {
     match (request.absolute_authority(), request.head.host) {
         (Some(authority), _) => {
             w.field(b"host", authority.of(request.buf));
@@ -230,19 +275,22 @@ fn write_framing(w: &mut HeadWriter<'_>, request: &Parsed<'_>, input: &RequestHe
         }
         (None, Some(_)) => {}
     }
+    let mut chunked_at = None;
     match request.head.body {
         RequestBody::None => {}
         RequestBody::Length(n) => {
             w.field_u64(b"content-length", n);
         }
         RequestBody::Chunked => {
-            w.field(b"transfer-encoding", b"chunked");
+            chunked_at = Some(w.len());
+            w.raw(CHUNKED_FRAMING);
         }
     }
     if let Some(protocol) = input.upgrade {
         w.field(b"connection", b"upgrade");
         w.field(b"upgrade", protocol);
     }
+    chunked_at
 }
 
 /// `x-forwarded-for`, `-proto` and `-host`: a trusted proxy's are extended and kept, anyone
@@ -464,6 +512,11 @@ mod tests {
     }
 
     fn forward_from(request: &[u8], edits: Edits, trusted: bool) -> String {
+        let (out, written) = write_for(request, edits, trusted);
+        String::from_utf8(out[..written.len].to_vec()).unwrap()
+    }
+
+    fn write_for(request: &[u8], edits: Edits, trusted: bool) -> (Vec<u8>, WrittenHead) {
         let mut fields = vec![Field::EMPTY; 100];
         let mut scanner = HeadScanner::new();
         let head =
@@ -493,8 +546,8 @@ mod tests {
             claims: &[],
         };
         let mut out = vec![0u8; 4096];
-        let len = write_request_head(&mut out, request, &head, &fields, &input).unwrap();
-        String::from_utf8(out[..len].to_vec()).unwrap()
+        let written = write_request_head(&mut out, request, &head, &fields, &input).unwrap();
+        (out, written)
     }
 
     #[test]
@@ -573,6 +626,33 @@ mod tests {
         );
         assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
         assert!(!head.contains("Transfer-Encoding"), "{head}");
+    }
+
+    /// A chunked body received whole is declared by its length: the framing line is replaced
+    /// in place, every other byte of the head kept, for every number of digits up to ten.
+    #[test]
+    fn a_chunked_head_is_reframed_as_a_length() {
+        let request =
+            b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nAccept: */*\r\n\r\n";
+        let (chunked, written) = write_for(request, Edits::default(), true);
+        let at = written.chunked_at.expect("the chunked line is found");
+        let chunked = &chunked[..written.len];
+        assert!(chunked[at..].starts_with(b"transfer-encoding: chunked\r\n"));
+        for length in [0, 7, 65_536, 9_999_999_999] {
+            let mut head = chunked.to_vec();
+            let len = reframe_as_length(&mut head, written, length);
+            let expected = String::from_utf8(chunked.to_vec()).unwrap().replace(
+                "transfer-encoding: chunked\r\n",
+                &format!("content-length: {length}\r\n"),
+            );
+            assert_eq!(String::from_utf8(head[..len].to_vec()).unwrap(), expected);
+        }
+        let (_, length_head) = write_for(
+            b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n",
+            Edits::default(),
+            true,
+        );
+        assert_eq!(length_head.chunked_at, None);
     }
 
     #[test]

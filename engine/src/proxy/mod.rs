@@ -10,7 +10,7 @@
 //! | `route` | `route.rs` | normalise the path; host -> method -> path lookup (400 / 404 / 405) |
 //! | `admit` | `admit.rs` | declared body size (413), API key or JWT (401 / 403), rate limit (429) |
 //! | `pick` | `pick.rs` | the endpoint of the route's upstream, chosen by its policy given the request |
-//! | `forward` | `forward.rs` | take a pooled upstream connection (or connect); send head and body at hand in one write; stream the rest of the body; read the response head (`response.rs`); retry once when the error allows |
+//! | `forward` | `forward.rs` | take a pooled upstream connection (or connect); receive a body within `request_buffering` whole first (a chunked one decoded in `decoded.rs`, then declared by its length); send head and body at hand in one write; stream the rest of the body; read the response head (`response.rs`); retry once when the error allows |
 //! | `relay` | `relay.rs` | the response head and body bytes at hand in one write, then the rest by length, chunked (re-framed) or until close; the upstream connection goes back to its pool only after a clean exchange |
 //! | `tunnel` | `upgrade.rs` | after a `101`: the two connections joined |
 //! | `respond` | `respond.rs` | every answer coregate writes itself (refusals, failures, a route's direct answer), and the one rule for whether the connection stays open |
@@ -32,6 +32,7 @@
 
 mod admit;
 mod decide;
+mod decoded;
 mod forward;
 mod handshake;
 pub mod head;

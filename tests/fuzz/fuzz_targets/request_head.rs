@@ -9,7 +9,9 @@
 //!   as the proxy does) is accepted by the same parser, with the same method, the normalised
 //!   path, the same body framing carried by exactly one framing field that coregate wrote, no
 //!   hop-by-hop field, and exactly one `x-forwarded-for`, `x-forwarded-proto` and `host`.
-//!   Whatever a client sends, the upstream never sees a head it could read two ways.
+//!   Whatever a client sends, the upstream never sees a head it could read two ways;
+//! - a chunked request's head rewritten to declare a length (a body buffered whole,
+//!   `proxy::head::reframe_as_length`) parses with that length and differs in nothing else.
 
 #![no_main]
 
@@ -21,7 +23,9 @@ use coregate_engine::http1::{
     FieldKind, HeadScanner, Limits, Parsed, RequestBody, RequestHead, TargetForm, Version,
     parse_request,
 };
-use coregate_engine::proxy::head::{RequestHeadInput, write_request_head};
+use coregate_engine::proxy::head::{
+    RequestHeadInput, WrittenHead, reframe_as_length, write_request_head,
+};
 use coregate_engine::router::{Normalized, normalize_path};
 use coregate_engine::snapshot::{Edits, NameSet};
 use libfuzzer_sys::fuzz_target;
@@ -119,10 +123,13 @@ fn check_forwarded(input: &[u8], head: &RequestHead, fields: &[coregate_engine::
         client_cert: None,
     };
     let mut out = vec![0u8; 64 * 1024];
-    let Ok(out_len) = write_request_head(&mut out, input, head, fields, &forwarded) else {
+    let Ok(written) = write_request_head(&mut out, input, head, fields, &forwarded) else {
         return; // the proxy answers 431 for a forwarded head that does not fit a buffer
     };
-    let out = &out[..out_len];
+    if head.body == RequestBody::Chunked {
+        check_reframed(&out, written, input.len() as u64 * 1021);
+    }
+    let out = &out[..written.len];
 
     // Read it back as the upstream would, with room for the fields coregate added.
     let generous = common::generous();
@@ -187,4 +194,31 @@ fn check_forwarded(input: &[u8], head: &RequestHead, fields: &[coregate_engine::
             "content-length rewritten"
         );
     }
+}
+
+/// A chunked body buffered whole goes with its length instead: the rewritten head parses, its
+/// one framing field is that length, and the rest of the head is unchanged.
+fn check_reframed(out: &[u8], written: WrittenHead, length: u64) {
+    let mut head = out.to_vec();
+    let len = reframe_as_length(&mut head, written, length);
+    let head = &head[..len];
+    let generous = common::generous();
+    let mut fields = common::fields();
+    let again = match parse_request(head, &mut HeadScanner::new(), &generous, &mut fields) {
+        Ok(Parsed::Complete(again)) => again,
+        other => panic!(
+            "a reframed head does not parse ({other:?}):\n{}",
+            String::from_utf8_lossy(head)
+        ),
+    };
+    assert_eq!(again.body, RequestBody::Length(length));
+    let original = String::from_utf8_lossy(&out[..written.len]).replace(
+        "transfer-encoding: chunked\r\n",
+        &format!("content-length: {length}\r\n"),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(head),
+        original,
+        "only the framing changed"
+    );
 }

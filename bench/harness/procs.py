@@ -71,23 +71,29 @@ def cpu_split(pgid: int | None) -> tuple[float, float] | None:
     return user / CLK_TCK, kernel / CLK_TCK
 
 
+def _tasks(pgid: int) -> list[str]:
+    """/proc directories of every live thread of the group."""
+    tasks = []
+    for pid in group_pids(pgid):
+        try:
+            tasks += [f"/proc/{pid}/task/{tid}" for tid in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+    return tasks
+
+
 def thread_cpu(pgid: int) -> dict[str, float]:
     """CPU seconds per thread name (comm) across the group: which threads do the work."""
     out: dict[str, float] = {}
-    for pid in group_pids(pgid):
+    for task in _tasks(pgid):
         try:
-            tids = os.listdir(f"/proc/{pid}/task")
+            comm = Path(f"{task}/comm").read_text().strip()
+            with open(f"{task}/stat", "rb") as f:
+                raw = f.read().decode("ascii", "replace")
         except OSError:
             continue
-        for tid in tids:
-            try:
-                comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
-                with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-                    raw = f.read().decode("ascii", "replace")
-            except OSError:
-                continue
-            fields = raw[raw.rfind(")") + 2 :].split()
-            out[comm] = out.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+        fields = raw[raw.rfind(")") + 2 :].split()
+        out[comm] = out.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
     return out
 
 
@@ -99,22 +105,16 @@ def sched_counts(pgid: int | None) -> tuple[float, int, int] | None:
     if pgid is None:
         return None
     waited_ns = sleeps = preempted = 0
-    for pid in group_pids(pgid):
+    for task in _tasks(pgid):
         try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
+            waited_ns += int(Path(f"{task}/schedstat").read_text().split()[1])
+            for line in Path(f"{task}/status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    sleeps += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    preempted += int(line.split()[1])
+        except (OSError, IndexError, ValueError):
             continue
-        for tid in tids:
-            task = f"/proc/{pid}/task/{tid}"
-            try:
-                waited_ns += int(Path(f"{task}/schedstat").read_text().split()[1])
-                for line in Path(f"{task}/status").read_text().splitlines():
-                    if line.startswith("voluntary_ctxt_switches:"):
-                        sleeps += int(line.split()[1])
-                    elif line.startswith("nonvoluntary_ctxt_switches:"):
-                        preempted += int(line.split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
     return waited_ns / 1e9, sleeps, preempted
 
 

@@ -42,27 +42,37 @@ def busiest_threads(before: dict[str, float], after: dict[str, float]) -> list[s
     return sorted((c for c, t in used.items() if t / total >= 0.10), key=lambda c: -used[c])
 
 
+def record_under_load(o, layout: Layout, registry: Registry, load: list[str], record: list[str]) -> str:
+    """Runs the load generator `load` (o.duration + 2 s) in the background and, once it reached
+    steady state, `perf <record...> -- sleep o.duration`; returns what the load generator
+    printed."""
+    name = load[0]
+    gen = subprocess.Popen(pinned(load, layout.loadgen_cpus), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    registry.add(gen.pid, name)
+    try:
+        time.sleep(1)  # let the load reach steady state before recording
+        rc, _, err = run_bounded("perf", ["perf", *record, "--", "sleep", str(o.duration)], registry,
+                                 timeout=o.duration + 60)
+        if rc != 0:
+            raise HarnessError(f"perf {' '.join(record[:2])} exited {rc}: {err.strip()[-400:]}")
+        out, _ = gen.communicate(timeout=o.duration + 60)
+    finally:
+        if gen.poll() is None:
+            gen.kill()
+            gen.wait()
+        registry.remove(gen.pid)
+    return out
+
+
 def perf_profile(o, layout: Layout, registry: Registry, running) -> int:
     data = o.run_dir / "perf.data"
     url = f"http://{layout.host}:{running.port}{o.path}"
     threads0 = thread_cpu(running.pgid)
-    wrk = subprocess.Popen(
-        pinned(["wrk", "-t1", f"-c{o.conns}", f"-d{o.duration + 2}s", "-s",
-                str(loads.WRK_DIR / "get.lua"), url], layout.loadgen_cpus),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    registry.add(wrk.pid, "wrk")
-    try:
-        time.sleep(1)  # let the load reach steady state before sampling
-        rc, _, err = run_bounded("perf", ["perf", "record", "-a", "-g", "-F", str(o.freq), "-o", str(data),
-                                          "--", "sleep", str(o.duration)], registry, timeout=o.duration + 60)
-        if rc != 0:
-            raise HarnessError(f"perf record exited {rc}: {err.strip()[-400:]}")
-        out, _ = wrk.communicate(timeout=o.duration + 30)
-    finally:
-        if wrk.poll() is None:
-            wrk.kill()
-            wrk.wait()
-        registry.remove(wrk.pid)
+    out = record_under_load(
+        o, layout, registry,
+        ["wrk", "-t1", f"-c{o.conns}", f"-d{o.duration + 2}s", "-s", str(loads.WRK_DIR / "get.lua"), url],
+        ["record", "-a", "-g", "-F", str(o.freq), "-o", str(data)])
     threads1 = thread_cpu(running.pgid)
     line = next((l for l in out.splitlines() if l.startswith("WRK_JSON")), "")
     m = re.search(r'"requests":(\d+),', line)
@@ -95,24 +105,12 @@ def sched_profile(o, layout: Layout, registry: Registry, running) -> int:
     data = o.run_dir / "sched.data"
     url = f"http://{layout.host}:{running.port}{o.path}"
     db = o.run_dir / "oha.sqlite"
-    oha = subprocess.Popen(
-        pinned(["oha", "-z", f"{o.duration + 2}s", "-w", "-q", str(o.sched), "-c", str(o.conns),
-                "--latency-correction", "--no-tui", "--output-format", "json", "--worker-threads", "1",
-                "--db-url", str(db), url], layout.loadgen_cpus),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    registry.add(oha.pid, "oha")
-    try:
-        time.sleep(1)  # let the load reach steady state before tracing
-        rc, _, err = run_bounded("perf", ["perf", "sched", "record", "-a", "-o", str(data),
-                                          "--", "sleep", str(o.duration)], registry, timeout=o.duration + 60)
-        if rc != 0:
-            raise HarnessError(f"perf sched record exited {rc}: {err.strip()[-400:]}")
-        out, _ = oha.communicate(timeout=o.duration + 60)
-    finally:
-        if oha.poll() is None:
-            oha.kill()
-            oha.wait()
-        registry.remove(oha.pid)
+    out = record_under_load(
+        o, layout, registry,
+        ["oha", "-z", f"{o.duration + 2}s", "-w", "-q", str(o.sched), "-c", str(o.conns),
+         "--latency-correction", "--no-tui", "--output-format", "json", "--worker-threads", "1",
+         "--db-url", str(db), url],
+        ["sched", "record", "-a", "-o", str(data)])
     m = re.search(r'"p99\.9":\s*([0-9.e-]+)', out)
     print(f"load: oha -q {o.sched} -c{o.conns} GET {o.path} for {o.duration + 2} s"
           + (f": p99.9 {float(m.group(1)) * 1e3:.2f} ms" if m else ""))

@@ -352,7 +352,8 @@ impl Session {
     /// `request_buffering` behind the queued head, so that head and body leave in one write (an
     /// upstream then reads the request at once rather than piece by piece at the client's
     /// pace, and the request can be retried whole). Stops early, leaving the rest to be
-    /// streamed, when no part or buffer is left for the next piece.
+    /// streamed, when no part or buffer is left for the next piece. A chunked body is
+    /// [buffer_chunked_body](Self::buffer_chunked_body)'s.
     async fn buffer_body(
         &mut self,
         snapshot: &Snapshot,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use coregate_engine::config::{Config, Plan, Resolve};
-use coregate_engine::runtime::Server;
+use coregate_engine::runtime::{Server, StartError};
 
 use crate::client::{Client, Response};
 use crate::upstream::Upstream;
@@ -36,16 +36,9 @@ impl Coregate {
             .unwrap_or_else(|errors| panic!("test config invalid:\n{errors}"));
         let plan = Plan::for_config(&config)
             .unwrap_or_else(|errors| panic!("test plan invalid:\n{errors}"));
-        let name = config.listeners[0].name.clone();
-        let server = Server::start_with(Arc::new(config), &plan, resolver, Default::default())
-            .unwrap_or_else(|err| panic!("coregate did not start: {err}"));
-        let addr = server
-            .listener_addr(&name)
-            .expect("the first listener is bound");
-        Coregate {
-            server: Some(server),
-            addr,
-        }
+        let first = FirstListener::of(&config);
+        let server = Server::start_with(Arc::new(config), &plan, resolver, Default::default());
+        Coregate::serving(server, first)
     }
 
     /// Starts coregate from a file, as `coregate run` does, so that it can be reloaded.
@@ -56,18 +49,22 @@ impl Coregate {
     }
 
     fn start_config(config: Config) -> Coregate {
-        let tls_first = config.listeners[0].tls.is_some();
         let plan = Plan::for_config(&config)
             .unwrap_or_else(|errors| panic!("test plan invalid:\n{errors}"));
-        let name = config.listeners[0].name.clone();
-        let server = Server::start(Arc::new(config), &plan)
-            .unwrap_or_else(|err| panic!("coregate did not start: {err}"));
+        let first = FirstListener::of(&config);
+        Coregate::serving(Server::start(Arc::new(config), &plan), first)
+    }
+
+    /// The started `server`, its first listener's address noted as speaking TLS or not, for
+    /// the clients of [`Client::connect`]. Both ways: a port a stopped TLS proxy had may be
+    /// bound next by a plain one (tests run in parallel), whose clients must then speak plain
+    /// HTTP.
+    fn serving(server: Result<Server, StartError>, first: FirstListener) -> Coregate {
+        let server = server.unwrap_or_else(|err| panic!("coregate did not start: {err}"));
         let addr = server
-            .listener_addr(&name)
+            .listener_addr(&first.name)
             .expect("the first listener is bound");
-        if tls_first {
-            crate::tls::register(addr);
-        }
+        crate::tls::note_speaks_tls(addr, first.tls);
         Coregate {
             server: Some(server),
             addr,
@@ -104,6 +101,21 @@ impl Drop for Coregate {
         if let Some(server) = self.server.take() {
             server.shutdown(Duration::ZERO);
             server.wait();
+        }
+    }
+}
+
+/// The name of a configuration's first listener, and whether it terminates TLS.
+struct FirstListener {
+    name: String,
+    tls: bool,
+}
+
+impl FirstListener {
+    fn of(config: &Config) -> FirstListener {
+        FirstListener {
+            name: config.listeners[0].name.to_string(),
+            tls: config.listeners[0].tls.is_some(),
         }
     }
 }

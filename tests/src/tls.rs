@@ -210,9 +210,14 @@ fn tls_proxies() -> &'static Mutex<HashSet<SocketAddr>> {
     PROXIES.get_or_init(Default::default)
 }
 
-/// Notes that `addr` speaks TLS (called when a proxy starts with a TLS first listener).
-pub fn register(addr: SocketAddr) {
-    tls_proxies().lock().expect("registry").insert(addr);
+/// Notes whether the proxy now listening at `addr` speaks TLS (called when a proxy starts).
+pub fn note_speaks_tls(addr: SocketAddr, tls: bool) {
+    let mut proxies = tls_proxies().lock().expect("registry");
+    if tls {
+        proxies.insert(addr);
+    } else {
+        proxies.remove(&addr);
+    }
 }
 
 /// Whether the proxy at `addr` speaks TLS.

@@ -691,3 +691,29 @@ fn client_certificates_optional() {
         "a certificate that does not verify is refused even when optional"
     );
 }
+
+/// The tests' clients speak plain HTTP to a port a stopped TLS proxy had once a plain proxy
+/// binds it (tests run in parallel and reuse ports). Before: the address stayed noted as TLS,
+/// and a client spoke TLS to the plain proxy, failing now and then with `InvalidContentType`
+/// in tests that had nothing to do with TLS.
+#[test]
+fn a_port_a_plain_proxy_took_over_is_spoken_to_in_plain_http() {
+    use coregate_tests::harness::{FORWARD_ALL, TLS, config};
+    let upstream = Upstream::start(echo());
+    let tls = Coregate::start(&config(TLS, "0", upstream.addr(), FORWARD_ALL));
+    let addr = tls.addr();
+    assert!(Client::connect(addr).tls().is_some());
+    assert_eq!(Client::connect(addr).get("/a", &[]).status, 200);
+    tls.shutdown(Duration::ZERO);
+    let plain = Coregate::start(
+        &config("uring", "0", upstream.addr(), FORWARD_ALL)
+            .replace("127.0.0.1:0", &addr.to_string()),
+    );
+    assert_eq!(plain.addr(), addr, "the plain proxy took the port over");
+    let mut client = Client::connect(addr);
+    assert!(
+        client.tls().is_none(),
+        "a client would speak TLS to a plain proxy"
+    );
+    assert_eq!(client.get("/b", &[]).status, 200);
+}

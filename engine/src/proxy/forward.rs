@@ -322,7 +322,7 @@ impl Session {
                 body.remaining = length - at_hand as u64;
             }
             // Left for `buffer_chunked_body`.
-            RequestBody::Chunked if target.request_buffering > 0 => {
+            RequestBody::Chunked if buffers_chunked(target) => {
                 body.state = BodyState::Unread;
             }
             RequestBody::Chunked => {
@@ -365,7 +365,7 @@ impl Session {
     ) -> Result<(), Error> {
         let length = match request.body {
             RequestBody::None => return Ok(()),
-            RequestBody::Chunked if target.request_buffering == 0 => return Ok(()),
+            RequestBody::Chunked if !buffers_chunked(target) => return Ok(()),
             RequestBody::Chunked => {
                 return self
                     .buffer_chunked_body(snapshot, target, written, out, body)
@@ -412,15 +412,15 @@ impl Session {
     ) -> Result<(), RelayError> {
         let pool = self.shard.io.pool().clone();
         let mut decoded = Decoded::default();
-        let mut data = 0u64;
-        while data <= target.request_buffering {
+        while body.data_queued <= target.request_buffering {
             let Some(room) = decoded.room(&pool) else {
                 break;
             };
             let step = relay::rechunk(&mut body.decoder, &mut self.rb, room, false)
                 .map_err(RelayError::Framing)?;
             decoded.filled(step.written);
-            data += step.data;
+            body.data_queued += step.data;
+            let data = body.data_queued;
             if target.max_body_bytes.is_some_and(|max| data > max) {
                 return Err(RelayError::TooLarge);
             }
@@ -432,7 +432,6 @@ impl Session {
                     if !decoded.queue_plain(out) {
                         return Err(RelayError::NoBuffer);
                     }
-                    body.data_queued = data;
                     body.state = BodyState::Consumed;
                     return Ok(());
                 }
@@ -446,7 +445,6 @@ impl Session {
         if !decoded.queue_as_chunks(out) {
             return Err(RelayError::NoBuffer);
         }
-        body.data_queued = data;
         Ok(())
     }
 
@@ -646,6 +644,12 @@ impl Session {
             None => Step::Close,
         }
     }
+}
+
+/// Whether a chunked body to `target` is received whole first (`buffer_chunked_body`) rather
+/// than streamed from what arrived with its head.
+fn buffers_chunked(target: &RouteTarget) -> bool {
+    target.request_buffering > 0
 }
 
 /// The earlier of `at` and an optional deadline.

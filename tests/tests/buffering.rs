@@ -24,13 +24,18 @@ fn route(buffering: &str, extra: &str) -> String {
 /// Sends a POST's head and the first `split` bytes of `body`, pauses, and returns the client
 /// with the rest still to send.
 fn start_upload(proxy: &Coregate, body: &[u8], split: usize) -> Client {
-    let mut client = Client::connect(proxy.addr());
     let head = format!(
         "POST /upload HTTP/1.1\r\nhost: test\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    client.send(head.as_bytes());
-    client.send(&body[..split]);
+    send_head_and_part(proxy, head.as_bytes(), &body[..split])
+}
+
+/// Sends `head` and `part` on a new connection, then pauses.
+fn send_head_and_part(proxy: &Coregate, head: &[u8], part: &[u8]) -> Client {
+    let mut client = Client::connect(proxy.addr());
+    client.send(head);
+    client.send(part);
     thread::sleep(PAUSE);
     client
 }
@@ -184,11 +189,8 @@ fn chunked(body: &[u8], size: usize) -> Vec<u8> {
 /// Sends a chunked POST's head and the first `split` bytes of its encoding, pauses, and returns
 /// the client with the rest still to send.
 fn start_chunked_upload(proxy: &Coregate, encoded: &[u8], split: usize) -> Client {
-    let mut client = Client::connect(proxy.addr());
-    client.send(b"POST /upload HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n");
-    client.send(&encoded[..split]);
-    thread::sleep(PAUSE);
-    client
+    let head = b"POST /upload HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n";
+    send_head_and_part(proxy, head, &encoded[..split])
 }
 
 /// A chunked body under the bound is received whole, then sent with a `content-length` head

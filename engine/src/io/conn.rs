@@ -30,12 +30,21 @@ pub struct Conn {
     shard: Rc<IoShard>,
     /// Owned; closed through the ring on drop. -1 once handed back ([`Conn::into_raw_fd`]).
     fd: RawFd,
-    /// The slot of a watch for input while the connection idles in a pool.
-    watch: Option<u32>,
+    /// The operation watching the socket while the connection idles, if any.
+    idle_op: Option<IdleOp>,
     peer: SocketAddr,
     /// The TLS record layer: of a client's connection to a TLS listener, or of a connection
     /// to a TLS upstream.
     tls: Option<Layer>,
+}
+
+/// What watches an idle connection's socket, by its operation's slot.
+#[derive(Clone, Copy)]
+enum IdleOp {
+    /// A poll for input while the connection idles in an upstream pool.
+    Watch(u32),
+    /// A parked receive ([`Conn::park`]).
+    Receive(u32),
 }
 
 /// A connection's TLS session, by which end coregate is.
@@ -50,7 +59,7 @@ impl Conn {
         Conn {
             shard,
             fd,
-            watch: None,
+            idle_op: None,
             peer,
             tls: None,
         }
@@ -128,9 +137,7 @@ impl Conn {
     /// Gives the descriptor back without closing it (a connection accepted beyond the cap goes
     /// back to its listener).
     pub(super) fn into_raw_fd(mut self) -> RawFd {
-        if let Some(id) = self.watch.take() {
-            self.shard.ring().end_watch(id);
-        }
+        self.end_idle_op();
         std::mem::replace(&mut self.fd, -1)
     }
 
@@ -177,8 +184,8 @@ impl Conn {
     /// Starts noticing anything the peer sends (or a close) while this connection idles in a
     /// pool: a poll submitted with the pass's batch.
     pub fn watch_while_idle(&mut self) {
-        if self.watch.is_none() {
-            self.watch = self.shard.ring().watch(self.fd);
+        if self.idle_op.is_none() {
+            self.idle_op = self.shard.ring().watch(self.fd).map(IdleOp::Watch);
         }
     }
 
@@ -188,13 +195,74 @@ impl Conn {
     /// next client's response. When the watch's completion may still be on its way (the kernel
     /// had completion work pending), the socket itself is asked (a peek).
     pub fn end_idle_watch(&mut self) -> bool {
-        match self.watch.take() {
-            Some(id) => match self.shard.ring().end_watch(id) {
+        match self.idle_op.take() {
+            Some(IdleOp::Watch(id)) => match self.shard.ring().end_watch(id) {
                 WatchEnd::Fired => false,
                 WatchEnd::Quiet => true,
                 WatchEnd::Unsure => !self.has_unread_input(),
             },
+            Some(IdleOp::Receive(_)) => unreachable!("a parked connection in an upstream pool"),
             None => true,
+        }
+    }
+
+    /// Parks the wait for the peer's next bytes: a receive no task awaits, which takes a buffer
+    /// only when data arrives. When it completes (bytes, a close, `deadline`, a drain's
+    /// shutdown) `key` goes on the ring's revived list, and [`Conn::unpark`] takes its result.
+    /// A parked connection needs no task: its owner files it under `key` meanwhile. Dropping it
+    /// cancels the receive.
+    ///
+    /// # Panics
+    /// If the connection is parked or watched already, or its TLS layer holds bytes (a parked
+    /// connection holds no buffer).
+    pub fn park(&mut self, deadline: Option<Instant>, key: u32) {
+        assert!(self.idle_op.is_none(), "a connection parked twice");
+        assert!(
+            !self.tls_holds_buffer(),
+            "a TLS connection parked with records at hand"
+        );
+        let id = self
+            .shard
+            .ring()
+            .recv_provided(self.fd, deadline, true)
+            .park(key);
+        self.idle_op = Some(IdleOp::Receive(id));
+    }
+
+    /// The parked receive's result, once it completed: its bytes are put where
+    /// [`Conn::recv_later`] would put them (into `rb`, or the TLS layer's records still to be
+    /// opened) and the count returned as it would. `WouldBlock`: the kernel's buffer ring ran
+    /// dry, nothing was received, wait again. `None` while it is still parked (or never was).
+    pub fn unpark(&mut self, rb: &mut ReadBuf) -> Option<io::Result<usize>> {
+        let Some(IdleOp::Receive(id)) = self.idle_op else {
+            return None;
+        };
+        let mut done = self.shard.ring().take_parked(id)?;
+        self.idle_op = None;
+        let into = match self.tls.as_mut() {
+            None => rb,
+            Some(layer) => layer.records_in(),
+        };
+        if let Some(buf) = done.take_buf() {
+            into.start_with(buf);
+        }
+        if done.res == -libc::ENOBUFS {
+            self.shard.pool().grow_provided();
+            return Some(Err(io::ErrorKind::WouldBlock.into()));
+        }
+        let received = check(done.res, done.timed_out);
+        into.received(*received.as_ref().unwrap_or(&0));
+        Some(received)
+    }
+
+    /// Ends the watch or parked receive of an idle connection that goes away.
+    fn end_idle_op(&mut self) {
+        match self.idle_op.take() {
+            Some(IdleOp::Watch(id)) => {
+                self.shard.ring().end_watch(id);
+            }
+            Some(IdleOp::Receive(id)) => self.shard.ring().abandon(id),
+            None => {}
         }
     }
 
@@ -397,12 +465,9 @@ async fn receive_any(
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        let ring = self.shard.ring();
-        if let Some(id) = self.watch {
-            ring.end_watch(id);
-        }
+        self.end_idle_op();
         if self.fd >= 0 {
-            ring.close(self.fd);
+            self.shard.ring().close(self.fd);
         }
     }
 }
@@ -416,11 +481,13 @@ impl std::fmt::Debug for Conn {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+    use std::net::TcpStream;
     use std::os::fd::{AsRawFd, IntoRawFd};
+    use std::rc::Rc;
     use std::time::Duration;
 
     use super::super::testing::{self, poll_once, tcp_pair};
-    use super::super::{Outbound, ReadBuf};
+    use super::super::{IoShard, Outbound, ReadBuf};
     use super::Conn;
 
     /// Bytes that reached an idle pooled connection but whose watch completion the kernel has
@@ -465,6 +532,109 @@ mod tests {
         let mut out = Outbound::new();
         let len = rb.len();
         assert!(out.take_from(&mut rb, len, shard.pool()));
+    }
+
+    /// The key of the next parked receive that completed, after turning the ring (at most 5 s).
+    fn next_revived(shard: &IoShard) -> u32 {
+        testing::run(shard, shard.revived()).expect("a key before the ring stops")
+    }
+
+    fn parked_pair(key: u32, deadline: Option<Duration>) -> (Rc<IoShard>, Conn, TcpStream) {
+        let shard = testing::shard();
+        let (near, far) = tcp_pair();
+        let peer = near.peer_addr().unwrap();
+        let mut conn = Conn::new(shard.clone(), near.into_raw_fd(), peer);
+        conn.park(deadline.map(|after| shard.now() + after), key);
+        (shard, conn, far)
+    }
+
+    /// A parked receive completes with nobody awaiting it: its key comes out of the ring, and
+    /// its bytes land in the caller's buffer as a receive's would. The slot and the buffer are
+    /// given back after.
+    #[test]
+    fn a_parked_receive_hands_its_key_and_then_its_bytes() {
+        let (shard, mut conn, mut far) = parked_pair(7, None);
+        let mut rb = ReadBuf::new();
+        shard.ring().turn(Duration::ZERO);
+        assert!(conn.unpark(&mut rb).is_none(), "nothing arrived yet");
+        assert_eq!(shard.ring_in_flight(), 1);
+        far.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        assert_eq!(next_revived(&shard), 7);
+        assert_eq!(conn.unpark(&mut rb).unwrap().unwrap(), 16);
+        assert_eq!(rb.data(), b"GET / HTTP/1.1\r\n");
+        assert_eq!(shard.ring_in_flight(), 0);
+        assert!(conn.unpark(&mut rb).is_none(), "unparked once");
+        let len = rb.len();
+        rb.consume(len);
+        assert_eq!(held(&shard), 0);
+    }
+
+    /// Buffers in use: neither free nor offered to the kernel for receives.
+    fn held(shard: &IoShard) -> usize {
+        let pool = shard.pool();
+        pool.count() - pool.free_count() - pool.in_kernel()
+    }
+
+    /// The peer's close and the deadline end a parked receive as they end an awaited one.
+    #[test]
+    fn a_parked_receive_ends_on_a_close_and_at_its_deadline() {
+        let (shard, mut conn, far) = parked_pair(1, None);
+        drop(far);
+        assert_eq!(next_revived(&shard), 1);
+        let mut rb = ReadBuf::new();
+        assert_eq!(conn.unpark(&mut rb).unwrap().unwrap(), 0);
+        assert!(rb.is_empty());
+
+        let (shard, mut conn, _far) = parked_pair(2, Some(Duration::from_millis(30)));
+        assert_eq!(next_revived(&shard), 2);
+        let err = conn.unpark(&mut rb).unwrap().unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(shard.ring_in_flight(), 0);
+    }
+
+    /// A parked connection dropped while the kernel owns its receive, dropped after the receive
+    /// completed with bytes but before anyone took them, or left parked when the ring stops:
+    /// each time the receive ends, its buffer goes back to the pool and no slot stays taken.
+    #[test]
+    fn a_parked_connection_dropped_or_stopped_midway_gives_everything_back() {
+        // Dropped in flight: cancelled.
+        let (shard, conn, _far) = parked_pair(3, None);
+        shard.ring().turn(Duration::ZERO);
+        drop(conn);
+        testing::run(&shard, wait_until_idle(&shard));
+        assert_eq!(held(&shard), 0);
+
+        // Dropped with its bytes unclaimed: the buffer the kernel filled comes back.
+        let (shard, conn, mut far) = parked_pair(4, None);
+        far.write_all(b"bytes nobody takes").unwrap();
+        assert_eq!(next_revived(&shard), 4);
+        assert_eq!(held(&shard), 1, "the received bytes wait in their buffer");
+        drop(conn);
+        assert_eq!(shard.ring_in_flight(), 0);
+        assert_eq!(held(&shard), 0);
+
+        // The ring stops: the receive is cancelled, its key still comes out, then the end.
+        let (shard, mut conn, _far) = parked_pair(5, None);
+        shard.ring().turn(Duration::ZERO);
+        shard.stop();
+        testing::run(&shard, wait_until_idle(&shard));
+        assert_eq!(testing::run(&shard, shard.revived()), Some(5));
+        assert_eq!(
+            testing::run(&shard, shard.revived()),
+            None,
+            "the reviver's end"
+        );
+        let mut rb = ReadBuf::new();
+        assert!(conn.unpark(&mut rb).unwrap().is_err());
+        assert_eq!(held(&shard), 0);
+    }
+
+    /// Ready once the kernel owns no operation of the shard's ring.
+    fn wait_until_idle(shard: &IoShard) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(|_| match shard.ring_in_flight() {
+            0 => std::task::Poll::Ready(()),
+            _ => std::task::Poll::Pending,
+        })
     }
 
     /// What every idle connection holds while it waits: a receive, the same future for plain

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | [`IoShard`] | this file | a shard's ring, buffer pool and clock; listening and connecting |
 //! | [`Listener`] | `accept.rs` | a shard's `SO_REUSEPORT` socket and its accept operation |
-//! | [`Conn`] | `conn.rs` | a connected socket (client or upstream): receive, send, idle watch, close |
+//! | [`Conn`] | `conn.rs` | a connected socket (client or upstream): receive, send, idle watch, parked receive, close |
 //! | [`TlsLayer`] | `tls.rs` | a TLS session's records on the ring (either end): handshake, decrypt, encrypt |
 //! | [`ReadBuf`] | `readbuf.rs` | bytes received and not yet consumed, holding no buffer while empty |
 //! | [`Outbound`] | `outbound.rs` | the buffer pieces of one gathered send |
@@ -135,6 +135,12 @@ impl IoShard {
     }
 
     /// Operations the kernel owns on the shard's ring.
+    /// The key of a parked connection whose receive completed ([`Conn::park`]), waiting for
+    /// one; `None` once the ring stops. Only the shard's reviver calls this.
+    pub async fn revived(&self) -> Option<u32> {
+        std::future::poll_fn(|cx| self.ring.poll_revived(cx)).await
+    }
+
     pub fn ring_in_flight(&self) -> usize {
         self.ring.in_flight()
     }

@@ -250,6 +250,8 @@ pub(crate) struct Slot {
     /// The operation's deadline is in the timer wheel.
     has_deadline: bool,
     res: i32,
+    /// The key of a parked operation ([`Op::park`]), [`NOT_PARKED`] otherwise.
+    parked_as: u32,
     waker: Option<Waker>,
     /// The buffer owned by a receive or a one-part send (a gathering send's are in its
     /// [`Gather`]), and the index of the part it came from.
@@ -257,6 +259,25 @@ pub(crate) struct Slot {
     buf_index: u8,
     /// Memory the kernel reads or writes for this kind of operation.
     memory: OpMemory,
+}
+
+/// A slot's `parked_as` when no key is: its operation is awaited (or orphaned).
+const NOT_PARKED: u32 = u32::MAX;
+
+/// Parked operations that completed, by key, and the task that takes them.
+#[derive(Default)]
+struct Revived {
+    keys: Vec<u32>,
+    reviver: Option<Waker>,
+}
+
+impl Revived {
+    fn add(&mut self, key: u32) {
+        self.keys.push(key);
+        if let Some(reviver) = &self.reviver {
+            reviver.wake_by_ref();
+        }
+    }
 }
 
 /// Bytes of one operation's slot, with its link in the deadline wheel and its place in the
@@ -326,6 +347,7 @@ impl Slot {
             creates_fd: false,
             has_deadline: false,
             res: 0,
+            parked_as: NOT_PARKED,
             waker: None,
             buf: None,
             buf_index: 0,
@@ -376,6 +398,7 @@ impl Slots {
         );
         slot.state = State::Free;
         slot.waker = None;
+        slot.parked_as = NOT_PARKED;
         slot.cancel_sent = false;
         slot.timed_out = false;
         slot.creates_fd = false;
@@ -446,6 +469,8 @@ pub struct Ring {
     quiet_since: Cell<Instant>,
     /// The kernel's count of dropped completions, as last read.
     dropped_seen: Cell<u32>,
+    /// Keys of parked operations that completed, for the shard's reviver.
+    revived: RefCell<Revived>,
     /// Tests: the n-th submission from now fails with `EBUSY` (0: none does).
     #[cfg(test)]
     fail_submit_in: Cell<u32>,
@@ -525,6 +550,7 @@ impl Ring {
             stopping: Cell::new(false),
             quiet_since: Cell::new(now),
             dropped_seen: Cell::new(0),
+            revived: RefCell::new(Revived::default()),
             #[cfg(test)]
             fail_submit_in: Cell::new(0),
         }))
@@ -562,6 +588,10 @@ impl Ring {
     pub fn stop(&self) {
         if !self.stopping.replace(true) {
             self.quiet_since.set(Instant::now());
+            // The reviver ends now: a task left waiting would keep its shard alive.
+            if let Some(reviver) = self.revived.borrow_mut().reviver.take() {
+                reviver.wake();
+            }
             let cancel_all = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
             self.fire_and_forget(cancel_all);
         }
@@ -860,6 +890,9 @@ impl Ring {
                     }
                     if let Some(waker) = slot.waker.take() {
                         waker.wake();
+                    } else if slot.parked_as != NOT_PARKED {
+                        // Nobody awaits a parked operation: its key tells the shard's reviver.
+                        self.revived.borrow_mut().add(slot.parked_as);
                     }
                     slots.in_kernel -= 1;
                 }
@@ -973,6 +1006,12 @@ impl Ring {
             }
             return Poll::Pending;
         }
+        Poll::Ready(Self::collect(&mut slots, id))
+    }
+
+    /// The completion of a finished operation; its slot is released.
+    fn collect(slots: &mut Slots, id: u32) -> Completion {
+        let slot = slots.get(id);
         let completion = Completion {
             res: slot.res,
             timed_out: slot.timed_out && slot.res == -libc::ECANCELED,
@@ -988,7 +1027,7 @@ impl Ring {
             },
         };
         slots.release(id);
-        Poll::Ready(completion)
+        completion
     }
 
     /// Takes a finished or orphaned operation's deadline off the timer wheel.
@@ -1019,6 +1058,7 @@ impl Ring {
                 State::InFlight => {
                     slot.state = State::Orphaned;
                     slot.waker = None;
+                    slot.parked_as = NOT_PARKED;
                     let send = !slot.cancel_sent;
                     slot.cancel_sent = true;
                     send
@@ -1279,6 +1319,34 @@ impl Ring {
     pub(crate) fn abandon(&self, id: u32) {
         self.orphan(id);
     }
+
+    /// The completion of a parked operation ([`Op::park`]) once it finished; `None` while the
+    /// kernel still owns it (it stays parked).
+    pub(crate) fn take_parked(&self, id: u32) -> Option<Completion> {
+        let mut slots = self.slots.borrow_mut();
+        if slots.get(id).state != State::Done {
+            return None;
+        }
+        Some(Self::collect(&mut slots, id))
+    }
+
+    /// The key of a parked operation that completed, waiting until one did; `None` once the
+    /// ring stops (operations still parked then are abandoned by their owners). One task per
+    /// ring takes them (the shard's reviver): a second would replace the first's waker.
+    pub(crate) fn poll_revived(&self, cx: &mut Context<'_>) -> Poll<Option<u32>> {
+        let mut revived = self.revived.borrow_mut();
+        if let Some(key) = revived.keys.pop() {
+            return Poll::Ready(Some(key));
+        }
+        if self.stopping.get() {
+            return Poll::Ready(None);
+        }
+        match &revived.reviver {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => revived.reviver = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
 }
 
 impl Ring {
@@ -1341,6 +1409,30 @@ impl Future for Op<'_> {
             self.finished = true;
         }
         ready
+    }
+}
+
+impl Op<'_> {
+    /// Leaves the operation to run with no task awaiting it: when it completes, `key` goes on
+    /// the ring's revived list ([`Ring::poll_revived`]). Returns the operation's id, for
+    /// [`Ring::take_parked`] after that or [`Ring::abandon`] instead.
+    ///
+    /// What an idle connection parks its receive with, so it needs no task while it idles.
+    pub(crate) fn park(mut self, key: u32) -> u32 {
+        self.finished = true;
+        let mut slots = self.ring.slots.borrow_mut();
+        let slot = slots.get(self.id);
+        if slot.state == State::Done {
+            // Completed before it was parked (or never reached the kernel: a stopping ring).
+            // The reviver wakes outside a completion, so the driver must not sleep first.
+            self.ring.revived.borrow_mut().add(key);
+            note_local_wake();
+        } else {
+            debug_assert!(slot.waker.is_none(), "a parked operation was awaited");
+            assert_ne!(key, NOT_PARKED, "a key that means none");
+            slot.parked_as = key;
+        }
+        self.id
     }
 }
 

@@ -9,7 +9,7 @@ use crate::config::units::Size;
 use crate::config::{Config, RouteAction};
 use crate::http1::{CHUNK_END, MAX_CHUNK_HEADER};
 use crate::io::{server_session_bytes, slot_bytes};
-use crate::proxy::{connection_future_bytes, exchange_frame_bytes};
+use crate::proxy::{PARK_AFTER, connection_future_bytes, exchange_frame_bytes, parked_entry_bytes};
 use crate::shard::registry;
 
 /// What glommio adds to each task's future in the same allocation: its header (executor
@@ -24,9 +24,13 @@ pub const EXCHANGE_BUFFERS: usize = 4;
 /// The memory of one connection and one exchange on a shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Footprint {
-    /// An idle keep-alive connection: its task, the ring slot of its pending receive and its
-    /// entry in the shard's connection table. No I/O buffer.
+    /// An idle keep-alive connection, parked (after [`PARK_AFTER`] of idling): its entry in
+    /// the shard's parked table, the ring slot of its pending receive and its entry in the
+    /// shard's connection table. No task, no I/O buffer.
     pub idle_connection: usize,
+    /// The same connection in its first [`PARK_AFTER`] of idling, before it parks: its task
+    /// instead of the parked entry.
+    pub idle_unparked: usize,
     /// What an idle HTTPS connection adds: the TLS layer and its record keys.
     pub tls_session: usize,
     /// An exchange's frame (the state of a request in progress), allocated once per exchange
@@ -54,10 +58,10 @@ impl Footprint {
             .saturating_sub(MAX_CHUNK_HEADER + CHUNK_END.len())
             .max(1);
         let buffered_buffers = buffered.div_ceil(piece as u64) as usize;
+        let waiting = slot_bytes() + registry::entry_bytes();
         Footprint {
-            idle_connection: heap_block(connection_future_bytes() + EXECUTOR_TASK_OVERHEAD)
-                + slot_bytes()
-                + registry::entry_bytes(),
+            idle_connection: parked_entry_bytes() + waiting,
+            idle_unparked: heap_block(connection_future_bytes() + EXECUTOR_TASK_OVERHEAD) + waiting,
             tls_session: server_session_bytes(),
             exchange_frame: exchange_frame_bytes(),
             exchange_buffers: EXCHANGE_BUFFERS + buffered_buffers,
@@ -82,9 +86,12 @@ impl fmt::Display for Footprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "memory       per idle connection {} B (HTTPS: {} B more), kernel socket buffers \
-             apart",
-            self.idle_connection, self.tls_session
+            "memory       per idle connection {} B (HTTPS: {} B more; {} B in its first {} s \
+             idle), kernel socket buffers apart",
+            self.idle_connection,
+            self.tls_session,
+            self.idle_unparked,
+            PARK_AFTER.as_secs()
         )?;
         write!(
             f,

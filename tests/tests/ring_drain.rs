@@ -1,5 +1,6 @@
 //! Draining a loaded shard, again and again: thousands of idle client connections, live
-//! tunnels (WebSocket-like, after a `101`) and keep-alive load, then a drain. Every time the
+//! tunnels (WebSocket-like, after a `101`) and keep-alive load, every other time keep-alive
+//! connections parked (idle past the parking delay, without a task), then a drain. Every time the
 //! process must exit within `timeouts.drain` + 1 s, its ring must have lost no completion, and
 //! no descriptor may be left open.
 //!
@@ -21,11 +22,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use coregate_tests::client::Client;
 use coregate_tests::harness::{Coregate, admin};
 use coregate_tests::upstream::{Recorded, Reply, Upstream, ok};
 
 /// The child's configuration, passed in the environment.
 const CHILD_CONFIG: &str = "COREGATE_DRAIN_CHILD_CONFIG";
+
+/// Keep-alive clients parked when every other drain starts.
+const PARKED: usize = 100;
 
 /// How long the drain may take: `timeouts.drain` in the child's configuration.
 const DRAIN: Duration = Duration::from_secs(1);
@@ -193,7 +198,8 @@ upstream = "up"
             for _ in 0..batch {
                 clients.push(TcpStream::connect(addr).expect("connect an idle client"));
             }
-            wait_for_open(admin_addr, clients.len() as f64, round);
+            let open = clients.len();
+            wait_for_metric(admin_addr, "coregate_client_connections_open", open, round);
         }
         let stop = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
@@ -203,7 +209,24 @@ upstream = "up"
         for _ in 0..loaders {
             workers.push(thread::spawn(keep_alive_load(addr, stop.clone())));
         }
-        wait_for_open(admin_addr, (idle + tunnels + loaders) as f64, round);
+        // Every other round, keep-alive clients idle past the parking delay: the drain finds
+        // them parked, without a task.
+        let mut parked = Vec::new();
+        if round % 2 == 1 {
+            for _ in 0..PARKED {
+                let mut client = Client::connect(addr);
+                assert_eq!(client.get("/", &[]).status, 200, "round {round}");
+                parked.push(client);
+            }
+            wait_for_metric(
+                admin_addr,
+                "coregate_client_connections_parked",
+                PARKED,
+                round,
+            );
+        }
+        let open = idle + tunnels + loaders + parked.len();
+        wait_for_metric(admin_addr, "coregate_client_connections_open", open, round);
 
         let asked = Instant::now();
         child
@@ -235,6 +258,7 @@ upstream = "up"
             worker.join().expect("a load thread");
         }
         drop(clients);
+        drop(parked);
 
         assert!(
             status.success(),
@@ -316,17 +340,18 @@ fn read_tagged(stdout: &mut impl BufRead, tag: &str) -> String {
 }
 
 /// Waits until the shard counts `open` client connections (10 s at most).
-fn wait_for_open(admin_addr: SocketAddr, open: f64, round: usize) {
+/// Waits until the gauge `name` reaches `at_least`; fails after 10 s.
+fn wait_for_metric(admin_addr: SocketAddr, name: &str, at_least: usize, round: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = admin(admin_addr, "GET", "/metrics", None).body;
-        let now = metric_sum(&text, "coregate_client_connections_open");
-        if now >= open {
+        let now = metric_sum(&text, name);
+        if now >= at_least as f64 {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "round {round}: {now} of {open} connections open"
+            "round {round}: {name} is {now}, not {at_least}"
         );
         thread::sleep(Duration::from_millis(20));
     }

@@ -106,10 +106,16 @@ const REQUEST_SERIES: [PerShard; 2] = [
     ),
 ];
 
-const CONNECTION_SERIES: [PerShard; 2] = [
+const CONNECTION_SERIES: [PerShard; 3] = [
     (CONNECTIONS_OPEN, "gauge", "Client connections open.", |r| {
         r.counters.connections_open
     }),
+    (
+        CONNECTIONS_PARKED,
+        "gauge",
+        "Open client connections parked: idle long enough to have given up their task.",
+        |r| r.counters.connections_parked,
+    ),
     (
         CONNECTIONS_ACCEPTED,
         "counter",

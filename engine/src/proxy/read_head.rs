@@ -4,51 +4,72 @@
 //! on it cannot be trusted.
 
 use std::io;
+use std::time::Duration;
 
 use crate::http1::{self, Parsed, RequestHead};
 use crate::shard::registry::Waiting;
 use crate::snapshot::Snapshot;
 
+use super::park::PARK_AFTER;
 use super::record::Outcome;
 use super::respond::{BodyState, Refusal};
-use super::{Session, Step};
+use super::{Idle, Session, Step};
 
 impl Session {
     /// Waits, holding no buffer, for the first bytes of the next request: up to the header
     /// timeout for a connection's first request, the keep-alive timeout after that. A
-    /// keep-alive connection that times out, closes or is shut down by a drain just ends; a new
-    /// connection's first request is still awaited while the shard drains, for the drain's
-    /// grace (its client connected before the drain, and its request may be on the way; the
-    /// answer then says `connection: close`).
-    pub(super) async fn wait_for_request(&mut self) -> Step {
+    /// keep-alive connection that times out, closes or is shut down by a drain just ends; one
+    /// still quiet after [`PARK_AFTER`] parks (`park.rs`). A new connection's first request is
+    /// still awaited while the shard drains, for the drain's grace (its client connected before
+    /// the drain, and its request may be on the way; the answer then says `connection: close`).
+    pub(super) async fn wait_for_request(&mut self) -> Idle {
         let waiting = if self.served == 0 {
             Waiting::FirstRequest
         } else {
             Waiting::NextRequest
         };
         if waiting == Waiting::NextRequest && self.shard.draining() {
-            return Step::Close;
+            return Idle::Close;
         }
-        // A block, so the copied timeouts are not kept in the future across the wait.
-        let wait = {
-            let timeouts = &self.shard.snapshot().timeouts;
-            match waiting {
-                Waiting::FirstRequest => timeouts.header,
-                _ => timeouts.keepalive,
+        self.shard.set_waiting(self.key, waiting);
+        // Only flags are kept across the wait: it is what every idle connection holds.
+        let mut quiet_a_while = false;
+        let received = loop {
+            let (wait, parks) = self.next_wait(waiting, quiet_a_while);
+            let deadline = self.shard.io.now() + wait;
+            match self.client.recv_later(&mut self.rb, Some(deadline)).await {
+                Err(err) if parks && err.kind() == io::ErrorKind::TimedOut => {
+                    let (rest, _) = self.next_wait(waiting, true);
+                    if !self.client.tls_holds_buffer() {
+                        return Idle::Park(self.shard.io.now() + rest);
+                    }
+                    // Part of a TLS record is at hand: the rest should follow; no parking.
+                    quiet_a_while = true;
+                }
+                received => break received,
             }
         };
-        self.shard.set_waiting(self.key, waiting);
-        let received = self
-            .client
-            .recv_later(&mut self.rb, Some(self.shard.io.now() + wait))
-            .await;
         self.shard.set_waiting(self.key, Waiting::Busy);
         match received {
             Ok(n) if n > 0 => {
                 self.first_byte = Some(self.shard.io.now());
-                Step::Continue
+                Idle::Request
             }
-            _ => Step::Close,
+            _ => Idle::Close,
+        }
+    }
+
+    /// How long to wait for a request's first bytes, and whether the connection parks if none
+    /// came by then: a keep-alive connection waits [`PARK_AFTER`] in its task, then (parked, or
+    /// after `quiet_a_while`) the rest of the keep-alive timeout, counted from about when that
+    /// first wait ended.
+    fn next_wait(&self, waiting: Waiting, quiet_a_while: bool) -> (Duration, bool) {
+        let timeouts = &self.shard.snapshot().timeouts;
+        match waiting {
+            Waiting::FirstRequest => (timeouts.header, false),
+            _ if timeouts.keepalive <= PARK_AFTER => (timeouts.keepalive, false),
+            _ if quiet_a_while => (timeouts.keepalive - PARK_AFTER, false),
+            _ => (PARK_AFTER, true),
         }
     }
 

@@ -16,6 +16,7 @@ use crate::control::{Ack, Apply, Command, Inbox, ListenerSocket, Mailbox, ShardD
 use crate::event::LocalEvent;
 use crate::io::{IoSettings, IoShard, Tracked};
 use crate::listener;
+use crate::proxy::{revive_parked, trim_after_parking};
 use crate::ratelimit::LimitClock;
 use crate::shard::registry::FIRST_REQUEST_GRACE;
 use crate::shard::{Shard, ShardSeat};
@@ -177,6 +178,8 @@ fn set_up(start: ShardStart) -> Option<Running> {
     let accepting = Accepting::default();
     let problems = accepting.open(&shard, listeners);
     spawn(flush_access_log(shard.clone()));
+    spawn(revive_parked(shard.clone()));
+    spawn(trim_after_parking(shard.clone()));
     acknowledge(generation, problems);
     Some(Running {
         shard,

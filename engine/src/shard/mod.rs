@@ -1,6 +1,7 @@
 //! What one core mutates: its I/O, its current [`Snapshot`] and the state snapshots draw on
 //! (upstream pools, rate limiters, route counters), its metrics, the parse scratch, the frames
-//! of exchanges in progress, its client connections ([`registry`]) and its access-log buffer.
+//! of exchanges in progress, its client connections ([`registry`], and the parked ones of
+//! [`crate::proxy`]) and its access-log buffer.
 //!
 //! A shard never touches another shard's state. Requests read the current snapshot once, at
 //! their start (an `Rc` clone, not shared across cores), so a new snapshot takes effect at the
@@ -18,7 +19,10 @@ use crate::config::Config;
 use crate::frame::FramePool;
 use crate::http1::{self, Field};
 use crate::io::IoShard;
-use crate::metrics::{EndpointHealth, EndpointReport, ShardMetrics, ShardReport, UpstreamReport};
+use crate::metrics::{
+    Counters, EndpointHealth, EndpointReport, ShardMetrics, ShardReport, UpstreamReport,
+};
+use crate::proxy::ParkedTable;
 use crate::ratelimit::{DemandReport, LimitClock, ShareUpdate};
 use crate::snapshot::{Limiters, Snapshot, SnapshotBuilder};
 use crate::tls::ShardTls;
@@ -54,6 +58,8 @@ pub struct Shard {
     scratch: RefCell<Scratch>,
     frames: Rc<FramePool>,
     pub connections: Registry,
+    /// Keep-alive connections idle long enough to have given up their task.
+    pub parked: ParkedTable,
     /// The shard's side of the access log (off unless configured).
     pub log: ShardLog,
     limiters: RefCell<Limiters>,
@@ -122,6 +128,7 @@ impl Shard {
             scratch: RefCell::new(Scratch::for_config(&config)),
             frames: Rc::new(FramePool::new()),
             connections: Registry::new(config.runtime.max_connections),
+            parked: ParkedTable::default(),
             log: ShardLog::new(log_sink, config.access_log.as_ref()),
             limiters: RefCell::new(limiters),
             shard_count,
@@ -231,7 +238,10 @@ impl Shard {
             shard: self.index,
             cpu: self.cpu,
             generation: self.generation(),
-            counters: self.metrics.counters(),
+            counters: Counters {
+                connections_parked: self.parked.len() as u64,
+                ..self.metrics.counters()
+            },
             latency: self.metrics.latency(),
             latency_sum_us: self.metrics.latency_sum_us(),
             routes: self.metrics.routes(),

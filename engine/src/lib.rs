@@ -45,7 +45,9 @@
 //! listener::accept_loop        accept on the shard's SO_REUSEPORT socket, spawn a task with
 //!                              the listener's context::ConnContext (a TLS listener's connection
 //!                              starts its session with the snapshot's rustls config)
-//! proxy::serve                 one task per connection; idle between requests (no buffer held)
+//! proxy::serve                 one task per connection; idle between requests (no buffer held);
+//!                              after a second idle it parks (proxy/park.rs: no task, the ring's
+//!                              completion revives it in a new one)
 //!   handshake    proxy/handshake.rs   TLS listeners: the handshake over the ring (io/tls.rs),
 //!                                     its facts into the context
 //!   read_head    proxy/read_head.rs   receive into the connection buffer, http1::parse_request

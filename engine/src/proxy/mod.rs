@@ -17,6 +17,7 @@
 //! | `record` | `record.rs` | once per exchange, from its `Outcome`: responses by route and status class, latency, the access-log line |
 //!
 //! `head.rs` writes the heads coregate sends (the forwarded request, the client's response).
+//! `park.rs` lets a connection idle for a second between requests wait without its task.
 //!
 //! Early exits (400, 401, 403, 404, 405, 408, 413, 414, 429, 431, 500, 501, 502, 503, 504) all
 //! go through `respond`, which also decides once whether the client connection stays open: it

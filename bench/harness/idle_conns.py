@@ -233,7 +233,9 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=10000)
     ap.add_argument("--path", default="/5b")
     ap.add_argument("--parallel", type=int, default=256, help="connections in flight at once")
-    ap.add_argument("--settle", type=float, default=1.0, help="seconds idle before measuring")
+    ap.add_argument("--settle", type=float, default=2.0,
+                    help="seconds idle before measuring (past the second after which coregate "
+                         "parks an idle connection; the same for every target)")
     ap.add_argument("--timeout", type=float, default=60.0, help="bound on opening them all")
     ap.add_argument("--tls", action="store_true", help="HTTPS: shake hands before the request")
     args = ap.parse_args()

@@ -137,19 +137,24 @@ pub async fn revive_parked(shard: Rc<Shard>) {
     }
 }
 
-/// Gives the memory of the tasks parked connections ended back to the system, after a wave of
-/// parking. The allocator keeps freed memory for reuse and returns little of it on its own, so
-/// without this a shard's resident memory would stay at its peak of connections in tasks (all
-/// of them, for a burst of new connections) instead of falling to what parked ones cost. Runs
-/// until the shard drains; a trim is a walk of the heap, done at most every [`TRIM_EVERY`].
+/// Gives the memory of the tasks parked connections ended back to the system after parking.
+/// The allocator keeps freed memory for reuse and returns little of it on its own, so without
+/// this a shard's resident memory would stay at its peak of connections in tasks (all of them,
+/// for a burst of new connections) instead of falling to what parked ones cost. A trim walks
+/// the heap: it is done once a wave of parking is over (a [`TRIM_EVERY`] with none), or every
+/// [`TRIM_EVERY`] while one goes on past [`TRIM_AFTER_PARKS`]. Runs until the shard drains.
 pub async fn trim_after_parking(shard: Rc<Shard>) {
+    let parks = &shard.parked.parks_since_trim;
+    let mut seen = 0;
     while !shard.draining() {
         shard.io.sleep(TRIM_EVERY).await;
-        if shard.parked.parks_since_trim.get() >= TRIM_AFTER_PARKS {
-            shard.parked.parks_since_trim.set(0);
+        let wave_over = parks.get() > 0 && parks.get() == seen;
+        if wave_over || parks.get() >= TRIM_AFTER_PARKS {
+            parks.set(0);
             // SAFETY: malloc_trim only hands whole free pages of the heap back to the kernel.
             unsafe { libc::malloc_trim(0) };
         }
+        seen = parks.get();
     }
 }
 

@@ -143,6 +143,18 @@ impl Client {
         }
     }
 
+    /// Sends a TLS 1.3 key update: a record that carries no application data.
+    ///
+    /// # Panics
+    /// On a plain connection, or if the key update cannot be sent.
+    pub fn send_key_update(&mut self) {
+        let Transport::Tls(tls) = &mut self.stream else {
+            panic!("a key update on a plain connection");
+        };
+        tls.conn.refresh_traffic_keys().expect("a TLS 1.3 session");
+        std::io::Write::flush(tls).expect("send the key update");
+    }
+
     /// The socket (under TLS, the one the session runs over).
     pub fn stream(&self) -> &TcpStream {
         self.stream.socket()

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use coregate_tests::client::Client;
-use coregate_tests::harness::{Coregate, TRANSPORTS, admin, config};
+use coregate_tests::harness::{Coregate, TLS, TRANSPORTS, admin, config};
 use coregate_tests::upstream::{Recorded, Reply, Upstream, ok};
 
 const TOKEN: &str = "admin-token-0123456789";
@@ -133,6 +133,35 @@ fn parked_connections_serve_their_next_requests_whole_and_park_again() {
             "{io}"
         );
     }
+}
+
+/// A TLS record that carries no request (a key update) revives a parked connection without
+/// starting one: no request counted, no `408` once the header timeout passes; the connection
+/// waits on, parks again and serves its next request. Before: the record's bytes were taken
+/// for a request's first, and the client got a `408` and a close.
+#[test]
+fn a_tls_record_without_a_request_does_not_start_one() {
+    let upstream = target_and_body();
+    let extra = "[timeouts]\nheader = \"1s\"\n";
+    let proxy = Coregate::start(&config(TLS, "0", upstream.addr(), &routes_and_admin(extra)));
+    let mut client = Client::connect(proxy.addr());
+    get(&mut client, "/a");
+    wait_for_metric(
+        &proxy,
+        "coregate_client_connections_parked",
+        1.0,
+        "first idle",
+    );
+    client.send_key_update();
+    thread::sleep(Duration::from_millis(1500));
+    wait_for_metric(
+        &proxy,
+        "coregate_client_connections_parked",
+        1.0,
+        "after the key update",
+    );
+    assert_eq!(get(&mut client, "/b"), "/b ");
+    assert_eq!(metric(&proxy, "coregate_requests_total"), 2.0);
 }
 
 #[test]

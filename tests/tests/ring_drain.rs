@@ -339,7 +339,6 @@ fn read_tagged(stdout: &mut impl BufRead, tag: &str) -> String {
     }
 }
 
-/// Waits until the shard counts `open` client connections (10 s at most).
 /// Waits until the gauge `name` reaches `at_least`; fails after 10 s.
 fn wait_for_metric(admin_addr: SocketAddr, name: &str, at_least: usize, round: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);

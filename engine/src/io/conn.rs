@@ -231,7 +231,7 @@ impl Conn {
 
     /// The parked receive's result, once it completed: its bytes are put where
     /// [`Conn::recv_later`] would put them (into `rb`, or the TLS layer's records still to be
-    /// opened) and the count returned as it would. `WouldBlock`: the kernel's buffer ring ran
+    /// opened: then the count is of record bytes, which may hold no plaintext). `WouldBlock`: the kernel's buffer ring ran
     /// dry, nothing was received, wait again. `None` while it is still parked (or never was).
     pub fn unpark(&mut self, rb: &mut ReadBuf) -> Option<io::Result<usize>> {
         let Some(IdleOp::Receive(id)) = self.idle_op else {

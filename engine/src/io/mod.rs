@@ -134,13 +134,13 @@ impl IoShard {
         self.ring.now()
     }
 
-    /// Operations the kernel owns on the shard's ring.
     /// The key of a parked connection whose receive completed ([`Conn::park`]), waiting for
     /// one; `None` once the ring stops. Only the shard's reviver calls this.
     pub async fn revived(&self) -> Option<u32> {
         std::future::poll_fn(|cx| self.ring.poll_revived(cx)).await
     }
 
+    /// Operations the kernel owns on the shard's ring.
     pub fn ring_in_flight(&self) -> usize {
         self.ring.in_flight()
     }

@@ -605,6 +605,7 @@ impl Ring {
             // The reviver ends now: a task left waiting would keep its shard alive.
             if let Some(reviver) = self.revived.borrow_mut().reviver.take() {
                 reviver.wake();
+                note_local_wake();
             }
             let cancel_all = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
             self.fire_and_forget(cancel_all);

@@ -3,8 +3,8 @@
 //! registry key, its request count) waits in the shard's [`ParkedTable`], and its receive waits
 //! in the ring with no task awaiting it ([`Conn::park`]). When that receive completes (the next
 //! request's first bytes, a close, the keep-alive timeout, a drain's shutdown) the shard's
-//! reviver takes the connection out of the table and spawns a task that serves it on, as the
-//! first one would have.
+//! reviver takes the connection out of the table, and closes it or spawns a task that serves
+//! it on as the first one would have.
 //!
 //! Why: an idle connection in its task costs the task's future and header besides the receive's
 //! slot; parked, it costs its entry here instead, about a quarter of that (`check` prints both).
@@ -25,10 +25,9 @@ use crate::context::ConnContext;
 use crate::http1::HeadScanner;
 use crate::io::{Conn, ReadBuf};
 use crate::shard::Shard;
-use crate::shard::registry::Waiting;
 use crate::task::spawn;
 
-use super::{Ended, Idle, Session};
+use super::{Idle, Session};
 
 /// How long a keep-alive connection idles in its task before it parks.
 pub const PARK_AFTER: Duration = Duration::from_secs(1);
@@ -46,9 +45,12 @@ pub struct Parked {
 /// How often a shard looks whether parking freed enough memory to give back.
 const TRIM_EVERY: Duration = Duration::from_millis(250);
 
-/// Parks since the heap was last trimmed that make trimming worth its walk of the heap: the
-/// tasks of 1024 connections are about 450 KiB.
+/// Parks since the heap was last trimmed that make trimming worth its walk of the heap while
+/// parking goes on: the tasks of 1024 connections are about 450 KiB.
 const TRIM_AFTER_PARKS: usize = 1024;
+
+/// Parks that make a trim worth it once parking paused: fewer (a trickle) wait for more.
+const TRIM_AFTER_WAVE: usize = 64;
 
 /// A shard's parked connections, by the key their receive was parked with.
 #[derive(Default)]
@@ -73,6 +75,32 @@ impl ParkedTable {
         let mut parked = self.parked.borrow_mut();
         let received = parked.get_mut(key as usize)?.client.unpark(rb)?;
         Some((parked.remove(key as usize), received))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::rc::Rc;
+
+    use super::{Idle, Parked};
+    use crate::io::ReadBuf;
+    use crate::shard::Shard;
+
+    fn future_size<F, Fut>(_: F) -> usize
+    where
+        F: Fn(Rc<Shard>, Parked, ReadBuf, Idle) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// A revived connection idles in this task until it parks again, as a new one does in
+    /// `serve`'s: held to the same bound (`an_idle_connection_task_stays_small`).
+    #[test]
+    fn a_revived_connection_task_stays_small() {
+        let size = future_size(super::serve_woken);
+        assert!(size <= 400, "a revived connection's task is {size} bytes");
     }
 }
 
@@ -108,31 +136,36 @@ impl Session {
         let parks = &shard.parked.parks_since_trim;
         parks.set(parks.get() + 1);
     }
+}
 
-    /// What a parked connection's completed receive means: the next request began, the
-    /// connection ends, or (the kernel had no buffer for it) it waits again.
-    fn woken(&mut self, received: io::Result<usize>) -> Idle {
-        match received {
-            Ok(n) if n > 0 => {
-                self.shard.set_waiting(self.key, Waiting::Busy);
-                self.first_byte = Some(self.shard.io.now());
-                Idle::Request
-            }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Idle::Wait,
-            _ => Idle::Close,
-        }
+/// What a parked connection's completed receive means: the next request's first bytes, the
+/// connection's end (the client closed, the keep-alive timeout, a drain's shutdown), or a wait
+/// in a task: on a TLS connection the records received are opened there, and may carry no
+/// request (a key update, an alert); with no buffer for the kernel, nothing was received.
+fn what_woke(received: &io::Result<usize>, tls: bool) -> Idle {
+    match received {
+        Ok(0) => Idle::Close,
+        Ok(_) if tls => Idle::Wait,
+        Ok(_) => Idle::Request,
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Idle::Wait,
+        Err(_) => Idle::Close,
     }
 }
 
-/// The shard's reviver: spawns a task for each parked connection whose receive completed. Runs
-/// until the shard's ring stops (the drain has revived and closed every parked connection by
-/// then; any left are closed with the shard's table).
+/// The shard's reviver: closes each parked connection whose receive ended it, and spawns a task
+/// for each one that goes on. Runs until the shard's ring stops (the drain has revived and
+/// closed every parked connection by then; any left are closed with the shard's table).
 pub async fn revive_parked(shard: Rc<Shard>) {
     while let Some(key) = shard.io.revived().await {
         let mut rb = ReadBuf::new();
-        // A key with no completed receive behind it is one whose connection went away.
-        if let Some((parked, received)) = shard.parked.take_woken(key, &mut rb) {
-            spawn(serve_woken(shard.clone(), parked, rb, received));
+        // Every key comes once, from its own receive; a connection is taken out only here.
+        let Some((parked, received)) = shard.parked.take_woken(key, &mut rb) else {
+            continue;
+        };
+        match what_woke(&received, parked.client.is_tls()) {
+            // Dropped: its socket closes through the ring.
+            Idle::Close => shard.unregister(parked.key),
+            woke => spawn(serve_woken(shard.clone(), parked, rb, woke)),
         }
     }
 }
@@ -141,14 +174,16 @@ pub async fn revive_parked(shard: Rc<Shard>) {
 /// The allocator keeps freed memory for reuse and returns little of it on its own, so without
 /// this a shard's resident memory would stay at its peak of connections in tasks (all of them,
 /// for a burst of new connections) instead of falling to what parked ones cost. A trim walks
-/// the heap: it is done once a wave of parking is over (a [`TRIM_EVERY`] with none), or every
-/// [`TRIM_EVERY`] while one goes on past [`TRIM_AFTER_PARKS`]. Runs until the shard drains.
+/// the heap, every thread's arena with it (glibc has no trim of one arena), so it is kept rare:
+/// once a wave of [`TRIM_AFTER_WAVE`] parks or more is over (a [`TRIM_EVERY`] with none), or
+/// every [`TRIM_EVERY`] while one goes on past [`TRIM_AFTER_PARKS`]. Runs until the shard
+/// drains.
 pub async fn trim_after_parking(shard: Rc<Shard>) {
     let parks = &shard.parked.parks_since_trim;
     let mut seen = 0;
     while !shard.draining() {
         shard.io.sleep(TRIM_EVERY).await;
-        let wave_over = parks.get() > 0 && parks.get() == seen;
+        let wave_over = parks.get() >= TRIM_AFTER_WAVE && parks.get() == seen;
         if wave_over || parks.get() >= TRIM_AFTER_PARKS {
             parks.set(0);
             // SAFETY: malloc_trim only hands whole free pages of the heap back to the kernel.
@@ -158,12 +193,13 @@ pub async fn trim_after_parking(shard: Rc<Shard>) {
     }
 }
 
-/// Serves a revived connection on, from its parked receive's result.
+/// Serves a revived connection on: its request, whose first bytes are in `rb`
+/// ([`Idle::Request`]), or a wait for one ([`Idle::Wait`]).
 fn serve_woken(
     shard: Rc<Shard>,
     parked: Parked,
     rb: ReadBuf,
-    received: io::Result<usize>,
+    woke: Idle,
 ) -> impl Future<Output = ()> {
     let Parked {
         client,
@@ -181,12 +217,13 @@ fn serve_woken(
         served,
         first_byte: None,
     };
+    // Decided before the future: what it keeps is what the connection's next idle wait holds.
+    let arrived = matches!(woke, Idle::Request);
+    if arrived {
+        session.request_began();
+    }
     async move {
-        let ended = match session.woken(received) {
-            Idle::Close => Ended::Closed,
-            Idle::Request => session.serve_requests(true).await,
-            Idle::Wait | Idle::Park(_) => session.serve_requests(false).await,
-        };
+        let ended = session.serve_requests(arrived).await;
         session.end(ended);
     }
 }

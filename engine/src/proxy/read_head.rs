@@ -49,14 +49,20 @@ impl Session {
                 received => break received,
             }
         };
-        self.shard.set_waiting(self.key, Waiting::Busy);
         match received {
             Ok(n) if n > 0 => {
-                self.first_byte = Some(self.shard.io.now());
+                self.request_began();
                 Idle::Request
             }
             _ => Idle::Close,
         }
+    }
+
+    /// The first bytes of a request arrived: the connection is busy (a drain lets it finish),
+    /// and the request's time counts from now.
+    pub(super) fn request_began(&mut self) {
+        self.shard.set_waiting(self.key, Waiting::Busy);
+        self.first_byte = Some(self.shard.io.now());
     }
 
     /// How long to wait for a request's first bytes, and whether the connection parks if none

@@ -22,7 +22,7 @@ use rustls::pki_types::ServerName;
 
 use super::buffer::BufferPool;
 use super::tls::{ClientTls, HandshakeFailure, Handshaken, Read, ServerTls};
-use super::uring::WatchEnd;
+use super::uring::{Completion, WatchEnd};
 use super::{IoShard, Outbound, ReadBuf, check, no_buffer};
 
 /// A connected TCP socket (client or upstream).
@@ -250,9 +250,7 @@ impl Conn {
             self.shard.pool().grow_provided();
             return Some(Err(io::ErrorKind::WouldBlock.into()));
         }
-        let received = check(done.res, done.timed_out);
-        into.received(*received.as_ref().unwrap_or(&0));
-        Some(received)
+        Some(count_received(into, &done))
     }
 
     /// Ends the watch or parked receive of an idle connection that goes away.
@@ -448,19 +446,20 @@ async fn receive_any(
                 }
             }
         };
-        let received = match check(done.res, done.timed_out) {
-            Ok(n) => n,
-            Err(err) => {
-                into.received(0);
-                return Err(err);
-            }
-        };
-        into.received(received);
+        let received = count_received(into, &done)?;
         if tls.is_none() || received == 0 {
             return Ok(received);
         }
         poll_first = false;
     }
+}
+
+/// Counts what a finished receive appended to `into` (nothing when it failed, which gives an
+/// empty buffer back) and returns its result.
+fn count_received(into: &mut ReadBuf, done: &Completion) -> io::Result<usize> {
+    let received = check(done.res, done.timed_out);
+    into.received(*received.as_ref().unwrap_or(&0));
+    received
 }
 
 impl Drop for Conn {

@@ -78,32 +78,6 @@ impl ParkedTable {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::future::Future;
-    use std::rc::Rc;
-
-    use super::{Idle, Parked};
-    use crate::io::ReadBuf;
-    use crate::shard::Shard;
-
-    fn future_size<F, Fut>(_: F) -> usize
-    where
-        F: Fn(Rc<Shard>, Parked, ReadBuf, Idle) -> Fut,
-        Fut: Future<Output = ()>,
-    {
-        std::mem::size_of::<Fut>()
-    }
-
-    /// A revived connection idles in this task until it parks again, as a new one does in
-    /// `serve`'s: held to the same bound (`an_idle_connection_task_stays_small`).
-    #[test]
-    fn a_revived_connection_task_stays_small() {
-        let size = future_size(super::serve_woken);
-        assert!(size <= 400, "a revived connection's task is {size} bytes");
-    }
-}
-
 /// Bytes a parked connection takes in its shard's table: its entry and the slab's tag.
 pub fn parked_entry_bytes() -> usize {
     std::mem::size_of::<Parked>() + std::mem::size_of::<usize>()
@@ -225,5 +199,31 @@ fn serve_woken(
     async move {
         let ended = session.serve_requests(arrived).await;
         session.end(ended);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::rc::Rc;
+
+    use super::{Idle, Parked};
+    use crate::io::ReadBuf;
+    use crate::shard::Shard;
+
+    fn future_size<F, Fut>(_: F) -> usize
+    where
+        F: Fn(Rc<Shard>, Parked, ReadBuf, Idle) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// A revived connection idles in this task until it parks again, as a new one does in
+    /// `serve`'s: held to the same bound (`an_idle_connection_task_stays_small`).
+    #[test]
+    fn a_revived_connection_task_stays_small() {
+        let size = future_size(super::serve_woken);
+        assert!(size <= 400, "a revived connection's task is {size} bytes");
     }
 }

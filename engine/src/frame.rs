@@ -27,8 +27,10 @@ use std::task::{Context, Poll};
 pub struct FramePool {
     layout: Cell<Option<Layout>>,
     free: RefCell<Vec<NonNull<u8>>>,
-    /// Frames allocated so far (in use or free).
+    /// Frames allocated and not released (in use or free).
     allocated: Cell<usize>,
+    /// The most frames in use at once since [`FramePool::restart_busiest`].
+    busiest: Cell<usize>,
 }
 
 impl FramePool {
@@ -36,9 +38,38 @@ impl FramePool {
         FramePool::default()
     }
 
-    /// Frames allocated so far: the most exchanges that ran at once.
+    /// Frames held, in use or free: the most exchanges that ran at once since frames were last
+    /// released.
     pub fn allocated(&self) -> usize {
         self.allocated.get()
+    }
+
+    fn in_use(&self) -> usize {
+        self.allocated.get() - self.free.borrow().len()
+    }
+
+    /// The most frames in use at once since the last call; counting starts again from those in
+    /// use now.
+    pub fn restart_busiest(&self) -> usize {
+        let busiest = self.busiest.get();
+        self.busiest.set(self.in_use());
+        busiest
+    }
+
+    /// Frees free frames until at most `keep` are held, or none is free: after a burst of
+    /// exchanges is over, its frames need not stay resident. Frames in use are not touched.
+    pub fn release_spare(&self, keep: usize) {
+        let Some(layout) = self.layout.get() else {
+            return;
+        };
+        let mut free = self.free.borrow_mut();
+        while self.allocated.get() > keep
+            && let Some(frame) = free.pop()
+        {
+            // SAFETY: a free frame holds no future and was allocated with `layout`.
+            unsafe { dealloc(frame.as_ptr(), layout) };
+            self.allocated.set(self.allocated.get() - 1);
+        }
     }
 
     fn take(&self, layout: Layout) -> NonNull<u8> {
@@ -49,14 +80,16 @@ impl FramePool {
             }
             Some(pool_layout) => pool_layout == layout,
         };
-        if pooled && let Some(frame) = self.free.borrow_mut().pop() {
-            return frame;
+        if !pooled {
+            return allocate(layout);
         }
-        if pooled {
+        let reused = self.free.borrow_mut().pop();
+        let frame = reused.unwrap_or_else(|| {
             self.allocated.set(self.allocated.get() + 1);
-        }
-        // SAFETY: `layout` has a non-zero size (checked by `in_frame`).
-        NonNull::new(unsafe { alloc(layout) }).unwrap_or_else(|| handle_alloc_error(layout))
+            allocate(layout)
+        });
+        self.busiest.set(self.busiest.get().max(self.in_use()));
+        frame
     }
 
     fn give_back(&self, frame: NonNull<u8>, layout: Layout) {
@@ -67,6 +100,11 @@ impl FramePool {
             unsafe { dealloc(frame.as_ptr(), layout) };
         }
     }
+}
+
+fn allocate(layout: Layout) -> NonNull<u8> {
+    // SAFETY: `layout` has a non-zero size (checked by `in_frame`).
+    NonNull::new(unsafe { alloc(layout) }).unwrap_or_else(|| handle_alloc_error(layout))
 }
 
 impl Drop for FramePool {
@@ -213,6 +251,43 @@ mod tests {
         let mut b = in_frame(&pool, make(2));
         assert!(matches!(poll_once(&mut b), Poll::Ready(4)));
         assert!(matches!(poll_once(&mut a), Poll::Ready(2)));
+        assert_eq!(pool.allocated(), 2);
+    }
+
+    #[test]
+    fn spare_frames_are_released_down_to_the_recent_busiest() {
+        let pool = Rc::new(FramePool::new());
+        // One future type (one layout) that waits forever or finishes at once.
+        let exchange = |waits: bool| async move {
+            let state = [7u8; 64];
+            if waits {
+                std::future::pending::<()>().await;
+            }
+            state[0]
+        };
+        // A burst of eight exchanges at once, then two left running.
+        let mut burst: Vec<_> = (0..8).map(|_| in_frame(&pool, exchange(true))).collect();
+        for framed in &mut burst {
+            assert!(poll_once(framed).is_pending());
+        }
+        let running = burst.split_off(6);
+        drop(burst);
+        assert_eq!(pool.allocated(), 8);
+        assert_eq!(pool.restart_busiest(), 8, "the burst");
+
+        // Three at once since: the two running and one more that came and went.
+        drop(in_frame(&pool, exchange(true)));
+        let busiest = pool.restart_busiest();
+        assert_eq!(busiest, 3);
+        pool.release_spare(busiest);
+        assert_eq!(pool.allocated(), 3, "the spare frames of the burst freed");
+
+        // Frames in use are never released, and reuse the ones kept.
+        pool.release_spare(0);
+        assert_eq!(pool.allocated(), 2, "only the two running are held");
+        drop(running);
+        let mut again = in_frame(&pool, exchange(false));
+        assert!(matches!(poll_once(&mut again), Poll::Ready(7)));
         assert_eq!(pool.allocated(), 2);
     }
 }

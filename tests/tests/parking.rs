@@ -4,7 +4,8 @@
 //! and a drain end it as they end a connection in its task. In plain text and over TLS.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -220,4 +221,57 @@ fn a_drain_closes_parked_connections_at_once() {
             started.elapsed()
         );
     }
+}
+
+#[test]
+fn the_frames_of_a_burst_are_freed_once_its_connections_park() {
+    // More than the parks that make a wave worth giving memory back for.
+    const BURST: usize = 80;
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let together = Arc::new(Barrier::new(BURST));
+    // The burst's requests are answered only once all of them are in progress at once.
+    let upstream = Upstream::start(Arc::new(move |req: &Recorded| {
+        if arrived.fetch_add(1, Ordering::SeqCst) < BURST {
+            together.wait();
+        }
+        Reply::Raw(ok(req.target.as_bytes()))
+    }));
+    let proxy = Coregate::start(&config(
+        "uring",
+        "0",
+        upstream.addr(),
+        &routes_and_admin(""),
+    ));
+    let addr = proxy.addr();
+    let mut clients: Vec<Client> = thread::scope(|scope| {
+        let burst: Vec<_> = (0..BURST)
+            .map(|i| {
+                scope.spawn(move || {
+                    let mut client = Client::connect(addr);
+                    assert_eq!(get(&mut client, &format!("/{i}")), format!("/{i}"));
+                    client
+                })
+            })
+            .collect();
+        burst.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        metric(&proxy, "coregate_exchange_frames"),
+        BURST as f64,
+        "one frame per request in progress at once"
+    );
+
+    wait_for_metric(
+        &proxy,
+        "coregate_client_connections_parked",
+        BURST as f64,
+        "burst",
+    );
+    wait_for_metric(&proxy, "coregate_exchange_frames", 0.0, "burst parked");
+
+    // Served on as before, with a frame made again.
+    for (i, client) in clients.iter_mut().enumerate().take(3) {
+        assert_eq!(get(client, &format!("/again/{i}")), format!("/again/{i}"));
+    }
+    assert_eq!(metric(&proxy, "coregate_exchange_frames"), 1.0);
 }

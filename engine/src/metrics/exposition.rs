@@ -106,7 +106,7 @@ const REQUEST_SERIES: [PerShard; 2] = [
     ),
 ];
 
-const CONNECTION_SERIES: [PerShard; 3] = [
+const CONNECTION_SERIES: [PerShard; 4] = [
     (CONNECTIONS_OPEN, "gauge", "Client connections open.", |r| {
         r.counters.connections_open
     }),
@@ -115,6 +115,13 @@ const CONNECTION_SERIES: [PerShard; 3] = [
         "gauge",
         "Open client connections parked: idle long enough to have given up their task.",
         |r| r.counters.connections_parked,
+    ),
+    (
+        EXCHANGE_FRAMES,
+        "gauge",
+        "Exchange frames held, in use or kept for reuse: the most requests in progress at once \
+         since parked connections last gave memory back.",
+        |r| r.counters.exchange_frames,
     ),
     (
         CONNECTIONS_ACCEPTED,

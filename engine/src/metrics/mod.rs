@@ -120,6 +120,8 @@ pub struct Counters {
     pub connections_open: u64,
     /// Open connections parked: idle long enough to have given up their task.
     pub connections_parked: u64,
+    /// Exchange frames held, in use or kept for reuse.
+    pub exchange_frames: u64,
     pub upstream_retries: u64,
     /// Retries by the failure that caused them, indexed like [`RETRY_REASONS`].
     pub retries_by_reason: [u64; RETRY_REASONS.len()],

@@ -12,6 +12,7 @@ pub const REQUEST_DURATION_QUANTILE: &str = "coregate_request_duration_quantile_
 pub const CONNECTIONS_OPEN: &str = "coregate_client_connections_open";
 pub const CONNECTIONS_ACCEPTED: &str = "coregate_client_connections_accepted_total";
 pub const CONNECTIONS_PARKED: &str = "coregate_client_connections_parked";
+pub const EXCHANGE_FRAMES: &str = "coregate_exchange_frames";
 pub const UPSTREAM_CONNECTS: &str = "coregate_upstream_connects_total";
 pub const UPSTREAM_CONNECT_FAILURES: &str = "coregate_upstream_connect_failures_total";
 pub const UPSTREAM_REUSES: &str = "coregate_upstream_reuses_total";

@@ -144,7 +144,8 @@ pub async fn revive_parked(shard: Rc<Shard>) {
     }
 }
 
-/// Gives the memory of the tasks parked connections ended back to the system after parking.
+/// Gives the memory of the tasks parked connections ended, and of exchange frames no longer
+/// needed, back to the system after parking.
 /// The allocator keeps freed memory for reuse and returns little of it on its own, so without
 /// this a shard's resident memory would stay at its peak of connections in tasks (all of them,
 /// for a burst of new connections) instead of falling to what parked ones cost. A trim walks
@@ -157,9 +158,13 @@ pub async fn trim_after_parking(shard: Rc<Shard>) {
     let mut seen = 0;
     while !shard.draining() {
         shard.io.sleep(TRIM_EVERY).await;
+        let busiest = shard.frames().restart_busiest();
         let wave_over = parks.get() >= TRIM_AFTER_WAVE && parks.get() == seen;
         if wave_over || parks.get() >= TRIM_AFTER_PARKS {
             parks.set(0);
+            // The exchanges of the burst that opened these connections are over: their frames
+            // go too, all but as many as ran at once in the last period.
+            shard.frames().release_spare(busiest);
             // SAFETY: malloc_trim only hands whole free pages of the heap back to the kernel.
             unsafe { libc::malloc_trim(0) };
         }

@@ -240,6 +240,7 @@ impl Shard {
             generation: self.generation(),
             counters: Counters {
                 connections_parked: self.parked.len() as u64,
+                exchange_frames: self.frames.allocated() as u64,
                 ..self.metrics.counters()
             },
             latency: self.metrics.latency(),

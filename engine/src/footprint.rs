@@ -8,7 +8,7 @@ use std::fmt;
 use crate::config::units::Size;
 use crate::config::{Config, RouteAction};
 use crate::http1::{CHUNK_END, MAX_CHUNK_HEADER};
-use crate::io::{server_session_bytes, slot_bytes};
+use crate::io::{parked_receive_bytes, server_session_bytes, slot_bytes};
 use crate::proxy::{PARK_AFTER, connection_future_bytes, exchange_frame_bytes, parked_entry_bytes};
 use crate::shard::registry;
 
@@ -25,11 +25,11 @@ pub const EXCHANGE_BUFFERS: usize = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Footprint {
     /// An idle keep-alive connection, parked (after [`PARK_AFTER`] of idling): its entry in
-    /// the shard's parked table, the ring slot of its pending receive and its entry in the
-    /// shard's connection table. No task, no I/O buffer.
+    /// the shard's parked table, the deadline link of its parked receive (which takes no ring
+    /// slot) and its entry in the shard's connection table. No task, no I/O buffer.
     pub idle_connection: usize,
     /// The same connection in its first [`PARK_AFTER`] of idling, before it parks: its task
-    /// instead of the parked entry.
+    /// and its receive's ring slot instead.
     pub idle_unparked: usize,
     /// What an idle HTTPS connection adds: the TLS layer and its record keys.
     pub tls_session: usize,
@@ -58,10 +58,12 @@ impl Footprint {
             .saturating_sub(MAX_CHUNK_HEADER + CHUNK_END.len())
             .max(1);
         let buffered_buffers = buffered.div_ceil(piece as u64) as usize;
-        let waiting = slot_bytes() + registry::entry_bytes();
+        let registered = registry::entry_bytes();
         Footprint {
-            idle_connection: parked_entry_bytes() + waiting,
-            idle_unparked: heap_block(connection_future_bytes() + EXECUTOR_TASK_OVERHEAD) + waiting,
+            idle_connection: parked_entry_bytes() + parked_receive_bytes() + registered,
+            idle_unparked: heap_block(connection_future_bytes() + EXECUTOR_TASK_OVERHEAD)
+                + slot_bytes()
+                + registered,
             tls_session: server_session_bytes(),
             exchange_frame: exchange_frame_bytes(),
             exchange_buffers: EXCHANGE_BUFFERS + buffered_buffers,

@@ -43,8 +43,8 @@ pub struct Conn {
 enum IdleOp {
     /// A poll for input while the connection idles in an upstream pool.
     Watch(u32),
-    /// A parked receive ([`Conn::park`]).
-    Receive(u32),
+    /// A parked receive ([`Conn::park`]), by its key.
+    Parked(u32),
 }
 
 /// A connection's TLS session, by which end coregate is.
@@ -201,15 +201,16 @@ impl Conn {
                 WatchEnd::Quiet => true,
                 WatchEnd::Unsure => !self.has_unread_input(),
             },
-            Some(IdleOp::Receive(_)) => unreachable!("a parked connection in an upstream pool"),
+            Some(IdleOp::Parked(_)) => unreachable!("a parked connection in an upstream pool"),
             None => true,
         }
     }
 
     /// Parks the wait for the peer's next bytes: a receive no task awaits, which takes a buffer
     /// only when data arrives. When it completes (bytes, a close, `deadline`, a drain's
-    /// shutdown) `key` goes on the ring's revived list, and [`Conn::unpark`] takes its result.
-    /// A parked connection needs no task: its owner files it under `key` meanwhile. Dropping it
+    /// shutdown) `key` and its completion come out of [`IoShard::revived`], for
+    /// [`Conn::unpark`]. A parked connection needs no task: its owner files it under `key`
+    /// meanwhile, and must not reuse the key before that completion came out. Dropping it
     /// cancels the receive.
     ///
     /// # Panics
@@ -221,24 +222,22 @@ impl Conn {
             !self.tls_holds_buffer(),
             "a TLS connection parked with records at hand"
         );
-        let id = self
-            .shard
-            .ring()
-            .recv_provided(self.fd, deadline, true)
-            .park(key);
-        self.idle_op = Some(IdleOp::Receive(id));
+        self.shard.ring().park_receive(self.fd, key, deadline);
+        self.idle_op = Some(IdleOp::Parked(key));
     }
 
-    /// The parked receive's result, once it completed: its bytes are put where
+    /// Takes the parked receive's completion ([`IoShard::revived`]): its bytes are put where
     /// [`Conn::recv_later`] would put them (into `rb`, or the TLS layer's records still to be
-    /// opened: then the count is of record bytes, which may hold no plaintext). `WouldBlock`: the kernel's buffer ring ran
-    /// dry, nothing was received, wait again. `None` while it is still parked (or never was).
-    pub fn unpark(&mut self, rb: &mut ReadBuf) -> Option<io::Result<usize>> {
-        let Some(IdleOp::Receive(id)) = self.idle_op else {
-            return None;
-        };
-        let mut done = self.shard.ring().take_parked(id)?;
-        self.idle_op = None;
+    /// opened: then the count is of record bytes, which may hold no plaintext). `WouldBlock`:
+    /// the kernel's buffer ring ran dry, nothing was received, wait again.
+    ///
+    /// # Panics
+    /// If the connection is not parked.
+    pub(crate) fn unpark(&mut self, mut done: Completion, rb: &mut ReadBuf) -> io::Result<usize> {
+        assert!(
+            matches!(self.idle_op.take(), Some(IdleOp::Parked(_))),
+            "a connection unparked that was not parked"
+        );
         let into = match self.tls.as_mut() {
             None => rb,
             Some(layer) => layer.records_in(),
@@ -248,9 +247,9 @@ impl Conn {
         }
         if done.res == -libc::ENOBUFS {
             self.shard.pool().grow_provided();
-            return Some(Err(io::ErrorKind::WouldBlock.into()));
+            return Err(io::ErrorKind::WouldBlock.into());
         }
-        Some(count_received(into, &done))
+        count_received(into, &done)
     }
 
     /// Ends the watch or parked receive of an idle connection that goes away.
@@ -259,7 +258,7 @@ impl Conn {
             Some(IdleOp::Watch(id)) => {
                 self.shard.ring().end_watch(id);
             }
-            Some(IdleOp::Receive(id)) => self.shard.ring().abandon(id),
+            Some(IdleOp::Parked(key)) => self.shard.ring().cancel_parked(key),
             None => {}
         }
     }
@@ -272,18 +271,50 @@ impl Conn {
         rb: &'a mut ReadBuf,
         deadline: Option<Instant>,
     ) -> impl Future<Output = io::Result<usize>> + 'a {
-        receive_any(&self.shard, self.fd, self.tls.as_mut(), rb, deadline, false)
+        receive_any(
+            &self.shard,
+            self.fd,
+            self.tls.as_mut(),
+            rb,
+            deadline,
+            Expect::Now,
+        )
     }
 
-    /// Like [`Conn::recv`], when the peer is not expected to have sent anything yet: a keep-alive
-    /// connection waiting for its next request, an upstream that was just sent a request. The
-    /// ring then waits for readiness first instead of trying a receive bound to find nothing.
+    /// Like [`Conn::recv`], when the peer is not expected to have sent anything yet: an
+    /// upstream that was just sent a request. The ring then waits for readiness first instead
+    /// of trying a receive bound to find nothing.
     pub fn recv_later<'a>(
         &'a mut self,
         rb: &'a mut ReadBuf,
         deadline: Option<Instant>,
     ) -> impl Future<Output = io::Result<usize>> + 'a {
-        receive_any(&self.shard, self.fd, self.tls.as_mut(), rb, deadline, true)
+        receive_any(
+            &self.shard,
+            self.fd,
+            self.tls.as_mut(),
+            rb,
+            deadline,
+            Expect::Soon,
+        )
+    }
+
+    /// Like [`Conn::recv_later`], for a keep-alive client between requests: its receive takes
+    /// an operation slot that a burst of idle connections leaves free together when they park
+    /// (see `io/uring.rs`, `Slots`).
+    pub fn recv_idle<'a>(
+        &'a mut self,
+        rb: &'a mut ReadBuf,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = io::Result<usize>> + 'a {
+        receive_any(
+            &self.shard,
+            self.fd,
+            self.tls.as_mut(),
+            rb,
+            deadline,
+            Expect::Idle,
+        )
     }
 
     /// Sends every part of `out`, in order, as one gathered write. The parts stay in `out`
@@ -392,7 +423,25 @@ pub(super) fn receive<'a>(
     deadline: Option<Instant>,
     poll_first: bool,
 ) -> impl Future<Output = io::Result<usize>> + 'a {
-    receive_any(shard, fd, None, rb, deadline, poll_first)
+    let expect = if poll_first {
+        Expect::Soon
+    } else {
+        Expect::Now
+    };
+    receive_any(shard, fd, None, rb, deadline, expect)
+}
+
+/// When a receive expects bytes: whether the ring waits for readiness first, and where the
+/// operation's slot goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// At once (the rest of a head or a body).
+    Now,
+    /// Not yet: wait for readiness first.
+    Soon,
+    /// Not for a while (a keep-alive client between requests): readiness first, and a slot
+    /// at the arena's high end.
+    Idle,
 }
 
 /// The receive behind [`Conn::recv`] and every other: through the TLS layer when there is one
@@ -405,7 +454,7 @@ async fn receive_any(
     mut tls: Option<&mut Layer>,
     rb: &mut ReadBuf,
     deadline: Option<Instant>,
-    mut poll_first: bool,
+    mut expect: Expect,
 ) -> io::Result<usize> {
     let ring = shard.ring();
     loop {
@@ -423,6 +472,7 @@ async fn receive_any(
                     // dropped now, the bytes go with the buffer and `into` stays consistent.
                     let lent = into.lend().expect("make_room found a buffer");
                     let buf = lent.buf;
+                    let poll_first = expect != Expect::Now;
                     let mut done = ring.recv_into(fd, buf, offset, deadline, poll_first).await;
                     if let Some(buf) = done.take_buf() {
                         into.restore(buf, lent.start, lent.end);
@@ -430,7 +480,13 @@ async fn receive_any(
                     break done;
                 }
                 None => {
-                    let mut done = ring.recv_provided(fd, deadline, poll_first).await;
+                    let mut done = match expect {
+                        Expect::Idle => ring.recv_idle(fd, deadline).await,
+                        _ => {
+                            ring.recv_provided(fd, deadline, expect == Expect::Soon)
+                                .await
+                        }
+                    };
                     if let Some(buf) = done.take_buf() {
                         into.start_with(buf);
                     }
@@ -450,7 +506,7 @@ async fn receive_any(
         if tls.is_none() || received == 0 {
             return Ok(received);
         }
-        poll_first = false;
+        expect = Expect::Now;
     }
 }
 
@@ -483,10 +539,10 @@ mod tests {
     use std::net::TcpStream;
     use std::os::fd::{AsRawFd, IntoRawFd};
     use std::rc::Rc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::super::testing::{self, poll_once, tcp_pair};
-    use super::super::{IoShard, Outbound, ReadBuf};
+    use super::super::{Completion, IoShard, Outbound, ReadBuf};
     use super::Conn;
 
     /// Bytes that reached an idle pooled connection but whose watch completion the kernel has
@@ -533,9 +589,9 @@ mod tests {
         assert!(out.take_from(&mut rb, len, shard.pool()));
     }
 
-    /// The key of the next parked receive that completed, after turning the ring (at most 5 s).
-    fn next_revived(shard: &IoShard) -> u32 {
-        testing::run(shard, shard.revived()).expect("a key before the ring stops")
+    /// The next parked receive that completed, after turning the ring (at most 5 s).
+    fn next_revived(shard: &IoShard) -> (u32, Completion) {
+        testing::run(shard, shard.revived()).expect("a completion before the ring stops")
     }
 
     fn parked_pair(key: u32, deadline: Option<Duration>) -> (Rc<IoShard>, Conn, TcpStream) {
@@ -547,22 +603,26 @@ mod tests {
         (shard, conn, far)
     }
 
-    /// A parked receive completes with nobody awaiting it: its key comes out of the ring, and
-    /// its bytes land in the caller's buffer as a receive's would. The slot and the buffer are
-    /// given back after.
+    /// A parked receive completes with nobody awaiting it: its key and completion come out of
+    /// the ring, and its bytes land in the caller's buffer as a receive's would. It takes no
+    /// slot, and its buffer is given back after.
     #[test]
     fn a_parked_receive_hands_its_key_and_then_its_bytes() {
         let (shard, mut conn, mut far) = parked_pair(7, None);
         let mut rb = ReadBuf::new();
         shard.ring().turn(Duration::ZERO);
-        assert!(conn.unpark(&mut rb).is_none(), "nothing arrived yet");
         assert_eq!(shard.ring_in_flight(), 1);
+        assert_eq!(
+            shard.ring().slots_in_use(),
+            0,
+            "a parked receive takes no slot"
+        );
         far.write_all(b"GET / HTTP/1.1\r\n").unwrap();
-        assert_eq!(next_revived(&shard), 7);
-        assert_eq!(conn.unpark(&mut rb).unwrap().unwrap(), 16);
+        let (key, done) = next_revived(&shard);
+        assert_eq!(key, 7);
+        assert_eq!(conn.unpark(done, &mut rb).unwrap(), 16);
         assert_eq!(rb.data(), b"GET / HTTP/1.1\r\n");
         assert_eq!(shard.ring_in_flight(), 0);
-        assert!(conn.unpark(&mut rb).is_none(), "unparked once");
         let len = rb.len();
         rb.consume(len);
         assert_eq!(held(&shard), 0);
@@ -579,52 +639,80 @@ mod tests {
     fn a_parked_receive_ends_on_a_close_and_at_its_deadline() {
         let (shard, mut conn, far) = parked_pair(1, None);
         drop(far);
-        assert_eq!(next_revived(&shard), 1);
+        let (key, done) = next_revived(&shard);
+        assert_eq!(key, 1);
         let mut rb = ReadBuf::new();
-        assert_eq!(conn.unpark(&mut rb).unwrap().unwrap(), 0);
+        assert_eq!(conn.unpark(done, &mut rb).unwrap(), 0);
         assert!(rb.is_empty());
 
         let (shard, mut conn, _far) = parked_pair(2, Some(Duration::from_millis(30)));
-        assert_eq!(next_revived(&shard), 2);
-        let err = conn.unpark(&mut rb).unwrap().unwrap_err();
+        let parked_at = Instant::now();
+        let (key, done) = next_revived(&shard);
+        assert_eq!(key, 2);
+        assert!(
+            parked_at.elapsed() >= Duration::from_millis(30),
+            "not before its deadline"
+        );
+        let err = conn.unpark(done, &mut rb).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         assert_eq!(shard.ring_in_flight(), 0);
+        assert_eq!(shard.ring().stats().timeouts, 1);
     }
 
     /// A parked connection dropped while the kernel owns its receive, dropped after the receive
-    /// completed with bytes but before anyone took them, or left parked when the ring stops:
-    /// each time the receive ends, its buffer goes back to the pool and no slot stays taken.
+    /// completed with bytes but before anyone took them, left parked when the ring stops, or
+    /// parked on a stopping ring: each time the receive ends, its completion still comes out
+    /// under its key, and its buffer goes back to the pool.
     #[test]
     fn a_parked_connection_dropped_or_stopped_midway_gives_everything_back() {
         // Dropped in flight: cancelled.
         let (shard, conn, _far) = parked_pair(3, None);
         shard.ring().turn(Duration::ZERO);
         drop(conn);
-        testing::run(&shard, wait_until_idle(&shard));
+        let (key, done) = next_revived(&shard);
+        assert_eq!((key, done.res), (3, -libc::ECANCELED));
+        assert_eq!(shard.ring_in_flight(), 0);
         assert_eq!(held(&shard), 0);
 
         // Dropped with its bytes unclaimed: the buffer the kernel filled comes back.
         let (shard, conn, mut far) = parked_pair(4, None);
         far.write_all(b"bytes nobody takes").unwrap();
-        assert_eq!(next_revived(&shard), 4);
+        testing::run(&shard, wait_until_idle(&shard));
         assert_eq!(held(&shard), 1, "the received bytes wait in their buffer");
         drop(conn);
+        let (key, done) = next_revived(&shard);
+        assert_eq!((key, done.res), (4, 18));
+        drop(done);
         assert_eq!(shard.ring_in_flight(), 0);
         assert_eq!(held(&shard), 0);
 
-        // The ring stops: the receive is cancelled, its key still comes out, then the end.
+        // The ring stops: the receive is cancelled, its completion still comes out, then the
+        // end; one parked after the stop never reaches the kernel.
         let (shard, mut conn, _far) = parked_pair(5, None);
         shard.ring().turn(Duration::ZERO);
         shard.stop();
         testing::run(&shard, wait_until_idle(&shard));
-        assert_eq!(testing::run(&shard, shard.revived()), Some(5));
-        assert_eq!(
-            testing::run(&shard, shard.revived()),
-            None,
+        let (late, _late_far) = tcp_pair();
+        let peer = late.peer_addr().unwrap();
+        let mut late = Conn::new(shard.clone(), late.into_raw_fd(), peer);
+        late.park(None, 6);
+        let mut rb = ReadBuf::new();
+        for expected in [6, 5] {
+            let (key, done) = testing::run(&shard, shard.revived()).expect("a completion");
+            assert_eq!(key, expected);
+            let parked = if key == 5 { &mut conn } else { &mut late };
+            let err = parked.unpark(done, &mut rb).unwrap_err();
+            assert_ne!(
+                err.kind(),
+                std::io::ErrorKind::TimedOut,
+                "stopped, not timed out"
+            );
+        }
+        assert!(
+            testing::run(&shard, shard.revived()).is_none(),
             "the reviver's end"
         );
-        let mut rb = ReadBuf::new();
-        assert!(conn.unpark(&mut rb).unwrap().is_err());
+        assert_eq!(shard.ring_in_flight(), 0);
         assert_eq!(held(&shard), 0);
     }
 
@@ -644,7 +732,14 @@ mod tests {
         let shard = testing::shard();
         let (socket, _far) = tcp_pair();
         let mut rb = ReadBuf::new();
-        let any = super::receive_any(&shard, socket.as_raw_fd(), None, &mut rb, None, false);
+        let any = super::receive_any(
+            &shard,
+            socket.as_raw_fd(),
+            None,
+            &mut rb,
+            None,
+            super::Expect::Idle,
+        );
         let size = std::mem::size_of_val(&any);
         assert!(size <= 176, "a pending receive is {size} bytes");
     }

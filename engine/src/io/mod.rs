@@ -34,6 +34,7 @@ mod conn;
 pub mod notify;
 mod outbound;
 mod readbuf;
+mod slots;
 pub mod socket;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -60,9 +61,10 @@ pub use tls::{
     server_session_bytes,
 };
 pub use tunnel::Carried;
+pub(crate) use uring::Completion;
 pub use uring::{
     MAX_PARTS, Part, Ring, RingStats, Tracked, completion_entries, in_tracked_task,
-    note_local_wake, slot_bytes,
+    note_local_wake, parked_receive_bytes, slot_bytes,
 };
 
 /// Sizes a shard's I/O is set up with.
@@ -134,10 +136,16 @@ impl IoShard {
         self.ring.now()
     }
 
-    /// The key of a parked connection whose receive completed ([`Conn::park`]), waiting for
-    /// one; `None` once the ring stops. Only the shard's reviver calls this.
-    pub async fn revived(&self) -> Option<u32> {
+    /// The key of a parked connection whose receive completed ([`Conn::park`]) and that
+    /// receive's completion, for [`Conn::unpark`], waiting for one; `None` once the ring stops.
+    /// Only the shard's reviver calls this.
+    pub(crate) async fn revived(&self) -> Option<(u32, Completion)> {
         std::future::poll_fn(|cx| self.ring.poll_revived(cx)).await
+    }
+
+    /// Gives back the ring's operation slots a burst left free ([`Ring::release_spare_slots`]).
+    pub fn release_spare_slots(&self) {
+        self.ring.release_spare_slots();
     }
 
     /// Operations the kernel owns on the shard's ring.

@@ -138,6 +138,12 @@ impl Wheel {
         }
     }
 
+    /// Ids the wheel has room for.
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> usize {
+        self.links.len()
+    }
+
     /// Entries in the wheel (young ones included).
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
@@ -148,6 +154,19 @@ impl Wheel {
     pub(super) fn reserve(&mut self, ids: usize) {
         if self.links.len() < ids {
             self.links.resize(ids, UNLINKED);
+        }
+    }
+
+    /// Gives back the room of ids from `ids` on, none of which may be in the wheel.
+    pub(super) fn release_beyond(&mut self, ids: usize) {
+        if self.links.len() > ids {
+            debug_assert!(
+                self.links[ids..]
+                    .iter()
+                    .all(|link| link.place == Place::Unlinked)
+            );
+            self.links.truncate(ids);
+            self.links.shrink_to_fit();
         }
     }
 

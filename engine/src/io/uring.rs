@@ -15,8 +15,11 @@
 //! the start of its next pass. So every task a completion wakes is woken by the driver's own
 //! reap, and runs before the driver next decides whether to sleep.
 //!
-//! Ownership: every in-flight operation has a [`Slot`] in a chunked arena whose memory never moves,
-//! so the kernel can be given pointers into it (iovecs, `msghdr`, socket addresses). Buffers an
+//! Ownership: every in-flight operation has a [`Slot`] in a chunked arena (`slots.rs`) whose memory
+//! never moves, so the kernel can be given pointers into it (iovecs, `msghdr`, socket addresses).
+//! The one exception is a parked receive ([`Ring::park_receive`]): it points the kernel at no
+//! memory of its own (the kernel picks its buffer from the provided ring), so it takes no slot,
+//! and its `user_data` carries its owner's key. Buffers an
 //! operation reads from or writes into are moved into its slot and handed back on completion. If
 //! the future waiting for an operation is dropped (timeout, cancelled connection), the slot is
 //! orphaned: a cancel is submitted and the slot, with its buffers, is recycled only when the
@@ -52,11 +55,8 @@ use std::time::{Duration, Instant};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::buffer::{Buf, BufferPool, PROVIDED_GROUP};
+use super::slots::{Arena, Kind};
 use super::timer::{TICK, Wheel};
-
-/// Slots per arena chunk. Chunks are allocated when concurrency first exceeds what exists, never
-/// in steady state.
-const CHUNK: usize = 128;
 
 /// Parts one send may gather: a head and the body pieces behind it (a buffered request body of
 /// up to four buffers goes upstream in one write with its head: `proxy/forward.rs`).
@@ -64,6 +64,10 @@ pub const MAX_PARTS: usize = 8;
 
 /// `user_data` of operations whose completion nobody waits for.
 const TAG_IGNORE: u64 = u64::MAX;
+
+/// `user_data` bit of a parked receive ([`Ring::park_receive`]), whose key is in the low 32
+/// bits; every other operation's is its slot id (below 2^32) or [`TAG_IGNORE`].
+const TAG_PARKED: u64 = 1 << 32;
 
 /// `IORING_RECVSEND_POLL_FIRST` (linux/io_uring.h): wait for readiness before the first attempt.
 const RECVSEND_POLL_FIRST: u16 = 1 << 0;
@@ -250,8 +254,6 @@ pub(crate) struct Slot {
     /// The operation's deadline is in the timer wheel.
     has_deadline: bool,
     res: i32,
-    /// The key of a parked operation ([`Op::park`]), [`NOT_PARKED`] otherwise.
-    parked_as: u32,
     waker: Option<Waker>,
     /// The buffer owned by a receive or a one-part send (a gathering send's are in its
     /// [`Gather`]), and the index of the part it came from.
@@ -261,23 +263,29 @@ pub(crate) struct Slot {
     memory: OpMemory,
 }
 
-/// A slot's `parked_as` when no key is: its operation is awaited (or orphaned).
-const NOT_PARKED: u32 = u32::MAX;
-
-/// Parked operations that completed, by key, and the task that takes them.
-#[derive(Default)]
-struct Revived {
-    keys: Vec<u32>,
+/// Receives parked by idle connections ([`Ring::park_receive`]): no slot and no task each,
+/// only a deadline link, keyed by their owners' keys.
+struct ParkedReceives {
+    deadlines: Wheel,
+    /// Parked receives the kernel owns.
+    in_kernel: usize,
+    /// Completed ones, by key, for the shard's reviver.
+    done: Vec<(u32, Completion)>,
     reviver: Option<Waker>,
 }
 
-impl Revived {
-    fn add(&mut self, key: u32) {
-        self.keys.push(key);
+impl ParkedReceives {
+    fn finish(&mut self, key: u32, completion: Completion) {
+        self.done.push((key, completion));
         if let Some(reviver) = &self.reviver {
             reviver.wake_by_ref();
         }
     }
+}
+
+/// Bytes a parked receive takes in its ring: its deadline link.
+pub fn parked_receive_bytes() -> usize {
+    super::timer::link_bytes()
 }
 
 /// Bytes of one operation's slot, with its link in the deadline wheel and its place in the
@@ -352,8 +360,8 @@ impl Gather {
     }
 }
 
-impl Slot {
-    fn new() -> Slot {
+impl Default for Slot {
+    fn default() -> Slot {
         Slot {
             state: State::Free,
             cancel_sent: false,
@@ -361,7 +369,6 @@ impl Slot {
             creates_fd: false,
             has_deadline: false,
             res: 0,
-            parked_as: NOT_PARKED,
             waker: None,
             buf: None,
             buf_index: 0,
@@ -370,10 +377,9 @@ impl Slot {
     }
 }
 
-/// Slots in chunks that never move once allocated, plus a free list.
+/// The ring's operation slots (see `io/slots.rs`) and their counts.
 struct Slots {
-    chunks: Vec<Box<[Slot]>>,
-    free: Vec<u32>,
+    arena: Arena<Slot>,
     /// Slots allocated (in flight, or done and not yet collected).
     in_use: usize,
     /// Slots the kernel owns: submitted (or in the backlog) and not finally completed. Only
@@ -383,24 +389,17 @@ struct Slots {
 
 impl Slots {
     fn get(&mut self, id: u32) -> &mut Slot {
-        let id = id as usize;
-        &mut self.chunks[id / CHUNK][id % CHUNK]
+        self.arena.get(id)
     }
 
-    fn capacity(&self) -> usize {
-        self.chunks.len() * CHUNK
+    /// Ids below this may be in use.
+    fn span(&self) -> usize {
+        self.arena.span()
     }
 
-    fn alloc(&mut self) -> u32 {
-        if self.free.is_empty() {
-            let base = self.chunks.len() * CHUNK;
-            self.chunks.push((0..CHUNK).map(|_| Slot::new()).collect());
-            self.free
-                .extend((base..base + CHUNK).rev().map(|i| i as u32));
-        }
-        let id = self.free.pop().expect("a chunk was just added");
+    fn alloc(&mut self, kind: Kind) -> u32 {
         self.in_use += 1;
-        id
+        self.arena.alloc(kind)
     }
 
     fn release(&mut self, id: u32) {
@@ -412,7 +411,6 @@ impl Slots {
         );
         slot.state = State::Free;
         slot.waker = None;
-        slot.parked_as = NOT_PARKED;
         slot.cancel_sent = false;
         slot.timed_out = false;
         slot.creates_fd = false;
@@ -421,7 +419,7 @@ impl Slots {
             Gather::recycle(gather);
         }
         self.in_use -= 1;
-        self.free.push(id);
+        self.arena.free(id);
     }
 }
 
@@ -483,8 +481,7 @@ pub struct Ring {
     quiet_since: Cell<Instant>,
     /// The kernel's count of dropped completions, as last read.
     dropped_seen: Cell<u32>,
-    /// Keys of parked operations that completed, for the shard's reviver.
-    revived: RefCell<Revived>,
+    parked: RefCell<ParkedReceives>,
     /// Tests: the n-th submission from now fails with `EBUSY` (0: none does).
     #[cfg(test)]
     fail_submit_in: Cell<u32>,
@@ -550,8 +547,7 @@ impl Ring {
         Ok(Rc::new(Ring {
             uring: RefCell::new(uring),
             slots: RefCell::new(Slots {
-                chunks: Vec::new(),
-                free: Vec::new(),
+                arena: Arena::new(),
                 in_use: 0,
                 in_kernel: 0,
             }),
@@ -564,7 +560,12 @@ impl Ring {
             stopping: Cell::new(false),
             quiet_since: Cell::new(now),
             dropped_seen: Cell::new(0),
-            revived: RefCell::new(Revived::default()),
+            parked: RefCell::new(ParkedReceives {
+                deadlines: Wheel::new(now),
+                in_kernel: 0,
+                done: Vec::new(),
+                reviver: None,
+            }),
             #[cfg(test)]
             fail_submit_in: Cell::new(0),
         }))
@@ -588,12 +589,20 @@ impl Ring {
 
     /// Operations the kernel owns: submitted and not yet completed.
     pub fn in_flight(&self) -> usize {
-        self.slots.borrow().in_kernel
+        self.slots.borrow().in_kernel + self.parked.borrow().in_kernel
     }
 
     /// The completion queue's size.
     pub fn completion_queue_entries(&self) -> u32 {
         self.uring.borrow().params().cq_entries()
+    }
+
+    /// Gives back the memory of operation slots a burst left free (see `io/slots.rs`), and
+    /// the deadline links past the arena's end. Not per operation: the arena grows again with
+    /// the next burst.
+    pub fn release_spare_slots(&self) {
+        let span = self.slots.borrow_mut().arena.release_spare();
+        self.wheel.borrow_mut().release_beyond(span);
     }
 
     /// Cancels every operation in flight and refuses new ones (they complete at once with
@@ -603,7 +612,7 @@ impl Ring {
         if !self.stopping.replace(true) {
             self.quiet_since.set(Instant::now());
             // The reviver ends now: a task left waiting would keep its shard alive.
-            if let Some(reviver) = self.revived.borrow_mut().reviver.take() {
+            if let Some(reviver) = self.parked.borrow_mut().reviver.take() {
                 reviver.wake();
                 note_local_wake();
             }
@@ -708,10 +717,19 @@ impl Ring {
         deadline: Option<Instant>,
         prepare: impl FnOnce(&mut Slot) -> squeue::Entry,
     ) -> Op<'_> {
+        self.start_as(Kind::Busy, deadline, prepare)
+    }
+
+    fn start_as(
+        &self,
+        kind: Kind,
+        deadline: Option<Instant>,
+        prepare: impl FnOnce(&mut Slot) -> squeue::Entry,
+    ) -> Op<'_> {
         let id = {
             let mut slots = self.slots.borrow_mut();
-            let id = slots.alloc();
-            self.wheel.borrow_mut().reserve(slots.capacity());
+            let id = slots.alloc(kind);
+            self.wheel.borrow_mut().reserve(slots.span());
             id
         };
         let entry = {
@@ -889,8 +907,12 @@ impl Ring {
         if user_data == TAG_IGNORE {
             return;
         }
-        let id = user_data as u32;
         let provided = cqueue::buffer_select(flags).map(|bid| self.pool.adopt_provided(bid));
+        if user_data & TAG_PARKED != 0 {
+            self.complete_parked(user_data as u32, res, provided);
+            return;
+        }
+        let id = user_data as u32;
         let mut close = None;
         {
             let mut slots = self.slots.borrow_mut();
@@ -905,9 +927,6 @@ impl Ring {
                     }
                     if let Some(waker) = slot.waker.take() {
                         waker.wake();
-                    } else if slot.parked_as != NOT_PARKED {
-                        // Nobody awaits a parked operation: its key tells the shard's reviver.
-                        self.revived.borrow_mut().add(slot.parked_as);
                     }
                     slots.in_kernel -= 1;
                 }
@@ -927,6 +946,28 @@ impl Ring {
         }
         if let Some(fd) = close {
             self.close(fd);
+        }
+    }
+
+    /// A parked receive's completion goes to the reviver's list.
+    fn complete_parked(&self, key: u32, res: i32, buf: Option<Buf>) {
+        let completion = self.parked_completion(res, buf);
+        let mut parked = self.parked.borrow_mut();
+        parked.deadlines.remove(key);
+        parked.in_kernel -= 1;
+        parked.finish(key, completion);
+    }
+
+    /// Only its deadline, the ring's stop and its owner going away cancel a parked receive,
+    /// and an owner gone takes no completion: so a cancelled one of a running ring timed out.
+    fn parked_completion(&self, res: i32, buf: Option<Buf>) -> Completion {
+        Completion {
+            res,
+            timed_out: res == -libc::ECANCELED && !self.stopping.get(),
+            word: 0,
+            buf,
+            buf_index: 0,
+            gather: None,
         }
     }
 
@@ -951,6 +992,11 @@ impl Ring {
                 }
             });
         }
+        self.parked.borrow_mut().deadlines.advance(now, lag, |key| {
+            // Queueing the cancel touches neither the parked receives nor the wheel.
+            self.fire_and_forget(opcode::AsyncCancel::new(TAG_PARKED | u64::from(key)).build());
+            found += 1;
+        });
         if found > 0 {
             self.bump(|s| s.timeouts += found);
         }
@@ -960,7 +1006,11 @@ impl Ring {
     /// when entries wait in the backlog or a stopping ring waits on dropped completions.
     fn park_timeout(&self, now: Instant) -> Duration {
         let mut timeout = self.idle_wait;
-        if let Some(due) = self.wheel.borrow().next_due() {
+        let parked_due = self.parked.borrow().deadlines.next_due();
+        for due in [self.wheel.borrow().next_due(), parked_due]
+            .into_iter()
+            .flatten()
+        {
             timeout = timeout.min(due.saturating_duration_since(now));
         }
         if !self.backlog.borrow().is_empty() {
@@ -993,7 +1043,7 @@ impl Ring {
     /// completion it reported dropped and nothing arrived for [`STOP_SETTLE`]. Those are given
     /// up on (counted in [`RingStats::abandoned`]); their memory is leaked when the ring drops.
     fn finished(&self) -> bool {
-        let in_kernel = self.slots.borrow().in_kernel as u64;
+        let in_kernel = self.in_flight() as u64;
         if in_kernel == 0 {
             return true;
         }
@@ -1073,7 +1123,6 @@ impl Ring {
                 State::InFlight => {
                     slot.state = State::Orphaned;
                     slot.waker = None;
-                    slot.parked_as = NOT_PARKED;
                     let send = !slot.cancel_sent;
                     slot.cancel_sent = true;
                     send
@@ -1127,14 +1176,68 @@ impl Ring {
         deadline: Option<Instant>,
         poll_first: bool,
     ) -> Op<'_> {
+        let entry = self.provided_receive(fd, poll_first);
+        self.start(deadline, move |_| entry)
+    }
+
+    /// Like [`Ring::recv_provided`] waiting for readiness first, for a connection idle between
+    /// requests: its slot is one of the kind a burst leaves free together (`io/slots.rs`).
+    pub(crate) fn recv_idle(&self, fd: RawFd, deadline: Option<Instant>) -> Op<'_> {
+        let entry = self.provided_receive(fd, true);
+        self.start_as(Kind::Idle, deadline, move |_| entry)
+    }
+
+    /// A receive into a buffer the kernel picks from the provided ring.
+    fn provided_receive(&self, fd: RawFd, poll_first: bool) -> squeue::Entry {
         let len = self.pool.buf_size() as u32;
-        self.start(deadline, move |_| {
-            opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), len)
-                .ioprio(recv_priority(poll_first))
-                .buf_group(PROVIDED_GROUP)
-                .build()
-                .flags(squeue::Flags::BUFFER_SELECT)
-        })
+        opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), len)
+            .ioprio(recv_priority(poll_first))
+            .buf_group(PROVIDED_GROUP)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
+    }
+
+    /// Parks a receive on `fd` under `key`: no slot and no task; when bytes arrive (or the
+    /// peer's end, an error, `deadline`, the ring's stop) its completion goes to the list the
+    /// shard's reviver takes from ([`Ring::poll_revived`]), with the buffer the kernel picked.
+    /// What an idle connection waits with, so it costs the ring only a deadline link.
+    ///
+    /// The owner parks `key` once until its completion was taken, and ends it with
+    /// [`Ring::cancel_parked`] if it goes away first (its completion then still comes, under
+    /// the same key: the owner must not give the key to another receive before).
+    pub(crate) fn park_receive(&self, fd: RawFd, key: u32, deadline: Option<Instant>) {
+        if self.stopping.get() {
+            // Shutting down: nothing new reaches the kernel. The reviver wakes outside a
+            // completion, so the driver must not sleep first.
+            self.complete_parked_now(key);
+            return;
+        }
+        let entry = self
+            .provided_receive(fd, true)
+            .user_data(TAG_PARKED | u64::from(key));
+        {
+            let mut parked = self.parked.borrow_mut();
+            parked.in_kernel += 1;
+            if let Some(deadline) = deadline {
+                // Grows only when more connections are parked than ever before.
+                parked.deadlines.reserve(key as usize + 1);
+                parked.deadlines.add(key, deadline);
+            }
+        }
+        self.push(&entry);
+    }
+
+    /// A parked receive that never reached the kernel ends cancelled.
+    fn complete_parked_now(&self, key: u32) {
+        let completion = self.parked_completion(-libc::ECANCELED, None);
+        self.parked.borrow_mut().finish(key, completion);
+        note_local_wake();
+    }
+
+    /// Ends the parked receive under `key`, whose owner goes away.
+    pub(crate) fn cancel_parked(&self, key: u32) {
+        self.parked.borrow_mut().deadlines.remove(key);
+        self.fire_and_forget(opcode::AsyncCancel::new(TAG_PARKED | u64::from(key)).build());
     }
 
     /// Sends the non-empty parts, in order, in one operation: `send` for a single part,
@@ -1335,30 +1438,20 @@ impl Ring {
         self.orphan(id);
     }
 
-    /// The completion of a parked operation ([`Op::park`]) once it finished; `None` while the
-    /// kernel still owns it (it stays parked).
-    pub(crate) fn take_parked(&self, id: u32) -> Option<Completion> {
-        let mut slots = self.slots.borrow_mut();
-        if slots.get(id).state != State::Done {
-            return None;
-        }
-        Some(Self::collect(&mut slots, id))
-    }
-
-    /// The key of a parked operation that completed, waiting until one did; `None` once the
-    /// ring stops (operations still parked then are abandoned by their owners). One task per
-    /// ring takes them (the shard's reviver): a second would replace the first's waker.
-    pub(crate) fn poll_revived(&self, cx: &mut Context<'_>) -> Poll<Option<u32>> {
-        let mut revived = self.revived.borrow_mut();
-        if let Some(key) = revived.keys.pop() {
-            return Poll::Ready(Some(key));
+    /// A parked receive that completed, with its key, waiting until one did; `None` once the
+    /// ring stops and none is left. One task per ring takes them (the shard's reviver): a
+    /// second would replace the first's waker.
+    pub(crate) fn poll_revived(&self, cx: &mut Context<'_>) -> Poll<Option<(u32, Completion)>> {
+        let mut parked = self.parked.borrow_mut();
+        if let Some(done) = parked.done.pop() {
+            return Poll::Ready(Some(done));
         }
         if self.stopping.get() {
             return Poll::Ready(None);
         }
-        match &revived.reviver {
+        match &parked.reviver {
             Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => revived.reviver = Some(cx.waker().clone()),
+            _ => parked.reviver = Some(cx.waker().clone()),
         }
         Poll::Pending
     }
@@ -1398,9 +1491,10 @@ impl Drop for Ring {
     fn drop(&mut self) {
         self.flush_backlog();
         self.enter(0, None);
+        let in_kernel = self.slots.get_mut().in_kernel + self.parked.get_mut().in_kernel;
         let slots = self.slots.get_mut();
-        if slots.in_kernel > 0 {
-            std::mem::forget(std::mem::take(&mut slots.chunks));
+        if in_kernel > 0 {
+            std::mem::forget(std::mem::replace(&mut slots.arena, Arena::new()));
             std::mem::forget(self.pool.clone());
         }
     }
@@ -1424,30 +1518,6 @@ impl Future for Op<'_> {
             self.finished = true;
         }
         ready
-    }
-}
-
-impl Op<'_> {
-    /// Leaves the operation to run with no task awaiting it: when it completes, `key` goes on
-    /// the ring's revived list ([`Ring::poll_revived`]). Returns the operation's id, for
-    /// [`Ring::take_parked`] after that or [`Ring::abandon`] instead.
-    ///
-    /// What an idle connection parks its receive with, so it needs no task while it idles.
-    pub(crate) fn park(mut self, key: u32) -> u32 {
-        self.finished = true;
-        let mut slots = self.ring.slots.borrow_mut();
-        let slot = slots.get(self.id);
-        if slot.state == State::Done {
-            // Completed before it was parked (or never reached the kernel: a stopping ring).
-            // The reviver wakes outside a completion, so the driver must not sleep first.
-            self.ring.revived.borrow_mut().add(key);
-            note_local_wake();
-        } else {
-            debug_assert!(slot.waker.is_none(), "a parked operation was awaited");
-            assert_ne!(key, NOT_PARKED, "a key that means none");
-            slot.parked_as = key;
-        }
-        self.id
     }
 }
 
@@ -1522,6 +1592,11 @@ impl Ring {
     pub(super) fn turn(&self, wait: Duration) {
         self.pass(Some(wait));
     }
+
+    /// Slots allocated: operations in flight or done and not collected.
+    pub(super) fn slots_in_use(&self) -> usize {
+        self.slots.borrow().in_use
+    }
 }
 
 #[cfg(test)]
@@ -1534,6 +1609,7 @@ mod tests {
 
     use io_uring::{opcode, types};
 
+    use super::super::slots::{CHUNK, Kind};
     use super::super::testing::{on_executor, poll_once, tcp_pair};
     use super::{OpMemory, Ring, State, completion_entries};
 
@@ -1568,6 +1644,53 @@ mod tests {
                 panic!("ring_entries = {entries}: {err}");
             }
         }
+    }
+
+    /// A chunk of slots all free is given back, never one holding a slot the kernel still owns
+    /// (a receive awaited, or orphaned: cancelled but not yet completed); once the arena's last
+    /// chunks are gone, the deadline links past its end go too.
+    #[test]
+    fn spare_slot_chunks_are_given_back_but_not_one_the_kernel_owns() {
+        let ring = ring(64);
+        let (near, _far) = tcp_pair();
+        let burst: Vec<_> = (0..2 * CHUNK)
+            .map(|_| ring.sleep(Duration::from_secs(60)))
+            .collect();
+        let slow = ring.recv_provided(near.as_raw_fd(), None, false);
+        assert_eq!(slow.id as usize, 2 * CHUNK, "the lowest free slot");
+        let mut slow = Some(slow);
+        ring.turn(Duration::ZERO);
+        drop(burst);
+        while ring.in_flight() > 1 {
+            ring.turn(Duration::from_millis(10));
+        }
+        let held = |ring: &Ring| ring.slots.borrow().arena.chunks_held();
+        for awaited in [true, false] {
+            if !awaited {
+                // Dropped with the kernel still owning it: orphaned until its cancel completes.
+                drop(slow.take());
+            }
+            ring.release_spare_slots();
+            assert_eq!(
+                held(&ring),
+                2,
+                "the first chunk, and the one with a receive the kernel owns (awaited: {awaited})"
+            );
+            assert_eq!(ring.slots.borrow().span(), 3 * CHUNK);
+        }
+        while ring.in_flight() > 0 {
+            ring.turn(Duration::from_millis(10));
+        }
+        ring.release_spare_slots();
+        assert_eq!(held(&ring), 1);
+        assert_eq!(ring.slots.borrow().span(), CHUNK);
+        assert_eq!(
+            ring.wheel.borrow().capacity(),
+            CHUNK,
+            "the deadline links follow"
+        );
+        let again = ring.sleep(Duration::from_millis(1));
+        assert_eq!(again.id, 0);
     }
 
     /// A connection given back to a pool after `stop()` starts a watch; the driver must still
@@ -1761,7 +1884,7 @@ mod tests {
                 // An operation the kernel owns but will never complete: its completion was
                 // dropped, and the kernel said so (as `account_dropped` records it).
                 let mut slots = ring.slots.borrow_mut();
-                let id = slots.alloc();
+                let id = slots.alloc(Kind::Busy);
                 slots.get(id).state = State::InFlight;
                 slots.in_kernel += 1;
             }

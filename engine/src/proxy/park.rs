@@ -23,7 +23,7 @@ use slab::Slab;
 
 use crate::context::ConnContext;
 use crate::http1::HeadScanner;
-use crate::io::{Conn, ReadBuf};
+use crate::io::{Completion, Conn, ReadBuf};
 use crate::shard::Shard;
 use crate::task::spawn;
 
@@ -69,12 +69,18 @@ impl ParkedTable {
         self.len() == 0
     }
 
-    /// The connection parked under `key` with its receive's result, once that receive
-    /// completed; `None` for a key whose connection is gone or still waits.
-    fn take_woken(&self, key: u32, rb: &mut ReadBuf) -> Option<(Parked, io::Result<usize>)> {
-        let mut parked = self.parked.borrow_mut();
-        let received = parked.get_mut(key as usize)?.client.unpark(rb)?;
-        Some((parked.remove(key as usize), received))
+    /// Takes the connection parked under `key` out, with its receive's result (`done`, its
+    /// bytes put into `rb`). A connection leaves the table only here, once its receive
+    /// completed, so the ring never completes a receive under a key given to another.
+    fn take_woken(
+        &self,
+        key: u32,
+        done: Completion,
+        rb: &mut ReadBuf,
+    ) -> Option<(Parked, io::Result<usize>)> {
+        let mut parked = self.parked.borrow_mut().try_remove(key as usize)?;
+        let received = parked.client.unpark(done, rb);
+        Some((parked, received))
     }
 }
 
@@ -130,10 +136,9 @@ fn what_woke(received: &io::Result<usize>, tls: bool) -> Idle {
 /// for each one that goes on. Runs until the shard's ring stops (the drain has revived and
 /// closed every parked connection by then; any left are closed with the shard's table).
 pub async fn revive_parked(shard: Rc<Shard>) {
-    while let Some(key) = shard.io.revived().await {
+    while let Some((key, done)) = shard.io.revived().await {
         let mut rb = ReadBuf::new();
-        // Every key comes once, from its own receive; a connection is taken out only here.
-        let Some((parked, received)) = shard.parked.take_woken(key, &mut rb) else {
+        let Some((parked, received)) = shard.parked.take_woken(key, done, &mut rb) else {
             continue;
         };
         match what_woke(&received, parked.client.is_tls()) {
@@ -144,8 +149,8 @@ pub async fn revive_parked(shard: Rc<Shard>) {
     }
 }
 
-/// Gives the memory of the tasks parked connections ended, and of exchange frames no longer
-/// needed, back to the system after parking.
+/// Gives the memory of the tasks parked connections ended, and of exchange frames and ring
+/// slots no longer needed, back to the system after parking.
 /// The allocator keeps freed memory for reuse and returns little of it on its own, so without
 /// this a shard's resident memory would stay at its peak of connections in tasks (all of them,
 /// for a burst of new connections) instead of falling to what parked ones cost. A trim walks
@@ -163,8 +168,10 @@ pub async fn trim_after_parking(shard: Rc<Shard>) {
         if wave_over || parks.get() >= TRIM_AFTER_PARKS {
             parks.set(0);
             // The exchanges of the burst that opened these connections are over: their frames
-            // go too, all but as many as ran at once in the last period.
+            // go too, all but as many as ran at once in the last period, and the ring slots
+            // their receives took while the connections still had tasks.
             shard.frames().release_spare(busiest);
+            shard.io.release_spare_slots();
             // SAFETY: malloc_trim only hands whole free pages of the heap back to the kernel.
             unsafe { libc::malloc_trim(0) };
         }

@@ -37,7 +37,7 @@ impl Session {
         let received = loop {
             let (wait, parks) = self.next_wait(waiting, quiet_a_while);
             let deadline = self.shard.io.now() + wait;
-            match self.client.recv_later(&mut self.rb, Some(deadline)).await {
+            match self.client.recv_idle(&mut self.rb, Some(deadline)).await {
                 Err(err) if parks && err.kind() == io::ErrorKind::TimedOut => {
                     let (rest, _) = self.next_wait(waiting, true);
                     if !self.client.tls_holds_buffer() {

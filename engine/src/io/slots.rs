@@ -26,8 +26,8 @@ pub(super) enum Kind {
 }
 
 pub(super) struct Arena<T> {
-    /// `None`: given back; its ids are unused until a chunk is needed again.
-    chunks: Vec<Option<Box<[T]>>>,
+    /// Empty: given back (no memory); its ids are unused until a chunk is needed again.
+    chunks: Vec<Box<[T]>>,
     kinds: Vec<Kind>,
     /// Per chunk, bit `i` set: its slot `i` is free (none for a chunk given back).
     free: Vec<u128>,
@@ -52,10 +52,8 @@ impl<T: Default> Arena<T> {
     /// If its chunk was given back (its id is not allocated).
     pub(super) fn get(&mut self, id: u32) -> &mut T {
         let id = id as usize;
-        let chunk = self.chunks[id / CHUNK]
-            .as_mut()
-            .expect("a slot of a chunk given back");
-        &mut chunk[id % CHUNK]
+        // A chunk given back is empty: the index check refuses its ids.
+        &mut self.chunks[id / CHUNK][id % CHUNK]
     }
 
     /// Ids below this may be in use.
@@ -66,7 +64,7 @@ impl<T: Default> Arena<T> {
     /// Chunks held in memory.
     #[cfg(test)]
     pub(super) fn chunks_held(&self) -> usize {
-        self.chunks.iter().filter(|chunk| chunk.is_some()).count()
+        self.chunks.iter().filter(|chunk| !chunk.is_empty()).count()
     }
 
     /// Takes the lowest free slot of `kind`, adding a chunk when none is free.
@@ -87,7 +85,7 @@ impl<T: Default> Arena<T> {
     /// Gives a slot back; the caller has reset it.
     pub(super) fn free(&mut self, id: u32) {
         let (chunk, index) = (id as usize / CHUNK, id as usize % CHUNK);
-        debug_assert!(self.chunks[chunk].is_some() && self.free[chunk] & (1 << index) == 0);
+        debug_assert!(!self.chunks[chunk].is_empty() && self.free[chunk] & (1 << index) == 0);
         self.free[chunk] |= 1 << index;
         self.mark_with_free(chunk, true);
     }
@@ -99,14 +97,14 @@ impl<T: Default> Arena<T> {
             let first_of_kind = self.kinds[..chunk]
                 .iter()
                 .zip(&self.chunks)
-                .all(|(kind, held)| *kind != self.kinds[chunk] || held.is_none());
-            if self.chunks[chunk].is_some() && self.free[chunk] == ALL_FREE && !first_of_kind {
-                self.chunks[chunk] = None;
+                .all(|(kind, held)| *kind != self.kinds[chunk] || held.is_empty());
+            if !self.chunks[chunk].is_empty() && self.free[chunk] == ALL_FREE && !first_of_kind {
+                self.chunks[chunk] = Box::default();
                 self.free[chunk] = 0;
                 self.mark_with_free(chunk, false);
             }
         }
-        while self.chunks.last().is_some_and(Option::is_none) {
+        while self.chunks.last().is_some_and(|chunk| chunk.is_empty()) {
             self.chunks.pop();
             self.kinds.pop();
             self.free.pop();
@@ -125,16 +123,20 @@ impl<T: Default> Arena<T> {
     /// index.
     fn grow(&mut self, kind: Kind) -> usize {
         let slots = (0..CHUNK).map(|_| T::default()).collect();
-        let chunk = match self.chunks.iter().position(Option::is_none) {
+        let chunk = match self.chunks.iter().position(|chunk| chunk.is_empty()) {
             Some(chunk) => {
-                self.chunks[chunk] = Some(slots);
+                self.chunks[chunk] = slots;
                 self.kinds[chunk] = kind;
                 chunk
             }
             None => {
-                self.chunks.push(Some(slots));
+                self.chunks.push(slots);
                 self.kinds.push(kind);
                 self.free.push(0);
+                let words = self.chunks.len().div_ceil(64);
+                for with_free in &mut self.with_free {
+                    with_free.resize(words, 0);
+                }
                 self.chunks.len() - 1
             }
         };
@@ -145,9 +147,6 @@ impl<T: Default> Arena<T> {
 
     fn mark_with_free(&mut self, chunk: usize, has_free: bool) {
         let with_free = &mut self.with_free[self.kinds[chunk] as usize];
-        if with_free.len() <= chunk / 64 {
-            with_free.resize(chunk / 64 + 1, 0);
-        }
         if has_free {
             with_free[chunk / 64] |= 1 << (chunk % 64);
         } else {
@@ -220,7 +219,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "a slot of a chunk given back")]
+    #[should_panic(expected = "index out of bounds")]
     fn a_slot_of_a_chunk_given_back_is_not_there() {
         let mut arena: Arena<u8> = Arena::new();
         let ids: Vec<u32> = (0..2 * CHUNK + 1)

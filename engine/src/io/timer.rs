@@ -150,6 +150,10 @@ impl Wheel {
         self.len
     }
 
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Makes room for ids below `ids` (called when the slot arena grows, never per operation).
     pub(super) fn reserve(&mut self, ids: usize) {
         if self.links.len() < ids {

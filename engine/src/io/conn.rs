@@ -227,7 +227,7 @@ impl Conn {
     }
 
     /// Takes the parked receive's completion ([`IoShard::revived`]): its bytes are put where
-    /// [`Conn::recv_later`] would put them (into `rb`, or the TLS layer's records still to be
+    /// [`Conn::recv`] would put them (into `rb`, or the TLS layer's records still to be
     /// opened: then the count is of record bytes, which may hold no plaintext). `WouldBlock`:
     /// the kernel's buffer ring ran dry, nothing was received, wait again.
     ///
@@ -271,23 +271,15 @@ impl Conn {
         rb: &'a mut ReadBuf,
         deadline: Option<Instant>,
     ) -> impl Future<Output = io::Result<usize>> + 'a {
-        receive_any(
-            &self.shard,
-            self.fd,
-            self.tls.as_mut(),
-            rb,
-            deadline,
-            Expect::Now,
-        )
+        self.recv_expecting(rb, deadline, Expect::Now)
     }
 
-    /// Like [`Conn::recv`], when the peer is not expected to have sent anything yet: an
-    /// upstream that was just sent a request. The ring then waits for readiness first instead
-    /// of trying a receive bound to find nothing.
-    pub fn recv_later<'a>(
+    /// Like [`Conn::recv`], saying when bytes are expected ([`Expect`]).
+    pub fn recv_expecting<'a>(
         &'a mut self,
         rb: &'a mut ReadBuf,
         deadline: Option<Instant>,
+        expect: Expect,
     ) -> impl Future<Output = io::Result<usize>> + 'a {
         receive_any(
             &self.shard,
@@ -295,25 +287,7 @@ impl Conn {
             self.tls.as_mut(),
             rb,
             deadline,
-            Expect::Soon,
-        )
-    }
-
-    /// Like [`Conn::recv_later`], for a keep-alive client between requests: its receive takes
-    /// an operation slot that a burst of idle connections leaves free together when they park
-    /// (see `io/uring.rs`, `Slots`).
-    pub fn recv_idle<'a>(
-        &'a mut self,
-        rb: &'a mut ReadBuf,
-        deadline: Option<Instant>,
-    ) -> impl Future<Output = io::Result<usize>> + 'a {
-        receive_any(
-            &self.shard,
-            self.fd,
-            self.tls.as_mut(),
-            rb,
-            deadline,
-            Expect::Idle,
+            expect,
         )
     }
 
@@ -431,16 +405,18 @@ pub(super) fn receive<'a>(
     receive_any(shard, fd, None, rb, deadline, expect)
 }
 
-/// When a receive expects bytes: whether the ring waits for readiness first, and where the
-/// operation's slot goes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Expect {
+/// When a receive expects bytes: whether the ring waits for readiness first, and what kind of
+/// operation slot it takes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Expect {
     /// At once (the rest of a head or a body).
     Now,
-    /// Not yet: wait for readiness first.
+    /// Not yet (an upstream that was just sent a request): the ring waits for readiness first
+    /// instead of trying a receive bound to find nothing.
     Soon,
-    /// Not for a while (a keep-alive client between requests): readiness first, and a slot
-    /// at the arena's high end.
+    /// Not for a while (a keep-alive client between requests): readiness first, in a slot of
+    /// the kind a burst of new connections leaves free together when they park
+    /// (`io/slots.rs`).
     Idle,
 }
 

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 pub use accept::Listener;
 pub use buffer::{Buf, BufferPool};
-pub use conn::Conn;
+pub use conn::{Conn, Expect};
 pub use notify::{Notifier, NotifyReceiver};
 pub use outbound::{COALESCE_LIMIT, Outbound};
 pub use readbuf::ReadBuf;

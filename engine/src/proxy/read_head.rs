@@ -7,6 +7,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::http1::{self, Parsed, RequestHead};
+use crate::io::Expect;
 use crate::shard::registry::Waiting;
 use crate::snapshot::Snapshot;
 
@@ -37,7 +38,11 @@ impl Session {
         let received = loop {
             let (wait, parks) = self.next_wait(waiting, quiet_a_while);
             let deadline = self.shard.io.now() + wait;
-            match self.client.recv_idle(&mut self.rb, Some(deadline)).await {
+            match self
+                .client
+                .recv_expecting(&mut self.rb, Some(deadline), Expect::Idle)
+                .await
+            {
                 Err(err) if parks && err.kind() == io::ErrorKind::TimedOut => {
                     let (rest, _) = self.next_wait(waiting, true);
                     if !self.client.tls_holds_buffer() {

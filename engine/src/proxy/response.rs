@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::error::{Error, ErrorKind, Side};
 use crate::http1::{self, HeadScanner, Parsed, ResponseBody, Version};
-use crate::io::{Buf, Outbound, ReadBuf};
+use crate::io::{Buf, Expect, Outbound, ReadBuf};
 use crate::snapshot::Snapshot;
 use crate::upstream::Checkout;
 
@@ -96,7 +96,10 @@ impl Session {
             }
             // Nothing of the answer can be there yet the first time: wait for readiness first.
             let received = if urb.is_empty() {
-                checkout.conn().recv_later(urb, Some(deadline)).await
+                checkout
+                    .conn()
+                    .recv_expecting(urb, Some(deadline), Expect::Soon)
+                    .await
             } else {
                 checkout.conn().recv(urb, Some(deadline)).await
             };

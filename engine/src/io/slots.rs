@@ -93,16 +93,19 @@ impl<T: Default> Arena<T> {
     /// Gives back every chunk whose slots are all free, but the first of each kind, after a
     /// burst of operations is over. Returns the ids the arena still spans.
     pub(super) fn release_spare(&mut self) -> usize {
+        // Whether a chunk of each kind is kept already.
+        let mut kept = [false; 2];
         for chunk in 0..self.chunks.len() {
-            let first_of_kind = self.kinds[..chunk]
-                .iter()
-                .zip(&self.chunks)
-                .all(|(kind, held)| *kind != self.kinds[chunk] || held.is_empty());
-            if !self.chunks[chunk].is_empty() && self.free[chunk] == ALL_FREE && !first_of_kind {
+            if self.chunks[chunk].is_empty() {
+                continue;
+            }
+            let kind = self.kinds[chunk] as usize;
+            if kept[kind] && self.free[chunk] == ALL_FREE {
+                self.mark_with_free(chunk, false);
                 self.chunks[chunk] = Box::default();
                 self.free[chunk] = 0;
-                self.mark_with_free(chunk, false);
             }
+            kept[kind] = true;
         }
         while self.chunks.last().is_some_and(|chunk| chunk.is_empty()) {
             self.chunks.pop();

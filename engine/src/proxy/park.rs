@@ -1,13 +1,14 @@
 //! Parking: a keep-alive connection that has idled [`PARK_AFTER`] between requests gives up its
 //! task. What it needs to go on (the socket with its TLS session, the listener's context, its
 //! registry key, its request count) waits in the shard's [`ParkedTable`], and its receive waits
-//! in the ring with no task awaiting it ([`Conn::park`]). When that receive completes (the next
-//! request's first bytes, a close, the keep-alive timeout, a drain's shutdown) the shard's
-//! reviver takes the connection out of the table, and closes it or spawns a task that serves
-//! it on as the first one would have.
+//! in the ring with no task awaiting it and no operation slot, under the entry's key
+//! ([`Conn::park`]). When that receive completes (the next request's first bytes, a close, the
+//! keep-alive timeout, a drain's shutdown) the shard's reviver takes the connection out of the
+//! table, and closes it or spawns a task that serves it on as the first one would have.
 //!
-//! Why: an idle connection in its task costs the task's future and header besides the receive's
-//! slot; parked, it costs its entry here instead, about a quarter of that (`check` prints both).
+//! Why: an idle connection in its task costs the task's future and header and its receive's
+//! slot; parked, it costs its entry here and a deadline link instead, about a quarter of that
+//! (`check` prints both).
 //!
 //! Why not at once: a parked connection's next request pays for a cancelled receive, a new one
 //! and a task, and spawning allocates. A connection that carries a request at least every

@@ -150,10 +150,6 @@ impl Wheel {
         self.len
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Makes room for ids below `ids` (called when the slot arena grows, never per operation).
     pub(super) fn reserve(&mut self, ids: usize) {
         if self.links.len() < ids {
@@ -212,6 +208,12 @@ impl Wheel {
                 self.young_since = now_nanos;
             }
         }
+        if self.len == 0 {
+            // Nothing to fire or move down (a ring with no parked connection, every pass):
+            // the wheel only keeps up with the clock, as `expire` would.
+            self.elapsed = self.elapsed.max((now_nanos / TICK_NANOS).min(MAX_TICKS));
+            return;
+        }
         self.expire(now_nanos / TICK_NANOS, fire);
     }
 
@@ -266,6 +268,9 @@ impl Wheel {
     /// earliest young deadline may have been removed or be pushed back: waking then is early,
     /// never late). `None` when the wheel is empty.
     pub(super) fn next_due(&self) -> Option<Instant> {
+        if self.len == 0 {
+            return None;
+        }
         let young = (self.young.head != NIL)
             .then(|| self.origin + Duration::from_nanos(self.young_earliest));
         let wheel = if self.ready.head != NIL {

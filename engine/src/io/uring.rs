@@ -992,16 +992,11 @@ impl Ring {
                 }
             });
         }
-        let mut parked = self.parked.borrow_mut();
-        // Most passes of a busy shard find no connection parked: they skip the second wheel.
-        if !parked.deadlines.is_empty() {
-            parked.deadlines.advance(now, lag, |key| {
-                // Queueing the cancel touches neither the parked receives nor the wheel.
-                self.fire_and_forget(opcode::AsyncCancel::new(TAG_PARKED | u64::from(key)).build());
-                found += 1;
-            });
-        }
-        drop(parked);
+        self.parked.borrow_mut().deadlines.advance(now, lag, |key| {
+            // Queueing the cancel touches neither the parked receives nor the wheel.
+            self.fire_and_forget(opcode::AsyncCancel::new(TAG_PARKED | u64::from(key)).build());
+            found += 1;
+        });
         if found > 0 {
             self.bump(|s| s.timeouts += found);
         }
@@ -1011,12 +1006,7 @@ impl Ring {
     /// when entries wait in the backlog or a stopping ring waits on dropped completions.
     fn park_timeout(&self, now: Instant) -> Duration {
         let mut timeout = self.idle_wait;
-        let parked = self.parked.borrow();
-        let parked_due = if parked.deadlines.is_empty() {
-            None
-        } else {
-            parked.deadlines.next_due()
-        };
+        let parked_due = self.parked.borrow().deadlines.next_due();
         for due in [self.wheel.borrow().next_due(), parked_due]
             .into_iter()
             .flatten()

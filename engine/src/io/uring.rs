@@ -19,8 +19,8 @@
 //! never moves, so the kernel can be given pointers into it (iovecs, `msghdr`, socket addresses).
 //! The one exception is a parked receive ([`Ring::park_receive`]): it points the kernel at no
 //! memory of its own (the kernel picks its buffer from the provided ring), so it takes no slot,
-//! and its `user_data` carries its owner's key. Buffers an
-//! operation reads from or writes into are moved into its slot and handed back on completion. If
+//! and its `user_data` carries its owner's key. Buffers an operation reads from or writes into
+//! are moved into its slot and handed back on completion. If
 //! the future waiting for an operation is dropped (timeout, cancelled connection), the slot is
 //! orphaned: a cancel is submitted and the slot, with its buffers, is recycled only when the
 //! kernel's final completion arrives. Nothing the kernel may still touch is ever freed early: a
@@ -288,10 +288,10 @@ pub fn parked_receive_bytes() -> usize {
     super::timer::link_bytes()
 }
 
-/// Bytes of one operation's slot, with its link in the deadline wheel and its place in the
-/// free list: an idle connection's pending receive holds one.
+/// Bytes of one operation's slot, with its link in the deadline wheel (its free bit in the
+/// arena is noise): an idle connection's receive holds one until it parks.
 pub fn slot_bytes() -> usize {
-    std::mem::size_of::<Slot>() + super::timer::link_bytes() + std::mem::size_of::<u32>()
+    std::mem::size_of::<Slot>() + super::timer::link_bytes()
 }
 
 /// The per-kind memory of an operation. Its variant is set before submission and not changed

@@ -152,6 +152,7 @@ pub async fn revive_parked(shard: Rc<Shard>) {
 
 /// Gives the memory of the tasks parked connections ended, and of exchange frames and ring
 /// slots no longer needed, back to the system after parking.
+///
 /// The allocator keeps freed memory for reuse and returns little of it on its own, so without
 /// this a shard's resident memory would stay at its peak of connections in tasks (all of them,
 /// for a burst of new connections) instead of falling to what parked ones cost. A trim walks

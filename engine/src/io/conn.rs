@@ -395,13 +395,8 @@ pub(super) fn receive<'a>(
     fd: RawFd,
     rb: &'a mut ReadBuf,
     deadline: Option<Instant>,
-    poll_first: bool,
+    expect: Expect,
 ) -> impl Future<Output = io::Result<usize>> + 'a {
-    let expect = if poll_first {
-        Expect::Soon
-    } else {
-        Expect::Now
-    };
     receive_any(shard, fd, None, rb, deadline, expect)
 }
 

@@ -52,7 +52,7 @@ use rustls::{ExtractedSecrets, HandshakeKind, ProtocolVersion};
 use crate::tls::record::{self, ContentType, HEADER, MAX_PLAINTEXT, RecordError, RecordKeys};
 
 use super::buffer::BufferPool;
-use super::conn::{receive, send_all};
+use super::conn::{Expect, receive, send_all};
 use super::{IoShard, Outbound, ReadBuf};
 
 /// More than any record's framing and tag adds to its plaintext: 5 header bytes, then at most
@@ -419,7 +419,7 @@ impl<C: Records> TlsLayer<C> {
                 Next::Receive => {
                     self.make_record_room(shard)
                         .map_err(|err| (HandshakeFailure::Protocol, err.to_string()))?;
-                    match receive(shard, fd, &mut self.cipher, deadline, false).await {
+                    match receive(shard, fd, &mut self.cipher, deadline, Expect::Now).await {
                         Ok(0) => return Err(closed("the peer closed the connection")),
                         Ok(_) => {}
                         Err(err) => return Err(of_io(err)),

@@ -25,7 +25,7 @@ use std::time::Duration;
 use futures_lite::future;
 
 use super::buffer::{Buf, BufferPool};
-use super::conn::{Layer, receive, send_all};
+use super::conn::{Expect, Layer, receive, send_all};
 use super::tls::Read;
 use super::uring::{MAX_PARTS, Op, Part, Ring};
 use super::{Conn, IoShard, Outbound, ReadBuf};
@@ -272,7 +272,7 @@ async fn pump(
                         continue;
                     }
                     Read::More => {
-                        if receive(shard, from.fd, &mut incoming, None, true).await? == 0 {
+                        if receive(shard, from.fd, &mut incoming, None, Expect::Soon).await? == 0 {
                             return finish(shard, &to).await;
                         }
                         activity.set(shard.now());
@@ -281,7 +281,7 @@ async fn pump(
                 }
             }
             None => {
-                if receive(shard, from.fd, &mut plain, None, true).await? == 0 {
+                if receive(shard, from.fd, &mut plain, None, Expect::Soon).await? == 0 {
                     return finish(shard, &to).await;
                 }
                 activity.set(shard.now());
